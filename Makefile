@@ -1,0 +1,27 @@
+# Two commands do all the set-up: `make demo` and `make test`. Each creates or updates
+# .venv from pyproject.toml (re-installing only when pyproject.toml changed).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
+
+.PHONY: venv demo test test-all clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[pipeline,dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+venv: $(STAMP)
+
+## demo: run the default MNIST teacher/student recipe and print the report table
+demo: $(STAMP)
+	$(VENV)/bin/edgepipe run
+
+## test: the default test suite (well under 15 minutes on 2 cores)
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from edgepipe.runtime.runner import main
+
+sys.exit(main())

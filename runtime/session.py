@@ -1,0 +1,97 @@
+"""onnxruntime sessions and inputs, with one-line errors for the files users get wrong."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edgepipe.devices import EdgepipeError
+
+_NP_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+}
+
+
+def open_session(
+    model: str | Path,
+    threads: int = 1,
+    inter_threads: int = 1,
+    providers: tuple[str, ...] = ("CPUExecutionProvider",),
+) -> ort.InferenceSession:
+    path = Path(model)
+    if not path.is_file():
+        raise EdgepipeError(f"{path}: model file not found; pass the path of an .onnx file")
+    available = ort.get_available_providers()
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise EdgepipeError(
+            f"execution provider {', '.join(missing)} is not in this onnxruntime build "
+            f"(available: {', '.join(available)}); choose one of those"
+        )
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = inter_threads
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
+    except Exception as exc:  # onnxruntime raises several pybind types for a bad file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EdgepipeError(
+            f"{path}: onnxruntime cannot load this model ({first[:200]}); "
+            "the file is truncated or not ONNX, re-export it"
+        ) from None
+
+
+def input_feed(session: ort.InferenceSession, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs from the model's input signature; a dynamic first dim becomes `batch`."""
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for inp in session.get_inputs():
+        shape = []
+        for i, dim in enumerate(inp.shape):
+            if isinstance(dim, int) and dim > 0:
+                shape.append(dim)
+            elif i == 0:
+                shape.append(batch)
+            else:
+                raise EdgepipeError(
+                    f"input '{inp.name}' has dynamic dimension {i} ({dim!r}); "
+                    "pass real inputs with --inputs FILE.npz"
+                )
+        dtype = _NP_TYPES.get(inp.type)
+        if dtype is None:
+            raise EdgepipeError(f"input '{inp.name}' has type {inp.type}, which the runner cannot generate")
+        feed[inp.name] = rng.standard_normal(shape).astype(dtype)
+    return feed
+
+
+def check_feed(session: ort.InferenceSession, feed: dict[str, np.ndarray], source: str) -> None:
+    """Fail with one line when given inputs do not match the model's signature."""
+    for inp in session.get_inputs():
+        if inp.name not in feed:
+            raise EdgepipeError(f"{source}: no array named '{inp.name}' (has: {', '.join(feed)})")
+        arr = feed[inp.name]
+        if len(arr.shape) != len(inp.shape) or any(
+            isinstance(d, int) and d > 0 and d != a for d, a in zip(inp.shape, arr.shape)
+        ):
+            raise EdgepipeError(
+                f"{source}: '{inp.name}' has shape {list(arr.shape)}, model expects {inp.shape}"
+            )
+
+
+def predict(session: ort.InferenceSession, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Logits for all of x, fed in batches through the model's single input."""
+    name = session.get_inputs()[0].name
+    outs = [session.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
+    return np.concatenate(outs, axis=0)
+
+
+def accuracy(session: ort.InferenceSession, x: np.ndarray, y: np.ndarray) -> float:
+    return float((predict(session, x).argmax(axis=1) == y).mean())
