@@ -1,0 +1,1 @@
+"""edgepipe.export: Paddle -> ONNX (checked against Paddle), graph analysis, int8 quantization."""

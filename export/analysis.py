@@ -1,0 +1,127 @@
+"""What an ONNX file costs: parameters and multiply-accumulates per inference (batch 1).
+
+Works for float graphs and for QDQ int8 graphs (Conv/Gemm/MatMul fed by DequantizeLinear),
+and for QOperator graphs (QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgepipe.devices import EdgepipeError
+
+_CONV = {"Conv", "ConvInteger", "QLinearConv"}
+_MATMUL = {"MatMul", "MatMulInteger", "QLinearMatMul", "Gemm"}
+# Inputs that hold quantization scales / zero points rather than parameters.
+_QPARAM_INPUTS = {
+    "QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2),
+    "QLinearConv": (1, 2, 4, 5, 6, 7), "QLinearMatMul": (1, 2, 4, 5, 6, 7),
+    "ConvInteger": (2, 3), "MatMulInteger": (2, 3),
+}
+# Operand positions of the data tensors for each op (input, weight).
+_OPERANDS = {"QLinearConv": (0, 3), "QLinearMatMul": (0, 3)}
+
+
+def load_onnx(path: str | Path):
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise EdgepipeError(f"{path}: ONNX file not found")
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:
+        raise EdgepipeError(f"{path}: not a readable ONNX model ({type(exc).__name__}); re-export it") from None
+
+
+def count_params(model) -> int:
+    qparams = set()
+    for node in model.graph.node:
+        for i in _QPARAM_INPUTS.get(node.op_type, ()):
+            if i < len(node.input):
+                qparams.add(node.input[i])
+    import onnx
+
+    index_types = {onnx.TensorProto.INT64, onnx.TensorProto.BOOL}  # shapes, axes (int32 = quantized biases)
+    return int(sum(int(np.prod(t.dims)) for t in model.graph.initializer
+                   if t.name not in qparams and t.data_type not in index_types))
+
+
+def _shapes(model) -> dict[str, list[int]]:
+    import onnx
+
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    # Exporters store symbolic batch dims in value_info; drop them and pin batch to 1.
+    fixed.graph.ClearField("value_info")
+    for vi in list(fixed.graph.input) + list(fixed.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = 1
+    inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
+    shapes = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in vi.type.tensor_type.shape.dim]
+        shapes[vi.name] = dims
+    for t in inferred.graph.initializer:
+        shapes[t.name] = list(t.dims)
+    return shapes
+
+
+def _runtime_shapes(model, names: list[str]) -> dict[str, list[int]]:
+    """Shapes of `names` observed by running the model once at batch 1 with onnxruntime.
+
+    The fallback where static inference stops (e.g. a flatten written as Shape/Slice/Concat/
+    Reshape over initializers, which ONNX's data propagation does not follow).
+    """
+    import onnx
+
+    from edgepipe.runtime.session import input_feed
+
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    for name in names:
+        if name not in known:
+            probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(probe.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    outs = sess.run(names, input_feed(sess, batch=1))
+    return {n: list(o.shape) for n, o in zip(names, outs)}
+
+
+def count_macs(model) -> int:
+    shapes = _shapes(model)
+    nodes = [n for n in model.graph.node if n.op_type in _CONV or n.op_type in _MATMUL]
+    unknown = sorted({t for n in nodes for t in (n.input[0], n.output[0])
+                      if not shapes.get(t) or 0 in shapes[t]})
+    if unknown:
+        shapes.update(_runtime_shapes(model, unknown))
+    total = 0
+    for node in model.graph.node:
+        op = node.op_type
+        if op not in _CONV and op not in _MATMUL:
+            continue
+        a_idx, b_idx = _OPERANDS.get(op, (0, 1))
+        out = shapes.get(node.output[0])
+        w = shapes.get(node.input[b_idx])
+        a = shapes.get(node.input[a_idx])
+        if not out or not w or 0 in out or 0 in w:
+            raise EdgepipeError(f"cannot infer shapes around {op} node '{node.name}' to count MACs")
+        if op in _CONV:
+            total += int(np.prod(out)) * int(np.prod(w[1:]))  # N*Cout*H*W * (Cin/g)*kh*kw
+        else:
+            trans_b = any(at.name == "transB" and at.i == 1 for at in node.attribute)
+            k = (a[-1] if a else w[0]) if not trans_b else w[-1]
+            total += int(np.prod(out)) * int(k)
+    return total
+
+
+def describe(path: str | Path) -> dict:
+    model = load_onnx(path)
+    return {"params": count_params(model), "macs": count_macs(model), "bytes": Path(path).stat().st_size}

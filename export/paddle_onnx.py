@@ -1,0 +1,144 @@
+"""Paddle Layer -> ONNX, always followed by a parity check against Paddle (optimum's habit)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgepipe.devices import EdgepipeError
+from edgepipe.runtime.atomic import write_bytes_atomic
+from edgepipe.runtime.session import open_session, predict
+
+DEFAULT_OPSET = 13
+
+
+class ParityError(EdgepipeError):
+    """The exported ONNX model does not reproduce Paddle's outputs within tolerance."""
+
+
+def _die_with_parent():  # pragma: no cover - runs in the child
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def _run_paddle2onnx(model_json: Path, params: Path, out: Path, opset: int, name: str) -> None:
+    cmd = [sys.executable, "-m", "edgepipe.export._p2o", str(model_json), str(params), str(out), str(opset)]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True,
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+    )
+    if proc.returncode == 0 and out.is_file():
+        return
+    tail = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+    hint = next((ln.strip() for ln in reversed(tail) if "rror" in ln or "not support" in ln.lower()), tail[-1].strip() if tail else "")
+    if proc.returncode < 0:
+        sig = signal.Signals(-proc.returncode).name
+        raise EdgepipeError(
+            f"paddle2onnx crashed ({sig}) converting {name}: {hint[:240]}; "
+            "the model uses an op paddle2onnx cannot convert - replace that op, or export the float model and quantize in ONNX"
+        )
+    raise EdgepipeError(f"paddle2onnx failed converting {name}: {hint[:240]}")
+
+
+def constants_to_initializers(model) -> int:
+    """Move Constant nodes holding tensors into graph initializers; returns how many moved.
+
+    paddle2onnx (without its optimizer) emits every weight as a Constant node; onnxruntime's
+    quantizer and most tools only recognise weights that are initializers.
+    """
+    keep, moved = [], 0
+    for node in model.graph.node:
+        attr = node.attribute[0] if node.op_type == "Constant" and len(node.attribute) == 1 else None
+        if attr is not None and attr.name == "value":
+            tensor = attr.t
+            tensor.name = node.output[0]
+            model.graph.initializer.append(tensor)
+            moved += 1
+        else:
+            keep.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    return moved
+
+
+def basic_optimize(src: Path, dst: Path) -> Path:
+    """onnxruntime's basic, provider-independent graph optimisations, saved as a plain ONNX file.
+
+    Constant folding, Identity elimination and Conv/Add fusions: what paddle2onnx's own
+    optimizer would do, without the packages it installs at run time. The result runs on
+    any onnxruntime build and execution provider.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.optimized_model_filepath = str(dst)
+    opts.log_severity_level = 3
+    ort.InferenceSession(str(src), sess_options=opts, providers=["CPUExecutionProvider"])
+    return dst
+
+
+def export_layer(
+    layer, input_shape: tuple[int, ...], out: str | Path, *, opset: int = DEFAULT_OPSET, name: str = "model"
+) -> Path:
+    """jit.save `layer` (batch dim dynamic) and convert it to ONNX at `out`, atomically."""
+    import paddle
+    from paddle.static import InputSpec
+
+    out = Path(out)
+    layer.eval()
+    with tempfile.TemporaryDirectory(prefix="edgepipe-export-") as tmp:
+        prefix = os.path.join(tmp, "model")
+        spec = [InputSpec([None, *input_shape], "float32", "x")]
+        try:
+            paddle.jit.save(layer, prefix, input_spec=spec)
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise EdgepipeError(f"paddle.jit.save failed for {name}: {msg[:240]}") from None
+        model_json = Path(prefix + ".json")
+        if not model_json.is_file():  # older (non-PIR) paddle writes .pdmodel
+            model_json = Path(prefix + ".pdmodel")
+        tmp_out = Path(tmp) / "model.onnx"
+        _run_paddle2onnx(model_json, Path(prefix + ".pdiparams"), tmp_out, opset, name)
+        import onnx
+
+        model = onnx.load(str(tmp_out))
+        constants_to_initializers(model)
+        onnx.save(model, str(tmp_out))
+        model = onnx.load(str(basic_optimize(tmp_out, Path(tmp) / "model.opt.onnx")))
+        try:
+            onnx.checker.check_model(model)
+        except Exception as exc:
+            raise EdgepipeError(f"the ONNX exported for {name} fails onnx.checker: {str(exc)[:240]}") from None
+        write_bytes_atomic(out, model.SerializeToString())
+    return out
+
+
+def check_parity(
+    onnx_path: str | Path, reference: np.ndarray, inputs: np.ndarray, *, atol: float = 1e-4, rtol: float = 1e-3,
+    name: str = "model",
+) -> dict:
+    """Compare onnxruntime's output on `inputs` with Paddle's `reference`; raise ParityError if off."""
+    got = predict(open_session(onnx_path), inputs)
+    if got.shape != reference.shape:
+        raise ParityError(f"{name}: ONNX output 0 has shape {list(got.shape)}, Paddle gave {list(reference.shape)}")
+    diff = np.abs(got - reference)
+    allowed = atol + rtol * np.abs(reference)
+    worst = float(diff.max())
+    if np.any(diff > allowed):
+        raise ParityError(
+            f"{name}: ONNX output 0 differs from Paddle by up to {worst:.3g} "
+            f"(tolerance {atol:g} + {rtol:g}*|ref|) on {len(inputs)} held-out inputs; "
+            "the exporter mis-converted an op - check paddle2onnx's warnings or try another opset"
+        )
+    agree = float((got.argmax(1) == reference.argmax(1)).mean()) if got.ndim == 2 else None
+    return {"max_abs_diff": worst, "samples": int(len(inputs)), "top1_agreement": agree, "atol": atol, "rtol": rtol}
