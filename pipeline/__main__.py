@@ -1,0 +1,5 @@
+import sys
+
+from edgepipe.pipeline.cli import main
+
+sys.exit(main())

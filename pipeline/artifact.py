@@ -1,0 +1,102 @@
+"""A model artifact: `model.json` (spec + applied transforms + facts) beside `model.pdparams`.
+
+A stage that changes the architecture (pruning, low-rank) appends a transform with its
+parameters (kept channel indices, ranks); loading rebuilds the spec and replays them in
+order, then loads the weights. Transforms register with `register_transform`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from edgepipe.devices import EdgepipeError
+from edgepipe.pipeline.models import ModelSpec, build_model, count_parameters
+from edgepipe.runtime.atomic import write_json_atomic
+
+TRANSFORMS: dict[str, Callable] = {}
+FORMAT = "edgepipe-model/1"
+
+
+def register_transform(name: str):
+    """Register fn(layer, **params) -> layer, replayed when an artifact is loaded."""
+
+    def deco(fn):
+        TRANSFORMS[name] = fn
+        return fn
+
+    return deco
+
+
+def apply_transforms(layer, transforms: list[dict]):
+    for i, t in enumerate(transforms):
+        fn = TRANSFORMS.get(t.get("type"))
+        if fn is None:
+            raise EdgepipeError(
+                f"transforms[{i}]: unknown transform '{t.get('type')}' (known: {', '.join(TRANSFORMS) or 'none'}); "
+                "the artifact was made by a newer edgepipe"
+            )
+        layer = fn(layer, **t.get("params", {}))
+    return layer
+
+
+def save_model(folder: str | Path, layer, spec: ModelSpec, transforms: list[dict] | None = None, meta: dict | None = None) -> Path:
+    import paddle
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".model.pdparams.", suffix=".tmp")
+    os.close(fd)
+    try:
+        paddle.save(layer.state_dict(), tmp)
+        os.replace(tmp, folder / "model.pdparams")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    write_json_atomic(folder / "model.json", {
+        "format": FORMAT,
+        "spec": spec.to_dict(),
+        "transforms": list(transforms or []),
+        "input_shape": list(spec.input_shape),
+        "params": count_parameters(layer),
+        "meta": meta or {},
+    })
+    return folder
+
+
+def read_model_info(folder: str | Path) -> dict:
+    folder = Path(folder)
+    info_path = folder / "model.json"
+    if not info_path.is_file():
+        raise EdgepipeError(f"{info_path}: model description not found; pass a folder written by edgepipe (model.json + model.pdparams)")
+    try:
+        info = json.loads(info_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise EdgepipeError(f"{info_path}: not valid JSON; the artifact is damaged, re-run the stage that made it") from None
+    if info.get("format") != FORMAT:
+        raise EdgepipeError(f"{info_path}: format {info.get('format')!r} is not {FORMAT!r}")
+    return info
+
+
+def load_model(folder: str | Path):
+    """Rebuild the model from spec + transforms and load its weights; returns (layer, info)."""
+    import paddle
+
+    folder = Path(folder)
+    info = read_model_info(folder)
+    spec = ModelSpec.from_json(info["spec"])
+    layer = apply_transforms(build_model(spec), info.get("transforms", []))
+    params_path = folder / "model.pdparams"
+    if not params_path.is_file():
+        raise EdgepipeError(f"{params_path}: weights not found; re-run the stage that made this model")
+    try:
+        state = paddle.load(str(params_path))
+    except Exception as exc:
+        raise EdgepipeError(f"{params_path}: cannot read weights ({type(exc).__name__}); the file is damaged, re-run its stage") from None
+    missing, unexpected = layer.set_state_dict(state) or ([], [])
+    if missing or unexpected:
+        raise EdgepipeError(f"{params_path}: weights do not match the model spec (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    layer.eval()
+    return layer, info

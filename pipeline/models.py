@@ -1,0 +1,81 @@
+"""The seed's LeNet-like family: conv blocks (conv 3×3 → ReLU → max-pool 2) then fc layers.
+
+Teacher: conv [32, 64], fc [128] -> 10.  Student: conv [16, 32], fc [128] -> 10.
+Sublayers are named conv1.., fc1.. so recipes can point at them (feature distillation,
+and later pruning / low-rank transforms).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from edgepipe.pipeline.config import require
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    family: Literal["convnet"] = "convnet"
+    conv: tuple[int, ...] = (32, 64)
+    fc: tuple[int, ...] = (128,)
+    num_classes: int = 10
+    in_channels: int = 1
+    input_size: int = 28
+    kernel: int = 3
+
+    def __post_init__(self):
+        require(len(self.conv) >= 1 and all(c >= 1 for c in self.conv), "conv", "needs at least one positive channel count")
+        require(all(f >= 1 for f in self.fc), "fc", "sizes must be positive")
+        require(self.kernel % 2 == 1, "kernel", "must be odd (padding keeps the size)")
+        require(self.input_size % (2 ** len(self.conv)) == 0, "input_size",
+                f"must be divisible by 2**{len(self.conv)} (one 2× pool per conv)")
+        require(self.num_classes >= 2, "num_classes", "must be at least 2")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_channels, self.input_size, self.input_size)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ModelSpec":
+        from edgepipe.pipeline.config import from_dict
+
+        return from_dict(cls, d, "spec")
+
+
+def build_model(spec: ModelSpec):
+    import paddle
+    import paddle.nn as nn
+
+    class ConvNet(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            chans = [spec.in_channels, *spec.conv]
+            for i in range(len(spec.conv)):
+                self.add_sublayer(f"conv{i + 1}", nn.Conv2D(chans[i], chans[i + 1], spec.kernel, padding=spec.kernel // 2))
+            self.n_conv = len(spec.conv)
+            side = spec.input_size // 2 ** len(spec.conv)
+            dims = [spec.conv[-1] * side * side, *spec.fc, spec.num_classes]
+            for i in range(len(dims) - 1):
+                self.add_sublayer(f"fc{i + 1}", nn.Linear(dims[i], dims[i + 1]))
+            self.n_fc = len(dims) - 1
+            self.relu = nn.ReLU()
+            self.pool = nn.MaxPool2D(kernel_size=2, stride=2)
+
+        def forward(self, x):
+            for i in range(self.n_conv):
+                x = self.pool(self.relu(getattr(self, f"conv{i + 1}")(x)))
+            x = paddle.flatten(x, 1)
+            for i in range(self.n_fc):
+                x = getattr(self, f"fc{i + 1}")(x)
+                if i < self.n_fc - 1:
+                    x = self.relu(x)
+            return x
+
+    return ConvNet()
+
+
+def count_parameters(layer) -> int:
+    return int(sum(int(p.size) for p in layer.parameters()))

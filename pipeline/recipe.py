@@ -1,0 +1,114 @@
+"""The recipe: data, seed and an ordered list of stages, each `- <type>: {config}`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from edgepipe.pipeline.config import ConfigError, config_sha, from_dict, read_yaml, require, to_dict
+from edgepipe.pipeline.registry import load_builtin_stages
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Literal["bundled", "idx", "paddle"] = "bundled"
+    path: str | None = None  # folder of MNIST IDX files, for source: idx
+    test: int = 1000
+    val: int = 300
+    calibration: int = 200
+    train_limit: int | None = None  # use at most this many training samples (quick runs)
+    split_seed: int = 0
+
+    def __post_init__(self):
+        require(self.source != "idx" or bool(self.path), "path", "source 'idx' needs path: a folder of MNIST IDX files")
+        for name in ("test", "val", "calibration"):
+            require(getattr(self, name) >= 1, name, "must be at least 1")
+        require(self.train_limit is None or self.train_limit >= 1, "train_limit", "must be at least 1")
+
+
+@dataclass(frozen=True)
+class StageEntry:
+    name: str  # folder in the run directory and the name --from takes
+    kind: str
+    config: object
+
+    @property
+    def sha(self) -> str:
+        return config_sha(self.kind, self.config)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    seed: int
+    data: DataConfig
+    stages: tuple[StageEntry, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "data": to_dict(self.data),
+            "stages": [{s.kind: to_dict(s.config)} for s in self.stages],
+        }
+
+
+@dataclass(frozen=True)
+class _Top:
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    stages: tuple[dict, ...] = ()
+
+    def __post_init__(self):
+        require(self.name.replace("-", "").replace("_", "").replace(".", "").isalnum(), "name",
+                "use letters, digits, '-', '_' or '.' (it names the run folder)")
+
+
+def parse_recipe(raw) -> Recipe:
+    stages_def = load_builtin_stages()
+    if raw is None:
+        raw = {}
+    raw_stages = raw.get("stages", []) if isinstance(raw, dict) else None
+    if isinstance(raw, dict) and not isinstance(raw_stages, list):
+        raise ConfigError(f"stages: expected a list of '- <stage>: {{...}}' items, got {type(raw_stages).__name__}")
+    top = from_dict(_Top, {k: v for k, v in raw.items() if k != "stages"} if isinstance(raw, dict) else raw)
+    if not raw_stages:
+        raise ConfigError("stages: the recipe has no stages; list at least one of " + ", ".join(stages_def))
+    entries, produced, seen = [], {}, {}
+    for i, item in enumerate(raw_stages):
+        if not isinstance(item, dict) or len(item) != 1:
+            raise ConfigError(f"stages[{i}]: each stage is one mapping '<type>: {{config}}', got {item!r}")
+        (kind, body), = item.items()
+        path = f"stages[{i}].{kind}"
+        if kind not in stages_def:
+            import difflib
+
+            close = difflib.get_close_matches(str(kind), stages_def, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known stages: {', '.join(stages_def)}"
+            raise ConfigError(f"stages[{i}]: unknown stage type '{kind}'{hint}")
+        cfg = from_dict(stages_def[kind].config_cls, body, path)
+        for key, art in cfg.inputs(produced).items():
+            if art not in produced:
+                have = ", ".join(produced) or "none yet"
+                raise ConfigError(f"{path}.{key}: no earlier stage produces '{art}' (available: {have})")
+        seen[kind] = seen.get(kind, 0) + 1
+        name = kind if seen[kind] == 1 else f"{kind}{seen[kind]}"
+        for art, art_kind in cfg.outputs().items():
+            produced[art] = art_kind
+        entries.append(StageEntry(name, kind, cfg))
+    return Recipe(top.name, top.seed, top.data, tuple(entries))
+
+
+def default_recipe_path() -> Path:
+    return Path(str(resources.files("edgepipe.pipeline") / "recipes" / "mnist_kd.yaml"))
+
+
+def load_recipe(path: str | Path | None = None) -> Recipe:
+    path = Path(path) if path else default_recipe_path()
+    raw = read_yaml(path)
+    try:
+        return parse_recipe(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

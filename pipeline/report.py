@@ -1,0 +1,97 @@
+"""The report: one row per model (accuracy, params, MACs, ONNX bytes, p50 latency, peak RSS),
+built from manifest.json alone so `edgepipe report RUN_DIR` works on any finished run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgepipe.pipeline.run import read_manifest
+
+COLUMNS = ("model", "accuracy", "params", "MACs", "ONNX bytes", "p50 ms", "p90 ms", "peak RSS MB")
+
+
+def _rows(manifest: dict) -> list[dict]:
+    stages = manifest["stages"].values()
+    bench = {}
+    for s in stages:
+        if s["type"] == "bench":
+            bench.update(s["metrics"]["models"])
+    rows = []
+    for s in stages:
+        for name, art in s.get("artifacts", {}).items():
+            if art["kind"] != "onnx":
+                continue
+            m, b = art["meta"], bench.get(name)
+            rows.append({
+                "name": name,
+                "model": f"{m.get('label', name)} {m.get('precision', '')}".strip(),
+                "accuracy": m.get("accuracy"),
+                "params": m.get("params"),
+                "macs": m.get("macs"),
+                "bytes": m.get("bytes"),
+                "p50_ms": b["latency"]["p50_ms"] if b else None,
+                "p90_ms": b["latency"]["p90_ms"] if b else None,
+                "peak_rss_mb": b["memory"]["peak_rss_mb"] if b else None,
+            })
+    return rows
+
+
+def _fmt(row: dict) -> list[str]:
+    def f(v, spec):
+        return "—" if v is None else format(v, spec)
+
+    acc = "—" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}%"
+    return [row["model"], acc, f(row["params"], ","), f(row["macs"], ","), f(row["bytes"], ","),
+            f(row["p50_ms"], ".3f"), f(row["p90_ms"], ".3f"), f(row["peak_rss_mb"], ".1f")]
+
+
+def table_text(manifest: dict) -> str:
+    cells = [list(COLUMNS)] + [_fmt(r) for r in _rows(manifest)]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _md_table(manifest: dict) -> str:
+    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    out += ["| " + " | ".join(_fmt(r)) + " |" for r in _rows(manifest)]
+    return "\n".join(out)
+
+
+def markdown(manifest: dict, run_dir: Path) -> str:
+    env = manifest.get("environment", {})
+    host, ver = env.get("host", {}), env.get("versions", {})
+    data = manifest.get("data") or {}
+    lines = [f"# edgepipe report: {manifest.get('recipe', run_dir.name)}", "", _md_table(manifest), ""]
+    lines += ["Accuracy is top-1 on the test split, measured with onnxruntime on the exported file. "
+              "Latency: batch 1, measured by the on-device runner in a fresh process (see the bench options below); "
+              "peak RSS is that process's `ru_maxrss` (onnxruntime + numpy + the model).", ""]
+    stages = manifest["stages"]
+    kd = next((s for s in stages.values() if s["type"] == "distill"), None)
+    if kd:
+        cfg = kd["config"]
+        lines += ["## Distillation", "",
+                  f"Offline KD at temperature {cfg['temperature']}, α = {cfg['alpha']} on T²·KL(teacher ‖ student), "
+                  f"1 − α on hard-label cross-entropy, {cfg['epochs']} epochs"
+                  + (f", feature hint {cfg['feature']['student_layer']} → {cfg['feature']['teacher_layer']} (weight {cfg['feature']['weight']})" if cfg.get("feature") else "")
+                  + ". The baseline is the same student, seed and epochs without a teacher.", ""]
+    for s in stages.values():
+        if s["type"] == "quantize":
+            m = s["metrics"]
+            lines += ["## Quantization", "",
+                      f"Static int8 ({s['config']['format'].upper()}, per-channel={s['config']['per_channel']}, "
+                      f"{s['config']['calibration']} calibration on {m['calibration_samples']} samples): "
+                      f"accuracy change {-m['accuracy_drop_points']:+.2f} points, file {m['bytes_ratio_vs_fp32']:.2f}× the fp32 bytes.", ""]
+    lines += ["## Run", "",
+              f"- data: {data.get('source', '?')}; samples per split: "
+              + ", ".join(f"{k} {v}" for k, v in (data.get("counts") or {}).items()),
+              f"- host: {host.get('cpu_model', '?')} ({host.get('arch', '?')}), {host.get('logical_cores', '?')} logical cores, "
+              f"int8-relevant CPU flags: {', '.join(host.get('flags', [])) or 'none'}",
+              "- versions: " + ", ".join(f"{k} {v}" for k, v in ver.items() if v),
+              "- stages: " + ", ".join(f"{n} {s['wall_s']:.1f}s" for n, s in stages.items() if s["type"] != "report"),
+              "", f"Every figure comes from `{run_dir / 'manifest.json'}`; rerun with `edgepipe run` to reproduce."]
+    return "\n".join(lines) + "\n"
+
+
+def load(run_dir: Path) -> dict:
+    return read_manifest(Path(run_dir))

@@ -1,0 +1,255 @@
+"""Run a recipe in `runs/<name>/`: one folder per stage plus `manifest.json`.
+
+Crash safety: a stage writes into `.<stage>.partial-<pid>/`; only when it finishes is that
+folder swapped in and the manifest (written atomically) updated. A killed run leaves at
+most a partial folder, which the next run deletes; the stage is simply redone.
+Reuse: a stage is skipped when its config, the hashes of its inputs, and the hashes of its
+recorded outputs are all unchanged.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgepipe.devices import EdgepipeError, detect_host
+from edgepipe.pipeline.recipe import Recipe
+from edgepipe.pipeline.registry import STAGES
+from edgepipe.runtime.atomic import write_json_atomic, write_text_atomic
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class Artifact:
+    """A named product of a stage: a paddle model folder or an ONNX file, path relative to the run dir."""
+
+    name: str
+    kind: str  # "paddle" | "onnx" | "file"
+    path: str
+    meta: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "path": self.path, "meta": self.meta}
+
+
+@dataclass
+class StageResult:
+    metrics: dict
+    artifacts: list[Artifact] = field(default_factory=list)
+
+
+class StageContext:
+    def __init__(self, recipe: Recipe, run_dir: Path, name: str, out_dir: Path, artifacts: dict[str, Artifact], manifest: dict):
+        self.recipe, self.run_dir, self.name, self.out_dir = recipe, run_dir, name, out_dir
+        self.artifacts, self.manifest = artifacts, manifest
+        self._data = None
+
+    @property
+    def data(self):
+        if self._data is None:
+            from edgepipe.pipeline.data import load_dataset
+
+            self._data = load_dataset(self.recipe.data)
+        return self._data
+
+    def path_of(self, art_name: str) -> Path:
+        return self.run_dir / self.artifacts[art_name].path
+
+    def out(self, rel: str) -> Path:
+        """A path inside this stage's output folder; the artifact path is `<stage>/<rel>`."""
+        return self.out_dir / rel
+
+    def artifact(self, name: str, kind: str, rel: str, **meta) -> Artifact:
+        return Artifact(name, kind, f"{self.name}/{rel}", meta)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_tree(run_dir: Path, rel: str) -> dict[str, str]:
+    """sha256 of every file under run_dir/rel (a file or a folder), keyed by relative path."""
+    root = run_dir / rel
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(run_dir)): sha256_file(p) for p in files}
+
+
+def artifact_sha(run_dir: Path, art: Artifact) -> str:
+    tree = hash_tree(run_dir, art.path)
+    if not tree:
+        raise EdgepipeError(f"{run_dir / art.path}: artifact '{art.name}' is missing; re-run with --force")
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("edgepipe", "paddlepaddle", "paddle2onnx", "onnx", "onnxruntime", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def environment() -> dict:
+    return {"versions": versions(), "host": detect_host().to_dict()}
+
+
+def read_manifest(run_dir: Path) -> dict:
+    path = run_dir / MANIFEST
+    if not path.exists():
+        return {"stages": {}}
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data.get("stages"), dict):
+            raise ValueError
+        return data
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        raise EdgepipeError(f"{path}: not a valid edgepipe manifest; delete it (stages will be redone) or use another run name") from None
+
+
+def verify_run(run_dir: Path) -> list[str]:
+    """Re-hash every output recorded in the manifest; returns the problems found (empty = all good)."""
+    manifest = read_manifest(run_dir)
+    if not manifest["stages"]:
+        return [f"{run_dir / MANIFEST}: no finished stages recorded"]
+    problems = []
+    for name, entry in manifest["stages"].items():
+        for rel, sha in entry.get("outputs", {}).items():
+            p = run_dir / rel
+            if not p.is_file():
+                problems.append(f"{rel}: missing (stage {name})")
+            elif sha256_file(p) != sha:
+                problems.append(f"{rel}: sha256 differs from the manifest (stage {name})")
+    return problems
+
+
+class _Lock:
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / ".lock"
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise EdgepipeError(f"{self.path.parent}: another edgepipe run is using this run directory; wait for it or use --name") from None
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def _clean_leftovers(run_dir: Path) -> None:
+    for p in run_dir.iterdir():
+        if p.name.startswith(".") and (".partial-" in p.name or ".trash-" in p.name or p.name.endswith(".tmp")):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def _swap_in(run_dir: Path, partial: Path, name: str) -> None:
+    final = run_dir / name
+    if final.exists():
+        trash = run_dir / f".{name}.trash-{os.getpid()}"
+        os.replace(final, trash)
+        os.replace(partial, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(partial, final)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_recipe(recipe: Recipe, runs_dir: Path, *, force: bool = False, from_stage: str | None = None) -> tuple[Path, dict]:
+    names = [s.name for s in recipe.stages]
+    if from_stage is not None and from_stage not in names:
+        raise EdgepipeError(f"--from {from_stage}: no such stage in this recipe (stages: {', '.join(names)})")
+    run_dir = Path(runs_dir) / recipe.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _Lock(run_dir):
+        _clean_leftovers(run_dir)
+        import yaml
+
+        write_text_atomic(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        manifest = read_manifest(run_dir)
+        old_stages = manifest.get("stages", {})
+        # Entries of stages not reached yet are kept until redone, so a crash loses nothing.
+        manifest = {"edgepipe": versions().get("edgepipe"), "recipe": recipe.name, "environment": environment(),
+                    "data": manifest.get("data"), "stages": {n: old_stages[n] for n in names if n in old_stages}}
+        ctx_data = None
+        artifacts: dict[str, Artifact] = {}
+        redo_from = names.index(from_stage) if from_stage else None
+        for i, entry in enumerate(recipe.stages):
+            stage_def = STAGES[entry.kind]
+            tag = f"[{i + 1}/{len(names)}] {entry.name}"
+            inputs = {}
+            if getattr(entry.config, "uses_data", False):
+                if ctx_data is None:
+                    from edgepipe.pipeline.data import load_dataset
+
+                    ctx_data = load_dataset(recipe.data)
+                    manifest["data"] = {"source": ctx_data.source, "counts": ctx_data.counts(), "sha256": ctx_data.fingerprint()}
+                inputs["data"] = manifest["data"]["sha256"]
+            for art_name in entry.config.inputs({n: a.kind for n, a in artifacts.items()}).values():
+                inputs[art_name] = artifact_sha(run_dir, artifacts[art_name])
+            if getattr(entry.config, "uses_manifest", False):  # e.g. report: depends on earlier metrics
+                upstream = {n: {k: e.get(k) for k in ("config_sha", "outputs", "metrics")}
+                            for n, e in manifest["stages"].items() if n in names[:i]}
+                inputs["manifest"] = hashlib.sha256(json.dumps(upstream, sort_keys=True).encode()).hexdigest()
+            prev = old_stages.get(entry.name)
+            redo = force or (redo_from is not None and i >= redo_from)
+            if not redo and prev and prev.get("config_sha") == entry.sha and prev.get("inputs") == inputs \
+                    and all((run_dir / r).is_file() and sha256_file(run_dir / r) == s for r, s in prev.get("outputs", {}).items()):
+                for art_name, a in prev.get("artifacts", {}).items():
+                    artifacts[art_name] = Artifact(art_name, a["kind"], a["path"], a.get("meta", {}))
+                manifest["stages"][entry.name] = prev
+                log(f"{tag}: reused (config and inputs unchanged)")
+                continue
+            log(f"{tag}: running")
+            partial = run_dir / f".{entry.name}.partial-{os.getpid()}"
+            partial.mkdir()
+            ctx = StageContext(recipe, run_dir, entry.name, partial, artifacts, manifest)
+            ctx._data = ctx_data
+            t0 = time.perf_counter()
+            try:
+                result = stage_def.handler(entry.config, ctx)
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+            wall = time.perf_counter() - t0
+            _swap_in(run_dir, partial, entry.name)
+            for a in result.artifacts:
+                artifacts[a.name] = a
+            manifest["stages"][entry.name] = {
+                "type": entry.kind,
+                "config": recipe.to_dict()["stages"][i][entry.kind],
+                "config_sha": entry.sha,
+                "inputs": inputs,
+                "outputs": hash_tree(run_dir, entry.name),
+                "artifacts": {a.name: a.to_dict() for a in result.artifacts},
+                "metrics": result.metrics,
+                "wall_s": round(wall, 3),
+                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "environment": manifest["environment"],
+            }
+            write_json_atomic(run_dir / MANIFEST, manifest)
+            log(f"{tag}: done in {wall:.1f}s")
+        write_json_atomic(run_dir / MANIFEST, manifest)
+    return run_dir, manifest

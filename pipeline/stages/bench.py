@@ -1,0 +1,71 @@
+"""bench: latency and peak memory of every ONNX model, each in a fresh process running the
+on-device runner (so peak RSS is that of a clean process with onnxruntime only)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgepipe.devices import EdgepipeError
+from edgepipe.pipeline.config import require
+from edgepipe.pipeline.registry import register_stage
+from edgepipe.pipeline.run import StageResult
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    models: tuple[str, ...] | None = None  # ONNX artifacts to measure; null = all of them
+    threads: int = 1
+    batch: int = 1
+    warmup_iters: int = 20
+    warmup_seconds: float = 0.2
+    iters: int = 200
+    min_seconds: float = 1.0
+    max_seconds: float = 10.0
+
+    uses_data = True
+
+    def __post_init__(self):
+        require(self.threads >= 1, "threads", "must be at least 1")
+        require(self.batch >= 1, "batch", "must be at least 1")
+        require(self.iters >= 1, "iters", "must be at least 1")
+        require(self.max_seconds >= self.min_seconds, "max_seconds", "must be at least min_seconds")
+
+    def inputs(self, available) -> dict[str, str]:
+        names = self.models if self.models is not None else [n for n, k in available.items() if k == "onnx"]
+        return {f"models[{i}]": m for i, m in enumerate(names)}
+
+    def outputs(self) -> dict[str, str]:
+        return {}
+
+
+def runner_command(model, out_json, cfg: BenchConfig, inputs=None) -> list[str]:
+    cmd = [sys.executable, "-m", "edgepipe.runtime", str(model), "--json", str(out_json), "--quiet",
+           "--threads", str(cfg.threads), "--batch", str(cfg.batch), "--warmup", str(cfg.warmup_iters),
+           "--iters", str(cfg.iters), "--min-seconds", str(cfg.min_seconds), "--max-seconds", str(cfg.max_seconds)]
+    return cmd + (["--inputs", str(inputs)] if inputs else [])
+
+
+@register_stage("bench", BenchConfig)
+def run_bench(cfg: BenchConfig, ctx) -> StageResult:
+    """Latency (p50/p90/p99, mean), cold start and peak RSS per model, in clean processes."""
+    names = list(cfg.inputs({n: a.kind for n, a in ctx.artifacts.items()}).values())
+    x, y = ctx.data.split("test")
+    samples = ctx.out("test_split.npz")  # also what a device needs for its own accuracy check
+    np.savez_compressed(samples, x=x, y=y)
+    metrics = {}
+    for name in names:
+        out = ctx.out(f"{name.removesuffix('.onnx')}.bench.json")
+        proc = subprocess.run(runner_command(ctx.path_of(name), out, cfg, samples), capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise EdgepipeError(f"bench {name}: the runner failed: {last}")
+        r = json.loads(out.read_text())
+        metrics[name] = {"latency": r["latency"], "cold_start": r["cold_start"], "memory": r["memory"],
+                         "throughput_per_s": r["throughput_per_s"], "device_accuracy": r.get("accuracy"),
+                         "model_bytes": r["model_bytes"]}
+        print(f"  {name}: p50 {r['latency']['p50_ms']:.3f} ms, peak RSS {r['memory']['peak_rss_mb']:.1f} MB", file=sys.stderr)
+    return StageResult(metrics={"models": metrics, "host": ctx.manifest["environment"]["host"], "options": vars(cfg) | {"models": names}})

@@ -1,0 +1,63 @@
+"""export: Paddle models -> ONNX, each checked against Paddle on held-out inputs, then
+measured with onnxruntime on the test split."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgepipe.pipeline.config import require
+from edgepipe.pipeline.registry import register_stage
+from edgepipe.pipeline.run import StageResult
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    models: tuple[str, ...] = ("teacher", "student_scratch", "student")
+    opset: int = 13
+    parity_samples: int = 256  # held-out (val) inputs compared against Paddle
+    atol: float = 1e-4
+    rtol: float = 1e-3
+
+    uses_data = True
+
+    def __post_init__(self):
+        require(len(self.models) >= 1, "models", "list at least one model artifact")
+        require(7 <= self.opset <= 21, "opset", "must be between 7 and 21")
+        require(self.parity_samples >= 1, "parity_samples", "must be at least 1")
+
+    def inputs(self, available) -> dict[str, str]:
+        return {f"models[{i}]": m for i, m in enumerate(self.models)}
+
+    def outputs(self) -> dict[str, str]:
+        return {f"{m}.onnx": "onnx" for m in self.models}
+
+
+def export_one(model_dir, out, data, *, opset: int, parity_samples: int, atol: float, rtol: float, name: str) -> dict:
+    """Export one artifact folder; returns parity, cost and accuracy facts."""
+    from edgepipe.export.analysis import describe
+    from edgepipe.export.paddle_onnx import check_parity, export_layer
+    from edgepipe.pipeline.artifact import load_model
+    from edgepipe.pipeline.training import predict_logits
+    from edgepipe.runtime.session import accuracy, open_session
+
+    layer, info = load_model(model_dir)
+    export_layer(layer, tuple(info["input_shape"]), out, opset=opset, name=name)
+    x_val = data.split("val")[0][:parity_samples]
+    parity = check_parity(out, predict_logits(layer, x_val), x_val, atol=atol, rtol=rtol, name=name)
+    facts = describe(out)
+    facts["accuracy"] = accuracy(open_session(out), *data.split("test"))
+    facts["parity"] = parity
+    return facts
+
+
+@register_stage("export", ExportConfig)
+def run_export(cfg: ExportConfig, ctx) -> StageResult:
+    """Paddle -> ONNX (paddle2onnx in a child process), parity-checked, accuracy via onnxruntime."""
+    metrics, arts = {}, []
+    for m in cfg.models:
+        rel = f"{m}.onnx"
+        facts = export_one(ctx.path_of(m), ctx.out(rel), ctx.data, opset=cfg.opset, parity_samples=cfg.parity_samples,
+                           atol=cfg.atol, rtol=cfg.rtol, name=m)
+        label = ctx.artifacts[m].meta.get("label", m)
+        metrics[m] = facts
+        arts.append(ctx.artifact(rel, "onnx", rel, label=label, precision="fp32", source=m, **facts))
+    return StageResult(metrics=metrics, artifacts=arts)

@@ -1,0 +1,107 @@
+"""The training loop every stage shares: seeded, Adam with cosine decay, shift augmentation,
+a progress bar showing loss and accuracy, and evaluation."""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+import numpy as np
+
+from edgepipe.pipeline.data import MEAN, STD
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    import paddle
+
+    paddle.seed(seed)
+    return np.random.default_rng(seed)
+
+
+def shift_augment(x: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarray:
+    """Translate each image by up to ±max_shift pixels, filling with the background value."""
+    if max_shift <= 0:
+        return x
+    n, _, h, w = x.shape
+    pad = max_shift
+    background = (0.0 - MEAN) / STD
+    padded = np.full((n, x.shape[1], h + 2 * pad, w + 2 * pad), background, dtype=x.dtype)
+    padded[:, :, pad : pad + h, pad : pad + w] = x
+    dy = rng.integers(0, 2 * pad + 1, n)
+    dx = rng.integers(0, 2 * pad + 1, n)
+    out = np.empty_like(x)
+    for i in range(n):
+        out[i] = padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
+    return out
+
+
+def predict_logits(model, x: np.ndarray, batch: int = 500) -> np.ndarray:
+    import paddle
+
+    model.eval()
+    with paddle.no_grad():
+        return np.concatenate([model(paddle.to_tensor(x[i : i + batch])).numpy() for i in range(0, len(x), batch)])
+
+
+def evaluate(model, x: np.ndarray, y: np.ndarray) -> float:
+    return float((predict_logits(model, x).argmax(1) == y).mean())
+
+
+def fit(
+    model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    rng: np.random.Generator,
+    augment_shift: int = 0,
+    loss_fn: Callable | None = None,
+    extra_parameters: list | None = None,
+    desc: str = "train",
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[dict]:
+    """Train `model` in place. loss_fn(logits, xb_tensor, yb_tensor) -> loss (default: CE).
+
+    Returns one record per epoch: mean loss, train accuracy, and val accuracy if given.
+    """
+    import paddle
+    import paddle.nn.functional as F
+    from tqdm import tqdm
+
+    params = list(model.parameters()) + list(extra_parameters or [])
+    steps = epochs * ((len(x) + batch_size - 1) // batch_size)
+    schedule = paddle.optimizer.lr.CosineAnnealingDecay(learning_rate=lr, T_max=max(steps, 1))
+    opt = paddle.optimizer.Adam(parameters=params, learning_rate=schedule)
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        order = rng.permutation(len(x))
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = tqdm(range(0, len(x), batch_size), desc=f"{desc} {epoch + 1}/{epochs}", leave=False,
+                   file=sys.stderr, dynamic_ncols=True, disable=None)
+        for start in bar:
+            idx = order[start : start + batch_size]
+            xb = paddle.to_tensor(shift_augment(x[idx], rng, augment_shift))
+            yb = paddle.to_tensor(y[idx])
+            logits = model(xb)
+            loss = loss_fn(logits, xb, yb) if loss_fn else F.cross_entropy(logits, yb)
+            loss.backward()
+            opt.step()
+            opt.clear_grad()
+            schedule.step()
+            total_loss += float(loss) * len(idx)
+            correct += int((logits.argmax(1) == yb).astype("int64").sum())
+            seen += len(idx)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+        record = {"epoch": epoch + 1, "loss": total_loss / seen, "train_acc": correct / seen}
+        if val is not None:
+            record["val_acc"] = evaluate(model, *val)
+        history.append(record)
+        bar.close()
+        msg = f"  {desc} epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}, train acc {record['train_acc']:.4f}"
+        if "val_acc" in record:
+            msg += f", val acc {record['val_acc']:.4f}"
+        print(msg, file=sys.stderr, flush=True)
+    model.eval()
+    return history
