@@ -1,0 +1,34 @@
+"""The device side must never pull in paddle; --help must not either."""
+import subprocess
+import sys
+
+CHECK = "import sys; {imports}; bad = [m for m in ('paddle', 'paddle2onnx', 'onnx') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+
+
+def fresh(code):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_runtime_and_devices_import_without_paddle():
+    imports = "import edgepipe.devices, edgepipe.runtime, edgepipe.runtime.runner, edgepipe.runtime.bench, edgepipe.runtime.session, edgepipe.runtime.atomic"
+    proc = fresh(CHECK.format(imports=imports))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_runner_works_when_paddle_cannot_be_imported(tmp_path):
+    """Simulate a device: importing paddle raises; the runner still runs a model."""
+    sys.path.insert(0, str(tmp_path))
+    from onnx_models import conv_mlp
+
+    model = conv_mlp(tmp_path / "m.onnx")
+    code = ("import sys; sys.modules['paddle'] = None; sys.modules['onnx'] = None; "
+            f"from edgepipe.runtime.runner import main; sys.exit(main([{str(model)!r}, '--iters', '5', '--min-seconds', '0']))")
+    proc = fresh(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "latency" in proc.stdout
+
+
+def test_cli_help_imports_nothing_heavy():
+    code = "import sys; from edgepipe.pipeline.cli import build_parser; build_parser(); print(sorted(m for m in ('paddle','onnx','onnxruntime','numpy') if m in sys.modules))"
+    proc = fresh(code)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
