@@ -63,10 +63,16 @@ def markdown(manifest: dict, run_dir: Path) -> str:
     host, ver = env.get("host", {}), env.get("versions", {})
     data = manifest.get("data") or {}
     lines = [f"# edgepipe report: {manifest.get('recipe', run_dir.name)}", "", _md_table(manifest), ""]
-    lines += ["Accuracy is top-1 on the test split, measured with onnxruntime on the exported file. "
-              "Latency: batch 1, measured by the on-device runner in a fresh process (see the bench options below); "
-              "peak RSS is that process's `ru_maxrss` (onnxruntime + numpy + the model).", ""]
     stages = manifest["stages"]
+    bench = next((s for s in stages.values() if s["type"] == "bench"), None)
+    how = ""
+    if bench:
+        o = bench["config"]
+        how = (f" ({o['threads']} intra-op thread(s), batch {o['batch']}, at least {o['iters']} timed runs and "
+               f"{o['min_seconds']} s after {o['warmup_iters']} warm-up runs)")
+    lines += ["Accuracy is top-1 on the test split, measured with onnxruntime on the exported file. "
+              f"Latency is measured by the on-device runner (`python -m edgepipe.runtime`) in a fresh process{how}; "
+              "peak RSS is that process's high-water mark (VmHWM: onnxruntime + numpy + the model).", ""]
     kd = next((s for s in stages.values() if s["type"] == "distill"), None)
     if kd:
         cfg = kd["config"]

@@ -1,0 +1,95 @@
+"""A short recipe end to end on the bundled data, through the real CLI, plus kill -9 recovery."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import edgepipe
+from edgepipe.pipeline.run import verify_run
+
+pytestmark = pytest.mark.slow
+
+
+def test_short_recipe_end_to_end(short_run):
+    run_dir, proc = short_run
+    m = json.loads((run_dir / "manifest.json").read_text())
+    assert list(m["stages"]) == ["train", "distill", "export", "quantize", "bench", "report"]
+    assert m["data"]["counts"] == {"train": 800, "val": 100, "test": 300, "calibration": 64}
+    arts = {n: a for s in m["stages"].values() for n, a in s["artifacts"].items()}
+    assert {"teacher", "student", "student_scratch", "teacher.onnx", "student.onnx", "student.int8.onnx"} <= set(arts)
+    int8, fp32 = arts["student.int8.onnx"]["meta"], arts["student.onnx"]["meta"]
+    assert int8["bytes"] < fp32["bytes"] and int8["macs"] == fp32["macs"] and fp32["parity"]["max_abs_diff"] < 1e-3
+    for name in ("teacher.onnx", "student.onnx", "student_scratch.onnx", "student.int8.onnx"):
+        b = m["stages"]["bench"]["metrics"]["models"][name]
+        assert b["latency"]["p50_ms"] > 0 and 10 < b["memory"]["peak_rss_mb"] < 400
+        assert b["device_accuracy"] == pytest.approx(arts[name]["meta"]["accuracy"])  # runner agrees with export
+    assert m["stages"]["distill"]["metrics"]["feature_hint"] == {"teacher": [2, 32], "student": [2, 16]}
+    report = (run_dir / "report" / "report.md").read_text()
+    assert "student (distilled) int8" in report and "bundled MNIST subset" in report
+    assert "student (distilled) int8" in proc.stdout  # the table on stdout
+    assert verify_run(run_dir) == []
+
+
+def test_second_run_reuses_every_stage(short_run):
+    run_dir, _ = short_run
+    before = json.loads((run_dir / "manifest.json").read_text())
+    proc = edgepipe("run", run_dir.parent.parent / "short.yaml", "--runs-dir", run_dir.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("reused (config and inputs unchanged)") == 6
+    after = json.loads((run_dir / "manifest.json").read_text())
+    assert {k: v["outputs"] for k, v in before["stages"].items()} == {k: v["outputs"] for k, v in after["stages"].items()}
+
+
+def test_report_command_rebuilds_table(short_run, tmp_path):
+    run_dir, _ = short_run
+    proc = edgepipe("report", run_dir, "-o", tmp_path / "r.md")
+    assert proc.returncode == 0 and "student (from scratch) fp32" in proc.stdout
+    assert (tmp_path / "r.md").read_text().startswith("# edgepipe report: short")
+
+
+def test_export_and_quantize_commands_on_a_run(short_run, tmp_path):
+    run_dir, _ = short_run
+    out = tmp_path / "s.onnx"
+    proc = edgepipe("export", run_dir / "distill" / "student", "-o", out)
+    assert proc.returncode == 0 and out.is_file() and "parity max |diff|" in proc.stdout
+    proc = edgepipe("quantize", out, "--samples", "32")
+    assert proc.returncode == 0 and (tmp_path / "s.int8.onnx").is_file()
+
+
+def kill_during(stage, cmd, run_dir, timeout=300):
+    """Start `cmd`, SIGKILL it while `stage` is in progress; True if it was caught mid-stage."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if run_dir.is_dir() and any(p.name.startswith(f".{stage}.partial-") for p in run_dir.iterdir()):
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return any(p.name.startswith(f".{stage}.partial-") for p in run_dir.iterdir())
+            time.sleep(0.002)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return False
+
+
+@pytest.mark.parametrize("stage,extra", [("train", []), ("export", ["--from", "export"]), ("quantize", ["--from", "quantize"])])
+def test_kill_9_mid_stage_then_same_command_finishes(stage, extra, short_recipe, tmp_path):
+    recipe, runs = short_recipe("killme"), tmp_path / "runs"
+    run_dir = runs / "killme"
+    if stage != "train":  # a finished run, so the killed command has that stage to redo
+        assert edgepipe("run", recipe, "--runs-dir", runs).returncode == 0
+    args = ["run", str(recipe), "--runs-dir", str(runs), *extra]
+    assert kill_during(stage, [sys.executable, "-m", "edgepipe.pipeline", *args], run_dir), f"the kill missed {stage}"
+    proc = edgepipe(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert verify_run(run_dir) == []
+    assert not any(".partial-" in p.name or ".trash-" in p.name for p in run_dir.iterdir())
+    m = json.loads((run_dir / "manifest.json").read_text())
+    assert list(m["stages"]) == ["train", "distill", "export", "quantize", "bench", "report"]
