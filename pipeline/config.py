@@ -15,18 +15,11 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from edgepipe.devices import EdgepipeError
+from edgepipe.devices.errors import FieldError
 
 
 class ConfigError(EdgepipeError):
     pass
-
-
-class FieldError(ValueError):
-    """Raised by a config's __post_init__; the loader prefixes the recipe path."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
 
 
 def require(cond: bool, field: str, message: str) -> None:
@@ -108,7 +101,7 @@ def from_dict(cls, data, path: str = ""):
     try:
         return cls(**kwargs)
     except FieldError as exc:
-        raise ConfigError(f"{path + '.' if path else ''}{exc.field}: {exc}") from None
+        raise ConfigError(f"{path + '.' if path else ''}{exc.field}: {exc.message}") from None
     except TypeError as exc:  # a required key is missing
         raise ConfigError(f"{where}: {exc}") from None
 

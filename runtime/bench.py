@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
+from edgepipe.devices.errors import FieldError
 from edgepipe.runtime.session import check_feed, input_feed, open_session
 
 
@@ -30,9 +31,11 @@ class BenchOptions:
     def __post_init__(self):
         for name in ("threads", "batch", "iters"):
             if getattr(self, name) < 1:
-                raise EdgepipeError(f"{name} must be at least 1")
+                raise FieldError(name, "must be at least 1")
         if self.max_seconds < self.min_seconds:
-            raise EdgepipeError("max_seconds must be at least min_seconds")
+            raise FieldError("max_seconds", "must be at least min_seconds")
+        if not self.providers:
+            raise FieldError("providers", "list at least one execution provider")
 
 
 def latency_stats(ns: list[int] | np.ndarray) -> dict[str, float]:

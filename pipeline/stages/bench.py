@@ -10,29 +10,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.pipeline.config import require
 from edgepipe.pipeline.registry import register_stage
 from edgepipe.pipeline.run import StageResult
+from edgepipe.runtime.bench import BenchOptions
 
 
 @dataclass(frozen=True)
-class BenchConfig:
+class BenchConfig(BenchOptions):
+    """The runner's options (validated there) plus which models to measure."""
+
     models: tuple[str, ...] | None = None  # ONNX artifacts to measure; null = all of them
-    threads: int = 1
-    batch: int = 1
     warmup_iters: int = 20
-    warmup_seconds: float = 0.2
     iters: int = 200
-    min_seconds: float = 1.0
     max_seconds: float = 10.0
 
     uses_data = True
-
-    def __post_init__(self):
-        require(self.threads >= 1, "threads", "must be at least 1")
-        require(self.batch >= 1, "batch", "must be at least 1")
-        require(self.iters >= 1, "iters", "must be at least 1")
-        require(self.max_seconds >= self.min_seconds, "max_seconds", "must be at least min_seconds")
 
     def inputs(self, available) -> dict[str, str]:
         names = self.models if self.models is not None else [n for n, k in available.items() if k == "onnx"]
@@ -46,6 +38,8 @@ def runner_command(model, out_json, cfg: BenchConfig, inputs=None) -> list[str]:
     cmd = [sys.executable, "-m", "edgepipe.runtime", str(model), "--json", str(out_json), "--quiet",
            "--threads", str(cfg.threads), "--batch", str(cfg.batch), "--warmup", str(cfg.warmup_iters),
            "--iters", str(cfg.iters), "--min-seconds", str(cfg.min_seconds), "--max-seconds", str(cfg.max_seconds)]
+    for provider in cfg.providers:
+        cmd += ["--provider", provider]
     return cmd + (["--inputs", str(inputs)] if inputs else [])
 
 
