@@ -59,7 +59,6 @@ class _Top:
     name: str = "run"
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
-    stages: tuple[dict, ...] = ()
 
     def __post_init__(self):
         require(self.name.replace("-", "").replace("_", "").replace(".", "").isalnum(), "name",
