@@ -86,8 +86,14 @@ def hash_tree(run_dir: Path, rel: str) -> dict[str, str]:
     return {str(p.relative_to(run_dir)): sha256_file(p) for p in files}
 
 
-def artifact_sha(run_dir: Path, art: Artifact) -> str:
-    tree = hash_tree(run_dir, art.path)
+def artifact_sha(run_dir: Path, art: Artifact, stages: dict) -> str:
+    """Digest of an artifact's files, from the hashes its producing stage recorded.
+
+    Those hashes were computed when the stage ran, or re-verified against the disk when it
+    was reused, so the files are not read again here.
+    """
+    outputs = stages[art.path.split("/", 1)[0]]["outputs"]
+    tree = {rel: sha for rel, sha in outputs.items() if rel == art.path or rel.startswith(art.path + "/")}
     if not tree:
         raise EdgepipeError(f"{run_dir / art.path}: artifact '{art.name}' is missing; re-run with --force")
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
@@ -127,14 +133,18 @@ def verify_run(run_dir: Path) -> list[str]:
     manifest = read_manifest(run_dir)
     if not manifest["stages"]:
         return [f"{run_dir / MANIFEST}: no finished stages recorded"]
+    return [p for name, entry in manifest["stages"].items() for p in output_problems(run_dir, name, entry)]
+
+
+def output_problems(run_dir: Path, name: str, entry: dict) -> list[str]:
+    """Outputs a stage's manifest entry records that are missing or changed on disk."""
     problems = []
-    for name, entry in manifest["stages"].items():
-        for rel, sha in entry.get("outputs", {}).items():
-            p = run_dir / rel
-            if not p.is_file():
-                problems.append(f"{rel}: missing (stage {name})")
-            elif sha256_file(p) != sha:
-                problems.append(f"{rel}: sha256 differs from the manifest (stage {name})")
+    for rel, sha in entry.get("outputs", {}).items():
+        p = run_dir / rel
+        if not p.is_file():
+            problems.append(f"{rel}: missing (stage {name})")
+        elif sha256_file(p) != sha:
+            problems.append(f"{rel}: sha256 differs from the manifest (stage {name})")
     return problems
 
 
@@ -208,7 +218,7 @@ def run_recipe(recipe: Recipe, runs_dir: Path, *, force: bool = False, from_stag
                     manifest["data"] = {"source": ctx_data.source, "counts": ctx_data.counts(), "sha256": ctx_data.fingerprint()}
                 inputs["data"] = manifest["data"]["sha256"]
             for art_name in entry.config.inputs({n: a.kind for n, a in artifacts.items()}).values():
-                inputs[art_name] = artifact_sha(run_dir, artifacts[art_name])
+                inputs[art_name] = artifact_sha(run_dir, artifacts[art_name], manifest["stages"])
             if getattr(entry.config, "uses_manifest", False):  # e.g. report: depends on earlier metrics
                 upstream = {n: {k: e.get(k) for k in ("config_sha", "outputs", "metrics")}
                             for n, e in manifest["stages"].items() if n in names[:i]}
@@ -216,7 +226,7 @@ def run_recipe(recipe: Recipe, runs_dir: Path, *, force: bool = False, from_stag
             prev = old_stages.get(entry.name)
             redo = force or (redo_from is not None and i >= redo_from)
             if not redo and prev and prev.get("config_sha") == entry.sha and prev.get("inputs") == inputs \
-                    and all((run_dir / r).is_file() and sha256_file(run_dir / r) == s for r, s in prev.get("outputs", {}).items()):
+                    and not output_problems(run_dir, entry.name, prev):
                 for art_name, a in prev.get("artifacts", {}).items():
                     artifacts[art_name] = Artifact(art_name, a["kind"], a["path"], a.get("meta", {}))
                 manifest["stages"][entry.name] = prev
