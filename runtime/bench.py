@@ -14,7 +14,7 @@ import numpy as np
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.devices.errors import FieldError
-from edgepipe.runtime.session import check_feed, input_feed, open_session
+from edgepipe.runtime.session import input_feed, open_session, resolve_feed
 
 
 @dataclass(frozen=True)
@@ -72,14 +72,15 @@ def _loop(run, min_count: int, min_s: float, max_s: float | None) -> list[int]:
     return times
 
 
-def benchmark(model: str | Path, opts: BenchOptions = BenchOptions(), feed: dict | None = None) -> dict:
+def benchmark(model: str | Path, opts: BenchOptions = BenchOptions(), feed: dict | None = None,
+              feed_source: str = "inputs") -> dict:
     t0 = time.perf_counter_ns()
     session = open_session(model, threads=opts.threads, providers=opts.providers)
     create_ms = (time.perf_counter_ns() - t0) / 1e6
     if feed is None:
         feed = input_feed(session, opts.batch)
     else:
-        check_feed(session, feed, "inputs")
+        feed = resolve_feed(session, feed, feed_source)
     out_names = [o.name for o in session.get_outputs()]
 
     def run():

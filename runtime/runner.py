@@ -17,7 +17,7 @@ import psutil
 from edgepipe.devices import EdgepipeError, detect_host
 from edgepipe.runtime.atomic import write_json_atomic
 from edgepipe.runtime.bench import BenchOptions, benchmark
-from edgepipe.runtime.session import accuracy, open_session
+from edgepipe.runtime.session import accuracy, open_session, resolve_feed
 
 LABEL_KEYS = ("y", "labels", "label")
 
@@ -60,15 +60,14 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None) -> dict:
     """Benchmark first (memory is read right after it, so it reflects a deployed batch-`opts.batch`
     process), then the optional accuracy pass over every labelled input."""
     rss_start = _rss_mb()
-    feed, x, labels = None, None, None
+    arrays, labels, feed = None, None, None
     if inputs is not None:
         arrays, labels = load_npz(inputs)
-        names = [i.name for i in open_session(model, threads=opts.threads, providers=opts.providers).get_inputs()]
-        if len(names) == 1 and names[0] not in arrays and "x" in arrays:
-            arrays = {names[0]: arrays["x"]}
-        x = arrays.get(names[0])
+        n = len(next(iter(arrays.values()), []))
+        if labels is not None and len(labels) != n:
+            raise EdgepipeError(f"{inputs}: {len(labels)} labels for {n} inputs")
         feed = {k: np.ascontiguousarray(v[: opts.batch]) for k, v in arrays.items()}
-    result = benchmark(model, opts, feed)
+    result = benchmark(model, opts, feed, feed_source=str(inputs))
     result["memory"] = {
         "rss_before_session_mb": rss_start,
         "rss_after_mb": _rss_mb(),
@@ -76,9 +75,8 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None) -> dict:
     }
     result["memory"]["peak_rss_mb"], result["memory"]["peak_rss_source"] = peak_rss()
     if labels is not None:
-        if len(labels) != len(x):
-            raise EdgepipeError(f"{inputs}: {len(labels)} labels for {len(x)} inputs")
         session = open_session(model, threads=opts.threads, providers=opts.providers)
+        x = next(iter(resolve_feed(session, arrays, str(inputs)).values()))
         result["accuracy"] = accuracy(session, x, labels)
         result["accuracy_samples"] = int(len(labels))
     result["host"] = detect_host().to_dict()

@@ -86,6 +86,15 @@ def check_feed(session: ort.InferenceSession, feed: dict[str, np.ndarray], sourc
             )
 
 
+def resolve_feed(session: ort.InferenceSession, arrays: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """Map arrays onto the model's inputs ('x' stands for the input of a single-input model) and check them."""
+    names = [i.name for i in session.get_inputs()]
+    if len(names) == 1 and names[0] not in arrays and "x" in arrays:
+        arrays = {names[0]: arrays["x"]}
+    check_feed(session, arrays, source)
+    return {n: arrays[n] for n in names}
+
+
 def predict(session: ort.InferenceSession, x: np.ndarray, batch: int = 256) -> np.ndarray:
     """Logits for all of x, fed in batches through the model's single input."""
     name = session.get_inputs()[0].name
