@@ -25,28 +25,20 @@ def cmd_run(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from edgepipe.devices import EdgepipeError
-    from edgepipe.export.analysis import describe
-    from edgepipe.export.paddle_onnx import check_parity, export_layer
-    from edgepipe.pipeline.artifact import load_model
-    from edgepipe.pipeline.training import predict_logits
-
     import numpy as np
 
-    layer, info = load_model(args.model)
+    from edgepipe.devices import EdgepipeError
+    from edgepipe.pipeline.artifact import read_model_info
+    from edgepipe.pipeline.stages.export import export_checked
+
     out = Path(args.output or Path(args.model) / "model.onnx")
     if out.suffix != ".onnx":
         raise EdgepipeError(f"{out}: the output name must end in .onnx")
-    export_layer(layer, tuple(info["input_shape"]), out, opset=args.opset, name=str(args.model))
-    x = np.random.default_rng(0).standard_normal((args.parity_samples, *info["input_shape"])).astype("float32")
-    try:
-        parity = check_parity(out, predict_logits(layer, x), x, atol=args.atol, rtol=args.rtol, name=str(args.model))
-    except EdgepipeError:
-        out.unlink(missing_ok=True)  # never leave an artifact that failed validation
-        raise
-    facts = describe(out)
+    shape = read_model_info(args.model)["input_shape"]
+    x = np.random.default_rng(0).standard_normal((args.parity_samples, *shape)).astype("float32")
+    facts = export_checked(args.model, out, x, opset=args.opset, atol=args.atol, rtol=args.rtol, name=str(args.model))
     print(f"{out}: {facts['bytes']:,} bytes, {facts['params']:,} params, {facts['macs']:,} MACs; "
-          f"parity max |diff| {parity['max_abs_diff']:.2e} on {parity['samples']} random inputs")
+          f"parity max |diff| {facts['parity']['max_abs_diff']:.2e} on {facts['parity']['samples']} random inputs")
     return 0
 
 

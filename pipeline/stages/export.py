@@ -3,6 +3,7 @@ measured with onnxruntime on the test split."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from edgepipe.pipeline.config import require
 from edgepipe.pipeline.registry import register_stage
@@ -31,32 +32,38 @@ class ExportConfig:
         return {f"{m}.onnx": "onnx" for m in self.models}
 
 
-def export_one(model_dir, out, data, *, opset: int, parity_samples: int, atol: float, rtol: float, name: str) -> dict:
-    """Export one artifact folder; returns parity, cost and accuracy facts."""
+def export_checked(model_dir, out, x, *, opset: int, atol: float, rtol: float, name: str) -> dict:
+    """Export an artifact folder to `out` and check it against Paddle on `x`; returns cost + parity.
+
+    A file that fails the check is deleted: nothing unvalidated is left behind.
+    """
+    from edgepipe.devices import EdgepipeError
     from edgepipe.export.analysis import describe
     from edgepipe.export.paddle_onnx import check_parity, export_layer
     from edgepipe.pipeline.artifact import load_model
     from edgepipe.pipeline.training import predict_logits
-    from edgepipe.runtime.session import accuracy, open_session
 
     layer, info = load_model(model_dir)
     export_layer(layer, tuple(info["input_shape"]), out, opset=opset, name=name)
-    x_val = data.split("val")[0][:parity_samples]
-    parity = check_parity(out, predict_logits(layer, x_val), x_val, atol=atol, rtol=rtol, name=name)
-    facts = describe(out)
-    facts["accuracy"] = accuracy(open_session(out), *data.split("test"))
-    facts["parity"] = parity
-    return facts
+    try:
+        parity = check_parity(out, predict_logits(layer, x), x, atol=atol, rtol=rtol, name=name)
+    except EdgepipeError:
+        Path(out).unlink(missing_ok=True)
+        raise
+    return {**describe(out), "parity": parity}
 
 
 @register_stage("export", ExportConfig)
 def run_export(cfg: ExportConfig, ctx) -> StageResult:
     """Paddle -> ONNX (paddle2onnx in a child process), parity-checked, accuracy via onnxruntime."""
+    from edgepipe.runtime.session import accuracy, open_session
+
     metrics, arts = {}, []
     for m in cfg.models:
         rel = f"{m}.onnx"
-        facts = export_one(ctx.path_of(m), ctx.out(rel), ctx.data, opset=cfg.opset, parity_samples=cfg.parity_samples,
-                           atol=cfg.atol, rtol=cfg.rtol, name=m)
+        x_val = ctx.data.split("val")[0][: cfg.parity_samples]  # held out from training
+        facts = export_checked(ctx.path_of(m), ctx.out(rel), x_val, opset=cfg.opset, atol=cfg.atol, rtol=cfg.rtol, name=m)
+        facts["accuracy"] = accuracy(open_session(ctx.out(rel)), *ctx.data.split("test"))
         label = ctx.artifacts[m].meta.get("label", m)
         metrics[m] = facts
         arts.append(ctx.artifact(rel, "onnx", rel, label=label, precision="fp32", source=m, **facts))
