@@ -50,10 +50,13 @@ class FeatureHint:
         if len(ts) != len(ss) or len(ts) not in (2, 4):
             raise EdgepipeError(f"feature hint: teacher '{teacher_layer}' gives {ts}, student '{student_layer}' gives {ss}; "
                                 "pick two dense layers or two conv layers")
-        if len(ts) == 2:
-            self.adapter = nn.Linear(ss[1], ts[1])
-        else:
-            self.adapter = nn.Sequential(nn.Conv2D(ss[1], ts[1], 1), nn.AdaptiveAvgPool2D(ts[2:]))
+        # Own name space: it shares the student's optimizer, whose state is keyed by parameter
+        # name, and models number their parameters from 0 (see models.build_model).
+        with paddle.utils.unique_name.guard("hint_adapter_"):
+            if len(ts) == 2:
+                self.adapter = nn.Linear(ss[1], ts[1])
+            else:
+                self.adapter = nn.Sequential(nn.Conv2D(ss[1], ts[1], 1), nn.AdaptiveAvgPool2D(ts[2:]))
         self.shapes = {"teacher": list(ts), "student": list(ss)}
 
     def loss(self):

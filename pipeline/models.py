@@ -74,7 +74,11 @@ def build_model(spec: ModelSpec):
                     x = self.relu(x)
             return x
 
-    return ConvNet()
+    # A fresh name counter per model: parameter names (which paddle2onnx writes into the ONNX
+    # file and paddle.save into .pdparams) then do not depend on how many layers the process
+    # built before, so a stage produces the same bytes in a full run and in a --from run.
+    with paddle.utils.unique_name.guard():
+        return ConvNet()
 
 
 def count_parameters(layer) -> int:

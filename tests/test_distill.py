@@ -54,3 +54,13 @@ def test_feature_hint_rejects_unknown_or_incompatible_layers():
         FeatureHint(teacher, student, "fc1", "fc9", probe)
     with pytest.raises(EdgepipeError, match="pick two dense layers or two conv layers"):
         FeatureHint(teacher, student, "fc1", "conv1", probe)
+
+
+def test_adapter_parameters_never_share_a_name_with_the_student():
+    """The adapter trains in the student's optimizer, whose state is keyed by parameter name."""
+    teacher, student = build_model(ModelSpec(conv=(8, 16), fc=(128,))), build_model(ModelSpec(conv=(4, 8), fc=(32,)))
+    probe = paddle.to_tensor(np.zeros((1, 1, 28, 28), np.float32))
+    hint = FeatureHint(teacher, student, "fc1", "fc1", probe)
+    names = [p.name for p in list(student.parameters()) + list(hint.adapter.parameters())]
+    assert len(names) == len(set(names))
+    hint.remove()

@@ -80,3 +80,12 @@ def test_weights_of_another_shape_are_refused(tmp_path):
     (tmp_path / "m" / "model.json").write_text(json.dumps(info))
     with pytest.raises(EdgepipeError, match="do not match the model spec"):
         load_model(tmp_path / "m")
+
+
+def test_parameter_names_do_not_depend_on_process_history():
+    """paddle2onnx and paddle.save write parameter names into the files; a model must get the
+    same names whether or not other models were built first in the process."""
+    first = sorted(p.name for p in build_model(ModelSpec(conv=(4, 8), fc=(16,))).parameters())
+    build_model(ModelSpec())  # advance any global counter
+    again = sorted(p.name for p in build_model(ModelSpec(conv=(4, 8), fc=(16,))).parameters())
+    assert first == again
