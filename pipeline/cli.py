@@ -70,29 +70,56 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from edgepipe.runtime.runner import main as runner_main
+    from edgepipe.runtime.runner import execute
 
-    argv = [str(args.model), "--threads", str(args.threads), "--batch", str(args.batch), "--iters", str(args.iters),
-            "--min-seconds", str(args.min_seconds)]
-    if args.inputs:
-        argv += ["--inputs", str(args.inputs)]
-    if args.json:
-        argv += ["--json", str(args.json)]
-    return runner_main(argv)
+    return execute(args)
+
+
+def cmd_devices(args) -> int:
+    from edgepipe.devices import detect_host
+    from edgepipe.devices.profiles import all_presets, detect_profile, load_profile
+
+    if args.show:
+        import yaml
+
+        print(yaml.safe_dump(load_profile(args.show).to_dict(), sort_keys=False, allow_unicode=True).rstrip())
+        return 0
+    host = detect_host()
+    presets = all_presets()
+    found = detect_profile(host, presets)
+    rows = [("profile", "arch", "cores", "threads", "providers", "int8 preset", "p90 budget")]
+    for p in presets:
+        q = p.quantization
+        rows.append((("* " if found and p.name == found.name else "  ") + p.name, p.arch, str(p.cores), str(p.threads),
+                     ",".join(x.removesuffix("ExecutionProvider") for x in p.providers),
+                     f"{q.format} {q.activation_type}{q.weight_type}{' rr' if q.reduce_range else ''}",
+                     f"{p.budgets.latency_p90_ms:g} ms" if p.budgets.latency_p90_ms else "—"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print(f"\nthis host: {host.cpu_model} ({host.arch}), {host.logical_cores} logical cores, "
+          f"{host.memory_mb} MB; int8 flags: {', '.join(host.flags) or 'none'}"
+          + (f"; board: {host.board}" if host.board else "") + (f"; GPU: {', '.join(host.gpus)}" if host.gpus else ""))
+    print(f"detected profile: {found.name} (marked *) — {found.quantization.reason}" if found else
+          "detected profile: none matches; copy the closest preset (`edgepipe devices --show NAME`) and edit it")
+    return 0
 
 
 def cmd_report(args) -> int:
     from edgepipe.devices import EdgepipeError
-    from edgepipe.pipeline.report import load, markdown, table_text
+    from edgepipe.pipeline.report import device_table, load, load_device_result, markdown, table_text
     from edgepipe.runtime.atomic import write_text_atomic
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "manifest.json").is_file():
         raise EdgepipeError(f"{run_dir}: no manifest.json here; pass a run directory made by `edgepipe run`")
     manifest = load(run_dir)
+    devices = [load_device_result(Path(d)) for d in args.device or []]
     print(table_text(manifest))
+    if devices:
+        print("\n" + device_table(devices))
     if args.output:
-        write_text_atomic(args.output, markdown(manifest, run_dir))
+        write_text_atomic(args.output, markdown(manifest, run_dir, devices))
         print(f"\nwrote {args.output}")
     return 0
 
@@ -141,19 +168,22 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--reduce-range", action="store_true", help="7-bit weights (avoids u8s8 saturation on CPUs without VNNI)")
     q.set_defaults(fn=cmd_quantize)
 
-    b = sub.add_parser("bench", help="latency and memory of an ONNX model (same as the on-device runner)")
-    b.add_argument("model", help=".onnx model")
-    b.add_argument("--inputs", help=".npz inputs ('x' and optional labels 'y')")
-    b.add_argument("--threads", type=int, default=1)
-    b.add_argument("--batch", type=int, default=1)
-    b.add_argument("--iters", type=int, default=100)
-    b.add_argument("--min-seconds", type=float, default=1.0)
-    b.add_argument("--json", help="write the full result here")
+    from edgepipe.runtime.args import build_parser as runner_parser
+
+    b = sub.add_parser("bench", parents=[runner_parser(add_help=False)], conflict_handler="resolve",
+                       help="latency, memory, energy and a budget verdict for an ONNX model (the on-device runner)",
+                       description="Same arguments and output as the on-device runner, edgepipe-runner.")
     b.set_defaults(fn=cmd_bench)
+
+    d = sub.add_parser("devices", help="list the device profiles and detect this host")
+    d.add_argument("--show", metavar="PROFILE", help="print one profile (a preset name or a YAML file) in full")
+    d.set_defaults(fn=cmd_devices)
 
     rp = sub.add_parser("report", help="print the summary table of a run (and write markdown with -o)")
     rp.add_argument("run_dir", help="run directory, e.g. runs/mnist-kd")
     rp.add_argument("-o", "--output", help="write the markdown report here")
+    rp.add_argument("--device", action="append", metavar="RESULT.json",
+                    help="merge a runner result measured on a device (edgepipe-runner --json); repeatable")
     rp.set_defaults(fn=cmd_report)
 
     v = sub.add_parser("verify", help="re-hash a run's outputs against its manifest")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from edgepipe.pipeline.run import read_manifest
 
-COLUMNS = ("model", "accuracy", "params", "MACs", "ONNX bytes", "p50 ms", "p90 ms", "peak RSS MB")
+COLUMNS = ("model", "accuracy", "params", "MACs", "ONNX bytes", "p50 ms", "p90 ms", "peak RSS MB", "mJ/inf", "verdict")
+DEVICE_COLUMNS = ("model", "device", "profile", "providers", "p50 ms", "p90 ms", "peak RSS MB", "mJ/inf", "accuracy", "verdict")
 
 
 def _rows(manifest: dict) -> list[dict]:
@@ -31,6 +32,8 @@ def _rows(manifest: dict) -> list[dict]:
                 "p50_ms": b["latency"]["p50_ms"] if b else None,
                 "p90_ms": b["latency"]["p90_ms"] if b else None,
                 "peak_rss_mb": b["memory"]["peak_rss_mb"] if b else None,
+                "energy": b.get("energy") if b else None,
+                "verdict": (b.get("verdict") or {}).get("overall") if b else None,
             })
     return rows
 
@@ -41,24 +44,67 @@ def _fmt(row: dict) -> list[str]:
 
     acc = "—" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}%"
     return [row["model"], acc, f(row["params"], ","), f(row["macs"], ","), f(row["bytes"], ","),
-            f(row["p50_ms"], ".3f"), f(row["p90_ms"], ".3f"), f(row["peak_rss_mb"], ".1f")]
+            f(row["p50_ms"], ".3f"), f(row["p90_ms"], ".3f"), f(row["peak_rss_mb"], ".1f"),
+            _energy(row["energy"]), row["verdict"] or "—"]
 
 
-def table_text(manifest: dict) -> str:
-    cells = [list(COLUMNS)] + [_fmt(r) for r in _rows(manifest)]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+def _energy(e: dict | None) -> str:
+    return "—" if not e else f"{e['mj_per_inference']:.3g} ({e['method']})"
+
+
+def _text_table(columns, rows: list[list[str]]) -> str:
+    cells = [list(columns)] + rows
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
+def _md(columns, rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def table_text(manifest: dict) -> str:
+    return _text_table(COLUMNS, [_fmt(r) for r in _rows(manifest)])
+
+
 def _md_table(manifest: dict) -> str:
-    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    out += ["| " + " | ".join(_fmt(r)) + " |" for r in _rows(manifest)]
-    return "\n".join(out)
+    return _md(COLUMNS, [_fmt(r) for r in _rows(manifest)])
 
 
-def markdown(manifest: dict, run_dir: Path) -> str:
+def load_device_result(path: Path) -> dict:
+    """A runner result (edgepipe-runner --json) measured on a device, checked before it is merged."""
+    import json
+
+    from edgepipe.devices import EdgepipeError
+
+    if not path.is_file():
+        raise EdgepipeError(f"{path}: device result not found; write one with edgepipe-runner MODEL --json {path}")
+    try:
+        r = json.loads(path.read_text())
+    except ValueError:
+        raise EdgepipeError(f"{path}: not valid JSON; rerun edgepipe-runner with --json") from None
+    if not isinstance(r, dict) or r.get("schema") != "edgepipe-bench/1":
+        raise EdgepipeError(f"{path}: not an edgepipe-runner result (schema edgepipe-bench/1); rerun edgepipe-runner with --json")
+    return r
+
+
+def _device_row(r: dict) -> list[str]:
+    host = r["environment"]["host"]
+    one = r["runs"][0]["latency"]
+    acc = "—" if r.get("accuracy") is None else f"{100 * r['accuracy']:.2f}%"
+    return [Path(r["model"]).name, host.get("board") or f"{host.get('cpu_model')} ({host.get('arch')})",
+            r["profile"]["name"] or "—", ",".join(p.removesuffix("ExecutionProvider") for p in r["providers"]["used"]),
+            f"{one['p50_ms']:.3f}", f"{one['p90_ms']:.3f}", f"{r['memory']['peak_rss_mb']:.1f}",
+            _energy((r.get("energy") or {}).get("primary")), acc, (r.get("verdict") or {}).get("overall", "—")]
+
+
+def device_table(results: list[dict]) -> str:
+    return "measured on devices (edgepipe-runner results):\n" + _text_table(DEVICE_COLUMNS, [_device_row(r) for r in results])
+
+
+def markdown(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -> str:
     env = manifest.get("environment", {})
     host, ver = env.get("host", {}), env.get("versions", {})
     data = manifest.get("data") or {}
@@ -68,11 +114,24 @@ def markdown(manifest: dict, run_dir: Path) -> str:
     how = ""
     if bench:
         o = bench["config"]
-        how = (f" ({o['threads']} intra-op thread(s), batch {o['batch']}, at least {o['iters']} timed runs and "
+        how = (f" ({o['threads']} intra-op thread(s), batch {o['batches'][0]}, at least {o['iters']} timed runs and "
                f"{o['min_seconds']} s after {o['warmup_iters']} warm-up runs)")
     lines += ["Accuracy is top-1 on the test split, measured with onnxruntime on the exported file. "
               f"Latency is measured by the on-device runner (`python -m edgepipe.runtime`) in a fresh process{how}; "
-              "peak RSS is that process's high-water mark (VmHWM: onnxruntime + numpy + the model).", ""]
+              "peak RSS is that process's high-water mark (VmHWM: onnxruntime + numpy + the model). "
+              "Energy per inference names its method: a sensor (rapl, nvml, ina3221, pmic) or `estimate` "
+              "(CPU time × the profile's power model, ±50%). The verdict judges each model against the device "
+              "profile's budgets (p90 latency, peak RSS, bytes, energy).", ""]
+    if bench:
+        for name, b in bench["metrics"]["models"].items():
+            v = b.get("verdict")
+            if v:
+                lines.append(f"- {name} against `{v['profile']}`: **{v['overall']}** — " + "; ".join(
+                    f"{c['budget']} {c['status']}" + (f" ({c['value']:.4g} vs {c['limit']:g} {c['unit']}, margin {c['margin_pct']:+.0f}%)"
+                                                      if c["value"] is not None else "") for c in v["checks"]))
+        lines.append("")
+    if devices:
+        lines += ["## Measured on devices", "", _md(DEVICE_COLUMNS, [_device_row(r) for r in devices]), ""]
     kd = next((s for s in stages.values() if s["type"] == "distill"), None)
     if kd:
         cfg = kd["config"]

@@ -2,40 +2,59 @@
 
 Warm-up and measured phases each run until both a count and a minimum time are met (the
 measured phase stops at a maximum time); every iteration is timed with perf_counter_ns;
-cold start (session creation, first inference) is reported on its own.
+cold start (session creation, first inference) is reported on its own, once per model; each
+batch size gets its own warm-up and measured phase on the same session.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.devices.errors import FieldError
-from edgepipe.runtime.session import input_feed, open_session, resolve_feed
+from edgepipe.runtime.session import input_feed, open_session, resolve_feed, usable_providers
 
 
 @dataclass(frozen=True)
 class BenchOptions:
-    threads: int = 1
-    batch: int = 1
+    threads: int = 1  # intra-op
+    inter_threads: int = 1
+    batches: tuple[int, ...] = (1,)
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     warmup_iters: int = 10
     warmup_seconds: float = 0.2
     iters: int = 100
     min_seconds: float = 1.0
     max_seconds: float = 30.0
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    dims: tuple[str, ...] = ()  # values for named dynamic dims, "name=value"
 
     def __post_init__(self):
-        for name in ("threads", "batch", "iters"):
+        for name in ("threads", "inter_threads", "iters"):
             if getattr(self, name) < 1:
                 raise FieldError(name, "must be at least 1")
+        if not self.batches or min(self.batches) < 1:
+            raise FieldError("batches", "list batch sizes of at least 1")
+        if self.warmup_iters < 0 or self.warmup_seconds < 0 or self.min_seconds < 0:
+            raise FieldError("warmup_iters", "warm-up and minimum times must be >= 0")
         if self.max_seconds < self.min_seconds:
             raise FieldError("max_seconds", "must be at least min_seconds")
         if not self.providers:
             raise FieldError("providers", "list at least one execution provider")
+        self.dim_values()
+
+    def dim_values(self) -> dict[str, int]:
+        out = {}
+        for d in self.dims:
+            name, sep, value = d.partition("=")
+            if not sep or not name or not value.isdigit() or int(value) < 1:
+                raise FieldError("dims", f"'{d}' is not NAME=VALUE with a positive integer value")
+            out[name] = int(value)
+        return out
 
 
 def latency_stats(ns: list[int] | np.ndarray) -> dict[str, float]:
@@ -59,6 +78,8 @@ def latency_stats(ns: list[int] | np.ndarray) -> dict[str, float]:
 
 def _loop(run, min_count: int, min_s: float, max_s: float | None) -> list[int]:
     times: list[int] = []
+    if min_count == 0 and min_s == 0:
+        return times
     start = time.perf_counter()
     while True:
         t0 = time.perf_counter_ns()
@@ -72,35 +93,63 @@ def _loop(run, min_count: int, min_s: float, max_s: float | None) -> list[int]:
     return times
 
 
-def benchmark(model: str | Path, opts: BenchOptions = BenchOptions(), feed: dict | None = None,
+def batch_of(arrays: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    """The first `batch` rows of each array (repeated when the file holds fewer)."""
+    out = {}
+    for k, v in arrays.items():
+        reps = -(-batch // len(v)) if len(v) else 1
+        out[k] = np.ascontiguousarray(np.concatenate([v] * reps)[:batch] if reps > 1 else v[:batch])
+    return out
+
+
+class Bench:
+    """One model's session, opened once (that is the cold start), measured at each batch size."""
+
+    def __init__(self, model: str | Path, opts: BenchOptions, strict_providers: bool = True):
+        self.model, self.opts = Path(model), opts
+        self.providers = usable_providers(opts.providers, strict=strict_providers)
+        t0 = time.perf_counter_ns()
+        self.session = open_session(model, threads=opts.threads, inter_threads=opts.inter_threads,
+                                    providers=tuple(self.providers["used"]), optimization=opts.graph_optimization)
+        self.create_ms = (time.perf_counter_ns() - t0) / 1e6
+        failed = [p for p in self.providers["used"] if p not in self.session.get_providers()]
+        self.providers["failed_to_initialise"] = failed  # onnxruntime fell back past these
+        self.providers["used"] = self.session.get_providers()
+        self.first_ms: float | None = None
+        self.out_names = [o.name for o in self.session.get_outputs()]
+
+    def feed(self, batch: int, arrays: dict[str, np.ndarray] | None = None, source: str = "inputs") -> dict:
+        if arrays is None:
+            return input_feed(self.session, batch, dims=self.opts.dim_values())
+        return resolve_feed(self.session, batch_of(arrays, batch), source)
+
+    def run_once(self, feed: dict) -> list[np.ndarray]:
+        return self.session.run(self.out_names, feed)
+
+    def measure(self, feed: dict) -> dict:
+        def run():
+            self.session.run(self.out_names, feed)
+
+        if self.first_ms is None:  # the first inference of the session, timed on its own
+            t0 = time.perf_counter_ns()
+            run()
+            self.first_ms = (time.perf_counter_ns() - t0) / 1e6
+        o = self.opts
+        warm = _loop(run, o.warmup_iters, o.warmup_seconds, None)
+        times = _loop(run, o.iters, o.min_seconds, o.max_seconds)
+        stats = latency_stats(times)
+        batch = int(next(iter(feed.values())).shape[0])
+        return {"batch": batch, "warmup_iters": len(warm), "latency": stats,
+                "throughput_per_s": float(batch * 1000.0 / stats["mean_ms"])}
+
+    def cold_start(self) -> dict:
+        return {"session_create_ms": self.create_ms, "first_inference_ms": self.first_ms}
+
+
+def benchmark(model: str | Path, opts: BenchOptions = BenchOptions(), arrays: dict | None = None,
               feed_source: str = "inputs") -> dict:
-    t0 = time.perf_counter_ns()
-    session = open_session(model, threads=opts.threads, providers=opts.providers)
-    create_ms = (time.perf_counter_ns() - t0) / 1e6
-    if feed is None:
-        feed = input_feed(session, opts.batch)
-    else:
-        feed = resolve_feed(session, feed, feed_source)
-    out_names = [o.name for o in session.get_outputs()]
-
-    def run():
-        session.run(out_names, feed)
-
-    t0 = time.perf_counter_ns()
-    run()
-    first_ms = (time.perf_counter_ns() - t0) / 1e6
-    warm = _loop(run, opts.warmup_iters, opts.warmup_seconds, None)
-    times = _loop(run, opts.iters, opts.min_seconds, opts.max_seconds)
-    stats = latency_stats(times)
-    batch = next(iter(feed.values())).shape[0]
-    return {
-        "model": str(model),
-        "model_bytes": Path(model).stat().st_size,
-        "options": asdict(opts),
-        "batch": int(batch),
-        "cold_start": {"session_create_ms": create_ms, "first_inference_ms": first_ms},
-        "warmup_iters": len(warm),
-        "latency": stats,
-        "throughput_per_s": float(batch * 1000.0 / stats["mean_ms"]),
-        "providers": session.get_providers(),
-    }
+    """Cold start, then latency and throughput at each of opts.batches."""
+    b = Bench(model, opts)
+    runs = [b.measure(b.feed(n, arrays, feed_source)) for n in opts.batches]
+    return {"model": str(model), "model_bytes": Path(model).stat().st_size, "options": asdict(opts),
+            "providers": b.providers, "cold_start": b.cold_start(), "runs": runs}

@@ -1,25 +1,35 @@
 """The on-device runner: `python -m edgepipe.runtime MODEL.onnx` (or `edgepipe-runner`).
 
-Needs only onnxruntime, numpy and psutil. Measures latency (see bench.py), memory of this
-clean process (RSS growth from session creation, peak RSS from ru_maxrss), model bytes,
-and, given an .npz with labels, accuracy on the device. Prints a summary; --json writes it.
+Needs only onnxruntime, numpy, psutil and PyYAML (never paddle). In one clean process it measures
+cold start and latency at each batch size (bench.py), memory (peak RSS, RSS growth from session
+creation, GPU memory through NVML when a GPU provider runs), energy per inference (energy.py),
+MAC/s against the host's GEMM peak (roofline.py) and, given an .npz with labels, accuracy on the
+device; then judges the result against a device profile's budgets. Prints a summary; --json and
+--csv write it, and `edgepipe report RUN --device result.json` merges it into a run's report.
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import os
+import platform
 import resource
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import psutil
 
 from edgepipe.devices import EdgepipeError, detect_host
-from edgepipe.runtime.atomic import write_json_atomic
-from edgepipe.runtime.bench import BenchOptions, benchmark
-from edgepipe.runtime.session import accuracy, open_session, resolve_feed
+from edgepipe.runtime.atomic import write_json_atomic, write_text_atomic
+from edgepipe.runtime.bench import Bench, BenchOptions
+from edgepipe.runtime.session import accuracy, predict
 
 LABEL_KEYS = ("y", "labels", "label")
+SCHEMA = "edgepipe-bench/1"
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
 def _rss_mb() -> float:
@@ -44,6 +54,23 @@ def peak_rss() -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, "ru_maxrss"
 
 
+def gpu_memory_mb() -> dict:
+    """Device memory this process holds on the GPU, from NVML."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        used = 0
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h):
+                if p.pid == os.getpid() and p.usedGpuMemory:
+                    used += p.usedGpuMemory
+        return {"gpu_memory_mb": used / 2**20, "gpu_memory_source": "NVML compute processes (this pid)"}
+    except Exception as exc:  # no nvidia-ml-py, no driver, no permission
+        return {"gpu_memory_mb": None, "gpu_memory_source": f"unreadable ({type(exc).__name__}: {exc})"[:200]}
+
+
 def load_npz(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     if not path.is_file():
         raise EdgepipeError(f"{path}: inputs file not found")
@@ -53,79 +80,192 @@ def load_npz(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     except Exception as exc:
         raise EdgepipeError(f"{path}: not a readable .npz file ({type(exc).__name__}); write it with numpy.savez") from None
     labels = next((arrays.pop(k) for k in LABEL_KEYS if k in arrays), None)
+    if not arrays:
+        raise EdgepipeError(f"{path}: holds no input arrays (only labels)")
     return arrays, labels
 
 
-def run(model: Path, opts: BenchOptions, inputs: Path | None = None) -> dict:
-    """Benchmark first (memory is read right after it, so it reflects a deployed batch-`opts.batch`
-    process), then the optional accuracy pass over every labelled input."""
-    rss_start = _rss_mb()
-    arrays, labels, feed = None, None, None
-    if inputs is not None:
-        arrays, labels = load_npz(inputs)
-        n = len(next(iter(arrays.values()), []))
-        if labels is not None and len(labels) != n:
-            raise EdgepipeError(f"{inputs}: {len(labels)} labels for {n} inputs")
-        feed = {k: np.ascontiguousarray(v[: opts.batch]) for k, v in arrays.items()}
-    result = benchmark(model, opts, feed, feed_source=str(inputs))
-    result["memory"] = {
-        "rss_before_session_mb": rss_start,
-        "rss_after_mb": _rss_mb(),
-        "rss_growth_mb": _rss_mb() - rss_start,
-    }
-    result["memory"]["peak_rss_mb"], result["memory"]["peak_rss_source"] = peak_rss()
-    if labels is not None:
-        session = open_session(model, threads=opts.threads, providers=opts.providers)
-        x = next(iter(resolve_feed(session, arrays, str(inputs)).values()))
-        result["accuracy"] = accuracy(session, x, labels)
-        result["accuracy_samples"] = int(len(labels))
-    result["host"] = detect_host().to_dict()
+def environment() -> dict:
     import onnxruntime
 
-    result["onnxruntime"] = onnxruntime.__version__
+    return {"host": detect_host().to_dict(), "onnxruntime": onnxruntime.__version__,
+            "onnxruntime_build_providers": onnxruntime.get_available_providers(),
+            "onnxruntime_device": onnxruntime.get_device(), "python": platform.python_version(),
+            "numpy": np.__version__}
+
+
+def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=None, profile_source: str = "none",
+        strict_providers: bool = True, energy_seconds: float = 1.0, idle_seconds: float = 0.5,
+        roofline: bool = True, macs: int | None = None, save_outputs: Path | None = None) -> dict:
+    """Benchmark first (memory is read right after it, so it reflects a deployed process), then
+    energy, then the optional accuracy pass over every labelled input."""
+    from edgepipe.runtime.energy import energy_summary, measure, probe_meters
+
+    rss_start = _rss_mb()
+    arrays, labels = (None, None)
+    if inputs is not None:
+        arrays, labels = load_npz(inputs)
+        n = len(next(iter(arrays.values())))
+        if labels is not None and len(labels) != n:
+            raise EdgepipeError(f"{inputs}: {len(labels)} labels for {n} inputs")
+    bench = Bench(model, opts, strict_providers=strict_providers)
+    rss_session = _rss_mb()
+    runs = [bench.measure(bench.feed(b, arrays, str(inputs))) for b in opts.batches]
+    result = {"schema": SCHEMA, "model": str(model), "model_bytes": Path(model).stat().st_size,
+              "options": asdict(opts), "providers": bench.providers, "cold_start": bench.cold_start(), "runs": runs}
+
+    mem = {"rss_before_session_mb": rss_start, "rss_after_session_mb": rss_session, "rss_after_mb": _rss_mb()}
+    mem["rss_growth_mb"] = mem["rss_after_mb"] - rss_start
+    mem["peak_rss_mb"], mem["peak_rss_source"] = peak_rss()
+    gpu = any(p in GPU_PROVIDERS for p in bench.providers["used"])
+    if gpu:
+        mem |= gpu_memory_mb()
+    result["memory"] = mem
+
+    if roofline:
+        from edgepipe.runtime.roofline import host_peaks, model_costs
+        from edgepipe.runtime.roofline import roofline as roof
+
+        count, precision, how = model_costs(Path(model), macs)
+        peaks = host_peaks(detect_host().to_dict(), opts.threads)
+        for r in runs:
+            r["roofline"] = roof(count, precision, r["batch"], r["latency"]["mean_ms"], peaks)
+        result["macs"] = {"per_inference": count, "source": how}
+
+    if energy_seconds > 0:
+        meters, missing = probe_meters(profile.power if profile else None, profile.name if profile else "", gpu=gpu)
+        feed = bench.feed(opts.batches[0], arrays, str(inputs))
+
+        def work() -> int:
+            bench.run_once(feed)
+            return opts.batches[0]
+
+        readings = measure(meters, work, energy_seconds, idle_seconds) if meters else []
+        for r in readings:
+            r["batch"] = opts.batches[0]
+        result["energy"] = energy_summary(readings, missing)
+
+    if arrays is not None and (labels is not None or save_outputs):
+        x = next(iter(bench.feed(len(next(iter(arrays.values()))), arrays, str(inputs)).values()))
+        logits = predict(bench.session, x)
+        if labels is not None:
+            result["accuracy"] = float((logits.argmax(axis=1) == labels).mean())
+            result["accuracy_samples"] = int(len(labels))
+        if save_outputs:
+            buf = io.BytesIO()
+            np.savez_compressed(buf, outputs=logits)
+            from edgepipe.runtime.atomic import write_bytes_atomic
+
+            write_bytes_atomic(save_outputs, buf.getvalue())
+    result["profile"] = {"name": profile.name if profile else None, "source": profile_source,
+                         "config": profile.to_dict() if profile else None}
+    if profile is not None:
+        from edgepipe.runtime.verdict import judge
+
+        result["verdict"] = judge(result, profile.to_dict())
+    result["environment"] = environment()
     return result
 
 
+CSV_FIELDS = ("model", "profile", "batch", "providers", "threads", "n", "mean_ms", "std_ms", "min_ms", "p50_ms",
+              "p90_ms", "p95_ms", "p99_ms", "max_ms", "throughput_per_s", "session_create_ms", "first_inference_ms",
+              "peak_rss_mb", "model_bytes", "macs_per_inference", "fraction_of_peak", "energy_method",
+              "mj_per_inference", "accuracy", "verdict")
+
+
+def csv_text(r: dict) -> str:
+    out = io.StringIO()
+    w = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    e = (r.get("energy") or {}).get("primary") or {}
+    for run_ in r["runs"]:
+        roof = run_.get("roofline") or {}
+        w.writerow({"model": r["model"], "profile": r["profile"]["name"], "batch": run_["batch"],
+                    "providers": " ".join(r["providers"]["used"]), "threads": r["options"]["threads"],
+                    **run_["latency"], "throughput_per_s": run_["throughput_per_s"], **r["cold_start"],
+                    "peak_rss_mb": r["memory"]["peak_rss_mb"], "model_bytes": r["model_bytes"],
+                    "macs_per_inference": roof.get("macs_per_inference"), "fraction_of_peak": roof.get("fraction_of_peak"),
+                    "energy_method": e.get("method") if e.get("batch") == run_["batch"] else None,
+                    "mj_per_inference": e.get("mj_per_inference") if e.get("batch") == run_["batch"] else None,
+                    "accuracy": r.get("accuracy"), "verdict": (r.get("verdict") or {}).get("overall")})
+    return out.getvalue()
+
+
 def summary(r: dict) -> str:
-    lat, mem = r["latency"], r["memory"]
-    lines = [
-        f"model      {r['model']} ({r['model_bytes'] / 1024:.1f} KiB)",
-        f"cold start session {r['cold_start']['session_create_ms']:.1f} ms, first inference {r['cold_start']['first_inference_ms']:.2f} ms",
-        f"latency    p50 {lat['p50_ms']:.3f} ms  p90 {lat['p90_ms']:.3f}  p99 {lat['p99_ms']:.3f}  mean {lat['mean_ms']:.3f} ± {lat['std_ms']:.3f}  (n={lat['n']}, batch {r['batch']}, {r['options']['threads']} thread(s))",
-        f"memory     peak RSS {mem['peak_rss_mb']:.1f} MB, growth from session {mem['rss_growth_mb']:.1f} MB",
-    ]
+    mem, prov = r["memory"], r["providers"]
+    lines = [f"model      {r['model']} ({r['model_bytes'] / 1024:.1f} KiB)",
+             f"device     profile {r['profile']['name'] or 'none'} ({r['profile']['source']}); "
+             f"providers {', '.join(prov['used'])}; {r['options']['threads']} thread(s)"]
+    for u in prov["unavailable"]:
+        lines.append(f"  note: {u['provider']} requested but {u['reason']}")
+    for p in prov.get("failed_to_initialise", []):
+        lines.append(f"  note: {p} failed to initialise; onnxruntime ran without it")
+    lines.append(f"cold start session {r['cold_start']['session_create_ms']:.1f} ms, first inference {r['cold_start']['first_inference_ms']:.2f} ms")
+    for run_ in r["runs"]:
+        lat = run_["latency"]
+        roof = run_.get("roofline") or {}
+        frac = f", {100 * roof['fraction_of_peak']:.1f}% of {roof['precision']} GEMM peak" if roof.get("fraction_of_peak") else ""
+        lines.append(f"latency    batch {run_['batch']}: p50 {lat['p50_ms']:.3f} ms  p90 {lat['p90_ms']:.3f}  p99 {lat['p99_ms']:.3f}  "
+                     f"mean {lat['mean_ms']:.3f} ± {lat['std_ms']:.3f}  (n={lat['n']}), {run_['throughput_per_s']:.1f}/s{frac}")
+    lines.append(f"memory     peak RSS {mem['peak_rss_mb']:.1f} MB, growth from session {mem['rss_growth_mb']:.1f} MB"
+                 + (f", GPU {mem['gpu_memory_mb']:.1f} MB" if mem.get("gpu_memory_mb") is not None else ""))
+    energy = r.get("energy")
+    if energy:
+        for e in energy["readings"]:
+            net = f", net {e['net_mj_per_inference']:.3f} mJ above idle" if e["net_mj_per_inference"] is not None else ""
+            lines.append(f"energy     {e['method']}: {e['mj_per_inference']:.3f} mJ/inference (±{100 * e['uncertainty_rel']:.0f}%), "
+                         f"{e['avg_w']:.2f} W average{net} — {e['scope']}")
+        for u in energy["unavailable"]:
+            lines.append(f"  {u['method']} unavailable: {u['reason']}")
     if "accuracy" in r:
         lines.append(f"accuracy   {100 * r['accuracy']:.2f}% on {r['accuracy_samples']} labelled inputs")
+    if r.get("verdict"):
+        from edgepipe.runtime.verdict import verdict_lines
+
+        lines += verdict_lines(r["verdict"])
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgepipe-runner", description="Run and measure an ONNX model on this device (no paddle needed).")
-    p.add_argument("model", type=Path, help="the .onnx model")
-    p.add_argument("--inputs", type=Path, help=".npz with one array per model input (or 'x'), and optional labels 'y'")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
-    p.add_argument("--batch", type=int, default=1, help="batch size for generated inputs (default 1)")
-    p.add_argument("--warmup", type=int, default=10, help="warm-up iterations, at least (default 10)")
-    p.add_argument("--iters", type=int, default=100, help="measured iterations, at least (default 100)")
-    p.add_argument("--min-seconds", type=float, default=1.0, help="measure for at least this long (default 1)")
-    p.add_argument("--max-seconds", type=float, default=30.0, help="stop measuring after this long (default 30)")
-    p.add_argument("--provider", action="append", help="execution provider, in order (default CPUExecutionProvider)")
-    p.add_argument("--json", type=Path, help="write the full result here")
-    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    return p
+def resolve_profile(arg: str | None):
+    from edgepipe.devices.profiles import detect_profile, load_profile
+
+    if arg == "none":
+        return None, "none"
+    if arg:
+        return load_profile(arg), "given"
+    found = detect_profile(detect_host())
+    return found, "detected" if found else "none (no preset matches this host)"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from edgepipe.runtime.args import build_parser
+
+    return execute(build_parser().parse_args(argv))
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Run the runner from parsed arguments (`edgepipe bench` parses the same ones)."""
     try:
+        profile, source = resolve_profile(args.profile)
+        # A profile's thread count is for its device; on a host with fewer cores it is capped.
+        threads = args.threads or (min(profile.threads, os.cpu_count() or 1) if profile else 1)
         opts = BenchOptions(
-            threads=args.threads, batch=args.batch, warmup_iters=args.warmup, iters=args.iters,
+            threads=threads, inter_threads=args.inter_threads,
+            batches=tuple(args.batch or (1,)), graph_optimization=args.optimization,
+            warmup_iters=args.warmup, warmup_seconds=args.warmup_seconds, iters=args.iters,
             min_seconds=args.min_seconds, max_seconds=args.max_seconds,
-            providers=tuple(args.provider or ("CPUExecutionProvider",)),
+            providers=tuple(args.provider or (profile.providers if profile else ("CPUExecutionProvider",))),
+            dims=tuple(args.dim),
         )
-        result = run(args.model, opts, args.inputs)
+        if args.save_outputs and not args.inputs:
+            raise EdgepipeError("--save-outputs needs --inputs (the outputs of which inputs?)")
+        result = run(args.model, opts, args.inputs, profile, source, strict_providers=bool(args.provider),
+                     energy_seconds=args.energy_seconds, idle_seconds=args.idle_seconds,
+                     roofline=not args.no_roofline, macs=args.macs, save_outputs=args.save_outputs)
         if args.json:
             write_json_atomic(args.json, result)
+        if args.csv:
+            write_text_atomic(args.csv, csv_text(result))
     except EdgepipeError as exc:
         print(f"edgepipe-runner: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -19,23 +19,45 @@ _NP_TYPES = {
 }
 
 
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def usable_providers(requested: tuple[str, ...], strict: bool = True) -> dict:
+    """Which of the requested execution providers this onnxruntime build offers.
+
+    strict (providers the user named): any missing one is an error. Not strict (a device
+    profile's preference order): missing ones are dropped *and reported*, never silently."""
+    available = ort.get_available_providers()
+    missing = [p for p in requested if p not in available]
+    used = [p for p in requested if p in available]
+    if missing and (strict or not used):
+        raise EdgepipeError(
+            f"execution provider {', '.join(missing)} is not in this onnxruntime build "
+            f"(available: {', '.join(available)}); choose one of those"
+        )
+    return {"requested": list(requested), "used": used,
+            "unavailable": [{"provider": p, "reason": "not in this onnxruntime build"} for p in missing],
+            "build_offers": available}
+
+
 def open_session(
     model: str | Path,
     threads: int = 1,
     inter_threads: int = 1,
     providers: tuple[str, ...] = ("CPUExecutionProvider",),
+    optimization: str = "all",
 ) -> ort.InferenceSession:
     path = Path(model)
     if not path.is_file():
         raise EdgepipeError(f"{path}: model file not found; pass the path of an .onnx file")
-    available = ort.get_available_providers()
-    missing = [p for p in providers if p not in available]
-    if missing:
-        raise EdgepipeError(
-            f"execution provider {', '.join(missing)} is not in this onnxruntime build "
-            f"(available: {', '.join(available)}); choose one of those"
-        )
+    usable_providers(providers, strict=True)
     opts = ort.SessionOptions()
+    opts.graph_optimization_level = _OPT_LEVELS[optimization]
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = inter_threads
     opts.log_severity_level = 3
@@ -49,21 +71,26 @@ def open_session(
         ) from None
 
 
-def input_feed(session: ort.InferenceSession, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs from the model's input signature; a dynamic first dim becomes `batch`."""
+def input_feed(session: ort.InferenceSession, batch: int = 1, seed: int = 0,
+               dims: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Random inputs from the model's input signature. A dynamic dim named in `dims` takes that
+    value; any other dynamic first dim becomes `batch`."""
     rng = np.random.default_rng(seed)
+    dims = dims or {}
     feed = {}
     for inp in session.get_inputs():
         shape = []
         for i, dim in enumerate(inp.shape):
             if isinstance(dim, int) and dim > 0:
                 shape.append(dim)
+            elif isinstance(dim, str) and dim in dims:
+                shape.append(dims[dim])
             elif i == 0:
                 shape.append(batch)
             else:
                 raise EdgepipeError(
                     f"input '{inp.name}' has dynamic dimension {i} ({dim!r}); "
-                    "pass real inputs with --inputs FILE.npz"
+                    f"give it a value with --dim {dim or 'NAME'}=VALUE, or pass real inputs with --inputs FILE.npz"
                 )
         dtype = _NP_TYPES.get(inp.type)
         if dtype is None:

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ stages:
   - distill: {{student: {{conv: [4, 8], fc: [16]}}, epochs: 2, feature: {{teacher_layer: fc1, student_layer: fc1}}}}
   - export: {{parity_samples: 64}}
   - quantize: {{calibration_samples: 64, max_accuracy_drop: null}}
-  - bench: {{iters: 20, min_seconds: 0.05, warmup_iters: 2, warmup_seconds: 0.01}}
+  - bench: {{iters: 20, min_seconds: 0.05, warmup_iters: 2, warmup_seconds: 0.01, energy_seconds: 0.2, idle_seconds: 0.0}}
   - report: {{}}
 """
 
@@ -47,3 +48,7 @@ def short_run(tmp_path_factory):
     proc = edgepipe("run", recipe, "--runs-dir", root / "runs")
     assert proc.returncode == 0, proc.stderr
     return root / "runs" / "short", proc
+
+
+# The roofline's GEMM peak is cached per host; tests measure it into their own folder.
+os.environ.setdefault("EDGEPIPE_CACHE", tempfile.mkdtemp(prefix="edgepipe-cache-"))

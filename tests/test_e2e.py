@@ -27,6 +27,8 @@ def test_short_recipe_end_to_end(short_run):
         b = m["stages"]["bench"]["metrics"]["models"][name]
         assert b["latency"]["p50_ms"] > 0 and 10 < b["memory"]["peak_rss_mb"] < 400
         assert b["device_accuracy"] == pytest.approx(arts[name]["meta"]["accuracy"])  # runner agrees with export
+        assert b["energy"]["method"] in ("estimate", "rapl") and b["energy"]["mj_per_inference"] > 0
+        assert b["verdict"]["overall"] in ("pass", "marginal", "fail", "incomplete") and b["profile"]
     assert m["stages"]["distill"]["metrics"]["feature_hint"] == {"teacher": [2, 32], "student": [2, 16]}
     report = (run_dir / "report" / "report.md").read_text()
     assert "student (distilled) int8" in report and "bundled MNIST subset" in report
@@ -93,3 +95,23 @@ def test_kill_9_mid_stage_then_same_command_finishes(stage, extra, short_recipe,
     assert not any(".partial-" in p.name or ".trash-" in p.name for p in run_dir.iterdir())
     m = json.loads((run_dir / "manifest.json").read_text())
     assert list(m["stages"]) == ["train", "distill", "export", "quantize", "bench", "report"]
+
+
+def test_report_merges_a_device_result(short_run, tmp_path):
+    run_dir, _ = short_run
+    result = tmp_path / "cam.json"
+    proc = subprocess.run([sys.executable, "-m", "edgepipe.runtime", run_dir / "quantize" / "student.int8.onnx",
+                           "--inputs", run_dir / "bench" / "test_split.npz", "--profile", "arm-camera-a53",
+                           "--iters", "5", "--min-seconds", "0", "--energy-seconds", "0.1", "--idle-seconds", "0",
+                           "--json", result], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(result.read_text())
+    md = tmp_path / "report.md"
+    proc = edgepipe("report", run_dir, "--device", result, "-o", md)
+    assert proc.returncode == 0, proc.stderr
+    row = next(ln for ln in proc.stdout.splitlines() if ln.startswith("student.int8.onnx"))
+    assert "arm-camera-a53" in row and f"{100 * r['accuracy']:.2f}%" in row and r["verdict"]["overall"] in row
+    assert "## Measured on devices" in md.read_text()
+    (tmp_path / "junk.json").write_text('{"schema": "other"}')
+    proc = edgepipe("report", run_dir, "--device", tmp_path / "junk.json")
+    assert proc.returncode == 2 and "junk.json: not an edgepipe-runner result" in proc.stderr

@@ -10,7 +10,9 @@ def fresh(code):
 
 
 def test_runtime_and_devices_import_without_paddle():
-    imports = "import edgepipe.devices, edgepipe.runtime, edgepipe.runtime.runner, edgepipe.runtime.bench, edgepipe.runtime.session, edgepipe.runtime.atomic"
+    imports = ("import edgepipe.devices, edgepipe.devices.profiles, edgepipe.devices.config, edgepipe.runtime, "
+               "edgepipe.runtime.runner, edgepipe.runtime.bench, edgepipe.runtime.session, edgepipe.runtime.atomic, "
+               "edgepipe.runtime.energy, edgepipe.runtime.roofline, edgepipe.runtime.verdict, edgepipe.runtime.args")
     proc = fresh(CHECK.format(imports=imports))
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -22,10 +24,16 @@ def test_runner_works_when_paddle_cannot_be_imported(tmp_path):
 
     model = conv_mlp(tmp_path / "m.onnx")
     code = ("import sys; sys.modules['paddle'] = None; sys.modules['onnx'] = None; "
-            f"from edgepipe.runtime.runner import main; sys.exit(main([{str(model)!r}, '--iters', '5', '--min-seconds', '0']))")
+            f"from edgepipe.runtime.runner import main; sys.exit(main([{str(model)!r}, '--iters', '5', '--min-seconds', '0', "
+            "'--energy-seconds', '0.1', '--idle-seconds', '0', '--profile', 'arm-camera-a53']))")
     proc = fresh(code)
     assert proc.returncode == 0, proc.stderr
-    assert "latency" in proc.stdout
+    assert "latency" in proc.stdout and "verdict" in proc.stdout
+    assert "MACs unknown" not in proc.stdout  # the roofline line is simply left out without a MAC count
+    code = ("import sys; sys.modules['paddle'] = None; sys.modules['onnx'] = None; "
+            "from edgepipe.pipeline.cli import main; sys.exit(main(['devices']))")
+    proc = fresh(code)
+    assert proc.returncode == 0 and "rpi5" in proc.stdout and "detected profile" in proc.stdout, proc.stderr
 
 
 def test_cli_help_imports_nothing_heavy():

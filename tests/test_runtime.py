@@ -1,4 +1,6 @@
+import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -7,10 +9,10 @@ import pytest
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.devices.host import parse_cpuinfo
-from edgepipe.runtime.bench import BenchOptions, benchmark, latency_stats
+from edgepipe.runtime.bench import Bench, BenchOptions, benchmark, latency_stats
 from edgepipe.runtime.session import input_feed, open_session
 
-from onnx_models import conv_mlp
+from onnx_models import CONV_MLP_MACS, conv_mlp
 
 
 def test_latency_stats_on_known_values():
@@ -25,16 +27,66 @@ def test_latency_stats_on_known_values():
 def test_benchmark_meets_count_and_time(tmp_path):
     model = conv_mlp(tmp_path / "m.onnx")
     r = benchmark(model, BenchOptions(warmup_iters=3, warmup_seconds=0.0, iters=30, min_seconds=0.2, max_seconds=5))
-    assert r["latency"]["n"] >= 30
-    assert r["latency"]["n"] * r["latency"]["mean_ms"] >= 200 * 0.9  # ran for at least ~min_seconds
-    assert r["cold_start"]["session_create_ms"] > 0 and r["batch"] == 1
-    assert r["latency"]["min_ms"] <= r["latency"]["p50_ms"] <= r["latency"]["p99_ms"] <= r["latency"]["max_ms"]
+    (run,) = r["runs"]
+    assert run["latency"]["n"] >= 30 and run["warmup_iters"] >= 3
+    assert run["latency"]["n"] * run["latency"]["mean_ms"] >= 200 * 0.9  # ran for at least ~min_seconds
+    assert r["cold_start"]["session_create_ms"] > 0 and r["cold_start"]["first_inference_ms"] > 0 and run["batch"] == 1
+    lat = run["latency"]
+    assert lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p95_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+
+
+def test_warmup_time_is_met_before_measuring(tmp_path):
+    model = conv_mlp(tmp_path / "m.onnx")
+    r = benchmark(model, BenchOptions(warmup_iters=1, warmup_seconds=0.3, iters=5, min_seconds=0.0))
+    run = r["runs"][0]
+    assert run["warmup_iters"] * run["latency"]["max_ms"] >= 300  # it kept warming up for 0.3 s, not 1 iteration
 
 
 def test_max_seconds_caps_the_measured_phase(tmp_path):
     model = conv_mlp(tmp_path / "m.onnx")
     r = benchmark(model, BenchOptions(warmup_iters=1, warmup_seconds=0, iters=10**9, min_seconds=0.0, max_seconds=0.2))
-    assert 1 <= r["latency"]["n"] < 10**9
+    assert 1 <= r["runs"][0]["latency"]["n"] < 10**9
+
+
+def test_batch_sweep_shares_one_cold_start_and_reports_throughput(tmp_path):
+    model = conv_mlp(tmp_path / "m.onnx")
+    r = benchmark(model, BenchOptions(batches=(1, 16), warmup_iters=2, warmup_seconds=0, iters=20, min_seconds=0.0,
+                                      graph_optimization="basic", threads=2, inter_threads=1))
+    assert [run["batch"] for run in r["runs"]] == [1, 16]
+    for run in r["runs"]:
+        assert run["throughput_per_s"] == pytest.approx(run["batch"] * 1000 / run["latency"]["mean_ms"])
+    assert r["options"]["graph_optimization"] == "basic" and r["options"]["threads"] == 2
+
+
+def test_given_inputs_are_cut_or_repeated_to_the_batch(tmp_path):
+    model = conv_mlp(tmp_path / "m.onnx")
+    x = np.random.default_rng(0).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    r = benchmark(model, BenchOptions(batches=(2, 7), warmup_iters=0, warmup_seconds=0, iters=3, min_seconds=0), {"x": x})
+    assert [run["batch"] for run in r["runs"]] == [2, 7]
+
+
+def test_named_dynamic_dims_come_from_options(tmp_path):
+    model = conv_mlp(tmp_path / "m.onnx")
+    s = open_session(model)
+    assert input_feed(s, batch=1, dims={"N": 5})["x"].shape == (5, 1, 8, 8)
+    with pytest.raises(EdgepipeError, match="dims: 'N5' is not NAME=VALUE"):
+        BenchOptions(dims=("N5",))
+    for bad in ({"batches": ()}, {"batches": (0,)}, {"threads": 0}, {"max_seconds": 0.5, "min_seconds": 1.0}):
+        with pytest.raises(EdgepipeError):
+            BenchOptions(**bad)
+
+
+def test_profile_providers_missing_from_the_build_are_reported_not_hidden(tmp_path):
+    model = conv_mlp(tmp_path / "m.onnx")
+    opts = BenchOptions(providers=("XnnpackFakeExecutionProvider", "CPUExecutionProvider"), iters=2, min_seconds=0,
+                        warmup_iters=0, warmup_seconds=0)
+    with pytest.raises(EdgepipeError, match="XnnpackFakeExecutionProvider is not in this onnxruntime build"):
+        Bench(model, opts, strict_providers=True)  # named by the user: an error
+    b = Bench(model, opts, strict_providers=False)  # a profile's preference order: skipped and reported
+    assert b.providers["used"] == ["CPUExecutionProvider"]
+    assert b.providers["unavailable"] == [{"provider": "XnnpackFakeExecutionProvider", "reason": "not in this onnxruntime build"}]
+    with pytest.raises(EdgepipeError):
+        Bench(model, BenchOptions(providers=("XnnpackFakeExecutionProvider",)), strict_providers=False)
 
 
 def test_dynamic_batch_resolved_and_bad_files_rejected(tmp_path):
@@ -62,13 +114,34 @@ def test_runner_cli_json_accuracy_and_memory(tmp_path):
     y[:5] = (y[:5] + 1) % 10  # 5 of 50 labels wrong -> 90% accuracy
     np.savez(tmp_path / "data.npz", x=x, y=y)
     out = tmp_path / "r.json"
-    proc = run_runner(model, "--inputs", tmp_path / "data.npz", "--json", out, "--iters", "10", "--min-seconds", "0.01")
+    csv_out, saved = tmp_path / "r.csv", tmp_path / "outputs.npz"
+    proc = run_runner(model, "--inputs", tmp_path / "data.npz", "--json", out, "--csv", csv_out, "--iters", "10",
+                      "--min-seconds", "0.01", "--batch", "1", "--batch", "4", "--profile", "rpi4",
+                      "--energy-seconds", "0.2", "--idle-seconds", "0", "--save-outputs", saved)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
+    assert r["schema"] == "edgepipe-bench/1"
     assert r["accuracy"] == pytest.approx(0.9) and r["accuracy_samples"] == 50
     assert r["memory"]["peak_rss_mb"] >= r["memory"]["rss_before_session_mb"] > 10
-    assert r["host"]["arch"] and r["onnxruntime"]
+    env = r["environment"]
+    assert env["host"]["arch"] and env["onnxruntime"] and "CPUExecutionProvider" in env["onnxruntime_build_providers"]
     assert "p50" in proc.stdout and "accuracy   90.00%" in proc.stdout
+    # rpi4 prefers XNNPACK, which this build lacks: reported, and CPU used
+    assert r["providers"]["used"] == ["CPUExecutionProvider"]
+    assert "XnnpackExecutionProvider requested but not in this onnxruntime build" in proc.stdout
+    assert r["profile"]["name"] == "rpi4" and r["verdict"]["profile"] == "rpi4"
+    # no power sensor here: the estimate is used, labelled, and its figure follows the power model
+    e = r["energy"]["primary"]
+    assert e["method"] == "estimate" and e["uncertainty_rel"] == 0.5 and e["idle_w"] == 2.7
+    assert e["inferences"] >= 1 and e["mj_per_inference"] == pytest.approx(1e3 * e["joules"] / e["inferences"])
+    assert 2.7 <= e["avg_w"] <= 2.7 + 0.9 * (os.cpu_count() + 1)
+    # roofline: MACs counted from the graph (onnx is installed here), fraction of a measured peak
+    roof = r["runs"][0]["roofline"]
+    assert roof["macs_per_inference"] == CONV_MLP_MACS and 0 < roof["fraction_of_peak"] < 1
+    rows = list(csv.DictReader(csv_out.open()))
+    assert [row["batch"] for row in rows] == ["1", "4"] and rows[0]["verdict"] == r["verdict"]["overall"]
+    with np.load(saved) as z:
+        np.testing.assert_allclose(z["outputs"], open_session(model).run(None, {"x": x})[0], rtol=1e-5, atol=1e-6)
 
 
 def test_runner_bad_inputs_one_line_no_json(tmp_path):

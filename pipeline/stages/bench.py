@@ -20,9 +20,13 @@ class BenchConfig(BenchOptions):
     """The runner's options (validated there) plus which models to measure."""
 
     models: tuple[str, ...] | None = None  # ONNX artifacts to measure; null = all of them
+    profile: str | None = None  # device profile (preset name or YAML path) to judge against; null = detect
     warmup_iters: int = 20
     iters: int = 200
     max_seconds: float = 10.0
+    energy_seconds: float = 1.0
+    idle_seconds: float = 0.5
+    roofline: bool = True
 
     uses_data = True
 
@@ -36,10 +40,16 @@ class BenchConfig(BenchOptions):
 
 def runner_command(model, out_json, cfg: BenchConfig, inputs=None) -> list[str]:
     cmd = [sys.executable, "-m", "edgepipe.runtime", str(model), "--json", str(out_json), "--quiet",
-           "--threads", str(cfg.threads), "--batch", str(cfg.batch), "--warmup", str(cfg.warmup_iters),
-           "--iters", str(cfg.iters), "--min-seconds", str(cfg.min_seconds), "--max-seconds", str(cfg.max_seconds)]
-    for provider in cfg.providers:
-        cmd += ["--provider", provider]
+           "--threads", str(cfg.threads), "--inter-threads", str(cfg.inter_threads),
+           "--optimization", cfg.graph_optimization, "--warmup", str(cfg.warmup_iters),
+           "--warmup-seconds", str(cfg.warmup_seconds), "--iters", str(cfg.iters),
+           "--min-seconds", str(cfg.min_seconds), "--max-seconds", str(cfg.max_seconds),
+           "--energy-seconds", str(cfg.energy_seconds), "--idle-seconds", str(cfg.idle_seconds)]
+    cmd += [a for b in cfg.batches for a in ("--batch", str(b))]
+    cmd += [a for p in cfg.providers for a in ("--provider", p)]
+    cmd += [a for d in cfg.dims for a in ("--dim", d)]
+    cmd += ["--profile", cfg.profile] if cfg.profile else []
+    cmd += [] if cfg.roofline else ["--no-roofline"]
     return cmd + (["--inputs", str(inputs)] if inputs else [])
 
 
@@ -58,8 +68,14 @@ def run_bench(cfg: BenchConfig, ctx) -> StageResult:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise EdgepipeError(f"bench {name}: the runner failed: {last}")
         r = json.loads(out.read_text())
-        metrics[name] = {"latency": r["latency"], "cold_start": r["cold_start"], "memory": r["memory"],
-                         "throughput_per_s": r["throughput_per_s"], "device_accuracy": r.get("accuracy"),
-                         "model_bytes": r["model_bytes"]}
-        print(f"  {name}: p50 {r['latency']['p50_ms']:.3f} ms, peak RSS {r['memory']['peak_rss_mb']:.1f} MB", file=sys.stderr)
+        first = r["runs"][0]
+        metrics[name] = {"latency": first["latency"], "cold_start": r["cold_start"], "memory": r["memory"],
+                         "throughput_per_s": first["throughput_per_s"], "runs": r["runs"],
+                         "device_accuracy": r.get("accuracy"), "model_bytes": r["model_bytes"],
+                         "energy": (r.get("energy") or {}).get("primary"), "verdict": r.get("verdict"),
+                         "profile": r["profile"]["name"], "providers": r["providers"]["used"]}
+        e = metrics[name]["energy"]
+        print(f"  {name}: p50 {first['latency']['p50_ms']:.3f} ms, peak RSS {r['memory']['peak_rss_mb']:.1f} MB"
+              + (f", {e['mj_per_inference']:.3f} mJ/inference ({e['method']})" if e else "")
+              + (f", verdict {r['verdict']['overall']} ({r['profile']['name']})" if r.get("verdict") else ""), file=sys.stderr)
     return StageResult(metrics={"models": metrics, "host": ctx.manifest["environment"]["host"], "options": vars(cfg) | {"models": names}})

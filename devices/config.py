@@ -1,0 +1,140 @@
+"""YAML (recipes, device profiles) -> typed, frozen config objects, validated on load.
+
+Import-light (no paddle, no onnx): the on-device runner loads device profiles with it.
+Every error names its path in the file, e.g.
+`stages[1].distill.temprature: unknown key; did you mean 'temperature'?`.
+A stage config is a frozen dataclass; `__post_init__` checks raise FieldError(field, msg).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from edgepipe.devices import EdgepipeError
+from edgepipe.devices.errors import FieldError
+
+
+class ConfigError(EdgepipeError):
+    pass
+
+
+def require(cond: bool, field: str, message: str) -> None:
+    if not cond:
+        raise FieldError(field, message)
+
+
+def _type_name(tp) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def convert(tp, value, path: str):
+    origin, args = get_origin(tp), get_args(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for a in options:
+            try:
+                return convert(a, value, path)
+            except ConfigError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConfigError(f"{path}: expected {' or '.join(_type_name(a) for a in options)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"{path}: {value!r} is not {_type_name(tp)}{hint}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+        item = args[0] if args else Any
+        return tuple(convert(item, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported config type {tp}")  # a bug in a config class
+
+
+def from_dict(cls, data, path: str = ""):
+    where = path or "recipe"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {type(data).__name__} {data!r}")
+    hints = get_type_hints(cls)
+    fields = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in data.items():
+        sub = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(fields)}"
+            raise ConfigError(f"{sub}: unknown key{hint}")
+        kwargs[key] = convert(hints[key], value, sub)
+    try:
+        return cls(**kwargs)
+    except FieldError as exc:
+        raise ConfigError(f"{path + '.' if path else ''}{exc.field}: {exc.message}") from None
+    except TypeError as exc:  # a required key is missing
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def to_dict(cfg) -> dict:
+    def plain(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(cfg)
+
+
+def config_sha(kind: str, cfg) -> str:
+    blob = json.dumps({"type": kind, "config": to_dict(cfg)}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def read_yaml(path: str | Path, what: str = "recipe") -> Any:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} file not found")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where} ({getattr(exc, 'problem', exc)})") from None
+
+
+__all__ = ["ConfigError", "FieldError", "require", "from_dict", "to_dict", "config_sha", "read_yaml"]

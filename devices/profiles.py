@@ -1,0 +1,154 @@
+"""Device profiles: what a target device is, how to run a model on it, and what it must meet.
+
+A profile is a YAML file (presets ship in devices/profiles/, users pass their own path) loaded
+into frozen dataclasses, so a typo is an error naming the key. It states the architecture and
+cores, the threads and execution providers to use (in order), the int8 preset that suits the
+device's kernels (with the one-line reason), a power model for energy estimates when no sensor
+is readable, and the budgets every benchmark result is judged against.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from edgepipe.devices.config import ConfigError, from_dict, read_yaml, require, to_dict
+from edgepipe.devices.host import HostInfo
+
+PRESET_DIR = Path(__file__).with_name("profiles")
+
+
+@dataclass(frozen=True)
+class QuantPreset:
+    format: Literal["qdq", "qoperator"] = "qdq"
+    per_channel: bool = True
+    reduce_range: bool = False
+    activation_type: Literal["u8", "s8"] = "u8"
+    weight_type: Literal["s8", "u8"] = "s8"
+    reason: str = ""
+
+    def __post_init__(self):
+        require(bool(self.reason.strip()), "reason", "say in one line why this preset suits the device")
+
+
+@dataclass(frozen=True)
+class PowerModel:
+    """Energy estimate when no sensor is readable: idle_w × wall time + active_w_per_core × CPU time."""
+
+    idle_w: float
+    active_w_per_core: float
+    source: str = ""  # where the figures come from
+    uncertainty: float = 0.5  # relative; an estimate from CPU time is rough
+
+    def __post_init__(self):
+        require(self.idle_w >= 0, "idle_w", "must be >= 0 watts")
+        require(self.active_w_per_core > 0, "active_w_per_core", "must be > 0 watts")
+        require(0 < self.uncertainty <= 1, "uncertainty", "a relative uncertainty in (0, 1]")
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """What a result must meet on this device; a budget left out is not judged."""
+
+    latency_p90_ms: float | None = None  # at batch 1
+    peak_rss_mb: float | None = None
+    model_bytes: int | None = None
+    energy_mj_per_inference: float | None = None
+
+    def __post_init__(self):
+        for name in ("latency_p90_ms", "peak_rss_mb", "model_bytes", "energy_mj_per_inference"):
+            v = getattr(self, name)
+            require(v is None or v > 0, name, "must be > 0 (or left out)")
+
+
+@dataclass(frozen=True)
+class Detect:
+    """How `edgepipe devices` recognises the host; every stated condition must hold."""
+
+    arch: str | None = None
+    flags_all: tuple[str, ...] = ()
+    flags_any: tuple[str, ...] = ()
+    board_contains: str | None = None
+    nvidia_gpu: bool | None = None
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    description: str
+    arch: Literal["x86_64", "aarch64"]
+    cores: int
+    threads: int
+    providers: tuple[str, ...]
+    quantization: QuantPreset
+    power: PowerModel
+    memory_mb: int | None = None
+    budgets: Budgets = field(default_factory=Budgets)
+    detect: Detect = field(default_factory=Detect)
+
+    def __post_init__(self):
+        require(self.cores >= 1, "cores", "must be at least 1")
+        require(1 <= self.threads <= self.cores, "threads", f"must be between 1 and cores ({self.cores})")
+        require(bool(self.providers), "providers", "list at least one execution provider")
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str | Path) -> DeviceProfile:
+    """A preset by name (`rpi4`) or a user's YAML file by path."""
+    text = str(name_or_path)
+    path = Path(text)
+    if not (text.endswith((".yaml", ".yml")) or path.is_file()):
+        if text not in preset_names():
+            import difflib
+
+            close = difflib.get_close_matches(text, preset_names(), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"presets: {', '.join(preset_names())}"
+            raise ConfigError(f"device profile '{text}' is neither a preset nor a file; {hint}")
+        path = PRESET_DIR / f"{text}.yaml"
+    data = read_yaml(path, what="device profile")
+    try:
+        return from_dict(DeviceProfile, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {str(exc).removeprefix('recipe: ')}") from None
+
+
+def all_presets() -> list[DeviceProfile]:
+    return [load_profile(n) for n in preset_names()]
+
+
+def matches(profile: DeviceProfile, host: HostInfo) -> int | None:
+    """None when the profile does not describe the host, else how specific the match is."""
+    d, score = profile.detect, 0
+    arch = d.arch or profile.arch
+    if host.arch not in (arch, {"aarch64": "arm64"}.get(arch)):
+        return None
+    flags = set(host.flags)
+    if d.flags_all:
+        if not set(d.flags_all) <= flags:
+            return None
+        score += len(d.flags_all)
+    if d.flags_any:
+        if not flags & set(d.flags_any):
+            return None
+        score += 1
+    if d.board_contains is not None:
+        if d.board_contains.lower() not in (host.board or "").lower():
+            return None
+        score += 10
+    if d.nvidia_gpu is not None:
+        if bool(host.gpus) != d.nvidia_gpu:
+            return None
+        score += 5 if d.nvidia_gpu else 0
+    return score
+
+
+def detect_profile(host: HostInfo, profiles: list[DeviceProfile] | None = None) -> DeviceProfile | None:
+    """The most specific preset that describes the host, or None."""
+    scored = [(s, p.name, p) for p in (profiles or all_presets()) if (s := matches(p, host)) is not None]
+    return max(scored, key=lambda t: (t[0], t[1]))[2] if scored else None

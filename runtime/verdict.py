@@ -1,0 +1,57 @@
+"""Judge a benchmark result against a device profile's budgets, with margins.
+
+Each budget gets pass / fail / marginal / not measured. "marginal" means the reading passes but
+the budget lies inside the reading's stated uncertainty (an energy estimate is ±50%), so it
+cannot be promised. The overall verdict is fail if any check fails, else incomplete if any
+budget was not measured, else marginal if any check is marginal, else pass.
+"""
+from __future__ import annotations
+
+
+def _check(name: str, value, budget, unit: str, uncertainty: float = 0.0, where: str = "") -> dict | None:
+    if budget is None:
+        return None
+    c = {"budget": name, "value": value, "limit": budget, "unit": unit, "where": where}
+    if value is None:
+        return c | {"status": "not measured", "margin": None, "margin_pct": None}
+    margin = budget - value
+    if value > budget:
+        status = "fail"
+    elif value * (1 + uncertainty) > budget:
+        status = "marginal"
+    else:
+        status = "pass"
+    return c | {"status": status, "margin": margin, "margin_pct": 100.0 * margin / budget}
+
+
+def judge(result: dict, profile: dict) -> dict:
+    b = profile.get("budgets") or {}
+    runs = sorted(result.get("runs", []), key=lambda r: r["batch"])
+    one = next((r for r in runs if r["batch"] == 1), None)
+    energy = (result.get("energy") or {}).get("primary")
+    checks = [
+        _check("latency_p90_ms", one["latency"]["p90_ms"] if one else None, b.get("latency_p90_ms"), "ms",
+               where="p90 at batch 1" if one else "no batch-1 run"),
+        _check("peak_rss_mb", (result.get("memory") or {}).get("peak_rss_mb"), b.get("peak_rss_mb"), "MB",
+               where="peak RSS of the runner process"),
+        _check("model_bytes", result.get("model_bytes"), b.get("model_bytes"), "bytes", where="ONNX file on disk"),
+        _check("energy_mj_per_inference", energy["mj_per_inference"] if energy else None,
+               b.get("energy_mj_per_inference"), "mJ", uncertainty=energy["uncertainty_rel"] if energy else 0.0,
+               where=f"{energy['method']}, batch {energy.get('batch', '?')}" if energy else "energy not measured"),
+    ]
+    checks = [c for c in checks if c is not None]
+    statuses = {c["status"] for c in checks}
+    overall = ("fail" if "fail" in statuses else "incomplete" if "not measured" in statuses
+               else "marginal" if "marginal" in statuses else "pass" if checks else "no budgets")
+    return {"profile": profile.get("name"), "overall": overall, "checks": checks}
+
+
+def verdict_lines(v: dict) -> list[str]:
+    out = [f"verdict    {v['overall'].upper()} against profile '{v['profile']}'"]
+    for c in v["checks"]:
+        if c["value"] is None:
+            out.append(f"  {c['budget']:<24} not measured ({c['where']}); budget {c['limit']:g} {c['unit']}")
+        else:
+            out.append(f"  {c['budget']:<24} {c['status']:<8} {c['value']:.4g} {c['unit']} vs {c['limit']:g} "
+                       f"(margin {c['margin_pct']:+.0f}%, {c['where']})")
+    return out

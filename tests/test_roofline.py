@@ -1,0 +1,54 @@
+"""Roofline context: the shipped GEMM graphs are what the generator makes, the peak is measured and
+cached per host, and the achieved fraction is arithmetic on those figures."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edgepipe.devices import detect_host
+from edgepipe.runtime import roofline
+from edgepipe.runtime.roofline import KERNELS, gemm_peak, host_peaks, model_costs
+
+from onnx_models import CONV_MLP_MACS, conv_mlp
+
+
+def test_shipped_kernels_match_the_generator():
+    sys.path.insert(0, str(KERNELS))
+    import make_kernels
+
+    for name, make in make_kernels.KERNELS.items():
+        assert (KERNELS / name).read_bytes() == make().SerializeToString(), f"regenerate {name} with make_kernels.py"
+
+
+def test_peak_is_measured_then_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEPIPE_CACHE", str(tmp_path))
+    h = detect_host().to_dict()
+    first = host_peaks(h, threads=1)
+    assert first["cached"] is None and first["fp32"] > 1e8 and first["int8"] > 1e8
+    again = host_peaks(h, threads=1)
+    assert again["cached"] and again["fp32"] == first["fp32"]  # read back, not re-measured
+    (tmp_path / again["cached"].split("/")[-1]).write_text("{not json")
+    assert host_peaks(h, threads=1)["cached"] is None  # a damaged entry is measured again
+
+
+def test_model_costs_and_fraction(tmp_path):
+    model = conv_mlp(tmp_path / "m.onnx")
+    assert model_costs(model) == (CONV_MLP_MACS, "fp32", "counted from the graph")
+    assert model_costs(model, macs=7)[0] == 7
+    peaks = {"fp32": 1e9, "int8": 4e9, "method": "test"}
+    r = roofline.roofline(CONV_MLP_MACS, "fp32", batch=4, mean_ms=2.0, peaks=peaks)
+    assert r["achieved_macs_per_s"] == pytest.approx(CONV_MLP_MACS * 4 / 2e-3)
+    assert r["fraction_of_peak"] == pytest.approx(CONV_MLP_MACS * 4 / 2e-3 / 1e9)
+    assert "fraction_of_peak" not in roofline.roofline(None, "int8", 1, 1.0, peaks)
+
+
+def test_int8_model_is_compared_with_the_int8_peak(tmp_path):
+    from edgepipe.export.quantize import StaticInt8Options, quantize_static_int8
+    import numpy as np
+
+    model = conv_mlp(tmp_path / "m.onnx")
+    calib = np.random.default_rng(0).standard_normal((16, 1, 8, 8)).astype(np.float32)
+    quantize_static_int8(model, tmp_path / "q.onnx", calib, StaticInt8Options())
+    macs, precision, _ = model_costs(tmp_path / "q.onnx")
+    assert precision == "int8" and macs == CONV_MLP_MACS
