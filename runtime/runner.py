@@ -170,7 +170,7 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
 CSV_FIELDS = ("model", "profile", "batch", "providers", "threads", "n", "mean_ms", "std_ms", "min_ms", "p50_ms",
               "p90_ms", "p95_ms", "p99_ms", "max_ms", "throughput_per_s", "session_create_ms", "first_inference_ms",
               "peak_rss_mb", "model_bytes", "macs_per_inference", "fraction_of_peak", "energy_method",
-              "mj_per_inference", "accuracy", "verdict")
+              "mj_per_inference", "accuracy", "verdict", "arch", "cpu_model", "cpu_flags", "governor", "onnxruntime")
 
 
 def csv_text(r: dict) -> str:
@@ -178,6 +178,7 @@ def csv_text(r: dict) -> str:
     w = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
     w.writeheader()
     e = (r.get("energy") or {}).get("primary") or {}
+    host = r["environment"]["host"]
     for run_ in r["runs"]:
         roof = run_.get("roofline") or {}
         w.writerow({"model": r["model"], "profile": r["profile"]["name"], "batch": run_["batch"],
@@ -187,7 +188,9 @@ def csv_text(r: dict) -> str:
                     "macs_per_inference": roof.get("macs_per_inference"), "fraction_of_peak": roof.get("fraction_of_peak"),
                     "energy_method": e.get("method") if e.get("batch") == run_["batch"] else None,
                     "mj_per_inference": e.get("mj_per_inference") if e.get("batch") == run_["batch"] else None,
-                    "accuracy": r.get("accuracy"), "verdict": (r.get("verdict") or {}).get("overall")})
+                    "accuracy": r.get("accuracy"), "verdict": (r.get("verdict") or {}).get("overall"),
+                    "arch": host.get("arch"), "cpu_model": host.get("cpu_model"), "cpu_flags": " ".join(host.get("flags", [])),
+                    "governor": host.get("governor"), "onnxruntime": r["environment"]["onnxruntime"]})
     return out.getvalue()
 
 
@@ -249,6 +252,9 @@ def execute(args: argparse.Namespace) -> int:
         profile, source = resolve_profile(args.profile)
         # A profile's thread count is for its device; on a host with fewer cores it is capped.
         threads = args.threads or (min(profile.threads, os.cpu_count() or 1) if profile else 1)
+        if profile and not args.threads and threads < profile.threads and not args.quiet:
+            print(f"edgepipe-runner: note: profile '{profile.name}' asks for {profile.threads} threads; "
+                  f"this host has {threads} CPUs, so {threads} are used", file=sys.stderr)
         opts = BenchOptions(
             threads=threads, inter_threads=args.inter_threads,
             batches=tuple(args.batch or (1,)), graph_optimization=args.optimization,
