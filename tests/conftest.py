@@ -1,7 +1,6 @@
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -50,5 +49,9 @@ def short_run(tmp_path_factory):
     return root / "runs" / "short", proc
 
 
-# The roofline's GEMM peak is cached per host; tests measure it into their own folder.
-os.environ.setdefault("EDGEPIPE_CACHE", tempfile.mkdtemp(prefix="edgepipe-cache-"))
+
+@pytest.fixture(scope="session", autouse=True)
+def _edgepipe_cache(tmp_path_factory):
+    """The roofline's GEMM peak is cached per host; tests (and the processes they start) measure it
+    into their own folder, not the user's ~/.cache."""
+    os.environ["EDGEPIPE_CACHE"] = str(tmp_path_factory.mktemp("edgepipe-cache"))
