@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from edgepipe.runtime.args import build_parser as runner_parser
 
-    b = sub.add_parser("bench", parents=[runner_parser(add_help=False)], conflict_handler="resolve",
+    b = sub.add_parser("bench", parents=[runner_parser(add_help=False)],
                        help="latency, memory, energy and a budget verdict for an ONNX model (the on-device runner)",
                        description="Same arguments and output as the on-device runner, edgepipe-runner.")
     b.set_defaults(fn=cmd_bench)

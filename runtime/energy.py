@@ -270,9 +270,12 @@ def probe_meters(power: PowerModel | None, profile_name: str = "", gpu: bool = F
     return meters, missing
 
 
-def measure(meters: list[Meter], work: Callable[[], int], seconds: float, idle_seconds: float) -> list[dict]:
+def measure(meters: list[Meter], work: Callable[[], int], seconds: float, idle_seconds: float,
+            failed: list[Unavailable] | None = None) -> list[dict]:
     """Idle baseline first (sensors only; the estimate's idle is modelled), then `work()` repeatedly for
-    at least `seconds`; returns one labelled reading per meter. `work` returns inferences done."""
+    at least `seconds`; returns one labelled reading per meter. `work` returns inferences done.
+    A meter whose reading fails mid-way is left out and added to `failed` with the reason."""
+    failed = [] if failed is None else failed
     idle_w = {}
     if idle_seconds > 0:
         sensors = [m for m in meters if not isinstance(m, EstimateMeter)]
@@ -282,7 +285,10 @@ def measure(meters: list[Meter], work: Callable[[], int], seconds: float, idle_s
         time.sleep(idle_seconds)
         dt = time.perf_counter() - t0
         for m in sensors:
-            idle_w[id(m)] = m.stop() / dt
+            try:
+                idle_w[id(m)] = m.stop() / dt
+            except (OSError, ValueError):
+                pass  # no idle baseline for this meter: its net figure stays unknown
     for m in meters:
         m.start()
     t0, n = time.perf_counter(), 0
@@ -291,9 +297,16 @@ def measure(meters: list[Meter], work: Callable[[], int], seconds: float, idle_s
         if time.perf_counter() - t0 >= seconds:
             break
     wall = time.perf_counter() - t0
-    joules = {id(m): m.stop() for m in meters}
+    joules = {}
+    for m in meters:
+        try:
+            joules[id(m)] = m.stop()
+        except (OSError, ValueError) as exc:
+            failed.append(Unavailable(m.method, f"reading failed during the measurement ({exc})"))
     readings = []
     for m in meters:
+        if id(m) not in joules:
+            continue
         j = joules[id(m)]
         idle = m.power.idle_w if isinstance(m, EstimateMeter) else idle_w.get(id(m))
         net = None if idle is None else max(j - idle * wall, 0.0)

@@ -140,7 +140,7 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
             bench.run_once(feed)
             return opts.batches[0]
 
-        readings = measure(meters, work, energy_seconds, idle_seconds) if meters else []
+        readings = measure(meters, work, energy_seconds, idle_seconds, failed=missing) if meters else []
         for r in readings:
             r["batch"] = opts.batches[0]
         result["energy"] = energy_summary(readings, missing)

@@ -162,3 +162,21 @@ def test_measure_subtracts_the_idle_baseline(tmp_path):
 
 def test_integrate_is_the_trapezoid_rule():
     assert integrate([(0.0, 1.0), (1.0, 3.0), (3.0, 3.0)]) == pytest.approx(2.0 + 6.0)
+
+
+def test_a_meter_failing_mid_measurement_is_reported_not_fatal():
+    class Flaky(PmicMeter):
+        calls = 0
+
+        def read_watts(self):
+            Flaky.calls += 1
+            if Flaky.calls > 2:
+                raise ValueError("ADC read failed")
+            return 3.0
+
+    flaky = Flaky(run=lambda: PMIC)
+    failed = []
+    readings = measure([flaky, EstimateMeter(PowerModel(1.0, 1.0), "t")], lambda: 1, seconds=0.15, idle_seconds=0,
+                       failed=failed)
+    assert [r["method"] for r in readings] == ["estimate"]
+    assert failed[0].method == "pmic" and "ADC read failed" in failed[0].reason
