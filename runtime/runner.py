@@ -199,6 +199,8 @@ def summary(r: dict) -> str:
     lines = [f"model      {r['model']} ({r['model_bytes'] / 1024:.1f} KiB)",
              f"device     profile {r['profile']['name'] or 'none'} ({r['profile']['source']}); "
              f"providers {', '.join(prov['used'])}; {r['options']['threads']} thread(s)"]
+    for note in r.get("notes", []):
+        lines.append(f"  note: {note}")
     for u in prov["unavailable"]:
         lines.append(f"  note: {u['provider']} requested but {u['reason']}")
     for p in prov.get("failed_to_initialise", []):
@@ -252,9 +254,10 @@ def execute(args: argparse.Namespace) -> int:
         profile, source = resolve_profile(args.profile)
         # A profile's thread count is for its device; on a host with fewer cores it is capped.
         threads = args.threads or (min(profile.threads, os.cpu_count() or 1) if profile else 1)
-        if profile and not args.threads and threads < profile.threads and not args.quiet:
-            print(f"edgepipe-runner: note: profile '{profile.name}' asks for {profile.threads} threads; "
-                  f"this host has {threads} CPUs, so {threads} are used", file=sys.stderr)
+        notes = []
+        if profile and not args.threads and threads < profile.threads:
+            notes.append(f"profile '{profile.name}' asks for {profile.threads} threads; this host has {threads} CPUs, "
+                         f"so {threads} are used")
         opts = BenchOptions(
             threads=threads, inter_threads=args.inter_threads,
             batches=tuple(args.batch or (1,)), graph_optimization=args.optimization,
@@ -268,6 +271,7 @@ def execute(args: argparse.Namespace) -> int:
         result = run(args.model, opts, args.inputs, profile, source, strict_providers=bool(args.provider),
                      energy_seconds=args.energy_seconds, idle_seconds=args.idle_seconds,
                      roofline=not args.no_roofline, macs=args.macs, save_outputs=args.save_outputs)
+        result["notes"] = notes
         if args.json:
             write_json_atomic(args.json, result)
         if args.csv:
