@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgepipe.pipeline.run import read_manifest
+from edgepipe.runtime.verdict import fmt_value
 
 COLUMNS = ("model", "accuracy", "params", "MACs", "ONNX bytes", "p50 ms", "p90 ms", "peak RSS MB", "mJ/inf", "verdict")
 DEVICE_COLUMNS = ("model", "device", "profile", "providers", "p50 ms", "p90 ms", "peak RSS MB", "mJ/inf", "accuracy", "verdict")
@@ -127,7 +128,7 @@ def markdown(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -
             v = b.get("verdict")
             if v:
                 lines.append(f"- {name} against `{v['profile']}`: **{v['overall']}** — " + "; ".join(
-                    f"{c['budget']} {c['status']}" + (f" ({c['value']:.4g} vs {c['limit']:g} {c['unit']}, margin {c['margin_pct']:+.0f}%)"
+                    f"{c['budget']} {c['status']}" + (f" ({fmt_value(c['value'], c['unit'])} vs {fmt_value(c['limit'], c['unit'])}, margin {c['margin_pct']:+.0f}%)"
                                                       if c["value"] is not None else "") for c in v["checks"]))
         lines.append("")
     if devices:

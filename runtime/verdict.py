@@ -24,6 +24,10 @@ def _check(name: str, value, budget, unit: str, uncertainty: float = 0.0, where:
     return c | {"status": status, "margin": margin, "margin_pct": 100.0 * margin / budget}
 
 
+def fmt_value(v: float, unit: str) -> str:
+    return f"{v:,.0f} {unit}" if unit == "bytes" else f"{v:.4g} {unit}"
+
+
 def judge(result: dict, profile: dict) -> dict:
     b = profile.get("budgets") or {}
     runs = sorted(result.get("runs", []), key=lambda r: r["batch"])
@@ -50,8 +54,8 @@ def verdict_lines(v: dict) -> list[str]:
     out = [f"verdict    {v['overall'].upper()} against profile '{v['profile']}'"]
     for c in v["checks"]:
         if c["value"] is None:
-            out.append(f"  {c['budget']:<24} not measured ({c['where']}); budget {c['limit']:g} {c['unit']}")
+            out.append(f"  {c['budget']:<24} not measured ({c['where']}); budget {fmt_value(c['limit'], c['unit'])}")
         else:
-            out.append(f"  {c['budget']:<24} {c['status']:<8} {c['value']:.4g} {c['unit']} vs {c['limit']:g} "
-                       f"(margin {c['margin_pct']:+.0f}%, {c['where']})")
+            out.append(f"  {c['budget']:<24} {c['status']:<8} {fmt_value(c['value'], c['unit'])} vs "
+                       f"{fmt_value(c['limit'], c['unit'])} (margin {c['margin_pct']:+.0f}%, {c['where']})")
     return out
