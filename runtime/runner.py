@@ -25,7 +25,7 @@ import psutil
 from edgepipe.devices import EdgepipeError, detect_host
 from edgepipe.runtime.atomic import write_json_atomic, write_text_atomic
 from edgepipe.runtime.bench import Bench, BenchOptions
-from edgepipe.runtime.session import accuracy, predict
+from edgepipe.runtime.session import predict
 
 LABEL_KEYS = ("y", "labels", "label")
 SCHEMA = "edgepipe-bench/1"

@@ -18,7 +18,7 @@ def test_seed_teacher_and_student_shapes():
 
 
 def test_spec_is_validated():
-    with pytest.raises(ValueError, match="divisible by 2\*\*5"):
+    with pytest.raises(ValueError, match=r"divisible by 2\*\*5"):
         ModelSpec(conv=(8, 8, 8, 8, 8))  # 28 is not divisible by 2**5
 
 

@@ -1,14 +1,12 @@
 """Roofline context: the shipped GEMM graphs are what the generator makes, the peak is measured and
 cached per host, and the achieved fraction is arithmetic on those figures."""
-import json
-import subprocess
 import sys
 
 import pytest
 
 from edgepipe.devices import detect_host
 from edgepipe.runtime import roofline
-from edgepipe.runtime.roofline import KERNELS, gemm_peak, host_peaks, model_costs
+from edgepipe.runtime.roofline import KERNELS, host_peaks, model_costs
 
 from onnx_models import CONV_MLP_MACS, conv_mlp
 
