@@ -12,12 +12,12 @@ import numpy as np
 from edgepipe.devices import EdgepipeError
 
 _CONV = {"Conv", "ConvInteger", "QLinearConv"}
-_MATMUL = {"MatMul", "MatMulInteger", "QLinearMatMul", "Gemm"}
+_MATMUL = {"MatMul", "MatMulInteger", "QLinearMatMul", "Gemm", "MatMulNBits"}
 # Inputs that hold quantization scales / zero points rather than parameters.
 _QPARAM_INPUTS = {
     "QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2),
     "QLinearConv": (1, 2, 4, 5, 6, 7), "QLinearMatMul": (1, 2, 4, 5, 6, 7),
-    "ConvInteger": (2, 3), "MatMulInteger": (2, 3),
+    "ConvInteger": (2, 3), "MatMulInteger": (2, 3), "MatMulNBits": (2, 3),
 }
 # Operand positions of the data tensors for each op (input, weight).
 _OPERANDS = {"QLinearConv": (0, 3), "QLinearMatMul": (0, 3)}
@@ -36,15 +36,18 @@ def load_onnx(path: str | Path):
 
 
 def count_params(model) -> int:
-    qparams = set()
+    qparams, packed = set(), {}
     for node in model.graph.node:
         for i in _QPARAM_INPUTS.get(node.op_type, ()):
             if i < len(node.input):
                 qparams.add(node.input[i])
+        if node.op_type == "MatMulNBits":  # weights packed into bytes: count K x N, not bytes
+            attrs = {at.name: at.i for at in node.attribute}
+            packed[node.input[1]] = attrs["K"] * attrs["N"]
     import onnx
 
     index_types = {onnx.TensorProto.INT64, onnx.TensorProto.BOOL}  # shapes, axes (int32 = quantized biases)
-    return int(sum(int(np.prod(t.dims)) for t in model.graph.initializer
+    return int(sum(packed.get(t.name, int(np.prod(t.dims))) for t in model.graph.initializer
                    if t.name not in qparams and t.data_type not in index_types))
 
 
@@ -95,17 +98,28 @@ def _runtime_shapes(model, names: list[str]) -> dict[str, list[int]]:
     return {n: list(o.shape) for n, o in zip(names, outs)}
 
 
-def count_macs(model) -> int:
+def macs_by_op(model) -> dict[str, int]:
+    """MACs per inference at batch 1, by op type (Conv, MatMul, QLinearConv, ...)."""
     shapes = _shapes(model)
     nodes = [n for n in model.graph.node if n.op_type in _CONV or n.op_type in _MATMUL]
-    unknown = sorted({t for n in nodes for t in (n.input[0], n.output[0])
+    # input, weight and output of each node: a weight behind a contrib DequantizeLinear (4/16-bit)
+    # has no shape until onnxruntime computes it
+    operands = lambda n: (n.input[_OPERANDS.get(n.op_type, (0, 1))[0]], n.input[_OPERANDS.get(n.op_type, (0, 1))[1]], n.output[0])
+    unknown = sorted({t for n in nodes for t in (operands(n) if n.op_type != "MatMulNBits" else n.output[:1])
                       if not shapes.get(t) or 0 in shapes[t]})
     if unknown:
         shapes.update(_runtime_shapes(model, unknown))
-    total = 0
+    total: dict[str, int] = {}
     for node in model.graph.node:
         op = node.op_type
         if op not in _CONV and op not in _MATMUL:
+            continue
+        if op == "MatMulNBits":  # packed 4-bit weight: K and N are attributes
+            attrs = {at.name: at.i for at in node.attribute}
+            out = shapes.get(node.output[0])
+            if not out:
+                raise EdgepipeError(f"cannot infer shapes around {op} node '{node.name}' to count MACs")
+            total[op] = total.get(op, 0) + int(np.prod(out)) * attrs["K"]
             continue
         a_idx, b_idx = _OPERANDS.get(op, (0, 1))
         out = shapes.get(node.output[0])
@@ -114,12 +128,16 @@ def count_macs(model) -> int:
         if not out or not w or 0 in out or 0 in w:
             raise EdgepipeError(f"cannot infer shapes around {op} node '{node.name}' to count MACs")
         if op in _CONV:
-            total += int(np.prod(out)) * int(np.prod(w[1:]))  # N*Cout*H*W * (Cin/g)*kh*kw
+            total[op] = total.get(op, 0) + int(np.prod(out)) * int(np.prod(w[1:]))  # N*Cout*H*W * (Cin/g)*kh*kw
         else:
             trans_b = any(at.name == "transB" and at.i == 1 for at in node.attribute)
             k = (a[-1] if a else w[0]) if not trans_b else w[-1]
-            total += int(np.prod(out)) * int(k)
+            total[op] = total.get(op, 0) + int(np.prod(out)) * int(k)
     return total
+
+
+def count_macs(model) -> int:
+    return sum(macs_by_op(model).values())
 
 
 def describe(path: str | Path) -> dict:

@@ -1,29 +1,66 @@
-"""Static int8 quantization with onnxruntime (QDQ, per-channel weights, calibrated activations).
+"""Quantization with onnxruntime: static (QDQ / QOperator; 16, 8 and 4-bit), dynamic, fp16, and
+4-bit MatMul weights (MatMulNBits).
 
-Deployable int8 is produced on the ONNX side: Paddle 3.3.1's own QAT/PTQ convert + jit.save
-path is broken (wrong outputs, None zero-points).
+Deployable integer models are produced on the ONNX side: Paddle 3.3.1's own QAT/PTQ convert +
+jit.save path is broken (wrong outputs, None zero-points). Defaults come from a device profile's
+quantization preset (see `QuantOptions.from_profile`), so an AVX2 box without VNNI gets
+reduce_range and a Pi 5 gets s8s8, each with its reason.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
+from edgepipe.devices.errors import FieldError
 from edgepipe.runtime.atomic import write_bytes_atomic
+
+ActType = Literal["u8", "s8", "u16", "s16"]
+WeightType = Literal["s8", "u8", "s4", "u4"]
 
 
 @dataclass(frozen=True)
-class StaticInt8Options:
-    format: str = "qdq"  # qdq | qoperator
+class QuantOptions:
+    format: Literal["qdq", "qoperator"] = "qdq"
     per_channel: bool = True
-    calibration: str = "minmax"  # minmax | entropy | percentile
-    activation_type: str = "uint8"  # uint8 | int8
-    weight_type: str = "int8"  # int8 | uint8
-    reduce_range: bool = False
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    percentile: float = 99.999  # for calibration: percentile
+    activation_type: ActType = "u8"
+    weight_type: WeightType = "s8"
+    reduce_range: bool = False  # 7-bit weights: avoids u8s8 saturation on AVX2 without VNNI
+    nodes_to_exclude: tuple[str, ...] = ()  # ONNX node names kept in float
+
+    def __post_init__(self):
+        if not 50.0 < self.percentile <= 100.0:
+            raise FieldError("percentile", "must be in (50, 100]")
+        narrow = self.activation_type in ("u16", "s16") or self.weight_type in ("s4", "u4")
+        if narrow and self.format != "qdq":
+            raise FieldError("format", "16-bit activations and 4-bit weights need format: qdq")
+
+    @classmethod
+    def from_profile(cls, profile, **overrides) -> "QuantOptions":
+        """The profile's preset (format, per-channel, reduce_range, u8/s8), then any overrides."""
+        q = profile.quantization
+        base = cls(format=q.format, per_channel=q.per_channel, reduce_range=q.reduce_range,
+                   activation_type=q.activation_type, weight_type=q.weight_type)
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def bits(self) -> str:
+        return f"a{self.activation_type}/w{self.weight_type}"
+
+
+def _qtype(name: str):
+    from onnxruntime.quantization import QuantType
+
+    return {"u8": QuantType.QUInt8, "s8": QuantType.QInt8, "u16": QuantType.QUInt16, "s16": QuantType.QInt16,
+            "s4": QuantType.QInt4, "u4": QuantType.QUInt4}[name]
 
 
 class ArrayCalibrationReader:
@@ -38,28 +75,118 @@ class ArrayCalibrationReader:
         return next(self._batches, None)
 
 
-def quantize_static_int8(fp32: str | Path, out: str | Path, calibration: np.ndarray, opts: StaticInt8Options = StaticInt8Options()) -> Path:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+@contextlib.contextmanager
+def quiet_ort_logging():
+    """onnxruntime.quantization logs advice through the root logger; keep the user's terminal clean."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
+
+def _input_name(model: Path) -> str:
     from edgepipe.runtime.session import open_session
+
+    return open_session(model).get_inputs()[0].name  # also validates the file
+
+
+def quantize_static(fp32: str | Path, out: str | Path, calibration: np.ndarray, opts: QuantOptions = QuantOptions(),
+                    tensor_overrides: dict | None = None) -> Path:
+    """Static quantization calibrated on `calibration`. `tensor_overrides` (tensor name -> rmin/rmax)
+    replaces calibrated ranges, e.g. with the ranges quantization-aware training learned."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     fp32, out = Path(fp32), Path(out)
     if len(calibration) == 0:
         raise EdgepipeError("calibration data is empty; give the quantizer at least one sample")
-    input_name = open_session(fp32).get_inputs()[0].name  # also validates the file
+    input_name = _input_name(fp32)
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
-    types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-    formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
-    with tempfile.TemporaryDirectory(prefix="edgepipe-quant-") as tmp:
+    extra = {"CalibPercentile": opts.percentile}
+    if tensor_overrides:
+        extra["TensorQuantOverrides"] = {k: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for k, (lo, hi) in tensor_overrides.items()}
+    with tempfile.TemporaryDirectory(prefix="edgepipe-quant-") as tmp, quiet_ort_logging():
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-        q = Path(tmp) / "int8.onnx"
-        quantize_static(
-            str(pre), str(q), ArrayCalibrationReader(input_name, calibration),
-            quant_format=formats[opts.format], per_channel=opts.per_channel,
-            activation_type=types[opts.activation_type], weight_type=types[opts.weight_type],
-            reduce_range=opts.reduce_range, calibrate_method=methods[opts.calibration],
+        q = Path(tmp) / "q.onnx"
+        ort_quantize_static(
+            # histogram calibrators stack per-batch arrays, so their batches must all be one size
+            str(pre), str(q), ArrayCalibrationReader(input_name, calibration, batch=32 if opts.calibration == "minmax" else 1),
+            quant_format=QuantFormat.QDQ if opts.format == "qdq" else QuantFormat.QOperator,
+            per_channel=opts.per_channel, activation_type=_qtype(opts.activation_type),
+            weight_type=_qtype(opts.weight_type), reduce_range=opts.reduce_range,
+            calibrate_method=methods[opts.calibration], nodes_to_exclude=list(opts.nodes_to_exclude),
+            extra_options=extra,
         )
         write_bytes_atomic(out, q.read_bytes())
     return out
+
+
+def conv_mac_share(model: str | Path) -> float:
+    """Fraction of the model's MACs in convolutions."""
+    from edgepipe.export.analysis import _CONV, load_onnx, macs_by_op
+
+    by_op = macs_by_op(load_onnx(model))
+    total = sum(by_op.values())
+    return sum(v for k, v in by_op.items() if k in _CONV) / total if total else 0.0
+
+
+DYNAMIC_CONV_WARNING = ("dynamic quantization turns Conv into ConvInteger, which onnxruntime runs several times "
+                        "slower than fp32 on CPU; this model is {share:.0%} convolution by MACs, so use static int8")
+
+
+def quantize_dynamic(fp32: str | Path, out: str | Path, weight_type: Literal["s8", "u8"] = "s8",
+                     per_channel: bool = False) -> list[str]:
+    """Dynamic int8 (weights ahead of time, activations at run time): for MatMul/Gemm-heavy models.
+    Returns warnings, e.g. when the model is conv-dominated."""
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
+
+    fp32, out = Path(fp32), Path(out)
+    _input_name(fp32)
+    warnings = []
+    share = conv_mac_share(fp32)
+    if share > 0.5:
+        warnings.append(DYNAMIC_CONV_WARNING.format(share=share))
+    with tempfile.TemporaryDirectory(prefix="edgepipe-quant-") as tmp, quiet_ort_logging():
+        q = Path(tmp) / "q.onnx"
+        ort_quantize_dynamic(str(fp32), str(q), weight_type=_qtype(weight_type), per_channel=per_channel)
+        write_bytes_atomic(out, q.read_bytes())
+    return warnings
+
+
+def convert_fp16(fp32: str | Path, out: str | Path) -> list[str]:
+    """fp16 weights and compute with fp32 inputs and outputs kept (keep_io_types)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from edgepipe.export.analysis import load_onnx
+
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(convert_float_to_float16(load_onnx(fp32), keep_io_types=True))
+    model.topological_sort()  # the converter appends its input casts after their consumers
+    onnx.checker.check_model(model.model)
+    write_bytes_atomic(out, model.model.SerializeToString())
+    return ["fp16 halves the file; onnxruntime's CPU provider has few fp16 kernels and inserts casts, "
+            "so expect no speed-up on CPU (GPUs and some NPUs gain)"]
+
+
+def quantize_matmul_4bit(fp32: str | Path, out: str | Path, block_size: int = 32, symmetric: bool = True) -> int:
+    """4-bit block-wise MatMul weights (MatMulNBits); Conv layers stay float. Returns how many
+    MatMuls were converted (0 means the model has no MatMul with a constant weight)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    from edgepipe.export.analysis import load_onnx
+
+    model = load_onnx(fp32)
+    with quiet_ort_logging():
+        q = MatMulNBitsQuantizer(model, algo_config=DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric))
+        q.process()
+    result = q.model.model
+    converted = sum(n.op_type == "MatMulNBits" for n in result.graph.node)
+    write_bytes_atomic(out, result.SerializeToString())
+    return converted

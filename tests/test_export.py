@@ -5,7 +5,7 @@ import pytest
 from edgepipe.devices import EdgepipeError
 from edgepipe.export.analysis import describe
 from edgepipe.export.paddle_onnx import ParityError, _run_paddle2onnx, check_parity, export_layer
-from edgepipe.export.quantize import StaticInt8Options, quantize_static_int8
+from edgepipe.export.quantize import QuantOptions, quantize_static
 from edgepipe.pipeline.models import ModelSpec, build_model
 from edgepipe.pipeline.training import predict_logits
 from edgepipe.runtime.session import open_session, predict
@@ -72,7 +72,7 @@ def test_static_int8_is_smaller_and_close(tmp_path):
     path = conv_mlp(tmp_path / "m.onnx")
     rng = np.random.default_rng(0)
     calib = rng.standard_normal((64, 1, 8, 8)).astype(np.float32)
-    out = quantize_static_int8(path, tmp_path / "m.int8.onnx", calib, StaticInt8Options())
+    out = quantize_static(path, tmp_path / "m.int8.onnx", calib, QuantOptions())
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     d32, d8 = describe(path), describe(out)
@@ -81,4 +81,4 @@ def test_static_int8_is_smaller_and_close(tmp_path):
     a, b = predict(open_session(path), x), predict(open_session(out), x)
     assert (a.argmax(1) == b.argmax(1)).mean() > 0.9
     with pytest.raises(EdgepipeError, match="calibration data is empty"):
-        quantize_static_int8(path, tmp_path / "e.onnx", calib[:0])
+        quantize_static(path, tmp_path / "e.onnx", calib[:0])

@@ -42,11 +42,11 @@ def test_model_costs_and_fraction(tmp_path):
 
 
 def test_int8_model_is_compared_with_the_int8_peak(tmp_path):
-    from edgepipe.export.quantize import StaticInt8Options, quantize_static_int8
+    from edgepipe.export.quantize import QuantOptions, quantize_static
     import numpy as np
 
     model = conv_mlp(tmp_path / "m.onnx")
     calib = np.random.default_rng(0).standard_normal((16, 1, 8, 8)).astype(np.float32)
-    quantize_static_int8(model, tmp_path / "q.onnx", calib, StaticInt8Options())
+    quantize_static(model, tmp_path / "q.onnx", calib, QuantOptions())
     macs, precision, _ = model_costs(tmp_path / "q.onnx")
     assert precision == "int8" and macs == CONV_MLP_MACS
