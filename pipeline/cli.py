@@ -45,27 +45,79 @@ def cmd_export(args) -> int:
 def cmd_quantize(args) -> int:
     from edgepipe.devices import EdgepipeError
     from edgepipe.export.analysis import describe
-    from edgepipe.export.quantize import StaticInt8Options, quantize_static_int8
+    from edgepipe.export.quantize import convert_fp16, quantize_dynamic, quantize_matmul_4bit
+    from edgepipe.pipeline.stages.quantize import QuantizeConfig, resolve_options
     from edgepipe.runtime.runner import load_npz
 
     src = Path(args.model)
-    out = Path(args.output or src.with_name(src.name.removesuffix(".onnx") + ".int8.onnx"))
-    if args.calibration:
-        arrays, _ = load_npz(Path(args.calibration))
-        calib = arrays.get("x", next(iter(arrays.values()), None))
-        if calib is None:
-            raise EdgepipeError(f"{args.calibration}: holds no arrays")
-    else:
-        from edgepipe.pipeline.data import load_dataset
-        from edgepipe.pipeline.recipe import DataConfig
+    cfg = QuantizeConfig(model=src.name, mode=args.mode, profile=args.profile, format=args.format,
+                         per_channel=False if args.per_tensor else None, calibration=args.method,
+                         percentile=args.percentile, calibration_samples=args.samples,
+                         activation_type=args.activation_type, weight_type=args.weight_type,
+                         reduce_range=True if args.reduce_range else None, max_accuracy_drop=args.max_drop)
+    out = Path(args.output or src.with_name(cfg.output_name))
+    if out.suffix != ".onnx":
+        raise EdgepipeError(f"{out}: the output name must end in .onnx")
+    if args.mode == "static":
+        from edgepipe.export.guard import guarded_quantize
 
-        calib = load_dataset(DataConfig()).split("calibration")[0]
-    opts = StaticInt8Options(format=args.format, per_channel=not args.per_tensor, calibration=args.method,
-                             reduce_range=args.reduce_range)
-    quantize_static_int8(src, out, calib[: args.samples], opts)
+        if args.calibration:
+            arrays, _ = load_npz(Path(args.calibration))
+            calib = arrays.get("x", next(iter(arrays.values())))
+        else:
+            from edgepipe.pipeline.data import load_dataset
+            from edgepipe.pipeline.recipe import DataConfig
+
+            calib = load_dataset(DataConfig()).split("calibration")[0]
+        opts, source = resolve_options(cfg)
+        if args.exclude:
+            from dataclasses import replace
+
+            opts = replace(opts, nodes_to_exclude=tuple(args.exclude))
+        x = y = None
+        if args.eval:
+            arrays, y = load_npz(Path(args.eval))
+            x = arrays.get("x", next(iter(arrays.values())))
+        elif args.max_drop is not None:
+            raise EdgepipeError("--max-drop needs --eval FILE.npz (held-out inputs 'x', labels 'y' optional)")
+        g = guarded_quantize(src, out, calib[: args.samples], opts, x if x is not None else calib[:64], y,
+                             args.max_drop, max_float_layers=args.max_float_layers)
+        print(f"options: {opts.format} {opts.bits}, per-channel={opts.per_channel}, reduce_range={opts.reduce_range}, "
+              f"{opts.calibration} calibration" + (f" (preset of profile '{source['profile']}': {source['reason']})" if source["profile"] else ""))
+        if args.eval:
+            last = g["steps"][-1]
+            print(f"on {args.eval}: top-1 agreement with fp32 {100 * last['agreement']:.2f}%, output SQNR {last['output_sqnr_db']:.1f} dB"
+                  + (f", accuracy {100 * last['accuracy']:.2f}% ({-last['drop_points']:+.2f} points)" if "accuracy" in last else ""))
+        if g["kept_float"]:
+            print(f"accuracy guard kept in float: {', '.join(g['kept_float'])} ({1e3 * g['latency_cost_ms']:+.0f} µs at batch 1)")
+        if not g["met"]:
+            out.unlink(missing_ok=True)
+            raise EdgepipeError(f"{out.name}: drop {g['drop_points']:.2f} points exceeds --max-drop {args.max_drop} even with "
+                                f"{len(g['kept_float'])} node(s) in float; try --method entropy/percentile or QAT")
+    elif args.mode == "dynamic":
+        for w in quantize_dynamic(src, out):
+            print(f"warning: {w}", file=sys.stderr)
+    elif args.mode == "fp16":
+        for w in convert_fp16(src, out):
+            print(f"note: {w}", file=sys.stderr)
+    else:
+        n = quantize_matmul_4bit(src, out)
+        print(f"{n} MatMul weight(s) converted to 4-bit blocks")
     facts = describe(out)
-    print(f"{out}: {facts['bytes']:,} bytes ({facts['bytes'] / src.stat().st_size:.2f}× of {src.name}), "
-          f"calibrated on {min(len(calib), args.samples)} samples")
+    print(f"{out}: {facts['bytes']:,} bytes ({facts['bytes'] / src.stat().st_size:.2f}× of {src.name})")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    import json
+
+    from edgepipe.export.explain import explain, explain_text
+    from edgepipe.runtime.atomic import write_json_atomic
+
+    r = explain(args.model, threads=args.threads, seconds=args.seconds, batch=args.batch)
+    print(explain_text(r))
+    if args.json:
+        write_json_atomic(args.json, json.loads(json.dumps(r)))
     return 0
 
 
@@ -157,16 +209,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--rtol", type=float, default=1e-3)
     e.set_defaults(fn=cmd_export)
 
-    q = sub.add_parser("quantize", help="static int8 quantization of an ONNX model with onnxruntime")
+    q = sub.add_parser("quantize", help="quantize an ONNX model with onnxruntime (static int8/int4/a16w8, dynamic, fp16, 4-bit MatMul)")
     q.add_argument("model", help="fp32 .onnx")
-    q.add_argument("-o", "--output", help="output (default: MODEL.int8.onnx)")
+    q.add_argument("-o", "--output", help="output (default: MODEL.<int8|int4|a16w8|dyn8|fp16|mm4>.onnx)")
+    q.add_argument("--mode", choices=["static", "dynamic", "fp16", "matmul4"], default="static")
+    q.add_argument("--profile", help="device profile whose int8 preset gives the defaults (default: this host's)")
     q.add_argument("--calibration", help=".npz of calibration inputs ('x'); default: the bundled MNIST calibration split")
     q.add_argument("--samples", type=int, default=200, help="calibration samples (default 200)")
-    q.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax")
-    q.add_argument("--format", choices=["qdq", "qoperator"], default="qdq")
-    q.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default per-channel)")
+    q.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax", help="calibration method")
+    q.add_argument("--percentile", type=float, default=99.999, help="for --method percentile (default 99.999)")
+    q.add_argument("--format", choices=["qdq", "qoperator"], help="default: the profile's (qdq)")
+    q.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default: the profile's, per-channel)")
+    q.add_argument("--activation-type", choices=["u8", "s8", "u16", "s16"], help="default: the profile's")
+    q.add_argument("--weight-type", choices=["s8", "u8", "s4", "u4"], help="default: the profile's")
     q.add_argument("--reduce-range", action="store_true", help="7-bit weights (avoids u8s8 saturation on CPUs without VNNI)")
+    q.add_argument("--exclude", action="append", metavar="NODE", help="keep this ONNX node in float (repeatable)")
+    q.add_argument("--eval", help=".npz of held-out inputs 'x' (labels 'y' optional) for the accuracy guard")
+    q.add_argument("--max-drop", type=float, help="accuracy-guard budget in points (accuracy, or top-1 agreement without labels)")
+    q.add_argument("--max-float-layers", type=int, default=4, help="at most this many guard steps (default 4)")
     q.set_defaults(fn=cmd_quantize)
+
+    x = sub.add_parser("explain", help="why an (int8) ONNX model is fast or slow: time per op, unfused Q/DQ, float fallbacks")
+    x.add_argument("model", help=".onnx model")
+    x.add_argument("--threads", type=int, default=1)
+    x.add_argument("--batch", type=int, default=1)
+    x.add_argument("--seconds", type=float, default=1.0, help="profile for at least this long (default 1)")
+    x.add_argument("--json", help="write the full analysis here")
+    x.set_defaults(fn=cmd_explain)
 
     from edgepipe.runtime.args import build_parser as runner_parser
 

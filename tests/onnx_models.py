@@ -12,11 +12,11 @@ def conv_mlp(path, batch_dim="N", seed=0):
     m = numpy_helper.from_array(rng.standard_normal((256, 10)).astype(np.float32) * 0.1, "m")
     c = numpy_helper.from_array(rng.standard_normal(10).astype(np.float32), "c")
     nodes = [
-        helper.make_node("Conv", ["x", "w", "b"], ["h"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["h"], ["r"]),
-        helper.make_node("Flatten", ["r"], ["f"], axis=1),
-        helper.make_node("MatMul", ["f", "m"], ["mm"]),
-        helper.make_node("Add", ["mm", "c"], ["y"]),
+        helper.make_node("Conv", ["x", "w", "b"], ["h"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("Flatten", ["r"], ["f"], axis=1, name="flatten"),
+        helper.make_node("MatMul", ["f", "m"], ["mm"], name="fc"),
+        helper.make_node("Add", ["mm", "c"], ["y"], name="add"),
     ]
     graph = helper.make_graph(
         nodes, "conv_mlp",
@@ -34,3 +34,36 @@ def conv_mlp(path, batch_dim="N", seed=0):
 # Hand count: conv 4*8*8 outputs × 1*3*3 + matmul 256×10; params 36+4+2560+10.
 CONV_MLP_MACS = 4 * 8 * 8 * 9 + 256 * 10
 CONV_MLP_PARAMS = 36 + 4 + 2560 + 10
+
+
+def outlier_mlp(path, seed=0):
+    """x[N,16] -> fc0 (16x16) -> Relu -> fc1 (16x32) -> Relu -> h -> fc2 (32x16) -> Relu -> fc3 (16x10) -> y.
+    Channel 0 of h is ~1000x larger than the other 31 (fc2 scales it back down): per-tensor int8 of h
+    spends its whole range on that channel and flattens the rest, so int8 outputs go wrong there,
+    while fc0 and fc3 quantize well."""
+    rng = np.random.default_rng(seed)
+    w = {"w0": rng.standard_normal((16, 16)), "w1": rng.standard_normal((16, 32)),
+         "w2": rng.standard_normal((32, 16)), "w3": rng.standard_normal((16, 10))}
+    w = {k: (v / np.sqrt(v.shape[0])).astype(np.float32) for k, v in w.items()}
+    w["w1"][:, 0] = np.abs(w["w1"][:, 0]) * 1000.0
+    w["w2"][0, :] *= 0.001
+    nodes = [
+        helper.make_node("MatMul", ["x", "w0"], ["a0"], name="fc0"),
+        helper.make_node("Relu", ["a0"], ["h0"], name="relu0"),
+        helper.make_node("MatMul", ["h0", "w1"], ["a1"], name="fc1"),
+        helper.make_node("Relu", ["a1"], ["h"], name="relu1"),
+        helper.make_node("MatMul", ["h", "w2"], ["a2"], name="fc2"),
+        helper.make_node("Relu", ["a2"], ["h2"], name="relu2"),
+        helper.make_node("MatMul", ["h2", "w3"], ["y"], name="fc3"),
+    ]
+    graph = helper.make_graph(
+        nodes, "outlier_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array(v, k) for k, v in w.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

@@ -58,8 +58,20 @@ def test_export_and_quantize_commands_on_a_run(short_run, tmp_path):
     out = tmp_path / "s.onnx"
     proc = edgepipe("export", run_dir / "distill" / "student", "-o", out)
     assert proc.returncode == 0 and out.is_file() and "parity max |diff|" in proc.stdout
-    proc = edgepipe("quantize", out, "--samples", "32")
-    assert proc.returncode == 0 and (tmp_path / "s.int8.onnx").is_file()
+    data = run_dir / "bench" / "test_split.npz"
+    proc = edgepipe("quantize", out, "--samples", "32", "--eval", data, "--max-drop", "2", "--profile", "x86-avx2")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "s.int8.onnx").is_file() and "reduce_range=True" in proc.stdout and "x86-avx2" in proc.stdout
+    assert "top-1 agreement with fp32" in proc.stdout
+    proc = edgepipe("quantize", out, "--mode", "dynamic")
+    assert proc.returncode == 0 and "ConvInteger" in proc.stderr and "convolution by MACs" in proc.stderr  # conv-dominated
+    for mode, suffix in (("fp16", "fp16"), ("matmul4", "mm4")):
+        proc = edgepipe("quantize", out, "--mode", mode)
+        assert proc.returncode == 0 and (tmp_path / f"s.{suffix}.onnx").stat().st_size < out.stat().st_size, proc.stderr
+    assert "2 MatMul weight(s) converted" in proc.stdout
+    proc = edgepipe("explain", tmp_path / "s.int8.onnx", "--seconds", "0.1", "--json", tmp_path / "x.json")
+    assert proc.returncode == 0 and "QLinearConv" in proc.stdout and "time by op type" in proc.stdout
+    assert json.loads((tmp_path / "x.json").read_text())["integer_kernels"]
 
 
 def kill_during(stage, cmd, run_dir, timeout=300):

@@ -1,0 +1,99 @@
+"""Quantization: options from device profiles, 16/8/4-bit static, the accuracy guard rescuing a
+model with an outlier activation, explain on a graph with one unfusable op, and QAT whose fake
+quantization reproduces the integers onnxruntime computes."""
+import numpy as np
+import pytest
+
+from edgepipe.devices import EdgepipeError
+from edgepipe.devices.profiles import load_profile
+from edgepipe.export.analysis import load_onnx
+from edgepipe.export.guard import activation_errors, guarded_quantize, run_outputs, sqnr_db
+from edgepipe.export.quantize import QuantOptions, conv_mac_share, quantize_dynamic, quantize_static
+
+from onnx_models import conv_mlp, outlier_mlp
+
+
+def test_options_come_from_the_profile_then_overrides():
+    avx2 = QuantOptions.from_profile(load_profile("x86-avx2"))
+    assert avx2.reduce_range and (avx2.activation_type, avx2.weight_type) == ("u8", "s8")
+    assert QuantOptions.from_profile(load_profile("rpi5")).activation_type == "s8"
+    assert QuantOptions.from_profile(load_profile("x86-avx2"), reduce_range=False).reduce_range is False
+    with pytest.raises(EdgepipeError, match="format: 16-bit activations and 4-bit weights need format: qdq"):
+        QuantOptions(format="qoperator", weight_type="s4")
+
+
+@pytest.mark.parametrize("opts, weight_dtype", [
+    (QuantOptions(), np.int8),
+    (QuantOptions(weight_type="s4"), None),  # int4 weights: stored packed, read back as int8 by onnx
+    (QuantOptions(activation_type="u16"), np.int8),
+    (QuantOptions(calibration="percentile", percentile=99.9), np.int8),
+    (QuantOptions(calibration="entropy"), np.int8),
+    (QuantOptions(format="qoperator", per_channel=False), np.int8),
+])
+def test_static_variants_run_and_stay_close(tmp_path, opts, weight_dtype):
+    model = conv_mlp(tmp_path / "m.onnx")
+    x = np.random.default_rng(0).standard_normal((64, 1, 8, 8)).astype(np.float32)
+    q = quantize_static(model, tmp_path / "q.onnx", x[:32], opts)
+    ref, out = run_outputs(model, x[32:])["y"], run_outputs(q, x[32:])["y"]
+    assert sqnr_db(ref, out, per_channel=False) > (8 if opts.weight_type == "s4" else 20)
+    if opts.weight_type == "s4":
+        m = load_onnx(q)
+        assert any(t.data_type == 22 for t in m.graph.initializer)  # TensorProto.INT4
+
+
+def test_dynamic_warns_only_for_conv_dominated_models(tmp_path):
+    mlp = outlier_mlp(tmp_path / "mlp.onnx")
+    assert conv_mac_share(mlp) == 0.0
+    assert quantize_dynamic(mlp, tmp_path / "d.onnx") == []
+    share = conv_mac_share(conv_mlp(tmp_path / "c.onnx"))
+    assert share == pytest.approx((4 * 64 * 9) / (4 * 64 * 9 + 256 * 10))  # conv 2,304 of 4,864 MACs: no warning
+    assert quantize_dynamic(tmp_path / "c.onnx", tmp_path / "cd.onnx") == []
+
+
+def test_guard_keeps_the_outlier_layer_in_float_and_meets_the_budget(tmp_path):
+    model = outlier_mlp(tmp_path / "o.onnx")
+    x = np.random.default_rng(1).standard_normal((600, 16)).astype(np.float32)
+    calib, held_out = x[:100], x[100:]
+    # without the guard, per-tensor int8 of h wipes out 31 of its 32 channels
+    plain = guarded_quantize(model, tmp_path / "plain.onnx", calib, QuantOptions(), held_out, None, max_drop=None)
+    assert plain["drop_points"] > 50 and plain["kept_float"] == []
+    worst = activation_errors(tmp_path / "plain.onnx", held_out[:64])[0]
+    assert worst["tensor"] == "h" and worst["sqnr_db"] < 5 and set(worst["nodes"]) == {"fc1", "fc2"}
+    g = guarded_quantize(model, tmp_path / "g.onnx", calib, QuantOptions(), held_out, None, max_drop=3.0)
+    assert g["met"] and g["drop_points"] <= 3.0 and g["kept_float"] == ["fc1", "fc2"]
+    assert g["steps"][0]["worst_activation"]["tensor"] == "h" and "p50_ms" in g["steps"][-1]
+    quantized_inputs = {n.name: n.input[0] for n in load_onnx(tmp_path / "g.onnx").graph.node if n.op_type == "MatMul"}
+    assert quantized_inputs["fc0"].endswith("DequantizeLinear_Output")  # the rest stays int8
+    assert quantized_inputs["fc3"].endswith("DequantizeLinear_Output")
+    assert quantized_inputs["fc2"] == "h"  # float in, float out
+
+
+def test_guard_gives_up_at_its_limit_and_says_so(tmp_path):
+    model = outlier_mlp(tmp_path / "o.onnx")
+    x = np.random.default_rng(1).standard_normal((300, 16)).astype(np.float32)
+    g = guarded_quantize(model, tmp_path / "g.onnx", x[:100], QuantOptions(), x[100:], None, max_drop=0.0, max_float_layers=0)
+    assert not g["met"] and len(g["steps"]) == 1
+
+
+def test_explain_lists_the_op_that_could_not_be_fused(tmp_path):
+    """16-bit activations into the Conv (no 16-bit QLinearConv on CPU) while the MatMul stays 8-bit."""
+    from onnxruntime.quantization import QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+
+    from edgepipe.export.explain import explain
+    from edgepipe.export.quantize import ArrayCalibrationReader, quiet_ort_logging
+
+    model = conv_mlp(tmp_path / "m.onnx")
+    x = np.random.default_rng(0).standard_normal((32, 1, 8, 8)).astype(np.float32)
+    with quiet_ort_logging():
+        ort_quantize_static(str(model), str(tmp_path / "mixed.onnx"), ArrayCalibrationReader("x", x), quant_format=QuantFormat.QDQ,
+                            extra_options={"TensorQuantOverrides": {"x": [{"quant_type": QuantType.QUInt16}]}})
+    r = explain(tmp_path / "mixed.onnx", seconds=0.05, min_runs=5)
+    assert [k["node"] for k in r["integer_kernels"]] and {k["op"] for k in r["integer_kernels"]} == {"QLinearMatMul"}
+    assert [f["node"] for f in r["float_compute"]] == ["conv"]
+    into_conv = [u for u in r["unfused_qdq"] if u["feeds"] == "Conv 'conv'"]
+    assert {u["kind"] for u in into_conv} == {"activation", "weight"} and all(u["consumer_runs_in_float"] for u in into_conv)
+    assert abs(sum(r["time_by_kind"].values()) - 1.0) < 1e-6
+    r8 = explain(quantize_static(model, tmp_path / "q8.onnx", x), seconds=0.05, min_runs=5)
+    ops = {k["op"] for k in r8["integer_kernels"]}
+    assert r8["float_compute"] == [] and "QLinearConv" in ops and ops & {"QGemm", "QLinearMatMul"}
