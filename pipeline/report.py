@@ -141,13 +141,25 @@ def markdown(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -
                   f"1 − α on hard-label cross-entropy, {cfg['epochs']} epochs"
                   + (f", feature hint {cfg['feature']['student_layer']} → {cfg['feature']['teacher_layer']} (weight {cfg['feature']['weight']})" if cfg.get("feature") else "")
                   + ". The baseline is the same student, seed and epochs without a teacher.", ""]
-    for s in stages.values():
-        if s["type"] == "quantize":
-            m = s["metrics"]
-            lines += ["## Quantization", "",
-                      f"Static int8 ({s['config']['format'].upper()}, per-channel={s['config']['per_channel']}, "
-                      f"{s['config']['calibration']} calibration on {m['calibration_samples']} samples): "
-                      f"accuracy change {-m['accuracy_drop_points']:+.2f} points, file {m['bytes_ratio_vs_fp32']:.2f}× the fp32 bytes.", ""]
+    quant = [s for s in stages.values() if s["type"] == "quantize"]
+    if quant:
+        lines += ["## Quantization", ""]
+    for s in quant:
+        m = s["metrics"]
+        what = f"`{s['config']['model']}` → {m['mode']}"
+        if m["mode"] == "static":
+            o, src, g = m["options"], m["options_source"], m["guard"]
+            what += (f" {o['format'].upper()}, {o['activation_type']}/{o['weight_type']}, per-channel={o['per_channel']}, "
+                     f"reduce_range={o['reduce_range']}, {o['calibration']} calibration on {m['calibration_samples']} samples"
+                     + (f", activation ranges from QAT ({src['qat_ranges']} tensors)" if src.get("qat_ranges") else "")
+                     + (f"; preset of profile `{src['profile']}` ({src['reason']})" if src.get("profile") else ""))
+            if g["kept_float"]:
+                what += (f"; the accuracy guard kept {', '.join(g['kept_float'])} in float "
+                         f"({g['latency_cost_ms'] * 1e3:+.0f} µs at batch 1)")
+        lines += [f"- {what}: accuracy change {-m['accuracy_drop_points']:+.2f} points, "
+                  f"file {m['bytes_ratio_vs_fp32']:.2f}× the fp32 bytes." + "".join(f" Warning: {w}." for w in m.get("warnings", []))]
+    if quant:
+        lines.append("")
     lines += ["## Run", "",
               f"- data: {data.get('source', '?')}; samples per split: "
               + ", ".join(f"{k} {v}" for k, v in (data.get("counts") or {}).items()),

@@ -1,8 +1,18 @@
-"""quantize: onnxruntime static int8 (QDQ, per-channel weights) calibrated on the
-calibration split; accuracy measured with onnxruntime on the test split."""
+"""quantize: onnxruntime quantization of an exported model, defaults from the target device profile.
+
+mode static: QDQ or QOperator, per-channel or per-tensor weights, MinMax / Entropy / Percentile
+calibration on the calibration split, u8/s8/u16/s16 activations and s8/u8/s4/u4 weights; ranges
+learned by a `qat` stage are used automatically. The accuracy guard measures the drop on the
+validation split and, past `max_accuracy_drop`, keeps the layers that hurt most in float (one at a
+time) until the budget holds; the final accuracy is measured on the test split.
+mode dynamic: int8 weights, activations quantized at run time (warns on conv-dominated models).
+mode fp16: half-precision weights and compute, fp32 inputs/outputs.
+mode matmul4: 4-bit block-wise MatMul weights (MatMulNBits); convolutions stay float.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 from edgepipe.devices import EdgepipeError
@@ -10,24 +20,35 @@ from edgepipe.pipeline.config import require
 from edgepipe.pipeline.registry import register_stage
 from edgepipe.pipeline.run import StageResult
 
+_SUFFIX = {"dynamic": "dyn8", "fp16": "fp16", "matmul4": "mm4"}
+
 
 @dataclass(frozen=True)
 class QuantizeConfig:
     model: str = "student.onnx"
-    format: Literal["qdq", "qoperator"] = "qdq"
-    per_channel: bool = True
+    mode: Literal["static", "dynamic", "fp16", "matmul4"] = "static"
+    profile: str | None = None  # device profile whose int8 preset gives the defaults; null = this host's
+    format: Literal["qdq", "qoperator"] | None = None
+    per_channel: bool | None = None
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    percentile: float = 99.999
     calibration_samples: int = 200
-    activation_type: Literal["uint8", "int8"] = "uint8"
-    weight_type: Literal["int8", "uint8"] = "int8"
-    reduce_range: bool = False
-    max_accuracy_drop: float | None = 1.0  # points of test accuracy; null to accept any drop
+    activation_type: Literal["u8", "s8", "u16", "s16"] | None = None
+    weight_type: Literal["s8", "u8", "s4", "u4"] | None = None
+    reduce_range: bool | None = None
+    use_qat_ranges: bool = True  # when the model came from a `qat` stage
+    max_accuracy_drop: float | None = 1.0  # points; null accepts any drop
+    guard: bool = True  # keep the worst layers in float while the drop is over budget
+    guard_max_float_layers: int = 4
+    output: str | None = None  # default: <model>.<int8|int4|a16w8|dyn8|fp16|mm4>.onnx
 
     uses_data = True
 
     def __post_init__(self):
         require(self.calibration_samples >= 1, "calibration_samples", "must be at least 1")
         require(self.max_accuracy_drop is None or self.max_accuracy_drop >= 0, "max_accuracy_drop", "must be non-negative")
+        require(self.guard_max_float_layers >= 0, "guard_max_float_layers", "must be non-negative")
+        require(self.output is None or self.output.endswith(".onnx"), "output", "must end in .onnx")
 
     def inputs(self, available) -> dict[str, str]:
         return {"model": self.model}
@@ -37,35 +58,95 @@ class QuantizeConfig:
 
     @property
     def output_name(self) -> str:
-        return self.model.removesuffix(".onnx") + ".int8.onnx"
+        if self.output:
+            return self.output
+        if self.mode != "static":
+            tag = _SUFFIX[self.mode]
+        else:
+            a, w = self.activation_type or "u8", self.weight_type or "s8"
+            tag = "int4" if w in ("s4", "u4") else "a16w8" if a in ("u16", "s16") else "int8"
+        return f"{self.model.removesuffix('.onnx')}.{tag}.onnx"
+
+
+def resolve_options(cfg: QuantizeConfig):
+    """QuantOptions from the profile's preset (named, or detected for this host), then the recipe's values."""
+    from edgepipe.devices import detect_host
+    from edgepipe.devices.profiles import detect_profile, load_profile
+    from edgepipe.export.quantize import QuantOptions
+
+    profile = load_profile(cfg.profile) if cfg.profile else detect_profile(detect_host())
+    overrides = dict(format=cfg.format, per_channel=cfg.per_channel, activation_type=cfg.activation_type,
+                     weight_type=cfg.weight_type, reduce_range=cfg.reduce_range)
+    base = QuantOptions.from_profile(profile) if profile else QuantOptions()
+    from dataclasses import replace
+
+    opts = replace(base, calibration=cfg.calibration, percentile=cfg.percentile,
+                   **{k: v for k, v in overrides.items() if v is not None})
+    source = {"profile": profile.name if profile else None, "reason": profile.quantization.reason if profile else None,
+              "from_recipe": sorted(k for k, v in overrides.items() if v is not None)}
+    return opts, source
 
 
 @register_stage("quantize", QuantizeConfig)
 def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
-    """Static int8 with onnxruntime, calibrated on the calibration split; fails past the accuracy budget."""
+    """onnxruntime quantization (static with an accuracy guard, dynamic, fp16 or 4-bit MatMul)."""
     from edgepipe.export.analysis import describe
-    from edgepipe.export.quantize import StaticInt8Options, quantize_static_int8
+    from edgepipe.export.guard import guarded_quantize
+    from edgepipe.export.quantize import convert_fp16, quantize_dynamic, quantize_matmul_4bit
     from edgepipe.runtime.session import accuracy, open_session
 
     src = ctx.artifacts[cfg.model]
-    calib = ctx.data.split("calibration")[0][: cfg.calibration_samples]
-    opts = StaticInt8Options(format=cfg.format, per_channel=cfg.per_channel, calibration=cfg.calibration,
-                             activation_type=cfg.activation_type, weight_type=cfg.weight_type, reduce_range=cfg.reduce_range)
+    fp32_path = ctx.path_of(cfg.model)
     out = ctx.out(cfg.output_name)
-    quantize_static_int8(ctx.path_of(cfg.model), out, calib, opts)
-    facts = describe(out)
+    facts: dict = {"mode": cfg.mode}
+    warnings: list[str] = []
+    precision = {"dynamic": "int8 dynamic", "fp16": "fp16", "matmul4": "4-bit MatMul"}.get(cfg.mode)
+    if cfg.mode == "static":
+        opts, source = resolve_options(cfg)
+        overrides = None
+        qat = (ctx.artifacts.get(src.meta.get("source", "")) or src).meta.get("qat") if cfg.use_qat_ranges else None
+        if qat:
+            from edgepipe.pipeline.qat import onnx_overrides
+
+            overrides = onnx_overrides(fp32_path, qat["layers"])
+            source["qat_ranges"] = len(overrides)
+        calib = ctx.data.split("calibration")[0][: cfg.calibration_samples]
+        xv, yv = ctx.data.split("val")
+        guard = guarded_quantize(fp32_path, out, calib, opts, xv, yv,
+                                 cfg.max_accuracy_drop if cfg.guard else None, cfg.guard_max_float_layers, overrides)
+        facts |= {"options": asdict(opts), "options_source": source, "guard": guard, "calibration_samples": int(len(calib))}
+        precision = ("int4 weights" if opts.weight_type in ("s4", "u4") else
+                     "a16/w8" if opts.activation_type in ("u16", "s16") else "int8")
+        if guard["kept_float"]:
+            precision += f" ({len(guard['kept_float'])} float)"
+        if guard["kept_float"]:
+            print(f"  guard: kept {len(guard['kept_float'])} node(s) in float: {', '.join(guard['kept_float'])}", file=sys.stderr)
+    elif cfg.mode == "dynamic":
+        warnings = quantize_dynamic(fp32_path, out)
+    elif cfg.mode == "fp16":
+        warnings = convert_fp16(fp32_path, out)
+    else:
+        facts["matmuls_converted"] = quantize_matmul_4bit(fp32_path, out)
+        if facts["matmuls_converted"] == 0:
+            warnings.append("no MatMul with a constant weight: nothing was converted to 4 bits")
+    for w in warnings:
+        print(f"  warning: {w}", file=sys.stderr)
+    facts |= describe(out)
+    facts["warnings"] = warnings
     facts["accuracy"] = accuracy(open_session(out), *ctx.data.split("test"))
     fp32_acc = src.meta["accuracy"]
     facts["accuracy_drop_points"] = 100.0 * (fp32_acc - facts["accuracy"])
     facts["bytes_ratio_vs_fp32"] = facts["bytes"] / src.meta["bytes"]
-    facts["calibration_samples"] = int(len(calib))
     if cfg.max_accuracy_drop is not None and facts["accuracy_drop_points"] > cfg.max_accuracy_drop:
+        out.unlink(missing_ok=True)
+        kept = facts.get("guard", {}).get("kept_float")
         raise EdgepipeError(
-            f"quantize.max_accuracy_drop: int8 accuracy {100 * facts['accuracy']:.2f}% is "
-            f"{facts['accuracy_drop_points']:.2f} points below fp32 (budget {cfg.max_accuracy_drop}); "
-            "try calibration: entropy or percentile, more calibration_samples, or reduce_range: true"
+            f"quantize.max_accuracy_drop: {cfg.output_name} accuracy {100 * facts['accuracy']:.2f}% is "
+            f"{facts['accuracy_drop_points']:.2f} points below fp32 (budget {cfg.max_accuracy_drop})"
+            + (f" even with {len(kept)} node(s) kept in float" if kept else "")
+            + "; try calibration: entropy or percentile, more calibration_samples, a qat stage, or a larger guard_max_float_layers"
         )
     label = src.meta.get("label", cfg.model)
-    art = ctx.artifact(cfg.output_name, "onnx", cfg.output_name, label=label, precision="int8", source=src.meta.get("source"),
-                       options=vars(opts), **facts)
+    art = ctx.artifact(cfg.output_name, "onnx", cfg.output_name, label=label, precision=precision,
+                       source=src.meta.get("source"), **facts)
     return StageResult(metrics=facts, artifacts=[art])

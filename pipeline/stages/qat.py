@@ -1,0 +1,81 @@
+"""qat: quantization-aware fine-tuning of a trained model (8- or 4-bit weights, 8-bit activations).
+
+The output is a float Paddle model (export it like any other) whose meta carries the activation
+ranges QAT learned; the quantize stage hands those to onnxruntime as TensorQuantOverrides, so the
+int8/int4 ONNX uses what training learned. See pipeline/qat.py for the arithmetic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgepipe.pipeline.config import require
+from edgepipe.pipeline.registry import register_stage
+from edgepipe.pipeline.run import StageResult
+
+
+@dataclass(frozen=True)
+class QatConfig:
+    model: str = "student"
+    weight_bits: int = 8
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 0.0005
+    augment_shift: int = 2
+    observer_batches: int = 8  # calibration batches that set the activation ranges before training
+    output: str | None = None  # default: <model>_qat<bits>
+
+    uses_data = True
+
+    def __post_init__(self):
+        require(self.weight_bits in (8, 4), "weight_bits", "must be 8 or 4")
+        require(self.epochs >= 1, "epochs", "must be at least 1")
+        require(self.lr > 0, "lr", "must be positive")
+        require(self.observer_batches >= 1, "observer_batches", "must be at least 1")
+
+    @property
+    def output_name(self) -> str:
+        return self.output or f"{self.model}_qat{self.weight_bits}"
+
+    def inputs(self, available) -> dict[str, str]:
+        return {"model": self.model}
+
+    def outputs(self) -> dict[str, str]:
+        return {self.output_name: "paddle"}
+
+
+@register_stage("qat", QatConfig)
+def run_qat(cfg: QatConfig, ctx) -> StageResult:
+    """Fake-quantized fine-tuning (clipped STE), then the float model and its learned ranges."""
+    import paddle
+
+    from edgepipe.pipeline.artifact import load_model, save_model
+    from edgepipe.pipeline.models import ModelSpec
+    from edgepipe.pipeline.qat import learned_ranges, unwrap, wrap
+    from edgepipe.pipeline.training import evaluate, fit, seed_everything
+
+    rng = seed_everything(ctx.recipe.seed)
+    layer, info = load_model(ctx.path_of(cfg.model))
+    test = ctx.data.split("test")
+    float_before = evaluate(layer, *test)
+    order = wrap(layer, cfg.weight_bits)
+    calib = ctx.data.split("calibration")[0]
+    layer.train()
+    with paddle.no_grad():  # observers see real data before the first gradient step
+        for i in range(0, min(len(calib), cfg.observer_batches * cfg.batch_size), cfg.batch_size):
+            layer(paddle.to_tensor(calib[i : i + cfg.batch_size]))
+    x, y = ctx.data.split("train")
+    history = fit(layer, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, rng=rng,
+                  augment_shift=cfg.augment_shift, desc=f"qat w{cfg.weight_bits}", val=ctx.data.split("val"))
+    simulated = evaluate(layer, *test)  # with fake quantization: what the integer model should reach
+    ranges = learned_ranges(order, layer)
+    unwrap(layer)
+    float_after = evaluate(layer, *test)
+    label = ctx.artifacts[cfg.model].meta.get("label", cfg.model) + f" QAT w{cfg.weight_bits}"
+    qat = {"weight_bits": cfg.weight_bits, "activation_bits": 8, "layers": ranges}
+    save_model(ctx.out(cfg.output_name), layer, ModelSpec.from_json(info["spec"]), info.get("transforms"),
+               meta={"label": label, "qat": qat})
+    metrics = {"test_acc_before": float_before, "test_acc_simulated": simulated, "test_acc_float_after": float_after,
+               "history": history, "layers": ranges}
+    art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, qat=qat,
+                       paddle_test_acc=float_after, simulated_test_acc=simulated)
+    return StageResult(metrics=metrics, artifacts=[art])
