@@ -1,12 +1,12 @@
 """The accuracy guard: quantize, measure, and when the drop is over budget keep the layers that hurt
 most in float — one at a time, re-measuring each time — until the budget holds or a limit is hit.
 
-"Hurts most" is measured, not guessed: each activation that the QDQ model quantizes is compared
-before and after its QuantizeLinear/DequantizeLinear pair on held-out inputs, as a per-channel
-signal-to-quantization-noise ratio (SQNR, dB, averaged over channels, so one outlier channel that
-stretches a per-tensor range and flattens all the others shows up). The nodes around the worst
-activation (its producer and consumers) are excluded from quantization. Without labels the drop
-is measured as top-1 disagreement with the fp32 model.
+"Hurts most" is measured, not guessed: on held-out inputs, every compute node of the QDQ model is
+compared with the float model — the noise-to-signal power of its activation inputs before and
+after their Q/DQ pair, and of its output. The node that adds the most noise is where
+quantization does the damage (its weights, or a per-tensor input range stretched by one
+outlier channel, which flattens the others); it is excluded from quantization. Without labels the
+drop is measured as top-1 disagreement with the fp32 model.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import numpy as np
 from edgepipe.export.quantize import QuantOptions, quantize_static
 
 
-def run_outputs(model, x: np.ndarray, names: list[str] | None = None, batch: int = 256) -> dict[str, np.ndarray]:
-    """The model's outputs (or the named intermediate tensors) for x, with graph optimisation off
-    so every tensor exists as written."""
+def probe_session(model, names: list[str] | None = None):
+    """An onnxruntime session returning the model's outputs (or the named intermediate tensors), with
+    graph optimisation off so every tensor exists as written. Returns (session, input name, names)."""
     import onnx
     import onnxruntime as ort
 
@@ -40,19 +40,30 @@ def run_outputs(model, x: np.ndarray, names: list[str] | None = None, batch: int
     opts.log_severity_level = 3
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     s = ort.InferenceSession(m.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
-    inp = s.get_inputs()[0].name
+    return s, s.get_inputs()[0].name, list(names)
+
+
+def run_outputs(model, x: np.ndarray, names: list[str] | None = None, batch: int = 256) -> dict[str, np.ndarray]:
+    """The model's outputs (or the named intermediate tensors) for x."""
+    s, inp, names = probe_session(model, names)
     parts = [s.run(names, {inp: x[i : i + batch]}) for i in range(0, len(x), batch)]
     return {n: np.concatenate([p[k] for p in parts]) for k, n in enumerate(names)}
 
 
-def sqnr_db(ref: np.ndarray, test: np.ndarray, per_channel: bool = True) -> float:
-    """Signal-to-quantization-noise ratio in dB; per channel (axis 1) then averaged, capped at 100."""
+def _channel_sums(ref: np.ndarray, test: np.ndarray, per_channel: bool = True) -> tuple[np.ndarray, np.ndarray]:
     ref, test = ref.astype(np.float64), test.astype(np.float64)
     if per_channel and ref.ndim >= 2:
         axes = tuple(i for i in range(ref.ndim) if i != 1)
-        sig, err = (ref**2).sum(axis=axes), ((ref - test) ** 2).sum(axis=axes)
-    else:
-        sig, err = np.array([(ref**2).sum()]), np.array([((ref - test) ** 2).sum()])
+        return (ref**2).sum(axis=axes), ((ref - test) ** 2).sum(axis=axes)
+    return np.array([(ref**2).sum()]), np.array([((ref - test) ** 2).sum()])
+
+
+def sqnr_db(ref: np.ndarray, test: np.ndarray, per_channel: bool = True) -> float:
+    """Signal-to-quantization-noise ratio in dB; per channel (axis 1) then averaged, capped at 100."""
+    return _sqnr_from_sums(*_channel_sums(ref, test, per_channel))
+
+
+def _sqnr_from_sums(sig: np.ndarray, err: np.ndarray) -> float:
     keep = sig > 0
     if not keep.any():
         return 100.0
@@ -61,37 +72,101 @@ def sqnr_db(ref: np.ndarray, test: np.ndarray, per_channel: bool = True) -> floa
     return float(db.mean())
 
 
-def activation_errors(qdq_model: str | Path, x: np.ndarray) -> list[dict]:
-    """Per quantized activation: SQNR across its Q/DQ pair, and the nodes that produce and consume it."""
-    from edgepipe.export.analysis import load_onnx
-
+def _folded_activation(f_model) -> dict[str, tuple[float, float]]:
+    """Tensors the float model makes with Relu or Clip: the quantizer may fold those into a Q/DQ range,
+    so the QDQ model's tensor of the same name holds the values *before* the clamp."""
     from onnx import numpy_helper
 
-    m = load_onnx(qdq_model)
-    params = {t.name: t for t in m.graph.initializer}
-    producers = {o: n for n in m.graph.node for o in n.output}
-    pairs = []  # (activation, its dequantized copy, lowest representable value)
-    for q in m.graph.node:
-        if q.op_type != "QuantizeLinear" or q.input[0] in params:
+    inits = {t.name: numpy_helper.to_array(t) for t in f_model.graph.initializer}
+    out = {}
+    for n in f_model.graph.node:
+        if n.op_type == "Relu":
+            out[n.output[0]] = (0.0, np.inf)
+        elif n.op_type == "Clip":
+            lo = float(inits[n.input[1]]) if len(n.input) > 1 and n.input[1] in inits else -np.inf
+            hi = float(inits[n.input[2]]) if len(n.input) > 2 and n.input[2] in inits else np.inf
+            out[n.output[0]] = (lo, hi)
+    return out
+
+
+def node_errors(fp32_model: str | Path, qdq_model: str | Path, x: np.ndarray, batch: int = 8) -> list[dict]:
+    """Per compute node of the QDQ model, how much noise quantizing it adds (its weights, its Q/DQ'd
+    inputs): noise-to-signal power of its output against the float model, minus that of its inputs
+    before their Q/DQ pairs, split into what the input pairs add and what the node adds. Largest
+    first; statistics accumulate over batches of `batch`."""
+    from edgepipe.export.analysis import load_onnx
+
+    f, q = load_onnx(fp32_model), load_onnx(qdq_model)
+    f_made = {o for n in f.graph.node for o in n.output}
+    q_params = {t.name for t in q.graph.initializer}
+    made_by = {o: n for n in q.graph.node for o in n.output}
+    source = {}  # dequantized tensor -> the tensor before its Q/DQ pair
+    for n in q.graph.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] not in q_params:
+            qn = made_by.get(n.input[0])
+            if qn is not None and qn.op_type == "QuantizeLinear":
+                source[n.output[0]] = qn.input[0]
+    for n in q.graph.node:  # a quantized graph output: its producer now writes "<name>_QuantizeLinear_Input"
+        for o in n.output:
+            if o.endswith("_QuantizeLinear_Input") and o not in f_made and o.removesuffix("_QuantizeLinear_Input") in f_made:
+                source[o] = o.removesuffix("_QuantizeLinear_Input")
+    nodes = []
+    for n in q.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue
-        scale = float(numpy_helper.to_array(params[q.input[1]]).ravel()[0])
-        zp = numpy_helper.to_array(params[q.input[2]]) if len(q.input) > 2 and q.input[2] in params else np.uint8(0)
-        low = (float(np.iinfo(zp.dtype).min) - float(zp.ravel()[0])) * scale
-        for dq in m.graph.node:
-            if dq.op_type == "DequantizeLinear" and dq.input[0] == q.output[0]:
-                pairs.append((q.input[0], dq.output[0], low))
+        ins = sorted({i for i in n.input if i and source.get(i, i) in f_made})  # as the node reads them
+        outs = [o for o in n.output if source.get(o, o) in f_made]
+        if outs:
+            nodes.append((n, ins, outs))
+    # (float tensor, QDQ-model tensor) pairs: each input before and after its Q/DQ pair, each output
+    pairs = sorted({(source.get(t, t), t) for _, ins, outs in nodes for t in ins}
+                   | {(source[t], source[t]) for _, ins, _ in nodes for t in ins if t in source}
+                   | {(source.get(o, o), o) for _, _, outs in nodes for o in outs})
     if not pairs:
         return []
-    values = run_outputs(m, x, [n for p in pairs for n in p[:2]])
+    f_names = sorted({a for a, _ in pairs})
+    q_names = sorted({b for _, b in pairs})
+    folded = {t: r for t, r in _folded_activation(f).items() if made_by.get(t) is not None and made_by[t].op_type not in ("Relu", "Clip")}
+    fs, fin, _ = probe_session(f, f_names)
+    qs, qin, _ = probe_session(q, q_names)
+    sums: dict[tuple, list] = {}
+    for i in range(0, len(x), batch):
+        xb = x[i : i + batch]
+        fv = dict(zip(f_names, fs.run(f_names, {fin: xb})))
+        qv = dict(zip(q_names, qs.run(q_names, {qin: xb})))
+        for a, b in pairs:
+            test = np.clip(qv[b], *folded[b]) if b in folded else qv[b]
+            # whole-tensor noise power ranks nodes (near-silent channels, common in random or pruned
+            # nets, must not dominate); per-channel noise judges an input's Q/DQ pair (one outlier
+            # channel stretching a per-tensor range flattens the others without moving the total)
+            acc = sums.setdefault((a, b), [0.0, 0.0, 0.0, 0.0])
+            for k, per_channel in ((0, False), (2, True)):
+                sig, err = _channel_sums(fv[a], test, per_channel=per_channel)
+                acc[k], acc[k + 1] = acc[k] + sig, acc[k + 1] + err
+
+    def nsr(sig, err):  # noise-to-signal power; noise adds up along the graph
+        keep = sig > 0
+        return float((err[keep] / sig[keep]).mean()) if keep.any() else 0.0
+
+    noise = {k: nsr(v[0], v[1]) for k, v in sums.items()}
+    noise_pc = {k: nsr(v[2], v[3]) for k, v in sums.items()}
     out = []
-    for act, deq, low in pairs:
-        around = [producers[act].name] if act in producers and producers[act].op_type != "DequantizeLinear" else []
-        around += [n.name for n in m.graph.node if deq in n.input and n.op_type != "QuantizeLinear"]
-        # A range starting at exactly 0 is a Relu the quantizer folded into this pair: that clipping
-        # is the model's own semantics, not quantization noise.
-        ref = np.maximum(values[act], 0.0) if low == 0.0 else values[act]
-        out.append({"tensor": act, "sqnr_db": sqnr_db(ref, values[deq]), "nodes": around})
-    return sorted(out, key=lambda e: e["sqnr_db"])
+    for n, ins, outs in nodes:
+        before = max((noise[(source[t], source[t])] if t in source else noise[(t, t)] for t in ins), default=0.0)
+        after = max((noise[(source.get(t, t), t)] for t in ins), default=0.0)  # what the node reads
+        n_out = max(noise[(source.get(o, o), o)] for o in outs)
+        # an input pair that alone leaves its channels below 10 dB SQNR on average
+        damaging = [source[t] for t in ins if t in source and noise_pc[(source[t], t)] - noise_pc[(source[t], source[t])] > 0.1]
+        out.append({"node": n.name, "op": n.op_type, "added_noise": max(n_out - before, 0.0),
+                    "by_input_qdq": max(after - before, 0.0), "by_node": max(n_out - after, 0.0),
+                    "in_sqnr_db": _db(before), "out_sqnr_db": _db(n_out),
+                    # producers of inputs whose own Q/DQ pair flattens their channels
+                    "input_producers": [made_by[t].name for t in damaging if t in made_by]})
+    return sorted(out, key=lambda e: -e["added_noise"])
+
+
+def _db(noise_to_signal: float) -> float:
+    return 100.0 if noise_to_signal <= 1e-10 else float(min(-10 * np.log10(noise_to_signal), 100.0))
 
 
 def measure(fp32_logits: np.ndarray, q_model: str | Path, x: np.ndarray, y: np.ndarray | None) -> dict:
@@ -133,15 +208,16 @@ def guarded_quantize(fp32: str | Path, out: str | Path, calibration: np.ndarray,
             over = max_drop is not None and step["drop_points"] > max_drop
             if not over or len(steps) > max_float_layers:
                 break
-            # find the worst activation on a QDQ twin (the errors need Q/DQ pairs, whatever the format)
+            # the node whose quantization costs most, measured on a QDQ twin (whatever the format)
             twin = Path(tmp) / "twin.onnx"
             quantize_static(fp32, twin, calibration, replace(o, format="qdq"), tensor_overrides)
-            worst = next((e for e in activation_errors(twin, x[:probe_samples])
-                          if e["nodes"] and not set(e["nodes"]) <= set(excluded)), None)
+            worst = next((e for e in node_errors(fp32, twin, x[:probe_samples]) if e["node"] not in excluded), None)
             if worst is None:
                 break
-            step["worst_activation"] = {"tensor": worst["tensor"], "sqnr_db": worst["sqnr_db"]}
-            excluded += [n for n in worst["nodes"] if n not in excluded]
+            step["worst_node"] = worst
+            # the node itself, and where an input's Q/DQ pair is the damage, that input's producer,
+            # so the tensor stays float (onnxruntime quantizes a quantized node's output)
+            excluded += [n for n in [worst["node"], *worst["input_producers"]] if n not in excluded]
         from edgepipe.runtime.atomic import write_bytes_atomic
 
         write_bytes_atomic(out, cand.read_bytes())

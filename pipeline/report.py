@@ -152,7 +152,8 @@ def markdown(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -
             what += (f" {o['format'].upper()}, {o['activation_type']}/{o['weight_type']}, per-channel={o['per_channel']}, "
                      f"reduce_range={o['reduce_range']}, {o['calibration']} calibration on {m['calibration_samples']} samples"
                      + (f", activation ranges from QAT ({src['qat_ranges']} tensors)" if src.get("qat_ranges") else "")
-                     + (f"; preset of profile `{src['profile']}` ({src['reason']})" if src.get("profile") else ""))
+                     + (f"; preset of profile `{src['profile']}` ({src['reason']})" if src.get("profile") else "")
+                     + (f"; {src['note']}" if src.get("note") else ""))
             if g["kept_float"]:
                 what += (f"; the accuracy guard kept {', '.join(g['kept_float'])} in float "
                          f"({g['latency_cost_ms'] * 1e3:+.0f} µs at batch 1)")

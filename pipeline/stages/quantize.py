@@ -106,8 +106,17 @@ def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
         overrides = None
         qat = (ctx.artifacts.get(src.meta.get("source", "")) or src).meta.get("qat") if cfg.use_qat_ranges else None
         if qat:
+            from dataclasses import replace
+
             from edgepipe.pipeline.qat import onnx_overrides
 
+            want = "s4" if qat["weight_bits"] == 4 else "s8"
+            if opts.weight_type != want:
+                raise EdgepipeError(f"quantize.weight_type: {cfg.model} was trained by QAT for {qat['weight_bits']}-bit "
+                                    f"signed weights; use weight_type: {want}")
+            if opts.reduce_range:  # QAT trained on the full grid; a 7-bit grid would undo it
+                opts = replace(opts, reduce_range=False)
+                source["note"] = "reduce_range off: QAT trained the weights on the full grid"
             overrides = onnx_overrides(fp32_path, qat["layers"])
             source["qat_ranges"] = len(overrides)
         calib = ctx.data.split("calibration")[0][: cfg.calibration_samples]
@@ -117,6 +126,7 @@ def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
         facts |= {"options": asdict(opts), "options_source": source, "guard": guard, "calibration_samples": int(len(calib))}
         precision = ("int4 weights" if opts.weight_type in ("s4", "u4") else
                      "a16/w8" if opts.activation_type in ("u16", "s16") else "int8")
+        precision += f" ({'QAT ranges' if overrides else opts.calibration})"
         if guard["kept_float"]:
             precision += f" ({len(guard['kept_float'])} float)"
         if guard["kept_float"]:
