@@ -72,28 +72,37 @@ def _shapes(model) -> dict[str, list[int]]:
     return shapes
 
 
+def probe_session(model, names: list[str] | None = None):
+    """An onnxruntime session returning the model's outputs (or the named intermediate tensors), with
+    graph optimisation off so every tensor exists as written. Returns (session, input name, names)."""
+    import onnx
+    import onnxruntime as ort
+
+    m = load_onnx(model) if isinstance(model, (str, Path)) else model
+    if names:
+        probe = onnx.ModelProto()
+        probe.CopyFrom(m)
+        del probe.graph.output[:]
+        probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+        m = probe
+    else:
+        names = [o.name for o in m.graph.output]
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    s = ort.InferenceSession(m.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    return s, s.get_inputs()[0].name, list(names)
+
+
 def _runtime_shapes(model, names: list[str]) -> dict[str, list[int]]:
     """Shapes of `names` observed by running the model once at batch 1 with onnxruntime.
 
     The fallback where static inference stops (e.g. a flatten written as Shape/Slice/Concat/
     Reshape over initializers, which ONNX's data propagation does not follow).
     """
-    import onnx
-
     from edgepipe.runtime.session import input_feed
 
-    import onnxruntime as ort
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    known = {o.name for o in probe.graph.output}
-    for name in names:
-        if name not in known:
-            probe.graph.output.append(onnx.ValueInfoProto(name=name))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(probe.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    sess, _, names = probe_session(model, names)
     outs = sess.run(names, input_feed(sess, batch=1))
     return {n: list(o.shape) for n, o in zip(names, outs)}
 

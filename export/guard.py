@@ -16,31 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgepipe.export.analysis import probe_session
 from edgepipe.export.quantize import QuantOptions, quantize_static
-
-
-def probe_session(model, names: list[str] | None = None):
-    """An onnxruntime session returning the model's outputs (or the named intermediate tensors), with
-    graph optimisation off so every tensor exists as written. Returns (session, input name, names)."""
-    import onnx
-    import onnxruntime as ort
-
-    from edgepipe.export.analysis import load_onnx
-
-    m = load_onnx(model) if isinstance(model, (str, Path)) else model
-    if names:
-        probe = onnx.ModelProto()
-        probe.CopyFrom(m)
-        del probe.graph.output[:]
-        probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
-        m = probe
-    else:
-        names = [o.name for o in m.graph.output]
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    s = ort.InferenceSession(m.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
-    return s, s.get_inputs()[0].name, list(names)
 
 
 def run_outputs(model, x: np.ndarray, names: list[str] | None = None, batch: int = 256) -> dict[str, np.ndarray]:

@@ -23,7 +23,7 @@ import numpy as np
 import psutil
 
 from edgepipe.devices import EdgepipeError, detect_host
-from edgepipe.runtime.atomic import write_json_atomic, write_text_atomic
+from edgepipe.runtime.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from edgepipe.runtime.bench import Bench, BenchOptions
 from edgepipe.runtime.session import predict
 
@@ -110,6 +110,7 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
             raise EdgepipeError(f"{inputs}: {len(labels)} labels for {n} inputs")
     bench = Bench(model, opts, strict_providers=strict_providers)
     rss_session = _rss_mb()
+    env = environment()
     runs = [bench.measure(bench.feed(b, arrays, str(inputs))) for b in opts.batches]
     result = {"schema": SCHEMA, "model": str(model), "model_bytes": Path(model).stat().st_size,
               "options": asdict(opts), "providers": bench.providers, "cold_start": bench.cold_start(), "runs": runs}
@@ -127,7 +128,7 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
         from edgepipe.runtime.roofline import roofline as roof
 
         count, precision, how = model_costs(Path(model), macs)
-        peaks = host_peaks(detect_host().to_dict(), opts.threads)
+        peaks = host_peaks(env["host"], opts.threads)
         for r in runs:
             r["roofline"] = roof(count, precision, r["batch"], r["latency"]["mean_ms"], peaks)
         result["macs"] = {"per_inference": count, "source": how}
@@ -154,8 +155,6 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
         if save_outputs:
             buf = io.BytesIO()
             np.savez_compressed(buf, outputs=logits)
-            from edgepipe.runtime.atomic import write_bytes_atomic
-
             write_bytes_atomic(save_outputs, buf.getvalue())
     result["profile"] = {"name": profile.name if profile else None, "source": profile_source,
                          "config": profile.to_dict() if profile else None}
@@ -163,7 +162,7 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
         from edgepipe.runtime.verdict import judge
 
         result["verdict"] = judge(result, profile.to_dict())
-    result["environment"] = environment()
+    result["environment"] = env
     return result
 
 

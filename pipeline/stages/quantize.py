@@ -77,11 +77,9 @@ def resolve_options(cfg: QuantizeConfig):
     profile = load_profile(cfg.profile) if cfg.profile else detect_profile(detect_host())
     overrides = dict(format=cfg.format, per_channel=cfg.per_channel, activation_type=cfg.activation_type,
                      weight_type=cfg.weight_type, reduce_range=cfg.reduce_range)
-    base = QuantOptions.from_profile(profile) if profile else QuantOptions()
-    from dataclasses import replace
-
-    opts = replace(base, calibration=cfg.calibration, percentile=cfg.percentile,
-                   **{k: v for k, v in overrides.items() if v is not None})
+    common = dict(calibration=cfg.calibration, percentile=cfg.percentile)
+    opts = (QuantOptions.from_profile(profile, **overrides, **common) if profile else
+            QuantOptions(**common, **{k: v for k, v in overrides.items() if v is not None}))
     source = {"profile": profile.name if profile else None, "reason": profile.quantization.reason if profile else None,
               "from_recipe": sorted(k for k, v in overrides.items() if v is not None)}
     return opts, source
