@@ -31,6 +31,8 @@ def register_transform(name: str):
 
 
 def apply_transforms(layer, transforms: list[dict]):
+    import edgepipe.pipeline.lowrank  # noqa: F401  (registers its transform)
+
     for i, t in enumerate(transforms):
         fn = TRANSFORMS.get(t.get("type"))
         if fn is None:

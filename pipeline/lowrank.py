@@ -1,0 +1,363 @@
+"""Low-rank decomposition of Linear and Conv2D layers into chains of ordinary layers.
+
+- Linear (Paddle weight W is [in, out]): truncated SVD W ≈ A·B, A = U_r·√S_r [in, r],
+  B = √S_r·Vᵀ_r [r, out] -> Linear(in, r, no bias) then Linear(r, out, bias). Saves storage.
+- Conv, Tucker-2 (HOSVD on the output- and input-channel modes): 1×1 conv I→R_in, the k×k core
+  R_in→R_out (the original stride, padding, dilation), 1×1 conv R_out→O with the bias.
+- Conv, spatial SVD (Jaderberg et al., scheme 2): W[o,i,y,x] ≈ Σ_r V[r,i,y]·H[o,r,x] -> a k×1
+  conv I→R then a 1×k conv R→O.
+
+Both conv forms make inference cheaper, not just smaller. At full rank each reproduces the
+original layer exactly (to float rounding). Ranks come from an explicit value, from the share of
+squared singular values kept (`energy`), or from a cost budget (`ratio` of the original MACs);
+a layer whose factorised form would cost as much as the original is left alone, with the reason.
+The result is a `lowrank` transform per layer (artifact.py replays it when a model is loaded).
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from edgepipe.devices import EdgepipeError
+from edgepipe.pipeline.artifact import register_transform
+from edgepipe.pipeline.config import require
+
+Method = Literal["auto", "svd", "tucker2", "spatial"]
+
+
+@dataclass(frozen=True)
+class LayerRank:
+    """Which layers (a name or a glob such as `layer*.conv1`) and how to choose their rank."""
+
+    name: str
+    method: Method = "auto"
+    rank: int | None = None  # svd / spatial: the rank; tucker2: both channel ranks
+    ranks: tuple[int, ...] | None = None  # tucker2: (R_out, R_in)
+    energy: float | None = None  # keep this share of the squared singular values (per mode for tucker2)
+    ratio: float | None = None  # or: the largest rank whose MACs stay within ratio × the original's
+
+    def __post_init__(self):
+        given = [k for k in ("rank", "ranks", "energy", "ratio") if getattr(self, k) is not None]
+        require(len(given) <= 1, "rank", f"give one of rank, ranks, energy or ratio, not {', '.join(given)}")
+        require(self.rank is None or self.rank >= 1, "rank", "must be at least 1")
+        require(self.ranks is None or (len(self.ranks) == 2 and min(self.ranks) >= 1), "ranks",
+                "tucker2 takes two positive ranks: [R_out, R_in]")
+        require(self.ranks is None or self.method in ("tucker2", "auto"), "ranks", "only tucker2 takes two ranks")
+        require(self.energy is None or 0.0 < self.energy <= 1.0, "energy", "must be in (0, 1]")
+        require(self.ratio is None or 0.0 < self.ratio < 1.0, "ratio", "must be in (0, 1)")
+
+    @property
+    def rule(self) -> dict:
+        for k in ("rank", "ranks", "energy", "ratio"):
+            if getattr(self, k) is not None:
+                v = getattr(self, k)
+                return {k: list(v) if isinstance(v, tuple) else v}
+        return {"energy": 0.9}
+
+
+# ---------------------------------------------------------------- layer geometry and costs
+
+def _conv_geometry(conv) -> dict:
+    """kernel, stride, symmetric padding, dilation of a Conv2D; raises ValueError if unsupported."""
+    def pair(v, what):
+        v = [v, v] if isinstance(v, int) else list(v)
+        if len(v) == 4 and v[0] == v[1] and v[2] == v[3]:  # [top, bottom, left, right], symmetric
+            v = [v[0], v[2]]
+        if len(v) != 2 or not all(isinstance(a, int) for a in v):
+            raise ValueError(f"{what} {v} is not supported (need symmetric integer {what})")
+        return v
+
+    if getattr(conv, "_groups", 1) != 1:
+        raise ValueError(f"grouped/depthwise conv (groups={conv._groups}) has no channel mode to factorise")
+    if getattr(conv, "_data_format", "NCHW") != "NCHW" or getattr(conv, "_padding_mode", "zeros") != "zeros":
+        raise ValueError("only NCHW convs with zero padding are supported")
+    if isinstance(conv._padding, str):
+        raise ValueError(f"padding '{conv._padding}' is not supported (need integer padding)")
+    o, i, kh, kw = conv.weight.shape
+    return {"out": o, "in": i, "kernel": [kh, kw], "stride": pair(conv._stride, "stride"),
+            "padding": pair(conv._padding, "padding"), "dilation": pair(conv._dilation, "dilation")}
+
+
+def _macs_per_out_pixel(g: dict, method: str, ranks) -> int:
+    """MACs per output position (×H_out·W_out for the layer's total; the same for every method)."""
+    o, i, (kh, kw), (sh, sw) = g["out"], g["in"], g["kernel"], g["stride"]
+    if method == "dense":
+        return o * i * kh * kw
+    if method == "tucker2":  # the first 1×1 runs at the input resolution
+        ro, ri = ranks
+        return i * ri * sh * sw + ri * ro * kh * kw + ro * o
+    if method == "spatial":  # the k×1 conv keeps every input column
+        (r,) = ranks
+        return r * i * kh * sw + o * r * kw
+    raise AssertionError(method)
+
+
+def _params(g: dict, method: str, ranks) -> int:
+    o, i, (kh, kw) = g["out"], g["in"], g["kernel"]
+    if method == "dense":
+        return o * i * kh * kw
+    if method == "tucker2":
+        ro, ri = ranks
+        return i * ri + ri * ro * kh * kw + ro * o
+    (r,) = ranks
+    return r * i * kh + o * r * kw
+
+
+# ---------------------------------------------------------------- the factorisations (numpy)
+
+def _rank_by_energy(s: np.ndarray, energy: float) -> int:
+    e = np.cumsum(s.astype(np.float64) ** 2)
+    return int(np.searchsorted(e / e[-1], energy - 1e-12) + 1)
+
+
+def _energy_kept(s: np.ndarray, r: int) -> float:
+    e = s.astype(np.float64) ** 2
+    return float(e[:r].sum() / e.sum()) if e.sum() > 0 else 1.0
+
+
+def _svd(m: np.ndarray):
+    u, s, vt = np.linalg.svd(m.astype(np.float64), full_matrices=False)
+    return u, s, vt
+
+
+def _spatial_matrix(w: np.ndarray) -> np.ndarray:
+    o, i, kh, kw = w.shape
+    return w.transpose(1, 2, 0, 3).reshape(i * kh, o * kw)  # rows (i, y), columns (o, x)
+
+
+def _mode_svds(w: np.ndarray):
+    o, i = w.shape[:2]
+    u_o, s_o, _ = _svd(w.reshape(o, -1))
+    u_i, s_i, _ = _svd(w.transpose(1, 0, 2, 3).reshape(i, -1))
+    return (u_o, s_o), (u_i, s_i)
+
+
+def factor_linear(w: np.ndarray, r: int):
+    """W [in, out] -> (A [in, r], B [r, out]) with A·B the best rank-r approximation."""
+    u, s, vt = _svd(w)
+    root = np.sqrt(s[:r])
+    return (u[:, :r] * root).astype(np.float32), (root[:, None] * vt[:r]).astype(np.float32)
+
+
+def factor_tucker2(w: np.ndarray, ro: int, ri: int):
+    """W [O, I, kh, kw] -> (first [R_in, I, 1, 1], core [R_out, R_in, kh, kw], last [O, R_out, 1, 1])."""
+    (u_o, _), (u_i, _) = _mode_svds(w)
+    u_o, u_i = u_o[:, :ro], u_i[:, :ri]
+    core = np.einsum("oikl,or,is->rskl", w.astype(np.float64), u_o, u_i)
+    return (u_i.T[:, :, None, None].astype(np.float32), core.astype(np.float32),
+            u_o[:, :, None, None].astype(np.float32))
+
+
+def factor_spatial(w: np.ndarray, r: int):
+    """W [O, I, kh, kw] -> (vertical [R, I, kh, 1], horizontal [O, R, 1, kw])."""
+    o, i, kh, kw = w.shape
+    u, s, vt = _svd(_spatial_matrix(w))
+    root = np.sqrt(s[:r])
+    v = (u[:, :r] * root).T.reshape(r, i, kh, 1)
+    h = (root[:, None] * vt[:r]).reshape(r, o, kw).transpose(1, 0, 2)[:, :, None, :]
+    return v.astype(np.float32), h.astype(np.float32)
+
+
+# ---------------------------------------------------------------- choosing a method and ranks
+
+def plan_layer(layer, rule: LayerRank) -> dict:
+    """Decide method and ranks for one layer; {'skip': reason} when factorising would not pay."""
+    import paddle.nn as nn
+
+    w = layer.weight.numpy()
+    r_rule = rule.rule
+    if isinstance(layer, nn.Linear):
+        if rule.method not in ("auto", "svd"):
+            return {"skip": f"method {rule.method} applies to Conv2D layers; Linear layers take svd"}
+        n_in, n_out = w.shape
+        full = min(n_in, n_out)
+        s = _svd(w)[1]
+        dense = n_in * n_out
+        if "rank" in r_rule:
+            r = r_rule["rank"]
+        elif "energy" in r_rule:
+            r = _rank_by_energy(s, r_rule["energy"])
+        elif "ratio" in r_rule:
+            r = int(r_rule["ratio"] * dense // (n_in + n_out))
+        else:
+            return {"skip": "ranks (two values) are for tucker2 convs"}
+        if r > full:
+            raise EdgepipeError(f"rank {r} exceeds the layer's full rank {full} ({n_in}×{n_out})")
+        cost = max(r, 1) * (n_in + n_out)
+        plan = {"method": "svd", "ranks": [max(r, 1)], "energy_kept": _energy_kept(s, max(r, 1)),
+                "params_before": dense, "params_after": cost, "macs_before": dense, "macs_after": cost}
+        if cost >= dense:
+            return {**plan, "skip": f"rank {r} costs {cost:,} MACs, not less than the dense {dense:,}"}
+        return plan
+    if isinstance(layer, nn.Conv2D):
+        try:
+            g = _conv_geometry(layer)
+        except ValueError as exc:
+            return {"skip": str(exc)}
+        o, i, (kh, kw) = g["out"], g["in"], g["kernel"]
+        methods = {"auto": ["tucker2", "spatial"], "tucker2": ["tucker2"], "spatial": ["spatial"],
+                   "svd": []}[rule.method]
+        if not methods:
+            return {"skip": "svd applies to Linear layers; Conv2D layers take tucker2 or spatial"}
+        if kh * kw == 1:
+            methods = [m for m in methods if m == "tucker2"]
+        if "ranks" in r_rule:
+            methods = ["tucker2"]
+        dense = _macs_per_out_pixel(g, "dense", None)
+        candidates = []
+        (u_o, s_o), (u_i, s_i) = _mode_svds(w) if "tucker2" in methods else ((None, None), (None, None))
+        s_sp = _svd(_spatial_matrix(w))[1] if "spatial" in methods else None
+        for m in methods:
+            if m == "tucker2":
+                if "ranks" in r_rule:
+                    ranks = list(r_rule["ranks"])
+                elif "rank" in r_rule:
+                    ranks = [r_rule["rank"], r_rule["rank"]]
+                elif "energy" in r_rule:
+                    ranks = [_rank_by_energy(s_o, r_rule["energy"]), _rank_by_energy(s_i, r_rule["energy"])]
+                else:  # ratio: scale both channel counts by the same factor until the cost fits
+                    ranks = [1, 1]
+                    for f in np.linspace(1.0, 0.01, 100):
+                        cand = [max(1, round(f * o)), max(1, round(f * i))]
+                        if _macs_per_out_pixel(g, "tucker2", cand) <= r_rule["ratio"] * dense:
+                            ranks = cand
+                            break
+                if ranks[0] > o or ranks[1] > i:
+                    raise EdgepipeError(f"tucker2 ranks {ranks} exceed the layer's channels [{o}, {i}]")
+                kept = (_energy_kept(s_o, ranks[0]) + _energy_kept(s_i, ranks[1])) / 2
+            else:
+                full = min(i * kh, o * kw)
+                if "rank" in r_rule:
+                    r = r_rule["rank"]
+                elif "energy" in r_rule:
+                    r = _rank_by_energy(s_sp, r_rule["energy"])
+                else:
+                    per_rank = i * kh * g["stride"][1] + o * kw
+                    r = max(1, int(r_rule["ratio"] * dense // per_rank))
+                if r > full:
+                    raise EdgepipeError(f"spatial rank {r} exceeds the layer's full rank {full}")
+                ranks, kept = [r], _energy_kept(s_sp, r)
+            candidates.append({"method": m, "ranks": ranks, "energy_kept": kept,
+                               "params_before": _params(g, "dense", None), "params_after": _params(g, m, ranks),
+                               "macs_before": dense, "macs_after": _macs_per_out_pixel(g, m, ranks)})
+        best = min(candidates, key=lambda c: c["macs_after"])
+        if best["macs_after"] >= dense:
+            return {**best, "skip": f"{best['method']} at ranks {best['ranks']} costs {best['macs_after']:,} "
+                                    f"MACs per output pixel, not less than the original {dense:,}"}
+        return best
+    return {"skip": f"{type(layer).__name__} has no low-rank form (Linear and Conv2D only)"}
+
+
+# ---------------------------------------------------------------- building the replacement layers
+
+def build_factored(layer, method: str, ranks: list[int], prefix: str):
+    """The empty replacement chain for `layer` (shapes only; weights are set by the caller or loaded)."""
+    import paddle
+    import paddle.nn as nn
+
+    with paddle.utils.unique_name.guard(prefix):  # own parameter names: optimizer state is keyed by them
+        if method == "svd":
+            n_in, n_out = layer.weight.shape
+            return nn.Sequential(nn.Linear(n_in, ranks[0], bias_attr=False),
+                                 nn.Linear(ranks[0], n_out, bias_attr=None if layer.bias is not None else False))
+        g = _conv_geometry(layer)
+        bias = None if layer.bias is not None else False
+        (sh, sw), (ph, pw), (dh, dw), (kh, kw) = g["stride"], g["padding"], g["dilation"], g["kernel"]
+        if method == "tucker2":
+            ro, ri = ranks
+            return nn.Sequential(
+                nn.Conv2D(g["in"], ri, 1, bias_attr=False),
+                nn.Conv2D(ri, ro, (kh, kw), stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), bias_attr=False),
+                nn.Conv2D(ro, g["out"], 1, bias_attr=bias))
+        if method == "spatial":
+            (r,) = ranks
+            return nn.Sequential(
+                nn.Conv2D(g["in"], r, (kh, 1), stride=(sh, 1), padding=(ph, 0), dilation=(dh, 1), bias_attr=False),
+                nn.Conv2D(r, g["out"], (1, kw), stride=(1, sw), padding=(0, pw), dilation=(1, dw), bias_attr=bias))
+    raise EdgepipeError(f"unknown low-rank method '{method}' (svd, tucker2, spatial)")
+
+
+def fill_factored(chain, layer, method: str, ranks: list[int]) -> None:
+    import paddle
+
+    w = layer.weight.numpy()
+    if method == "svd":
+        parts = factor_linear(w, ranks[0])
+    elif method == "tucker2":
+        parts = factor_tucker2(w, *ranks)
+    else:
+        parts = factor_spatial(w, ranks[0])
+    subs = list(chain.children())
+    for sub, arr in zip(subs, parts):
+        sub.weight.set_value(paddle.to_tensor(arr))
+    if layer.bias is not None:
+        subs[-1].bias.set_value(layer.bias)
+
+
+def _parent(model, name: str):
+    parts = name.split(".")
+    parent = model
+    for p in parts[:-1]:
+        parent = parent._sub_layers[p]
+    return parent, parts[-1]
+
+
+def replace_sublayer(model, name: str, new) -> None:
+    parent, leaf = _parent(model, name)
+    if leaf not in parent._sub_layers:
+        raise EdgepipeError(f"no layer named '{name}'")
+    parent._sub_layers[leaf] = new
+
+
+def _prefix(name: str) -> str:
+    return "lowrank_" + name.replace(".", "_") + "_"
+
+
+@register_transform("lowrank")
+def _replay(model, layer: str, method: str, ranks: list[int]):
+    """Artifact replay: swap `layer` for an empty chain of the recorded ranks (weights load after)."""
+    target = dict(model.named_sublayers()).get(layer)
+    if target is None:
+        raise EdgepipeError(f"lowrank transform: the model has no layer named '{layer}'")
+    replace_sublayer(model, layer, build_factored(target, method, list(ranks), _prefix(layer)))
+    return model
+
+
+def select_layers(model, rules: tuple[LayerRank, ...]) -> list[tuple[str, object, LayerRank]]:
+    """(name, layer, rule) for every leaf layer a rule names; the first matching rule wins."""
+    import paddle.nn as nn
+
+    leaves = [(n, l) for n, l in model.named_sublayers() if isinstance(l, (nn.Linear, nn.Conv2D))]
+    chosen, seen = [], set()
+    for k, rule in enumerate(rules):
+        hits = [(n, l) for n, l in leaves if fnmatch.fnmatchcase(n, rule.name)]
+        if not hits:
+            names = ", ".join(n for n, _ in leaves[:12]) + (" …" if len(leaves) > 12 else "")
+            raise EdgepipeError(f"layers[{k}].name: '{rule.name}' matches no Linear or Conv2D layer (layers: {names})")
+        for n, l in hits:
+            if n not in seen:
+                seen.add(n)
+                chosen.append((n, l, rule))
+    return chosen
+
+
+def factorize(model, rules: tuple[LayerRank, ...]) -> tuple[object, list[dict], list[dict]]:
+    """Factorise the layers the rules name, in place. Returns (model, transforms, per-layer report)."""
+    transforms, report = [], []
+    for name, layer, rule in select_layers(model, rules):
+        try:
+            plan = plan_layer(layer, rule)
+        except EdgepipeError as exc:
+            raise EdgepipeError(f"layer '{name}': {exc}") from None
+        entry = {"layer": name, "rule": rule.rule, **plan}
+        report.append(entry)
+        if "skip" in plan:
+            continue
+        chain = build_factored(layer, plan["method"], plan["ranks"], _prefix(name))
+        fill_factored(chain, layer, plan["method"], plan["ranks"])
+        replace_sublayer(model, name, chain)
+        transforms.append({"type": "lowrank", "params": {"layer": name, "method": plan["method"], "ranks": plan["ranks"]}})
+    return model, transforms, report

@@ -1,0 +1,89 @@
+"""lowrank: factorise named Linear / Conv2D layers (SVD, Tucker-2, spatial SVD), then fine-tune,
+optionally distilling from the unfactorised model (`teacher: previous`).
+
+The output artifact records one `lowrank` transform per factorised layer (method and ranks), so
+it reloads and exports like any other model. See pipeline/lowrank.py for the arithmetic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edgepipe.pipeline.config import require
+from edgepipe.pipeline.lowrank import LayerRank
+from edgepipe.pipeline.registry import register_stage
+from edgepipe.pipeline.run import StageResult
+
+
+@dataclass(frozen=True)
+class LowRankConfig:
+    model: str = "student"
+    layers: tuple[LayerRank, ...] = field(default_factory=lambda: (LayerRank("fc1", rank=16),))
+    epochs: int = 3  # fine-tuning after factorising; 0 = none
+    batch_size: int = 64
+    lr: float = 0.0005
+    augment_shift: int = 2
+    teacher: str | None = None  # previous (the unfactorised model) | an artifact name | null (labels only)
+    temperature: float = 4.0
+    alpha: float = 0.9
+    output: str | None = None  # default: <model>_lowrank
+
+    uses_data = True
+
+    def __post_init__(self):
+        require(len(self.layers) >= 1, "layers", "name at least one layer (a name or a glob such as 'fc*')")
+        require(self.epochs >= 0, "epochs", "must be 0 or more")
+        require(self.lr > 0, "lr", "must be positive")
+        require(self.temperature > 0, "temperature", "must be positive")
+        require(0.0 <= self.alpha <= 1.0, "alpha", "must be between 0 and 1")
+        require(self.teacher is None or self.epochs > 0, "teacher", "a teacher needs fine-tuning epochs > 0")
+
+    @property
+    def output_name(self) -> str:
+        return self.output or f"{self.model}_lowrank"
+
+    def inputs(self, available) -> dict[str, str]:
+        out = {"model": self.model}
+        if self.teacher and self.teacher != "previous":
+            out["teacher"] = self.teacher
+        return out
+
+    def outputs(self) -> dict[str, str]:
+        return {self.output_name: "paddle"}
+
+
+@register_stage("lowrank", LowRankConfig)
+def run_lowrank(cfg: LowRankConfig, ctx) -> StageResult:
+    """Low-rank factorisation of named layers, then fine-tuning (optionally KD from the original)."""
+    from edgepipe.devices import EdgepipeError
+    from edgepipe.pipeline.artifact import load_model, save_model
+    from edgepipe.pipeline.distill import soft_target_loss, stage_teacher
+    from edgepipe.pipeline.lowrank import factorize
+    from edgepipe.pipeline.models import ModelSpec, count_parameters
+    from edgepipe.pipeline.training import evaluate, fit, seed_everything
+
+    rng = seed_everything(ctx.recipe.seed)
+    layer, info = load_model(ctx.path_of(cfg.model))
+    test = ctx.data.split("test")
+    params_before, acc_before = count_parameters(layer), evaluate(layer, *test)
+    layer, transforms, per_layer = factorize(layer, cfg.layers)
+    if not transforms:
+        raise EdgepipeError("lowrank: no layer was factorised (" + "; ".join(f"{r['layer']}: {r['skip']}" for r in per_layer)
+                            + "); lower the rank or name other layers")
+    acc_factored = evaluate(layer, *test)
+    history, teacher_label = [], None
+    if cfg.epochs:
+        teacher, teacher_label = stage_teacher(ctx, cfg.teacher, cfg.model)
+        loss = soft_target_loss(teacher, cfg.temperature, cfg.alpha) if teacher is not None else None
+        x, y = ctx.data.split("train")
+        history = fit(layer, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, rng=rng,
+                      augment_shift=cfg.augment_shift, loss_fn=loss, desc="lowrank fine-tune", val=ctx.data.split("val"))
+    acc_after = evaluate(layer, *test)
+    params_after = count_parameters(layer)
+    label = ctx.artifacts[cfg.model].meta.get("label", cfg.model) + " low-rank"
+    save_model(ctx.out(cfg.output_name), layer, ModelSpec.from_json(info["spec"]), [*info.get("transforms", []), *transforms],
+               meta={"label": label, "lowrank": per_layer})
+    metrics = {"layers": per_layer, "params_before": params_before, "params_after": params_after,
+               "test_acc_before": acc_before, "test_acc_factored": acc_factored, "test_acc_after": acc_after,
+               "teacher": teacher_label, "history": history}
+    art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after, params=params_after)
+    return StageResult(metrics=metrics, artifacts=[art])
