@@ -7,6 +7,8 @@ Feature hints (FitNets): a named student layer's output goes through a learned a
 (Linear or 1×1 Conv, plus pooling to the teacher's spatial size) and is matched to a named
 teacher layer's output with MSE, so shapes always agree (the seed compared 128-dim student
 features with 10-dim teacher logits).
+Also here: teacher logits cached on disk keyed by the teacher's hash, and deep mutual learning
+(online distillation between peers trained together).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ def sublayer(model, name: str, role: str):
 class FeatureHint:
     """Capture a teacher and a student layer's outputs with hooks; adapt student → teacher shape."""
 
-    def __init__(self, teacher, student, teacher_layer: str, student_layer: str, probe):
+    def __init__(self, teacher, student, teacher_layer: str, student_layer: str, probe, index: int = 0):
         import paddle
         import paddle.nn as nn
 
@@ -52,7 +54,7 @@ class FeatureHint:
                                 "pick two dense layers or two conv layers")
         # Own name space: it shares the student's optimizer, whose state is keyed by parameter
         # name, and models number their parameters from 0 (see models.build_model).
-        with paddle.utils.unique_name.guard("hint_adapter_"):
+        with paddle.utils.unique_name.guard(f"hint{index}_adapter_"):
             if len(ts) == 2:
                 self.adapter = nn.Linear(ss[1], ts[1])
             else:
@@ -67,3 +69,125 @@ class FeatureHint:
     def remove(self):
         for h in self._hooks:
             h.remove()
+
+
+def freeze(model):
+    """A teacher: eval mode, no gradients."""
+    model.eval()
+    for p in model.parameters():
+        p.stop_gradient = True
+    return model
+
+
+def soft_target_loss(teacher, temperature: float, alpha: float, cached=None):
+    """fit() loss: KD from a frozen teacher, or from its cached logits (rows of the train split)."""
+    import paddle
+
+    def loss(logits, xb, yb, idx):
+        if cached is not None:
+            t_logits = paddle.to_tensor(cached[idx])
+        else:
+            with paddle.no_grad():
+                t_logits = teacher(xb)
+        return kd_loss(logits, t_logits, yb, temperature, alpha)
+
+    return loss
+
+
+def model_fingerprint(folder) -> str:
+    """sha256 over an artifact's model.json and model.pdparams: any change to the teacher changes it."""
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for name in ("model.json", "model.pdparams"):
+        h.update((Path(folder) / name).read_bytes())
+    return h.hexdigest()
+
+
+def cached_teacher_logits(teacher, teacher_dir, x, data_fingerprint: str):
+    """Teacher logits on `x`, computed once and kept in $EDGEPIPE_CACHE/teacher-logits/.
+
+    The key hashes the teacher's files, the dataset fingerprint and x's shape, so a retrained or
+    edited teacher (or other data) never reads stale logits. Returns (logits, {path, hit}).
+    """
+    import hashlib
+    import os
+    import tempfile
+
+    import numpy as np
+
+    from edgepipe.pipeline.training import predict_logits
+    from edgepipe.runtime.roofline import cache_dir
+
+    key = hashlib.sha256(f"{model_fingerprint(teacher_dir)}|{data_fingerprint}|{x.shape}".encode()).hexdigest()[:24]
+    folder = cache_dir() / "teacher-logits"
+    path = folder / f"{key}.npy"
+    if path.is_file():
+        try:
+            logits = np.load(path)
+            if logits.shape[0] == len(x):
+                return logits, {"path": str(path), "hit": True}
+        except (OSError, ValueError):
+            pass  # a damaged entry is computed again
+    logits = predict_logits(teacher, x).astype(np.float32)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, logits)
+        os.replace(tmp, path)
+    except OSError:
+        return logits, {"path": None, "hit": False}  # read-only cache: still correct, just not kept
+    return logits, {"path": str(path), "hit": False}
+
+
+def build_cohort(peers, keep: int = 0):
+    """Deep mutual learning: one Layer holding every peer, so one optimizer trains them all.
+
+    forward() runs every peer, keeps their logits for the loss, and returns the kept peer's,
+    so training accuracy and validation follow the network the recipe keeps.
+    """
+    import paddle.nn as nn
+
+    class Cohort(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            for k, p in enumerate(peers):
+                self.add_sublayer(f"peer{k}", p)
+            self.keep = keep
+            self.outputs = []
+
+        def forward(self, x):
+            self.outputs = [p(x) for p in self.children()]
+            return self.outputs[self.keep]
+
+    return Cohort()
+
+
+def mutual_loss(cohort, temperature: float, alpha: float):
+    """Σ_k mean_{j≠k} kd_loss(z_k, z_j detached): each peer learns from the others' soft predictions
+    and the labels (Zhang et al. 2018); the peers' gradients stay separate because of the detach."""
+
+    def loss(logits, xb, yb, idx):
+        outs = cohort.outputs
+        total = 0.0
+        for k, z in enumerate(outs):
+            terms = [kd_loss(z, o.detach(), yb, temperature, alpha) for j, o in enumerate(outs) if j != k]
+            total = total + sum(terms) / len(terms)
+        return total
+
+    return loss
+
+
+def stage_teacher(ctx, teacher: str | None, model: str):
+    """The teacher of a fine-tuning stage: `previous` is the stage's input model as it was before the
+    stage changed it (unpruned, unfactorised, unquantized); any other name is that artifact.
+    Returns (frozen layer, label) or (None, None)."""
+    from edgepipe.pipeline.artifact import load_model
+
+    if teacher is None:
+        return None, None
+    name = model if teacher == "previous" else teacher
+    layer, _ = load_model(ctx.path_of(name))
+    return freeze(layer), ctx.artifacts[name].meta.get("label", name)

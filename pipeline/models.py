@@ -45,7 +45,7 @@ class ModelSpec:
         return from_dict(cls, d, "spec")
 
 
-def build_model(spec: ModelSpec):
+def build_model(spec: ModelSpec, name_prefix: str | None = None):
     import paddle
     import paddle.nn as nn
 
@@ -77,7 +77,8 @@ def build_model(spec: ModelSpec):
     # A fresh name counter per model: parameter names (which paddle2onnx writes into the ONNX
     # file and paddle.save into .pdparams) then do not depend on how many layers the process
     # built before, so a stage produces the same bytes in a full run and in a --from run.
-    with paddle.utils.unique_name.guard():
+    # name_prefix keeps several models trained by one optimizer apart (deep mutual learning).
+    with paddle.utils.unique_name.guard(name_prefix):
         return ConvNet()
 
 

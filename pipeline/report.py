@@ -67,7 +67,14 @@ def _md(columns, rows: list[list[str]]) -> str:
 
 
 def table_text(manifest: dict) -> str:
-    return _text_table(COLUMNS, [_fmt(r) for r in _rows(manifest)])
+    parts = []
+    rows = _rows(manifest)
+    if rows:
+        parts.append(_text_table(COLUMNS, [_fmt(r) for r in rows]))
+    kd = distillation_rows(manifest["stages"])
+    if kd:
+        parts.append("distillation (Paddle test accuracy):\n" + _text_table(DISTILL_COLUMNS, kd))
+    return "\n\n".join(parts) or "(no exported models or distillation results in this run yet)"
 
 
 def _md_table(manifest: dict) -> str:
@@ -133,14 +140,7 @@ def markdown(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -
         lines.append("")
     if devices:
         lines += ["## Measured on devices", "", _md(DEVICE_COLUMNS, [_device_row(r) for r in devices]), ""]
-    kd = next((s for s in stages.values() if s["type"] == "distill"), None)
-    if kd:
-        cfg = kd["config"]
-        lines += ["## Distillation", "",
-                  f"Offline KD at temperature {cfg['temperature']}, α = {cfg['alpha']} on T²·KL(teacher ‖ student), "
-                  f"1 − α on hard-label cross-entropy, {cfg['epochs']} epochs"
-                  + (f", feature hint {cfg['feature']['student_layer']} → {cfg['feature']['teacher_layer']} (weight {cfg['feature']['weight']})" if cfg.get("feature") else "")
-                  + ". The baseline is the same student, seed and epochs without a teacher.", ""]
+    lines += distillation_section(stages) + lowrank_section(stages)
     quant = [s for s in stages.values() if s["type"] == "quantize"]
     if quant:
         lines += ["## Quantization", ""]
@@ -170,6 +170,89 @@ def markdown(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -
               "- stages: " + ", ".join(f"{n} {s['wall_s']:.1f}s" for n, s in stages.items() if s["type"] != "report"),
               "", f"Every figure comes from `{run_dir / 'manifest.json'}`; rerun with `edgepipe run` to reproduce."]
     return "\n".join(lines) + "\n"
+
+
+def _pm(stats: dict) -> str:
+    return f"{100 * stats['mean']:.2f} ± {100 * stats['std']:.2f}"
+
+
+def _seeds(values) -> str:
+    return ", ".join(f"{100 * v:.2f}" for v in values)
+
+
+def distillation_rows(stages: dict) -> list[list[str]]:
+    """One row per trained variant of every distill stage: mean ± std (sample std) over its seeds."""
+    import numpy as np
+
+    rows = []
+    for s in stages.values():
+        if s["type"] != "distill":
+            continue
+        c, m = s["config"], s["metrics"]
+        stu = m["student"]
+        n = len(m.get("seeds", [0]))
+        mode, out = m.get("mode", "offline"), c["output"]
+        if "baseline" in m and mode != "self":  # in self mode the baseline is generation 0
+            rows.append(["student from scratch", str(n), _pm(m["baseline"]), _seeds(m["baseline"]["per_seed"]), c["baseline"]])
+        if mode == "offline":
+            what = f"offline KD (T={c['temperature']:g}, α={c['alpha']:g})"
+            if c.get("features"):
+                what += " + feature hints " + ", ".join(f"{f['student_layer']}→{f['teacher_layer']}" for f in c["features"])
+            rows.append([what, str(n), _pm(stu), _seeds(stu["per_seed"]), out])
+        elif mode == "online":
+            peers = np.asarray(stu["peers_test_acc"])  # seeds × peers
+            rows.append([f"online DML, kept peer ({c['peers']} peers, T={c['temperature']:g}, α={c['alpha']:g}; keep={c['keep']})",
+                         str(n), _pm(stu), _seeds(stu["per_seed"]), out])
+            rows.append(["online DML, mean of all peers", str(n),
+                         _pm({"mean": peers.mean(axis=1).mean(), "std": peers.mean(axis=1).std(ddof=1) if n > 1 else 0.0}),
+                         _seeds(peers.mean(axis=1)), "—"])
+        else:
+            gens = np.asarray(stu["generations_test_acc"])  # seeds × generations
+            for g in range(gens.shape[1]):
+                col = gens[:, g]
+                what = "self (born-again) gen 0: labels only" if g == 0 else f"self (born-again) gen {g} (T={c['temperature']:g}, α={c['alpha']:g})"
+                saved = out if g == gens.shape[1] - 1 else (c["baseline"] or "—") if g == 0 else "—"
+                rows.append([what, str(n), _pm({"mean": col.mean(), "std": col.std(ddof=1) if n > 1 else 0.0}), _seeds(col), saved])
+    return rows
+
+
+DISTILL_COLUMNS = ("student", "seeds", "test acc % (mean ± std)", "per seed", "saved as")
+
+
+def distillation_section(stages: dict) -> list[str]:
+    rows = distillation_rows(stages)
+    if not rows:
+        return []
+    return ["## Distillation", "",
+            "Top-1 accuracy of the Paddle model on the test split; ± is the sample standard deviation over seeds. "
+            "KD loss: α·T²·KL(teacher ‖ student) on log-probabilities + (1 − α)·cross-entropy. The teacher is trained "
+            "once (the recipe's seed); every student variant uses the same data, epochs and optimizer. "
+            "The models saved and exported are the first seed's.", "", _md(DISTILL_COLUMNS, rows), ""]
+
+
+def lowrank_section(stages: dict) -> list[str]:
+    out = []
+    for name, s in stages.items():
+        if s["type"] != "lowrank":
+            continue
+        m, c = s["metrics"], s["config"]
+        if not out:
+            out = ["## Low-rank decomposition", ""]
+        teacher = f", fine-tuned {c['epochs']} epoch(s)" + (f" with KD from {m['teacher']}" if m.get("teacher") else " on labels") if c["epochs"] else ", not fine-tuned"
+        out.append(f"`{c['model']}` → `{c.get('output') or c['model'] + '_lowrank'}`: parameters {m['params_before']:,} → "
+                   f"{m['params_after']:,}; test accuracy {100 * m['test_acc_before']:.2f}% → {100 * m['test_acc_factored']:.2f}% "
+                   f"factorised → {100 * m['test_acc_after']:.2f}%{teacher}.")
+        out.append("")
+        rows = []
+        for r in m["layers"]:
+            if "skip" in r:
+                rows.append([r["layer"], "left alone", "—", "—", "—", r["skip"]])
+                continue
+            rows.append([r["layer"], r["method"], "×".join(map(str, r["ranks"])), f"{100 * r['energy_kept']:.1f}%",
+                         f"{r['params_before']:,} → {r['params_after']:,} ({r['params_before'] / r['params_after']:.1f}× fewer)",
+                         f"{r['macs_before'] / r['macs_after']:.1f}× fewer MACs"])
+        out += [_md(("layer", "method", "rank", "energy kept", "weights", "cost"), rows), ""]
+    return out
 
 
 def load(run_dir: Path) -> dict:

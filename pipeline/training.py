@@ -61,7 +61,8 @@ def fit(
     desc: str = "train",
     val: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[dict]:
-    """Train `model` in place. loss_fn(logits, xb_tensor, yb_tensor) -> loss (default: CE).
+    """Train `model` in place. loss_fn(logits, xb, yb, idx) -> loss (default: CE); idx are the
+    batch's row numbers in `x` (for per-sample lookups such as cached teacher logits).
 
     Returns one record per epoch: mean loss, train accuracy, and val accuracy if given.
     """
@@ -85,7 +86,7 @@ def fit(
             xb = paddle.to_tensor(shift_augment(x[idx], rng, augment_shift))
             yb = paddle.to_tensor(y[idx])
             logits = model(xb)
-            loss = loss_fn(logits, xb, yb) if loss_fn else F.cross_entropy(logits, yb)
+            loss = loss_fn(logits, xb, yb, idx) if loss_fn else F.cross_entropy(logits, yb)
             loss.backward()
             opt.step()
             opt.clear_grad()

@@ -13,7 +13,7 @@ seed: 0
 data: {{train_limit: 800, test: 300, val: 100, calibration: 64}}
 stages:
   - train: {{model: {{conv: [8, 16], fc: [32]}}, epochs: 2}}
-  - distill: {{student: {{conv: [4, 8], fc: [16]}}, epochs: 2, feature: {{teacher_layer: fc1, student_layer: fc1}}}}
+  - distill: {{student: {{conv: [4, 8], fc: [16]}}, teacher: teacher, epochs: 2, features: [{{teacher_layer: fc1, student_layer: fc1}}]}}
   - export: {{parity_samples: 64}}
   - quantize: {{calibration_samples: 64, max_accuracy_drop: null}}
   - bench: {{iters: 20, min_seconds: 0.05, warmup_iters: 2, warmup_seconds: 0.01, energy_seconds: 0.2, idle_seconds: 0.0}}

@@ -5,11 +5,11 @@ import pytest
 from edgepipe.pipeline.config import ConfigError, to_dict
 from edgepipe.pipeline.recipe import load_recipe, parse_recipe
 
-BASE = {"name": "t", "stages": [{"train": {}}, {"distill": {}}, {"export": {}}]}
+BASE = {"name": "t", "stages": [{"train": {}}, {"distill": {"teacher": "teacher"}}, {"export": {}}]}
 
 
 def recipe_with(stage_index, kind, body):
-    raw = {"name": "t", "stages": [{"train": {}}, {"distill": {}}, {"export": {}}]}
+    raw = {"name": "t", "stages": [{"train": {}}, {"distill": {"teacher": "teacher"}}, {"export": {}}]}
     raw["stages"][stage_index] = {kind: body}
     return raw
 

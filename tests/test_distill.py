@@ -64,3 +64,89 @@ def test_adapter_parameters_never_share_a_name_with_the_student():
     names = [p.name for p in list(student.parameters()) + list(hint.adapter.parameters())]
     assert len(names) == len(set(names))
     hint.remove()
+
+
+def kd_numpy(s, t, y, T, alpha):
+    p_t, log_p_s = np.exp(log_softmax(t / T)), log_softmax(s / T)
+    kl = (p_t * (np.log(p_t) - log_p_s)).sum(axis=1).mean()
+    ce = -log_softmax(s)[np.arange(len(y)), y].mean()
+    return alpha * T * T * kl + (1 - alpha) * ce
+
+
+def test_mutual_loss_matches_hand_computation_and_keeps_peer_gradients_apart():
+    from edgepipe.pipeline.distill import build_cohort, mutual_loss
+
+    paddle.seed(0)
+    peers = [build_model(ModelSpec(conv=(4,), fc=(8,)), name_prefix=f"peer{k}_") for k in range(3)]
+    cohort = build_cohort(peers, keep=1)
+    x = paddle.randn([5, 1, 28, 28])
+    y = np.array([0, 1, 2, 3, 4])
+    kept = cohort(x)
+    z = [o.numpy().astype(np.float64) for o in cohort.outputs]
+    np.testing.assert_array_equal(kept.numpy(), z[1])
+    T, alpha = 2.0, 0.6
+    expected = sum(np.mean([kd_numpy(z[k], z[j], y, T, alpha) for j in range(3) if j != k]) for k in range(3))
+    loss = mutual_loss(cohort, T, alpha)(kept, x, paddle.to_tensor(y), None)
+    assert float(loss) == pytest.approx(expected, rel=1e-4)
+    # peer 0's gradient comes from its own term only: the others' logits are detached targets
+    loss.backward()
+    g_all = peers[0].fc2.weight.grad.numpy().copy()
+    for p in cohort.parameters():
+        p.clear_gradient()
+    outs = [p(x) for p in peers]
+    own = (kd_loss(outs[0], outs[1].detach(), paddle.to_tensor(y), T, alpha)
+           + kd_loss(outs[0], outs[2].detach(), paddle.to_tensor(y), T, alpha)) / 2
+    own.backward()
+    np.testing.assert_allclose(g_all, peers[0].fc2.weight.grad.numpy(), rtol=1e-4, atol=1e-7)
+    names = [p.name for p in cohort.parameters()]
+    assert len(names) == len(set(names))  # one optimizer holds every peer
+
+
+def test_teacher_logits_cache_is_keyed_by_the_teacher(tmp_path, monkeypatch):
+    from edgepipe.pipeline.artifact import save_model
+    from edgepipe.pipeline.distill import cached_teacher_logits, soft_target_loss
+
+    monkeypatch.setenv("EDGEPIPE_CACHE", str(tmp_path / "cache"))
+    spec = ModelSpec(conv=(4,), fc=(8,))
+    paddle.seed(0)
+    teacher = build_model(spec)
+    save_model(tmp_path / "t", teacher, spec)
+    x = np.random.default_rng(0).standard_normal((20, 1, 28, 28)).astype(np.float32)
+    first, info1 = cached_teacher_logits(teacher, tmp_path / "t", x, "data-a")
+    again, info2 = cached_teacher_logits(teacher, tmp_path / "t", x, "data-a")
+    assert not info1["hit"] and info2["hit"] and info1["path"] == info2["path"]
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_allclose(first, teacher(paddle.to_tensor(x)).numpy(), atol=1e-5)
+    # the cached and the live teacher give the same loss on the same rows
+    idx = np.array([3, 7, 11])
+    s = paddle.randn([3, 10])
+    yb = paddle.to_tensor(np.array([1, 2, 3]))
+    live = soft_target_loss(teacher, 4.0, 0.9)(s, paddle.to_tensor(x[idx]), yb, idx)
+    cached = soft_target_loss(None, 4.0, 0.9, first)(s, paddle.to_tensor(x[idx]), yb, idx)
+    assert float(live) == pytest.approx(float(cached), rel=1e-5)
+    # a retrained teacher (new weights) or other data never reads the old entry
+    with paddle.no_grad():
+        teacher.fc2.bias.set_value(teacher.fc2.bias + 1.0)
+    save_model(tmp_path / "t", teacher, spec)
+    changed, info3 = cached_teacher_logits(teacher, tmp_path / "t", x, "data-a")
+    assert not info3["hit"] and info3["path"] != info1["path"]
+    np.testing.assert_allclose(changed, first + 1.0, atol=1e-4)
+    assert not cached_teacher_logits(teacher, tmp_path / "t", x, "data-b")[1]["hit"]
+
+
+@pytest.mark.parametrize("body, message", [
+    ({}, "distill.teacher: mode offline needs teacher"),
+    ({"mode": "online", "teacher": "teacher"}, "distill.teacher: mode online trains without a pre-trained teacher"),
+    ({"mode": "self", "features": [{}]}, "distill.features: feature hints need a teacher"),
+    ({"teacher": "teacher", "cache_teacher_logits": True}, "distill.cache_teacher_logits: cached logits are for the unshifted images"),
+    ({"mode": "online", "peers": 2, "keep": 2}, "distill.keep: must be 'best' or a peer index below 2"),
+    ({"mode": "online", "keep": "worst"}, "distill.keep: expected int or one of 'best'"),
+    ({"teacher": "teacher", "seeds": [1, 1]}, "distill.seeds: must not repeat"),
+])
+def test_distill_config_errors_name_the_key(body, message):
+    from edgepipe.pipeline.config import ConfigError
+    from edgepipe.pipeline.recipe import parse_recipe
+
+    with pytest.raises(ConfigError) as exc:
+        parse_recipe({"name": "t", "stages": [{"train": {}}, {"distill": body}]})
+    assert message in str(exc.value)

@@ -29,7 +29,7 @@ def test_short_recipe_end_to_end(short_run):
         assert b["device_accuracy"] == pytest.approx(arts[name]["meta"]["accuracy"])  # runner agrees with export
         assert b["energy"]["method"] in ("estimate", "rapl") and b["energy"]["mj_per_inference"] > 0
         assert b["verdict"]["overall"] in ("pass", "marginal", "fail", "incomplete") and b["profile"]
-    assert m["stages"]["distill"]["metrics"]["feature_hint"] == {"teacher": [2, 32], "student": [2, 16]}
+    assert m["stages"]["distill"]["metrics"]["feature_hints"] == [{"teacher": [2, 32], "student": [2, 16]}]
     report = (run_dir / "report" / "report.md").read_text()
     assert "student (distilled) int8" in report and "bundled MNIST subset" in report
     assert "student (distilled) int8" in proc.stdout  # the table on stdout
@@ -174,3 +174,56 @@ def test_qat_recipe_reaches_onnxruntime_with_its_ranges(tmp_path):
     assert abs(arts["student_qat4.int4.onnx"]["accuracy"] - qat["test_acc_simulated"]) <= 0.03
     report = (tmp_path / "runs" / "qshort" / "report" / "report.md").read_text()
     assert "activation ranges from QAT (4 tensors)" in report and "preset of profile `x86-avx2`" in report
+
+
+KD_RECIPE = """\
+name: kdshort
+seed: 0
+data: {train_limit: 600, test: 300, val: 100, calibration: 64}
+stages:
+  - train: {model: {conv: [8, 16], fc: [32]}, epochs: 2}
+  - distill: {teacher: teacher, student: {conv: [4, 8], fc: [16]}, epochs: 1, seeds: [0, 1], cache_teacher_logits: true, augment_shift: 0}
+  - distill: {mode: online, student: {conv: [4, 8], fc: [16]}, epochs: 1, seeds: [0, 1], output: student_dml, baseline: null}
+  - distill: {mode: self, student: {conv: [4, 8], fc: [16]}, epochs: 1, generations: 2, output: student_ban, baseline: ban0}
+  - lowrank: {model: student, layers: [{name: fc1, rank: 4}, {name: conv2, energy: 0.8}], epochs: 1, teacher: previous}
+  - export: {models: [student, student_lowrank], parity_samples: 64}
+  - quantize: {model: student_lowrank.onnx, calibration_samples: 64, max_accuracy_drop: null}
+  - report: {}
+"""
+
+
+def test_distillation_modes_and_lowrank_recipe(tmp_path):
+    recipe = tmp_path / "kd.yaml"
+    recipe.write_text(KD_RECIPE)
+    proc = edgepipe("run", recipe, "--runs-dir", tmp_path / "runs")
+    assert proc.returncode == 0, proc.stderr
+    run_dir = tmp_path / "runs" / "kdshort"
+    m = json.loads((run_dir / "manifest.json").read_text())
+    s = m["stages"]
+    off, dml, ban = s["distill"]["metrics"], s["distill2"]["metrics"], s["distill3"]["metrics"]
+    assert off["seeds"] == [0, 1] and len(off["student"]["per_seed"]) == 2 and len(off["baseline"]["per_seed"]) == 2
+    assert off["student"]["mean"] == pytest.approx(sum(off["student"]["per_seed"]) / 2)
+    assert off["teacher_cache"]["hit"] is False and "teacher-logits" in off["teacher_cache"]["path"]
+    assert len(dml["student"]["peers_test_acc"]) == 2 and all(len(p) == 2 for p in dml["student"]["peers_test_acc"])
+    gens = ban["student"]["generations_test_acc"][0]
+    assert len(gens) == 3 and gens[0] == ban["baseline"]["test_acc"] and gens[-1] == ban["student"]["test_acc"]
+    lr = s["lowrank"]["metrics"]
+    fc1 = next(r for r in lr["layers"] if r["layer"] == "fc1")
+    assert fc1["method"] == "svd" and fc1["ranks"] == [4] and fc1["params_before"] / fc1["params_after"] > 3
+    assert lr["params_after"] < lr["params_before"] and lr["teacher"] == "student (distilled)"
+    arts = {n: a["meta"] for st in s.values() for n, a in st.get("artifacts", {}).items()}
+    assert arts["student_lowrank.onnx"]["bytes"] < arts["student.onnx"]["bytes"]
+    assert arts["student_lowrank.onnx"]["macs"] < arts["student.onnx"]["macs"]
+    assert arts["student_lowrank.onnx"]["parity"]["max_abs_diff"] < 1e-3
+    # the factorised model quantizes like any other (this one is too small for int8 to shrink the file:
+    # per-channel scales and Q/DQ nodes outweigh 2,000 weights)
+    assert abs(arts["student_lowrank.int8.onnx"]["accuracy"] - arts["student_lowrank.onnx"]["accuracy"]) <= 0.1
+    report = (run_dir / "report" / "report.md").read_text()
+    assert "## Distillation" in report and "online DML, kept peer" in report and "self (born-again) gen 2" in report
+    assert "## Low-rank decomposition" in report and "| fc1 | svd | 4 |" in report
+    assert "distillation (Paddle test accuracy)" in proc.stdout
+    # the factorised artifact reloads in a fresh process by replaying its transforms
+    out = tmp_path / "again.onnx"
+    proc = edgepipe("export", run_dir / "lowrank" / "student_lowrank", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert out.stat().st_size == arts["student_lowrank.onnx"]["bytes"]

@@ -1,8 +1,20 @@
-"""distill: offline knowledge distillation of a trained teacher into a smaller student,
-with the same student trained from scratch (same seed, epochs, data) as the baseline."""
+"""distill: knowledge distillation into a student, in one of three modes, over one or more seeds.
+
+- offline: a trained teacher's soft targets (T²·KL + α-mixed CE), optional feature hints
+  (named teacher layer ← named student layer through a learned adapter), teacher logits
+  optionally cached on disk (keyed by the teacher's hash);
+- online: deep mutual learning — `peers` copies of the student trained together, each taught by
+  the others' softened predictions, no pre-trained teacher; `keep` picks the one saved;
+- self: born-again networks — generation 0 is the student trained on labels alone, generation g
+  is a fresh student distilled from generation g−1; the last generation is saved.
+
+With `seeds: [0, 1, 2]` every mode (and the from-scratch baseline) is trained once per seed;
+metrics carry each seed's test accuracy and mean ± std, the saved models are the first seed's.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from edgepipe.pipeline.artifact import load_model, save_model
 from edgepipe.pipeline.config import require
@@ -10,6 +22,8 @@ from edgepipe.pipeline.models import ModelSpec, count_parameters
 from edgepipe.pipeline.registry import register_stage
 from edgepipe.pipeline.run import StageResult
 from edgepipe.pipeline.stages.train import train_model
+
+MODE_LABELS = {"offline": "offline KD", "online": "online KD (deep mutual learning)", "self": "self-distillation (born-again)"}
 
 
 @dataclass(frozen=True)
@@ -24,16 +38,23 @@ class FeatureHintConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    teacher: str = "teacher"
+    mode: Literal["offline", "online", "self"] = "offline"
+    teacher: str | None = None  # offline: the artifact to distil from
     student: ModelSpec = field(default_factory=lambda: ModelSpec(conv=(16, 32), fc=(128,)))
     temperature: float = 4.0
     alpha: float = 0.9  # weight of the soft-target term; 1 - alpha goes to hard-label CE
-    feature: FeatureHintConfig | None = None
+    features: tuple[FeatureHintConfig, ...] = ()  # offline: feature (hint) pairs
+    cache_teacher_logits: bool = False  # offline: precompute the teacher's logits once (needs augment_shift 0)
+    peers: int = 2  # online: networks trained together
+    keep: int | Literal["best"] = "best"  # online: which peer is saved (best = highest val accuracy)
+    generations: int = 2  # self: born-again generations after generation 0
+    seeds: tuple[int, ...] = ()  # default: the recipe's seed
     epochs: int = 10
     batch_size: int = 64
     lr: float = 0.002
     augment_shift: int = 2
     output: str = "student"
+    label: str | None = None  # default: "student (<mode>)"
     baseline: str | None = "student_scratch"  # also train the student without a teacher; null to skip
 
     uses_data = True
@@ -45,9 +66,21 @@ class DistillConfig:
         require(self.batch_size >= 1, "batch_size", "must be at least 1")
         require(self.lr > 0, "lr", "must be positive")
         require(self.baseline != self.output, "baseline", "must differ from output")
+        require(len(set(self.seeds)) == len(self.seeds), "seeds", "must not repeat")
+        if self.mode == "offline":
+            require(self.teacher is not None, "teacher", "mode offline needs teacher: the trained artifact to distil from")
+        else:
+            require(self.teacher is None, "teacher", f"mode {self.mode} trains without a pre-trained teacher; remove teacher:")
+            require(not self.features, "features", "feature hints need a teacher (mode offline)")
+            require(not self.cache_teacher_logits, "cache_teacher_logits", "only mode offline has a teacher to cache")
+        require(not self.cache_teacher_logits or self.augment_shift == 0, "cache_teacher_logits",
+                "cached logits are for the unshifted images; set augment_shift: 0")
+        require(self.peers >= 2, "peers", "mutual learning needs at least 2 peers")
+        require(self.keep == "best" or 0 <= self.keep < self.peers, "keep", f"must be 'best' or a peer index below {self.peers}")
+        require(self.generations >= 1, "generations", "must be at least 1")
 
     def inputs(self, available) -> dict[str, str]:
-        return {"teacher": self.teacher}
+        return {"teacher": self.teacher} if self.teacher else {}
 
     def outputs(self) -> dict[str, str]:
         out = {self.output: "paddle"}
@@ -56,49 +89,118 @@ class DistillConfig:
         return out
 
 
+def _stats(values: list[float]) -> dict:
+    import numpy as np
+
+    a = np.asarray(values, dtype=np.float64)
+    return {"per_seed": [float(v) for v in a], "mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0}
+
+
 @register_stage("distill", DistillConfig)
 def run_distill(cfg: DistillConfig, ctx) -> StageResult:
-    """Offline KD (T²·KL on log-probabilities + α-mixed CE, optional feature hint) plus a from-scratch baseline."""
+    """Offline KD (soft targets, feature hints, cached logits), online DML or born-again self-distillation."""
     import paddle
 
-    from edgepipe.pipeline.distill import FeatureHint, kd_loss
+    from edgepipe.pipeline.distill import (FeatureHint, build_cohort, cached_teacher_logits, freeze, mutual_loss,
+                                           soft_target_loss)
+    from edgepipe.pipeline.models import build_model
+    from edgepipe.pipeline.training import evaluate, fit, seed_everything
 
-    teacher, _ = load_model(ctx.path_of(cfg.teacher))
-    teacher.eval()
-    for p in teacher.parameters():
-        p.stop_gradient = True
-    data, seed = ctx.data, ctx.recipe.seed
-    common = dict(seed=seed, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, augment_shift=cfg.augment_shift)
-    hint_info = {}
+    data = ctx.data
+    seeds = list(cfg.seeds) or [ctx.recipe.seed]
+    common = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, augment_shift=cfg.augment_shift)
+    label = cfg.label or {"offline": "student (distilled)", "online": "student (DML)", "self": "student (born-again)"}[cfg.mode]
+    extra: dict = {}
 
-    def make_loss(student):
-        hint = None
-        if cfg.feature is not None:
+    teacher = cached = None
+    if cfg.mode == "offline":
+        teacher = freeze(load_model(ctx.path_of(cfg.teacher))[0])
+        if cfg.cache_teacher_logits:
+            cached, extra["teacher_cache"] = cached_teacher_logits(teacher, ctx.path_of(cfg.teacher), data.split("train")[0],
+                                                                   data.fingerprint())
+
+    def offline(seed):
+        hints = []
+
+        def make_loss(student):
+            soft = soft_target_loss(teacher, cfg.temperature, cfg.alpha, cached)
             probe = paddle.to_tensor(data.split("val")[0][:2])
-            hint = FeatureHint(teacher, student, cfg.feature.teacher_layer, cfg.feature.student_layer, probe)
-            hint_info.update(hint.shapes)
+            hints[:] = [FeatureHint(teacher, student, f.teacher_layer, f.student_layer, probe, index=k)
+                     for k, f in enumerate(cfg.features)]
+            extra["feature_hints"] = [h.shapes for h in hints]
 
-        def loss(logits, xb, yb):
-            with paddle.no_grad():
-                t_logits = teacher(xb)
-            value = kd_loss(logits, t_logits, yb, cfg.temperature, cfg.alpha)
-            if hint is not None:
-                value = value + cfg.feature.weight * hint.loss()
-            return value
+            def loss(logits, xb, yb, idx):
+                value = soft(logits, xb, yb, idx)
+                if hints:
+                    if cached is not None:  # the hooks need the teacher's forward pass on this batch
+                        with paddle.no_grad():
+                            teacher(xb)
+                    value = value + sum(f.weight * h.loss() for f, h in zip(cfg.features, hints))
+                return value
 
-        return loss, (list(hint.adapter.parameters()) if hint else None)
+            return loss, [p for h in hints for p in h.adapter.parameters()] or None
 
-    student, hist, acc = train_model(cfg.student, data, desc=cfg.output, make_loss=make_loss, **common)
-    params = count_parameters(student)
-    teacher_label = ctx.artifacts[cfg.teacher].meta.get("label", cfg.teacher)
-    save_model(ctx.out(cfg.output), student, cfg.student, meta={"label": "student (distilled)", "teacher": teacher_label})
-    metrics = {"student": {"test_acc": acc, "val_acc": hist[-1]["val_acc"], "params": params, "history": hist}}
-    if hint_info:
-        metrics["feature_hint"] = hint_info
-    arts = [ctx.artifact(cfg.output, "paddle", cfg.output, label="student (distilled)", paddle_test_acc=acc, params=params)]
+        model, hist, acc = train_model(cfg.student, data, seed=seed, desc=f"{cfg.output} seed {seed}",
+                                       make_loss=make_loss, **common)
+        for h in hints:  # the teacher is shared by every seed
+            h.remove()
+        return model, hist, acc, {}
+
+    def online(seed):
+        rng = seed_everything(seed)
+        peers = [build_model(cfg.student, name_prefix=f"peer{k}_") for k in range(cfg.peers)]
+        cohort = build_cohort(peers, keep=0 if cfg.keep == "best" else cfg.keep)
+        x, y = data.split("train")
+        hist = fit(cohort, x, y, rng=rng, loss_fn=mutual_loss(cohort, cfg.temperature, cfg.alpha),
+                   desc=f"{cfg.output} dml seed {seed}", val=data.split("val"), **common)
+        val = [evaluate(p, *data.split("val")) for p in peers]
+        test = [evaluate(p, *data.split("test")) for p in peers]
+        k = max(range(cfg.peers), key=lambda i: val[i]) if cfg.keep == "best" else cfg.keep
+        return peers[k], hist, test[k], {"peers_test_acc": test, "peers_val_acc": val, "kept": k}
+
+    def self_distill(seed, gen0):
+        if gen0 is None:
+            gen0 = train_model(cfg.student, data, seed=seed, desc=f"{cfg.output} gen 0 seed {seed}", **common)
+        prev, hist, acc = gen0
+        accs = [acc]
+        for g in range(1, cfg.generations + 1):
+            soft = soft_target_loss(freeze(prev), cfg.temperature, cfg.alpha)
+            # a fresh initialisation per generation: seed + 1000·g
+            prev, hist, acc = train_model(cfg.student, data, seed=seed + 1000 * g, desc=f"{cfg.output} gen {g} seed {seed}",
+                                          loss_fn=soft, **common)
+            accs.append(acc)
+        return prev, hist, acc, {"generations_test_acc": accs}
+
+    results, baselines = [], []
+    for seed in seeds:
+        base = None
+        if cfg.baseline:
+            base = train_model(cfg.student, data, seed=seed, desc=f"{cfg.baseline} seed {seed}", **common)
+            baselines.append(base)
+        if cfg.mode == "offline":
+            results.append(offline(seed))
+        elif cfg.mode == "online":
+            results.append(online(seed))
+        else:  # generation 0 is exactly the baseline's recipe (labels only, this seed): reuse it
+            results.append(self_distill(seed, base))
+
+    model, hist, acc, _ = results[0]
+    params = count_parameters(model)
+    meta = {"label": label, "mode": cfg.mode}
+    if cfg.teacher:
+        meta["teacher"] = ctx.artifacts[cfg.teacher].meta.get("label", cfg.teacher)
+    save_model(ctx.out(cfg.output), model, cfg.student, meta=meta)
+    student = {"test_acc": acc, "val_acc": hist[-1]["val_acc"], "params": params, "history": hist,
+               **_stats([r[2] for r in results])}
+    for key in {k for r in results for k in r[3]}:
+        student[key] = [r[3][key] for r in results]
+    metrics = {"mode": cfg.mode, "seeds": seeds, "student": student, **extra}
+    arts = [ctx.artifact(cfg.output, "paddle", cfg.output, label=label, paddle_test_acc=acc, params=params)]
     if cfg.baseline:
-        base, bhist, bacc = train_model(cfg.student, data, desc=cfg.baseline, **common)
-        save_model(ctx.out(cfg.baseline), base, cfg.student, meta={"label": "student (from scratch)"})
-        metrics["baseline"] = {"test_acc": bacc, "val_acc": bhist[-1]["val_acc"], "params": params, "history": bhist}
-        arts.append(ctx.artifact(cfg.baseline, "paddle", cfg.baseline, label="student (from scratch)", paddle_test_acc=bacc, params=params))
+        bmodel, bhist, bacc = baselines[0]
+        save_model(ctx.out(cfg.baseline), bmodel, cfg.student, meta={"label": "student (from scratch)"})
+        metrics["baseline"] = {"test_acc": bacc, "val_acc": bhist[-1]["val_acc"], "params": params, "history": bhist,
+                               **_stats([b[2] for b in baselines])}
+        arts.append(ctx.artifact(cfg.baseline, "paddle", cfg.baseline, label="student (from scratch)",
+                                 paddle_test_acc=bacc, params=params))
     return StageResult(metrics=metrics, artifacts=arts)

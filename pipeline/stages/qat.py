@@ -23,6 +23,9 @@ class QatConfig:
     augment_shift: int = 2
     observer_batches: int = 8  # calibration batches that set the activation ranges before training
     output: str | None = None  # default: <model>_qat<bits>
+    teacher: str | None = None  # previous (the float model) | an artifact name | null (labels only)
+    temperature: float = 4.0
+    alpha: float = 0.9
 
     uses_data = True
 
@@ -31,13 +34,18 @@ class QatConfig:
         require(self.epochs >= 1, "epochs", "must be at least 1")
         require(self.lr > 0, "lr", "must be positive")
         require(self.observer_batches >= 1, "observer_batches", "must be at least 1")
+        require(self.temperature > 0, "temperature", "must be positive")
+        require(0.0 <= self.alpha <= 1.0, "alpha", "must be between 0 and 1")
 
     @property
     def output_name(self) -> str:
         return self.output or f"{self.model}_qat{self.weight_bits}"
 
     def inputs(self, available) -> dict[str, str]:
-        return {"model": self.model}
+        out = {"model": self.model}
+        if self.teacher and self.teacher != "previous":
+            out["teacher"] = self.teacher
+        return out
 
     def outputs(self) -> dict[str, str]:
         return {self.output_name: "paddle"}
@@ -49,6 +57,7 @@ def run_qat(cfg: QatConfig, ctx) -> StageResult:
     import paddle
 
     from edgepipe.pipeline.artifact import load_model, save_model
+    from edgepipe.pipeline.distill import soft_target_loss, stage_teacher
     from edgepipe.pipeline.models import ModelSpec
     from edgepipe.pipeline.qat import learned_ranges, unwrap, wrap
     from edgepipe.pipeline.training import evaluate, fit, seed_everything
@@ -64,7 +73,9 @@ def run_qat(cfg: QatConfig, ctx) -> StageResult:
         for i in range(0, min(len(calib), cfg.observer_batches * cfg.batch_size), cfg.batch_size):
             layer(paddle.to_tensor(calib[i : i + cfg.batch_size]))
     x, y = ctx.data.split("train")
-    history = fit(layer, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, rng=rng,
+    teacher, teacher_label = stage_teacher(ctx, cfg.teacher, cfg.model)
+    loss = soft_target_loss(teacher, cfg.temperature, cfg.alpha) if teacher is not None else None
+    history = fit(layer, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, rng=rng, loss_fn=loss,
                   augment_shift=cfg.augment_shift, desc=f"qat w{cfg.weight_bits}", val=ctx.data.split("val"))
     simulated = evaluate(layer, *test)  # with fake quantization: what the integer model should reach
     ranges = learned_ranges(order, layer)
@@ -75,7 +86,7 @@ def run_qat(cfg: QatConfig, ctx) -> StageResult:
     save_model(ctx.out(cfg.output_name), layer, ModelSpec.from_json(info["spec"]), info.get("transforms"),
                meta={"label": label, "qat": qat})
     metrics = {"test_acc_before": float_before, "test_acc_simulated": simulated, "test_acc_float_after": float_after,
-               "history": history, "layers": ranges}
+               "history": history, "layers": ranges, "teacher": teacher_label}
     art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, qat=qat,
                        paddle_test_acc=float_after, simulated_test_acc=simulated)
     return StageResult(metrics=metrics, artifacts=[art])
