@@ -71,18 +71,34 @@ def _digits(split: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _export(name: str, out: Path, head_samples: int = 512) -> float:
+    """Export digit_classifier(name) to `out`; returns its fp32 test accuracy on digits."""
+    from edgepipe.export.paddle_onnx import export_layer
+
+    net, acc = digit_classifier(name, head_samples)
+    export_layer(net, (3, 224, 224), out, name=name)
+    return acc
+
+
+def digit_classifier(name: str, head_samples: int = 512):
     """A 10-class digit classifier on a random backbone: BatchNorm statistics re-estimated on digits,
     then the last Linear fitted by ridge regression on the pooled features (no pretrained weights can
     be downloaded here, and a random head would predict one class for everything, making top-1
-    agreement meaningless). Returns the fp32 model's test accuracy on digits."""
+    agreement meaningless). Returns (the Paddle model, its test accuracy on 512 digits)."""
     import paddle
-
-    from edgepipe.export.paddle_onnx import export_layer
-    from edgepipe.pipeline.training import predict_logits
 
     paddle.seed(0)
     net = {"resnet18": paddle.vision.models.resnet18, "mobilenet_v2": paddle.vision.models.mobilenet_v2}[name](num_classes=10)
-    head = net.fc if name == "resnet18" else net.classifier[-1]
+    return net, fit_digit_head(net, net.fc if name == "resnet18" else net.classifier[-1], head_samples)
+
+
+def fit_digit_head(net, head, head_samples: int = 512) -> float:
+    """Re-estimate `net`'s BatchNorm statistics on digits and fit its last Linear `head` by ridge
+    regression on the pooled features; returns the test accuracy on 512 held-out digits. Also used
+    to adapt a compressed backbone as cheaply as possible (no gradient step)."""
+    import paddle
+
+    from edgepipe.pipeline.training import predict_logits
+
     x, y = _digits("train", head_samples, seed=0)
     net.train()
     with paddle.no_grad():  # BatchNorm running statistics from digits
@@ -108,9 +124,7 @@ def _export(name: str, out: Path, head_samples: int = 512) -> float:
     head.weight.set_value((w[:-1] / sd[:, None]).astype(np.float32))
     head.bias.set_value((w[-1] - (mu / sd) @ w[:-1]).astype(np.float32))
     xt, yt = _digits("test", 512, seed=3)
-    acc = float((predict_logits(net, xt, batch=32).argmax(1) == yt).mean())
-    export_layer(net, (3, 224, 224), out, name=name)
-    return acc
+    return float((predict_logits(net, xt, batch=32).argmax(1) == yt).mean())
 
 
 def _runner(model: Path, out: Path) -> dict:
