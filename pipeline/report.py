@@ -116,15 +116,18 @@ def markdown(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -
     env = manifest.get("environment", {})
     host, ver = env.get("host", {}), env.get("versions", {})
     data = manifest.get("data") or {}
-    lines = [f"# edgepipe report: {manifest.get('recipe', run_dir.name)}", "", _md_table(manifest), ""]
+    lines = [f"# edgepipe report: {manifest.get('recipe', run_dir.name)}", ""]
     stages = manifest["stages"]
+    exported = bool(_rows(manifest))
+    if exported:
+        lines += [_md_table(manifest), ""]
     bench = next((s for s in stages.values() if s["type"] == "bench"), None)
     how = ""
     if bench:
         o = bench["config"]
         how = (f" ({o['threads']} intra-op thread(s), batch {o['batches'][0]}, at least {o['iters']} timed runs and "
                f"{o['min_seconds']} s after {o['warmup_iters']} warm-up runs)")
-    lines += ["Accuracy is top-1 on the test split, measured with onnxruntime on the exported file. "
+    lines += [] if not exported else ["Accuracy is top-1 on the test split, measured with onnxruntime on the exported file. "
               f"Latency is measured by the on-device runner (`python -m edgepipe.runtime`) in a fresh process{how}; "
               "peak RSS is that process's high-water mark (VmHWM: onnxruntime + numpy + the model). "
               "Energy per inference names its method: a sensor (rapl, nvml, ina3221, pmic) or `estimate` "
