@@ -175,8 +175,9 @@ def markdown(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -
     return "\n".join(lines) + "\n"
 
 
-def _pm(stats: dict) -> str:
-    return f"{100 * stats['mean']:.2f} ± {100 * stats['std']:.2f}"
+def _pm(stats: dict, n: int) -> str:
+    """mean ± sample std; a single seed has no spread to show."""
+    return f"{100 * stats['mean']:.2f}" + (f" ± {100 * stats['std']:.2f}" if n > 1 else "")
 
 
 def _seeds(values) -> str:
@@ -196,18 +197,18 @@ def distillation_rows(stages: dict) -> list[list[str]]:
         n = len(m.get("seeds", [0]))
         mode, out = m.get("mode", "offline"), c["output"]
         if "baseline" in m and mode != "self":  # in self mode the baseline is generation 0
-            rows.append(["student from scratch", str(n), _pm(m["baseline"]), _seeds(m["baseline"]["per_seed"]), c["baseline"]])
+            rows.append(["student from scratch", str(n), _pm(m["baseline"], n), _seeds(m["baseline"]["per_seed"]), c["baseline"]])
         if mode == "offline":
             what = f"offline KD (T={c['temperature']:g}, α={c['alpha']:g})"
             if c.get("features"):
                 what += " + feature hints " + ", ".join(f"{f['student_layer']}→{f['teacher_layer']}" for f in c["features"])
-            rows.append([what, str(n), _pm(stu), _seeds(stu["per_seed"]), out])
+            rows.append([what, str(n), _pm(stu, n), _seeds(stu["per_seed"]), out])
         elif mode == "online":
             peers = np.asarray(stu["peers_test_acc"])  # seeds × peers
             rows.append([f"online DML, kept peer ({c['peers']} peers, T={c['temperature']:g}, α={c['alpha']:g}; keep={c['keep']})",
-                         str(n), _pm(stu), _seeds(stu["per_seed"]), out])
+                         str(n), _pm(stu, n), _seeds(stu["per_seed"]), out])
             rows.append(["online DML, mean of all peers", str(n),
-                         _pm({"mean": peers.mean(axis=1).mean(), "std": peers.mean(axis=1).std(ddof=1) if n > 1 else 0.0}),
+                         _pm({"mean": peers.mean(axis=1).mean(), "std": peers.mean(axis=1).std(ddof=1) if n > 1 else 0.0}, n),
                          _seeds(peers.mean(axis=1)), "—"])
         else:
             gens = np.asarray(stu["generations_test_acc"])  # seeds × generations
@@ -215,7 +216,7 @@ def distillation_rows(stages: dict) -> list[list[str]]:
                 col = gens[:, g]
                 what = "self (born-again) gen 0: labels only" if g == 0 else f"self (born-again) gen {g} (T={c['temperature']:g}, α={c['alpha']:g})"
                 saved = out if g == gens.shape[1] - 1 else (c["baseline"] or "—") if g == 0 else "—"
-                rows.append([what, str(n), _pm({"mean": col.mean(), "std": col.std(ddof=1) if n > 1 else 0.0}), _seeds(col), saved])
+                rows.append([what, str(n), _pm({"mean": col.mean(), "std": col.std(ddof=1) if n > 1 else 0.0}, n), _seeds(col), saved])
     return rows
 
 

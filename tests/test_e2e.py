@@ -221,6 +221,9 @@ def test_distillation_modes_and_lowrank_recipe(tmp_path):
     report = (run_dir / "report" / "report.md").read_text()
     assert "## Distillation" in report and "online DML, kept peer" in report and "self (born-again) gen 2" in report
     assert "## Low-rank decomposition" in report and "| fc1 | svd | 4 |" in report
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in report.splitlines() if line.startswith("| ")}
+    assert " ± " in rows["offline KD (T=4, α=0.9)"]  # two seeds: mean ± sample std
+    assert " ± " not in rows["self (born-again) gen 2 (T=4, α=0.9)"]  # one seed has no spread to show
     assert "distillation (Paddle test accuracy)" in proc.stdout
     # the factorised artifact reloads in a fresh process by replaying its transforms
     out = tmp_path / "again.onnx"
