@@ -17,14 +17,12 @@ mnist needs the default run first: make demo (or .venv/bin/edgepipe run)
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quant_bench import _digits, _runner, digit_classifier, fit_digit_head  # noqa: E402
+from quant_bench import _digits, _runner, bench_main, digit_classifier, fit_digit_head  # noqa: E402
 
 BUDGETS = (0.5, 0.3)  # MACs of each factorised conv ≤ budget × the original's
 
@@ -131,29 +129,7 @@ def resnet(work: Path) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["mnist", "resnet", "all"], default="all")
-    ap.add_argument("--run", type=Path, default=Path("runs/mnist-kd"))
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "lowrank_bench.json")
-    args = ap.parse_args()
-    result = {}
-    if args.out.is_file() and args.part != "all":
-        try:
-            result = json.loads(args.out.read_text())
-        except ValueError:
-            result = {}
-    if args.part in ("mnist", "all"):
-        result["mnist"] = mnist(args.run)
-    if args.part in ("resnet", "all"):
-        with tempfile.TemporaryDirectory(prefix="edgepipe-lrbench-") as tmp:
-            result["resnet"] = resnet(Path(tmp))
-    from edgepipe.runtime.runner import environment
-
-    result["environment"] = environment()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"\nwrote {args.out}")
-    return 0
+    return bench_main(__doc__, "lowrank_bench.json", "runs/mnist-kd", mnist, "resnet", resnet)
 
 
 if __name__ == "__main__":

@@ -204,23 +204,26 @@ def vision(work: Path) -> dict:
                         "reduce_range": opts.reduce_range, "profile": profile.name if profile else None}, "models": results}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["mnist", "vision", "all"], default="all")
-    ap.add_argument("--run", type=Path, default=Path("runs/mnist-quant"))
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "quant_bench.json")
+def bench_main(doc: str, out_name: str, default_run: str, mnist_part, work_name: str, work_part) -> int:
+    """The command line both benchmarks share: `--part mnist|<work_name>|all`; `mnist_part(run_dir)`
+    reads a finished run, `work_part(tmp_dir)` builds its models in a temporary folder. A part run
+    alone updates its own entry in an existing results file."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--part", choices=["mnist", work_name, "all"], default="all")
+    ap.add_argument("--run", type=Path, default=Path(default_run))
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / out_name)
     args = ap.parse_args()
-    result = {}  # a part run alone updates its own entry in an existing results file
+    result = {}
     if args.out.is_file() and args.part != "all":
         try:
             result = json.loads(args.out.read_text())
         except ValueError:
             result = {}
     if args.part in ("mnist", "all"):
-        result["mnist"] = mnist(args.run)
-    if args.part in ("vision", "all"):
-        with tempfile.TemporaryDirectory(prefix="edgepipe-qbench-") as tmp:
-            result["vision"] = vision(Path(tmp))
+        result["mnist"] = mnist_part(args.run)
+    if args.part in (work_name, "all"):
+        with tempfile.TemporaryDirectory(prefix=f"edgepipe-{Path(out_name).stem}-") as tmp:
+            result[work_name] = work_part(Path(tmp))
     from edgepipe.runtime.runner import environment
 
     result["environment"] = environment()
@@ -228,6 +231,10 @@ def main() -> int:
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"\nwrote {args.out}")
     return 0
+
+
+def main() -> int:
+    return bench_main(__doc__, "quant_bench.json", "runs/mnist-quant", mnist, "vision", vision)
 
 
 if __name__ == "__main__":

@@ -180,6 +180,15 @@ def mutual_loss(cohort, temperature: float, alpha: float):
     return loss
 
 
+def teacher_inputs(model: str, teacher: str | None) -> dict[str, str]:
+    """The inputs of a fine-tuning stage with an optional teacher: `previous` is the stage's own
+    input model (no extra dependency); any other name is an artifact of an earlier stage."""
+    out = {"model": model}
+    if teacher and teacher != "previous":
+        out["teacher"] = teacher
+    return out
+
+
 def stage_teacher(ctx, teacher: str | None, model: str):
     """The teacher of a fine-tuning stage: `previous` is the stage's input model as it was before the
     stage changed it (unpruned, unfactorised, unquantized); any other name is that artifact.

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edgepipe.pipeline.config import require
+from edgepipe.pipeline.distill import teacher_inputs
 from edgepipe.pipeline.lowrank import LayerRank
 from edgepipe.pipeline.registry import register_stage
 from edgepipe.pipeline.run import StageResult
@@ -42,10 +43,7 @@ class LowRankConfig:
         return self.output or f"{self.model}_lowrank"
 
     def inputs(self, available) -> dict[str, str]:
-        out = {"model": self.model}
-        if self.teacher and self.teacher != "previous":
-            out["teacher"] = self.teacher
-        return out
+        return teacher_inputs(self.model, self.teacher)
 
     def outputs(self) -> dict[str, str]:
         return {self.output_name: "paddle"}
