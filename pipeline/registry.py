@@ -31,6 +31,6 @@ def register_stage(kind: str, config_cls: type):
 
 def load_builtin_stages() -> dict[str, StageDef]:
     # Importing the modules registers them; cheap (no paddle import at module level).
-    from edgepipe.pipeline.stages import bench, distill, export, lowrank, qat, quantize, report, train  # noqa: F401
+    from edgepipe.pipeline.stages import bench, distill, export, lowrank, prune, qat, quantize, report, train  # noqa: F401
 
     return STAGES

@@ -143,7 +143,7 @@ def markdown(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -
         lines.append("")
     if devices:
         lines += ["## Measured on devices", "", _md(DEVICE_COLUMNS, [_device_row(r) for r in devices]), ""]
-    lines += distillation_section(stages) + lowrank_section(stages)
+    lines += distillation_section(stages) + prune_section(stages) + lowrank_section(stages)
     quant = [s for s in stages.values() if s["type"] == "quantize"]
     if quant:
         lines += ["## Quantization", ""]
@@ -232,6 +232,34 @@ def distillation_section(stages: dict) -> list[str]:
             "KD loss: α·T²·KL(teacher ‖ student) on log-probabilities + (1 − α)·cross-entropy. The teacher is trained "
             "once (the recipe's seed); every student variant uses the same data, epochs and optimizer. "
             "The models saved and exported are the first seed's.", "", _md(DISTILL_COLUMNS, rows), ""]
+
+
+def prune_section(stages: dict) -> list[str]:
+    out = []
+    for s in stages.values():
+        if s["type"] != "prune":
+            continue
+        m, c = s["metrics"], s["config"]
+        if not out:
+            out = ["## Parameter pruning", "",
+                   "Unstructured magnitude pruning zeroes weights but keeps the architecture: the dense ONNX file has "
+                   "the same bytes and runs no faster on dense kernels; it only compresses better (deflated bytes).", ""]
+        r = m["rule"]
+        how = (f"threshold {r['threshold']:g}" if r["threshold"] is not None else f"sparsity {r['sparsity']:g} ({r['scope']})") + f", {r['schedule']}"
+        tuned = f", fine-tuned {c['epochs']} epoch(s)" + (f" with KD from {m['teacher']}" if m.get("teacher") else " on labels") if c["epochs"] else ", not fine-tuned"
+        pruned = "" if m["test_acc_pruned"] is None or not c["epochs"] else f"{100 * m['test_acc_pruned']:.2f}% pruned → "
+        out.append(f"`{c['model']}` → `{c.get('output') or c['model'] + '_pruned'}` ({how}): {m['zeros']:,} of {m['weights']:,} "
+                   f"weights zero ({100 * m['sparsity']:.1f}%); test accuracy {100 * m['test_acc_before']:.2f}% → {pruned}"
+                   f"{100 * m['test_acc_after']:.2f}%{tuned}.")
+        onnx = {n: a["meta"] for st in stages.values() for n, a in st.get("artifacts", {}).items() if n.endswith(".onnx")}
+        src, dst = onnx.get(f"{c['model']}.onnx"), onnx.get(f"{c.get('output') or c['model'] + '_pruned'}.onnx")
+        if src and dst and "deflated_bytes" in src and "deflated_bytes" in dst:
+            out.append("")
+            out.append(f"Exported: {src['bytes']:,} → {dst['bytes']:,} bytes dense; deflated (zip) {src['deflated_bytes']:,} → "
+                       f"{dst['deflated_bytes']:,} bytes ({src['deflated_bytes'] / dst['deflated_bytes']:.1f}× smaller).")
+        out += ["", _md(("layer", "weights", "zeros", "sparsity"),
+                        [[x["layer"], f"{x['weights']:,}", f"{x['zeros']:,}", f"{100 * x['sparsity']:.1f}%"] for x in m["layers"]]), ""]
+    return out
 
 
 def lowrank_section(stages: dict) -> list[str]:

@@ -60,9 +60,11 @@ def fit(
     extra_parameters: list | None = None,
     desc: str = "train",
     val: tuple[np.ndarray, np.ndarray] | None = None,
+    after_step: Callable | None = None,
 ) -> list[dict]:
     """Train `model` in place. loss_fn(logits, xb, yb, idx) -> loss (default: CE); idx are the
     batch's row numbers in `x` (for per-sample lookups such as cached teacher logits).
+    after_step(step, total_steps) runs after every optimizer step (pruning masks, schedules).
 
     Returns one record per epoch: mean loss, train accuracy, and val accuracy if given.
     """
@@ -91,6 +93,8 @@ def fit(
             opt.step()
             opt.clear_grad()
             schedule.step()
+            if after_step is not None:
+                after_step(int(schedule.last_epoch), steps)
             total_loss += float(loss) * len(idx)
             correct += int((logits.argmax(1) == yb).astype("int64").sum())
             seen += len(idx)

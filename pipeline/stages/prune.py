@@ -1,0 +1,110 @@
+"""prune: parameter (unstructured) magnitude pruning of Conv2D / Linear weights, then fine-tuning
+with the masks held, optionally distilling from the unpruned model (`teacher: previous`).
+
+See pipeline/prune.py for the rules. The saved model has the same architecture with zeros in its
+weights: its dense ONNX file is no smaller and no faster, only more compressible.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from edgepipe.pipeline.config import require
+from edgepipe.pipeline.distill import teacher_inputs
+from edgepipe.pipeline.registry import register_stage
+from edgepipe.pipeline.run import StageResult
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    model: str = "student"
+    layers: tuple[str, ...] = ("*",)  # Conv2D / Linear layers by name or glob
+    threshold: float | None = None  # |w| below it becomes zero (the seed's rule)
+    sparsity: float | None = None  # or: this share of the weights with the smallest magnitude
+    scope: Literal["layer", "global"] = "layer"  # sparsity per layer, or one threshold over all layers
+    schedule: Literal["oneshot", "gradual"] = "oneshot"  # gradual: Zhu & Gupta's cubic ramp while fine-tuning
+    frequency: int = 10  # gradual: steps between mask updates
+    epochs: int = 3  # fine-tuning with the masks held; 0 = none
+    batch_size: int = 64
+    lr: float = 0.0005
+    augment_shift: int = 2
+    teacher: str | None = None  # previous (the unpruned model) | an artifact name | null (labels only)
+    temperature: float = 4.0
+    alpha: float = 0.9
+    output: str | None = None  # default: <model>_pruned
+
+    uses_data = True
+
+    def __post_init__(self):
+        require((self.threshold is None) != (self.sparsity is None), "sparsity",
+                "give exactly one of threshold (|w| below it is zeroed) or sparsity (share of weights zeroed)")
+        require(self.threshold is None or self.threshold > 0, "threshold", "must be positive")
+        require(self.sparsity is None or 0.0 < self.sparsity < 1.0, "sparsity", "must be in (0, 1)")
+        require(self.scope == "layer" or self.sparsity is not None, "scope", "global scope ranks weights by sparsity; a threshold is already global")
+        require(self.schedule == "oneshot" or self.sparsity is not None, "schedule", "gradual pruning ramps up to a sparsity; give sparsity")
+        require(self.schedule == "oneshot" or self.epochs > 0, "schedule", "gradual pruning happens during fine-tuning; set epochs > 0")
+        require(self.frequency >= 1, "frequency", "must be at least 1")
+        require(self.epochs >= 0, "epochs", "must be 0 or more")
+        require(self.batch_size >= 1, "batch_size", "must be at least 1")
+        require(self.lr > 0, "lr", "must be positive")
+        require(len(self.layers) >= 1, "layers", "name at least one layer (a name or a glob such as 'conv*')")
+        require(self.temperature > 0, "temperature", "must be positive")
+        require(0.0 <= self.alpha <= 1.0, "alpha", "must be between 0 and 1")
+        require(self.teacher is None or self.epochs > 0, "teacher", "a teacher needs fine-tuning epochs > 0")
+
+    @property
+    def output_name(self) -> str:
+        return self.output or f"{self.model}_pruned"
+
+    def inputs(self, available) -> dict[str, str]:
+        return teacher_inputs(self.model, self.teacher)
+
+    def outputs(self) -> dict[str, str]:
+        return {self.output_name: "paddle"}
+
+
+@register_stage("prune", PruneConfig)
+def run_prune(cfg: PruneConfig, ctx) -> StageResult:
+    """Magnitude masks, fine-tuning with the masks held, per-layer sparsity in the metrics."""
+    from edgepipe.pipeline.artifact import load_model, save_model
+    from edgepipe.pipeline.distill import soft_target_loss, stage_teacher
+    from edgepipe.pipeline.models import ModelSpec
+    from edgepipe.pipeline.prune import (MagnitudeRule, apply_masks, gradual_sparsity, magnitude_masks,
+                                         prunable_layers, sparsity_report)
+    from edgepipe.pipeline.training import evaluate, fit, seed_everything
+
+    rng = seed_everything(ctx.recipe.seed)
+    layer, info = load_model(ctx.path_of(cfg.model))
+    test = ctx.data.split("test")
+    acc_before = evaluate(layer, *test)
+    targets = prunable_layers(layer, cfg.layers)
+    rule = MagnitudeRule(layers=cfg.layers, threshold=cfg.threshold, sparsity=cfg.sparsity, scope=cfg.scope)
+    masks = magnitude_masks(targets, rule, sparsity=0.0 if cfg.schedule == "gradual" else None)
+    apply_masks(targets, masks)
+    acc_pruned = evaluate(layer, *test) if cfg.schedule == "oneshot" else None
+
+    def hold_masks(step: int, total: int) -> None:
+        if cfg.schedule == "gradual" and (step % cfg.frequency == 0 or step == total):
+            masks.update(magnitude_masks(targets, rule, sparsity=gradual_sparsity(step, total, cfg.sparsity)))
+        apply_masks(targets, masks)
+
+    history, teacher_label = [], None
+    if cfg.epochs:
+        teacher, teacher_label = stage_teacher(ctx, cfg.teacher, cfg.model)
+        loss = soft_target_loss(teacher, cfg.temperature, cfg.alpha) if teacher is not None else None
+        x, y = ctx.data.split("train")
+        history = fit(layer, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, rng=rng,
+                      augment_shift=cfg.augment_shift, loss_fn=loss, desc="prune fine-tune",
+                      val=ctx.data.split("val"), after_step=hold_masks)
+    acc_after = evaluate(layer, *test)
+    per_layer = sparsity_report(targets)
+    zeros, total = sum(r["zeros"] for r in per_layer), sum(r["weights"] for r in per_layer)
+    label = ctx.artifacts[cfg.model].meta.get("label", cfg.model) + f" pruned {100 * zeros / total:.0f}%"
+    save_model(ctx.out(cfg.output_name), layer, ModelSpec.from_json(info["spec"]), info.get("transforms", []),
+               meta={"label": label, "pruned": {"zeros": zeros, "weights": total}})
+    metrics = {"rule": {"threshold": cfg.threshold, "sparsity": cfg.sparsity, "scope": cfg.scope, "schedule": cfg.schedule},
+               "layers": per_layer, "sparsity": zeros / total, "zeros": zeros, "weights": total,
+               "test_acc_before": acc_before, "test_acc_pruned": acc_pruned, "test_acc_after": acc_after,
+               "teacher": teacher_label, "history": history}
+    art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after)
+    return StageResult(metrics=metrics, artifacts=[art])

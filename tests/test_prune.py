@@ -1,0 +1,126 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from edgepipe.devices import EdgepipeError
+from edgepipe.pipeline.models import ModelSpec, build_model
+from edgepipe.pipeline.prune import (MagnitudeRule, apply_masks, gradual_sparsity, magnitude_masks, prunable_layers,
+                                     sparsity_report)
+from conftest import edgepipe
+
+
+def small_model():
+    import paddle
+
+    paddle.seed(0)
+    return build_model(ModelSpec(conv=(4, 8), fc=(16,)))
+
+
+def test_threshold_zeroes_exactly_the_weights_below_it():
+    model = small_model()
+    layers = prunable_layers(model, ("*",))
+    before = {n: m.weight.numpy().copy() for n, m in layers.items()}
+    t = float(np.median(np.abs(before["fc1"])))
+    apply_masks(layers, magnitude_masks(layers, MagnitudeRule(threshold=t)))
+    for n, m in layers.items():
+        w, w0 = m.weight.numpy(), before[n]
+        assert np.array_equal(w == 0, np.abs(w0) < t)
+        assert np.array_equal(w[w != 0], w0[np.abs(w0) >= t])  # survivors untouched
+
+
+def test_layer_scope_reaches_the_sparsity_in_every_layer_and_global_uses_one_threshold():
+    model = small_model()
+    layers = prunable_layers(model, ("*",))
+    masks = magnitude_masks(layers, MagnitudeRule(sparsity=0.7))
+    for n, mask in masks.items():
+        assert (mask == 0).sum() == round(0.7 * mask.size), n
+        w = np.abs(layers[n].weight.numpy())
+        assert w[mask == 0].max() <= w[mask == 1].min()  # the smallest ones go
+    g = magnitude_masks(layers, MagnitudeRule(sparsity=0.7, scope="global"))
+    pruned_max = max(np.abs(layers[n].weight.numpy())[m == 0].max() for n, m in g.items() if (m == 0).any())
+    kept_min = min(np.abs(layers[n].weight.numpy())[m == 1].min() for n, m in g.items() if (m == 1).any())
+    assert pruned_max <= kept_min
+    total = sum(m.size for m in g.values())
+    assert sum((m == 0).sum() for m in g.values()) == pytest.approx(0.7 * total, abs=2)
+    per_layer = {n: (m == 0).mean() for n, m in g.items()}
+    assert max(per_layer.values()) - min(per_layer.values()) > 0.05  # layers differ under one threshold
+
+
+def test_gradual_schedule_is_cubic_from_zero_to_final_then_held():
+    s = [gradual_sparsity(t, 100, 0.8) for t in range(101)]
+    assert s[0] == 0.0 and s[75] == pytest.approx(0.8) and s[100] == pytest.approx(0.8)
+    assert all(a <= b + 1e-12 for a, b in zip(s, s[1:]))
+    assert s[25] == pytest.approx(0.8 * (1 - (1 - 25 / 75) ** 3))
+
+
+def test_unknown_or_unprunable_layer_names_are_clear_errors():
+    model = small_model()
+    with pytest.raises(EdgepipeError, match="'nope' matches no layer; prunable layers: conv1, conv2, fc1, fc2"):
+        prunable_layers(model, ("nope",))
+
+
+RECIPE = """\
+name: pruneshort
+seed: 0
+data: {train_limit: 600, test: 300, val: 100, calibration: 64}
+stages:
+  - train: {model: {conv: [8, 16], fc: [32]}, epochs: 2, output: student}
+  - prune: {model: student, sparsity: 0.8, schedule: gradual, frequency: 5, epochs: 2, teacher: previous}
+  - prune: {model: student, threshold: 0.05, epochs: 0, output: student_thresh}
+  - export: {models: [student, student_pruned, student_thresh], parity_samples: 64}
+  - report: {}
+"""
+
+
+def test_prune_stage_holds_masks_through_fine_tuning_and_exports(tmp_path):
+    recipe = tmp_path / "p.yaml"
+    recipe.write_text(RECIPE)
+    proc = edgepipe("run", recipe, "--runs-dir", tmp_path / "runs")
+    assert proc.returncode == 0, proc.stderr
+    run_dir = tmp_path / "runs" / "pruneshort"
+    s = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    m = s["prune"]["metrics"]
+    assert {r["layer"] for r in m["layers"]} == {"conv1", "conv2", "fc1", "fc2"}
+    for r in m["layers"]:  # the gradual ramp ended at 0.8 and fine-tuning did not regrow a weight
+        assert r["sparsity"] == pytest.approx(0.8, abs=0.01), r
+    assert m["teacher"] and m["test_acc_pruned"] is None and len(m["history"]) == 2
+    # the exported ONNX carries the zeros: same dense bytes, far fewer deflated bytes
+    graph = onnx.load(str(run_dir / "export" / "student_pruned.onnx")).graph
+    big = [numpy_helper.to_array(t) for t in graph.initializer if numpy_helper.to_array(t).size >= 128]
+    assert sum((w == 0).sum() for w in big) / sum(w.size for w in big) > 0.78
+    arts = {n: a["meta"] for st in s.values() for n, a in st.get("artifacts", {}).items()}
+    dense, pruned = arts["student.onnx"], arts["student_pruned.onnx"]
+    assert pruned["bytes"] == dense["bytes"] and pruned["params"] == dense["params"]
+    assert pruned["deflated_bytes"] < 0.6 * dense["deflated_bytes"]
+    report = (run_dir / "report" / "report.md").read_text()
+    assert "## Parameter pruning" in report and "| fc1 | 25,088 |" in report
+    assert f"deflated (zip) {dense['deflated_bytes']:,} → {pruned['deflated_bytes']:,} bytes" in report
+    thresh = s["prune2"]["metrics"]
+    assert thresh["test_acc_pruned"] == thresh["test_acc_after"] and thresh["history"] == []
+    assert 0 < thresh["sparsity"] < 1
+
+
+@pytest.mark.parametrize("stage, message", [
+    ("{threshold: 0.1, sparsity: 0.5}", "stages[1].prune.sparsity: give exactly one of threshold"),
+    ("{threshold: 0.1, scope: global}", "stages[1].prune.scope: global scope ranks weights by sparsity"),
+    ("{sparsity: 0.5, schedule: gradual, epochs: 0}", "stages[1].prune.schedule: gradual pruning happens during fine-tuning"),
+    ("{sparsity: 1.5}", "stages[1].prune.sparsity: must be in (0, 1)"),
+])
+def test_prune_config_errors_name_the_key(tmp_path, stage, message):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(f"name: bad\nstages:\n  - train: {{output: student}}\n  - prune: {stage}\n")
+    proc = edgepipe("run", recipe, "--runs-dir", tmp_path / "runs")
+    assert proc.returncode == 2
+    assert message in proc.stderr, proc.stderr
+    assert not (tmp_path / "runs" / "bad").exists()
+
+
+def test_sparsity_report_counts_zeros():
+    model = small_model()
+    layers = prunable_layers(model, ("fc*",))
+    apply_masks(layers, magnitude_masks(layers, MagnitudeRule(layers=("fc*",), sparsity=0.5)))
+    rows = {r["layer"]: r for r in sparsity_report(layers)}
+    assert set(rows) == {"fc1", "fc2"} and rows["fc2"]["zeros"] == 80 and rows["fc2"]["weights"] == 160
