@@ -1,0 +1,244 @@
+"""Channel dependency graph of a Paddle model, for structured (channel) pruning.
+
+The model is traced to its static program (`paddle.jit.to_static`, PIR), so every op is seen —
+including residual `+`, `*` gates and concatenations that layer hooks cannot see. Each tensor's
+channel axis (axis 1) is described as a list of segments `(space, block)`: a *space* is one set of
+channels that must be pruned together (a conv's filters, and everything tied to them through
+BatchNorm, activations, residual adds, depthwise convs); `block` is how many consecutive entries
+each channel occupies (1 in a feature map, H·W after flattening into a Linear layer).
+
+Spaces tied by an add are merged (union-find). A space is *frozen* — never pruned — when it
+reaches the model's input or output, a grouped convolution, a layer called more than once, or an
+op this module does not understand; `frozen` says why, so a caller can report it instead of
+producing a model that breaks later.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgepipe.devices import EdgepipeError
+
+UNARY = {"relu", "relu6", "sigmoid", "hardswish", "hardsigmoid", "swish", "silu", "gelu", "tanh", "leaky_relu",
+         "elu", "pool2d", "dropout", "scale", "clip", "max_pool2d_with_index", "softplus", "mish", "cast", "assign"}
+CALLS = {"conv2d", "depthwise_conv2d", "matmul", "batch_norm"}
+BINARY = {"add", "subtract", "multiply", "divide", "maximum", "minimum"}
+
+
+@dataclass
+class Space:
+    size: int
+    frozen: str | None = None
+    producers: list = field(default_factory=list)  # (layer name, "conv" | "linear") whose outputs are these channels
+    followers: list = field(default_factory=list)  # (layer name, "bn" | "depthwise") indexed by these channels
+
+
+@dataclass
+class Graph:
+    spaces: list[Space]
+    parent: list[int]
+    consumers: list = field(default_factory=list)  # (layer name, kind, layout) reading a tensor on its input axis
+    layers: dict = field(default_factory=dict)  # name -> layer
+
+    def root(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.root(a), self.root(b)
+        if ra == rb:
+            return
+        if self.spaces[ra].size != self.spaces[rb].size:
+            raise EdgepipeError(f"channel spaces of sizes {self.spaces[ra].size} and {self.spaces[rb].size} are tied by an op")
+        self.parent[rb] = ra
+        sa, sb = self.spaces[ra], self.spaces[rb]
+        sa.producers += sb.producers
+        sa.followers += sb.followers
+        sa.frozen = sa.frozen or sb.frozen
+
+    def new(self, size: int, frozen: str | None = None) -> int:
+        self.spaces.append(Space(size, frozen))
+        self.parent.append(len(self.parent))
+        return len(self.spaces) - 1
+
+    def freeze(self, layout, why: str) -> None:
+        for s, _ in layout or []:
+            sp = self.spaces[self.root(s)]
+            sp.frozen = sp.frozen or why
+
+    def groups(self) -> dict[int, Space]:
+        """Root id -> space, for every distinct channel group."""
+        return {r: self.spaces[r] for r in {self.root(i) for i in range(len(self.spaces))}}
+
+
+def _param_owners(model) -> dict[str, tuple[str, object]]:
+    owners = {}
+    for name, layer in model.named_sublayers():
+        for p in layer.parameters(include_sublayers=False):
+            owners[p.name] = (name, layer)
+        for b in getattr(layer, "_buffers", {}).values():
+            if b is not None:
+                owners[b.name] = (name, layer)
+    return owners
+
+
+def trace(model, input_shape: tuple[int, ...]) -> Graph:
+    """Build the channel graph of `model` for inputs of shape (C, H, W) (batch 1 is traced)."""
+    import paddle
+    from paddle.static import InputSpec
+
+    was_training = model.training
+    model.eval()
+    try:
+        with paddle.no_grad():  # static tracing does not check shapes; one real forward does
+            model(paddle.zeros([1, *input_shape]))
+        static = paddle.jit.to_static(model.forward, input_spec=[InputSpec([1, *input_shape], "float32", "x")], full_graph=True)
+        ops = static.concrete_program.main_program.global_block().ops
+    except Exception as exc:  # a forward that cannot be traced cannot be pruned safely
+        raise EdgepipeError(f"cannot trace the model for input shape {tuple(input_shape)} ({type(exc).__name__}: "
+                            f"{str(exc).strip().splitlines()[0][:200]}); check the input shape") from None
+    finally:
+        if was_training:
+            model.train()
+    owners = _param_owners(model)
+    g = Graph([], [])
+    layout: dict[str, list] = {}  # value id -> segments
+    combined: dict[str, list] = {}  # builtin.combine result -> its operand values
+    calls: dict[str, int] = {}
+    used: set[str] = set()
+
+    def param_of(v):
+        d = v.get_defining_op()
+        if d is not None and d.name() == "builtin.parameter":
+            return owners.get(d.attrs().get("parameter_name"))
+        return None
+
+    def new_out(op, frozen=None):
+        for r in op.results():
+            shape = list(r.shape)
+            if len(shape) >= 2:
+                layout[r.id] = [(g.new(int(shape[1]), frozen), 1)]
+
+    for op in ops:
+        kind = op.name().split(".", 1)[-1].rstrip("_")
+        operands = [v for v in op.operands_source() if v.initialized()]  # optional operands may be null
+        for v in operands:
+            used.add(v.id)
+        if kind in ("parameter", "full", "full_int_array", "shadow_output", "fetch"):
+            continue
+        if kind == "data":
+            new_out(op, frozen="model input")
+            continue
+        if kind == "combine":
+            combined[op.result(0).id] = list(operands)
+            continue
+        tensors = [v for v in operands if v.id in layout]
+        params = [param_of(v) for v in operands if param_of(v) is not None]
+        owner = params[0] if params else None
+        if owner is not None:
+            calls[owner[0]] = calls.get(owner[0], 0) + (kind in CALLS)  # a bias add or reshape is not a second call
+            g.layers[owner[0]] = owner[1]
+        x = layout.get(operands[0].id) if operands else None
+        out = op.result(0) if op.num_results() else None
+        if kind in ("conv2d", "depthwise_conv2d") and owner is not None and x is not None:
+            name, layer = owner
+            groups, cin, cout = layer._groups, layer.weight.shape[1] * layer._groups, layer.weight.shape[0]
+            if groups == 1:
+                g.consumers.append((name, "conv", x))
+                s = g.new(cout)
+                g.spaces[s].producers.append((name, "conv"))
+                layout[out.id] = [(s, 1)]
+            elif groups == cin == cout and len(x) == 1 and x[0][1] == 1:
+                g.spaces[g.root(x[0][0])].followers.append((name, "depthwise"))
+                layout[out.id] = x
+            else:
+                g.freeze(x, f"grouped convolution {name} (groups={groups})")
+                s = g.new(cout, frozen=f"grouped convolution {name} (groups={groups})")
+                g.spaces[s].producers.append((name, "conv"))
+                layout[out.id] = [(s, 1)]
+        elif kind == "matmul" and owner is not None and x is not None:
+            name, layer = owner
+            g.consumers.append((name, "linear", x))
+            s = g.new(layer.weight.shape[1])
+            g.spaces[s].producers.append((name, "linear"))
+            layout[out.id] = [(s, 1)]
+        elif kind == "batch_norm" and owner is not None and x is not None:
+            name = owner[0]
+            if len(x) == 1 and x[0][1] == 1:
+                g.spaces[g.root(x[0][0])].followers.append((name, "bn"))
+            else:
+                g.freeze(x, f"BatchNorm {name} on a concatenated or flattened tensor")
+            layout[out.id] = x
+        elif kind in UNARY and x is not None:
+            layout[out.id] = x
+            for r in list(op.results())[1:]:  # e.g. pooling indices
+                layout.pop(r.id, None)
+        elif kind in BINARY and len(tensors) >= 1:
+            a = layout[tensors[0].id]
+            if len(tensors) == 2:
+                b = layout[tensors[1].id]
+                sa, sb = list(tensors[0].shape), list(tensors[1].shape)
+                if len(sa) >= 2 and len(sb) >= 2 and sa[1] == sb[1] and len(a) == len(b) and all(p[1] == q[1] for p, q in zip(a, b)):
+                    for (s1, _), (s2, _) in zip(a, b):
+                        g.union(s1, s2)
+                else:
+                    g.freeze(a, f"{kind} of tensors shaped {sa} and {sb}")
+                    g.freeze(b, f"{kind} of tensors shaped {sa} and {sb}")
+            layout[out.id] = a
+        elif kind in ("flatten", "reshape") and x is not None:
+            shape_in, shape_out = list(operands[0].shape), list(out.shape)
+            if len(shape_in) == 4 and len(shape_out) == 2 and shape_out[1] == int(np.prod(shape_in[1:])):
+                hw = shape_in[2] * shape_in[3]
+                layout[out.id] = [(s, b * hw) for s, b in x]
+            elif shape_in[:2] == shape_out[:2]:
+                layout[out.id] = x
+            else:
+                g.freeze(x, f"{kind} from {shape_in} to {shape_out}")
+                new_out(op, frozen=f"{kind} output")
+        elif kind == "concat" and operands and operands[0].id in combined:
+            parts = combined[operands[0].id]
+            if all(p.id in layout for p in parts) and list(out.shape)[1] == sum(list(p.shape)[1] for p in parts) and \
+                    all(list(p.shape)[2:] == list(out.shape)[2:] for p in parts):
+                layout[out.id] = [seg for p in parts for seg in layout[p.id]]
+            else:
+                for p in parts:
+                    g.freeze(layout.get(p.id), "concat not on the channel axis")
+                new_out(op, frozen="concat output")
+        elif not tensors and not any(v.id in combined for v in operands):
+            continue  # computed from parameters and constants only (a conv bias reshaped for broadcasting)
+        else:  # not understood: nothing it touches may change shape
+            why = f"op {op.name()}" + (f" ({owner[0]})" if owner else "")
+            for v in operands:
+                g.freeze(layout.get(v.id), why)
+                for p in combined.get(v.id, []):
+                    g.freeze(layout.get(p.id), why)
+            new_out(op, frozen=why)
+    for name, n in calls.items():
+        if n > 1:
+            for s, sp in enumerate(g.spaces):
+                if any(p[0] == name for p in sp.producers + sp.followers):
+                    g.freeze([(s, 1)], f"layer {name} is called more than once")
+            for cname, _, lay in g.consumers:
+                if cname == name:
+                    g.freeze(lay, f"layer {name} is called more than once")
+    for vid, segs in layout.items():
+        if vid not in used:
+            g.freeze(segs, "model output")
+    for sp in g.groups().values():
+        if not sp.producers and not sp.frozen:
+            sp.frozen = "no layer produces these channels"
+    return g
+
+
+def expand(g: Graph, layout, kept: dict[int, np.ndarray]) -> np.ndarray:
+    """Indices along a tensor's channel axis that survive, given kept channels per group root."""
+    out, offset = [], 0
+    for s, block in layout:
+        sp = g.spaces[g.root(s)]
+        idx = kept.get(g.root(s), np.arange(sp.size))
+        out.append((offset + (idx[:, None] * block + np.arange(block)[None, :])).ravel())
+        offset += sp.size * block
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
