@@ -11,23 +11,40 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
+from edgepipe.pipeline.artifact import register_transform
+from edgepipe.pipeline.config import require
 from edgepipe.pipeline.depgraph import Graph, expand, trace
 
 SCORERS = ("l1", "l2", "fpgm", "bn_scale")
 
 
 @dataclass(frozen=True)
+class LayerRatio:
+    name: str  # a layer name or glob; the ratio applies to every group that layer belongs to
+    ratio: float
+
+    def __post_init__(self):
+        require(0.0 <= self.ratio < 1.0, "ratio", "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
 class ChannelRule:
     ratio: float = 0.5  # share of each group's channels removed
-    layers: tuple[str, ...] = ("*",)  # groups produced by these layers (names or globs) are pruned
-    skip: tuple[str, ...] = ()  # groups touching these layers are left alone
-    per_layer: tuple[tuple[str, float], ...] = ()  # (glob, ratio) overrides, first match wins
-    criterion: str = "l1"
+    layers: tuple[str, ...] = ("*",)  # groups that contain these layers (names or globs) are pruned
+    skip: tuple[str, ...] = ()  # groups that contain these layers are left alone
+    per_layer: tuple[LayerRatio, ...] = ()  # ratio overrides, first match wins
+    criterion: Literal["l1", "l2", "fpgm", "bn_scale"] = "l1"
     round_to: int = 1  # kept channel counts rounded to a multiple of this (8 suits SIMD kernels)
+
+    def __post_init__(self):
+        require(0.0 < self.ratio < 1.0, "ratio", "must be in (0, 1)")
+        require(self.round_to >= 1, "round_to", "must be at least 1")
+        require(len(self.layers) >= 1, "layers", "name at least one layer (or '*')")
 
 
 def _filters(layer, kind: str) -> np.ndarray:
@@ -87,7 +104,7 @@ def plan(g: Graph, rule: ChannelRule) -> tuple[dict[int, np.ndarray], list[dict]
         if hit:
             rows.append({**row, "skip": f"skip: {hit[0]}"})
             continue
-        ratio = next((r for p, r in rule.per_layer if any(fnmatch.fnmatchcase(n, p) for n in names)), rule.ratio)
+        ratio = next((o.ratio for o in rule.per_layer if any(fnmatch.fnmatchcase(n, o.name) for n in names)), rule.ratio)
         keep = sp.size - int(round(ratio * sp.size))
         if rule.round_to > 1:
             keep = min(sp.size, max(rule.round_to, int(round(keep / rule.round_to)) * rule.round_to))
@@ -137,14 +154,13 @@ def _cut_bn(layer, idx):
 
 
 def apply(model, g: Graph, kept: dict[int, np.ndarray]) -> dict[str, dict]:
-    """Replace every affected layer by its cut copy; returns {layer: {"in": idx, "out": idx}} of what changed."""
-    from edgepipe.pipeline.lowrank import replace_sublayer
-
+    """Replace every affected layer by its cut copy; returns {layer: {role: kept indices}} — the
+    transform that rebuilds the same shapes on load."""
     changes: dict[str, dict] = {}
     roots = {g.root(i) for i in kept}
 
     def touch(name, key, idx):
-        changes.setdefault(name, {})[key] = idx
+        changes.setdefault(name, {})[key] = [int(i) for i in idx]
 
     for root in roots:
         for name, kind in g.spaces[root].producers:
@@ -154,8 +170,18 @@ def apply(model, g: Graph, kept: dict[int, np.ndarray]) -> dict[str, dict]:
     for name, kind, layout in g.consumers:
         if any(g.root(s) in kept for s, _ in layout):
             touch(name, "in", expand(g, layout, kept))
+    cut_layers(model, changes)
+    return changes
+
+
+def cut_layers(model, changes: dict[str, dict]):
+    from edgepipe.pipeline.lowrank import replace_sublayer
+
+    layers = dict(model.named_sublayers())
     for name, c in changes.items():
-        layer = g.layers[name]
+        layer = layers.get(name)
+        if layer is None:
+            raise EdgepipeError(f"prune_channels: no layer named '{name}' in this model")
         if "channels" in c:
             new = _cut_bn(layer, c["channels"])
         elif "depthwise" in c:
@@ -167,7 +193,13 @@ def apply(model, g: Graph, kept: dict[int, np.ndarray]) -> dict[str, dict]:
         if not layer.training:
             new.eval()
         replace_sublayer(model, name, new)
-    return {n: {k: v.tolist() for k, v in c.items()} for n, c in changes.items()}
+    return model
+
+
+@register_transform("prune_channels")
+def _replay(model, layers: dict):
+    """Artifact replay: cut the recorded channels (weights load afterwards)."""
+    return cut_layers(model, layers)
 
 
 def prune_channels(model, input_shape: tuple[int, ...], rule: ChannelRule):

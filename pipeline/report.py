@@ -234,6 +234,18 @@ def distillation_section(stages: dict) -> list[str]:
             "The models saved and exported are the first seed's.", "", _md(DISTILL_COLUMNS, rows), ""]
 
 
+def _channel_prune_lines(m: dict, c: dict) -> list[str]:
+    ch = c["channels"]
+    tuned = f", fine-tuned {c['epochs']} epoch(s)" + (f" with KD from {m['teacher']}" if m.get("teacher") else " on labels") if c["epochs"] else ", not fine-tuned"
+    lines = [f"`{c['model']}` → `{c.get('output') or c['model'] + '_pruned'}`: channels removed (ratio {ch['ratio']:g}, "
+             f"criterion {ch['criterion']}, round to {ch['round_to']}); parameters {m['params_before']:,} → {m['params_after']:,}; "
+             f"test accuracy {100 * m['test_acc_before']:.2f}% → {100 * m['test_acc_pruned']:.2f}% pruned → "
+             f"{100 * m['test_acc_after']:.2f}%{tuned}.", ""]
+    rows = [[", ".join(g["group"]), ", ".join(g["tied"]) or "—", str(g["channels"]),
+             str(g["kept"]) if "kept" in g else "—", g.get("skip", "")] for g in m["groups"]]
+    return lines + [_md(("channels made by", "cut with them", "channels", "kept", "left alone because"), rows), ""]
+
+
 def prune_section(stages: dict) -> list[str]:
     out = []
     for s in stages.values():
@@ -241,9 +253,13 @@ def prune_section(stages: dict) -> list[str]:
             continue
         m, c = s["metrics"], s["config"]
         if not out:
-            out = ["## Parameter pruning", "",
-                   "Unstructured magnitude pruning zeroes weights but keeps the architecture: the dense ONNX file has "
-                   "the same bytes and runs no faster on dense kernels; it only compresses better (deflated bytes).", ""]
+            out = ["## Pruning", ""]
+        if "groups" in m:
+            out += _channel_prune_lines(m, c)
+            continue
+        if not any(line.startswith("Unstructured magnitude pruning") for line in out):
+            out += ["Unstructured magnitude pruning zeroes weights but keeps the architecture: the dense ONNX file has "
+                    "the same bytes and runs no faster on dense kernels; it only compresses better (deflated bytes).", ""]
         r = m["rule"]
         how = (f"threshold {r['threshold']:g}" if r["threshold"] is not None else f"sparsity {r['sparsity']:g} ({r['scope']})") + f", {r['schedule']}"
         tuned = f", fine-tuned {c['epochs']} epoch(s)" + (f" with KD from {m['teacher']}" if m.get("teacher") else " on labels") if c["epochs"] else ", not fine-tuned"

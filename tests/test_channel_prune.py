@@ -4,7 +4,7 @@ import paddle.nn as nn
 import pytest
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.pipeline.channel_prune import ChannelRule, prune_channels
+from edgepipe.pipeline.channel_prune import ChannelRule, LayerRatio, prune_channels
 from edgepipe.pipeline.depgraph import trace
 from edgepipe.pipeline.models import ModelSpec, build_model
 
@@ -127,7 +127,7 @@ def test_frozen_channels_say_why_and_are_left_alone():
 def test_round_to_and_skip_and_per_layer_ratios():
     model, shape = make("resnet18")
     model, changes, rows = prune_channels(model, shape, ChannelRule(
-        ratio=0.5, round_to=8, skip=("layer4.*",), per_layer=(("layer1.0.conv1", 0.25),)))
+        ratio=0.5, round_to=8, skip=("layer4.*",), per_layer=(LayerRatio("layer1.0.conv1", 0.25),)))
     kept = {r["group"][0]: r for r in rows}
     assert kept["layer1.0.conv1"]["kept"] == 48
     assert all(r["kept"] % 8 == 0 for r in rows if "kept" in r)

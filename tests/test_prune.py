@@ -70,7 +70,8 @@ stages:
   - train: {model: {conv: [8, 16], fc: [32]}, epochs: 2, output: student}
   - prune: {model: student, sparsity: 0.8, schedule: gradual, frequency: 5, epochs: 2, teacher: previous}
   - prune: {model: student, threshold: 0.05, epochs: 0, output: student_thresh}
-  - export: {models: [student, student_pruned, student_thresh], parity_samples: 64}
+  - prune: {model: student, channels: {ratio: 0.5, per_layer: [{name: fc1, ratio: 0.25}]}, epochs: 1, teacher: previous, output: student_slim}
+  - export: {models: [student, student_pruned, student_thresh, student_slim], parity_samples: 64}
   - report: {}
 """
 
@@ -96,8 +97,20 @@ def test_prune_stage_holds_masks_through_fine_tuning_and_exports(tmp_path):
     assert pruned["bytes"] == dense["bytes"] and pruned["params"] == dense["params"]
     assert pruned["deflated_bytes"] < 0.6 * dense["deflated_bytes"]
     report = (run_dir / "report" / "report.md").read_text()
-    assert "## Parameter pruning" in report and "| fc1 | 25,088 |" in report
+    assert "## Pruning" in report and "Unstructured magnitude pruning" in report and "| fc1 | 25,088 |" in report
     assert f"deflated (zip) {dense['deflated_bytes']:,} → {pruned['deflated_bytes']:,} bytes" in report
+    slim = s["prune3"]["metrics"]
+    kept = {g["group"][0]: g.get("kept") for g in slim["groups"]}
+    assert kept == {"conv1": 4, "conv2": 8, "fc1": 24, "fc2": None}  # 8, 16 and 32 channels; fc2 makes the logits
+    assert slim["params_after"] < 0.5 * slim["params_before"] and len(slim["history"]) == 1
+    assert arts["student_slim.onnx"]["bytes"] < 0.5 * dense["bytes"] and arts["student_slim.onnx"]["macs"] < 0.5 * dense["macs"]
+    assert arts["student_slim.onnx"]["parity"]["max_abs_diff"] < 1e-3
+    assert "| conv2 | — | 16 | 8 |" in report and "| fc2 | — | 10 | — | model output |" in report
+    # the slim artifact reloads in a fresh process by replaying prune_channels
+    again = tmp_path / "again.onnx"
+    proc = edgepipe("export", run_dir / "prune3" / "student_slim", "-o", again)
+    assert proc.returncode == 0, proc.stderr
+    assert again.stat().st_size == arts["student_slim.onnx"]["bytes"]
     thresh = s["prune2"]["metrics"]
     assert thresh["test_acc_pruned"] == thresh["test_acc_after"] and thresh["history"] == []
     assert 0 < thresh["sparsity"] < 1
@@ -105,6 +118,9 @@ def test_prune_stage_holds_masks_through_fine_tuning_and_exports(tmp_path):
 
 @pytest.mark.parametrize("stage, message", [
     ("{threshold: 0.1, sparsity: 0.5}", "stages[1].prune.sparsity: give exactly one of threshold"),
+    ("{channels: {ratio: 0.5}, schedule: gradual}", "stages[1].prune.schedule: channel pruning is one-shot"),
+    ("{channels: {ratio: 0.5, criterion: taylor}}", "stages[1].prune.channels.criterion"),
+    ("{channels: {ratio: 1.0}}", "stages[1].prune.channels.ratio: must be in (0, 1)"),
     ("{threshold: 0.1, scope: global}", "stages[1].prune.scope: global scope ranks weights by sparsity"),
     ("{sparsity: 0.5, schedule: gradual, epochs: 0}", "stages[1].prune.schedule: gradual pruning happens during fine-tuning"),
     ("{sparsity: 1.5}", "stages[1].prune.sparsity: must be in (0, 1)"),

@@ -1,14 +1,19 @@
-"""prune: parameter (unstructured) magnitude pruning of Conv2D / Linear weights, then fine-tuning
-with the masks held, optionally distilling from the unpruned model (`teacher: previous`).
+"""prune: parameter (unstructured) magnitude pruning of Conv2D / Linear weights (`threshold` or
+`sparsity`), or structured pruning that removes whole channels (`channels`), then fine-tuning,
+optionally distilling from the unpruned model (`teacher: previous`).
 
-See pipeline/prune.py for the rules. The saved model has the same architecture with zeros in its
-weights: its dense ONNX file is no smaller and no faster, only more compressible.
+Unstructured (pipeline/prune.py): the architecture is unchanged, masks are held while
+fine-tuning; the dense ONNX file is no smaller and no faster, only more compressible.
+Structured (pipeline/channel_prune.py, pipeline/depgraph.py): filters and neurons are cut out of
+the weights together with every layer tied to them; the artifact records the kept channels as a
+`prune_channels` transform, and the exported ONNX is smaller and faster.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
+from edgepipe.pipeline.channel_prune import ChannelRule
 from edgepipe.pipeline.config import require
 from edgepipe.pipeline.distill import teacher_inputs
 from edgepipe.pipeline.registry import register_stage
@@ -21,6 +26,7 @@ class PruneConfig:
     layers: tuple[str, ...] = ("*",)  # Conv2D / Linear layers by name or glob
     threshold: float | None = None  # |w| below it becomes zero (the seed's rule)
     sparsity: float | None = None  # or: this share of the weights with the smallest magnitude
+    channels: ChannelRule | None = None  # or: remove this share of channels (structured)
     scope: Literal["layer", "global"] = "layer"  # sparsity per layer, or one threshold over all layers
     schedule: Literal["oneshot", "gradual"] = "oneshot"  # gradual: Zhu & Gupta's cubic ramp while fine-tuning
     frequency: int = 10  # gradual: steps between mask updates
@@ -36,8 +42,11 @@ class PruneConfig:
     uses_data = True
 
     def __post_init__(self):
-        require((self.threshold is None) != (self.sparsity is None), "sparsity",
-                "give exactly one of threshold (|w| below it is zeroed) or sparsity (share of weights zeroed)")
+        given = [k for k in ("threshold", "sparsity", "channels") if getattr(self, k) is not None]
+        require(len(given) == 1, "sparsity", "give exactly one of threshold (|w| below it is zeroed), sparsity (share of "
+                "weights zeroed) or channels (structured: share of channels removed)" + (f", not {' and '.join(given)}" if given else ""))
+        require(self.channels is None or self.schedule == "oneshot", "schedule", "channel pruning is one-shot; remove schedule")
+        require(self.channels is None or self.layers == ("*",), "layers", "for channel pruning, give layers inside channels:")
         require(self.threshold is None or self.threshold > 0, "threshold", "must be positive")
         require(self.sparsity is None or 0.0 < self.sparsity < 1.0, "sparsity", "must be in (0, 1)")
         require(self.scope == "layer" or self.sparsity is not None, "scope", "global scope ranks weights by sparsity; a threshold is already global")
@@ -67,16 +76,17 @@ class PruneConfig:
 def run_prune(cfg: PruneConfig, ctx) -> StageResult:
     """Magnitude masks, fine-tuning with the masks held, per-layer sparsity in the metrics."""
     from edgepipe.pipeline.artifact import load_model, save_model
-    from edgepipe.pipeline.distill import soft_target_loss, stage_teacher
     from edgepipe.pipeline.models import ModelSpec
     from edgepipe.pipeline.prune import (MagnitudeRule, apply_masks, gradual_sparsity, magnitude_masks,
                                          prunable_layers, sparsity_report)
-    from edgepipe.pipeline.training import evaluate, fit, seed_everything
+    from edgepipe.pipeline.training import evaluate, seed_everything
 
     rng = seed_everything(ctx.recipe.seed)
     layer, info = load_model(ctx.path_of(cfg.model))
     test = ctx.data.split("test")
     acc_before = evaluate(layer, *test)
+    if cfg.channels is not None:
+        return _prune_channels(cfg, ctx, layer, info, acc_before, rng)
     targets = prunable_layers(layer, cfg.layers)
     rule = MagnitudeRule(layers=cfg.layers, threshold=cfg.threshold, sparsity=cfg.sparsity, scope=cfg.scope)
     masks = magnitude_masks(targets, rule, sparsity=0.0 if cfg.schedule == "gradual" else None)
@@ -88,14 +98,7 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
             masks.update(magnitude_masks(targets, rule, sparsity=gradual_sparsity(step, total, cfg.sparsity)))
         apply_masks(targets, masks)
 
-    history, teacher_label = [], None
-    if cfg.epochs:
-        teacher, teacher_label = stage_teacher(ctx, cfg.teacher, cfg.model)
-        loss = soft_target_loss(teacher, cfg.temperature, cfg.alpha) if teacher is not None else None
-        x, y = ctx.data.split("train")
-        history = fit(layer, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, rng=rng,
-                      augment_shift=cfg.augment_shift, loss_fn=loss, desc="prune fine-tune",
-                      val=ctx.data.split("val"), after_step=hold_masks)
+    history, teacher_label = _fine_tune(cfg, ctx, layer, rng, after_step=hold_masks)
     acc_after = evaluate(layer, *test)
     per_layer = sparsity_report(targets)
     zeros, total = sum(r["zeros"] for r in per_layer), sum(r["weights"] for r in per_layer)
@@ -108,3 +111,52 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
                "teacher": teacher_label, "history": history}
     art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after)
     return StageResult(metrics=metrics, artifacts=[art])
+
+
+def _fine_tune(cfg: PruneConfig, ctx, layer, rng, after_step=None):
+    from edgepipe.pipeline.distill import soft_target_loss, stage_teacher
+    from edgepipe.pipeline.training import fit
+
+    if not cfg.epochs:
+        return [], None
+    teacher, teacher_label = stage_teacher(ctx, cfg.teacher, cfg.model)
+    loss = soft_target_loss(teacher, cfg.temperature, cfg.alpha) if teacher is not None else None
+    x, y = ctx.data.split("train")
+    history = fit(layer, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, rng=rng,
+                  augment_shift=cfg.augment_shift, loss_fn=loss, desc="prune fine-tune",
+                  val=ctx.data.split("val"), after_step=after_step)
+    return history, teacher_label
+
+
+def _prune_channels(cfg: PruneConfig, ctx, layer, info, acc_before, rng) -> StageResult:
+    from edgepipe.devices import EdgepipeError
+    from edgepipe.pipeline.artifact import save_model
+    from edgepipe.pipeline.channel_prune import prune_channels
+    from edgepipe.pipeline.models import ModelSpec, count_parameters
+    from edgepipe.pipeline.training import evaluate
+
+    spec = ModelSpec.from_json(info["spec"])
+    params_before = count_parameters(layer)
+    layer, changes, groups = prune_channels(layer, (spec.in_channels, spec.input_size, spec.input_size), cfg.channels)
+    if not changes:
+        raise EdgepipeError("prune: no channel group could be pruned (" + "; ".join(
+            f"{', '.join(g['group'])}: {g.get('skip', 'nothing to remove at this ratio')}" for g in groups) + ")")
+    acc_pruned = evaluate(layer, *_test_split(ctx))
+    history, teacher_label = _fine_tune(cfg, ctx, layer, rng)
+    acc_after = evaluate(layer, *_test_split(ctx))
+    params_after = count_parameters(layer)
+    label = ctx.artifacts[cfg.model].meta.get("label", cfg.model) + f" pruned {100 * (1 - params_after / params_before):.0f}% params"
+    transform = {"type": "prune_channels", "params": {"layers": changes}}
+    save_model(ctx.out(cfg.output_name), layer, spec, [*info.get("transforms", []), transform],
+               meta={"label": label, "pruned_channels": groups})
+    metrics = {"rule": {"channels": {"ratio": cfg.channels.ratio, "criterion": cfg.channels.criterion,
+                                     "round_to": cfg.channels.round_to}},
+               "groups": groups, "params_before": params_before, "params_after": params_after,
+               "test_acc_before": acc_before, "test_acc_pruned": acc_pruned, "test_acc_after": acc_after,
+               "teacher": teacher_label, "history": history}
+    art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after, params=params_after)
+    return StageResult(metrics=metrics, artifacts=[art])
+
+
+def _test_split(ctx):
+    return ctx.data.split("test")
