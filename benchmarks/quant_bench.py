@@ -204,12 +204,12 @@ def vision(work: Path) -> dict:
                         "reduce_range": opts.reduce_range, "profile": profile.name if profile else None}, "models": results}
 
 
-def bench_main(doc: str, out_name: str, default_run: str, mnist_part, work_name: str, work_part) -> int:
+def bench_main(doc: str, out_name: str, default_run: str, mnist_part, work_name: str | None = None, work_part=None) -> int:
     """The command line both benchmarks share: `--part mnist|<work_name>|all`; `mnist_part(run_dir)`
     reads a finished run, `work_part(tmp_dir)` builds its models in a temporary folder. A part run
     alone updates its own entry in an existing results file."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
-    ap.add_argument("--part", choices=["mnist", work_name, "all"], default="all")
+    ap.add_argument("--part", choices=["mnist", "all"] + ([work_name] if work_part else []), default="all")
     ap.add_argument("--run", type=Path, default=Path(default_run))
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / out_name)
     args = ap.parse_args()
@@ -221,7 +221,7 @@ def bench_main(doc: str, out_name: str, default_run: str, mnist_part, work_name:
             result = {}
     if args.part in ("mnist", "all"):
         result["mnist"] = mnist_part(args.run)
-    if args.part in (work_name, "all"):
+    if work_part and args.part in (work_name, "all"):
         with tempfile.TemporaryDirectory(prefix=f"edgepipe-{Path(out_name).stem}-") as tmp:
             result[work_name] = work_part(Path(tmp))
     from edgepipe.runtime.runner import environment
