@@ -28,6 +28,18 @@ def edgepipe(*args, cwd=None, timeout=600):
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def run_recipe(tmp_path, text: str, name: str):
+    """Write the recipe, run it with the real CLI, return (the CLI result, run dir, manifest stages)."""
+    import json
+
+    recipe = tmp_path / f"{name}.yaml"
+    recipe.write_text(text)
+    proc = edgepipe("run", recipe, "--runs-dir", tmp_path / "runs")
+    assert proc.returncode == 0, proc.stderr
+    run_dir = tmp_path / "runs" / name
+    return proc, run_dir, json.loads((run_dir / "manifest.json").read_text())["stages"]
+
+
 @pytest.fixture
 def short_recipe(tmp_path):
     def make(name="short"):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import edgepipe
+from conftest import edgepipe, run_recipe
 from edgepipe.pipeline.run import verify_run
 
 pytestmark = pytest.mark.slow
@@ -193,13 +193,7 @@ stages:
 
 
 def test_distillation_modes_and_lowrank_recipe(tmp_path):
-    recipe = tmp_path / "kd.yaml"
-    recipe.write_text(KD_RECIPE)
-    proc = edgepipe("run", recipe, "--runs-dir", tmp_path / "runs")
-    assert proc.returncode == 0, proc.stderr
-    run_dir = tmp_path / "runs" / "kdshort"
-    m = json.loads((run_dir / "manifest.json").read_text())
-    s = m["stages"]
+    proc, run_dir, s = run_recipe(tmp_path, KD_RECIPE, "kdshort")
     off, dml, ban = s["distill"]["metrics"], s["distill2"]["metrics"], s["distill3"]["metrics"]
     assert off["seeds"] == [0, 1] and len(off["student"]["per_seed"]) == 2 and len(off["baseline"]["per_seed"]) == 2
     assert off["student"]["mean"] == pytest.approx(sum(off["student"]["per_seed"]) / 2)

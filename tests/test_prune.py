@@ -1,4 +1,3 @@
-import json
 
 import numpy as np
 import onnx
@@ -9,7 +8,7 @@ from edgepipe.devices import EdgepipeError
 from edgepipe.pipeline.models import ModelSpec, build_model
 from edgepipe.pipeline.prune import (MagnitudeRule, apply_masks, gradual_sparsity, magnitude_masks, prunable_layers,
                                      sparsity_report)
-from conftest import edgepipe
+from conftest import edgepipe, run_recipe
 
 
 def small_model():
@@ -77,12 +76,7 @@ stages:
 
 
 def test_prune_stage_holds_masks_through_fine_tuning_and_exports(tmp_path):
-    recipe = tmp_path / "p.yaml"
-    recipe.write_text(RECIPE)
-    proc = edgepipe("run", recipe, "--runs-dir", tmp_path / "runs")
-    assert proc.returncode == 0, proc.stderr
-    run_dir = tmp_path / "runs" / "pruneshort"
-    s = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    _, run_dir, s = run_recipe(tmp_path, RECIPE, "pruneshort")
     m = s["prune"]["metrics"]
     assert {r["layer"] for r in m["layers"]} == {"conv1", "conv2", "fc1", "fc2"}
     for r in m["layers"]:  # the gradual ramp ended at 0.8 and fine-tuning did not regrow a weight
