@@ -200,3 +200,20 @@ def stage_teacher(ctx, teacher: str | None, model: str):
     name = model if teacher == "previous" else teacher
     layer, _ = load_model(ctx.path_of(name))
     return freeze(layer), ctx.artifacts[name].meta.get("label", name)
+
+
+def fine_tune(cfg, ctx, layer, rng, desc: str, after_step=None):
+    """Fine-tune `layer` for cfg.epochs on the train split — distilling from cfg.teacher when one is
+    given (`previous` = the stage's input model) — for the stages that change a model and then
+    recover its accuracy (prune, lowrank, qat). Returns (history, teacher label or None)."""
+    from edgepipe.pipeline.training import fit
+
+    if not cfg.epochs:
+        return [], None
+    teacher, teacher_label = stage_teacher(ctx, cfg.teacher, cfg.model)
+    loss = soft_target_loss(teacher, cfg.temperature, cfg.alpha) if teacher is not None else None
+    x, y = ctx.data.split("train")
+    history = fit(layer, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, rng=rng,
+                  augment_shift=cfg.augment_shift, loss_fn=loss, desc=desc, val=ctx.data.split("val"),
+                  after_step=after_step)
+    return history, teacher_label

@@ -29,7 +29,6 @@ from edgepipe.devices import EdgepipeError
 
 @dataclass(frozen=True)
 class MagnitudeRule:
-    layers: tuple[str, ...] = ("*",)  # names or globs of Conv2D / Linear layers
     threshold: float | None = None
     sparsity: float | None = None
     scope: str = "layer"  # layer | global (sparsity only)

@@ -131,6 +131,6 @@ def test_prune_config_errors_name_the_key(tmp_path, stage, message):
 def test_sparsity_report_counts_zeros():
     model = small_model()
     layers = prunable_layers(model, ("fc*",))
-    apply_masks(layers, magnitude_masks(layers, MagnitudeRule(layers=("fc*",), sparsity=0.5)))
+    apply_masks(layers, magnitude_masks(layers, MagnitudeRule(sparsity=0.5)))
     rows = {r["layer"]: r for r in sparsity_report(layers)}
     assert set(rows) == {"fc1", "fc2"} and rows["fc2"]["zeros"] == 80 and rows["fc2"]["weights"] == 160

@@ -54,10 +54,10 @@ def run_lowrank(cfg: LowRankConfig, ctx) -> StageResult:
     """Low-rank factorisation of named layers, then fine-tuning (optionally KD from the original)."""
     from edgepipe.devices import EdgepipeError
     from edgepipe.pipeline.artifact import load_model, save_model
-    from edgepipe.pipeline.distill import soft_target_loss, stage_teacher
+    from edgepipe.pipeline.distill import fine_tune
     from edgepipe.pipeline.lowrank import factorize
     from edgepipe.pipeline.models import ModelSpec, count_parameters
-    from edgepipe.pipeline.training import evaluate, fit, seed_everything
+    from edgepipe.pipeline.training import evaluate, seed_everything
 
     rng = seed_everything(ctx.recipe.seed)
     layer, info = load_model(ctx.path_of(cfg.model))
@@ -68,13 +68,7 @@ def run_lowrank(cfg: LowRankConfig, ctx) -> StageResult:
         raise EdgepipeError("lowrank: no layer was factorised (" + "; ".join(f"{r['layer']}: {r['skip']}" for r in per_layer)
                             + "); lower the rank or name other layers")
     acc_factored = evaluate(layer, *test)
-    history, teacher_label = [], None
-    if cfg.epochs:
-        teacher, teacher_label = stage_teacher(ctx, cfg.teacher, cfg.model)
-        loss = soft_target_loss(teacher, cfg.temperature, cfg.alpha) if teacher is not None else None
-        x, y = ctx.data.split("train")
-        history = fit(layer, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, rng=rng,
-                      augment_shift=cfg.augment_shift, loss_fn=loss, desc="lowrank fine-tune", val=ctx.data.split("val"))
+    history, teacher_label = fine_tune(cfg, ctx, layer, rng, "lowrank fine-tune")
     acc_after = evaluate(layer, *test)
     params_after = count_parameters(layer)
     label = ctx.artifacts[cfg.model].meta.get("label", cfg.model) + " low-rank"

@@ -76,6 +76,7 @@ class PruneConfig:
 def run_prune(cfg: PruneConfig, ctx) -> StageResult:
     """Magnitude masks, fine-tuning with the masks held, per-layer sparsity in the metrics."""
     from edgepipe.pipeline.artifact import load_model, save_model
+    from edgepipe.pipeline.distill import fine_tune
     from edgepipe.pipeline.models import ModelSpec
     from edgepipe.pipeline.prune import (MagnitudeRule, apply_masks, gradual_sparsity, magnitude_masks,
                                          prunable_layers, sparsity_report)
@@ -86,9 +87,9 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
     test = ctx.data.split("test")
     acc_before = evaluate(layer, *test)
     if cfg.channels is not None:
-        return _prune_channels(cfg, ctx, layer, info, acc_before, rng)
+        return _prune_channels(cfg, ctx, layer, info, test, acc_before, rng)
     targets = prunable_layers(layer, cfg.layers)
-    rule = MagnitudeRule(layers=cfg.layers, threshold=cfg.threshold, sparsity=cfg.sparsity, scope=cfg.scope)
+    rule = MagnitudeRule(threshold=cfg.threshold, sparsity=cfg.sparsity, scope=cfg.scope)
     masks = magnitude_masks(targets, rule, sparsity=0.0 if cfg.schedule == "gradual" else None)
     apply_masks(targets, masks)
     acc_pruned = evaluate(layer, *test) if cfg.schedule == "oneshot" else None
@@ -98,7 +99,7 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
             masks.update(magnitude_masks(targets, rule, sparsity=gradual_sparsity(step, total, cfg.sparsity)))
         apply_masks(targets, masks)
 
-    history, teacher_label = _fine_tune(cfg, ctx, layer, rng, after_step=hold_masks)
+    history, teacher_label = fine_tune(cfg, ctx, layer, rng, "prune fine-tune", after_step=hold_masks)
     acc_after = evaluate(layer, *test)
     per_layer = sparsity_report(targets)
     zeros, total = sum(r["zeros"] for r in per_layer), sum(r["weights"] for r in per_layer)
@@ -113,25 +114,11 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
     return StageResult(metrics=metrics, artifacts=[art])
 
 
-def _fine_tune(cfg: PruneConfig, ctx, layer, rng, after_step=None):
-    from edgepipe.pipeline.distill import soft_target_loss, stage_teacher
-    from edgepipe.pipeline.training import fit
-
-    if not cfg.epochs:
-        return [], None
-    teacher, teacher_label = stage_teacher(ctx, cfg.teacher, cfg.model)
-    loss = soft_target_loss(teacher, cfg.temperature, cfg.alpha) if teacher is not None else None
-    x, y = ctx.data.split("train")
-    history = fit(layer, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, rng=rng,
-                  augment_shift=cfg.augment_shift, loss_fn=loss, desc="prune fine-tune",
-                  val=ctx.data.split("val"), after_step=after_step)
-    return history, teacher_label
-
-
-def _prune_channels(cfg: PruneConfig, ctx, layer, info, acc_before, rng) -> StageResult:
+def _prune_channels(cfg: PruneConfig, ctx, layer, info, test, acc_before, rng) -> StageResult:
     from edgepipe.devices import EdgepipeError
     from edgepipe.pipeline.artifact import save_model
     from edgepipe.pipeline.channel_prune import prune_channels
+    from edgepipe.pipeline.distill import fine_tune
     from edgepipe.pipeline.models import ModelSpec, count_parameters
     from edgepipe.pipeline.training import evaluate
 
@@ -141,9 +128,9 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, acc_before, rng) -> Stag
     if not changes:
         raise EdgepipeError("prune: no channel group could be pruned (" + "; ".join(
             f"{', '.join(g['group'])}: {g.get('skip', 'nothing to remove at this ratio')}" for g in groups) + ")")
-    acc_pruned = evaluate(layer, *_test_split(ctx))
-    history, teacher_label = _fine_tune(cfg, ctx, layer, rng)
-    acc_after = evaluate(layer, *_test_split(ctx))
+    acc_pruned = evaluate(layer, *test)
+    history, teacher_label = fine_tune(cfg, ctx, layer, rng, "prune fine-tune")
+    acc_after = evaluate(layer, *test)
     params_after = count_parameters(layer)
     label = ctx.artifacts[cfg.model].meta.get("label", cfg.model) + f" pruned {100 * (1 - params_after / params_before):.0f}% params"
     transform = {"type": "prune_channels", "params": {"layers": changes}}
@@ -156,7 +143,3 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, acc_before, rng) -> Stag
                "teacher": teacher_label, "history": history}
     art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after, params=params_after)
     return StageResult(metrics=metrics, artifacts=[art])
-
-
-def _test_split(ctx):
-    return ctx.data.split("test")

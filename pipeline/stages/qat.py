@@ -55,10 +55,10 @@ def run_qat(cfg: QatConfig, ctx) -> StageResult:
     import paddle
 
     from edgepipe.pipeline.artifact import load_model, save_model
-    from edgepipe.pipeline.distill import soft_target_loss, stage_teacher
+    from edgepipe.pipeline.distill import fine_tune
     from edgepipe.pipeline.models import ModelSpec
     from edgepipe.pipeline.qat import learned_ranges, unwrap, wrap
-    from edgepipe.pipeline.training import evaluate, fit, seed_everything
+    from edgepipe.pipeline.training import evaluate, seed_everything
 
     rng = seed_everything(ctx.recipe.seed)
     layer, info = load_model(ctx.path_of(cfg.model))
@@ -70,11 +70,7 @@ def run_qat(cfg: QatConfig, ctx) -> StageResult:
     with paddle.no_grad():  # observers see real data before the first gradient step
         for i in range(0, min(len(calib), cfg.observer_batches * cfg.batch_size), cfg.batch_size):
             layer(paddle.to_tensor(calib[i : i + cfg.batch_size]))
-    x, y = ctx.data.split("train")
-    teacher, teacher_label = stage_teacher(ctx, cfg.teacher, cfg.model)
-    loss = soft_target_loss(teacher, cfg.temperature, cfg.alpha) if teacher is not None else None
-    history = fit(layer, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, rng=rng, loss_fn=loss,
-                  augment_shift=cfg.augment_shift, desc=f"qat w{cfg.weight_bits}", val=ctx.data.split("val"))
+    history, teacher_label = fine_tune(cfg, ctx, layer, rng, f"qat w{cfg.weight_bits}")
     simulated = evaluate(layer, *test)  # with fake quantization: what the integer model should reach
     ranges = learned_ranges(order, layer)
     unwrap(layer)
