@@ -135,11 +135,13 @@ class Bench:
             run()
             self.first_ms = (time.perf_counter_ns() - t0) / 1e6
         o = self.opts
+        t0 = time.perf_counter()
         warm = _loop(run, o.warmup_iters, o.warmup_seconds, None)
+        warm_ms = (time.perf_counter() - t0) * 1e3
         times = _loop(run, o.iters, o.min_seconds, o.max_seconds)
         stats = latency_stats(times)
         batch = int(next(iter(feed.values())).shape[0])
-        return {"batch": batch, "warmup_iters": len(warm), "latency": stats,
+        return {"batch": batch, "warmup_iters": len(warm), "warmup_ms": warm_ms, "latency": stats,
                 "throughput_per_s": float(batch * 1000.0 / stats["mean_ms"])}
 
     def cold_start(self) -> dict:

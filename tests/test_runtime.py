@@ -39,7 +39,7 @@ def test_warmup_time_is_met_before_measuring(tmp_path):
     model = conv_mlp(tmp_path / "m.onnx")
     r = benchmark(model, BenchOptions(warmup_iters=1, warmup_seconds=0.3, iters=5, min_seconds=0.0))
     run = r["runs"][0]
-    assert run["warmup_iters"] * run["latency"]["max_ms"] >= 300  # it kept warming up for 0.3 s, not 1 iteration
+    assert run["warmup_ms"] >= 300 and run["warmup_iters"] > 1  # it kept warming up for 0.3 s, not 1 iteration
 
 
 def test_max_seconds_caps_the_measured_phase(tmp_path):
