@@ -32,6 +32,7 @@ def register_transform(name: str):
 
 def apply_transforms(layer, transforms: list[dict]):
     import edgepipe.pipeline.channel_prune  # noqa: F401  (registers its transform)
+    import edgepipe.pipeline.layer_prune  # noqa: F401  (registers its transform)
     import edgepipe.pipeline.lowrank  # noqa: F401  (registers its transform)
 
     for i, t in enumerate(transforms):

@@ -42,6 +42,76 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_prune(args) -> int:
+    import shutil
+    import tempfile
+
+    from edgepipe.devices import EdgepipeError
+    from edgepipe.devices.config import ConfigError, from_dict
+    from edgepipe.pipeline.artifact import load_model
+    from edgepipe.pipeline.channel_prune import DATA_SCORERS, ChannelRule
+    from edgepipe.pipeline.data import DataConfig, load_dataset
+    from edgepipe.pipeline.sensitivity import Sensitivity, allocate, analyse, latency_probe, write
+    from edgepipe.pipeline.stages.prune import _bar
+
+    if not args.sensitivity:
+        raise EdgepipeError("edgepipe prune: add --sensitivity (this command runs the analysis alone; pruning and "
+                            "fine-tuning happen in a recipe's prune stage)")
+    target = None
+    if args.target:
+        kind, _, value = args.target.partition("=")
+        try:
+            target = {kind: float(value)}
+        except ValueError:
+            raise EdgepipeError(f"--target {args.target}: write KIND=SHARE, e.g. macs=0.5") from None
+    try:
+        rule = from_dict(ChannelRule, {"criterion": args.criterion, "round_to": args.round_to, "skip": args.skip or [],
+                                       "layers": args.layers or ["*"], "samples": args.samples, "target": target})
+        sens = from_dict(Sensitivity, {"ratios": [float(r) for r in args.ratios.split(",")] if args.ratios else list(
+            Sensitivity().ratios), "samples": args.val_samples, "plot": not args.no_plot})
+    except ValueError as exc:
+        raise EdgepipeError(f"--ratios {args.ratios}: {exc}") from None
+    except ConfigError as exc:
+        raise EdgepipeError(f"edgepipe prune: {exc}") from None
+    model_dir = Path(args.model)
+    layer, info = load_model(model_dir)
+    data = load_dataset(DataConfig())
+    train = data.split("train") if rule.criterion in DATA_SCORERS else None
+    shape = tuple(info["input_shape"])
+    doc, g, aux = analyse(layer, shape, rule, sens, data.split("val"), train, progress=_bar("sensitivity"))
+    if rule.target is not None:
+        measure = latency_probe(layer, shape, g, aux, doc, rule) if rule.target.kind == "latency" else None
+        alloc = allocate(layer, doc, g, aux, rule.target, rule, measure)
+        names = {grp["root"]: grp["group"][0] for grp in doc["groups"]}
+        doc["allocation"] = {**alloc, "ratios": {names[r]: v for r, v in alloc["ratios"].items()}}
+    out = Path(args.output or model_dir / "sensitivity")
+    tmp = Path(tempfile.mkdtemp(prefix=".sensitivity-", dir=out.parent if out.parent.is_dir() else None))
+    try:
+        files = write(doc, tmp, plot=sens.plot)
+        out.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            f.replace(out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    base = doc["baseline"]
+    print(f"validation accuracy {100 * base['accuracy']:.2f}% on {doc['val_samples']} samples; "
+          f"{base['params']:,} params, {base['macs']:,} MACs; criterion {doc['criterion']}")
+    ratios = doc["ratios"]
+    print(f"{'group (first layer)':<28} {'ch':>5} " + " ".join(f"{r:>6.2f}" for r in ratios))
+    for grp in doc["groups"]:
+        print(f"{grp['group'][0][:28]:<28} {grp['channels']:>5} " + " ".join(f"{100 * p['accuracy']:>6.1f}" for p in grp["points"]))
+    for fz in doc["frozen"]:
+        print(f"  left alone: {', '.join(fz['group'])} ({fz['skip']})")
+    if "allocation" in doc:
+        a = doc["allocation"]
+        print(f"target {a['target']}: {a['params']:,} params, {a['macs']:,} MACs, predicted loss "
+              f"{100 * a['predicted_loss']:.2f} pt; per_layer for the prune stage:")
+        for name, r in a["ratios"].items():
+            print(f"  - {{name: {name}, ratio: {r}}}")
+    print(f"wrote {', '.join(str(out / f.name) for f in files)}")
+    return 0
+
+
 def cmd_quantize(args) -> int:
     from edgepipe.devices import EdgepipeError
     from edgepipe.export.analysis import describe
@@ -229,6 +299,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-float-layers", type=int, default=4, help="at most this many guard steps (default 4)")
     q.set_defaults(fn=cmd_quantize)
 
+    pr = sub.add_parser("prune", help="structured-pruning sensitivity: validation accuracy of each channel group vs ratio (JSON + PNG)")
+    pr.add_argument("model", help="model folder, e.g. runs/mnist-kd/distill/student")
+    pr.add_argument("--sensitivity", action="store_true", help="run the sensitivity analysis (required)")
+    pr.add_argument("-o", "--output", help="output folder (default: MODEL/sensitivity)")
+    pr.add_argument("--criterion", default="l1", help="channel importance: l1 l2 fpgm bn_scale taylor apoz activation (default l1)")
+    pr.add_argument("--ratios", help="comma-separated ratios (default 0.1,0.2,...,0.9)")
+    pr.add_argument("--round-to", type=int, default=1, help="kept channel counts rounded to a multiple of this")
+    pr.add_argument("--layers", action="append", metavar="GLOB", help="only groups holding these layers (repeatable)")
+    pr.add_argument("--skip", action="append", metavar="GLOB", help="leave groups holding these layers alone (repeatable)")
+    pr.add_argument("--samples", type=int, default=512, help="training samples for taylor/apoz/activation (default 512)")
+    pr.add_argument("--val-samples", type=int, default=0, help="validation samples evaluated (default: the whole split)")
+    pr.add_argument("--target", metavar="KIND=SHARE", help="also choose per-group ratios keeping this share: params=, macs= or latency=")
+    pr.add_argument("--no-plot", action="store_true", help="JSON only")
+    pr.set_defaults(fn=cmd_prune)
+
     x = sub.add_parser("explain", help="why an (int8) ONNX model is fast or slow: time per op, unfused Q/DQ, float fallbacks")
     x.add_argument("model", help=".onnx model")
     x.add_argument("--threads", type=int, default=1)
@@ -262,6 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    # Paddle's C++ side logs warnings through glog (e.g. while tracing a model to its static graph);
+    # they are not the user's concern and would break the one-line error contract. Errors still show.
+    os.environ.setdefault("GLOG_minloglevel", "2")
     args = build_parser().parse_args(argv)
     from edgepipe.devices import EdgepipeError
 

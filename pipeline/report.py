@@ -234,13 +234,35 @@ def distillation_section(stages: dict) -> list[str]:
             "The models saved and exported are the first seed's.", "", _md(DISTILL_COLUMNS, rows), ""]
 
 
-def _channel_prune_lines(m: dict, c: dict) -> list[str]:
-    ch = c["channels"]
-    tuned = f", fine-tuned {c['epochs']} epoch(s)" + (f" with KD from {m['teacher']}" if m.get("teacher") else " on labels") if c["epochs"] else ", not fine-tuned"
-    lines = [f"`{c['model']}` → `{c.get('output') or c['model'] + '_pruned'}`: channels removed (ratio {ch['ratio']:g}, "
+def _tuned(m: dict, c: dict) -> str:
+    if not c["epochs"]:
+        return ", not fine-tuned"
+    return f", fine-tuned {c['epochs']} epoch(s)" + (f" with KD from {m['teacher']}" if m.get("teacher") else " on labels")
+
+
+def _channel_prune_lines(name: str, m: dict, c: dict) -> list[str]:
+    ch = m["rule"]["channels"]
+    how = f"ratio {ch['ratio']:g}" if ch.get("ratio") is not None else \
+        "per-group ratios for target " + ", ".join(f"{k} {v:g}" for k, v in ch["target"].items())
+    lines = [f"`{c['model']}` → `{c.get('output') or c['model'] + '_pruned'}`: channels removed ({how}, "
              f"criterion {ch['criterion']}, round to {ch['round_to']}); parameters {m['params_before']:,} → {m['params_after']:,}; "
              f"test accuracy {100 * m['test_acc_before']:.2f}% → {100 * m['test_acc_pruned']:.2f}% pruned → "
-             f"{100 * m['test_acc_after']:.2f}%{tuned}.", ""]
+             f"{100 * m['test_acc_after']:.2f}%{_tuned(m, c)}.", ""]
+    sens = m.get("sensitivity")
+    if sens:
+        if sens["files"]:
+            lines += [f"Sensitivity (validation accuracy with one group cut alone; baseline {100 * sens['baseline']['accuracy']:.2f}%): "
+                      + ", ".join(f"`{name}/{f}`" for f in sens["files"]) + ".", ""]
+            ratios = sorted({r for g in sens["groups"] for r in g["accuracy"]}, key=float)
+            rows = [[", ".join(g["group"]), str(g["channels"])] + [f"{100 * g['accuracy'][r]:.1f}" if r in g["accuracy"] else ""
+                                                                  for r in ratios] for g in sens["groups"]]
+            lines += [_md(("group", "channels", *[f"{float(r):g}" for r in ratios]), rows), ""]
+        a = sens.get("allocation")
+        if a:
+            lines += [f"Chosen for the target: {', '.join(f'{k} {v:g}' for k, v in a['ratios'].items())} "
+                      f"({a['params']:,} params, {a['macs']:,} MACs"
+                      + (f", measured p50 {a['latency']['pruned_ms']:.3f} vs {a['latency']['unpruned_ms']:.3f} ms" if a.get("latency") else "")
+                      + f"; predicted loss {100 * a['predicted_loss']:.2f} pt from the groups' curves).", ""]
     rows = [[", ".join(g["group"]), ", ".join(g["tied"]) or "—", str(g["channels"]),
              str(g["kept"]) if "kept" in g else "—", g.get("skip", "")] for g in m["groups"]]
     return lines + [_md(("channels made by", "cut with them", "channels", "kept", "left alone because"), rows), ""]
@@ -248,21 +270,33 @@ def _channel_prune_lines(m: dict, c: dict) -> list[str]:
 
 def prune_section(stages: dict) -> list[str]:
     out = []
-    for s in stages.values():
+    for name, s in stages.items():
         if s["type"] != "prune":
             continue
         m, c = s["metrics"], s["config"]
         if not out:
             out = ["## Pruning", ""]
         if "groups" in m:
-            out += _channel_prune_lines(m, c)
+            out += _channel_prune_lines(name, m, c)
+            continue
+        if "removed" in m:
+            measure = c["blocks"].get("measure", "accuracy")
+            out += [f"`{c['model']}` → `{c.get('output') or c['model'] + '_pruned'}`: blocks replaced by the identity, chosen by "
+                    f"{'validation accuracy lost' if measure == 'accuracy' else 'relative change of the logits'} when each is "
+                    f"bypassed alone: {', '.join(m['removed'])}; parameters {m['params_before']:,} → {m['params_after']:,}; test "
+                    f"accuracy {100 * m['test_acc_before']:.2f}% → {100 * m['test_acc_pruned']:.2f}% removed → "
+                    f"{100 * m['test_acc_after']:.2f}%{_tuned(m, c)}.", ""]
+            key = "drop" if measure == "accuracy" else "output_change"
+            rows = [[str(i + 1), e["block"], f"{100 * e[key]:.2f}" if key == "drop" else f"{e[key]:.3f}",
+                     "removed" if e["block"] == r["removed"] else ""] for i, r in enumerate(m["rounds"]) for e in r["candidates"]]
+            out += [_md(("round", "block", "val acc lost (pt)" if key == "drop" else "logit change", ""), rows), ""]
             continue
         if not any(line.startswith("Unstructured magnitude pruning") for line in out):
             out += ["Unstructured magnitude pruning zeroes weights but keeps the architecture: the dense ONNX file has "
                     "the same bytes and runs no faster on dense kernels; it only compresses better (deflated bytes).", ""]
         r = m["rule"]
         how = (f"threshold {r['threshold']:g}" if r["threshold"] is not None else f"sparsity {r['sparsity']:g} ({r['scope']})") + f", {r['schedule']}"
-        tuned = f", fine-tuned {c['epochs']} epoch(s)" + (f" with KD from {m['teacher']}" if m.get("teacher") else " on labels") if c["epochs"] else ", not fine-tuned"
+        tuned = _tuned(m, c)
         pruned = "" if m["test_acc_pruned"] is None or not c["epochs"] else f"{100 * m['test_acc_pruned']:.2f}% pruned → "
         out.append(f"`{c['model']}` → `{c.get('output') or c['model'] + '_pruned'}` ({how}): {m['zeros']:,} of {m['weights']:,} "
                    f"weights zero ({100 * m['sparsity']:.1f}%); test accuracy {100 * m['test_acc_before']:.2f}% → {pruned}"

@@ -41,6 +41,7 @@ class ConcatNet(nn.Layer):
 
 MODELS = {
     "seed-cnn": (lambda: build_model(ModelSpec(conv=(16, 32), fc=(64,))), (1, 28, 28)),
+    "resnet-spec": (lambda: build_model(ModelSpec(family="resnet", conv=(8, 16), fc=(12,))), (1, 28, 28)),
     "residual": (ResidualNet, (3, 8, 8)),
     "concat": (ConcatNet, (3, 8, 8)),
     "resnet18": (lambda: paddle.vision.models.resnet18(num_classes=10), (3, 32, 32)),

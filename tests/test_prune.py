@@ -1,3 +1,4 @@
+import json
 
 import numpy as np
 import onnx
@@ -110,10 +111,70 @@ def test_prune_stage_holds_masks_through_fine_tuning_and_exports(tmp_path):
     assert 0 < thresh["sparsity"] < 1
 
 
+RES_RECIPE = """\
+name: pruneres
+seed: 0
+data: {train_limit: 600, test: 300, val: 100, calibration: 64}
+stages:
+  - train: {model: {family: resnet, conv: [8, 16], fc: [], blocks: 2}, epochs: 1, output: res}
+  - prune: {model: res, channels: {criterion: taylor, samples: 128, target: {macs: 0.6}}, sensitivity: {ratios: [0.25, 0.5, 0.75]}, epochs: 1, teacher: previous, output: res_slim}
+  - prune: {model: res, blocks: {count: 1}, epochs: 1, output: res_short}
+  - export: {models: [res, res_slim, res_short], parity_samples: 32}
+  - report: {}
+"""
+
+
+def test_residual_model_sensitivity_target_and_block_removal(tmp_path):
+    _, run_dir, s = run_recipe(tmp_path, RES_RECIPE, "pruneres")
+    slim = s["prune"]["metrics"]
+    assert sorted(slim["sensitivity"]["files"]) == ["sensitivity.json", "sensitivity.png"]
+    doc = json.loads((run_dir / "prune" / "sensitivity.json").read_text())
+    assert doc["criterion"] == "taylor" and doc["val_samples"] == 100
+    assert all(len(grp["points"]) == 3 for grp in doc["groups"])
+    assert (run_dir / "prune" / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+    alloc = doc["allocation"]
+    assert alloc["macs"] <= 0.6 * doc["baseline"]["macs"] and alloc["ratios"]
+    # the residual stage's channels (stem + stage1 blocks, tied by the adds) form one group
+    groups = {tuple(grp["group"]) for grp in doc["groups"]}
+    assert any({"stem.0", "stage1.0.conv2", "stage1.1.conv2"} <= set(grp) for grp in groups), groups
+    arts = {n: a["meta"] for st in s.values() for n, a in st.get("artifacts", {}).items()}
+    assert arts["res_slim.onnx"]["macs"] < 0.7 * arts["res.onnx"]["macs"]
+    short = s["prune2"]["metrics"]
+    assert len(short["removed"]) == 1 and short["removed"][0] in {"stage1.0", "stage1.1", "stage2.1"}
+    assert {c["block"] for c in short["rounds"][0]["candidates"]} == {"stage1.0", "stage1.1", "stage2.1"}
+    assert short["params_after"] < short["params_before"] and arts["res_short.onnx"]["bytes"] < arts["res.onnx"]["bytes"]
+    report = (run_dir / "report" / "report.md").read_text()
+    assert "`prune/sensitivity.json`, `prune/sensitivity.png`" in report and "Chosen for the target: " in report
+    assert f"blocks replaced by the identity, chosen by validation accuracy lost when each is bypassed alone: {short['removed'][0]}" in report
+    again = tmp_path / "again.onnx"  # both artifacts replay their transforms in a fresh process
+    for name, folder in (("res_short", "prune2/res_short"), ("res_slim", "prune/res_slim")):
+        proc = edgepipe("export", run_dir / folder, "-o", again)
+        assert proc.returncode == 0, proc.stderr
+        assert again.stat().st_size == arts[f"{name}.onnx"]["bytes"]
+    # the sensitivity analysis alone, from the command line
+    out = tmp_path / "sens"
+    proc = edgepipe("prune", run_dir / "train" / "res", "--sensitivity", "-o", out, "--ratios", "0.5", "--val-samples", "50",
+                    "--target", "params=0.7")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["sensitivity.json", "sensitivity.png"]
+    assert "per_layer for the prune stage" in proc.stdout and "left alone: fc1 (model output)" in proc.stdout
+    for args, message in [((), "add --sensitivity"), (("--sensitivity", "--criterion", "tailor"), "did you mean 'taylor'"),
+                          (("--sensitivity", "--ratios", "0.5,x"), "--ratios 0.5,x"),
+                          (("--sensitivity", "--target", "params=0.01", "--ratios", "0.5"), "target params 0.01")]:
+        bad = tmp_path / "bad"
+        proc = edgepipe("prune", run_dir / "train" / "res", "-o", bad, *args)
+        assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, (args, proc.stderr)
+        assert not bad.exists()
+
+
 @pytest.mark.parametrize("stage, message", [
     ("{threshold: 0.1, sparsity: 0.5}", "stages[1].prune.sparsity: give exactly one of threshold"),
-    ("{channels: {ratio: 0.5}, schedule: gradual}", "stages[1].prune.schedule: channel pruning is one-shot"),
-    ("{channels: {ratio: 0.5, criterion: taylor}}", "stages[1].prune.channels.criterion"),
+    ("{channels: {ratio: 0.5}, schedule: gradual}", "stages[1].prune.schedule: channel and block pruning are one-shot"),
+    ("{channels: {ratio: 0.5, criterion: tailor}}", "stages[1].prune.channels.criterion: 'tailor' is not one of"),
+    ("{channels: {target: {macs: 0.5, params: 0.5}}}", "stages[1].prune.channels.target.target: give exactly one of params"),
+    ("{sparsity: 0.5, sensitivity: {}}", "stages[1].prune.sensitivity: the sensitivity analysis is for structured pruning"),
+    ("{channels: {}, sensitivity: {ratios: [0.5, 0.3]}}", "stages[1].prune.sensitivity.ratios: list them in increasing order"),
+    ("{blocks: {count: 1}, threshold: 0.1}", "stages[1].prune.sparsity: give exactly one of"),
     ("{channels: {ratio: 1.0}}", "stages[1].prune.channels.ratio: must be in (0, 1)"),
     ("{threshold: 0.1, scope: global}", "stages[1].prune.scope: global scope ranks weights by sparsity"),
     ("{sparsity: 0.5, schedule: gradual, epochs: 0}", "stages[1].prune.schedule: gradual pruning happens during fine-tuning"),

@@ -16,8 +16,10 @@ from typing import Literal
 from edgepipe.pipeline.channel_prune import ChannelRule
 from edgepipe.pipeline.config import require
 from edgepipe.pipeline.distill import teacher_inputs
+from edgepipe.pipeline.layer_prune import BlockRule
 from edgepipe.pipeline.registry import register_stage
 from edgepipe.pipeline.run import StageResult
+from edgepipe.pipeline.sensitivity import Sensitivity
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class PruneConfig:
     threshold: float | None = None  # |w| below it becomes zero (the seed's rule)
     sparsity: float | None = None  # or: this share of the weights with the smallest magnitude
     channels: ChannelRule | None = None  # or: remove this share of channels (structured)
+    blocks: BlockRule | None = None  # or: remove whole blocks (the identity takes their place)
+    sensitivity: Sensitivity | None = None  # structured: accuracy per group vs ratio -> sensitivity.json/.png
     scope: Literal["layer", "global"] = "layer"  # sparsity per layer, or one threshold over all layers
     schedule: Literal["oneshot", "gradual"] = "oneshot"  # gradual: Zhu & Gupta's cubic ramp while fine-tuning
     frequency: int = 10  # gradual: steps between mask updates
@@ -42,11 +46,15 @@ class PruneConfig:
     uses_data = True
 
     def __post_init__(self):
-        given = [k for k in ("threshold", "sparsity", "channels") if getattr(self, k) is not None]
+        given = [k for k in ("threshold", "sparsity", "channels", "blocks") if getattr(self, k) is not None]
         require(len(given) == 1, "sparsity", "give exactly one of threshold (|w| below it is zeroed), sparsity (share of "
-                "weights zeroed) or channels (structured: share of channels removed)" + (f", not {' and '.join(given)}" if given else ""))
-        require(self.channels is None or self.schedule == "oneshot", "schedule", "channel pruning is one-shot; remove schedule")
-        require(self.channels is None or self.layers == ("*",), "layers", "for channel pruning, give layers inside channels:")
+                "weights zeroed), channels (structured: share of channels removed) or blocks (whole blocks removed)"
+                + (f", not {' and '.join(given)}" if given else ""))
+        structured = self.channels is not None or self.blocks is not None
+        require(not structured or self.schedule == "oneshot", "schedule", "channel and block pruning are one-shot; remove schedule")
+        require(not structured or self.layers == ("*",), "layers", "for channel or block pruning, give layers inside channels: or blocks:")
+        require(self.sensitivity is None or self.channels is not None, "sensitivity",
+                "the sensitivity analysis is for structured pruning; give channels: too")
         require(self.threshold is None or self.threshold > 0, "threshold", "must be positive")
         require(self.sparsity is None or 0.0 < self.sparsity < 1.0, "sparsity", "must be in (0, 1)")
         require(self.scope == "layer" or self.sparsity is not None, "scope", "global scope ranks weights by sparsity; a threshold is already global")
@@ -88,6 +96,8 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
     acc_before = evaluate(layer, *test)
     if cfg.channels is not None:
         return _prune_channels(cfg, ctx, layer, info, test, acc_before, rng)
+    if cfg.blocks is not None:
+        return _prune_blocks(cfg, ctx, layer, info, test, acc_before, rng)
     targets = prunable_layers(layer, cfg.layers)
     rule = MagnitudeRule(threshold=cfg.threshold, sparsity=cfg.sparsity, scope=cfg.scope)
     masks = magnitude_masks(targets, rule, sparsity=0.0 if cfg.schedule == "gradual" else None)
@@ -117,14 +127,33 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
 def _prune_channels(cfg: PruneConfig, ctx, layer, info, test, acc_before, rng) -> StageResult:
     from edgepipe.devices import EdgepipeError
     from edgepipe.pipeline.artifact import save_model
-    from edgepipe.pipeline.channel_prune import prune_channels
+    from edgepipe.pipeline.channel_prune import DATA_SCORERS, prune_channels
     from edgepipe.pipeline.distill import fine_tune
+    from edgepipe.pipeline.sensitivity import allocate, analyse, latency_probe, write
     from edgepipe.pipeline.models import ModelSpec, count_parameters
     from edgepipe.pipeline.training import evaluate
 
     spec = ModelSpec.from_json(info["spec"])
+    shape = (spec.in_channels, spec.input_size, spec.input_size)
     params_before = count_parameters(layer)
-    layer, changes, groups = prune_channels(layer, (spec.in_channels, spec.input_size, spec.input_size), cfg.channels)
+    rule = cfg.channels
+    train = ctx.data.split("train") if rule.criterion in DATA_SCORERS else None
+    ratios, graph, sens_metrics = None, None, None
+    if cfg.sensitivity is not None or rule.target is not None:
+        sens = cfg.sensitivity or Sensitivity(plot=False)
+        doc, graph, aux = analyse(layer, shape, rule, sens, ctx.data.split("val"), train, progress=_bar("sensitivity"))
+        if rule.target is not None:
+            measure = latency_probe(layer, shape, graph, aux, doc, rule) if rule.target.kind == "latency" else None
+            alloc = allocate(layer, doc, graph, aux, rule.target, rule, measure)
+            ratios = alloc["ratios"]
+            names = {grp["root"]: grp["group"][0] for grp in doc["groups"]}
+            doc["allocation"] = {**alloc, "ratios": {names[r]: v for r, v in alloc["ratios"].items()}}
+        files = write(doc, ctx.out_dir, plot=cfg.sensitivity is not None and cfg.sensitivity.plot) \
+            if cfg.sensitivity is not None else []
+        sens_metrics = {"files": [f.name for f in files], "baseline": doc["baseline"], "allocation": doc.get("allocation"),
+                        "groups": [{"group": grp["group"], "channels": grp["channels"],
+                                    "accuracy": {str(p["ratio"]): p["accuracy"] for p in grp["points"]}} for grp in doc["groups"]]}
+    layer, changes, groups = prune_channels(layer, shape, rule, train, ratios=ratios, graph=graph)
     if not changes:
         raise EdgepipeError("prune: no channel group could be pruned (" + "; ".join(
             f"{', '.join(g['group'])}: {g.get('skip', 'nothing to remove at this ratio')}" for g in groups) + ")")
@@ -136,10 +165,57 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, test, acc_before, rng) -
     transform = {"type": "prune_channels", "params": {"layers": changes}}
     save_model(ctx.out(cfg.output_name), layer, spec, [*info.get("transforms", []), transform],
                meta={"label": label, "pruned_channels": groups})
-    metrics = {"rule": {"channels": {"ratio": cfg.channels.ratio, "criterion": cfg.channels.criterion,
-                                     "round_to": cfg.channels.round_to}},
+    metrics = {"rule": {"channels": {"ratio": None if rule.target else rule.ratio, "criterion": rule.criterion,
+                                     "round_to": rule.round_to,
+                                     "target": {rule.target.kind: rule.target.share} if rule.target else None}},
+               "sensitivity": sens_metrics,
                "groups": groups, "params_before": params_before, "params_after": params_after,
                "test_acc_before": acc_before, "test_acc_pruned": acc_pruned, "test_acc_after": acc_after,
                "teacher": teacher_label, "history": history}
     art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after, params=params_after)
     return StageResult(metrics=metrics, artifacts=[art])
+
+
+def _prune_blocks(cfg: PruneConfig, ctx, layer, info, test, acc_before, rng) -> StageResult:
+    from edgepipe.pipeline.artifact import save_model
+    from edgepipe.pipeline.distill import fine_tune
+    from edgepipe.pipeline.layer_prune import remove_blocks
+    from edgepipe.pipeline.models import ModelSpec, count_parameters
+    from edgepipe.pipeline.training import evaluate
+
+    spec = ModelSpec.from_json(info["spec"])
+    params_before = count_parameters(layer)
+    layer, rounds = remove_blocks(layer, spec.input_shape, cfg.blocks, ctx.data.split("val"))
+    acc_pruned = evaluate(layer, *test)
+    history, teacher_label = fine_tune(cfg, ctx, layer, rng, "prune fine-tune")
+    acc_after = evaluate(layer, *test)
+    params_after = count_parameters(layer)
+    removed = [r["removed"] for r in rounds]
+    label = ctx.artifacts[cfg.model].meta.get("label", cfg.model) + f" −{len(removed)} block{'s' if len(removed) > 1 else ''}"
+    transform = {"type": "remove_layers", "params": {"layers": removed}}
+    save_model(ctx.out(cfg.output_name), layer, spec, [*info.get("transforms", []), transform],
+               meta={"label": label, "removed_blocks": removed})
+    metrics = {"rule": {"blocks": {"count": cfg.blocks.count, "measure": cfg.blocks.measure}}, "removed": removed,
+               "rounds": rounds, "params_before": params_before, "params_after": params_after,
+               "test_acc_before": acc_before, "test_acc_pruned": acc_pruned, "test_acc_after": acc_after,
+               "teacher": teacher_label, "history": history}
+    art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after, params=params_after)
+    return StageResult(metrics=metrics, artifacts=[art])
+
+
+def _bar(desc: str):
+    """A progress callback (done, total) drawing a tqdm bar on stderr."""
+    import sys
+
+    from tqdm import tqdm
+
+    state = {}
+
+    def progress(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True, disable=None)
+        state["bar"].update(done - state["bar"].n)
+        if done >= total:
+            state["bar"].close()
+
+    return progress
