@@ -180,7 +180,7 @@ def allocate(model, doc: dict, g: Graph, aux: dict, target: Target, rule: Channe
         level, now = best[1], best[2]
         path.append((dict(level), now))
     ratios_of = lambda lv: {r: curves[r][i]["ratio"] for r, i in lv.items() if i >= 0}  # noqa: E731
-    measured = None
+    measured, steps = None, len(path) - 1
     if target.kind == "latency":
         if measure is None:
             raise EdgepipeError("target latency: no way to measure latency was given")
@@ -197,6 +197,7 @@ def allocate(model, doc: dict, g: Graph, aux: dict, target: Target, rule: Channe
             else:
                 lo = mid
         level, now = path[hi]
+        steps = hi
         measured = {"unpruned_ms": base_ms, "pruned_ms": times[hi], "probes": len(times) + 1}
     elif now[axis] > target.share * base[axis]:
         raise EdgepipeError(f"target {target.kind} {target.share}: pruning every group to its largest ratio keeps "
@@ -204,7 +205,7 @@ def allocate(model, doc: dict, g: Graph, aux: dict, target: Target, rule: Channe
                             "allow more layers")
     return {"target": {target.kind: target.share}, "ratios": ratios_of(level),
             "predicted_loss": sum(loss(r, lv) for r, lv in level.items()),
-            "params": now["params"], "macs": now["macs"], "steps": len(path) - 1, "latency": measured}
+            "params": now["params"], "macs": now["macs"], "steps": steps, "latency": measured}
 
 
 def latency_probe(model, input_shape, g: Graph, aux: dict, doc: dict, rule: ChannelRule):

@@ -142,3 +142,31 @@ def test_target_and_sensitivity_settings_are_checked():
         Sensitivity(ratios=(0.5, 0.2))
     with pytest.raises(EdgepipeError, match="in \\(0, 1\\)"):
         Sensitivity(ratios=(0.5, 1.0))
+
+
+def test_latency_target_bisects_the_greedy_path_with_measured_times():
+    model = seed_cnn()
+    doc, g, aux = analyse(model, SHAPE, ChannelRule(), Sensitivity(ratios=(0.25, 0.5, 0.75)), samples(50, seed=2))
+    from edgepipe.pipeline.sensitivity import latency_probe
+
+    probe = latency_probe(model, SHAPE, g, aux, doc, ChannelRule())
+    assert probe({}) > 0  # a real export and onnxruntime measurement
+
+    calls = []
+
+    def fake_ms(ratios):  # a stand-in clock: time proportional to the estimated MACs, so the answer is known
+        from edgepipe.pipeline.channel_prune import keep_count
+
+        kept = {r: np.arange(keep_count(g.spaces[r].size, v, 1)) for r, v in ratios.items()}
+        calls.append(ratios)
+        return estimate(model, aux["hw"], changes_for(g, kept))[1] / 1e6
+
+    alloc = allocate(model, doc, g, aux, Target(latency=0.5), ChannelRule(), fake_ms)
+    assert alloc["latency"]["pruned_ms"] <= 0.5 * alloc["latency"]["unpruned_ms"]
+    by_macs = allocate(model, doc, g, aux, Target(macs=0.5), ChannelRule())
+    assert alloc["ratios"] == by_macs["ratios"]  # the first step of the same path under half
+    assert alloc["steps"] == by_macs["steps"]
+    # the path has at most 9 steps (3 groups × 3 ratios): unpruned + last + bisection = at most 2 + 4 probes
+    assert len(calls) == alloc["latency"]["probes"] <= 6
+    with pytest.raises(EdgepipeError, match="target latency 0.01"):
+        allocate(model, doc, g, aux, Target(latency=0.01), ChannelRule(), fake_ms)
