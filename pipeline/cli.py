@@ -78,6 +78,10 @@ def cmd_prune(args) -> int:
     data = load_dataset(DataConfig())
     train = data.split("train") if rule.criterion in DATA_SCORERS else None
     shape = tuple(info["input_shape"])
+    if tuple(data.split("val")[0].shape[1:]) != shape:
+        raise EdgepipeError(f"{model_dir}: the model takes inputs of shape {shape}, the bundled MNIST splits are "
+                            f"{tuple(data.split('val')[0].shape[1:])}; run the analysis in a recipe (prune stage, "
+                            "sensitivity: {}) with matching data")
     doc, g, aux = analyse(layer, shape, rule, sens, data.split("val"), train, progress=_bar("sensitivity"))
     if rule.target is not None:
         measure = latency_probe(layer, shape, g, aux, doc, rule) if rule.target.kind == "latency" else None
@@ -90,7 +94,7 @@ def cmd_prune(args) -> int:
         files = write(doc, tmp, plot=sens.plot)
         out.mkdir(parents=True, exist_ok=True)
         for f in files:
-            f.replace(out / f.name)
+            shutil.move(str(f), str(out / f.name))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     base = doc["baseline"]

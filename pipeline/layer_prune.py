@@ -96,6 +96,8 @@ def remove_blocks(model, input_shape, rule: BlockRule, val: tuple, progress=None
     from edgepipe.pipeline.training import evaluate, predict_logits
 
     x, y = val
+    if len(x) == 0:
+        raise EdgepipeError("blocks: the validation split is empty; give the recipe's data a val: count")
     blocks = removable_blocks(model, input_shape, rule.layers)
     if not blocks:
         raise EdgepipeError("prune: no removable block matches " + ", ".join(rule.layers) + " (a block must keep its "

@@ -106,6 +106,8 @@ def analyse(model, input_shape, rule: ChannelRule, sens: Sensitivity, val: tuple
     x, y = val
     if sens.samples:
         x, y = x[: sens.samples], y[: sens.samples]
+    if len(x) == 0:
+        raise EdgepipeError("sensitivity: the validation split is empty; give the recipe's data a val: count")
     g = trace(model, input_shape)
     roots, rows = candidates(g, rule)
     if not roots:
