@@ -202,6 +202,19 @@ def stage_teacher(ctx, teacher: str | None, model: str):
     return freeze(layer), ctx.artifacts[name].meta.get("label", name)
 
 
+def check_fine_tune(cfg) -> None:
+    """The checks every stage with a fine-tuning block (prune, lowrank, qat) shares: its fields
+    epochs, batch_size, lr, teacher, temperature and alpha."""
+    from edgepipe.pipeline.config import require
+
+    require(cfg.epochs >= 0, "epochs", "must be 0 or more")
+    require(cfg.batch_size >= 1, "batch_size", "must be at least 1")
+    require(cfg.lr > 0, "lr", "must be positive")
+    require(cfg.temperature > 0, "temperature", "must be positive")
+    require(0.0 <= cfg.alpha <= 1.0, "alpha", "must be between 0 and 1")
+    require(cfg.teacher is None or cfg.epochs > 0, "teacher", "a teacher needs fine-tuning epochs > 0")
+
+
 def fine_tune(cfg, ctx, layer, rng, desc: str, after_step=None):
     """Fine-tune `layer` for cfg.epochs on the train split — distilling from cfg.teacher when one is
     given (`previous` = the stage's input model) — for the stages that change a model and then

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edgepipe.pipeline.config import require
-from edgepipe.pipeline.distill import teacher_inputs
+from edgepipe.pipeline.distill import check_fine_tune, teacher_inputs
 from edgepipe.pipeline.lowrank import LayerRank
 from edgepipe.pipeline.registry import register_stage
 from edgepipe.pipeline.run import StageResult
@@ -32,11 +32,7 @@ class LowRankConfig:
 
     def __post_init__(self):
         require(len(self.layers) >= 1, "layers", "name at least one layer (a name or a glob such as 'fc*')")
-        require(self.epochs >= 0, "epochs", "must be 0 or more")
-        require(self.lr > 0, "lr", "must be positive")
-        require(self.temperature > 0, "temperature", "must be positive")
-        require(0.0 <= self.alpha <= 1.0, "alpha", "must be between 0 and 1")
-        require(self.teacher is None or self.epochs > 0, "teacher", "a teacher needs fine-tuning epochs > 0")
+        check_fine_tune(self)
 
     @property
     def output_name(self) -> str:

@@ -15,7 +15,7 @@ from typing import Literal
 
 from edgepipe.pipeline.channel_prune import ChannelRule
 from edgepipe.pipeline.config import require
-from edgepipe.pipeline.distill import teacher_inputs
+from edgepipe.pipeline.distill import check_fine_tune, teacher_inputs
 from edgepipe.pipeline.layer_prune import BlockRule
 from edgepipe.pipeline.registry import register_stage
 from edgepipe.pipeline.run import StageResult
@@ -61,13 +61,8 @@ class PruneConfig:
         require(self.schedule == "oneshot" or self.sparsity is not None, "schedule", "gradual pruning ramps up to a sparsity; give sparsity")
         require(self.schedule == "oneshot" or self.epochs > 0, "schedule", "gradual pruning happens during fine-tuning; set epochs > 0")
         require(self.frequency >= 1, "frequency", "must be at least 1")
-        require(self.epochs >= 0, "epochs", "must be 0 or more")
-        require(self.batch_size >= 1, "batch_size", "must be at least 1")
-        require(self.lr > 0, "lr", "must be positive")
+        check_fine_tune(self)
         require(len(self.layers) >= 1, "layers", "name at least one layer (a name or a glob such as 'conv*')")
-        require(self.temperature > 0, "temperature", "must be positive")
-        require(0.0 <= self.alpha <= 1.0, "alpha", "must be between 0 and 1")
-        require(self.teacher is None or self.epochs > 0, "teacher", "a teacher needs fine-tuning epochs > 0")
 
     @property
     def output_name(self) -> str:

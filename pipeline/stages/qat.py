@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgepipe.pipeline.config import require
-from edgepipe.pipeline.distill import teacher_inputs
+from edgepipe.pipeline.distill import check_fine_tune, teacher_inputs
 from edgepipe.pipeline.registry import register_stage
 from edgepipe.pipeline.run import StageResult
 
@@ -33,10 +33,8 @@ class QatConfig:
     def __post_init__(self):
         require(self.weight_bits in (8, 4), "weight_bits", "must be 8 or 4")
         require(self.epochs >= 1, "epochs", "must be at least 1")
-        require(self.lr > 0, "lr", "must be positive")
+        check_fine_tune(self)
         require(self.observer_batches >= 1, "observer_batches", "must be at least 1")
-        require(self.temperature > 0, "temperature", "must be positive")
-        require(0.0 <= self.alpha <= 1.0, "alpha", "must be between 0 and 1")
 
     @property
     def output_name(self) -> str:
