@@ -108,8 +108,10 @@ def cmd_prune(args) -> int:
         print(f"  left alone: {', '.join(fz['group'])} ({fz['skip']})")
     if "allocation" in doc:
         a = doc["allocation"]
-        print(f"target {a['target']}: {a['params']:,} params, {a['macs']:,} MACs, predicted loss "
-              f"{100 * a['predicted_loss']:.2f} pt; per_layer for the prune stage:")
+        lat = a.get("latency")
+        print(f"target {', '.join(f'{k} {v:g}' for k, v in a['target'].items())}: {a['params']:,} params, {a['macs']:,} MACs"
+              + (f", p50 {lat['pruned_ms']:.3f} ms vs {lat['unpruned_ms']:.3f} ms unpruned ({lat['probes']} probes)" if lat else "")
+              + f"; predicted loss {100 * a['predicted_loss']:.2f} pt (sum of the groups' losses alone); per_layer for the prune stage:")
         for name, r in a["ratios"].items():
             print(f"  - {{name: {name}, ratio: {r}}}")
     print(f"wrote {', '.join(str(out / f.name) for f in files)}")
@@ -356,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     # Paddle's C++ side logs warnings through glog (e.g. while tracing a model to its static graph);
     # they are not the user's concern and would break the one-line error contract. Errors still show.
     os.environ.setdefault("GLOG_minloglevel", "2")
+    import warnings
+
+    warnings.filterwarnings("ignore", message="No ccache found")  # paddle's, on import; about building C++ extensions
     args = build_parser().parse_args(argv)
     from edgepipe.devices import EdgepipeError
 
