@@ -138,10 +138,12 @@ class Bench:
         t0 = time.perf_counter()
         warm = _loop(run, o.warmup_iters, o.warmup_seconds, None)
         warm_ms = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
         times = _loop(run, o.iters, o.min_seconds, o.max_seconds)
+        measured_ms = (time.perf_counter() - t0) * 1e3
         stats = latency_stats(times)
         batch = int(next(iter(feed.values())).shape[0])
-        return {"batch": batch, "warmup_iters": len(warm), "warmup_ms": warm_ms, "latency": stats,
+        return {"batch": batch, "warmup_iters": len(warm), "warmup_ms": warm_ms, "measured_ms": measured_ms, "latency": stats,
                 "throughput_per_s": float(batch * 1000.0 / stats["mean_ms"])}
 
     def cold_start(self) -> dict:
