@@ -345,10 +345,11 @@ def scorer_stats(model, g: Graph, rule: ChannelRule, data) -> dict | None:
 
 
 def prune_channels(model, input_shape: tuple[int, ...], rule: ChannelRule, data=None, ratios: dict[int, float] | None = None,
-                   graph: Graph | None = None):
+                   graph: Graph | None = None, stats: dict | None = None):
     """Trace, plan, cut. Returns (model, changes, report rows); the model is changed in place.
-    `data` = (x, y) training samples, needed by the taylor / apoz / activation criteria."""
+    `data` = (x, y) training samples, needed by the taylor / apoz / activation criteria; `graph` and
+    `stats` (from a sensitivity analysis of this model) spare tracing and scoring again."""
     g = graph or trace(model, input_shape)
-    kept, rows = plan(g, rule, scorer_stats(model, g, rule, data), ratios)
+    kept, rows = plan(g, rule, stats if stats is not None else scorer_stats(model, g, rule, data), ratios)
     changes = apply(model, g, kept) if kept else {}
     return model, changes, rows

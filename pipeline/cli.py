@@ -51,7 +51,7 @@ def cmd_prune(args) -> int:
     from edgepipe.pipeline.artifact import load_model
     from edgepipe.pipeline.channel_prune import DATA_SCORERS, ChannelRule
     from edgepipe.pipeline.data import DataConfig, load_dataset
-    from edgepipe.pipeline.sensitivity import Sensitivity, allocate, analyse, latency_probe, write
+    from edgepipe.pipeline.sensitivity import Sensitivity, analyse, choose_ratios, write
     from edgepipe.pipeline.stages.prune import _bar
 
     if not args.sensitivity:
@@ -84,10 +84,7 @@ def cmd_prune(args) -> int:
                             "sensitivity: {}) with matching data")
     doc, g, aux = analyse(layer, shape, rule, sens, data.split("val"), train, progress=_bar("sensitivity"))
     if rule.target is not None:
-        measure = latency_probe(layer, shape, g, aux, doc, rule) if rule.target.kind == "latency" else None
-        alloc = allocate(layer, doc, g, aux, rule.target, rule, measure)
-        names = {grp["root"]: grp["group"][0] for grp in doc["groups"]}
-        doc["allocation"] = {**alloc, "ratios": {names[r]: v for r, v in alloc["ratios"].items()}}
+        choose_ratios(layer, shape, doc, g, aux, rule)
     out = Path(args.output or model_dir / "sensitivity")
     tmp = Path(tempfile.mkdtemp(prefix=".sensitivity-", dir=out.parent if out.parent.is_dir() else None))
     try:

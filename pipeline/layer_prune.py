@@ -39,20 +39,13 @@ def removable_blocks(model, input_shape: tuple[int, ...], patterns: tuple[str, .
     import paddle
     import paddle.nn as nn
 
+    from edgepipe.pipeline.models import probe_forward
+
     subs = dict(model.named_sublayers())
     seen: dict[str, list] = {}
-    hooks = [layer.register_forward_post_hook(
-        lambda lay, inp, out, name=name: seen.setdefault(name, []).append(
-            (len([t for t in inp if isinstance(t, paddle.Tensor)]), [list(t.shape) for t in inp if isinstance(t, paddle.Tensor)],
-             list(out.shape) if isinstance(out, paddle.Tensor) else None)))
-        for name, layer in subs.items()]
-    try:
-        with paddle.no_grad():
-            model.eval()
-            model(paddle.zeros([2, *input_shape]))
-    finally:
-        for h in hooks:
-            h.remove()
+    probe_forward(model, input_shape, {layer: lambda lay, inp, out, name=name: seen.setdefault(name, []).append(
+        (len([t for t in inp if isinstance(t, paddle.Tensor)]), [list(t.shape) for t in inp if isinstance(t, paddle.Tensor)],
+         list(out.shape) if isinstance(out, paddle.Tensor) else None)) for name, layer in subs.items()}, batch=2)
     def in_sequence(n: str) -> bool:
         parent = subs.get(n.rsplit(".", 1)[0]) if "." in n else model
         return isinstance(parent, (nn.Sequential, nn.LayerList))

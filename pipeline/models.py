@@ -133,5 +133,20 @@ def build_model(spec: ModelSpec, name_prefix: str | None = None):
         return ResNet() if spec.family == "resnet" else ConvNet()
 
 
+def probe_forward(model, input_shape: tuple[int, ...], hooks: dict, batch: int = 1) -> None:
+    """One forward of zeros (eval mode, no gradients) with forward-post hooks {layer: fn(layer,
+    inputs, output)} attached, then removed — to observe shapes or calls."""
+    import paddle
+
+    handles = [layer.register_forward_post_hook(fn) for layer, fn in hooks.items()]
+    try:
+        with paddle.no_grad():
+            model.eval()
+            model(paddle.zeros([batch, *input_shape]))
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def count_parameters(layer) -> int:
     return int(sum(int(p.size) for p in layer.parameters()))

@@ -320,7 +320,7 @@ def lowrank_section(stages: dict) -> list[str]:
         m, c = s["metrics"], s["config"]
         if not out:
             out = ["## Low-rank decomposition", ""]
-        teacher = f", fine-tuned {c['epochs']} epoch(s)" + (f" with KD from {m['teacher']}" if m.get("teacher") else " on labels") if c["epochs"] else ", not fine-tuned"
+        teacher = _tuned(m, c)
         out.append(f"`{c['model']}` → `{c.get('output') or c['model'] + '_lowrank'}`: parameters {m['params_before']:,} → "
                    f"{m['params_after']:,}; test accuracy {100 * m['test_acc_before']:.2f}% → {100 * m['test_acc_factored']:.2f}% "
                    f"factorised → {100 * m['test_acc_after']:.2f}%{teacher}.")

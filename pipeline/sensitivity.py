@@ -42,22 +42,14 @@ class Sensitivity:
 
 def geometry(model, input_shape: tuple[int, ...]) -> dict[str, int]:
     """Output positions (H·W, or 1 for Linear) of every Conv2D and Linear layer, from one forward."""
-    import paddle
     import paddle.nn as nn
 
+    from edgepipe.pipeline.models import probe_forward
+
     hw: dict[str, int] = {}
-    hooks = []
-    for name, layer in model.named_sublayers():
-        if isinstance(layer, (nn.Conv2D, nn.Linear)):
-            hooks.append(layer.register_forward_post_hook(
-                lambda lay, inp, out, name=name: hw.__setitem__(name, int(np.prod(out.shape[2:])) if len(out.shape) == 4 else 1)))
-    try:
-        with paddle.no_grad():
-            model.eval()
-            model(paddle.zeros([1, *input_shape]))
-    finally:
-        for h in hooks:
-            h.remove()
+    probe_forward(model, input_shape, {
+        layer: lambda lay, inp, out, name=name: hw.__setitem__(name, int(np.prod(out.shape[2:])) if len(out.shape) == 4 else 1)
+        for name, layer in model.named_sublayers() if isinstance(layer, (nn.Conv2D, nn.Linear))})
     return hw
 
 
@@ -100,7 +92,8 @@ def _top(g: Graph, root: int, keep: int, scores: dict) -> np.ndarray:
 def analyse(model, input_shape, rule: ChannelRule, sens: Sensitivity, val: tuple, train: tuple | None = None,
             progress=None) -> tuple[dict, Graph, dict]:
     """Accuracy on `val` with each prunable group cut alone at each ratio. Returns (the result
-    document, the graph, channel scores per group root)."""
+    document, the graph, {"scores": per group root, "hw": layer geometry, "stats": the criterion's
+    activation statistics or None})."""
     from edgepipe.pipeline.training import evaluate
 
     x, y = val
@@ -139,7 +132,7 @@ def analyse(model, input_shape, rule: ChannelRule, sens: Sensitivity, val: tuple
     doc = {"criterion": rule.criterion, "round_to": rule.round_to, "ratios": list(sens.ratios), "val_samples": len(x),
            "baseline": {"accuracy": base_acc, "params": base_params, "macs": base_macs},
            "groups": groups, "frozen": [r for r in rows if "skip" in r]}
-    return doc, g, {"scores": scores, "hw": hw}
+    return doc, g, {"scores": scores, "hw": hw, "stats": stats}
 
 
 def allocate(model, doc: dict, g: Graph, aux: dict, target: Target, rule: ChannelRule, measure=None) -> dict:
@@ -208,6 +201,16 @@ def allocate(model, doc: dict, g: Graph, aux: dict, target: Target, rule: Channe
     return {"target": {target.kind: target.share}, "ratios": ratios_of(level),
             "predicted_loss": sum(loss(r, lv) for r, lv in level.items()),
             "params": now["params"], "macs": now["macs"], "steps": steps, "latency": measured}
+
+
+def choose_ratios(model, input_shape, doc: dict, g: Graph, aux: dict, rule: ChannelRule) -> dict[int, float]:
+    """allocate() for `rule.target` (measuring exported probes for a latency target); records the
+    allocation in `doc` with groups named by their first layer, returns ratios per group root."""
+    measure = latency_probe(model, input_shape, g, aux, doc, rule) if rule.target.kind == "latency" else None
+    alloc = allocate(model, doc, g, aux, rule.target, rule, measure)
+    names = {grp["root"]: grp["group"][0] for grp in doc["groups"]}
+    doc["allocation"] = {**alloc, "ratios": {names[r]: v for r, v in alloc["ratios"].items()}}
+    return alloc["ratios"]
 
 
 def latency_probe(model, input_shape, g: Graph, aux: dict, doc: dict, rule: ChannelRule):

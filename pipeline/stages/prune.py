@@ -124,31 +124,28 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, test, acc_before, rng) -
     from edgepipe.pipeline.artifact import save_model
     from edgepipe.pipeline.channel_prune import DATA_SCORERS, prune_channels
     from edgepipe.pipeline.distill import fine_tune
-    from edgepipe.pipeline.sensitivity import allocate, analyse, latency_probe, write
+    from edgepipe.pipeline.sensitivity import analyse, choose_ratios, write
     from edgepipe.pipeline.models import ModelSpec, count_parameters
     from edgepipe.pipeline.training import evaluate
 
     spec = ModelSpec.from_json(info["spec"])
-    shape = (spec.in_channels, spec.input_size, spec.input_size)
+    shape = spec.input_shape
     params_before = count_parameters(layer)
     rule = cfg.channels
     train = ctx.data.split("train") if rule.criterion in DATA_SCORERS else None
-    ratios, graph, sens_metrics = None, None, None
+    ratios, graph, stats, sens_metrics = None, None, None, None
     if cfg.sensitivity is not None or rule.target is not None:
         sens = cfg.sensitivity or Sensitivity(plot=False)
         doc, graph, aux = analyse(layer, shape, rule, sens, ctx.data.split("val"), train, progress=_bar("sensitivity"))
+        stats = aux["stats"]
         if rule.target is not None:
-            measure = latency_probe(layer, shape, graph, aux, doc, rule) if rule.target.kind == "latency" else None
-            alloc = allocate(layer, doc, graph, aux, rule.target, rule, measure)
-            ratios = alloc["ratios"]
-            names = {grp["root"]: grp["group"][0] for grp in doc["groups"]}
-            doc["allocation"] = {**alloc, "ratios": {names[r]: v for r, v in alloc["ratios"].items()}}
+            ratios = choose_ratios(layer, shape, doc, graph, aux, rule)
         files = write(doc, ctx.out_dir, plot=cfg.sensitivity is not None and cfg.sensitivity.plot) \
             if cfg.sensitivity is not None else []
         sens_metrics = {"files": [f.name for f in files], "baseline": doc["baseline"], "allocation": doc.get("allocation"),
                         "groups": [{"group": grp["group"], "channels": grp["channels"],
                                     "accuracy": {str(p["ratio"]): p["accuracy"] for p in grp["points"]}} for grp in doc["groups"]]}
-    layer, changes, groups = prune_channels(layer, shape, rule, train, ratios=ratios, graph=graph)
+    layer, changes, groups = prune_channels(layer, shape, rule, train, ratios=ratios, graph=graph, stats=stats)
     if not changes:
         raise EdgepipeError("prune: no channel group could be pruned (" + "; ".join(
             f"{', '.join(g['group'])}: {g.get('skip', 'nothing to remove at this ratio')}" for g in groups) + ")")
