@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quant_bench import _digits, _runner, bench_main, digit_classifier, fit_digit_head  # noqa: E402
+from quant_bench import _digits, _runner, bench_main, digit_classifier, fit_digit_head, vision_model  # noqa: E402
 
 BUDGETS = (0.5, 0.3)  # MACs of each factorised conv ≤ budget × the original's
 
@@ -77,15 +77,13 @@ def resnet(work: Path) -> dict:
 
     held_out, labels = _digits("test", 512, seed=3)
     variants = []
-    import paddle
-
     net, acc = digit_classifier("resnet18")  # fitted once; every budget starts from a copy of its weights
     state = net.state_dict()
     path = work / "resnet18.onnx"
     export_layer(net, (3, 224, 224), path, name="resnet18")
     variants.append(("original", path, None, acc))
     for budget in BUDGETS:
-        net = paddle.vision.models.resnet18(num_classes=10)
+        net = vision_model("resnet18")
         net.set_state_dict(state)
         net.eval()
         net, _, report = factorize(net, (LayerRank("layer*.*.conv*", ratio=budget),))

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quant_bench import _digits, _runner, bench_main, digit_classifier, fit_digit_head  # noqa: E402
+from quant_bench import _digits, _runner, bench_main, digit_classifier, digit_head, fit_digit_head, vision_model  # noqa: E402
 
 RATIOS = (0.2, 0.25, 0.3, 0.35, 0.4)  # channel ratios tried, smallest first
 MAC_TARGET = 0.5
@@ -56,39 +56,6 @@ def mnist(run_dir: Path) -> dict:
     return {"rows": rows, "accuracy_drop_points": drop, "checks": [{"target": t, "met": ok} for t, ok in checks]}
 
 
-def count_macs(net, shape) -> int:
-    """MACs of Conv2D and Linear layers at batch 1 (forward hooks on a real forward)."""
-    import numpy as np
-    import paddle
-    import paddle.nn as nn
-
-    total = []
-
-    def hook(layer, inp, out):
-        if isinstance(layer, nn.Conv2D):
-            k = int(np.prod(layer.weight.shape[1:]))
-            total.append(int(np.prod(out.shape[1:])) * k)
-        else:
-            total.append(int(np.prod(layer.weight.shape)))
-
-    hooks = [m.register_forward_post_hook(hook) for m in net.sublayers() if isinstance(m, (nn.Conv2D, nn.Linear))]
-    with paddle.no_grad():
-        net(paddle.zeros([1, *shape]))
-    for h in hooks:
-        h.remove()
-    return sum(total)
-
-
-def _fresh(name: str):
-    import paddle
-
-    return {"resnet18": paddle.vision.models.resnet18, "mobilenet_v2": paddle.vision.models.mobilenet_v2}[name](num_classes=10)
-
-
-def _head(name: str, net):
-    return net.fc if name == "resnet18" else net.classifier[-1]
-
-
 def vision(work: Path) -> dict:
     from edgepipe.devices import detect_host
     from edgepipe.devices.profiles import detect_profile
@@ -97,6 +64,10 @@ def vision(work: Path) -> dict:
     from edgepipe.export.paddle_onnx import export_layer
     from edgepipe.export.quantize import QuantOptions, quantize_static
     from edgepipe.pipeline.channel_prune import ChannelRule, prune_channels
+    from edgepipe.pipeline.sensitivity import estimate, geometry
+
+    def count_macs(net) -> int:  # Conv2D and Linear MACs at batch 1, from the layers' shapes
+        return estimate(net, geometry(net, shape), {})[1]
 
     shape = (3, 224, 224)
     profile = detect_profile(detect_host())
@@ -109,16 +80,16 @@ def vision(work: Path) -> dict:
         dense = work / f"{name}.onnx"
         export_layer(net, shape, dense, name=name)
         dd = describe(dense)
-        state, dense_macs = net.state_dict(), count_macs(net, shape)
+        state, dense_macs = net.state_dict(), count_macs(net)
         for ratio in RATIOS:  # the smallest ratio that halves the MACs, tried on copies of the fitted model
-            trial = _fresh(name)
+            trial = vision_model(name)
             trial.set_state_dict(state)
             trial.eval()
             trial, changes, groups = prune_channels(trial, shape, ChannelRule(ratio=ratio, round_to=8))
-            if count_macs(trial, shape) <= MAC_TARGET * dense_macs:
+            if count_macs(trial) <= MAC_TARGET * dense_macs:
                 break
         net = trial
-        refit_acc = fit_digit_head(net, _head(name, net))  # BatchNorm statistics and head re-fitted, no gradient step
+        refit_acc = fit_digit_head(net, digit_head(name, net))  # BatchNorm statistics and head re-fitted, no gradient step
         pruned, int8 = work / f"{name}.pruned.onnx", work / f"{name}.pruned.int8.onnx"
         export_layer(net, shape, pruned, name=f"{name}-pruned")
         quantize_static(pruned, int8, calib, opts)

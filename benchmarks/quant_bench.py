@@ -87,8 +87,20 @@ def digit_classifier(name: str, head_samples: int = 512):
     import paddle
 
     paddle.seed(0)
-    net = {"resnet18": paddle.vision.models.resnet18, "mobilenet_v2": paddle.vision.models.mobilenet_v2}[name](num_classes=10)
-    return net, fit_digit_head(net, net.fc if name == "resnet18" else net.classifier[-1], head_samples)
+    net = vision_model(name)
+    return net, fit_digit_head(net, digit_head(name, net), head_samples)
+
+
+def vision_model(name: str):
+    """A fresh paddle.vision `resnet18` or `mobilenet_v2` with a 10-class head (random weights)."""
+    import paddle
+
+    return {"resnet18": paddle.vision.models.resnet18, "mobilenet_v2": paddle.vision.models.mobilenet_v2}[name](num_classes=10)
+
+
+def digit_head(name: str, net):
+    """The last Linear of a vision_model(name): the layer fit_digit_head() fits."""
+    return net.fc if name == "resnet18" else net.classifier[-1]
 
 
 def fit_digit_head(net, head, head_samples: int = 512) -> float:
