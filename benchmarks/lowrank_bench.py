@@ -70,10 +70,10 @@ def mnist(run_dir: Path) -> dict:
 def resnet(work: Path) -> dict:
     import numpy as np
 
-    from edgepipe.export.analysis import describe
     from edgepipe.export.guard import run_outputs, sqnr_db
     from edgepipe.export.paddle_onnx import export_layer
-    from edgepipe.pipeline.lowrank import LayerRank, factorize
+    from edgepipe.pipeline.compress.lowrank import LayerRank, factorize
+    from edgepipe.runtime.cost import describe
 
     held_out, labels = _digits("test", 512, seed=3)
     variants = []

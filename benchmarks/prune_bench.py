@@ -59,12 +59,12 @@ def mnist(run_dir: Path) -> dict:
 def vision(work: Path) -> dict:
     from edgepipe.devices import detect_host
     from edgepipe.devices.profiles import detect_profile
-    from edgepipe.export.analysis import describe
     from edgepipe.export.guard import run_outputs
     from edgepipe.export.paddle_onnx import export_layer
     from edgepipe.export.quantize import QuantOptions, quantize_static
-    from edgepipe.pipeline.channel_prune import ChannelRule, prune_channels
-    from edgepipe.pipeline.sensitivity import estimate, geometry
+    from edgepipe.pipeline.compress.channels.prune import ChannelRule, prune_channels
+    from edgepipe.pipeline.compress.channels.sensitivity import estimate, geometry
+    from edgepipe.runtime.cost import describe
 
     def count_macs(net) -> int:  # Conv2D and Linear MACs at batch 1, from the layers' shapes
         return estimate(net, geometry(net, shape), {})[1]

@@ -61,8 +61,8 @@ def mnist(run_dir: Path) -> dict:
 
 def _digits(split: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Image-like inputs: bundled MNIST digits upsampled to 224×224, three channels, normalised."""
-    from edgepipe.pipeline.data import load_dataset
-    from edgepipe.pipeline.recipe import DataConfig
+    from edgepipe.pipeline.core.recipe import DataConfig
+    from edgepipe.pipeline.data.dataset import load_dataset
 
     x, y = load_dataset(DataConfig()).split(split)
     idx = np.random.default_rng(seed).choice(len(x), min(n, len(x)), replace=False)
@@ -151,9 +151,9 @@ def _runner(model: Path, out: Path) -> dict:
 def vision(work: Path) -> dict:
     from edgepipe.devices import detect_host
     from edgepipe.devices.profiles import detect_profile
-    from edgepipe.export.analysis import load_onnx
     from edgepipe.export.guard import guarded_quantize, run_outputs, sqnr_db
     from edgepipe.export.quantize import QuantOptions, quantize_dynamic, quantize_static
+    from edgepipe.runtime.cost import load_onnx
 
     profile = detect_profile(detect_host())
     opts = QuantOptions.from_profile(profile) if profile else QuantOptions()

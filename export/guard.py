@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepipe.export.analysis import probe_session
 from edgepipe.export.quantize import QuantOptions, quantize_static
+from edgepipe.runtime.cost import probe_session
 
 
 def run_outputs(model, x: np.ndarray, names: list[str] | None = None, batch: int = 256) -> dict[str, np.ndarray]:
@@ -71,7 +71,7 @@ def node_errors(fp32_model: str | Path, qdq_model: str | Path, x: np.ndarray, ba
     inputs): noise-to-signal power of its output against the float model, minus that of its inputs
     before their Q/DQ pairs, split into what the input pairs add and what the node adds. Largest
     first; statistics accumulate over batches of `batch`."""
-    from edgepipe.export.analysis import load_onnx
+    from edgepipe.runtime.cost import load_onnx
 
     f, q = load_onnx(fp32_model), load_onnx(qdq_model)
     f_made = {o for n in f.graph.node for o in n.output}

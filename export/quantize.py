@@ -128,7 +128,7 @@ def quantize_static(fp32: str | Path, out: str | Path, calibration: np.ndarray, 
 
 def conv_mac_share(model: str | Path) -> float:
     """Fraction of the model's MACs in convolutions."""
-    from edgepipe.export.analysis import _CONV, load_onnx, macs_by_op
+    from edgepipe.runtime.cost import _CONV, load_onnx, macs_by_op
 
     by_op = macs_by_op(load_onnx(model))
     total = sum(by_op.values())
@@ -162,10 +162,9 @@ def convert_fp16(fp32: str | Path, out: str | Path) -> list[str]:
     """fp16 weights and compute with fp32 inputs and outputs kept (keep_io_types)."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    from edgepipe.export.analysis import load_onnx
-
     from onnxruntime.transformers.onnx_model import OnnxModel
+
+    from edgepipe.runtime.cost import load_onnx
 
     model = OnnxModel(convert_float_to_float16(load_onnx(fp32), keep_io_types=True))
     model.topological_sort()  # the converter appends its input casts after their consumers
@@ -180,7 +179,7 @@ def quantize_matmul_4bit(fp32: str | Path, out: str | Path, block_size: int = 32
     MatMuls were converted (0 means the model has no MatMul with a constant weight)."""
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-    from edgepipe.export.analysis import load_onnx
+    from edgepipe.runtime.cost import load_onnx
 
     model = load_onnx(fp32)
     with quiet_ort_logging():

@@ -1,5 +1,6 @@
+"""`python -m edgepipe.pipeline`: the `edgepipe` command."""
 import sys
 
-from edgepipe.pipeline.cli import main
+from edgepipe.pipeline.cli.main import main
 
 sys.exit(main())

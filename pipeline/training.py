@@ -1,5 +1,5 @@
-"""The training loop every stage shares: seeded, Adam with cosine decay, shift augmentation,
-a progress bar showing loss and accuracy, and evaluation."""
+"""The training loop every stage and data-driven technique shares: seeded, Adam with cosine decay,
+shift augmentation, a progress bar showing loss and accuracy, evaluation, and progress callbacks."""
 from __future__ import annotations
 
 import sys
@@ -7,7 +7,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgepipe.pipeline.data import MEAN, STD
+from edgepipe.pipeline.data.dataset import MEAN, STD
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -110,3 +110,19 @@ def fit(
         print(msg, file=sys.stderr, flush=True)
     model.eval()
     return history
+
+
+def progress_bar(desc: str):
+    """A progress callback (done, total) drawing a tqdm bar on stderr."""
+    from tqdm import tqdm
+
+    state = {}
+
+    def progress(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True, disable=None)
+        state["bar"].update(done - state["bar"].n)
+        if done >= total:
+            state["bar"].close()
+
+    return progress

@@ -77,9 +77,9 @@ def model_costs(model: Path, macs: int | None = None) -> tuple[int | None, str, 
     if macs is not None:
         return macs, precision, "given"
     try:
-        from edgepipe.export.analysis import count_macs, load_onnx
-
         import onnx  # noqa: F401  (analysis imports it lazily; check here)
+
+        from edgepipe.runtime.cost import count_macs, load_onnx
     except ImportError:
         return None, precision, "unknown: the onnx package is not installed here; pass --macs N (from the pipeline's report)"
     from edgepipe.devices import EdgepipeError

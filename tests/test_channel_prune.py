@@ -4,9 +4,9 @@ import paddle.nn as nn
 import pytest
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.pipeline.channel_prune import ChannelRule, LayerRatio, prune_channels
-from edgepipe.pipeline.depgraph import trace
-from edgepipe.pipeline.models import ModelSpec, build_model
+from edgepipe.pipeline.compress.channels.graph import trace
+from edgepipe.pipeline.compress.channels.prune import ChannelRule, LayerRatio, prune_channels
+from edgepipe.pipeline.models.builtin import ModelSpec, build_model
 
 
 class ResidualNet(nn.Layer):
@@ -148,9 +148,9 @@ def test_unknown_criterion_missing_batchnorm_and_wrong_shape_are_clear_errors():
 
 @pytest.mark.parametrize("name", ["seed-cnn", "resnet18", "mobilenet_v2"])
 def test_pruned_model_exports_smaller_onnx_that_runs(name, tmp_path):
-    from edgepipe.export.analysis import describe
     from edgepipe.export.guard import run_outputs
     from edgepipe.export.paddle_onnx import export_layer
+    from edgepipe.runtime.cost import describe
 
     model, shape = make(name)
     export_layer(model, shape, tmp_path / "dense.onnx", name=name)

@@ -2,8 +2,8 @@ import textwrap
 
 import pytest
 
-from edgepipe.pipeline.config import ConfigError, to_dict
-from edgepipe.pipeline.recipe import load_recipe, parse_recipe
+from edgepipe.pipeline.core.config import ConfigError, to_dict
+from edgepipe.pipeline.core.recipe import load_recipe, parse_recipe
 
 BASE = {"name": "t", "stages": [{"train": {}}, {"distill": {"teacher": "teacher"}}, {"export": {}}]}
 

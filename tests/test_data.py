@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.pipeline.data import load_dataset, normalize, read_idx
-from edgepipe.pipeline.recipe import DataConfig
+from edgepipe.pipeline.core.recipe import DataConfig
+from edgepipe.pipeline.data.dataset import load_dataset, normalize
+from edgepipe.pipeline.data.mnist import read_idx
 
 
 def test_bundled_mnist_is_real_and_balanced():

@@ -3,8 +3,8 @@ import paddle
 import pytest
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.pipeline.distill import FeatureHint, kd_loss
-from edgepipe.pipeline.models import ModelSpec, build_model
+from edgepipe.pipeline.compress.distill import FeatureHint, kd_loss
+from edgepipe.pipeline.models.builtin import ModelSpec, build_model
 
 
 def log_softmax(z):
@@ -74,7 +74,7 @@ def kd_numpy(s, t, y, T, alpha):
 
 
 def test_mutual_loss_matches_hand_computation_and_keeps_peer_gradients_apart():
-    from edgepipe.pipeline.distill import build_cohort, mutual_loss
+    from edgepipe.pipeline.compress.distill import build_cohort, mutual_loss
 
     paddle.seed(0)
     peers = [build_model(ModelSpec(conv=(4,), fc=(8,)), name_prefix=f"peer{k}_") for k in range(3)]
@@ -103,8 +103,8 @@ def test_mutual_loss_matches_hand_computation_and_keeps_peer_gradients_apart():
 
 
 def test_teacher_logits_cache_is_keyed_by_the_teacher(tmp_path, monkeypatch):
-    from edgepipe.pipeline.artifact import save_model
-    from edgepipe.pipeline.distill import cached_teacher_logits, soft_target_loss
+    from edgepipe.pipeline.compress.distill import cached_teacher_logits, soft_target_loss
+    from edgepipe.pipeline.core.artifact import save_model
 
     monkeypatch.setenv("EDGEPIPE_CACHE", str(tmp_path / "cache"))
     spec = ModelSpec(conv=(4,), fc=(8,))
@@ -144,8 +144,8 @@ def test_teacher_logits_cache_is_keyed_by_the_teacher(tmp_path, monkeypatch):
     ({"teacher": "teacher", "seeds": [1, 1]}, "distill.seeds: must not repeat"),
 ])
 def test_distill_config_errors_name_the_key(body, message):
-    from edgepipe.pipeline.config import ConfigError
-    from edgepipe.pipeline.recipe import parse_recipe
+    from edgepipe.pipeline.core.config import ConfigError
+    from edgepipe.pipeline.core.recipe import parse_recipe
 
     with pytest.raises(ConfigError) as exc:
         parse_recipe({"name": "t", "stages": [{"train": {}}, {"distill": body}]})

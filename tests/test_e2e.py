@@ -7,9 +7,9 @@ import sys
 import time
 
 import pytest
-
 from conftest import edgepipe, run_recipe
-from edgepipe.pipeline.run import verify_run
+
+from edgepipe.pipeline.core.run import verify_run
 
 pytestmark = pytest.mark.slow
 

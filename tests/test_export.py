@@ -1,16 +1,15 @@
 import numpy as np
 import onnx
 import pytest
+from onnx_models import CONV_MLP_MACS, CONV_MLP_PARAMS, conv_mlp
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.export.analysis import describe
 from edgepipe.export.paddle_onnx import ParityError, _run_paddle2onnx, check_parity, export_layer
 from edgepipe.export.quantize import QuantOptions, quantize_static
-from edgepipe.pipeline.models import ModelSpec, build_model
+from edgepipe.pipeline.models.builtin import ModelSpec, build_model
 from edgepipe.pipeline.training import predict_logits
+from edgepipe.runtime.cost import describe
 from edgepipe.runtime.session import open_session, predict
-
-from onnx_models import CONV_MLP_MACS, CONV_MLP_PARAMS, conv_mlp
 
 SPEC = ModelSpec(conv=(4, 8), fc=(16,))
 

@@ -31,12 +31,12 @@ def test_runner_works_when_paddle_cannot_be_imported(tmp_path):
     assert "latency" in proc.stdout and "verdict" in proc.stdout
     assert "MACs unknown" not in proc.stdout  # the roofline line is simply left out without a MAC count
     code = ("import sys; sys.modules['paddle'] = None; sys.modules['onnx'] = None; "
-            "from edgepipe.pipeline.cli import main; sys.exit(main(['devices']))")
+            "from edgepipe.pipeline.cli.main import main; sys.exit(main(['devices']))")
     proc = fresh(code)
     assert proc.returncode == 0 and "rpi5" in proc.stdout and "detected profile" in proc.stdout, proc.stderr
 
 
 def test_cli_help_imports_nothing_heavy():
-    code = "import sys; from edgepipe.pipeline.cli import build_parser; build_parser(); print(sorted(m for m in ('paddle','onnx','onnxruntime','numpy') if m in sys.modules))"
+    code = "import sys; from edgepipe.pipeline.cli.main import build_parser; build_parser(); print(sorted(m for m in ('paddle','onnx','onnxruntime','numpy') if m in sys.modules))"
     proc = fresh(code)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr

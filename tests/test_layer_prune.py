@@ -9,9 +9,9 @@ import pytest
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.export.paddle_onnx import export_layer
-from edgepipe.pipeline.artifact import apply_transforms
-from edgepipe.pipeline.layer_prune import BlockRule, bypass, remove_blocks, removable_blocks
-from edgepipe.pipeline.models import ModelSpec, build_model, count_parameters
+from edgepipe.pipeline.compress.blocks import BlockRule, bypass, removable_blocks, remove_blocks
+from edgepipe.pipeline.core.artifact import apply_transforms, count_parameters
+from edgepipe.pipeline.models.builtin import ModelSpec, build_model
 
 SPEC = ModelSpec(family="resnet", conv=(8, 16), fc=(), blocks=2)
 

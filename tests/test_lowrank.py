@@ -4,10 +4,18 @@ import paddle.nn as nn
 import pytest
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.pipeline.artifact import load_model, save_model
-from edgepipe.pipeline.lowrank import (LayerRank, build_factored, factor_linear, factorize, fill_factored, plan_layer,
-                                       replace_sublayer)
-from edgepipe.pipeline.models import ModelSpec, build_model
+from edgepipe.pipeline.compress.lowrank import (
+    LayerRank,
+    build_factored,
+    factor_linear,
+    factorize,
+    fill_factored,
+    plan_layer,
+)
+from edgepipe.pipeline.core.artifact import save_model
+from edgepipe.pipeline.models.builtin import ModelSpec, build_model
+from edgepipe.pipeline.models.layers import replace_sublayer
+from edgepipe.pipeline.models.load import load_model
 
 
 def factored_copy(layer, method, ranks):
@@ -110,8 +118,8 @@ def test_factorised_artifact_reloads_by_replaying_its_transforms(tmp_path):
 
 
 def test_factorised_model_exports_smaller_and_matches_paddle(tmp_path):
-    from edgepipe.export.analysis import describe
     from edgepipe.export.paddle_onnx import check_parity, export_layer
+    from edgepipe.runtime.cost import describe
 
     paddle.seed(6)
     spec = ModelSpec(conv=(8, 16), fc=(64,))

@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.pipeline.artifact import TRANSFORMS, load_model, register_transform, save_model
-from edgepipe.pipeline.models import ModelSpec, build_model, count_parameters
+from edgepipe.pipeline.core.artifact import count_parameters, save_model
+from edgepipe.pipeline.core.registry import TRANSFORMS, register_transform
+from edgepipe.pipeline.models.builtin import ModelSpec, build_model
+from edgepipe.pipeline.models.load import load_model
 from edgepipe.pipeline.training import predict_logits
 
 

@@ -3,13 +3,19 @@ import json
 import numpy as np
 import onnx
 import pytest
+from conftest import edgepipe, run_recipe
 from onnx import numpy_helper
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.pipeline.models import ModelSpec, build_model
-from edgepipe.pipeline.prune import (MagnitudeRule, apply_masks, gradual_sparsity, magnitude_masks, prunable_layers,
-                                     sparsity_report)
-from conftest import edgepipe, run_recipe
+from edgepipe.pipeline.compress.sparsity import (
+    MagnitudeRule,
+    apply_masks,
+    gradual_sparsity,
+    magnitude_masks,
+    prunable_layers,
+    sparsity_report,
+)
+from edgepipe.pipeline.models.builtin import ModelSpec, build_model
 
 
 def small_model():

@@ -10,7 +10,7 @@ from edgepipe.devices import EdgepipeError
 def small_net():
     import paddle
 
-    from edgepipe.pipeline.models import ModelSpec, build_model
+    from edgepipe.pipeline.models.builtin import ModelSpec, build_model
 
     paddle.seed(0)
     return build_model(ModelSpec(conv=(4, 8), fc=(16,)))
@@ -23,7 +23,7 @@ def _x(n, seed=0):
 def test_fake_quant_weights_use_onnxruntime_grids():
     import paddle
 
-    from edgepipe.pipeline.qat import fake_quant_weight
+    from edgepipe.pipeline.compress.qat import fake_quant_weight
 
     w = paddle.to_tensor(np.random.default_rng(0).standard_normal((3, 40)).astype(np.float32))
     for bits, levels in ((8, 255), (4, 16)):
@@ -47,7 +47,7 @@ def test_onnxruntime_integer_model_matches_the_qat_simulation(small_net, tmp_pat
     from edgepipe.export.guard import run_outputs, sqnr_db
     from edgepipe.export.paddle_onnx import export_layer
     from edgepipe.export.quantize import QuantOptions, quantize_static
-    from edgepipe.pipeline.qat import learned_ranges, onnx_overrides, unwrap, wrap
+    from edgepipe.pipeline.compress.qat import learned_ranges, onnx_overrides, unwrap, wrap
     from edgepipe.pipeline.training import predict_logits
 
     net = copy.deepcopy(small_net)
@@ -78,7 +78,7 @@ def test_onnxruntime_integer_model_matches_the_qat_simulation(small_net, tmp_pat
 def test_overrides_refuse_a_graph_that_does_not_match(small_net, tmp_path):
     from onnx_models import conv_mlp
 
-    from edgepipe.pipeline.qat import onnx_overrides
+    from edgepipe.pipeline.compress.qat import onnx_overrides
 
     layers = [{"layer": "conv1", "op": "conv", "weight_shape": [4, 1, 3, 3], "rmin": 0.0, "rmax": 1.0}]
     with pytest.raises(EdgepipeError, match="2 Conv/MatMul nodes but QAT trained 1 layers"):

@@ -3,14 +3,13 @@ model with an outlier activation, explain on a graph with one unfusable op, and 
 quantization reproduces the integers onnxruntime computes."""
 import numpy as np
 import pytest
+from onnx_models import conv_mlp, outlier_mlp
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.devices.profiles import load_profile
-from edgepipe.export.analysis import load_onnx
 from edgepipe.export.guard import guarded_quantize, node_errors, run_outputs, sqnr_db
 from edgepipe.export.quantize import QuantOptions, conv_mac_share, quantize_dynamic, quantize_static
-
-from onnx_models import conv_mlp, outlier_mlp
+from edgepipe.runtime.cost import load_onnx
 
 
 def test_options_come_from_the_profile_then_overrides():

@@ -7,10 +7,12 @@ import paddle
 import pytest
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.pipeline.channel_prune import ChannelRule, Target, candidates, changes_for, cut_layers, prune_channels
-from edgepipe.pipeline.depgraph import trace
-from edgepipe.pipeline.models import ModelSpec, build_model, count_parameters
-from edgepipe.pipeline.sensitivity import Sensitivity, allocate, analyse, estimate, geometry, write
+from edgepipe.pipeline.compress.channels.cut import changes_for, cut_layers
+from edgepipe.pipeline.compress.channels.graph import trace
+from edgepipe.pipeline.compress.channels.prune import ChannelRule, Target, candidates, prune_channels
+from edgepipe.pipeline.compress.channels.sensitivity import Sensitivity, allocate, analyse, estimate, geometry, write
+from edgepipe.pipeline.core.artifact import count_parameters
+from edgepipe.pipeline.models.builtin import ModelSpec, build_model
 
 SHAPE = (1, 28, 28)
 
@@ -70,7 +72,7 @@ def test_scoring_leaves_no_gradients_or_hooks_behind():
     ref = model(paddle.to_tensor(x)).numpy()
     prune_channels(copy.deepcopy(model), SHAPE, ChannelRule(criterion="taylor"), (x, y))
     g = trace(model, SHAPE)
-    from edgepipe.pipeline.channel_prune import activation_stats
+    from edgepipe.pipeline.compress.channels.importance import activation_stats
 
     activation_stats(model, g, candidates(g, ChannelRule())[0], x, y, "taylor")
     assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in model.parameters())
@@ -147,7 +149,7 @@ def test_target_and_sensitivity_settings_are_checked():
 def test_latency_target_bisects_the_greedy_path_with_measured_times():
     model = seed_cnn()
     doc, g, aux = analyse(model, SHAPE, ChannelRule(), Sensitivity(ratios=(0.25, 0.5, 0.75)), samples(50, seed=2))
-    from edgepipe.pipeline.sensitivity import latency_probe
+    from edgepipe.pipeline.compress.channels.sensitivity import latency_probe
 
     probe = latency_probe(model, SHAPE, g, aux, doc, ChannelRule())
     assert probe({}) > 0  # a real export and onnxruntime measurement
@@ -155,7 +157,7 @@ def test_latency_target_bisects_the_greedy_path_with_measured_times():
     calls = []
 
     def fake_ms(ratios):  # a stand-in clock: time proportional to the estimated MACs, so the answer is known
-        from edgepipe.pipeline.channel_prune import keep_count
+        from edgepipe.pipeline.compress.channels.prune import keep_count
 
         kept = {r: np.arange(keep_count(g.spaces[r].size, v, 1)) for r, v in ratios.items()}
         calls.append(ratios)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.pipeline.registry import register_stage
-from edgepipe.pipeline.run import StageResult
+from edgepipe.pipeline.core.registry import register_stage
+from edgepipe.pipeline.core.run import StageResult
 from edgepipe.runtime.bench import BenchOptions
 
 

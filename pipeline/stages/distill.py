@@ -16,11 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from edgepipe.pipeline.artifact import load_model, save_model
-from edgepipe.pipeline.config import require
-from edgepipe.pipeline.models import ModelSpec, count_parameters
-from edgepipe.pipeline.registry import register_stage
-from edgepipe.pipeline.run import StageResult
+from edgepipe.pipeline.core.artifact import count_parameters, save_model
+from edgepipe.pipeline.core.config import require
+from edgepipe.pipeline.core.registry import register_stage
+from edgepipe.pipeline.core.run import StageResult
+from edgepipe.pipeline.models.builtin import ModelSpec
+from edgepipe.pipeline.models.load import load_model
 from edgepipe.pipeline.stages.train import train_model
 
 MODE_LABELS = {"offline": "offline KD", "online": "online KD (deep mutual learning)", "self": "self-distillation (born-again)"}
@@ -101,9 +102,15 @@ def run_distill(cfg: DistillConfig, ctx) -> StageResult:
     """Offline KD (soft targets, feature hints, cached logits), online DML or born-again self-distillation."""
     import paddle
 
-    from edgepipe.pipeline.distill import (FeatureHint, build_cohort, cached_teacher_logits, freeze, mutual_loss,
-                                           soft_target_loss)
-    from edgepipe.pipeline.models import build_model
+    from edgepipe.pipeline.compress.distill import (
+        FeatureHint,
+        build_cohort,
+        cached_teacher_logits,
+        freeze,
+        mutual_loss,
+        soft_target_loss,
+    )
+    from edgepipe.pipeline.models.builtin import build_model
     from edgepipe.pipeline.training import evaluate, fit, seed_everything
 
     data = ctx.data

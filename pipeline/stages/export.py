@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgepipe.pipeline.config import require
-from edgepipe.pipeline.registry import register_stage
-from edgepipe.pipeline.run import StageResult
+from edgepipe.pipeline.core.config import require
+from edgepipe.pipeline.core.registry import register_stage
+from edgepipe.pipeline.core.run import StageResult
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,10 @@ def export_checked(model_dir, out, x, *, opset: int, atol: float, rtol: float, n
     A file that fails the check is deleted: nothing unvalidated is left behind.
     """
     from edgepipe.devices import EdgepipeError
-    from edgepipe.export.analysis import describe
     from edgepipe.export.paddle_onnx import check_parity, export_layer
-    from edgepipe.pipeline.artifact import load_model
+    from edgepipe.pipeline.models.load import load_model
     from edgepipe.pipeline.training import predict_logits
+    from edgepipe.runtime.cost import describe
 
     layer, info = load_model(model_dir)
     export_layer(layer, tuple(info["input_shape"]), out, opset=opset, name=name)

@@ -2,17 +2,17 @@
 optionally distilling from the unfactorised model (`teacher: previous`).
 
 The output artifact records one `lowrank` transform per factorised layer (method and ranks), so
-it reloads and exports like any other model. See pipeline/lowrank.py for the arithmetic.
+it reloads and exports like any other model. See compress/lowrank.py for the arithmetic.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edgepipe.pipeline.config import require
-from edgepipe.pipeline.distill import check_fine_tune, teacher_inputs
-from edgepipe.pipeline.lowrank import LayerRank
-from edgepipe.pipeline.registry import register_stage
-from edgepipe.pipeline.run import StageResult
+from edgepipe.pipeline.compress.lowrank import LayerRank
+from edgepipe.pipeline.core.config import require
+from edgepipe.pipeline.core.registry import register_stage
+from edgepipe.pipeline.core.run import StageResult
+from edgepipe.pipeline.stages.finetune import check_fine_tune, teacher_inputs
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,11 @@ class LowRankConfig:
 def run_lowrank(cfg: LowRankConfig, ctx) -> StageResult:
     """Low-rank factorisation of named layers, then fine-tuning (optionally KD from the original)."""
     from edgepipe.devices import EdgepipeError
-    from edgepipe.pipeline.artifact import load_model, save_model
-    from edgepipe.pipeline.distill import fine_tune
-    from edgepipe.pipeline.lowrank import factorize
-    from edgepipe.pipeline.models import ModelSpec, count_parameters
+    from edgepipe.pipeline.compress.lowrank import factorize
+    from edgepipe.pipeline.core.artifact import count_parameters, save_model
+    from edgepipe.pipeline.models.builtin import ModelSpec
+    from edgepipe.pipeline.models.load import load_model
+    from edgepipe.pipeline.stages.finetune import fine_tune
     from edgepipe.pipeline.training import evaluate, seed_everything
 
     rng = seed_everything(ctx.recipe.seed)

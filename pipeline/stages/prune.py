@@ -2,24 +2,25 @@
 `sparsity`), or structured pruning that removes whole channels (`channels`), then fine-tuning,
 optionally distilling from the unpruned model (`teacher: previous`).
 
-Unstructured (pipeline/prune.py): the architecture is unchanged, masks are held while
+Unstructured (compress/sparsity.py): the architecture is unchanged, masks are held while
 fine-tuning; the dense ONNX file is no smaller and no faster, only more compressible.
-Structured (pipeline/channel_prune.py, pipeline/depgraph.py): filters and neurons are cut out of
-the weights together with every layer tied to them; the artifact records the kept channels as a
-`prune_channels` transform, and the exported ONNX is smaller and faster.
+Structured (compress/channels/): filters and neurons are cut out of the weights together with
+every layer tied to them; the artifact records the kept channels as a `prune_channels`
+transform, and the exported ONNX is smaller and faster. Blocks (compress/blocks.py): whole
+blocks replaced by the identity, recorded as a `remove_layers` transform.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-from edgepipe.pipeline.channel_prune import ChannelRule
-from edgepipe.pipeline.config import require
-from edgepipe.pipeline.distill import check_fine_tune, teacher_inputs
-from edgepipe.pipeline.layer_prune import BlockRule
-from edgepipe.pipeline.registry import register_stage
-from edgepipe.pipeline.run import StageResult
-from edgepipe.pipeline.sensitivity import Sensitivity
+from edgepipe.pipeline.compress.blocks import BlockRule
+from edgepipe.pipeline.compress.channels.prune import ChannelRule
+from edgepipe.pipeline.compress.channels.sensitivity import Sensitivity
+from edgepipe.pipeline.core.config import require
+from edgepipe.pipeline.core.registry import register_stage
+from edgepipe.pipeline.core.run import StageResult
+from edgepipe.pipeline.stages.finetune import check_fine_tune, teacher_inputs
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,18 @@ class PruneConfig:
 @register_stage("prune", PruneConfig)
 def run_prune(cfg: PruneConfig, ctx) -> StageResult:
     """Magnitude masks, fine-tuning with the masks held, per-layer sparsity in the metrics."""
-    from edgepipe.pipeline.artifact import load_model, save_model
-    from edgepipe.pipeline.distill import fine_tune
-    from edgepipe.pipeline.models import ModelSpec
-    from edgepipe.pipeline.prune import (MagnitudeRule, apply_masks, gradual_sparsity, magnitude_masks,
-                                         prunable_layers, sparsity_report)
+    from edgepipe.pipeline.compress.sparsity import (
+        MagnitudeRule,
+        apply_masks,
+        gradual_sparsity,
+        magnitude_masks,
+        prunable_layers,
+        sparsity_report,
+    )
+    from edgepipe.pipeline.core.artifact import save_model
+    from edgepipe.pipeline.models.builtin import ModelSpec
+    from edgepipe.pipeline.models.load import load_model
+    from edgepipe.pipeline.stages.finetune import fine_tune
     from edgepipe.pipeline.training import evaluate, seed_everything
 
     rng = seed_everything(ctx.recipe.seed)
@@ -121,12 +129,13 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
 
 def _prune_channels(cfg: PruneConfig, ctx, layer, info, test, acc_before, rng) -> StageResult:
     from edgepipe.devices import EdgepipeError
-    from edgepipe.pipeline.artifact import save_model
-    from edgepipe.pipeline.channel_prune import DATA_SCORERS, prune_channels
-    from edgepipe.pipeline.distill import fine_tune
-    from edgepipe.pipeline.sensitivity import analyse, choose_ratios, write
-    from edgepipe.pipeline.models import ModelSpec, count_parameters
-    from edgepipe.pipeline.training import evaluate
+    from edgepipe.pipeline.compress.channels.importance import DATA_SCORERS
+    from edgepipe.pipeline.compress.channels.prune import prune_channels
+    from edgepipe.pipeline.compress.channels.sensitivity import analyse, choose_ratios, write
+    from edgepipe.pipeline.core.artifact import count_parameters, save_model
+    from edgepipe.pipeline.models.builtin import ModelSpec
+    from edgepipe.pipeline.stages.finetune import fine_tune
+    from edgepipe.pipeline.training import evaluate, progress_bar
 
     spec = ModelSpec.from_json(info["spec"])
     shape = spec.input_shape
@@ -136,7 +145,7 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, test, acc_before, rng) -
     ratios, graph, stats, sens_metrics = None, None, None, None
     if cfg.sensitivity is not None or rule.target is not None:
         sens = cfg.sensitivity or Sensitivity(plot=False)
-        doc, graph, aux = analyse(layer, shape, rule, sens, ctx.data.split("val"), train, progress=_bar("sensitivity"))
+        doc, graph, aux = analyse(layer, shape, rule, sens, ctx.data.split("val"), train, progress=progress_bar("sensitivity"))
         stats = aux["stats"]
         if rule.target is not None:
             ratios = choose_ratios(layer, shape, doc, graph, aux, rule)
@@ -169,10 +178,10 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, test, acc_before, rng) -
 
 
 def _prune_blocks(cfg: PruneConfig, ctx, layer, info, test, acc_before, rng) -> StageResult:
-    from edgepipe.pipeline.artifact import save_model
-    from edgepipe.pipeline.distill import fine_tune
-    from edgepipe.pipeline.layer_prune import remove_blocks
-    from edgepipe.pipeline.models import ModelSpec, count_parameters
+    from edgepipe.pipeline.compress.blocks import remove_blocks
+    from edgepipe.pipeline.core.artifact import count_parameters, save_model
+    from edgepipe.pipeline.models.builtin import ModelSpec
+    from edgepipe.pipeline.stages.finetune import fine_tune
     from edgepipe.pipeline.training import evaluate
 
     spec = ModelSpec.from_json(info["spec"])
@@ -193,21 +202,3 @@ def _prune_blocks(cfg: PruneConfig, ctx, layer, info, test, acc_before, rng) -> 
                "teacher": teacher_label, "history": history}
     art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after, params=params_after)
     return StageResult(metrics=metrics, artifacts=[art])
-
-
-def _bar(desc: str):
-    """A progress callback (done, total) drawing a tqdm bar on stderr."""
-    import sys
-
-    from tqdm import tqdm
-
-    state = {}
-
-    def progress(done: int, total: int) -> None:
-        if "bar" not in state:
-            state["bar"] = tqdm(total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True, disable=None)
-        state["bar"].update(done - state["bar"].n)
-        if done >= total:
-            state["bar"].close()
-
-    return progress

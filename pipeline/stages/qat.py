@@ -2,16 +2,16 @@
 
 The output is a float Paddle model (export it like any other) whose meta carries the activation
 ranges QAT learned; the quantize stage hands those to onnxruntime as TensorQuantOverrides, so the
-int8/int4 ONNX uses what training learned. See pipeline/qat.py for the arithmetic.
+int8/int4 ONNX uses what training learned. See compress/qat.py for the arithmetic.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgepipe.pipeline.config import require
-from edgepipe.pipeline.distill import check_fine_tune, teacher_inputs
-from edgepipe.pipeline.registry import register_stage
-from edgepipe.pipeline.run import StageResult
+from edgepipe.pipeline.core.config import require
+from edgepipe.pipeline.core.registry import register_stage
+from edgepipe.pipeline.core.run import StageResult
+from edgepipe.pipeline.stages.finetune import check_fine_tune, teacher_inputs
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,11 @@ def run_qat(cfg: QatConfig, ctx) -> StageResult:
     """Fake-quantized fine-tuning (clipped STE), then the float model and its learned ranges."""
     import paddle
 
-    from edgepipe.pipeline.artifact import load_model, save_model
-    from edgepipe.pipeline.distill import fine_tune
-    from edgepipe.pipeline.models import ModelSpec
-    from edgepipe.pipeline.qat import learned_ranges, unwrap, wrap
+    from edgepipe.pipeline.compress.qat import learned_ranges, unwrap, wrap
+    from edgepipe.pipeline.core.artifact import save_model
+    from edgepipe.pipeline.models.builtin import ModelSpec
+    from edgepipe.pipeline.models.load import load_model
+    from edgepipe.pipeline.stages.finetune import fine_tune
     from edgepipe.pipeline.training import evaluate, seed_everything
 
     rng = seed_everything(ctx.recipe.seed)

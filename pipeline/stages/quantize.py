@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.pipeline.config import require
-from edgepipe.pipeline.registry import register_stage
-from edgepipe.pipeline.run import StageResult
+from edgepipe.pipeline.core.config import require
+from edgepipe.pipeline.core.registry import register_stage
+from edgepipe.pipeline.core.run import StageResult
 
 _SUFFIX = {"dynamic": "dyn8", "fp16": "fp16", "matmul4": "mm4"}
 
@@ -88,9 +88,9 @@ def resolve_options(cfg: QuantizeConfig):
 @register_stage("quantize", QuantizeConfig)
 def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
     """onnxruntime quantization (static with an accuracy guard, dynamic, fp16 or 4-bit MatMul)."""
-    from edgepipe.export.analysis import describe
     from edgepipe.export.guard import guarded_quantize
     from edgepipe.export.quantize import convert_fp16, quantize_dynamic, quantize_matmul_4bit
+    from edgepipe.runtime.cost import describe
     from edgepipe.runtime.session import accuracy, open_session
 
     src = ctx.artifacts[cfg.model]
@@ -106,7 +106,7 @@ def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
         if qat:
             from dataclasses import replace
 
-            from edgepipe.pipeline.qat import onnx_overrides
+            from edgepipe.pipeline.compress.qat import onnx_overrides
 
             want = "s4" if qat["weight_bits"] == 4 else "s8"
             if opts.weight_type != want:

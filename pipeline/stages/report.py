@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgepipe.pipeline.registry import register_stage
-from edgepipe.pipeline.run import StageResult
+from edgepipe.pipeline.core.registry import register_stage
+from edgepipe.pipeline.core.run import StageResult
 from edgepipe.runtime.atomic import write_text_atomic
 
 
@@ -23,7 +23,7 @@ class ReportConfig:
 @register_stage("report", ReportConfig)
 def run_report(cfg: ReportConfig, ctx) -> StageResult:
     """Write report.md: one row per model with accuracy, size, cost, latency, memory."""
-    from edgepipe.pipeline.report import markdown, table_text
+    from edgepipe.pipeline.report.tables import markdown, table_text
 
     write_text_atomic(ctx.out("report.md"), markdown(ctx.manifest, ctx.run_dir))
     return StageResult(metrics={"table": table_text(ctx.manifest).splitlines()},

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edgepipe.pipeline.artifact import save_model
-from edgepipe.pipeline.config import require
-from edgepipe.pipeline.models import ModelSpec, build_model, count_parameters
-from edgepipe.pipeline.registry import register_stage
-from edgepipe.pipeline.run import StageResult
+from edgepipe.pipeline.core.artifact import count_parameters, save_model
+from edgepipe.pipeline.core.config import require
+from edgepipe.pipeline.core.registry import register_stage
+from edgepipe.pipeline.core.run import StageResult
+from edgepipe.pipeline.models.builtin import ModelSpec, build_model
 
 
 @dataclass(frozen=True)

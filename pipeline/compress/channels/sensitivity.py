@@ -1,6 +1,6 @@
 """Sensitivity analysis for structured pruning, and per-group ratios chosen from it.
 
-For every channel group a rule may prune (pipeline/channel_prune.py), the group alone is cut at
+For every channel group a rule may prune (channels/prune.py), the group alone is cut at
 each ratio of a list and the cut copy is evaluated on the validation split — the curve says how
 much accuracy that group costs to thin. `allocate` then walks greedily from the unpruned model,
 each step thinning the group whose next ratio loses the least predicted accuracy per MAC (or
@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.pipeline.channel_prune import (ChannelRule, Target, candidates, changes_for, channel_scores, cut_layers,
-                                             keep_count, scorer_stats)
-from edgepipe.pipeline.config import require
-from edgepipe.pipeline.depgraph import Graph, trace
+from edgepipe.pipeline.compress.channels.cut import changes_for, cut_layers
+from edgepipe.pipeline.compress.channels.graph import Graph, trace
+from edgepipe.pipeline.compress.channels.importance import channel_scores
+from edgepipe.pipeline.compress.channels.prune import ChannelRule, Target, candidates, keep_count, scorer_stats
+from edgepipe.pipeline.core.config import require
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -44,7 +45,7 @@ def geometry(model, input_shape: tuple[int, ...]) -> dict[str, int]:
     """Output positions (H·W, or 1 for Linear) of every Conv2D and Linear layer, from one forward."""
     import paddle.nn as nn
 
-    from edgepipe.pipeline.models import probe_forward
+    from edgepipe.pipeline.models.layers import probe_forward
 
     hw: dict[str, int] = {}
     probe_forward(model, input_shape, {

@@ -11,7 +11,7 @@ Both conv forms make inference cheaper, not just smaller. At full rank each repr
 original layer exactly (to float rounding). Ranks come from an explicit value, from the share of
 squared singular values kept (`energy`), or from a cost budget (`ratio` of the original MACs);
 a layer whose factorised form would cost as much as the original is left alone, with the reason.
-The result is a `lowrank` transform per layer (artifact.py replays it when a model is loaded).
+The result is a `lowrank` transform per layer (core/artifact.py replays it when a model is loaded).
 """
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from typing import Literal
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.pipeline.artifact import register_transform
-from edgepipe.pipeline.config import require
+from edgepipe.pipeline.core.config import require
+from edgepipe.pipeline.core.registry import register_transform
+from edgepipe.pipeline.models.layers import replace_sublayer
 
 Method = Literal["auto", "svd", "tucker2", "spatial"]
 
@@ -295,21 +296,6 @@ def fill_factored(chain, layer, method: str, ranks: list[int]) -> None:
         sub.weight.set_value(paddle.to_tensor(arr))
     if layer.bias is not None:
         subs[-1].bias.set_value(layer.bias)
-
-
-def _parent(model, name: str):
-    parts = name.split(".")
-    parent = model
-    for p in parts[:-1]:
-        parent = parent._sub_layers[p]
-    return parent, parts[-1]
-
-
-def replace_sublayer(model, name: str, new) -> None:
-    parent, leaf = _parent(model, name)
-    if leaf not in parent._sub_layers:
-        raise EdgepipeError(f"no layer named '{name}'")
-    parent._sub_layers[leaf] = new
 
 
 def _prefix(name: str) -> str:

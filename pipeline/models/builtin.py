@@ -1,4 +1,5 @@
-"""The seed's LeNet-like family: conv blocks (conv 3×3 → ReLU → max-pool 2) then fc layers.
+"""The built-in model families: `convnet`, the seed's LeNet-like CNN (conv 3×3 → ReLU → max-pool 2
+blocks, then fc layers), and `resnet`, a small residual network (for layer pruning).
 
 Teacher: conv [32, 64], fc [128] -> 10.  Student: conv [16, 32], fc [128] -> 10.
 Sublayers are named conv1.., fc1.. so recipes can point at them (feature distillation,
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from edgepipe.pipeline.config import require
+from edgepipe.pipeline.core.config import require
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, d: dict) -> "ModelSpec":
-        from edgepipe.pipeline.config import from_dict
+        from edgepipe.pipeline.core.config import from_dict
 
         return from_dict(cls, d, "spec")
 
@@ -131,22 +132,3 @@ def build_model(spec: ModelSpec, name_prefix: str | None = None):
     # name_prefix keeps several models trained by one optimizer apart (deep mutual learning).
     with paddle.utils.unique_name.guard(name_prefix):
         return ResNet() if spec.family == "resnet" else ConvNet()
-
-
-def probe_forward(model, input_shape: tuple[int, ...], hooks: dict, batch: int = 1) -> None:
-    """One forward of zeros (eval mode, no gradients) with forward-post hooks {layer: fn(layer,
-    inputs, output)} attached, then removed — to observe shapes or calls."""
-    import paddle
-
-    handles = [layer.register_forward_post_hook(fn) for layer, fn in hooks.items()]
-    try:
-        with paddle.no_grad():
-            model.eval()
-            model(paddle.zeros([batch, *input_shape]))
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def count_parameters(layer) -> int:
-    return int(sum(int(p.size) for p in layer.parameters()))

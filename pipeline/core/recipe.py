@@ -1,4 +1,5 @@
-"""The recipe: data, seed and an ordered list of stages, each `- <type>: {config}`."""
+"""The recipe: data, seed and an ordered list of stages, each `- <type>: {config}`, parsed into
+typed configs and checked (keys, types, which earlier stage makes each input) before anything runs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,8 +7,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from edgepipe.pipeline.config import ConfigError, config_sha, from_dict, read_yaml, require, to_dict
-from edgepipe.pipeline.registry import load_builtin_stages
+from edgepipe.pipeline.core.config import ConfigError, config_sha, from_dict, read_yaml, require, to_dict
+from edgepipe.pipeline.core.registry import stages
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class _Top:
 
 
 def parse_recipe(raw) -> Recipe:
-    stages_def = load_builtin_stages()
+    stages_def = stages()
     if raw is None:
         raw = {}
     raw_stages = raw.get("stages", []) if isinstance(raw, dict) else None

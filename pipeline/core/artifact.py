@@ -1,8 +1,8 @@
-"""A model artifact: `model.json` (spec + applied transforms + facts) beside `model.pdparams`.
+"""The model folder: `model.json` (source spec + applied transforms + facts) beside `model.pdparams`.
 
 A stage that changes the architecture (pruning, low-rank) appends a transform with its
-parameters (kept channel indices, ranks); loading rebuilds the spec and replays them in
-order, then loads the weights. Transforms register with `register_transform`.
+parameters (kept channel indices, ranks); loading rebuilds the source (edgepipe.pipeline.models
+builds it), replays the transforms in order (found through the registry), then loads the weights.
 """
 from __future__ import annotations
 
@@ -10,43 +10,33 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.pipeline.models import ModelSpec, build_model, count_parameters
+from edgepipe.pipeline.core.registry import transforms as known_transforms
 from edgepipe.runtime.atomic import write_json_atomic
 
-TRANSFORMS: dict[str, Callable] = {}
 FORMAT = "edgepipe-model/1"
 
 
-def register_transform(name: str):
-    """Register fn(layer, **params) -> layer, replayed when an artifact is loaded."""
-
-    def deco(fn):
-        TRANSFORMS[name] = fn
-        return fn
-
-    return deco
+def count_parameters(layer) -> int:
+    return int(sum(int(p.size) for p in layer.parameters()))
 
 
 def apply_transforms(layer, transforms: list[dict]):
-    import edgepipe.pipeline.channel_prune  # noqa: F401  (registers its transform)
-    import edgepipe.pipeline.layer_prune  # noqa: F401  (registers its transform)
-    import edgepipe.pipeline.lowrank  # noqa: F401  (registers its transform)
-
+    known = known_transforms() if transforms else {}
     for i, t in enumerate(transforms):
-        fn = TRANSFORMS.get(t.get("type"))
+        fn = known.get(t.get("type"))
         if fn is None:
             raise EdgepipeError(
-                f"transforms[{i}]: unknown transform '{t.get('type')}' (known: {', '.join(TRANSFORMS) or 'none'}); "
+                f"transforms[{i}]: unknown transform '{t.get('type')}' (known: {', '.join(known) or 'none'}); "
                 "the artifact was made by a newer edgepipe"
             )
         layer = fn(layer, **t.get("params", {}))
     return layer
 
 
-def save_model(folder: str | Path, layer, spec: ModelSpec, transforms: list[dict] | None = None, meta: dict | None = None) -> Path:
+def save_model(folder: str | Path, layer, spec, transforms: list[dict] | None = None, meta: dict | None = None) -> Path:
+    """Write the weights and model.json; `spec` is the source's config (to_dict(), input_shape)."""
     import paddle
 
     folder = Path(folder)
@@ -84,15 +74,11 @@ def read_model_info(folder: str | Path) -> dict:
     return info
 
 
-def load_model(folder: str | Path):
-    """Rebuild the model from spec + transforms and load its weights; returns (layer, info)."""
+def load_weights(layer, folder: str | Path):
+    """Load the folder's model.pdparams into `layer` (already rebuilt and transformed); eval mode."""
     import paddle
 
-    folder = Path(folder)
-    info = read_model_info(folder)
-    spec = ModelSpec.from_json(info["spec"])
-    layer = apply_transforms(build_model(spec), info.get("transforms", []))
-    params_path = folder / "model.pdparams"
+    params_path = Path(folder) / "model.pdparams"
     if not params_path.is_file():
         raise EdgepipeError(f"{params_path}: weights not found; re-run the stage that made this model")
     try:
@@ -103,4 +89,4 @@ def load_model(folder: str | Path):
     if missing or unexpected:
         raise EdgepipeError(f"{params_path}: weights do not match the model spec (missing {missing[:3]}, unexpected {unexpected[:3]})")
     layer.eval()
-    return layer, info
+    return layer

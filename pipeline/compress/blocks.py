@@ -17,8 +17,8 @@ from typing import Literal
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.pipeline.artifact import register_transform
-from edgepipe.pipeline.config import require
+from edgepipe.pipeline.core.config import require
+from edgepipe.pipeline.core.registry import register_transform
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def removable_blocks(model, input_shape: tuple[int, ...], patterns: tuple[str, .
     import paddle
     import paddle.nn as nn
 
-    from edgepipe.pipeline.models import probe_forward
+    from edgepipe.pipeline.models.layers import probe_forward
 
     subs = dict(model.named_sublayers())
     seen: dict[str, list] = {}
@@ -71,7 +71,7 @@ def bypass(model, names: list[str]):
     """Replace each named sublayer by nn.Identity (in place); returns the model."""
     import paddle.nn as nn
 
-    from edgepipe.pipeline.lowrank import replace_sublayer
+    from edgepipe.pipeline.models.layers import replace_sublayer
 
     for name in names:
         replace_sublayer(model, name, nn.Identity())

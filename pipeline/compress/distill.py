@@ -8,7 +8,8 @@ Feature hints (FitNets): a named student layer's output goes through a learned a
 teacher layer's output with MSE, so shapes always agree (the seed compared 128-dim student
 features with 10-dim teacher logits).
 Also here: teacher logits cached on disk keyed by the teacher's hash, and deep mutual learning
-(online distillation between peers trained together).
+(online distillation between peers trained together). How a stage fine-tunes with a teacher
+is edgepipe.pipeline.stages.finetune.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ class FeatureHint:
             raise EdgepipeError(f"feature hint: teacher '{teacher_layer}' gives {ts}, student '{student_layer}' gives {ss}; "
                                 "pick two dense layers or two conv layers")
         # Own name space: it shares the student's optimizer, whose state is keyed by parameter
-        # name, and models number their parameters from 0 (see models.build_model).
+        # name, and models number their parameters from 0 (see models.builtin.build_model).
         with paddle.utils.unique_name.guard(f"hint{index}_adapter_"):
             if len(ts) == 2:
                 self.adapter = nn.Linear(ss[1], ts[1])
@@ -178,55 +179,3 @@ def mutual_loss(cohort, temperature: float, alpha: float):
         return total
 
     return loss
-
-
-def teacher_inputs(model: str, teacher: str | None) -> dict[str, str]:
-    """The inputs of a fine-tuning stage with an optional teacher: `previous` is the stage's own
-    input model (no extra dependency); any other name is an artifact of an earlier stage."""
-    out = {"model": model}
-    if teacher and teacher != "previous":
-        out["teacher"] = teacher
-    return out
-
-
-def stage_teacher(ctx, teacher: str | None, model: str):
-    """The teacher of a fine-tuning stage: `previous` is the stage's input model as it was before the
-    stage changed it (unpruned, unfactorised, unquantized); any other name is that artifact.
-    Returns (frozen layer, label) or (None, None)."""
-    from edgepipe.pipeline.artifact import load_model
-
-    if teacher is None:
-        return None, None
-    name = model if teacher == "previous" else teacher
-    layer, _ = load_model(ctx.path_of(name))
-    return freeze(layer), ctx.artifacts[name].meta.get("label", name)
-
-
-def check_fine_tune(cfg) -> None:
-    """The checks every stage with a fine-tuning block (prune, lowrank, qat) shares: its fields
-    epochs, batch_size, lr, teacher, temperature and alpha."""
-    from edgepipe.pipeline.config import require
-
-    require(cfg.epochs >= 0, "epochs", "must be 0 or more")
-    require(cfg.batch_size >= 1, "batch_size", "must be at least 1")
-    require(cfg.lr > 0, "lr", "must be positive")
-    require(cfg.temperature > 0, "temperature", "must be positive")
-    require(0.0 <= cfg.alpha <= 1.0, "alpha", "must be between 0 and 1")
-    require(cfg.teacher is None or cfg.epochs > 0, "teacher", "a teacher needs fine-tuning epochs > 0")
-
-
-def fine_tune(cfg, ctx, layer, rng, desc: str, after_step=None):
-    """Fine-tune `layer` for cfg.epochs on the train split — distilling from cfg.teacher when one is
-    given (`previous` = the stage's input model) — for the stages that change a model and then
-    recover its accuracy (prune, lowrank, qat). Returns (history, teacher label or None)."""
-    from edgepipe.pipeline.training import fit
-
-    if not cfg.epochs:
-        return [], None
-    teacher, teacher_label = stage_teacher(ctx, cfg.teacher, cfg.model)
-    loss = soft_target_loss(teacher, cfg.temperature, cfg.alpha) if teacher is not None else None
-    x, y = ctx.data.split("train")
-    history = fit(layer, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, rng=rng,
-                  augment_shift=cfg.augment_shift, loss_fn=loss, desc=desc, val=ctx.data.split("val"),
-                  after_step=after_step)
-    return history, teacher_label

@@ -4,7 +4,8 @@ Crash safety: a stage writes into `.<stage>.partial-<pid>/`; only when it finish
 folder swapped in and the manifest (written atomically) updated. A killed run leaves at
 most a partial folder, which the next run deletes; the stage is simply redone.
 Reuse: a stage is skipped when its config, the hashes of its inputs, and the hashes of its
-recorded outputs are all unchanged.
+recorded outputs are all unchanged. The data a stage trains on comes from the `load_data`
+function the caller passes (the CLI passes edgepipe.pipeline.data.load_dataset).
 """
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from edgepipe.devices import EdgepipeError, detect_host
-from edgepipe.pipeline.recipe import Recipe
-from edgepipe.pipeline.registry import STAGES
+from edgepipe.pipeline.core.recipe import Recipe
+from edgepipe.pipeline.core.registry import stages
 from edgepipe.runtime.atomic import write_json_atomic, write_text_atomic
 
 MANIFEST = "manifest.json"
@@ -47,17 +49,17 @@ class StageResult:
 
 
 class StageContext:
-    def __init__(self, recipe: Recipe, run_dir: Path, name: str, out_dir: Path, artifacts: dict[str, Artifact], manifest: dict):
+    def __init__(self, recipe: Recipe, run_dir: Path, name: str, out_dir: Path, artifacts: dict[str, Artifact], manifest: dict,
+                 data=None):
         self.recipe, self.run_dir, self.name, self.out_dir = recipe, run_dir, name, out_dir
         self.artifacts, self.manifest = artifacts, manifest
-        self._data = None
+        self._data = data
 
     @property
     def data(self):
+        """The recipe's dataset (splits), for stages whose config says `uses_data`."""
         if self._data is None:
-            from edgepipe.pipeline.data import load_dataset
-
-            self._data = load_dataset(self.recipe.data)
+            raise EdgepipeError(f"stage {self.name}: reads data, but its config does not declare uses_data = True")
         return self._data
 
     def path_of(self, art_name: str) -> Path:
@@ -187,7 +189,10 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_recipe(recipe: Recipe, runs_dir: Path, *, force: bool = False, from_stage: str | None = None) -> tuple[Path, dict]:
+def run_recipe(recipe: Recipe, runs_dir: Path, *, force: bool = False, from_stage: str | None = None,
+               load_data: Callable | None = None) -> tuple[Path, dict]:
+    """Run (or reuse) every stage in order; load_data(recipe.data) -> dataset, called once, for the
+    stages that use data. Returns the run directory and the manifest."""
     names = [s.name for s in recipe.stages]
     if from_stage is not None and from_stage not in names:
         raise EdgepipeError(f"--from {from_stage}: no such stage in this recipe (stages: {', '.join(names)})")
@@ -207,14 +212,15 @@ def run_recipe(recipe: Recipe, runs_dir: Path, *, force: bool = False, from_stag
         artifacts: dict[str, Artifact] = {}
         redo_from = names.index(from_stage) if from_stage else None
         for i, entry in enumerate(recipe.stages):
-            stage_def = STAGES[entry.kind]
+            stage_def = stages()[entry.kind]
             tag = f"[{i + 1}/{len(names)}] {entry.name}"
             inputs = {}
             if getattr(entry.config, "uses_data", False):
                 if ctx_data is None:
-                    from edgepipe.pipeline.data import load_dataset
-
-                    ctx_data = load_dataset(recipe.data)
+                    if load_data is None:
+                        raise EdgepipeError(f"stage {entry.name} uses data: pass run_recipe(..., load_data=...) "
+                                            "(edgepipe.pipeline.data.load_dataset)")
+                    ctx_data = load_data(recipe.data)
                     manifest["data"] = {"source": ctx_data.source, "counts": ctx_data.counts(), "sha256": ctx_data.fingerprint()}
                 inputs["data"] = manifest["data"]["sha256"]
             for art_name in entry.config.inputs({n: a.kind for n, a in artifacts.items()}).values():
@@ -235,8 +241,7 @@ def run_recipe(recipe: Recipe, runs_dir: Path, *, force: bool = False, from_stag
             log(f"{tag}: running")
             partial = run_dir / f".{entry.name}.partial-{os.getpid()}"
             partial.mkdir()
-            ctx = StageContext(recipe, run_dir, entry.name, partial, artifacts, manifest)
-            ctx._data = ctx_data
+            ctx = StageContext(recipe, run_dir, entry.name, partial, artifacts, manifest, data=ctx_data)
             t0 = time.perf_counter()
             try:
                 result = stage_def.handler(entry.config, ctx)

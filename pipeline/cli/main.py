@@ -1,0 +1,131 @@
+"""The `edgepipe` command line: the argument parser and main(), which turns every error into one
+line and a non-zero exit (--debug: the traceback). The commands themselves are in commands.py."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from edgepipe.pipeline.cli import commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgepipe", description="Compress a Paddle model, export it to int8 ONNX, and measure it for an edge device.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a recipe (default: the built-in MNIST teacher/student recipe)")
+    r.add_argument("recipe", nargs="?", help="recipe YAML (default: built-in mnist_kd.yaml)")
+    r.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs)")
+    r.add_argument("--name", help="run name (default: the recipe's name)")
+    r.add_argument("--force", action="store_true", help="redo every stage")
+    r.add_argument("--from", dest="from_stage", metavar="STAGE", help="redo this stage and the ones after it")
+    r.set_defaults(fn=commands.cmd_run)
+
+    e = sub.add_parser("export", help="export an edgepipe model folder (model.json + model.pdparams) to ONNX")
+    e.add_argument("model", help="model folder, e.g. runs/mnist-kd/distill/student")
+    e.add_argument("-o", "--output", help="output .onnx (default: MODEL/model.onnx)")
+    e.add_argument("--opset", type=int, default=13)
+    e.add_argument("--parity-samples", type=int, default=64, help="random inputs compared against Paddle")
+    e.add_argument("--atol", type=float, default=1e-4)
+    e.add_argument("--rtol", type=float, default=1e-3)
+    e.set_defaults(fn=commands.cmd_export)
+
+    q = sub.add_parser("quantize", help="quantize an ONNX model with onnxruntime (static int8/int4/a16w8, dynamic, fp16, 4-bit MatMul)")
+    q.add_argument("model", help="fp32 .onnx")
+    q.add_argument("-o", "--output", help="output (default: MODEL.<int8|int4|a16w8|dyn8|fp16|mm4>.onnx)")
+    q.add_argument("--mode", choices=["static", "dynamic", "fp16", "matmul4"], default="static")
+    q.add_argument("--profile", help="device profile whose int8 preset gives the defaults (default: this host's)")
+    q.add_argument("--calibration", help=".npz of calibration inputs ('x'); default: the bundled MNIST calibration split")
+    q.add_argument("--samples", type=int, default=200, help="calibration samples (default 200)")
+    q.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax", help="calibration method")
+    q.add_argument("--percentile", type=float, default=99.999, help="for --method percentile (default 99.999)")
+    q.add_argument("--format", choices=["qdq", "qoperator"], help="default: the profile's (qdq)")
+    q.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default: the profile's, per-channel)")
+    q.add_argument("--activation-type", choices=["u8", "s8", "u16", "s16"], help="default: the profile's")
+    q.add_argument("--weight-type", choices=["s8", "u8", "s4", "u4"], help="default: the profile's")
+    q.add_argument("--reduce-range", action="store_true", help="7-bit weights (avoids u8s8 saturation on CPUs without VNNI)")
+    q.add_argument("--exclude", action="append", metavar="NODE", help="keep this ONNX node in float (repeatable)")
+    q.add_argument("--eval", help=".npz of held-out inputs 'x' (labels 'y' optional) for the accuracy guard")
+    q.add_argument("--max-drop", type=float, help="accuracy-guard budget in points (accuracy, or top-1 agreement without labels)")
+    q.add_argument("--max-float-layers", type=int, default=4, help="at most this many guard steps (default 4)")
+    q.set_defaults(fn=commands.cmd_quantize)
+
+    pr = sub.add_parser("prune", help="structured-pruning sensitivity: validation accuracy of each channel group vs ratio (JSON + PNG)")
+    pr.add_argument("model", help="model folder, e.g. runs/mnist-kd/distill/student")
+    pr.add_argument("--sensitivity", action="store_true", help="run the sensitivity analysis (required)")
+    pr.add_argument("-o", "--output", help="output folder (default: MODEL/sensitivity)")
+    pr.add_argument("--criterion", default="l1", help="channel importance: l1 l2 fpgm bn_scale taylor apoz activation (default l1)")
+    pr.add_argument("--ratios", help="comma-separated ratios (default 0.1,0.2,...,0.9)")
+    pr.add_argument("--round-to", type=int, default=1, help="kept channel counts rounded to a multiple of this")
+    pr.add_argument("--layers", action="append", metavar="GLOB", help="only groups holding these layers (repeatable)")
+    pr.add_argument("--skip", action="append", metavar="GLOB", help="leave groups holding these layers alone (repeatable)")
+    pr.add_argument("--samples", type=int, default=512, help="training samples for taylor/apoz/activation (default 512)")
+    pr.add_argument("--val-samples", type=int, default=0, help="validation samples evaluated (default: the whole split)")
+    pr.add_argument("--target", metavar="KIND=SHARE", help="also choose per-group ratios keeping this share: params=, macs= or latency=")
+    pr.add_argument("--no-plot", action="store_true", help="JSON only")
+    pr.set_defaults(fn=commands.cmd_prune)
+
+    x = sub.add_parser("explain", help="why an (int8) ONNX model is fast or slow: time per op, unfused Q/DQ, float fallbacks")
+    x.add_argument("model", help=".onnx model")
+    x.add_argument("--threads", type=int, default=1)
+    x.add_argument("--batch", type=int, default=1)
+    x.add_argument("--seconds", type=float, default=1.0, help="profile for at least this long (default 1)")
+    x.add_argument("--json", help="write the full analysis here")
+    x.set_defaults(fn=commands.cmd_explain)
+
+    from edgepipe.runtime.args import build_parser as runner_parser
+
+    b = sub.add_parser("bench", parents=[runner_parser(add_help=False)],
+                       help="latency, memory, energy and a budget verdict for an ONNX model (the on-device runner)",
+                       description="Same arguments and output as the on-device runner, edgepipe-runner.")
+    b.set_defaults(fn=commands.cmd_bench)
+
+    d = sub.add_parser("devices", help="list the device profiles and detect this host")
+    d.add_argument("--show", metavar="PROFILE", help="print one profile (a preset name or a YAML file) in full")
+    d.set_defaults(fn=commands.cmd_devices)
+
+    rp = sub.add_parser("report", help="print the summary table of a run (and write markdown with -o)")
+    rp.add_argument("run_dir", help="run directory, e.g. runs/mnist-kd")
+    rp.add_argument("-o", "--output", help="write the markdown report here")
+    rp.add_argument("--device", action="append", metavar="RESULT.json",
+                    help="merge a runner result measured on a device (edgepipe-runner --json); repeatable")
+    rp.set_defaults(fn=commands.cmd_report)
+
+    v = sub.add_parser("verify", help="re-hash a run's outputs against its manifest")
+    v.add_argument("run_dir")
+    v.set_defaults(fn=commands.cmd_verify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    # Paddle's C++ side logs warnings through glog (e.g. while tracing a model to its static graph);
+    # they are not the user's concern and would break the one-line error contract. Errors still show.
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    import warnings
+
+    warnings.filterwarnings("ignore", message="No ccache found")  # paddle's, on import; about building C++ extensions
+    args = build_parser().parse_args(argv)
+    from edgepipe.devices import EdgepipeError
+
+    try:
+        return args.fn(args)
+    except EdgepipeError as exc:
+        if args.debug:
+            raise
+        print(f"edgepipe: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # a bug or an unexpected library failure: still one line
+        if args.debug:
+            raise
+        print(f"edgepipe: internal error: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("edgepipe: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

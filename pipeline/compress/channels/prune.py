@@ -1,0 +1,151 @@
+"""Structured pruning: remove whole channels (conv filters, Linear neurons) and cut every layer
+that reads them. The rule (ratio, criterion, target), the plan (which groups, how many channels
+each keeps) and `prune_channels`, which traces, plans and cuts.
+
+Three concerns, kept apart as in Torch-Pruning: *which* channels (importance.py gives each channel
+of a group one score), *what else* is cut (graph.py: the group of producers, BatchNorms, depthwise
+convs and consumers tied through the traced program), and *how* one layer type is cut (cut.py: a
+new, smaller layer with the surviving slices of the weights). The result is an ordinary, smaller
+Paddle model; the kept indices are returned as a transform so an artifact can be rebuilt.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from edgepipe.devices import EdgepipeError
+from edgepipe.pipeline.compress.channels.cut import apply
+from edgepipe.pipeline.compress.channels.graph import Graph, trace
+from edgepipe.pipeline.compress.channels.importance import DATA_SCORERS, activation_stats, channel_scores
+from edgepipe.pipeline.core.config import require
+
+
+@dataclass(frozen=True)
+class LayerRatio:
+    name: str  # a layer name or glob; the ratio applies to every group that layer belongs to
+    ratio: float
+
+    def __post_init__(self):
+        require(0.0 <= self.ratio < 1.0, "ratio", "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the pruned model may keep, as a share of the unpruned one (exactly one)."""
+
+    params: float | None = None
+    macs: float | None = None
+    latency: float | None = None  # onnxruntime p50 at batch 1 on this machine, measured
+
+    def __post_init__(self):
+        given = [k for k in ("params", "macs", "latency") if getattr(self, k) is not None]
+        require(len(given) == 1, "target", "give exactly one of params, macs or latency (a share of the unpruned model, "
+                "e.g. macs: 0.5)" + (f", not {' and '.join(given)}" if given else ""))
+        require(0.0 < getattr(self, given[0]) < 1.0, given[0], "must be in (0, 1): the share of the unpruned model kept")
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("params", "macs", "latency") if getattr(self, k) is not None)
+
+    @property
+    def share(self) -> float:
+        return getattr(self, self.kind)
+
+
+@dataclass(frozen=True)
+class ChannelRule:
+    ratio: float = 0.5  # share of each group's channels removed
+    layers: tuple[str, ...] = ("*",)  # groups that contain these layers (names or globs) are pruned
+    skip: tuple[str, ...] = ()  # groups that contain these layers are left alone
+    per_layer: tuple[LayerRatio, ...] = ()  # ratio overrides, first match wins
+    criterion: Literal["l1", "l2", "fpgm", "bn_scale", "taylor", "apoz", "activation"] = "l1"
+    round_to: int = 1  # kept channel counts rounded to a multiple of this (8 suits SIMD kernels)
+    samples: int = 512  # training samples the data-driven criteria (taylor, apoz, activation) look at
+    target: Target | None = None  # instead of one ratio: per-group ratios from the sensitivity analysis
+
+    def __post_init__(self):
+        require(0.0 < self.ratio < 1.0, "ratio", "must be in (0, 1)")
+        require(self.round_to >= 1, "round_to", "must be at least 1")
+        require(self.samples >= 1, "samples", "must be at least 1")
+        require(len(self.layers) >= 1, "layers", "name at least one layer (or '*')")
+
+
+def _names(sp) -> list[str]:
+    return [n for n, _ in sp.producers + sp.followers]
+
+
+def candidates(g: Graph, rule: ChannelRule) -> tuple[list[int], list[dict]]:
+    """Group roots the rule may prune, and one report row per group the rule names (with `skip`
+    saying why a group is left alone)."""
+    roots, rows = [], []
+    for root, sp in sorted(g.groups().items(), key=lambda kv: _names(kv[1])[:1]):
+        names = _names(sp)
+        if not sp.producers:
+            continue
+        row = {"group": [n for n, _ in sp.producers], "tied": [n for n, _ in sp.followers], "channels": sp.size}
+        if sp.frozen:
+            rows.append({**row, "skip": sp.frozen})
+            continue
+        if not any(fnmatch.fnmatchcase(n, p) for n in names for p in rule.layers):
+            continue
+        hit = [p for p in rule.skip if any(fnmatch.fnmatchcase(n, p) for n in names)]
+        if hit:
+            rows.append({**row, "skip": f"skip: {hit[0]}"})
+            continue
+        roots.append(root)
+        rows.append(row)
+    return roots, rows
+
+
+def keep_count(size: int, ratio: float, round_to: int) -> int:
+    keep = size - int(round(ratio * size))
+    if round_to > 1:
+        keep = min(size, max(round_to, int(round(keep / round_to)) * round_to))
+    return max(1, keep)
+
+
+def group_ratio(g: Graph, root: int, rule: ChannelRule) -> float:
+    names = _names(g.spaces[root])
+    return next((o.ratio for o in rule.per_layer if any(fnmatch.fnmatchcase(n, o.name) for n in names)), rule.ratio)
+
+
+def plan(g: Graph, rule: ChannelRule, stats: dict | None = None, ratios: dict[int, float] | None = None
+         ) -> tuple[dict[int, np.ndarray], list[dict]]:
+    """Kept channel indices per group root, and one report row per group. `ratios` (group root ->
+    ratio) overrides the rule's ratios, as a sensitivity-based allocation does."""
+    kept = {}
+    roots, rows = candidates(g, rule)
+    by_root = dict(zip(roots, [r for r in rows if "skip" not in r]))
+    for root in roots:
+        ratio = ratios.get(root, 0.0) if ratios is not None else group_ratio(g, root, rule)
+        keep = keep_count(g.spaces[root].size, ratio, rule.round_to) if ratio > 0 else g.spaces[root].size
+        by_root[root]["kept"] = keep
+        if keep < g.spaces[root].size:
+            scores = channel_scores(g, root, rule.criterion, stats)
+            kept[root] = np.sort(np.argsort(-scores, kind="stable")[:keep])
+    return kept, rows
+
+
+def scorer_stats(model, g: Graph, rule: ChannelRule, data) -> dict | None:
+    """The activation statistics a data-driven criterion needs (None for weight criteria)."""
+    if rule.criterion not in DATA_SCORERS:
+        return None
+    if data is None:
+        raise EdgepipeError(f"criterion {rule.criterion} needs training samples; pass data to prune_channels")
+    x, y = data
+    roots, _ = candidates(g, rule)
+    return activation_stats(model, g, roots, x[: rule.samples], None if y is None else y[: rule.samples], rule.criterion)
+
+
+def prune_channels(model, input_shape: tuple[int, ...], rule: ChannelRule, data=None, ratios: dict[int, float] | None = None,
+                   graph: Graph | None = None, stats: dict | None = None):
+    """Trace, plan, cut. Returns (model, changes, report rows); the model is changed in place.
+    `data` = (x, y) training samples, needed by the taylor / apoz / activation criteria; `graph` and
+    `stats` (from a sensitivity analysis of this model) spare tracing and scoring again."""
+    g = graph or trace(model, input_shape)
+    kept, rows = plan(g, rule, stats if stats is not None else scorer_stats(model, g, rule, data), ratios)
+    changes = apply(model, g, kept) if kept else {}
+    return model, changes, rows

@@ -1,0 +1,175 @@
+"""The report: one row per model (accuracy, params, MACs, ONNX bytes, p50 latency, peak RSS),
+the devices' rows, and report.md with every section, built from manifest.json alone so
+`edgepipe report RUN_DIR` works on any finished run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgepipe.pipeline.core.run import read_manifest
+from edgepipe.pipeline.report.format import md, text_table
+from edgepipe.pipeline.report.sections import (
+    DISTILL_COLUMNS,
+    distillation_rows,
+    distillation_section,
+    lowrank_section,
+    prune_section,
+)
+from edgepipe.runtime.verdict import fmt_value
+
+COLUMNS = ("model", "accuracy", "params", "MACs", "ONNX bytes", "p50 ms", "p90 ms", "peak RSS MB", "mJ/inf", "verdict")
+DEVICE_COLUMNS = ("model", "device", "profile", "providers", "p50 ms", "p90 ms", "peak RSS MB", "mJ/inf", "accuracy", "verdict")
+
+
+def _rows(manifest: dict) -> list[dict]:
+    stages = manifest["stages"].values()
+    bench = {}
+    for s in stages:
+        if s["type"] == "bench":
+            bench.update(s["metrics"]["models"])
+    rows = []
+    for s in stages:
+        for name, art in s.get("artifacts", {}).items():
+            if art["kind"] != "onnx":
+                continue
+            m, b = art["meta"], bench.get(name)
+            rows.append({
+                "name": name,
+                "model": f"{m.get('label', name)} {m.get('precision', '')}".strip(),
+                "accuracy": m.get("accuracy"),
+                "params": m.get("params"),
+                "macs": m.get("macs"),
+                "bytes": m.get("bytes"),
+                "p50_ms": b["latency"]["p50_ms"] if b else None,
+                "p90_ms": b["latency"]["p90_ms"] if b else None,
+                "peak_rss_mb": b["memory"]["peak_rss_mb"] if b else None,
+                "energy": b.get("energy") if b else None,
+                "verdict": (b.get("verdict") or {}).get("overall") if b else None,
+            })
+    return rows
+
+
+def _fmt(row: dict) -> list[str]:
+    def f(v, spec):
+        return "—" if v is None else format(v, spec)
+
+    acc = "—" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}%"
+    return [row["model"], acc, f(row["params"], ","), f(row["macs"], ","), f(row["bytes"], ","),
+            f(row["p50_ms"], ".3f"), f(row["p90_ms"], ".3f"), f(row["peak_rss_mb"], ".1f"),
+            _energy(row["energy"]), row["verdict"] or "—"]
+
+
+def _energy(e: dict | None) -> str:
+    return "—" if not e else f"{e['mj_per_inference']:.3g} ({e['method']})"
+
+
+def table_text(manifest: dict) -> str:
+    parts = []
+    rows = _rows(manifest)
+    if rows:
+        parts.append(text_table(COLUMNS, [_fmt(r) for r in rows]))
+    kd = distillation_rows(manifest["stages"])
+    if kd:
+        parts.append("distillation (Paddle test accuracy):\n" + text_table(DISTILL_COLUMNS, kd))
+    return "\n\n".join(parts) or "(no exported models or distillation results in this run yet)"
+
+
+def _md_table(manifest: dict) -> str:
+    return md(COLUMNS, [_fmt(r) for r in _rows(manifest)])
+
+
+def load_device_result(path: Path) -> dict:
+    """A runner result (edgepipe-runner --json) measured on a device, checked before it is merged."""
+    import json
+
+    from edgepipe.devices import EdgepipeError
+
+    if not path.is_file():
+        raise EdgepipeError(f"{path}: device result not found; write one with edgepipe-runner MODEL --json {path}")
+    try:
+        r = json.loads(path.read_text())
+    except ValueError:
+        raise EdgepipeError(f"{path}: not valid JSON; rerun edgepipe-runner with --json") from None
+    if not isinstance(r, dict) or r.get("schema") != "edgepipe-bench/1":
+        raise EdgepipeError(f"{path}: not an edgepipe-runner result (schema edgepipe-bench/1); rerun edgepipe-runner with --json")
+    return r
+
+
+def _device_row(r: dict) -> list[str]:
+    host = r["environment"]["host"]
+    one = r["runs"][0]["latency"]
+    acc = "—" if r.get("accuracy") is None else f"{100 * r['accuracy']:.2f}%"
+    return [Path(r["model"]).name, host.get("board") or f"{host.get('cpu_model')} ({host.get('arch')})",
+            r["profile"]["name"] or "—", ",".join(p.removesuffix("ExecutionProvider") for p in r["providers"]["used"]),
+            f"{one['p50_ms']:.3f}", f"{one['p90_ms']:.3f}", f"{r['memory']['peak_rss_mb']:.1f}",
+            _energy((r.get("energy") or {}).get("primary")), acc, (r.get("verdict") or {}).get("overall", "—")]
+
+
+def device_table(results: list[dict]) -> str:
+    return "measured on devices (edgepipe-runner results):\n" + text_table(DEVICE_COLUMNS, [_device_row(r) for r in results])
+
+
+def markdown(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -> str:
+    env = manifest.get("environment", {})
+    host, ver = env.get("host", {}), env.get("versions", {})
+    data = manifest.get("data") or {}
+    lines = [f"# edgepipe report: {manifest.get('recipe', run_dir.name)}", ""]
+    stages = manifest["stages"]
+    exported = bool(_rows(manifest))
+    if exported:
+        lines += [_md_table(manifest), ""]
+    bench = next((s for s in stages.values() if s["type"] == "bench"), None)
+    how = ""
+    if bench:
+        o = bench["config"]
+        how = (f" ({o['threads']} intra-op thread(s), batch {o['batches'][0]}, at least {o['iters']} timed runs and "
+               f"{o['min_seconds']} s after {o['warmup_iters']} warm-up runs)")
+    lines += [] if not exported else ["Accuracy is top-1 on the test split, measured with onnxruntime on the exported file. "
+              f"Latency is measured by the on-device runner (`python -m edgepipe.runtime`) in a fresh process{how}; "
+              "peak RSS is that process's high-water mark (VmHWM: onnxruntime + numpy + the model). "
+              "Energy per inference names its method: a sensor (rapl, nvml, ina3221, pmic) or `estimate` "
+              "(CPU time × the profile's power model, ±50%). The verdict judges each model against the device "
+              "profile's budgets (p90 latency, peak RSS, bytes, energy).", ""]
+    if bench:
+        for name, b in bench["metrics"]["models"].items():
+            v = b.get("verdict")
+            if v:
+                lines.append(f"- {name} against `{v['profile']}`: **{v['overall']}** — " + "; ".join(
+                    f"{c['budget']} {c['status']}" + (f" ({fmt_value(c['value'], c['unit'])} vs {fmt_value(c['limit'], c['unit'])}, margin {c['margin_pct']:+.0f}%)"
+                                                      if c["value"] is not None else "") for c in v["checks"]))
+        lines.append("")
+    if devices:
+        lines += ["## Measured on devices", "", md(DEVICE_COLUMNS, [_device_row(r) for r in devices]), ""]
+    lines += distillation_section(stages) + prune_section(stages) + lowrank_section(stages)
+    quant = [s for s in stages.values() if s["type"] == "quantize"]
+    if quant:
+        lines += ["## Quantization", ""]
+    for s in quant:
+        m = s["metrics"]
+        what = f"`{s['config']['model']}` → {m['mode']}"
+        if m["mode"] == "static":
+            o, src, g = m["options"], m["options_source"], m["guard"]
+            what += (f" {o['format'].upper()}, {o['activation_type']}/{o['weight_type']}, per-channel={o['per_channel']}, "
+                     f"reduce_range={o['reduce_range']}, {o['calibration']} calibration on {m['calibration_samples']} samples"
+                     + (f", activation ranges from QAT ({src['qat_ranges']} tensors)" if src.get("qat_ranges") else "")
+                     + (f"; preset of profile `{src['profile']}` ({src['reason']})" if src.get("profile") else "")
+                     + (f"; {src['note']}" if src.get("note") else ""))
+            if g["kept_float"]:
+                what += (f"; the accuracy guard kept {', '.join(g['kept_float'])} in float "
+                         f"({g['latency_cost_ms'] * 1e3:+.0f} µs at batch 1)")
+        lines += [f"- {what}: accuracy change {-m['accuracy_drop_points']:+.2f} points, "
+                  f"file {m['bytes_ratio_vs_fp32']:.2f}× the fp32 bytes." + "".join(f" Warning: {w}." for w in m.get("warnings", []))]
+    if quant:
+        lines.append("")
+    lines += ["## Run", "",
+              f"- data: {data.get('source', '?')}; samples per split: "
+              + ", ".join(f"{k} {v}" for k, v in (data.get("counts") or {}).items()),
+              f"- host: {host.get('cpu_model', '?')} ({host.get('arch', '?')}), {host.get('logical_cores', '?')} logical cores, "
+              f"int8-relevant CPU flags: {', '.join(host.get('flags', [])) or 'none'}",
+              "- versions: " + ", ".join(f"{k} {v}" for k, v in ver.items() if v),
+              "- stages: " + ", ".join(f"{n} {s['wall_s']:.1f}s" for n, s in stages.items() if s["type"] != "report"),
+              "", f"Every figure comes from `{run_dir / 'manifest.json'}`; rerun with `edgepipe run` to reproduce."]
+    return "\n".join(lines) + "\n"
+
+
+def load(run_dir: Path) -> dict:
+    return read_manifest(Path(run_dir))

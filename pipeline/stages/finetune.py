@@ -1,0 +1,58 @@
+"""What the stages that change a model and then recover its accuracy (prune, lowrank, qat) share:
+the checks of their fine-tuning fields, their inputs (the model, an optional teacher), and the
+fine-tuning itself, distilled from the teacher when one is given (`previous` = the stage's input)."""
+from __future__ import annotations
+
+from edgepipe.pipeline.core.config import require
+
+
+def teacher_inputs(model: str, teacher: str | None) -> dict[str, str]:
+    """The inputs of a fine-tuning stage with an optional teacher: `previous` is the stage's own
+    input model (no extra dependency); any other name is an artifact of an earlier stage."""
+    out = {"model": model}
+    if teacher and teacher != "previous":
+        out["teacher"] = teacher
+    return out
+
+
+def stage_teacher(ctx, teacher: str | None, model: str):
+    """The teacher of a fine-tuning stage: `previous` is the stage's input model as it was before the
+    stage changed it (unpruned, unfactorised, unquantized); any other name is that artifact.
+    Returns (frozen layer, label) or (None, None)."""
+    from edgepipe.pipeline.compress.distill import freeze
+    from edgepipe.pipeline.models.load import load_model
+
+    if teacher is None:
+        return None, None
+    name = model if teacher == "previous" else teacher
+    layer, _ = load_model(ctx.path_of(name))
+    return freeze(layer), ctx.artifacts[name].meta.get("label", name)
+
+
+def check_fine_tune(cfg) -> None:
+    """The checks every stage with a fine-tuning block (prune, lowrank, qat) shares: its fields
+    epochs, batch_size, lr, teacher, temperature and alpha."""
+    require(cfg.epochs >= 0, "epochs", "must be 0 or more")
+    require(cfg.batch_size >= 1, "batch_size", "must be at least 1")
+    require(cfg.lr > 0, "lr", "must be positive")
+    require(cfg.temperature > 0, "temperature", "must be positive")
+    require(0.0 <= cfg.alpha <= 1.0, "alpha", "must be between 0 and 1")
+    require(cfg.teacher is None or cfg.epochs > 0, "teacher", "a teacher needs fine-tuning epochs > 0")
+
+
+def fine_tune(cfg, ctx, layer, rng, desc: str, after_step=None):
+    """Fine-tune `layer` for cfg.epochs on the train split — distilling from cfg.teacher when one is
+    given (`previous` = the stage's input model) — for the stages that change a model and then
+    recover its accuracy (prune, lowrank, qat). Returns (history, teacher label or None)."""
+    from edgepipe.pipeline.compress.distill import soft_target_loss
+    from edgepipe.pipeline.training import fit
+
+    if not cfg.epochs:
+        return [], None
+    teacher, teacher_label = stage_teacher(ctx, cfg.teacher, cfg.model)
+    loss = soft_target_loss(teacher, cfg.temperature, cfg.alpha) if teacher is not None else None
+    x, y = ctx.data.split("train")
+    history = fit(layer, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, rng=rng,
+                  augment_shift=cfg.augment_shift, loss_fn=loss, desc=desc, val=ctx.data.split("val"),
+                  after_step=after_step)
+    return history, teacher_label
