@@ -4,6 +4,12 @@ Import-light (no paddle, no onnx): the on-device runner loads device profiles wi
 Every error names its path in the file, e.g.
 `stages[1].distill.temprature: unknown key; did you mean 'temperature'?`.
 A stage config is a frozen dataclass; `__post_init__` checks raise FieldError(field, msg).
+
+Tagged unions: a field typed `A | B | C` of dataclasses that each name a `TAG` class attribute
+(a key only that class has, e.g. `zoo` or `python`) takes the class whose tag key the mapping
+holds; a mapping with none takes the class whose tag has a default. Fields declared with
+`field(metadata=OPTIONAL)` are left out of `to_dict` while at their default, so adding one to a
+config leaves the config sha of every existing recipe unchanged.
 """
 from __future__ import annotations
 
@@ -21,6 +27,9 @@ from edgepipe.devices.errors import FieldError
 
 class ConfigError(EdgepipeError):
     pass
+
+
+OPTIONAL = {"omit_default": True}
 
 
 def require(cond: bool, field: str, message: str) -> None:
@@ -44,6 +53,10 @@ def convert(tp, value, path: str):
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
+        tagged = [a for a in options if dataclasses.is_dataclass(a) and getattr(a, "TAG", None)]
+        if tagged and isinstance(value, dict):
+            return convert(_pick_tagged(tagged, value, path), value, path)
+        options = [a for a in options if a not in tagged] or options
         errors = []
         for a in options:
             try:
@@ -59,6 +72,11 @@ def convert(tp, value, path: str):
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"{path}: {value!r} is not {_type_name(tp)}{hint}")
         return value
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys, got {type(value).__name__} {value!r}")
+        key_t, val_t = (args or (str, Any))
+        return {convert(key_t, k, f"{path}.{k}"): convert(val_t, v, f"{path}.{k}") for k, v in value.items()}
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
@@ -81,6 +99,21 @@ def convert(tp, value, path: str):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
         return value
     raise ConfigError(f"{path}: unsupported config type {tp}")  # a bug in a config class
+
+
+def _pick_tagged(classes, value: dict, path: str):
+    """The class of a tagged union whose tag key `value` holds (exactly one), else the default one."""
+    tags = [c.TAG for c in classes]
+    present = [c for c in classes if c.TAG in value]
+    if len(present) > 1:
+        raise ConfigError(f"{path}: give exactly one of {', '.join(tags)}, not {' and '.join(c.TAG for c in present)}")
+    if present:
+        return present[0]
+    default = [c for c in classes if any(f.name == c.TAG and f.default is not dataclasses.MISSING
+                                         for f in dataclasses.fields(c))]
+    if not default:
+        raise ConfigError(f"{path}: give one of {', '.join(tags)}")
+    return default[0]
 
 
 def from_dict(cls, data, path: str = ""):
@@ -107,12 +140,21 @@ def from_dict(cls, data, path: str = ""):
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def _at_default(f, value) -> bool:
+    if f.default is not dataclasses.MISSING:
+        return value == f.default
+    return f.default_factory is not dataclasses.MISSING and value == f.default_factory()
+
+
 def to_dict(cfg) -> dict:
     def plain(v):
         if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)
+                    if not (f.metadata.get("omit_default") and _at_default(f, getattr(v, f.name)))}
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
         return v
 
     return plain(cfg)
@@ -137,4 +179,4 @@ def read_yaml(path: str | Path, what: str = "recipe") -> Any:
         raise ConfigError(f"{path}: not valid YAML{where} ({getattr(exc, 'problem', exc)})") from None
 
 
-__all__ = ["ConfigError", "FieldError", "require", "from_dict", "to_dict", "config_sha", "read_yaml"]
+__all__ = ["ConfigError", "FieldError", "OPTIONAL", "require", "from_dict", "to_dict", "config_sha", "read_yaml"]

@@ -94,7 +94,6 @@ def export_layer(
     import paddle
     from paddle.static import InputSpec
 
-    out = Path(out)
     layer.eval()
     with tempfile.TemporaryDirectory(prefix="edgepipe-export-") as tmp:
         prefix = os.path.join(tmp, "model")
@@ -107,10 +106,18 @@ def export_layer(
         model_json = Path(prefix + ".json")
         if not model_json.is_file():  # older (non-PIR) paddle writes .pdmodel
             model_json = Path(prefix + ".pdmodel")
-        tmp_out = Path(tmp) / "model.onnx"
-        _run_paddle2onnx(model_json, Path(prefix + ".pdiparams"), tmp_out, opset, name)
-        import onnx
+        return export_saved(model_json, Path(prefix + ".pdiparams"), out, opset=opset, name=name)
 
+
+def export_saved(graph: Path, params: Path, out: str | Path, *, opset: int = DEFAULT_OPSET, name: str = "model") -> Path:
+    """Convert a paddle.jit.save output (NAME.json or NAME.pdmodel + NAME.pdiparams) to ONNX at `out`,
+    atomically: paddle2onnx in a child process, weights as initializers, basic optimisations, checker."""
+    import onnx
+
+    out = Path(out)
+    with tempfile.TemporaryDirectory(prefix="edgepipe-export-") as tmp:
+        tmp_out = Path(tmp) / "model.onnx"
+        _run_paddle2onnx(Path(graph), Path(params), tmp_out, opset, name)
         model = onnx.load(str(tmp_out))
         constants_to_initializers(model)
         onnx.save(model, str(tmp_out))

@@ -89,3 +89,25 @@ def test_to_dict_is_plain():
     r = load_recipe()
     d = to_dict(r.stages[1].config)
     assert d["student"]["conv"] == [16, 32]
+
+
+def test_a_source_mapping_is_chosen_by_its_key_and_unused_optional_keys_leave_the_sha_alone():
+    from edgepipe.pipeline.models.builtin import ModelSpec
+    from edgepipe.pipeline.models.sources import PythonModel, ZooModel
+
+    stages = parse_recipe({"name": "t", "stages": [
+        {"train": {"model": {"conv": [8]}}},
+        {"train": {"model": {"zoo": "resnet18", "kwargs": {"num_classes": 10, "width": 32}}, "output": "z"}},
+        {"train": {"model": {"python": "nets:build", "kwargs": {"depth": {"a": [1, 2]}}}, "output": "p"}}]}).stages
+    assert [type(s.config.model) for s in stages] == [ModelSpec, ZooModel, PythonModel]
+    assert stages[1].config.model.kwargs == {"num_classes": 10, "width": 32}
+    assert stages[2].config.model.kwargs == {"depth": {"a": [1, 2]}}
+    # weights: is left out of the dict while unset, so every recipe written before it keeps its sha
+    assert "weights" not in to_dict(ModelSpec()) and to_dict(ModelSpec(weights="w.pdparams"))["weights"] == "w.pdparams"
+    plain = parse_recipe({"name": "t", "stages": [{"train": {"model": {"conv": [8]}}}]}).stages[0]
+    explicit = parse_recipe({"name": "t", "stages": [{"train": {"model": {"conv": [8], "weights": None}}}]}).stages[0]
+    assert plain.sha == explicit.sha
+    assert error_of(recipe_with(0, "train", {"model": {"zoo": "resnet18", "conv": [8]}})) == \
+        "stages[0].train.model.conv: unknown key; known keys: zoo, kwargs, pretrained, weights"
+    assert error_of(recipe_with(0, "train", {"model": {"zoo": "resnet18", "kwargs": [1]}})).startswith(
+        "stages[0].train.model.kwargs: expected a mapping of keys")

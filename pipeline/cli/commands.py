@@ -30,17 +30,42 @@ def cmd_export(args) -> int:
 
     from edgepipe.devices import EdgepipeError
     from edgepipe.pipeline.core.artifact import read_model_info
-    from edgepipe.pipeline.stages.export import export_checked
+    from edgepipe.pipeline.models.sources import inference_files
+    from edgepipe.pipeline.stages.export import export_checked, export_saved_checked
 
-    out = Path(args.output or Path(args.model) / "model.onnx")
-    if out.suffix != ".onnx":
-        raise EdgepipeError(f"{out}: the output name must end in .onnx")
-    shape = read_model_info(args.model)["input_shape"]
-    x = np.random.default_rng(0).standard_normal((args.parity_samples, *shape)).astype("float32")
-    facts = export_checked(args.model, out, x, opset=args.opset, atol=args.atol, rtol=args.rtol, name=str(args.model))
+    model = Path(args.model)
+    rng = np.random.default_rng(0)
+    common = dict(opset=args.opset, atol=args.atol, rtol=args.rtol, name=str(model))
+    saved = not (model / "model.pdparams").is_file() and (
+        model.is_dir() or any(Path(f"{model}{suffix}").is_file() for suffix in (".json", ".pdmodel")))
+    if not saved:  # an edgepipe model folder
+        out = Path(args.output or model / "model.onnx")
+        _onnx_name(out)
+        shape = read_model_info(model)["input_shape"]
+        x = rng.standard_normal((args.parity_samples, *shape)).astype("float32")
+        facts = export_checked(model, out, x, **common)
+    else:  # a paddle.jit.save output: its folder or its path prefix
+        from edgepipe.pipeline.models.load import load_saved
+
+        try:
+            graph, params = inference_files(model)
+        except EdgepipeError:
+            raise EdgepipeError(f"{model}: neither an edgepipe model folder (model.json + model.pdparams) nor a "
+                                "paddle.jit.save output (NAME.json or NAME.pdmodel + NAME.pdiparams)") from None
+        out = Path(args.output or graph.with_suffix(".onnx"))
+        _onnx_name(out)
+        x = rng.standard_normal((args.parity_samples, *load_saved(graph)[1])).astype("float32")
+        facts = export_saved_checked(graph, params, out, x, **common)
     print(f"{out}: {facts['bytes']:,} bytes, {facts['params']:,} params, {facts['macs']:,} MACs; "
           f"parity max |diff| {facts['parity']['max_abs_diff']:.2e} on {facts['parity']['samples']} random inputs")
     return 0
+
+
+def _onnx_name(out: Path) -> None:
+    from edgepipe.devices import EdgepipeError
+
+    if out.suffix != ".onnx":
+        raise EdgepipeError(f"{out}: the output name must end in .onnx")
 
 
 def cmd_prune(args) -> int:

@@ -21,9 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--from", dest="from_stage", metavar="STAGE", help="redo this stage and the ones after it")
     r.set_defaults(fn=commands.cmd_run)
 
-    e = sub.add_parser("export", help="export an edgepipe model folder (model.json + model.pdparams) to ONNX")
-    e.add_argument("model", help="model folder, e.g. runs/mnist-kd/distill/student")
-    e.add_argument("-o", "--output", help="output .onnx (default: MODEL/model.onnx)")
+    e = sub.add_parser("export", help="export an edgepipe model folder or a paddle.jit.save output to ONNX, parity-checked")
+    e.add_argument("model", help="an edgepipe model folder (e.g. runs/mnist-kd/distill/student), or a paddle.jit.save "
+                                 "output: its folder or its path prefix (NAME.json / NAME.pdmodel + NAME.pdiparams)")
+    e.add_argument("-o", "--output", help="output .onnx (default: MODEL/model.onnx, or NAME.onnx beside a saved graph)")
     e.add_argument("--opset", type=int, default=13)
     e.add_argument("--parity-samples", type=int, default=64, help="random inputs compared against Paddle")
     e.add_argument("--atol", type=float, default=1e-4)

@@ -109,8 +109,9 @@ def model_fingerprint(folder) -> str:
 def cached_teacher_logits(teacher, teacher_dir, x, data_fingerprint: str):
     """Teacher logits on `x`, computed once and kept in $EDGEPIPE_CACHE/teacher-logits/.
 
-    The key hashes the teacher's files, the dataset fingerprint and x's shape, so a retrained or
-    edited teacher (or other data) never reads stale logits. Returns (logits, {path, hit}).
+    The key hashes the teacher's files (`teacher_dir`, a model folder; or a str fingerprint of a
+    teacher given as a source), the dataset fingerprint and x's shape, so a retrained or edited
+    teacher (or other data) never reads stale logits. Returns (logits, {path, hit}).
     """
     import hashlib
     import os
@@ -121,7 +122,8 @@ def cached_teacher_logits(teacher, teacher_dir, x, data_fingerprint: str):
     from edgepipe.pipeline.training import predict_logits
     from edgepipe.runtime.roofline import cache_dir
 
-    key = hashlib.sha256(f"{model_fingerprint(teacher_dir)}|{data_fingerprint}|{x.shape}".encode()).hexdigest()[:24]
+    ident = teacher_dir if isinstance(teacher_dir, str) else model_fingerprint(teacher_dir)
+    key = hashlib.sha256(f"{ident}|{data_fingerprint}|{x.shape}".encode()).hexdigest()[:24]
     folder = cache_dir() / "teacher-logits"
     path = folder / f"{key}.npy"
     if path.is_file():

@@ -35,8 +35,10 @@ def apply_transforms(layer, transforms: list[dict]):
     return layer
 
 
-def save_model(folder: str | Path, layer, spec, transforms: list[dict] | None = None, meta: dict | None = None) -> Path:
-    """Write the weights and model.json; `spec` is the source's config (to_dict(), input_shape)."""
+def save_model(folder: str | Path, layer, spec, transforms: list[dict] | None = None, meta: dict | None = None,
+               input_shape: tuple[int, ...] | None = None) -> Path:
+    """Write the weights and model.json. `spec` is what rebuilds the architecture: a source config
+    (to_dict(), input_shape) or the mapping a model folder recorded (then give input_shape)."""
     import paddle
 
     folder = Path(folder)
@@ -51,9 +53,9 @@ def save_model(folder: str | Path, layer, spec, transforms: list[dict] | None = 
         raise
     write_json_atomic(folder / "model.json", {
         "format": FORMAT,
-        "spec": spec.to_dict(),
+        "spec": spec if isinstance(spec, dict) else spec.to_dict(),
         "transforms": list(transforms or []),
-        "input_shape": list(spec.input_shape),
+        "input_shape": list(input_shape or spec.input_shape),
         "params": count_parameters(layer),
         "meta": meta or {},
     })
@@ -76,17 +78,33 @@ def read_model_info(folder: str | Path) -> dict:
 
 def load_weights(layer, folder: str | Path):
     """Load the folder's model.pdparams into `layer` (already rebuilt and transformed); eval mode."""
+    return load_state(layer, Path(folder) / "model.pdparams", "re-run the stage that made this model")
+
+
+def load_state(layer, params_path: Path, fix: str):
+    """Load a state dict file into `layer`, refusing any missing, unexpected or mis-shaped key (listing
+    the first few) before touching the layer; eval mode. `fix` says what to do about a bad file."""
     import paddle
 
-    params_path = Path(folder) / "model.pdparams"
+    params_path = Path(params_path)
     if not params_path.is_file():
-        raise EdgepipeError(f"{params_path}: weights not found; re-run the stage that made this model")
+        raise EdgepipeError(f"{params_path}: weights not found; {fix}")
     try:
         state = paddle.load(str(params_path))
+        if not isinstance(state, dict):
+            raise TypeError(f"holds a {type(state).__name__}, not a state dict")
     except Exception as exc:
-        raise EdgepipeError(f"{params_path}: cannot read weights ({type(exc).__name__}); the file is damaged, re-run its stage") from None
-    missing, unexpected = layer.set_state_dict(state) or ([], [])
-    if missing or unexpected:
-        raise EdgepipeError(f"{params_path}: weights do not match the model spec (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise EdgepipeError(f"{params_path}: cannot read weights ({type(exc).__name__}); the file is damaged or not a "
+                            f"state dict, {fix}") from None
+    want = {k: list(v.shape) for k, v in layer.state_dict().items()}
+    got = {k: list(getattr(v, "shape", [])) for k, v in state.items()}
+    missing = [k for k in want if k not in got]
+    unexpected = [k for k in got if k not in want]
+    shapes = [f"{k} {got[k]} vs {want[k]}" for k in want if k in got and got[k] != want[k]]
+    if missing or unexpected or shapes:
+        parts = [f"{label} {items[:3]}" + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+                 for label, items in (("missing", missing), ("unexpected", unexpected), ("shapes", shapes)) if items]
+        raise EdgepipeError(f"{params_path}: weights do not match the model spec ({'; '.join(parts)}); {fix}")
+    layer.set_state_dict(state)
     layer.eval()
     return layer

@@ -7,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+from edgepipe.devices import EdgepipeError
 from edgepipe.pipeline.core.config import ConfigError, config_sha, from_dict, read_yaml, require, to_dict
 from edgepipe.pipeline.core.registry import stages
 
@@ -27,6 +28,11 @@ class DataConfig:
             require(getattr(self, name) >= 1, name, "must be at least 1")
         require(self.train_limit is None or self.train_limit >= 1, "train_limit", "must be at least 1")
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """C×H×W of one sample as the models see it (every source today is MNIST: 1×28×28 grey digits)."""
+        return (1, 28, 28)
+
 
 @dataclass(frozen=True)
 class StageEntry:
@@ -45,6 +51,11 @@ class Recipe:
     seed: int
     data: DataConfig
     stages: tuple[StageEntry, ...] = field(default_factory=tuple)
+    base: str | None = None  # the recipe file's folder: relative paths in it are relative to this
+
+    @property
+    def base_dir(self) -> Path | None:
+        return Path(self.base) if self.base else None
 
     def to_dict(self) -> dict:
         return {
@@ -66,8 +77,10 @@ class _Top:
                 "use letters, digits, '-', '_' or '.' (it names the run folder)")
 
 
-def parse_recipe(raw) -> Recipe:
+def parse_recipe(raw, base: str | Path | None = None) -> Recipe:
+    """Typed, checked recipe from its YAML mapping; `base` is the folder relative paths start from."""
     stages_def = stages()
+    base = Path(base).resolve() if base is not None else None
     if raw is None:
         raw = {}
     raw_stages = raw.get("stages", []) if isinstance(raw, dict) else None
@@ -93,12 +106,34 @@ def parse_recipe(raw) -> Recipe:
             if art not in produced:
                 have = ", ".join(produced) or "none yet"
                 raise ConfigError(f"{path}.{key}: no earlier stage produces '{art}' (available: {have})")
+        for key, shape in getattr(cfg, "input_shapes", dict)().items():
+            if tuple(shape) != top.data.input_shape:
+                raise ConfigError(f"{path}.{key}: the model takes inputs of shape {list(shape)} (channels, height, width), "
+                                  f"the data gives {list(top.data.input_shape)}; make in_channels and input_size match the data")
+        for key, file in stage_files(cfg, base, path).items():
+            if not file.exists():
+                where = f" (relative paths start at the recipe's folder, {base})" if base else ""
+                raise ConfigError(f"{path}.{key}: {file} not found{where}")
         seen[kind] = seen.get(kind, 0) + 1
         name = kind if seen[kind] == 1 else f"{kind}{seen[kind]}"
         for art, art_kind in cfg.outputs().items():
             produced[art] = art_kind
         entries.append(StageEntry(name, kind, cfg))
-    return Recipe(top.name, top.seed, top.data, tuple(entries))
+    return Recipe(top.name, top.seed, top.data, tuple(entries), str(base) if base else None)
+
+
+def stage_files(cfg, base: Path | None, path: str = "") -> dict[str, Path]:
+    """The user files a stage config reads ({config key: path}; its optional `files(base)`), which
+    the run hashes into the stage's inputs so that an edited file reruns the stage."""
+    files = getattr(cfg, "files", None)
+    if files is None:
+        return {}
+    try:
+        return files(base)
+    except ConfigError:
+        raise
+    except EdgepipeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def default_recipe_path() -> Path:
@@ -109,6 +144,6 @@ def load_recipe(path: str | Path | None = None) -> Recipe:
     path = Path(path) if path else default_recipe_path()
     raw = read_yaml(path)
     try:
-        return parse_recipe(raw)
+        return parse_recipe(raw, path.parent)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgepipe.devices import EdgepipeError, detect_host
-from edgepipe.pipeline.core.recipe import Recipe
+from edgepipe.pipeline.core.recipe import Recipe, stage_files
 from edgepipe.pipeline.core.registry import stages
 from edgepipe.runtime.atomic import write_json_atomic, write_text_atomic
 
@@ -56,6 +56,11 @@ class StageContext:
         self._data = data
 
     @property
+    def base(self) -> Path | None:
+        """The recipe's folder, where relative paths in it start."""
+        return self.recipe.base_dir
+
+    @property
     def data(self):
         """The recipe's dataset (splits), for stages whose config says `uses_data`."""
         if self._data is None:
@@ -79,6 +84,16 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def tree_sha(path: Path) -> str:
+    """sha256 of a user's file, or of every file under a folder (names and contents)."""
+    if path.is_file():
+        return sha256_file(path)
+    if not path.is_dir():
+        raise EdgepipeError(f"{path}: not found; the recipe names it")
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return hashlib.sha256(json.dumps({str(p.relative_to(path)): sha256_file(p) for p in files}).encode()).hexdigest()
 
 
 def hash_tree(run_dir: Path, rel: str) -> dict[str, str]:
@@ -225,6 +240,8 @@ def run_recipe(recipe: Recipe, runs_dir: Path, *, force: bool = False, from_stag
                 inputs["data"] = manifest["data"]["sha256"]
             for art_name in entry.config.inputs({n: a.kind for n, a in artifacts.items()}).values():
                 inputs[art_name] = artifact_sha(run_dir, artifacts[art_name], manifest["stages"])
+            for key, path in stage_files(entry.config, recipe.base_dir, entry.name).items():
+                inputs[f"file:{key}"] = tree_sha(path)
             if getattr(entry.config, "uses_manifest", False):  # e.g. report: depends on earlier metrics
                 upstream = {n: {k: e.get(k) for k in ("config_sha", "outputs", "metrics")}
                             for n, e in manifest["stages"].items() if n in names[:i]}

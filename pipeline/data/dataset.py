@@ -32,6 +32,15 @@ class Dataset:
         idx = self.splits[name]
         return normalize(self.images[idx]), self.labels[idx]
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """C×H×W of one normalised sample: what a model trained on this data takes."""
+        return (1, *self.images.shape[1:])
+
+    @property
+    def classes(self) -> int:
+        return int(self.labels.max()) + 1
+
     def counts(self) -> dict[str, int]:
         return {k: int(len(v)) for k, v in self.splits.items()}
 

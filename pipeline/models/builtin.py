@@ -7,14 +7,15 @@ and later pruning / low-rank transforms).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
-from edgepipe.pipeline.core.config import require
+from edgepipe.pipeline.core.config import OPTIONAL, require, to_dict
 
 
 @dataclass(frozen=True)
 class ModelSpec:
+    TAG: ClassVar[str] = "family"  # the key that selects this source in a `model:` mapping (the default one)
     family: Literal["convnet", "resnet"] = "convnet"
     conv: tuple[int, ...] = (32, 64)  # convnet: one conv + 2× pool each; resnet: one stage of `blocks` each
     fc: tuple[int, ...] = (128,)
@@ -23,6 +24,7 @@ class ModelSpec:
     input_size: int = 28
     kernel: int = 3
     blocks: int = 2  # resnet: basic residual blocks per stage (stages after the first halve the size)
+    weights: str | None = field(default=None, metadata=OPTIONAL)  # a state dict (.pdparams) to start from
 
     def __post_init__(self):
         require(len(self.conv) >= 1 and all(c >= 1 for c in self.conv), "conv", "needs at least one positive channel count")
@@ -37,9 +39,12 @@ class ModelSpec:
     def input_shape(self) -> tuple[int, int, int]:
         return (self.in_channels, self.input_size, self.input_size)
 
+    @property
+    def name(self) -> str:
+        return self.family
+
     def to_dict(self) -> dict:
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        return to_dict(self)
 
     @classmethod
     def from_json(cls, d: dict) -> "ModelSpec":

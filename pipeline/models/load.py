@@ -1,16 +1,76 @@
-"""Load a model folder: rebuild its source, replay its transforms, load its weights."""
+"""Load a model: a model folder (rebuild its source, replay its transforms, load its weights), a
+source straight from a recipe (build it, load the user's `weights:` when given), or a saved graph
+(paddle.jit.load, for the parity check of its export)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from edgepipe.pipeline.core.artifact import apply_transforms, load_weights, read_model_info
-from edgepipe.pipeline.models.builtin import ModelSpec, build_model
+from edgepipe.devices import EdgepipeError
+from edgepipe.pipeline.core.artifact import apply_transforms, load_state, load_weights, read_model_info
+from edgepipe.pipeline.models.sources import ModelSource, build, parse_source, resolve
 
 
 def load_model(folder: str | Path):
     """Rebuild the model from spec + transforms and load its weights; returns (layer, info)."""
     folder = Path(folder)
     info = read_model_info(folder)
-    spec = ModelSpec.from_json(info["spec"])
-    layer = apply_transforms(build_model(spec), info.get("transforms", []))
+    source = parse_source(info["spec"], f"{folder / 'model.json'}: spec")
+    layer = apply_transforms(build(source), info.get("transforms", []))
     return load_weights(layer, folder), info
+
+
+def load_source(source: ModelSource, base: Path | None = None, *, technique: str = "this stage",
+                name_prefix: str | None = None):
+    """The Layer a recipe's `model:` mapping describes, with its `weights:` loaded when given (eval mode)."""
+    layer = build(source, base, technique=technique, name_prefix=name_prefix)
+    weights = getattr(source, "weights", None)
+    if weights:
+        load_state(layer, resolve(base, weights), "give weights: a state dict saved from this architecture "
+                   "(paddle.save(model.state_dict(), PATH))")
+    layer.eval()
+    return layer
+
+
+def load_saved(graph: Path):
+    """A paddle.jit.save output as a callable Layer (paddle.jit.load, eval mode) and the shape of one
+    input sample (C, H, W), read from the saved program."""
+    import paddle
+
+    graph = Path(graph)
+    try:
+        layer = paddle.jit.load(str(graph.with_suffix("")))
+        specs = layer._input_spec()
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EdgepipeError(f"{graph}: paddle.jit.load cannot read it ({first[:200]}); re-save it with paddle.jit.save") from None
+    if len(specs) != 1:
+        raise EdgepipeError(f"{graph}: the saved model takes {len(specs)} inputs; edgepipe handles single-input models")
+    shape = tuple(specs[0].shape)[1:]
+    if any(d is None or d < 1 for d in shape):
+        raise EdgepipeError(f"{graph}: its input shape {list(specs[0].shape)} is dynamic beyond the batch; re-save it "
+                            "with a fixed InputSpec, e.g. [None, 3, 224, 224]")
+    layer.eval()
+    return layer, shape
+
+
+def check_fits(layer, input_shape: tuple[int, ...], classes: int, what: str) -> None:
+    """One forward of zeros at the data's input shape: a model that cannot take it, or that gives
+    fewer logits than the data has classes, is one line here rather than an error deep in training."""
+    import paddle
+
+    was_training = layer.training
+    layer.eval()
+    try:
+        with paddle.no_grad():
+            out = layer(paddle.zeros([2, *input_shape]))
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        raise EdgepipeError(f"{what}: the model cannot take the data's inputs of shape {list(input_shape)} "
+                            f"({first.strip()[:200]}); build it for that input, or use data of its shape") from None
+    finally:
+        if was_training:
+            layer.train()
+    out = out[0] if isinstance(out, (list, tuple)) else out
+    if len(out.shape) != 2 or out.shape[1] < classes:
+        raise EdgepipeError(f"{what}: the model gives outputs of shape {list(out.shape)} for a batch of 2; a classifier "
+                            f"of the data's {classes} classes gives [2, {classes}] (set num_classes: {classes})")

@@ -64,17 +64,34 @@ def distillation_section(stages: dict) -> list[str]:
             "The models saved and exported are the first seed's.", "", md(DISTILL_COLUMNS, rows), ""]
 
 
+def model_text(ref) -> str:
+    """A stage's `model:` as the report names it: the artifact name, or the source mapping's key."""
+    if isinstance(ref, str):
+        return f"`{ref}`"
+    return ", ".join(f"{k}: `{v}`" for k, v in ref.items() if k in ("family", "zoo", "python", "inference", "onnx"))
+
+
+def _output(s: dict) -> str:
+    """The model artifact a stage made (its manifest entry records it)."""
+    return next(iter(s.get("artifacts") or {"?": None}))
+
+
+def _hop(s: dict) -> str:
+    return f"{model_text(s['config']['model'])} → `{_output(s)}`"
+
+
 def _tuned(m: dict, c: dict) -> str:
     if not c["epochs"]:
         return ", not fine-tuned"
     return f", fine-tuned {c['epochs']} epoch(s)" + (f" with KD from {m['teacher']}" if m.get("teacher") else " on labels")
 
 
-def _channel_prune_lines(name: str, m: dict, c: dict) -> list[str]:
+def _channel_prune_lines(name: str, s: dict) -> list[str]:
+    m, c = s["metrics"], s["config"]
     ch = m["rule"]["channels"]
     how = f"ratio {ch['ratio']:g}" if ch.get("ratio") is not None else \
         "per-group ratios for target " + ", ".join(f"{k} {v:g}" for k, v in ch["target"].items())
-    lines = [f"`{c['model']}` → `{c.get('output') or c['model'] + '_pruned'}`: channels removed ({how}, "
+    lines = [f"{_hop(s)}: channels removed ({how}, "
              f"criterion {ch['criterion']}, round to {ch['round_to']}); parameters {m['params_before']:,} → {m['params_after']:,}; "
              f"test accuracy {100 * m['test_acc_before']:.2f}% → {100 * m['test_acc_pruned']:.2f}% pruned → "
              f"{100 * m['test_acc_after']:.2f}%{_tuned(m, c)}.", ""]
@@ -107,11 +124,11 @@ def prune_section(stages: dict) -> list[str]:
         if not out:
             out = ["## Pruning", ""]
         if "groups" in m:
-            out += _channel_prune_lines(name, m, c)
+            out += _channel_prune_lines(name, s)
             continue
         if "removed" in m:
             measure = c["blocks"].get("measure", "accuracy")
-            out += [f"`{c['model']}` → `{c.get('output') or c['model'] + '_pruned'}`: blocks replaced by the identity, chosen by "
+            out += [f"{_hop(s)}: blocks replaced by the identity, chosen by "
                     f"{'validation accuracy lost' if measure == 'accuracy' else 'relative change of the logits'} when each is "
                     f"bypassed alone: {', '.join(m['removed'])}; parameters {m['params_before']:,} → {m['params_after']:,}; test "
                     f"accuracy {100 * m['test_acc_before']:.2f}% → {100 * m['test_acc_pruned']:.2f}% removed → "
@@ -128,11 +145,11 @@ def prune_section(stages: dict) -> list[str]:
         how = (f"threshold {r['threshold']:g}" if r["threshold"] is not None else f"sparsity {r['sparsity']:g} ({r['scope']})") + f", {r['schedule']}"
         tuned = _tuned(m, c)
         pruned = "" if m["test_acc_pruned"] is None or not c["epochs"] else f"{100 * m['test_acc_pruned']:.2f}% pruned → "
-        out.append(f"`{c['model']}` → `{c.get('output') or c['model'] + '_pruned'}` ({how}): {m['zeros']:,} of {m['weights']:,} "
+        out.append(f"{_hop(s)} ({how}): {m['zeros']:,} of {m['weights']:,} "
                    f"weights zero ({100 * m['sparsity']:.1f}%); test accuracy {100 * m['test_acc_before']:.2f}% → {pruned}"
                    f"{100 * m['test_acc_after']:.2f}%{tuned}.")
         onnx = {n: a["meta"] for st in stages.values() for n, a in st.get("artifacts", {}).items() if n.endswith(".onnx")}
-        src, dst = onnx.get(f"{c['model']}.onnx"), onnx.get(f"{c.get('output') or c['model'] + '_pruned'}.onnx")
+        src, dst = onnx.get(f"{c['model']}.onnx") if isinstance(c["model"], str) else None, onnx.get(f"{_output(s)}.onnx")
         if src and dst and "deflated_bytes" in src and "deflated_bytes" in dst:
             out.append("")
             out.append(f"Exported: {src['bytes']:,} → {dst['bytes']:,} bytes dense; deflated (zip) {src['deflated_bytes']:,} → "
@@ -151,7 +168,7 @@ def lowrank_section(stages: dict) -> list[str]:
         if not out:
             out = ["## Low-rank decomposition", ""]
         teacher = _tuned(m, c)
-        out.append(f"`{c['model']}` → `{c.get('output') or c['model'] + '_lowrank'}`: parameters {m['params_before']:,} → "
+        out.append(f"{_hop(s)}: parameters {m['params_before']:,} → "
                    f"{m['params_after']:,}; test accuracy {100 * m['test_acc_before']:.2f}% → {100 * m['test_acc_factored']:.2f}% "
                    f"factorised → {100 * m['test_acc_after']:.2f}%{teacher}.")
         out.append("")

@@ -12,6 +12,7 @@ from edgepipe.pipeline.report.sections import (
     distillation_rows,
     distillation_section,
     lowrank_section,
+    model_text,
     prune_section,
 )
 from edgepipe.runtime.verdict import fmt_value
@@ -145,7 +146,7 @@ def markdown(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -
         lines += ["## Quantization", ""]
     for s in quant:
         m = s["metrics"]
-        what = f"`{s['config']['model']}` → {m['mode']}"
+        what = f"{model_text(s['config']['model'])} → {m['mode']}"
         if m["mode"] == "static":
             o, src, g = m["options"], m["options_source"], m["guard"]
             what += (f" {o['format'].upper()}, {o['activation_type']}/{o['weight_type']}, per-channel={o['per_channel']}, "

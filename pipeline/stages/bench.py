@@ -10,8 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
+from edgepipe.devices.errors import FieldError
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
+from edgepipe.pipeline.stages.modelref import ModelRef, graph_kind, ref_files, ref_inputs, ref_name
 from edgepipe.runtime.bench import BenchOptions
 
 
@@ -19,7 +21,7 @@ from edgepipe.runtime.bench import BenchOptions
 class BenchConfig(BenchOptions):
     """The runner's options (validated there) plus which models to measure."""
 
-    models: tuple[str, ...] | None = None  # ONNX artifacts to measure; null = all of them
+    models: tuple[ModelRef, ...] | None = None  # ONNX artifacts (or onnx: files) to measure; null = all of them
     profile: str | None = None  # device profile (preset name or YAML path) to judge against; null = detect
     warmup_iters: int = 20
     iters: int = 200
@@ -30,9 +32,19 @@ class BenchConfig(BenchOptions):
 
     uses_data = True
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.models is not None and not all(isinstance(m, str) or graph_kind(m) == "onnx" for m in self.models):
+            raise FieldError("models", "bench measures ONNX files: name ONNX artifacts or give onnx: PATH")
+
+    def refs(self, available) -> list:
+        return list(self.models) if self.models is not None else [n for n, k in available.items() if k == "onnx"]
+
     def inputs(self, available) -> dict[str, str]:
-        names = self.models if self.models is not None else [n for n, k in available.items() if k == "onnx"]
-        return {f"models[{i}]": m for i, m in enumerate(names)}
+        return {k: v for i, m in enumerate(self.refs(available)) for k, v in ref_inputs(f"models[{i}]", m).items()}
+
+    def files(self, base):
+        return {k: v for i, m in enumerate(self.models or ()) for k, v in ref_files(f"models[{i}]", m, base).items()}
 
     def outputs(self) -> dict[str, str]:
         return {}
@@ -56,14 +68,18 @@ def runner_command(model, out_json, cfg: BenchConfig, inputs=None) -> list[str]:
 @register_stage("bench", BenchConfig)
 def run_bench(cfg: BenchConfig, ctx) -> StageResult:
     """Latency (p50/p90/p99, mean), cold start and peak RSS per model, in clean processes."""
-    names = list(cfg.inputs({n: a.kind for n, a in ctx.artifacts.items()}).values())
+    from edgepipe.pipeline.models.sources import resolve
+
+    refs = cfg.refs({n: a.kind for n, a in ctx.artifacts.items()})
+    names = [ref_name(m) if isinstance(m, str) else f"{m.name}.onnx" for m in refs]
     x, y = ctx.data.split("test")
     samples = ctx.out("test_split.npz")  # also what a device needs for its own accuracy check
     np.savez_compressed(samples, x=x, y=y)
     metrics = {}
-    for name in names:
+    for ref, name in zip(refs, names):
         out = ctx.out(f"{name.removesuffix('.onnx')}.bench.json")
-        proc = subprocess.run(runner_command(ctx.path_of(name), out, cfg, samples), capture_output=True, text=True)
+        path = ctx.path_of(ref) if isinstance(ref, str) else resolve(ctx.base, ref.onnx)
+        proc = subprocess.run(runner_command(path, out, cfg, samples), capture_output=True, text=True)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise EdgepipeError(f"bench {name}: the runner failed: {last}")

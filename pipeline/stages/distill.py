@@ -20,8 +20,8 @@ from edgepipe.pipeline.core.artifact import count_parameters, save_model
 from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
-from edgepipe.pipeline.models.builtin import ModelSpec
-from edgepipe.pipeline.models.load import load_model
+from edgepipe.pipeline.models.sources import LAYER_SOURCES, ModelSource, ModelSpec
+from edgepipe.pipeline.stages.modelref import ModelRef, is_layer, load_ref, record, ref_files, ref_inputs, ref_shapes
 from edgepipe.pipeline.stages.train import train_model
 
 MODE_LABELS = {"offline": "offline KD", "online": "online KD (deep mutual learning)", "self": "self-distillation (born-again)"}
@@ -40,8 +40,8 @@ class FeatureHintConfig:
 @dataclass(frozen=True)
 class DistillConfig:
     mode: Literal["offline", "online", "self"] = "offline"
-    teacher: str | None = None  # offline: the artifact to distil from
-    student: ModelSpec = field(default_factory=lambda: ModelSpec(conv=(16, 32), fc=(128,)))
+    teacher: ModelRef | None = None  # offline: the artifact (or model source) to distil from
+    student: ModelSource = field(default_factory=lambda: ModelSpec(conv=(16, 32), fc=(128,)))
     temperature: float = 4.0
     alpha: float = 0.9  # weight of the soft-target term; 1 - alpha goes to hard-label CE
     features: tuple[FeatureHintConfig, ...] = ()  # offline: feature (hint) pairs
@@ -79,15 +79,36 @@ class DistillConfig:
         require(self.peers >= 2, "peers", "mutual learning needs at least 2 peers")
         require(self.keep == "best" or 0 <= self.keep < self.peers, "keep", f"must be 'best' or a peer index below {self.peers}")
         require(self.generations >= 1, "generations", "must be at least 1")
+        require(isinstance(self.student, LAYER_SOURCES), "student", "a saved graph (inference:, onnx:) cannot be "
+                "trained; give its family:, zoo: or python: source")
+        require(self.teacher is None or is_layer(self.teacher), "teacher", "a saved graph (inference:, onnx:) cannot "
+                "teach in Paddle; give its family:, zoo: or python: source with weights:")
 
     def inputs(self, available) -> dict[str, str]:
-        return {"teacher": self.teacher} if self.teacher else {}
+        return ref_inputs("teacher", self.teacher) if self.teacher else {}
+
+    def files(self, base):
+        return {**ref_files("student", self.student, base), **(ref_files("teacher", self.teacher, base) if self.teacher else {})}
+
+    def input_shapes(self):
+        return {**ref_shapes("student", self.student), **(ref_shapes("teacher", self.teacher) if self.teacher else {})}
 
     def outputs(self) -> dict[str, str]:
         out = {self.output: "paddle"}
         if self.baseline:
             out[self.baseline] = "paddle"
         return out
+
+
+def source_fingerprint(info: dict, files: dict) -> str:
+    """What identifies a teacher given as a source: its architecture and the sha256 of its weights."""
+    import hashlib
+    import json
+
+    from edgepipe.pipeline.core.run import tree_sha
+
+    blob = json.dumps(info["spec"], sort_keys=True) + "".join(tree_sha(p) for k, p in sorted(files.items()) if k.startswith("teacher"))
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _stats(values: list[float]) -> dict:
@@ -110,7 +131,7 @@ def run_distill(cfg: DistillConfig, ctx) -> StageResult:
         mutual_loss,
         soft_target_loss,
     )
-    from edgepipe.pipeline.models.builtin import build_model
+    from edgepipe.pipeline.models.load import load_source
     from edgepipe.pipeline.training import evaluate, fit, seed_everything
 
     data = ctx.data
@@ -119,12 +140,13 @@ def run_distill(cfg: DistillConfig, ctx) -> StageResult:
     label = cfg.label or {"offline": "student (distilled)", "online": "student (DML)", "self": "student (born-again)"}[cfg.mode]
     extra: dict = {}
 
-    teacher = cached = None
+    teacher = cached = teacher_label = None
     if cfg.mode == "offline":
-        teacher = freeze(load_model(ctx.path_of(cfg.teacher))[0])
+        layer, info, teacher_label = load_ref(ctx, cfg.teacher, "distill")
+        teacher = freeze(layer)
         if cfg.cache_teacher_logits:
-            cached, extra["teacher_cache"] = cached_teacher_logits(teacher, ctx.path_of(cfg.teacher), data.split("train")[0],
-                                                                   data.fingerprint())
+            ident = ctx.path_of(cfg.teacher) if isinstance(cfg.teacher, str) else source_fingerprint(info, cfg.files(ctx.base))
+            cached, extra["teacher_cache"] = cached_teacher_logits(teacher, ident, data.split("train")[0], data.fingerprint())
 
     def offline(seed):
         hints = []
@@ -147,7 +169,7 @@ def run_distill(cfg: DistillConfig, ctx) -> StageResult:
 
             return loss, [p for h in hints for p in h.adapter.parameters()] or None
 
-        model, hist, acc = train_model(cfg.student, data, seed=seed, desc=f"{cfg.output} seed {seed}",
+        model, hist, acc = train_model(cfg.student, data, base=ctx.base, seed=seed, desc=f"{cfg.output} seed {seed}",
                                        make_loss=make_loss, **common)
         for h in hints:  # the teacher is shared by every seed
             h.remove()
@@ -155,7 +177,7 @@ def run_distill(cfg: DistillConfig, ctx) -> StageResult:
 
     def online(seed):
         rng = seed_everything(seed)
-        peers = [build_model(cfg.student, name_prefix=f"peer{k}_") for k in range(cfg.peers)]
+        peers = [load_source(cfg.student, ctx.base, technique="distill", name_prefix=f"peer{k}_") for k in range(cfg.peers)]
         cohort = build_cohort(peers, keep=0 if cfg.keep == "best" else cfg.keep)
         x, y = data.split("train")
         hist = fit(cohort, x, y, rng=rng, loss_fn=mutual_loss(cohort, cfg.temperature, cfg.alpha),
@@ -167,13 +189,13 @@ def run_distill(cfg: DistillConfig, ctx) -> StageResult:
 
     def self_distill(seed, gen0):
         if gen0 is None:
-            gen0 = train_model(cfg.student, data, seed=seed, desc=f"{cfg.output} gen 0 seed {seed}", **common)
+            gen0 = train_model(cfg.student, data, base=ctx.base, seed=seed, desc=f"{cfg.output} gen 0 seed {seed}", **common)
         prev, hist, acc = gen0
         accs = [acc]
         for g in range(1, cfg.generations + 1):
             soft = soft_target_loss(freeze(prev), cfg.temperature, cfg.alpha)
             # a fresh initialisation per generation: seed + 1000·g
-            prev, hist, acc = train_model(cfg.student, data, seed=seed + 1000 * g, desc=f"{cfg.output} gen {g} seed {seed}",
+            prev, hist, acc = train_model(cfg.student, data, base=ctx.base, seed=seed + 1000 * g, desc=f"{cfg.output} gen {g} seed {seed}",
                                           loss_fn=soft, **common)
             accs.append(acc)
         return prev, hist, acc, {"generations_test_acc": accs}
@@ -182,7 +204,7 @@ def run_distill(cfg: DistillConfig, ctx) -> StageResult:
     for seed in seeds:
         base = None
         if cfg.baseline:
-            base = train_model(cfg.student, data, seed=seed, desc=f"{cfg.baseline} seed {seed}", **common)
+            base = train_model(cfg.student, data, base=ctx.base, seed=seed, desc=f"{cfg.baseline} seed {seed}", **common)
             baselines.append(base)
         if cfg.mode == "offline":
             results.append(offline(seed))
@@ -195,8 +217,8 @@ def run_distill(cfg: DistillConfig, ctx) -> StageResult:
     params = count_parameters(model)
     meta = {"label": label, "mode": cfg.mode}
     if cfg.teacher:
-        meta["teacher"] = ctx.artifacts[cfg.teacher].meta.get("label", cfg.teacher)
-    save_model(ctx.out(cfg.output), model, cfg.student, meta=meta)
+        meta["teacher"] = teacher_label
+    save_model(ctx.out(cfg.output), model, meta=meta, **record(ctx, cfg.student))
     student = {"test_acc": acc, "val_acc": hist[-1]["val_acc"], "params": params, "history": hist,
                **_stats([r[2] for r in results])}
     for key in {k for r in results for k in r[3]}:
@@ -205,7 +227,7 @@ def run_distill(cfg: DistillConfig, ctx) -> StageResult:
     arts = [ctx.artifact(cfg.output, "paddle", cfg.output, label=label, paddle_test_acc=acc, params=params)]
     if cfg.baseline:
         bmodel, bhist, bacc = baselines[0]
-        save_model(ctx.out(cfg.baseline), bmodel, cfg.student, meta={"label": "student (from scratch)"})
+        save_model(ctx.out(cfg.baseline), bmodel, meta={"label": "student (from scratch)"}, **record(ctx, cfg.student))
         metrics["baseline"] = {"test_acc": bacc, "val_acc": bhist[-1]["val_acc"], "params": params, "history": bhist,
                                **_stats([b[2] for b in baselines])}
         arts.append(ctx.artifact(cfg.baseline, "paddle", cfg.baseline, label="student (from scratch)",

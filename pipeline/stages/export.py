@@ -1,5 +1,6 @@
 """export: Paddle models -> ONNX, each checked against Paddle on held-out inputs, then
-measured with onnxruntime on the test split."""
+measured with onnxruntime on the test split. A model is an earlier stage's artifact or a source
+(`model:` mapping), a saved paddle.jit.save graph included."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,11 +9,12 @@ from pathlib import Path
 from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
+from edgepipe.pipeline.stages.modelref import ModelRef, graph_kind, ref_files, ref_inputs, ref_name
 
 
 @dataclass(frozen=True)
 class ExportConfig:
-    models: tuple[str, ...] = ("teacher", "student_scratch", "student")
+    models: tuple[ModelRef, ...] = ("teacher", "student_scratch", "student")
     opset: int = 13
     parity_samples: int = 256  # held-out (val) inputs compared against Paddle
     atol: float = 1e-4
@@ -24,47 +26,89 @@ class ExportConfig:
         require(len(self.models) >= 1, "models", "list at least one model artifact")
         require(7 <= self.opset <= 21, "opset", "must be between 7 and 21")
         require(self.parity_samples >= 1, "parity_samples", "must be at least 1")
+        require(not any(graph_kind(m) == "onnx" for m in self.models), "models",
+                "an onnx: model is ONNX already; give it to quantize or bench")
+        names = [ref_name(m) for m in self.models]
+        require(len(set(names)) == len(names), "models", f"two models would both be written as one file ({names}); "
+                "export them in two stages or rename one")
 
     def inputs(self, available) -> dict[str, str]:
-        return {f"models[{i}]": m for i, m in enumerate(self.models)}
+        return {k: v for i, m in enumerate(self.models) for k, v in ref_inputs(f"models[{i}]", m).items()}
+
+    def files(self, base):
+        return {k: v for i, m in enumerate(self.models) for k, v in ref_files(f"models[{i}]", m, base).items()}
 
     def outputs(self) -> dict[str, str]:
-        return {f"{m}.onnx": "onnx" for m in self.models}
+        return {f"{ref_name(m)}.onnx": "onnx" for m in self.models}
 
 
-def export_checked(model_dir, out, x, *, opset: int, atol: float, rtol: float, name: str) -> dict:
-    """Export an artifact folder to `out` and check it against Paddle on `x`; returns cost + parity.
-
-    A file that fails the check is deleted: nothing unvalidated is left behind.
-    """
+def checked(out: Path, reference, x, *, atol: float, rtol: float, name: str) -> dict:
+    """Cost and parity of a freshly exported `out` against Paddle's `reference` outputs on `x`.
+    A file that fails the check is deleted: nothing unvalidated is left behind."""
     from edgepipe.devices import EdgepipeError
-    from edgepipe.export.paddle_onnx import check_parity, export_layer
-    from edgepipe.pipeline.models.load import load_model
-    from edgepipe.pipeline.training import predict_logits
+    from edgepipe.export.paddle_onnx import check_parity
     from edgepipe.runtime.cost import describe
 
-    layer, info = load_model(model_dir)
-    export_layer(layer, tuple(info["input_shape"]), out, opset=opset, name=name)
     try:
-        parity = check_parity(out, predict_logits(layer, x), x, atol=atol, rtol=rtol, name=name)
+        parity = check_parity(out, reference, x, atol=atol, rtol=rtol, name=name)
     except EdgepipeError:
         Path(out).unlink(missing_ok=True)
         raise
     return {**describe(out), "parity": parity}
 
 
+def export_checked(model_dir, out, x, *, opset: int, atol: float, rtol: float, name: str) -> dict:
+    """Export an artifact folder to `out` and check it against Paddle on `x`; returns cost + parity."""
+    from edgepipe.pipeline.models.load import load_model
+
+    layer, info = load_model(model_dir)
+    return export_layer_checked(layer, tuple(info["input_shape"]), out, x, opset=opset, atol=atol, rtol=rtol, name=name)
+
+
+def export_layer_checked(layer, input_shape, out, x, *, opset: int, atol: float, rtol: float, name: str) -> dict:
+    from edgepipe.export.paddle_onnx import export_layer
+    from edgepipe.pipeline.training import predict_logits
+
+    export_layer(layer, tuple(input_shape), out, opset=opset, name=name)
+    return checked(out, predict_logits(layer, x), x, atol=atol, rtol=rtol, name=name)
+
+
+def export_saved_checked(graph: Path, params: Path, out, x, *, opset: int, atol: float, rtol: float, name: str) -> dict:
+    """A paddle.jit.save output to ONNX, checked against paddle.jit.load's outputs on `x`."""
+    from edgepipe.devices import EdgepipeError
+    from edgepipe.export.paddle_onnx import export_saved
+    from edgepipe.pipeline.models.load import load_saved
+    from edgepipe.pipeline.training import predict_logits
+
+    layer, shape = load_saved(graph)
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise EdgepipeError(f"{graph}: the saved model takes inputs of shape {list(shape)}, the data gives "
+                            f"{list(x.shape[1:])}; use data of the model's input shape")
+    export_saved(graph, params, out, opset=opset, name=name)
+    return checked(out, predict_logits(layer, x), x, atol=atol, rtol=rtol, name=name)
+
+
 @register_stage("export", ExportConfig)
 def run_export(cfg: ExportConfig, ctx) -> StageResult:
     """Paddle -> ONNX (paddle2onnx in a child process), parity-checked, accuracy via onnxruntime."""
+    from edgepipe.pipeline.models.sources import inference_files, resolve
+    from edgepipe.pipeline.stages.modelref import load_ref
     from edgepipe.runtime.session import accuracy, open_session
 
     metrics, arts = {}, []
+    x_val = ctx.data.split("val")[0][: cfg.parity_samples]  # held out from training
+    common = dict(opset=cfg.opset, atol=cfg.atol, rtol=cfg.rtol)
     for m in cfg.models:
-        rel = f"{m}.onnx"
-        x_val = ctx.data.split("val")[0][: cfg.parity_samples]  # held out from training
-        facts = export_checked(ctx.path_of(m), ctx.out(rel), x_val, opset=cfg.opset, atol=cfg.atol, rtol=cfg.rtol, name=m)
+        name = ref_name(m)
+        rel = f"{name}.onnx"
+        if graph_kind(m) == "inference":
+            graph, params = inference_files(resolve(ctx.base, m.inference))
+            facts = export_saved_checked(graph, params, ctx.out(rel), x_val, name=name, **common)
+            label = name
+        else:
+            layer, info, label = load_ref(ctx, m, "export")
+            facts = export_layer_checked(layer, info["input_shape"], ctx.out(rel), x_val, name=name, **common)
         facts["accuracy"] = accuracy(open_session(ctx.out(rel)), *ctx.data.split("test"))
-        label = ctx.artifacts[m].meta.get("label", m)
-        metrics[m] = facts
-        arts.append(ctx.artifact(rel, "onnx", rel, label=label, precision="fp32", source=m, **facts))
+        metrics[name] = facts
+        arts.append(ctx.artifact(rel, "onnx", rel, label=label, precision="fp32", source=name, **facts))
     return StageResult(metrics=metrics, artifacts=arts)

@@ -4,29 +4,34 @@ fine-tuning itself, distilled from the teacher when one is given (`previous` = t
 from __future__ import annotations
 
 from edgepipe.pipeline.core.config import require
+from edgepipe.pipeline.stages.modelref import is_layer, load_ref, ref_files, ref_inputs
 
 
-def teacher_inputs(model: str, teacher: str | None) -> dict[str, str]:
+def teacher_inputs(model, teacher) -> dict[str, str]:
     """The inputs of a fine-tuning stage with an optional teacher: `previous` is the stage's own
-    input model (no extra dependency); any other name is an artifact of an earlier stage."""
-    out = {"model": model}
-    if teacher and teacher != "previous":
-        out["teacher"] = teacher
+    input model (no extra dependency); any other name is an artifact of an earlier stage (a source
+    mapping, for either, depends on no stage)."""
+    out = ref_inputs("model", model)
+    if teacher is not None and teacher != "previous":
+        out |= ref_inputs("teacher", teacher)
     return out
 
 
-def stage_teacher(ctx, teacher: str | None, model: str):
+def teacher_files(model, teacher, base) -> dict:
+    """The user files of the stage's model and teacher sources (see modelref.ref_files)."""
+    return {**ref_files("model", model, base), **(ref_files("teacher", teacher, base) if teacher not in (None, "previous") else {})}
+
+
+def stage_teacher(ctx, teacher, model):
     """The teacher of a fine-tuning stage: `previous` is the stage's input model as it was before the
-    stage changed it (unpruned, unfactorised, unquantized); any other name is that artifact.
-    Returns (frozen layer, label) or (None, None)."""
+    stage changed it (unpruned, unfactorised, unquantized); any other name is that artifact (or
+    source). Returns (frozen layer, label) or (None, None)."""
     from edgepipe.pipeline.compress.distill import freeze
-    from edgepipe.pipeline.models.load import load_model
 
     if teacher is None:
         return None, None
-    name = model if teacher == "previous" else teacher
-    layer, _ = load_model(ctx.path_of(name))
-    return freeze(layer), ctx.artifacts[name].meta.get("label", name)
+    layer, _, label = load_ref(ctx, model if teacher == "previous" else teacher, "fine-tuning with a teacher")
+    return freeze(layer), label
 
 
 def check_fine_tune(cfg) -> None:
@@ -38,6 +43,10 @@ def check_fine_tune(cfg) -> None:
     require(cfg.temperature > 0, "temperature", "must be positive")
     require(0.0 <= cfg.alpha <= 1.0, "alpha", "must be between 0 and 1")
     require(cfg.teacher is None or cfg.epochs > 0, "teacher", "a teacher needs fine-tuning epochs > 0")
+    require(is_layer(cfg.model), "model", f"{getattr(cfg.model, 'TAG', '')}: a saved graph cannot be changed in Paddle; "
+            "give its python: or zoo: source with weights: (export, quantize and bench take saved graphs)")
+    require(cfg.teacher is None or is_layer(cfg.teacher), "teacher", "a saved graph cannot teach in Paddle; give its "
+            "python: or zoo: source with weights:")
 
 
 def fine_tune(cfg, ctx, layer, rng, desc: str, after_step=None):

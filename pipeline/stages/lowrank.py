@@ -12,18 +12,19 @@ from edgepipe.pipeline.compress.lowrank import LayerRank
 from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
-from edgepipe.pipeline.stages.finetune import check_fine_tune, teacher_inputs
+from edgepipe.pipeline.stages.finetune import check_fine_tune, teacher_files, teacher_inputs
+from edgepipe.pipeline.stages.modelref import ModelRef, load_ref, ref_name
 
 
 @dataclass(frozen=True)
 class LowRankConfig:
-    model: str = "student"
+    model: ModelRef = "student"
     layers: tuple[LayerRank, ...] = field(default_factory=lambda: (LayerRank("fc1", rank=16),))
     epochs: int = 3  # fine-tuning after factorising; 0 = none
     batch_size: int = 64
     lr: float = 0.0005
     augment_shift: int = 2
-    teacher: str | None = None  # previous (the unfactorised model) | an artifact name | null (labels only)
+    teacher: ModelRef | None = None  # previous (the unfactorised model) | an artifact name | null (labels only)
     temperature: float = 4.0
     alpha: float = 0.9
     output: str | None = None  # default: <model>_lowrank
@@ -36,10 +37,13 @@ class LowRankConfig:
 
     @property
     def output_name(self) -> str:
-        return self.output or f"{self.model}_lowrank"
+        return self.output or f"{ref_name(self.model)}_lowrank"
 
     def inputs(self, available) -> dict[str, str]:
         return teacher_inputs(self.model, self.teacher)
+
+    def files(self, base):
+        return teacher_files(self.model, self.teacher, base)
 
     def outputs(self) -> dict[str, str]:
         return {self.output_name: "paddle"}
@@ -51,13 +55,11 @@ def run_lowrank(cfg: LowRankConfig, ctx) -> StageResult:
     from edgepipe.devices import EdgepipeError
     from edgepipe.pipeline.compress.lowrank import factorize
     from edgepipe.pipeline.core.artifact import count_parameters, save_model
-    from edgepipe.pipeline.models.builtin import ModelSpec
-    from edgepipe.pipeline.models.load import load_model
     from edgepipe.pipeline.stages.finetune import fine_tune
     from edgepipe.pipeline.training import evaluate, seed_everything
 
     rng = seed_everything(ctx.recipe.seed)
-    layer, info = load_model(ctx.path_of(cfg.model))
+    layer, info, source_label = load_ref(ctx, cfg.model, "lowrank")
     test = ctx.data.split("test")
     params_before, acc_before = count_parameters(layer), evaluate(layer, *test)
     layer, transforms, per_layer = factorize(layer, cfg.layers)
@@ -68,9 +70,9 @@ def run_lowrank(cfg: LowRankConfig, ctx) -> StageResult:
     history, teacher_label = fine_tune(cfg, ctx, layer, rng, "lowrank fine-tune")
     acc_after = evaluate(layer, *test)
     params_after = count_parameters(layer)
-    label = ctx.artifacts[cfg.model].meta.get("label", cfg.model) + " low-rank"
-    save_model(ctx.out(cfg.output_name), layer, ModelSpec.from_json(info["spec"]), [*info.get("transforms", []), *transforms],
-               meta={"label": label, "lowrank": per_layer})
+    label = source_label + " low-rank"
+    save_model(ctx.out(cfg.output_name), layer, info["spec"], [*info.get("transforms", []), *transforms],
+               meta={"label": label, "lowrank": per_layer}, input_shape=info["input_shape"])
     metrics = {"layers": per_layer, "params_before": params_before, "params_after": params_after,
                "test_acc_before": acc_before, "test_acc_factored": acc_factored, "test_acc_after": acc_after,
                "teacher": teacher_label, "history": history}

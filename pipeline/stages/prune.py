@@ -20,12 +20,13 @@ from edgepipe.pipeline.compress.channels.sensitivity import Sensitivity
 from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
-from edgepipe.pipeline.stages.finetune import check_fine_tune, teacher_inputs
+from edgepipe.pipeline.stages.finetune import check_fine_tune, teacher_files, teacher_inputs
+from edgepipe.pipeline.stages.modelref import ModelRef, load_ref, ref_name
 
 
 @dataclass(frozen=True)
 class PruneConfig:
-    model: str = "student"
+    model: ModelRef = "student"
     layers: tuple[str, ...] = ("*",)  # Conv2D / Linear layers by name or glob
     threshold: float | None = None  # |w| below it becomes zero (the seed's rule)
     sparsity: float | None = None  # or: this share of the weights with the smallest magnitude
@@ -39,7 +40,7 @@ class PruneConfig:
     batch_size: int = 64
     lr: float = 0.0005
     augment_shift: int = 2
-    teacher: str | None = None  # previous (the unpruned model) | an artifact name | null (labels only)
+    teacher: ModelRef | None = None  # previous (the unpruned model) | an artifact name | null (labels only)
     temperature: float = 4.0
     alpha: float = 0.9
     output: str | None = None  # default: <model>_pruned
@@ -67,10 +68,13 @@ class PruneConfig:
 
     @property
     def output_name(self) -> str:
-        return self.output or f"{self.model}_pruned"
+        return self.output or f"{ref_name(self.model)}_pruned"
 
     def inputs(self, available) -> dict[str, str]:
         return teacher_inputs(self.model, self.teacher)
+
+    def files(self, base):
+        return teacher_files(self.model, self.teacher, base)
 
     def outputs(self) -> dict[str, str]:
         return {self.output_name: "paddle"}
@@ -88,19 +92,17 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
         sparsity_report,
     )
     from edgepipe.pipeline.core.artifact import save_model
-    from edgepipe.pipeline.models.builtin import ModelSpec
-    from edgepipe.pipeline.models.load import load_model
     from edgepipe.pipeline.stages.finetune import fine_tune
     from edgepipe.pipeline.training import evaluate, seed_everything
 
     rng = seed_everything(ctx.recipe.seed)
-    layer, info = load_model(ctx.path_of(cfg.model))
+    layer, info, source_label = load_ref(ctx, cfg.model, "prune")
     test = ctx.data.split("test")
     acc_before = evaluate(layer, *test)
     if cfg.channels is not None:
-        return _prune_channels(cfg, ctx, layer, info, test, acc_before, rng)
+        return _prune_channels(cfg, ctx, layer, info, source_label, test, acc_before, rng)
     if cfg.blocks is not None:
-        return _prune_blocks(cfg, ctx, layer, info, test, acc_before, rng)
+        return _prune_blocks(cfg, ctx, layer, info, source_label, test, acc_before, rng)
     targets = prunable_layers(layer, cfg.layers)
     rule = MagnitudeRule(threshold=cfg.threshold, sparsity=cfg.sparsity, scope=cfg.scope)
     masks = magnitude_masks(targets, rule, sparsity=0.0 if cfg.schedule == "gradual" else None)
@@ -116,8 +118,8 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
     acc_after = evaluate(layer, *test)
     per_layer = sparsity_report(targets)
     zeros, total = sum(r["zeros"] for r in per_layer), sum(r["weights"] for r in per_layer)
-    label = ctx.artifacts[cfg.model].meta.get("label", cfg.model) + f" pruned {100 * zeros / total:.0f}%"
-    save_model(ctx.out(cfg.output_name), layer, ModelSpec.from_json(info["spec"]), info.get("transforms", []),
+    label = source_label + f" pruned {100 * zeros / total:.0f}%"
+    save_model(ctx.out(cfg.output_name), layer, info["spec"], info.get("transforms", []), input_shape=info["input_shape"],
                meta={"label": label, "pruned": {"zeros": zeros, "weights": total}})
     metrics = {"rule": {"threshold": cfg.threshold, "sparsity": cfg.sparsity, "scope": cfg.scope, "schedule": cfg.schedule},
                "layers": per_layer, "sparsity": zeros / total, "zeros": zeros, "weights": total,
@@ -127,18 +129,16 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
     return StageResult(metrics=metrics, artifacts=[art])
 
 
-def _prune_channels(cfg: PruneConfig, ctx, layer, info, test, acc_before, rng) -> StageResult:
+def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_before, rng) -> StageResult:
     from edgepipe.devices import EdgepipeError
     from edgepipe.pipeline.compress.channels.importance import DATA_SCORERS
     from edgepipe.pipeline.compress.channels.prune import prune_channels
     from edgepipe.pipeline.compress.channels.sensitivity import analyse, choose_ratios, write
     from edgepipe.pipeline.core.artifact import count_parameters, save_model
-    from edgepipe.pipeline.models.builtin import ModelSpec
     from edgepipe.pipeline.stages.finetune import fine_tune
     from edgepipe.pipeline.training import evaluate, progress_bar
 
-    spec = ModelSpec.from_json(info["spec"])
-    shape = spec.input_shape
+    shape = tuple(info["input_shape"])
     params_before = count_parameters(layer)
     rule = cfg.channels
     train = ctx.data.split("train") if rule.criterion in DATA_SCORERS else None
@@ -162,9 +162,9 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, test, acc_before, rng) -
     history, teacher_label = fine_tune(cfg, ctx, layer, rng, "prune fine-tune")
     acc_after = evaluate(layer, *test)
     params_after = count_parameters(layer)
-    label = ctx.artifacts[cfg.model].meta.get("label", cfg.model) + f" pruned {100 * (1 - params_after / params_before):.0f}% params"
+    label = source_label + f" pruned {100 * (1 - params_after / params_before):.0f}% params"
     transform = {"type": "prune_channels", "params": {"layers": changes}}
-    save_model(ctx.out(cfg.output_name), layer, spec, [*info.get("transforms", []), transform],
+    save_model(ctx.out(cfg.output_name), layer, info["spec"], [*info.get("transforms", []), transform], input_shape=shape,
                meta={"label": label, "pruned_channels": groups})
     metrics = {"rule": {"channels": {"ratio": None if rule.target else rule.ratio, "criterion": rule.criterion,
                                      "round_to": rule.round_to,
@@ -177,24 +177,23 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, test, acc_before, rng) -
     return StageResult(metrics=metrics, artifacts=[art])
 
 
-def _prune_blocks(cfg: PruneConfig, ctx, layer, info, test, acc_before, rng) -> StageResult:
+def _prune_blocks(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_before, rng) -> StageResult:
     from edgepipe.pipeline.compress.blocks import remove_blocks
     from edgepipe.pipeline.core.artifact import count_parameters, save_model
-    from edgepipe.pipeline.models.builtin import ModelSpec
     from edgepipe.pipeline.stages.finetune import fine_tune
     from edgepipe.pipeline.training import evaluate
 
-    spec = ModelSpec.from_json(info["spec"])
+    shape = tuple(info["input_shape"])
     params_before = count_parameters(layer)
-    layer, rounds = remove_blocks(layer, spec.input_shape, cfg.blocks, ctx.data.split("val"))
+    layer, rounds = remove_blocks(layer, shape, cfg.blocks, ctx.data.split("val"))
     acc_pruned = evaluate(layer, *test)
     history, teacher_label = fine_tune(cfg, ctx, layer, rng, "prune fine-tune")
     acc_after = evaluate(layer, *test)
     params_after = count_parameters(layer)
     removed = [r["removed"] for r in rounds]
-    label = ctx.artifacts[cfg.model].meta.get("label", cfg.model) + f" −{len(removed)} block{'s' if len(removed) > 1 else ''}"
+    label = source_label + f" −{len(removed)} block{'s' if len(removed) > 1 else ''}"
     transform = {"type": "remove_layers", "params": {"layers": removed}}
-    save_model(ctx.out(cfg.output_name), layer, spec, [*info.get("transforms", []), transform],
+    save_model(ctx.out(cfg.output_name), layer, info["spec"], [*info.get("transforms", []), transform], input_shape=shape,
                meta={"label": label, "removed_blocks": removed})
     metrics = {"rule": {"blocks": {"count": cfg.blocks.count, "measure": cfg.blocks.measure}}, "removed": removed,
                "rounds": rounds, "params_before": params_before, "params_after": params_after,

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
-from edgepipe.pipeline.stages.finetune import check_fine_tune, teacher_inputs
+from edgepipe.pipeline.stages.finetune import check_fine_tune, teacher_files, teacher_inputs
+from edgepipe.pipeline.stages.modelref import ModelRef, load_ref, ref_name
 
 
 @dataclass(frozen=True)
 class QatConfig:
-    model: str = "student"
+    model: ModelRef = "student"
     weight_bits: int = 8
     epochs: int = 3
     batch_size: int = 64
@@ -24,7 +25,7 @@ class QatConfig:
     augment_shift: int = 2
     observer_batches: int = 8  # calibration batches that set the activation ranges before training
     output: str | None = None  # default: <model>_qat<bits>
-    teacher: str | None = None  # previous (the float model) | an artifact name | null (labels only)
+    teacher: ModelRef | None = None  # previous (the float model) | an artifact name | null (labels only)
     temperature: float = 4.0
     alpha: float = 0.9
 
@@ -38,10 +39,13 @@ class QatConfig:
 
     @property
     def output_name(self) -> str:
-        return self.output or f"{self.model}_qat{self.weight_bits}"
+        return self.output or f"{ref_name(self.model)}_qat{self.weight_bits}"
 
     def inputs(self, available) -> dict[str, str]:
         return teacher_inputs(self.model, self.teacher)
+
+    def files(self, base):
+        return teacher_files(self.model, self.teacher, base)
 
     def outputs(self) -> dict[str, str]:
         return {self.output_name: "paddle"}
@@ -54,13 +58,11 @@ def run_qat(cfg: QatConfig, ctx) -> StageResult:
 
     from edgepipe.pipeline.compress.qat import learned_ranges, unwrap, wrap
     from edgepipe.pipeline.core.artifact import save_model
-    from edgepipe.pipeline.models.builtin import ModelSpec
-    from edgepipe.pipeline.models.load import load_model
     from edgepipe.pipeline.stages.finetune import fine_tune
     from edgepipe.pipeline.training import evaluate, seed_everything
 
     rng = seed_everything(ctx.recipe.seed)
-    layer, info = load_model(ctx.path_of(cfg.model))
+    layer, info, source_label = load_ref(ctx, cfg.model, "qat")
     test = ctx.data.split("test")
     float_before = evaluate(layer, *test)
     order = wrap(layer, cfg.weight_bits)
@@ -74,10 +76,10 @@ def run_qat(cfg: QatConfig, ctx) -> StageResult:
     ranges = learned_ranges(order, layer)
     unwrap(layer)
     float_after = evaluate(layer, *test)
-    label = ctx.artifacts[cfg.model].meta.get("label", cfg.model) + f" QAT w{cfg.weight_bits}"
+    label = source_label + f" QAT w{cfg.weight_bits}"
     qat = {"weight_bits": cfg.weight_bits, "activation_bits": 8, "layers": ranges}
-    save_model(ctx.out(cfg.output_name), layer, ModelSpec.from_json(info["spec"]), info.get("transforms"),
-               meta={"label": label, "qat": qat})
+    save_model(ctx.out(cfg.output_name), layer, info["spec"], info.get("transforms"),
+               meta={"label": label, "qat": qat}, input_shape=info["input_shape"])
     metrics = {"test_acc_before": float_before, "test_acc_simulated": simulated, "test_acc_float_after": float_after,
                "history": history, "layers": ranges, "teacher": teacher_label}
     art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, qat=qat,

@@ -19,13 +19,14 @@ from edgepipe.devices import EdgepipeError
 from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
+from edgepipe.pipeline.stages.modelref import ModelRef, graph_kind, ref_files, ref_inputs, ref_name
 
 _SUFFIX = {"dynamic": "dyn8", "fp16": "fp16", "matmul4": "mm4"}
 
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    model: str = "student.onnx"
+    model: ModelRef = "student.onnx"  # an ONNX artifact, or onnx: PATH
     mode: Literal["static", "dynamic", "fp16", "matmul4"] = "static"
     profile: str | None = None  # device profile whose int8 preset gives the defaults; null = this host's
     format: Literal["qdq", "qoperator"] | None = None
@@ -49,9 +50,14 @@ class QuantizeConfig:
         require(self.max_accuracy_drop is None or self.max_accuracy_drop >= 0, "max_accuracy_drop", "must be non-negative")
         require(self.guard_max_float_layers >= 0, "guard_max_float_layers", "must be non-negative")
         require(self.output is None or self.output.endswith(".onnx"), "output", "must end in .onnx")
+        require(isinstance(self.model, str) or graph_kind(self.model) == "onnx", "model",
+                "quantize takes an ONNX model: an ONNX artifact (e.g. student.onnx) or onnx: PATH; export the others first")
 
     def inputs(self, available) -> dict[str, str]:
-        return {"model": self.model}
+        return ref_inputs("model", self.model)
+
+    def files(self, base):
+        return ref_files("model", self.model, base)
 
     def outputs(self) -> dict[str, str]:
         return {self.output_name: "onnx"}
@@ -65,7 +71,7 @@ class QuantizeConfig:
         else:
             a, w = self.activation_type or "u8", self.weight_type or "s8"
             tag = "int4" if w in ("s4", "u4") else "a16w8" if a in ("u16", "s16") else "int8"
-        return f"{self.model.removesuffix('.onnx')}.{tag}.onnx"
+        return f"{ref_name(self.model).removesuffix('.onnx')}.{tag}.onnx"
 
 
 def resolve_options(cfg: QuantizeConfig):
@@ -93,8 +99,14 @@ def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
     from edgepipe.runtime.cost import describe
     from edgepipe.runtime.session import accuracy, open_session
 
-    src = ctx.artifacts[cfg.model]
-    fp32_path = ctx.path_of(cfg.model)
+    if isinstance(cfg.model, str):
+        fp32_path, src_meta = ctx.path_of(cfg.model), ctx.artifacts[cfg.model].meta
+    else:  # a float ONNX file of the user's: what the artifact of an export stage would record
+        from edgepipe.pipeline.models.sources import resolve
+
+        fp32_path = resolve(ctx.base, cfg.model.onnx)
+        src_meta = {"label": cfg.model.name, "bytes": fp32_path.stat().st_size,
+                    "accuracy": accuracy(open_session(fp32_path), *ctx.data.split("test"))}
     out = ctx.out(cfg.output_name)
     facts: dict = {"mode": cfg.mode}
     warnings: list[str] = []
@@ -102,7 +114,8 @@ def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
     if cfg.mode == "static":
         opts, source = resolve_options(cfg)
         overrides = None
-        qat = (ctx.artifacts.get(src.meta.get("source", "")) or src).meta.get("qat") if cfg.use_qat_ranges else None
+        origin = ctx.artifacts.get(src_meta.get("source", ""))
+        qat = (origin.meta if origin else src_meta).get("qat") if cfg.use_qat_ranges else None
         if qat:
             from dataclasses import replace
 
@@ -142,9 +155,9 @@ def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
     facts |= describe(out)
     facts["warnings"] = warnings
     facts["accuracy"] = accuracy(open_session(out), *ctx.data.split("test"))
-    fp32_acc = src.meta["accuracy"]
+    fp32_acc = src_meta["accuracy"]
     facts["accuracy_drop_points"] = 100.0 * (fp32_acc - facts["accuracy"])
-    facts["bytes_ratio_vs_fp32"] = facts["bytes"] / src.meta["bytes"]
+    facts["bytes_ratio_vs_fp32"] = facts["bytes"] / src_meta["bytes"]
     if cfg.max_accuracy_drop is not None and facts["accuracy_drop_points"] > cfg.max_accuracy_drop:
         out.unlink(missing_ok=True)
         kept = facts.get("guard", {}).get("kept_float")
@@ -154,7 +167,7 @@ def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
             + (f" even with {len(kept)} node(s) kept in float" if kept else "")
             + "; try calibration: entropy or percentile, more calibration_samples, a qat stage, or a larger guard_max_float_layers"
         )
-    label = src.meta.get("label", cfg.model)
+    label = src_meta.get("label", ref_name(cfg.model))
     art = ctx.artifact(cfg.output_name, "onnx", cfg.output_name, label=label, precision=precision,
-                       source=src.meta.get("source"), **facts)
+                       source=src_meta.get("source"), **facts)
     return StageResult(metrics=facts, artifacts=[art])

@@ -1,0 +1,75 @@
+"""A stage's `model:` — the name of an earlier stage's artifact, or a source mapping (a built-in
+family, a zoo model, the user's own factory, a saved inference model or an ONNX file; see
+models/sources.py). One set of helpers gives every stage the same wiring: what it depends on,
+which user files are hashed into its inputs, what its output is called, and the loaded Layer."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+from edgepipe.pipeline.models.sources import (
+    LAYER_SOURCES,
+    InferenceModel,
+    ModelSource,
+    ModelSpec,
+    OnnxModel,
+    architecture,
+    source_files,
+)
+
+ModelRef = Union[str, ModelSource]
+
+
+def ref_inputs(key: str, ref) -> dict[str, str]:
+    """{config key: artifact name} when `ref` names an artifact; a source depends on no stage."""
+    return {key: ref} if isinstance(ref, str) else {}
+
+
+def ref_files(key: str, ref, base: Path | None) -> dict[str, Path]:
+    """The user files a source reads, keyed by their config path (hashed into the stage's inputs)."""
+    if isinstance(ref, str):
+        return {}
+    return {f"{key}.{k}": p for k, p in source_files(ref, base).items()}
+
+
+def ref_shapes(key: str, ref) -> dict[str, tuple]:
+    """{config key: input shape} for a source that states its own (the built-in families), checked
+    against the data's at recipe load."""
+    return {key: ref.input_shape} if isinstance(ref, ModelSpec) else {}
+
+
+def ref_name(ref) -> str:
+    """The artifact name, or a source's own name (zoo function, callable, file stem)."""
+    return ref if isinstance(ref, str) else ref.name
+
+
+def is_layer(ref) -> bool:
+    """Whether a stage can rebuild and change this model in Paddle (not a saved graph)."""
+    return isinstance(ref, str) or isinstance(ref, LAYER_SOURCES)
+
+
+def graph_kind(ref) -> str | None:
+    """'inference' or 'onnx' for a saved-graph source, else None."""
+    return "inference" if isinstance(ref, InferenceModel) else "onnx" if isinstance(ref, OnnxModel) else None
+
+
+def record(ctx, source) -> dict:
+    """What save_model needs of a source a stage built: {spec, input_shape} (the data's shape for
+    sources that do not state one)."""
+    shape = source.input_shape if isinstance(source, ModelSpec) else ctx.data.input_shape
+    return {"spec": architecture(source, ctx.base), "input_shape": tuple(shape)}
+
+
+def load_ref(ctx, ref, technique: str):
+    """(layer, info, label) for a stage's `model:`: info holds `spec`, `transforms` and `input_shape`
+    as a model folder's model.json does, so the stage saves its result the same way either way."""
+    from edgepipe.pipeline.models.load import check_fits, load_model, load_source
+
+    if isinstance(ref, str):
+        layer, info = load_model(ctx.path_of(ref))
+        return layer, info, ctx.artifacts[ref].meta.get("label", ref)
+    layer = load_source(ref, ctx.base, technique=technique)
+    if not isinstance(ref, ModelSpec):
+        check_fits(layer, ctx.data.input_shape, ctx.data.classes, f"{technique}: {ref.TAG}: {ref.name}")
+    rec = record(ctx, ref)
+    return layer, {"spec": rec["spec"], "transforms": [], "input_shape": list(rec["input_shape"])}, ref.name
