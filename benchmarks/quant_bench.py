@@ -62,7 +62,7 @@ def mnist(run_dir: Path) -> dict:
 def _digits(split: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Image-like inputs: bundled MNIST digits upsampled to 224×224, three channels, normalised."""
     from edgepipe.pipeline.core.recipe import DataConfig
-    from edgepipe.pipeline.data.dataset import load_dataset
+    from edgepipe.pipeline.data.load import load_dataset
 
     x, y = load_dataset(DataConfig()).split(split)
     idx = np.random.default_rng(seed).choice(len(x), min(n, len(x)), replace=False)

@@ -87,6 +87,19 @@ def quiet_ort_logging():
         root.setLevel(level)
 
 
+def _save(out: Path, model, source: Path) -> None:
+    """Write a quantized model (a ModelProto or a file) atomically, carrying the source's edgepipe
+    metadata (its input contract) over."""
+    import onnx
+
+    from edgepipe.export.metadata import edgepipe_metadata, merge
+
+    if isinstance(model, (str, Path)):
+        model = onnx.load(str(model))
+    merge(model, edgepipe_metadata(source))
+    write_bytes_atomic(out, model.SerializeToString())
+
+
 def _input_name(model: Path) -> str:
     from edgepipe.runtime.session import open_session
 
@@ -122,7 +135,7 @@ def quantize_static(fp32: str | Path, out: str | Path, calibration: np.ndarray, 
             calibrate_method=methods[opts.calibration], nodes_to_exclude=list(opts.nodes_to_exclude),
             extra_options=extra,
         )
-        write_bytes_atomic(out, q.read_bytes())
+        _save(out, q, fp32)
     return out
 
 
@@ -154,7 +167,7 @@ def quantize_dynamic(fp32: str | Path, out: str | Path, weight_type: Literal["s8
     with tempfile.TemporaryDirectory(prefix="edgepipe-quant-") as tmp, quiet_ort_logging():
         q = Path(tmp) / "q.onnx"
         ort_quantize_dynamic(str(fp32), str(q), weight_type=_qtype(weight_type), per_channel=per_channel)
-        write_bytes_atomic(out, q.read_bytes())
+        _save(out, q, fp32)
     return warnings
 
 
@@ -169,7 +182,7 @@ def convert_fp16(fp32: str | Path, out: str | Path) -> list[str]:
     model = OnnxModel(convert_float_to_float16(load_onnx(fp32), keep_io_types=True))
     model.topological_sort()  # the converter appends its input casts after their consumers
     onnx.checker.check_model(model.model)
-    write_bytes_atomic(out, model.model.SerializeToString())
+    _save(out, model.model, fp32)
     return ["fp16 halves the file; onnxruntime's CPU provider has few fp16 kernels and inserts casts, "
             "so expect no speed-up on CPU (GPUs and some NPUs gain)"]
 
@@ -187,5 +200,5 @@ def quantize_matmul_4bit(fp32: str | Path, out: str | Path, block_size: int = 32
         q.process()
     result = q.model.model
     converted = sum(n.op_type == "MatMulNBits" for n in result.graph.node)
-    write_bytes_atomic(out, result.SerializeToString())
+    _save(out, result, fp32)
     return converted

@@ -1,5 +1,5 @@
 """The training loop every stage and data-driven technique shares: seeded, Adam with cosine decay,
-shift augmentation, a progress bar showing loss and accuracy, evaluation, and progress callbacks."""
+the data's augmentation per batch, a progress bar showing loss and accuracy and evaluation."""
 from __future__ import annotations
 
 import sys
@@ -7,7 +7,6 @@ from typing import Callable
 
 import numpy as np
 
-from edgepipe.pipeline.data.dataset import MEAN, STD
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -15,23 +14,6 @@ def seed_everything(seed: int) -> np.random.Generator:
 
     paddle.seed(seed)
     return np.random.default_rng(seed)
-
-
-def shift_augment(x: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarray:
-    """Translate each image by up to ±max_shift pixels, filling with the background value."""
-    if max_shift <= 0:
-        return x
-    n, _, h, w = x.shape
-    pad = max_shift
-    background = (0.0 - MEAN) / STD
-    padded = np.full((n, x.shape[1], h + 2 * pad, w + 2 * pad), background, dtype=x.dtype)
-    padded[:, :, pad : pad + h, pad : pad + w] = x
-    dy = rng.integers(0, 2 * pad + 1, n)
-    dx = rng.integers(0, 2 * pad + 1, n)
-    out = np.empty_like(x)
-    for i in range(n):
-        out[i] = padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
-    return out
 
 
 def predict_logits(model, x: np.ndarray, batch: int = 500) -> np.ndarray:
@@ -55,7 +37,7 @@ def fit(
     batch_size: int,
     lr: float,
     rng: np.random.Generator,
-    augment_shift: int = 0,
+    augment: Callable | None = None,
     loss_fn: Callable | None = None,
     extra_parameters: list | None = None,
     desc: str = "train",
@@ -63,7 +45,8 @@ def fit(
     after_step: Callable | None = None,
 ) -> list[dict]:
     """Train `model` in place. loss_fn(logits, xb, yb, idx) -> loss (default: CE); idx are the
-    batch's row numbers in `x` (for per-sample lookups such as cached teacher logits).
+    batch's row numbers in `x` (for per-sample lookups such as cached teacher logits);
+    augment(xb, rng) -> xb augments each batch (Dataset.augmenter).
     after_step(step, total_steps) runs after every optimizer step (pruning masks, schedules).
 
     Returns one record per epoch: mean loss, train accuracy, and val accuracy if given.
@@ -85,7 +68,7 @@ def fit(
                    file=sys.stderr, dynamic_ncols=True, disable=None)
         for start in bar:
             idx = order[start : start + batch_size]
-            xb = paddle.to_tensor(shift_augment(x[idx], rng, augment_shift))
+            xb = paddle.to_tensor(augment(x[idx], rng) if augment is not None else x[idx])
             yb = paddle.to_tensor(y[idx])
             logits = model(xb)
             loss = loss_fn(logits, xb, yb, idx) if loss_fn else F.cross_entropy(logits, yb)
@@ -110,19 +93,3 @@ def fit(
         print(msg, file=sys.stderr, flush=True)
     model.eval()
     return history
-
-
-def progress_bar(desc: str):
-    """A progress callback (done, total) drawing a tqdm bar on stderr."""
-    from tqdm import tqdm
-
-    state = {}
-
-    def progress(done: int, total: int) -> None:
-        if "bar" not in state:
-            state["bar"] = tqdm(total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True, disable=None)
-        state["bar"].update(done - state["bar"].n)
-        if done >= total:
-            state["bar"].close()
-
-    return progress

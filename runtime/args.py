@@ -12,7 +12,11 @@ def build_parser(prog: str = "edgepipe-runner", add_help: bool = True) -> argpar
     p.add_argument("model", type=Path, help="the .onnx model")
     p.add_argument("--profile", help="device profile: a preset name (see `edgepipe devices`) or a YAML file; "
                                      "default: the preset detected for this host; 'none' for no profile")
-    p.add_argument("--inputs", type=Path, help=".npz with one array per model input (or 'x'), and optional labels 'y'")
+    p.add_argument("--inputs", type=Path, help=".npz with one array per model input (or 'x'), and optional labels 'y'; "
+                                                "or a folder of images (as --images)")
+    p.add_argument("--images", type=Path, help="a folder of images (root/<class>/*.png for accuracy, or images alone), decoded "
+                                                "and preprocessed by the model's input contract (needs Pillow: edgepipe[images])")
+    p.add_argument("--predictions", type=Path, help="write each input's predicted class and score here (.csv or .json)")
     p.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE", help="value of a named dynamic input dimension")
     p.add_argument("--threads", type=int, help="intra-op threads (default: the profile's, else 1)")
     p.add_argument("--inter-threads", type=int, default=1, help="inter-op threads (default 1)")

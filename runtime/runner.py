@@ -96,13 +96,16 @@ def environment() -> dict:
 
 def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=None, profile_source: str = "none",
         strict_providers: bool = True, energy_seconds: float = 1.0, idle_seconds: float = 0.5,
-        roofline: bool = True, macs: int | None = None, save_outputs: Path | None = None) -> dict:
+        roofline: bool = True, macs: int | None = None, save_outputs: Path | None = None,
+        images: Path | None = None, want_predictions: bool = False) -> dict:
     """Benchmark first (memory is read right after it, so it reflects a deployed process), then
-    energy, then the optional accuracy pass over every labelled input."""
+    energy, then the optional accuracy pass over every labelled input (and each input's prediction)."""
     from edgepipe.runtime.energy import energy_summary, measure, probe_meters
 
     rss_start = _rss_mb()
-    arrays, labels = (None, None)
+    arrays, labels, files, classes = None, None, None, ()
+    if inputs is not None and inputs.is_dir():
+        images, inputs = inputs, None
     if inputs is not None:
         arrays, labels = load_npz(inputs)
         n = len(next(iter(arrays.values())))
@@ -110,6 +113,15 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
             raise EdgepipeError(f"{inputs}: {len(labels)} labels for {n} inputs")
     bench = Bench(model, opts, strict_providers=strict_providers)
     rss_session = _rss_mb()
+    if images is not None:
+        from edgepipe.runtime.images import contract_of, folder_inputs
+
+        contract = contract_of(bench.session)
+        if contract is None:
+            raise EdgepipeError(f"{model}: carries no input contract (exported by another tool, or by edgepipe before it "
+                                "wrote one), so its images cannot be preprocessed here; pass --inputs FILE.npz of model inputs")
+        x, labels, files = folder_inputs(images, contract)
+        arrays, classes, inputs = {"x": x}, contract.classes, images
     env = environment()
     runs = [bench.measure(bench.feed(b, arrays, str(inputs))) for b in opts.batches]
     result = {"schema": SCHEMA, "model": str(model), "model_bytes": Path(model).stat().st_size,
@@ -146,12 +158,14 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
             r["batch"] = opts.batches[0]
         result["energy"] = energy_summary(readings, missing)
 
-    if arrays is not None and (labels is not None or save_outputs):
+    if arrays is not None and (labels is not None or save_outputs or files is not None or want_predictions):
         x = next(iter(bench.feed(len(next(iter(arrays.values()))), arrays, str(inputs)).values()))
         logits = predict(bench.session, x)
         if labels is not None:
             result["accuracy"] = float((logits.argmax(axis=1) == labels).mean())
             result["accuracy_samples"] = int(len(labels))
+        if files is not None or want_predictions:
+            result["predictions"] = predictions(logits, classes, labels, files, images)
         if save_outputs:
             buf = io.BytesIO()
             np.savez_compressed(buf, outputs=logits)
@@ -164,6 +178,34 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
         result["verdict"] = judge(result, profile.to_dict())
     result["environment"] = env
     return result
+
+
+def predictions(logits: np.ndarray, classes, labels, files, root) -> list[dict]:
+    """Each input's top class (its name where the model names its classes) and softmax score."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    top = p.argmax(axis=1)
+    out = []
+    for i, k in enumerate(top):
+        row = {"input": str(files[i].relative_to(root)) if files is not None else i,
+               "class": classes[k] if k < len(classes) else int(k), "score": round(float(p[i, k]), 6)}
+        if labels is not None:
+            row["label"] = classes[labels[i]] if labels[i] < len(classes) else int(labels[i])
+        out.append(row)
+    return out
+
+
+def predictions_text(rows: list[dict], path: Path) -> str:
+    """The predictions as CSV, or JSON when the file name ends in .json."""
+    if path.suffix == ".json":
+        import json
+
+        return json.dumps(rows, indent=1) + "\n"
+    out = io.StringIO()
+    w = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["input", "class", "score"], lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return out.getvalue()
 
 
 CSV_FIELDS = ("model", "profile", "batch", "providers", "threads", "n", "mean_ms", "std_ms", "min_ms", "p50_ms",
@@ -223,6 +265,12 @@ def summary(r: dict) -> str:
             lines.append(f"  {u['method']} unavailable: {u['reason']}")
     if "accuracy" in r:
         lines.append(f"accuracy   {100 * r['accuracy']:.2f}% on {r['accuracy_samples']} labelled inputs")
+    elif r.get("predictions"):
+        counts: dict = {}
+        for row in r["predictions"]:
+            counts[row["class"]] = counts.get(row["class"], 0) + 1
+        lines.append(f"predicted  {len(r['predictions'])} unlabelled inputs: "
+                     + ", ".join(f"{k} ×{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:8]))
     if r.get("verdict"):
         from edgepipe.runtime.verdict import verdict_lines
 
@@ -265,16 +313,21 @@ def execute(args: argparse.Namespace) -> int:
             providers=tuple(args.provider or (profile.providers if profile else ("CPUExecutionProvider",))),
             dims=tuple(args.dim),
         )
-        if args.save_outputs and not args.inputs:
-            raise EdgepipeError("--save-outputs needs --inputs (the outputs of which inputs?)")
+        if (args.save_outputs or args.predictions) and not (args.inputs or args.images):
+            raise EdgepipeError("--save-outputs and --predictions need --inputs or --images (the outputs of which inputs?)")
+        if args.inputs and args.images:
+            raise EdgepipeError("give --inputs or --images, not both")
         result = run(args.model, opts, args.inputs, profile, source, strict_providers=bool(args.provider),
                      energy_seconds=args.energy_seconds, idle_seconds=args.idle_seconds,
-                     roofline=not args.no_roofline, macs=args.macs, save_outputs=args.save_outputs)
+                     roofline=not args.no_roofline, macs=args.macs, save_outputs=args.save_outputs,
+                     images=args.images, want_predictions=bool(args.predictions))
         result["notes"] = notes
         if args.json:
             write_json_atomic(args.json, result)
         if args.csv:
             write_text_atomic(args.csv, csv_text(result))
+        if args.predictions:
+            write_text_atomic(args.predictions, predictions_text(result.get("predictions", []), args.predictions))
     except EdgepipeError as exc:
         print(f"edgepipe-runner: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -5,7 +5,8 @@ import pytest
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.pipeline.core.recipe import DataConfig
-from edgepipe.pipeline.data.dataset import load_dataset, normalize
+from edgepipe.pipeline.data.dataset import normalize
+from edgepipe.pipeline.data.load import load_dataset
 from edgepipe.pipeline.data.mnist import read_idx
 
 

@@ -95,7 +95,7 @@ def prune_recipe(name: str, weights: str) -> str:
 def test_user_weights_are_loaded_hashed_and_checked(user_dir):
     import paddle
 
-    from edgepipe.pipeline.data.dataset import load_dataset
+    from edgepipe.pipeline.data.load import load_dataset
     from edgepipe.pipeline.training import evaluate
 
     trained = user_net(16, seed=1)

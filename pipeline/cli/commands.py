@@ -9,7 +9,7 @@ from pathlib import Path
 def cmd_run(args) -> int:
     from edgepipe.pipeline.core.recipe import load_recipe
     from edgepipe.pipeline.core.run import run_recipe
-    from edgepipe.pipeline.data.dataset import load_dataset
+    from edgepipe.pipeline.data.load import load_dataset
     from edgepipe.pipeline.report.tables import table_text
 
     recipe = load_recipe(args.recipe)
@@ -78,9 +78,9 @@ def cmd_prune(args) -> int:
     from edgepipe.pipeline.compress.channels.prune import ChannelRule
     from edgepipe.pipeline.compress.channels.sensitivity import Sensitivity, analyse, choose_ratios, write
     from edgepipe.pipeline.core.recipe import DataConfig
-    from edgepipe.pipeline.data.dataset import load_dataset
+    from edgepipe.pipeline.data.load import load_dataset
     from edgepipe.pipeline.models.load import load_model
-    from edgepipe.pipeline.training import progress_bar
+    from edgepipe.pipeline.core.progress import progress_bar
 
     if not args.sensitivity:
         raise EdgepipeError("edgepipe prune: add --sensitivity (this command runs the analysis alone; pruning and "
@@ -103,13 +103,13 @@ def cmd_prune(args) -> int:
         raise EdgepipeError(f"edgepipe prune: {exc}") from None
     model_dir = Path(args.model)
     layer, info = load_model(model_dir)
-    data = load_dataset(DataConfig())
-    train = data.split("train") if rule.criterion in DATA_SCORERS else None
     shape = tuple(info["input_shape"])
-    if tuple(data.split("val")[0].shape[1:]) != shape:
-        raise EdgepipeError(f"{model_dir}: the model takes inputs of shape {shape}, the bundled MNIST splits are "
-                            f"{tuple(data.split('val')[0].shape[1:])}; run the analysis in a recipe (prune stage, "
-                            "sensitivity: {}) with matching data")
+    data = load_dataset(data_for(info, Path(args.data), args.layout) if args.data else DataConfig())
+    train = data.split("train") if rule.criterion in DATA_SCORERS else None
+    if tuple(data.input_shape) != shape:
+        raise EdgepipeError(f"{model_dir}: the model takes inputs of shape {list(shape)}, the "
+                            + (f"data in {args.data}" if args.data else "bundled MNIST splits") + f" are {list(data.input_shape)}; "
+                            "give --data: an image folder or .npz of the model's input")
     doc, g, aux = analyse(layer, shape, rule, sens, data.split("val"), train, progress=progress_bar("sensitivity"))
     if rule.target is not None:
         choose_ratios(layer, shape, doc, g, aux, rule)
@@ -143,12 +143,32 @@ def cmd_prune(args) -> int:
     return 0
 
 
+def data_for(info: dict, path: Path, layout: str | None):
+    """A data: config for a model folder's own input: an image folder or an .npz of pixels, under the
+    input contract its model.json records (or its input shape, with default normalisation)."""
+    from edgepipe.devices import EdgepipeError
+    from edgepipe.devices.config import ConfigError, from_dict
+    from edgepipe.pipeline.core.recipe import DataConfig
+
+    c = info.get("contract") or {}
+    channels, h, w = info["input_shape"]
+    fields = {"source": "imagefolder" if path.is_dir() else "npz", "path": str(path), "size": [h, w], "channels": channels,
+              "test": 0.1, "val": 0.2, "calibration": 1}
+    if c:
+        fields |= {"mean": list(c["mean"]), "std": list(c["std"])} | ({"resize": c["resize"]} if c.get("resize") and path.is_dir() else {})
+    if fields["source"] == "npz":
+        fields["layout"] = layout
+    try:
+        return from_dict(DataConfig, fields, "--data")
+    except ConfigError as exc:
+        raise EdgepipeError(str(exc)) from None
+
+
 def cmd_quantize(args) -> int:
     from edgepipe.devices import EdgepipeError
     from edgepipe.export.quantize import convert_fp16, quantize_dynamic, quantize_matmul_4bit
     from edgepipe.pipeline.stages.quantize import QuantizeConfig, resolve_options
     from edgepipe.runtime.cost import describe
-    from edgepipe.runtime.runner import load_npz
 
     src = Path(args.model)
     cfg = QuantizeConfig(model=src.name, mode=args.mode, profile=args.profile, format=args.format,
@@ -162,14 +182,7 @@ def cmd_quantize(args) -> int:
     if args.mode == "static":
         from edgepipe.export.guard import guarded_quantize
 
-        if args.calibration:
-            arrays, _ = load_npz(Path(args.calibration))
-            calib = arrays.get("x", next(iter(arrays.values())))
-        else:
-            from edgepipe.pipeline.core.recipe import DataConfig
-            from edgepipe.pipeline.data.dataset import load_dataset
-
-            calib = load_dataset(DataConfig()).split("calibration")[0]
+        calib = calibration_for(src, args.calibration)
         opts, source = resolve_options(cfg)
         if args.exclude:
             from dataclasses import replace
@@ -177,8 +190,7 @@ def cmd_quantize(args) -> int:
             opts = replace(opts, nodes_to_exclude=tuple(args.exclude))
         x = y = None
         if args.eval:
-            arrays, y = load_npz(Path(args.eval))
-            x = arrays.get("x", next(iter(arrays.values())))
+            x, y = eval_inputs(src, Path(args.eval))
         elif args.max_drop is not None:
             raise EdgepipeError("--max-drop needs --eval FILE.npz (held-out inputs 'x', labels 'y' optional)")
         g = guarded_quantize(src, out, calib[: args.samples], opts, x if x is not None else calib[:64], y,
@@ -206,6 +218,70 @@ def cmd_quantize(args) -> int:
         print(f"{n} MatMul weight(s) converted to 4-bit blocks")
     facts = describe(out)
     print(f"{out}: {facts['bytes']:,} bytes ({facts['bytes'] / src.stat().st_size:.2f}× of {src.name})")
+    return 0
+
+
+def _model_input(src: Path):
+    """(the model's input contract or None, its input shape C×H×W) from the ONNX file."""
+    from edgepipe.runtime.images import contract_of
+    from edgepipe.runtime.session import open_session
+
+    session = open_session(src)
+    shape = tuple(session.get_inputs()[0].shape[1:])
+    return contract_of(session), shape
+
+
+def calibration_for(src: Path, given: str | None):
+    """Calibration inputs for `edgepipe quantize`: a folder of images decoded by the model's input
+    contract, an .npz of inputs, or — for a 1×28×28 model with no data given — the bundled MNIST split."""
+    import sys
+
+    from edgepipe.devices import EdgepipeError
+    from edgepipe.pipeline.core.progress import progress_bar
+    from edgepipe.pipeline.data.images import model_inputs
+
+    contract, shape = _model_input(src)
+    if given:
+        x = model_inputs(Path(given), contract, progress_bar("calibration"), "--calibration")
+    elif shape == (1, 28, 28) and (contract is None or contract.size == (28, 28)):
+        from edgepipe.pipeline.core.recipe import DataConfig
+        from edgepipe.pipeline.data.load import load_dataset
+
+        print("calibration: the bundled MNIST calibration split (the model takes 1×28×28 inputs)", file=sys.stderr)
+        x = load_dataset(DataConfig()).split("calibration")[0]
+    else:
+        how = f"a folder of images (decoded by the model's input contract: {contract.channels}×{contract.size[0]}×{contract.size[1]})" \
+            if contract else "an .npz of model inputs 'x'"
+        raise EdgepipeError(f"{src}: calibration data needed for a model taking {list(shape)} inputs: give --calibration, {how}")
+    if tuple(x.shape[1:]) != shape:
+        raise EdgepipeError(f"{given}: --calibration inputs have shape {list(x.shape[1:])}, the model takes {list(shape)}")
+    return x
+
+
+def eval_inputs(src: Path, path: Path):
+    """Held-out inputs and labels (or None) for the accuracy guard: an image folder or an .npz."""
+    from edgepipe.runtime.images import folder_inputs
+    from edgepipe.runtime.runner import load_npz
+
+    if path.is_dir():
+        contract, _ = _model_input(src)
+        if contract is None:
+            from edgepipe.devices import EdgepipeError
+
+            raise EdgepipeError(f"{src}: carries no input contract to decode {path} with; give --eval FILE.npz")
+        x, y, _ = folder_inputs(path, contract)
+        return x, y
+    arrays, y = load_npz(path)
+    return arrays.get("x", next(iter(arrays.values()))), y
+
+
+def cmd_frames(args) -> int:
+    from edgepipe.pipeline.core.progress import progress_bar
+    from edgepipe.pipeline.data.frames import make_frames
+
+    r = make_frames(Path(args.output), size=args.size, per_class=args.per_class, seed=args.seed, progress=progress_bar("frames"))
+    print(f"{r['path']}: {r['images']} RGB frames of {r['size']}×{r['size']} ({r['per_class']} per digit class) made "
+          "from the bundled MNIST digits — a stand-in for a camera's classes")
     return 0
 
 

@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--output", help="output (default: MODEL.<int8|int4|a16w8|dyn8|fp16|mm4>.onnx)")
     q.add_argument("--mode", choices=["static", "dynamic", "fp16", "matmul4"], default="static")
     q.add_argument("--profile", help="device profile whose int8 preset gives the defaults (default: this host's)")
-    q.add_argument("--calibration", help=".npz of calibration inputs ('x'); default: the bundled MNIST calibration split")
+    q.add_argument("--calibration", help="a folder of images (decoded by the model's input contract) or an .npz of inputs 'x'; "
+                                         "default, for a 1×28×28 model only: the bundled MNIST calibration split")
     q.add_argument("--samples", type=int, default=200, help="calibration samples (default 200)")
     q.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax", help="calibration method")
     q.add_argument("--percentile", type=float, default=99.999, help="for --method percentile (default 99.999)")
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--weight-type", choices=["s8", "u8", "s4", "u4"], help="default: the profile's")
     q.add_argument("--reduce-range", action="store_true", help="7-bit weights (avoids u8s8 saturation on CPUs without VNNI)")
     q.add_argument("--exclude", action="append", metavar="NODE", help="keep this ONNX node in float (repeatable)")
-    q.add_argument("--eval", help=".npz of held-out inputs 'x' (labels 'y' optional) for the accuracy guard")
+    q.add_argument("--eval", help="held-out inputs for the accuracy guard: an image folder (class folders give labels) "
+                                  "or an .npz of 'x' (labels 'y' optional)")
     q.add_argument("--max-drop", type=float, help="accuracy-guard budget in points (accuracy, or top-1 agreement without labels)")
     q.add_argument("--max-float-layers", type=int, default=4, help="at most this many guard steps (default 4)")
     q.set_defaults(fn=commands.cmd_quantize)
@@ -61,10 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--layers", action="append", metavar="GLOB", help="only groups holding these layers (repeatable)")
     pr.add_argument("--skip", action="append", metavar="GLOB", help="leave groups holding these layers alone (repeatable)")
     pr.add_argument("--samples", type=int, default=512, help="training samples for taylor/apoz/activation (default 512)")
+    pr.add_argument("--data", help="the model's data: an image folder (root/<class>/*.png) or an .npz of pixels x and "
+                                   "labels y (default: the bundled MNIST splits)")
+    pr.add_argument("--layout", choices=["nchw", "nhwc"], help="how x of a --data .npz is laid out")
     pr.add_argument("--val-samples", type=int, default=0, help="validation samples evaluated (default: the whole split)")
     pr.add_argument("--target", metavar="KIND=SHARE", help="also choose per-group ratios keeping this share: params=, macs= or latency=")
     pr.add_argument("--no-plot", action="store_true", help="JSON only")
     pr.set_defaults(fn=commands.cmd_prune)
+
+    f = sub.add_parser("frames", help="write camera-like RGB frames made from the bundled digits as an image folder "
+                                      "(a stand-in for a camera's classes)")
+    f.add_argument("output", help="a new folder; frames go to OUTPUT/<digit>/<n>.png")
+    f.add_argument("--size", type=int, default=96, help="frame side in pixels (default 96)")
+    f.add_argument("--per-class", type=int, default=100, help="frames per digit class, at most 500 (default 100)")
+    f.add_argument("--seed", type=int, default=0)
+    f.set_defaults(fn=commands.cmd_frames)
 
     x = sub.add_parser("explain", help="why an (int8) ONNX model is fast or slow: time per op, unfused Q/DQ, float fallbacks")
     x.add_argument("model", help=".onnx model")

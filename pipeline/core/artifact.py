@@ -36,9 +36,10 @@ def apply_transforms(layer, transforms: list[dict]):
 
 
 def save_model(folder: str | Path, layer, spec, transforms: list[dict] | None = None, meta: dict | None = None,
-               input_shape: tuple[int, ...] | None = None) -> Path:
+               input_shape: tuple[int, ...] | None = None, contract: dict | None = None) -> Path:
     """Write the weights and model.json. `spec` is what rebuilds the architecture: a source config
-    (to_dict(), input_shape) or the mapping a model folder recorded (then give input_shape)."""
+    (to_dict(), input_shape) or the mapping a model folder recorded (then give input_shape);
+    `contract` is the input contract of the data it was trained on (size, channels, mean, std...)."""
     import paddle
 
     folder = Path(folder)
@@ -58,6 +59,7 @@ def save_model(folder: str | Path, layer, spec, transforms: list[dict] | None = 
         "input_shape": list(input_shape or spec.input_shape),
         "params": count_parameters(layer),
         "meta": meta or {},
+        **({"contract": contract} if contract else {}),
     })
     return folder
 

@@ -5,33 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Literal
-
 from edgepipe.devices import EdgepipeError
 from edgepipe.pipeline.core.config import ConfigError, config_sha, from_dict, read_yaml, require, to_dict
+from edgepipe.pipeline.core.dataspec import DataConfig
 from edgepipe.pipeline.core.registry import stages
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    source: Literal["bundled", "idx", "paddle"] = "bundled"
-    path: str | None = None  # folder of MNIST IDX files, for source: idx
-    test: int = 1000
-    val: int = 300
-    calibration: int = 200
-    train_limit: int | None = None  # use at most this many training samples (quick runs)
-    split_seed: int = 0
-
-    def __post_init__(self):
-        require(self.source != "idx" or bool(self.path), "path", "source 'idx' needs path: a folder of MNIST IDX files")
-        for name in ("test", "val", "calibration"):
-            require(getattr(self, name) >= 1, name, "must be at least 1")
-        require(self.train_limit is None or self.train_limit >= 1, "train_limit", "must be at least 1")
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """C×H×W of one sample as the models see it (every source today is MNIST: 1×28×28 grey digits)."""
-        return (1, 28, 28)
 
 
 @dataclass(frozen=True)
@@ -89,6 +66,15 @@ def parse_recipe(raw, base: str | Path | None = None) -> Recipe:
     top = from_dict(_Top, {k: v for k, v in raw.items() if k != "stages"} if isinstance(raw, dict) else raw)
     if not raw_stages:
         raise ConfigError("stages: the recipe has no stages; list at least one of " + ", ".join(stages_def))
+    for key in ("path", "test", "val", "calibration"):
+        value = getattr(top.data, key)
+        if not isinstance(value, str):
+            continue
+        file = Path(value).expanduser()
+        file = file if base is None or file.is_absolute() else base / file
+        if not file.exists():
+            where = f" (relative paths start at the recipe's folder, {base})" if base else ""
+            raise ConfigError(f"data.{key}: {file} not found{where}")
     entries, produced, seen = [], {}, {}
     for i, item in enumerate(raw_stages):
         if not isinstance(item, dict) or len(item) != 1:

@@ -5,7 +5,7 @@ folder swapped in and the manifest (written atomically) updated. A killed run le
 most a partial folder, which the next run deletes; the stage is simply redone.
 Reuse: a stage is skipped when its config, the hashes of its inputs, and the hashes of its
 recorded outputs are all unchanged. The data a stage trains on comes from the `load_data`
-function the caller passes (the CLI passes edgepipe.pipeline.data.load_dataset).
+function the caller passes (the CLI passes edgepipe.pipeline.data.load.load_dataset).
 """
 from __future__ import annotations
 
@@ -204,13 +204,27 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def preflight(recipe: Recipe) -> None:
+    """Before any stage runs: each stage config's optional preflight(input shape, recipe folder) —
+    e.g. a user's model built once on zeros of the data's shape — failing with the stage's path."""
+    for i, entry in enumerate(recipe.stages):
+        check = getattr(entry.config, "preflight", None)
+        if check is None:
+            continue
+        try:
+            check(recipe.data.input_shape, recipe.base_dir)
+        except EdgepipeError as exc:
+            raise EdgepipeError(f"stages[{i}].{entry.kind}.{exc}") from None
+
+
 def run_recipe(recipe: Recipe, runs_dir: Path, *, force: bool = False, from_stage: str | None = None,
                load_data: Callable | None = None) -> tuple[Path, dict]:
-    """Run (or reuse) every stage in order; load_data(recipe.data) -> dataset, called once, for the
-    stages that use data. Returns the run directory and the manifest."""
+    """Run (or reuse) every stage in order; load_data(recipe.data, recipe folder) -> dataset, called
+    once, for the stages that use data. Returns the run directory and the manifest."""
     names = [s.name for s in recipe.stages]
     if from_stage is not None and from_stage not in names:
         raise EdgepipeError(f"--from {from_stage}: no such stage in this recipe (stages: {', '.join(names)})")
+    preflight(recipe)  # before the run directory exists: a model that cannot run leaves nothing behind
     run_dir = Path(runs_dir) / recipe.name
     run_dir.mkdir(parents=True, exist_ok=True)
     with _Lock(run_dir):
@@ -234,9 +248,9 @@ def run_recipe(recipe: Recipe, runs_dir: Path, *, force: bool = False, from_stag
                 if ctx_data is None:
                     if load_data is None:
                         raise EdgepipeError(f"stage {entry.name} uses data: pass run_recipe(..., load_data=...) "
-                                            "(edgepipe.pipeline.data.load_dataset)")
-                    ctx_data = load_data(recipe.data)
-                    manifest["data"] = {"source": ctx_data.source, "counts": ctx_data.counts(), "sha256": ctx_data.fingerprint()}
+                                            "(edgepipe.pipeline.data.load.load_dataset)")
+                    ctx_data = load_data(recipe.data, recipe.base_dir)
+                    manifest["data"] = ctx_data.summary()
                 inputs["data"] = manifest["data"]["sha256"]
             for art_name in entry.config.inputs({n: a.kind for n, a in artifacts.items()}).values():
                 inputs[art_name] = artifact_sha(run_dir, artifacts[art_name], manifest["stages"])

@@ -13,12 +13,12 @@ from edgepipe.devices import EdgepipeError
 from edgepipe.devices.errors import FieldError
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
-from edgepipe.pipeline.stages.modelref import ModelRef, graph_kind, ref_files, ref_inputs, ref_name
+from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, graph_kind, ref_inputs, ref_name
 from edgepipe.runtime.bench import BenchOptions
 
 
 @dataclass(frozen=True)
-class BenchConfig(BenchOptions):
+class BenchConfig(BenchOptions, TakesModels):
     """The runner's options (validated there) plus which models to measure."""
 
     models: tuple[ModelRef, ...] | None = None  # ONNX artifacts (or onnx: files) to measure; null = all of them
@@ -43,8 +43,8 @@ class BenchConfig(BenchOptions):
     def inputs(self, available) -> dict[str, str]:
         return {k: v for i, m in enumerate(self.refs(available)) for k, v in ref_inputs(f"models[{i}]", m).items()}
 
-    def files(self, base):
-        return {k: v for i, m in enumerate(self.models or ()) for k, v in ref_files(f"models[{i}]", m, base).items()}
+    def model_refs(self) -> dict:
+        return {f"models[{i}]": m for i, m in enumerate(self.models or ())}
 
     def outputs(self) -> dict[str, str]:
         return {}

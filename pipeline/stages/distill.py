@@ -21,7 +21,7 @@ from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
 from edgepipe.pipeline.models.sources import LAYER_SOURCES, ModelSource, ModelSpec
-from edgepipe.pipeline.stages.modelref import ModelRef, is_layer, load_ref, record, ref_files, ref_inputs, ref_shapes
+from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, is_layer, load_ref, record, ref_inputs
 from edgepipe.pipeline.stages.train import train_model
 
 MODE_LABELS = {"offline": "offline KD", "online": "online KD (deep mutual learning)", "self": "self-distillation (born-again)"}
@@ -38,7 +38,7 @@ class FeatureHintConfig:
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(TakesModels):
     mode: Literal["offline", "online", "self"] = "offline"
     teacher: ModelRef | None = None  # offline: the artifact (or model source) to distil from
     student: ModelSource = field(default_factory=lambda: ModelSpec(conv=(16, 32), fc=(128,)))
@@ -87,11 +87,8 @@ class DistillConfig:
     def inputs(self, available) -> dict[str, str]:
         return ref_inputs("teacher", self.teacher) if self.teacher else {}
 
-    def files(self, base):
-        return {**ref_files("student", self.student, base), **(ref_files("teacher", self.teacher, base) if self.teacher else {})}
-
-    def input_shapes(self):
-        return {**ref_shapes("student", self.student), **(ref_shapes("teacher", self.teacher) if self.teacher else {})}
+    def model_refs(self) -> dict:
+        return {"student": self.student, **({"teacher": self.teacher} if self.teacher else {})}
 
     def outputs(self) -> dict[str, str]:
         out = {self.output: "paddle"}
@@ -181,7 +178,8 @@ def run_distill(cfg: DistillConfig, ctx) -> StageResult:
         cohort = build_cohort(peers, keep=0 if cfg.keep == "best" else cfg.keep)
         x, y = data.split("train")
         hist = fit(cohort, x, y, rng=rng, loss_fn=mutual_loss(cohort, cfg.temperature, cfg.alpha),
-                   desc=f"{cfg.output} dml seed {seed}", val=data.split("val"), **common)
+                   desc=f"{cfg.output} dml seed {seed}", val=data.split("val"), epochs=cfg.epochs, batch_size=cfg.batch_size,
+                   lr=cfg.lr, augment=data.augmenter(cfg.augment_shift))
         val = [evaluate(p, *data.split("val")) for p in peers]
         test = [evaluate(p, *data.split("test")) for p in peers]
         k = max(range(cfg.peers), key=lambda i: val[i]) if cfg.keep == "best" else cfg.keep

@@ -9,11 +9,11 @@ from pathlib import Path
 from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
-from edgepipe.pipeline.stages.modelref import ModelRef, graph_kind, ref_files, ref_inputs, ref_name
+from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, graph_kind, ref_inputs, ref_name
 
 
 @dataclass(frozen=True)
-class ExportConfig:
+class ExportConfig(TakesModels):
     models: tuple[ModelRef, ...] = ("teacher", "student_scratch", "student")
     opset: int = 13
     parity_samples: int = 256  # held-out (val) inputs compared against Paddle
@@ -35,8 +35,8 @@ class ExportConfig:
     def inputs(self, available) -> dict[str, str]:
         return {k: v for i, m in enumerate(self.models) for k, v in ref_inputs(f"models[{i}]", m).items()}
 
-    def files(self, base):
-        return {k: v for i, m in enumerate(self.models) for k, v in ref_files(f"models[{i}]", m, base).items()}
+    def model_refs(self) -> dict:
+        return {f"models[{i}]": m for i, m in enumerate(self.models)}
 
     def outputs(self) -> dict[str, str]:
         return {f"{ref_name(m)}.onnx": "onnx" for m in self.models}
@@ -57,23 +57,39 @@ def checked(out: Path, reference, x, *, atol: float, rtol: float, name: str) -> 
     return {**describe(out), "parity": parity}
 
 
+def contract_metadata(contract: dict | None) -> dict[str, str]:
+    """The ONNX metadata_props entry that carries a model's input contract to the device."""
+    import json
+
+    from edgepipe.runtime.images import CONTRACT_KEY
+
+    return {CONTRACT_KEY: json.dumps(contract, sort_keys=True)} if contract else {}
+
+
 def export_checked(model_dir, out, x, *, opset: int, atol: float, rtol: float, name: str) -> dict:
-    """Export an artifact folder to `out` and check it against Paddle on `x`; returns cost + parity."""
+    """Export an artifact folder to `out` (with the input contract its model.json records) and check
+    it against Paddle on `x`; returns cost + parity."""
     from edgepipe.pipeline.models.load import load_model
 
     layer, info = load_model(model_dir)
-    return export_layer_checked(layer, tuple(info["input_shape"]), out, x, opset=opset, atol=atol, rtol=rtol, name=name)
+    return export_layer_checked(layer, tuple(info["input_shape"]), out, x, opset=opset, atol=atol, rtol=rtol, name=name,
+                                contract=info.get("contract"))
 
 
-def export_layer_checked(layer, input_shape, out, x, *, opset: int, atol: float, rtol: float, name: str) -> dict:
+def export_layer_checked(layer, input_shape, out, x, *, opset: int, atol: float, rtol: float, name: str,
+                         contract: dict | None = None) -> dict:
+    from edgepipe.export.metadata import set_metadata
     from edgepipe.export.paddle_onnx import export_layer
     from edgepipe.pipeline.training import predict_logits
 
     export_layer(layer, tuple(input_shape), out, opset=opset, name=name)
+    if contract:
+        set_metadata(out, contract_metadata(contract))
     return checked(out, predict_logits(layer, x), x, atol=atol, rtol=rtol, name=name)
 
 
-def export_saved_checked(graph: Path, params: Path, out, x, *, opset: int, atol: float, rtol: float, name: str) -> dict:
+def export_saved_checked(graph: Path, params: Path, out, x, *, opset: int, atol: float, rtol: float, name: str,
+                         contract: dict | None = None) -> dict:
     """A paddle.jit.save output to ONNX, checked against paddle.jit.load's outputs on `x`."""
     from edgepipe.devices import EdgepipeError
     from edgepipe.export.paddle_onnx import export_saved
@@ -85,6 +101,10 @@ def export_saved_checked(graph: Path, params: Path, out, x, *, opset: int, atol:
         raise EdgepipeError(f"{graph}: the saved model takes inputs of shape {list(shape)}, the data gives "
                             f"{list(x.shape[1:])}; use data of the model's input shape")
     export_saved(graph, params, out, opset=opset, name=name)
+    if contract:
+        from edgepipe.export.metadata import set_metadata
+
+        set_metadata(out, contract_metadata(contract))
     return checked(out, predict_logits(layer, x), x, atol=atol, rtol=rtol, name=name)
 
 
@@ -103,11 +123,12 @@ def run_export(cfg: ExportConfig, ctx) -> StageResult:
         rel = f"{name}.onnx"
         if graph_kind(m) == "inference":
             graph, params = inference_files(resolve(ctx.base, m.inference))
-            facts = export_saved_checked(graph, params, ctx.out(rel), x_val, name=name, **common)
+            facts = export_saved_checked(graph, params, ctx.out(rel), x_val, name=name, contract=ctx.data.contract_record, **common)
             label = name
         else:
             layer, info, label = load_ref(ctx, m, "export")
-            facts = export_layer_checked(layer, info["input_shape"], ctx.out(rel), x_val, name=name, **common)
+            facts = export_layer_checked(layer, info["input_shape"], ctx.out(rel), x_val, name=name,
+                                         contract=info.get("contract") or ctx.data.contract_record, **common)
         facts["accuracy"] = accuracy(open_session(ctx.out(rel)), *ctx.data.split("test"))
         metrics[name] = facts
         arts.append(ctx.artifact(rel, "onnx", rel, label=label, precision="fp32", source=name, **facts))

@@ -4,7 +4,7 @@ fine-tuning itself, distilled from the teacher when one is given (`previous` = t
 from __future__ import annotations
 
 from edgepipe.pipeline.core.config import require
-from edgepipe.pipeline.stages.modelref import is_layer, load_ref, ref_files, ref_inputs
+from edgepipe.pipeline.stages.modelref import is_layer, load_ref, ref_inputs
 
 
 def teacher_inputs(model, teacher) -> dict[str, str]:
@@ -17,9 +17,9 @@ def teacher_inputs(model, teacher) -> dict[str, str]:
     return out
 
 
-def teacher_files(model, teacher, base) -> dict:
-    """The user files of the stage's model and teacher sources (see modelref.ref_files)."""
-    return {**ref_files("model", model, base), **(ref_files("teacher", teacher, base) if teacher not in (None, "previous") else {})}
+def finetune_refs(model, teacher) -> dict:
+    """The models a fine-tuning stage names: its model, and its teacher unless `previous` or none."""
+    return {"model": model, **({"teacher": teacher} if teacher not in (None, "previous") else {})}
 
 
 def stage_teacher(ctx, teacher, model):
@@ -62,6 +62,6 @@ def fine_tune(cfg, ctx, layer, rng, desc: str, after_step=None):
     loss = soft_target_loss(teacher, cfg.temperature, cfg.alpha) if teacher is not None else None
     x, y = ctx.data.split("train")
     history = fit(layer, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, rng=rng,
-                  augment_shift=cfg.augment_shift, loss_fn=loss, desc=desc, val=ctx.data.split("val"),
+                  augment=ctx.data.augmenter(cfg.augment_shift), loss_fn=loss, desc=desc, val=ctx.data.split("val"),
                   after_step=after_step)
     return history, teacher_label

@@ -12,12 +12,12 @@ from edgepipe.pipeline.compress.lowrank import LayerRank
 from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
-from edgepipe.pipeline.stages.finetune import check_fine_tune, teacher_files, teacher_inputs
-from edgepipe.pipeline.stages.modelref import ModelRef, load_ref, ref_name
+from edgepipe.pipeline.stages.finetune import check_fine_tune, finetune_refs, teacher_inputs
+from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, load_ref, ref_name
 
 
 @dataclass(frozen=True)
-class LowRankConfig:
+class LowRankConfig(TakesModels):
     model: ModelRef = "student"
     layers: tuple[LayerRank, ...] = field(default_factory=lambda: (LayerRank("fc1", rank=16),))
     epochs: int = 3  # fine-tuning after factorising; 0 = none
@@ -42,8 +42,8 @@ class LowRankConfig:
     def inputs(self, available) -> dict[str, str]:
         return teacher_inputs(self.model, self.teacher)
 
-    def files(self, base):
-        return teacher_files(self.model, self.teacher, base)
+    def model_refs(self) -> dict:
+        return finetune_refs(self.model, self.teacher)
 
     def outputs(self) -> dict[str, str]:
         return {self.output_name: "paddle"}
@@ -72,7 +72,8 @@ def run_lowrank(cfg: LowRankConfig, ctx) -> StageResult:
     params_after = count_parameters(layer)
     label = source_label + " low-rank"
     save_model(ctx.out(cfg.output_name), layer, info["spec"], [*info.get("transforms", []), *transforms],
-               meta={"label": label, "lowrank": per_layer}, input_shape=info["input_shape"])
+               meta={"label": label, "lowrank": per_layer}, input_shape=info["input_shape"],
+               contract=ctx.data.contract_record)
     metrics = {"layers": per_layer, "params_before": params_before, "params_after": params_after,
                "test_acc_before": acc_before, "test_acc_factored": acc_factored, "test_acc_after": acc_after,
                "teacher": teacher_label, "history": history}

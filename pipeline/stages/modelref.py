@@ -54,10 +54,10 @@ def graph_kind(ref) -> str | None:
 
 
 def record(ctx, source) -> dict:
-    """What save_model needs of a source a stage built: {spec, input_shape} (the data's shape for
-    sources that do not state one)."""
+    """What save_model needs of a source a stage built: {spec, input_shape, contract} (the data's
+    shape for sources that do not state one; the input contract of the data it is trained on)."""
     shape = source.input_shape if isinstance(source, ModelSpec) else ctx.data.input_shape
-    return {"spec": architecture(source, ctx.base), "input_shape": tuple(shape)}
+    return {"spec": architecture(source, ctx.base), "input_shape": tuple(shape), "contract": ctx.data.contract_record}
 
 
 def load_ref(ctx, ref, technique: str):
@@ -73,3 +73,32 @@ def load_ref(ctx, ref, technique: str):
         check_fits(layer, ctx.data.input_shape, ctx.data.classes, f"{technique}: {ref.TAG}: {ref.name}")
     rec = record(ctx, ref)
     return layer, {"spec": rec["spec"], "transforms": [], "input_shape": list(rec["input_shape"])}, ref.name
+
+
+class TakesModels:
+    """What a stage config that names models gets from its `model_refs()` ({config key: ref}): the
+    user files to hash, the input shapes the built-in families state (checked at recipe load), and a
+    preflight that builds each zoo / python model once on zeros of the data's shape before any
+    stage runs, so a model that cannot take the data is one line naming its key."""
+
+    def model_refs(self) -> dict:
+        raise NotImplementedError
+
+    def files(self, base):
+        return {k: p for key, ref in self.model_refs().items() for k, p in ref_files(key, ref, base).items()}
+
+    def input_shapes(self):
+        return {k: v for key, ref in self.model_refs().items() for k, v in ref_shapes(key, ref).items()}
+
+    def preflight(self, input_shape: tuple, base: Path | None) -> None:
+        from edgepipe.devices import EdgepipeError
+        from edgepipe.pipeline.models.load import check_fits
+        from edgepipe.pipeline.models.sources import build
+
+        for key, ref in self.model_refs().items():
+            if isinstance(ref, str) or isinstance(ref, ModelSpec) or not is_layer(ref):
+                continue
+            try:
+                check_fits(build(ref, base), tuple(input_shape), 0, f"{ref.TAG}: {ref.name}")
+            except EdgepipeError as exc:
+                raise EdgepipeError(f"{key}: {exc}") from None

@@ -20,12 +20,12 @@ from edgepipe.pipeline.compress.channels.sensitivity import Sensitivity
 from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
-from edgepipe.pipeline.stages.finetune import check_fine_tune, teacher_files, teacher_inputs
-from edgepipe.pipeline.stages.modelref import ModelRef, load_ref, ref_name
+from edgepipe.pipeline.stages.finetune import check_fine_tune, finetune_refs, teacher_inputs
+from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, load_ref, ref_name
 
 
 @dataclass(frozen=True)
-class PruneConfig:
+class PruneConfig(TakesModels):
     model: ModelRef = "student"
     layers: tuple[str, ...] = ("*",)  # Conv2D / Linear layers by name or glob
     threshold: float | None = None  # |w| below it becomes zero (the seed's rule)
@@ -73,8 +73,8 @@ class PruneConfig:
     def inputs(self, available) -> dict[str, str]:
         return teacher_inputs(self.model, self.teacher)
 
-    def files(self, base):
-        return teacher_files(self.model, self.teacher, base)
+    def model_refs(self) -> dict:
+        return finetune_refs(self.model, self.teacher)
 
     def outputs(self) -> dict[str, str]:
         return {self.output_name: "paddle"}
@@ -120,7 +120,7 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
     zeros, total = sum(r["zeros"] for r in per_layer), sum(r["weights"] for r in per_layer)
     label = source_label + f" pruned {100 * zeros / total:.0f}%"
     save_model(ctx.out(cfg.output_name), layer, info["spec"], info.get("transforms", []), input_shape=info["input_shape"],
-               meta={"label": label, "pruned": {"zeros": zeros, "weights": total}})
+               meta={"label": label, "pruned": {"zeros": zeros, "weights": total}}, contract=ctx.data.contract_record)
     metrics = {"rule": {"threshold": cfg.threshold, "sparsity": cfg.sparsity, "scope": cfg.scope, "schedule": cfg.schedule},
                "layers": per_layer, "sparsity": zeros / total, "zeros": zeros, "weights": total,
                "test_acc_before": acc_before, "test_acc_pruned": acc_pruned, "test_acc_after": acc_after,
@@ -135,8 +135,9 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_
     from edgepipe.pipeline.compress.channels.prune import prune_channels
     from edgepipe.pipeline.compress.channels.sensitivity import analyse, choose_ratios, write
     from edgepipe.pipeline.core.artifact import count_parameters, save_model
+    from edgepipe.pipeline.core.progress import progress_bar
     from edgepipe.pipeline.stages.finetune import fine_tune
-    from edgepipe.pipeline.training import evaluate, progress_bar
+    from edgepipe.pipeline.training import evaluate
 
     shape = tuple(info["input_shape"])
     params_before = count_parameters(layer)
@@ -165,7 +166,7 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_
     label = source_label + f" pruned {100 * (1 - params_after / params_before):.0f}% params"
     transform = {"type": "prune_channels", "params": {"layers": changes}}
     save_model(ctx.out(cfg.output_name), layer, info["spec"], [*info.get("transforms", []), transform], input_shape=shape,
-               meta={"label": label, "pruned_channels": groups})
+               meta={"label": label, "pruned_channels": groups}, contract=ctx.data.contract_record)
     metrics = {"rule": {"channels": {"ratio": None if rule.target else rule.ratio, "criterion": rule.criterion,
                                      "round_to": rule.round_to,
                                      "target": {rule.target.kind: rule.target.share} if rule.target else None}},
@@ -194,7 +195,7 @@ def _prune_blocks(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_be
     label = source_label + f" −{len(removed)} block{'s' if len(removed) > 1 else ''}"
     transform = {"type": "remove_layers", "params": {"layers": removed}}
     save_model(ctx.out(cfg.output_name), layer, info["spec"], [*info.get("transforms", []), transform], input_shape=shape,
-               meta={"label": label, "removed_blocks": removed})
+               meta={"label": label, "removed_blocks": removed}, contract=ctx.data.contract_record)
     metrics = {"rule": {"blocks": {"count": cfg.blocks.count, "measure": cfg.blocks.measure}}, "removed": removed,
                "rounds": rounds, "params_before": params_before, "params_after": params_after,
                "test_acc_before": acc_before, "test_acc_pruned": acc_pruned, "test_acc_after": acc_after,

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
-from edgepipe.pipeline.stages.finetune import check_fine_tune, teacher_files, teacher_inputs
-from edgepipe.pipeline.stages.modelref import ModelRef, load_ref, ref_name
+from edgepipe.pipeline.stages.finetune import check_fine_tune, finetune_refs, teacher_inputs
+from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, load_ref, ref_name
 
 
 @dataclass(frozen=True)
-class QatConfig:
+class QatConfig(TakesModels):
     model: ModelRef = "student"
     weight_bits: int = 8
     epochs: int = 3
@@ -44,8 +44,8 @@ class QatConfig:
     def inputs(self, available) -> dict[str, str]:
         return teacher_inputs(self.model, self.teacher)
 
-    def files(self, base):
-        return teacher_files(self.model, self.teacher, base)
+    def model_refs(self) -> dict:
+        return finetune_refs(self.model, self.teacher)
 
     def outputs(self) -> dict[str, str]:
         return {self.output_name: "paddle"}
@@ -79,7 +79,8 @@ def run_qat(cfg: QatConfig, ctx) -> StageResult:
     label = source_label + f" QAT w{cfg.weight_bits}"
     qat = {"weight_bits": cfg.weight_bits, "activation_bits": 8, "layers": ranges}
     save_model(ctx.out(cfg.output_name), layer, info["spec"], info.get("transforms"),
-               meta={"label": label, "qat": qat}, input_shape=info["input_shape"])
+               meta={"label": label, "qat": qat}, input_shape=info["input_shape"],
+               contract=ctx.data.contract_record)
     metrics = {"test_acc_before": float_before, "test_acc_simulated": simulated, "test_acc_float_after": float_after,
                "history": history, "layers": ranges, "teacher": teacher_label}
     art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, qat=qat,

@@ -19,13 +19,13 @@ from edgepipe.devices import EdgepipeError
 from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
-from edgepipe.pipeline.stages.modelref import ModelRef, graph_kind, ref_files, ref_inputs, ref_name
+from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, graph_kind, ref_inputs, ref_name
 
 _SUFFIX = {"dynamic": "dyn8", "fp16": "fp16", "matmul4": "mm4"}
 
 
 @dataclass(frozen=True)
-class QuantizeConfig:
+class QuantizeConfig(TakesModels):
     model: ModelRef = "student.onnx"  # an ONNX artifact, or onnx: PATH
     mode: Literal["static", "dynamic", "fp16", "matmul4"] = "static"
     profile: str | None = None  # device profile whose int8 preset gives the defaults; null = this host's
@@ -56,8 +56,8 @@ class QuantizeConfig:
     def inputs(self, available) -> dict[str, str]:
         return ref_inputs("model", self.model)
 
-    def files(self, base):
-        return ref_files("model", self.model, base)
+    def model_refs(self) -> dict:
+        return {"model": self.model}
 
     def outputs(self) -> dict[str, str]:
         return {self.output_name: "onnx"}

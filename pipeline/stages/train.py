@@ -9,11 +9,11 @@ from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
 from edgepipe.pipeline.models.sources import LAYER_SOURCES, ModelSource, ModelSpec
-from edgepipe.pipeline.stages.modelref import record, ref_files, ref_shapes
+from edgepipe.pipeline.stages.modelref import TakesModels, record
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(TakesModels):
     model: ModelSource = field(default_factory=ModelSpec)
     epochs: int = 10
     batch_size: int = 64
@@ -35,11 +35,8 @@ class TrainConfig:
     def inputs(self, available) -> dict[str, str]:
         return {}
 
-    def files(self, base):
-        return ref_files("model", self.model, base)
-
-    def input_shapes(self):
-        return ref_shapes("model", self.model)
+    def model_refs(self) -> dict:
+        return {"model": self.model}
 
     def outputs(self) -> dict[str, str]:
         return {self.output: "paddle"}
@@ -59,7 +56,7 @@ def train_model(spec: ModelSource, data, *, seed: int, epochs: int, batch_size: 
     if make_loss is not None:  # a loss that needs the freshly built model (e.g. feature hooks)
         loss_fn, extra_parameters = make_loss(model)
     x, y = data.split("train")
-    history = fit(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, rng=rng, augment_shift=augment_shift,
+    history = fit(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, rng=rng, augment=data.augmenter(augment_shift),
                   loss_fn=loss_fn, extra_parameters=extra_parameters, desc=desc, val=data.split("val"))
     return model, history, evaluate(model, *data.split("test"))
 

@@ -1,0 +1,96 @@
+"""The recipe's `data:` mapping: which source (bundled MNIST, IDX files, Paddle's downloader, an
+image folder, an .npz), how it is split, the input contract every model of the run is trained
+with (size, channels, resize + center crop, mean, std) and the training augmentation of images."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from edgepipe.pipeline.core.config import OPTIONAL, require
+
+MNIST_SOURCES = ("bundled", "idx", "paddle")
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentation of image data (the MNIST recipes shift by `augment_shift` pixels instead)."""
+
+    flip: bool = False  # random horizontal flip
+    crop: tuple[float, float] | None = None  # random resized crop: the share of the area kept, e.g. [0.6, 1.0]
+
+    def __post_init__(self):
+        require(self.crop is None or (len(self.crop) == 2 and 0.05 <= self.crop[0] <= self.crop[1] <= 1.0), "crop",
+                "give [min, max] shares of the image area kept, 0.05 <= min <= max <= 1, e.g. [0.6, 1.0]")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Literal["bundled", "idx", "paddle", "imagefolder", "npz"] = "bundled"
+    path: str | None = None  # idx: a folder of MNIST IDX files; imagefolder: root/<class>/*.png; npz: a file (x, y)
+    test: int | float | str = 1000  # samples, a share (0.2), or a folder (imagefolder) / .npz of its own
+    val: int | float | str = 300
+    calibration: int | float | str = 200  # or a folder of unlabeled images / an .npz of 'x'
+    train_limit: int | None = None  # use at most this many training samples (quick runs)
+    split_seed: int = 0
+    # the input contract (MNIST sources: 1×28×28, MNIST's mean/std)
+    size: tuple[int, int] | None = field(default=None, metadata=OPTIONAL)  # height, width
+    channels: int | None = field(default=None, metadata=OPTIONAL)  # 1 grey, 3 RGB (images: 3)
+    resize: int | None = field(default=None, metadata=OPTIONAL)  # shorter side, then a center crop to size
+    mean: tuple[float, ...] | None = field(default=None, metadata=OPTIONAL)  # images: ImageNet's for RGB, 0.5 for grey
+    std: tuple[float, ...] | None = field(default=None, metadata=OPTIONAL)
+    layout: Literal["nchw", "nhwc"] | None = field(default=None, metadata=OPTIONAL)  # npz: how x is laid out
+    augment: Augment | None = field(default=None, metadata=OPTIONAL)  # images: random crop / flip while training
+
+    def __post_init__(self):
+        mnist = self.source in MNIST_SOURCES
+        require(self.source != "idx" or bool(self.path), "path", "source 'idx' needs path: a folder of MNIST IDX files")
+        require(mnist or bool(self.path), "path", f"source '{self.source}' needs path: "
+                + ("root/<class>/*.png" if self.source == "imagefolder" else "an .npz file with arrays x and y"))
+        for name in ("test", "val", "calibration"):
+            v = getattr(self, name)
+            if isinstance(v, str):
+                require(not mnist or name == "calibration", name, f"a {name} folder needs source: imagefolder or npz")
+            elif isinstance(v, float):
+                require(0.0 < v < 1.0, name, "a share must be in (0, 1)")
+            else:
+                require(v >= 1, name, "must be at least 1")
+        require(self.train_limit is None or self.train_limit >= 1, "train_limit", "must be at least 1")
+        if mnist:
+            for key in ("size", "channels", "resize", "mean", "std", "layout", "augment"):
+                require(getattr(self, key) is None, key, f"MNIST sources are 1×28×28 digits with MNIST's normalisation; "
+                        f"{key}: needs source: imagefolder or npz")
+            return
+        require(self.size is not None and len(self.size) == 2 and min(self.size) >= 8, "size",
+                f"source '{self.source}' needs size: [height, width] (at least 8 each), the input the models take")
+        require(self.channels in (None, 1, 3), "channels", "must be 1 (grey) or 3 (RGB)")
+        require(self.resize is None or self.resize >= max(self.size), "resize", "the shorter side must be at least the "
+                "crop size (resize, then center crop to size)")
+        require(self.resize is None or self.source == "imagefolder", "resize", "applies to decoded images (imagefolder)")
+        c = self.input_shape[0]
+        for key in ("mean", "std"):
+            v = getattr(self, key)
+            require(v is None or len(v) == c, key, f"give one value per channel ({c})")
+        require(self.std is None or min(self.std) > 0, "std", "must be positive")
+        require(self.layout is None or self.source == "npz", "layout", "applies to source: npz")
+
+    @property
+    def mnist(self) -> bool:
+        return self.source in MNIST_SOURCES
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """C×H×W of one sample as the models see it."""
+        if self.mnist:
+            return (1, 28, 28)
+        return (self.channels or 3, *self.size)
+
+    def contract_fields(self) -> dict:
+        """size, channels, resize, mean, std of the input contract, defaults filled in."""
+        c, h, w = self.input_shape
+        if self.mnist:
+            return {"size": (h, w), "channels": 1, "resize": None, "mean": (MNIST_MEAN,), "std": (MNIST_STD,)}
+        mean = self.mean or (IMAGENET_MEAN if c == 3 else (0.5,))
+        std = self.std or (IMAGENET_STD if c == 3 else (0.5,))
+        return {"size": (h, w), "channels": c, "resize": self.resize, "mean": tuple(mean), "std": tuple(std)}

@@ -1,0 +1,154 @@
+"""A user's images as a data source: an image folder (root/<class>/*.png|jpg|jpeg|bmp|webp, the
+sorted class folder names are the labels) or an .npz of pixels (x: N×C×H×W or N×H×W×C as
+`layout:` states; y: labels), decoded with Pillow and brought to the recipe's input contract;
+separate test / val folders; and calibration inputs given apart from the data.
+
+Pixels: uint8, other integers in 0..255, or floats in [0, 1]. An .npz given as calibration holds
+model inputs already (N×C×H×W float32, as the runner's --inputs does).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edgepipe.devices import EdgepipeError
+from edgepipe.pipeline.core.dataspec import DataConfig
+from edgepipe.pipeline.data.dataset import Dataset, contract_for, stratified_splits
+from edgepipe.runtime.images import Contract, read_images, scan_folder
+
+
+def _path(base: Path | None, p: str) -> Path:
+    q = Path(p).expanduser()
+    return q if q.is_absolute() or base is None else base / q
+
+
+def _bar(desc: str, progress):
+    if progress is not None:
+        return progress
+    from edgepipe.pipeline.core.progress import progress_bar
+
+    return progress_bar(desc)
+
+
+def _pixels(x: np.ndarray, where: str) -> np.ndarray:
+    """uint8 as is; other integers in 0..255 as uint8; floats checked to lie in [0, 1]."""
+    if x.dtype == np.uint8:
+        return x
+    if np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_:
+        if x.size and (x.min() < 0 or x.max() > 255):
+            raise EdgepipeError(f"{where}: integer pixels must lie in 0..255, found {x.min()}..{x.max()}")
+        return x.astype(np.uint8)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise EdgepipeError(f"{where}: x has dtype {x.dtype}; give numeric pixels")
+    if x.size and not np.isfinite(x).all():
+        raise EdgepipeError(f"{where}: x holds NaN or infinite values")
+    if x.size and (x.min() < -1e-3 or x.max() > 1 + 1e-3):
+        raise EdgepipeError(f"{where}: float pixels must lie in [0, 1], found {x.min():.3g}..{x.max():.3g}; "
+                            "divide by 255 or give uint8")
+    return np.clip(x, 0.0, 1.0).astype(np.float32)
+
+
+def read_npz_pixels(path: Path, cfg: DataConfig, contract: Contract | None = None, labelled: bool = True):
+    """(N×H×W×C pixels, labels or None) from an .npz of arrays x and y, checked against the contract."""
+    if not path.is_file():
+        raise EdgepipeError(f"{path}: .npz file not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:
+        raise EdgepipeError(f"{path}: not a readable .npz file ({type(exc).__name__}); write it with numpy.savez") from None
+    if "x" not in arrays:
+        raise EdgepipeError(f"{path}: no array named 'x' (has: {', '.join(arrays) or 'none'})")
+    x, y = arrays["x"], arrays.get("y")
+    if cfg.layout is None:
+        raise EdgepipeError(f"{path}: state how x is laid out with data.layout: nchw or nhwc")
+    if x.ndim == 3:
+        x = x[..., None]
+    elif x.ndim != 4:
+        raise EdgepipeError(f"{path}: x has shape {list(x.shape)}; give N×C×H×W or N×H×W×C images")
+    elif cfg.layout == "nchw":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    want = (*cfg.input_shape[1:], cfg.input_shape[0])
+    if tuple(x.shape[1:]) != want:
+        raise EdgepipeError(f"{path}: images are {list(x.shape[1:])} (H, W, C as laid out by data.layout: {cfg.layout}), "
+                            f"the data's size and channels say {list(want)}")
+    if labelled:
+        if y is None:
+            raise EdgepipeError(f"{path}: no labels 'y'; a training data set needs them")
+        y = np.asarray(y).reshape(-1)
+        if len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+            raise EdgepipeError(f"{path}: y must be {len(x)} non-negative integer labels, got {y.dtype} of shape {list(y.shape)}")
+        y = y.astype(np.int64)
+    return _pixels(x, str(path)), y
+
+
+def load_image_data(cfg: DataConfig, base: Path | None = None, progress=None) -> Dataset:
+    """An image folder or .npz data source, with its splits and contract."""
+    parts, fixed = [], {}
+    if cfg.source == "imagefolder":
+        root = _path(base, cfg.path)
+        files, labels, classes = scan_folder(root)
+        if labels is None:
+            raise EdgepipeError(f"{root}: put the images in class folders, root/<class>/*.png; their names are the labels")
+        contract = contract_for(cfg, classes)
+        parts.append((files, labels))
+        for name in ("test", "val"):
+            v = getattr(cfg, name)
+            if isinstance(v, str):
+                f2, l2, _ = scan_folder(_path(base, v), classes)
+                if l2 is None:
+                    raise EdgepipeError(f"{_path(base, v)}: data.{name}: put its images in the same class folders as {cfg.path}")
+                start = sum(len(p[0]) for p in parts)
+                fixed[name] = np.arange(start, start + len(f2))
+                parts.append((f2, l2))
+        all_files = [f for p in parts for f in p[0]]
+        print(f"  decoding {len(all_files)} images ({contract.channels}×{contract.size[0]}×{contract.size[1]})",
+              file=sys.stderr, flush=True)
+        images = read_images(all_files, contract, _bar("decode", progress))
+        labels = np.concatenate([p[1] for p in parts])
+        source = f"image folder {cfg.path} ({len(classes)} classes, {len(all_files)} images)"
+    else:
+        images, labels = read_npz_pixels(_path(base, cfg.path), cfg)
+        chunks_x, chunks_y = [images], [labels]
+        for name in ("test", "val"):
+            v = getattr(cfg, name)
+            if isinstance(v, str):
+                x2, y2 = read_npz_pixels(_path(base, v), cfg)
+                start = sum(len(c) for c in chunks_x)
+                fixed[name] = np.arange(start, start + len(x2))
+                chunks_x.append(x2.astype(images.dtype) if x2.dtype != images.dtype else x2)
+                chunks_y.append(y2)
+        images, labels = np.concatenate(chunks_x), np.concatenate(chunks_y)
+        classes = tuple(str(i) for i in range(int(labels.max()) + 1)) if len(labels) else ()
+        contract = contract_for(cfg, classes)
+        source = f".npz {cfg.path} ({len(labels)} images)"
+    ds = Dataset(images, labels, stratified_splits(labels, cfg, fixed), source, contract,
+                 details={"classes": list(contract.classes)}, augment_options=cfg.augment)
+    if isinstance(cfg.calibration, str):
+        ds.calibration = calibration_inputs(cfg, contract, base, progress)
+    return ds
+
+
+def calibration_inputs(cfg: DataConfig, contract: Contract, base: Path | None = None, progress=None) -> np.ndarray:
+    """data.calibration given as a folder of images (class folders or not) or an .npz of model inputs."""
+    path = _path(base, cfg.calibration)
+    return model_inputs(path, contract, _bar("calibration", progress) if path.is_dir() else None, "data.calibration")
+
+
+def model_inputs(path: Path, contract: Contract | None, progress=None, what: str = "inputs") -> np.ndarray:
+    """Model inputs from a folder of images (decoded by `contract`) or an .npz of 'x' (N×C×H×W float32)."""
+    from edgepipe.runtime.images import folder_inputs
+    from edgepipe.runtime.runner import load_npz
+
+    if path.is_dir():
+        if contract is None:
+            raise EdgepipeError(f"{path}: {what}: decoding images needs the model's input contract (size, channels, "
+                                "mean, std), which this model does not carry; give an .npz of model inputs instead")
+        return folder_inputs(path, contract, progress)[0]
+    arrays, _ = load_npz(path)
+    x = arrays.get("x", next(iter(arrays.values())))
+    if contract is not None and tuple(x.shape[1:]) != contract.input_shape:
+        raise EdgepipeError(f"{path}: {what}: inputs of shape {list(x.shape[1:])}, the model takes {list(contract.input_shape)}")
+    return x.astype(np.float32)

@@ -1,0 +1,161 @@
+"""A user's images: an image folder (and an .npz of pixels) under a declared input contract, through
+train -> prune -> export -> quantize -> bench -> report with the real CLI, the contract carried in
+the ONNX metadata, and the on-device runner decoding the same folder by it."""
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from conftest import edgepipe, run_recipe
+
+from edgepipe.devices import EdgepipeError
+from edgepipe.pipeline.core.recipe import DataConfig, parse_recipe
+from edgepipe.pipeline.data.augment import augment_images, shift_augment
+from edgepipe.pipeline.data.frames import make_frames
+from edgepipe.pipeline.data.load import load_dataset
+from edgepipe.runtime.images import CONTRACT_KEY, Contract, load_image
+
+RGB_NET = """\
+import paddle
+import paddle.nn as nn
+
+
+def build(num_classes=10, width=8, channels=3):
+    return nn.Sequential(nn.Conv2D(channels, width, 3, padding=1), nn.BatchNorm2D(width), nn.ReLU(), nn.MaxPool2D(2),
+                         nn.Conv2D(width, 2 * width, 3, padding=1), nn.BatchNorm2D(2 * width), nn.ReLU(),
+                         nn.AdaptiveAvgPool2D(1), nn.Flatten(), nn.Linear(2 * width, num_classes))
+"""
+DATA = "{source: imagefolder, path: frames, size: [32, 32], channels: 3, test: 0.2, val: 0.2, calibration: 0.1}"
+QUICK_BENCH = "{iters: 10, min_seconds: 0.05, warmup_iters: 2, warmup_seconds: 0.01, energy_seconds: 0, idle_seconds: 0}"
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    root = tmp_path_factory.mktemp("camera")
+    make_frames(root / "frames", size=40, per_class=20, seed=0)  # 40×40 frames; the recipes ask for 32×32
+    (root / "nets.py").write_text(RGB_NET)
+    return root
+
+
+def one_line_error(proc) -> str:
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgepipe")]
+    assert proc.returncode != 0 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def test_image_folder_through_the_whole_pipeline_and_the_runner(frames):
+    recipe = f"""\
+name: cam
+data: {DATA}
+stages:
+  - train: {{model: {{python: "nets:build"}}, epochs: 2, augment_shift: 0}}
+  - prune: {{model: teacher, channels: {{ratio: 0.3}}, epochs: 0}}
+  - export: {{models: [teacher, teacher_pruned], parity_samples: 16}}
+  - quantize: {{model: teacher_pruned.onnx, calibration_samples: 20, max_accuracy_drop: null}}
+  - bench: {QUICK_BENCH}
+  - report: {{}}
+"""
+    _, run_dir, s = run_recipe(frames, recipe, "cam")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    contract = manifest["data"]["contract"]
+    assert contract["size"] == [32, 32] and contract["channels"] == 3 and contract["classes"] == [str(d) for d in range(10)]
+    assert manifest["data"]["counts"] == {"test": 40, "val": 40, "calibration": 20, "train": 100}
+    ds = load_dataset(DataConfig(source="imagefolder", path=str(frames / "frames"), size=(32, 32), channels=3,
+                                 test=0.2, val=0.2, calibration=0.1))
+    assert np.bincount(ds.labels[ds.splits["test"]]).tolist() == [4] * 10  # stratified
+    assert ds.fingerprint() == manifest["data"]["sha256"]
+    assert json.loads((run_dir / "train" / "teacher" / "model.json").read_text())["contract"] == contract
+    assert s["export"]["metrics"]["teacher_pruned"]["params"] < s["export"]["metrics"]["teacher"]["params"]
+    int8 = run_dir / "quantize" / "teacher_pruned.int8.onnx"
+    for model in (run_dir / "export" / "teacher.onnx", int8):  # the contract rides in the metadata, through quantization
+        meta = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+        assert json.loads(meta[CONTRACT_KEY]) == contract
+    # the device decodes the folder by the model's own contract: the same inputs the pipeline made
+    out = frames / "pred.csv"
+    proc = edgepipe("bench", int8, "--images", frames / "frames", "--predictions", out, "--iters", "5", "--min-seconds", "0",
+                    "--energy-seconds", "0", "--json", frames / "r.json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((frames / "r.json").read_text())
+    x, y = ds.contract.normalize(ds.images), ds.labels
+    sess = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    expected = float((sess.run(None, {sess.get_inputs()[0].name: x})[0].argmax(1) == y).mean())
+    assert r["accuracy_samples"] == 200 and r["accuracy"] == pytest.approx(expected)
+    rows = out.read_text().splitlines()
+    assert rows[0] == "input,class,score,label" and len(rows) == 201 and rows[1].startswith("0/0000.png,")
+
+
+def test_a_model_of_another_input_is_refused_before_any_stage(frames):
+    for model, message in [("{conv: [8]}", "stages[0].train.model: the model takes inputs of shape [1, 28, 28] (channels, height, "
+                                           "width), the data gives [3, 32, 32]"),
+                           ('{python: "nets:build", kwargs: {channels: 1}}', "stages[0].train.model: python: build: the model "
+                                                                            "cannot take the data's inputs of shape [3, 32, 32]")]:
+        (frames / "m.yaml").write_text(f"name: m\ndata: {DATA}\nstages:\n  - train: {{model: {model}, epochs: 1}}\n")
+        assert message in one_line_error(edgepipe("run", frames / "m.yaml", "--runs-dir", frames / "mruns"))
+        assert not (frames / "mruns").exists()
+
+
+def test_npz_pixels_calibration_folders_and_bad_images(frames, tmp_path):
+    contract = Contract(size=(32, 32), channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    files = sorted((frames / "frames").rglob("*.png"))
+    pixels = np.stack([load_image(f, contract) for f in files])  # N×H×W×C uint8
+    labels = np.array([int(f.parent.name) for f in files])
+    np.savez(tmp_path / "px.npz", x=pixels.transpose(0, 3, 1, 2), y=labels)  # written NCHW
+    base = {"source": "npz", "path": str(tmp_path / "px.npz"), "size": (32, 32), "channels": 3, "mean": (0.5,) * 3,
+            "std": (0.25,) * 3, "test": 0.2, "val": 0.2, "calibration": 0.1}
+    with pytest.raises(EdgepipeError, match="state how x is laid out with data.layout"):
+        load_dataset(DataConfig(**base))
+    ds = load_dataset(DataConfig(**base, layout="nchw"))
+    assert ds.input_shape == (3, 32, 32) and np.array_equal(ds.images, pixels)
+    x, _ = ds.split("test")
+    assert np.allclose(x, (pixels[ds.splits["test"]].transpose(0, 3, 1, 2) / 255.0 - 0.5) / 0.25, atol=1e-6)
+    np.savez(tmp_path / "wrong.npz", x=np.zeros((4, 3, 32, 40), np.uint8), y=np.zeros(4, int))
+    with pytest.raises(EdgepipeError, match=r"images are \[32, 40, 3\].*say \[32, 32, 3\]"):
+        load_dataset(DataConfig(**{**base, "path": str(tmp_path / "wrong.npz")}, layout="nchw"))
+    # calibration given as a folder of unlabeled images replaces the calibration split
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for f in files[:7]:
+        (calib / f"{f.parent.name}_{f.name}").write_bytes(f.read_bytes())
+    with_calib = load_dataset(DataConfig(**{**base, "calibration": str(calib)}, layout="nchw"))
+    cx, cy = with_calib.split("calibration")
+    assert cx.shape == (7, 3, 32, 32) and cy is None and with_calib.counts()["calibration"] == 7
+    assert with_calib.fingerprint() != ds.fingerprint()
+    (calib / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(EdgepipeError, match="broken.png: not a readable image"):
+        load_dataset(DataConfig(**{**base, "calibration": str(calib)}, layout="nchw"))
+    with pytest.raises(EdgepipeError, match="not found"):
+        parse_recipe({"name": "x", "data": {"source": "imagefolder", "path": "nowhere", "size": [32, 32]},
+                      "stages": [{"train": {}}]}, tmp_path)
+
+
+def test_quantize_and_runner_commands_take_image_folders(frames, tmp_path):
+    recipe = f"name: q\ndata: {DATA}\nstages:\n  - train: {{model: {{python: 'nets:build'}}, epochs: 1, augment_shift: 0}}\n" \
+             "  - export: {models: [teacher], parity_samples: 8}\n"
+    _, run_dir, _ = run_recipe(frames, recipe, "q")
+    fp32 = run_dir / "export" / "teacher.onnx"
+    assert "calibration data needed for a model taking [3, 32, 32] inputs" in one_line_error(edgepipe("quantize", fp32, "-o", tmp_path / "a.onnx"))
+    assert not (tmp_path / "a.onnx").exists()
+    proc = edgepipe("quantize", fp32, "--calibration", frames / "frames", "--samples", "50", "-o", tmp_path / "b.onnx")
+    assert proc.returncode == 0 and (tmp_path / "b.onnx").is_file(), proc.stderr
+    # a model without a contract cannot decode images: one line, and the .npz route still works
+    import onnx
+
+    bare = onnx.load(str(fp32))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    line = one_line_error(edgepipe("bench", tmp_path / "bare.onnx", "--images", frames / "frames", "--energy-seconds", "0"))
+    assert "carries no input contract" in line
+
+
+def test_augmentation_is_seeded_and_does_what_it_says():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 3, 16, 16)).astype(np.float32)
+    a = augment_images(x, np.random.default_rng(1), None, True)
+    flipped = [np.array_equal(a[i], x[i, :, :, ::-1]) for i in range(6)]
+    kept = [np.array_equal(a[i], x[i]) for i in range(6)]
+    assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+    b1, b2 = (augment_images(x, np.random.default_rng(2), (0.5, 0.8), False) for _ in range(2))
+    assert b1.shape == x.shape and np.array_equal(b1, b2) and not np.array_equal(b1, x)
+    s = shift_augment(np.full((6, 3, 16, 16), 5.0, np.float32), np.random.default_rng(3), 3, fill=[-1.0, -2.0, -3.0])
+    for c, fill in enumerate([-1.0, -2.0, -3.0]):  # pixels shifted in from outside carry their channel's fill
+        assert set(np.unique(s[:, c]).tolist()) == {fill, 5.0}
