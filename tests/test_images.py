@@ -159,3 +159,24 @@ def test_augmentation_is_seeded_and_does_what_it_says():
     s = shift_augment(np.full((6, 3, 16, 16), 5.0, np.float32), np.random.default_rng(3), 3, fill=[-1.0, -2.0, -3.0])
     for c, fill in enumerate([-1.0, -2.0, -3.0]):  # pixels shifted in from outside carry their channel's fill
         assert set(np.unique(s[:, c]).tolist()) == {fill, 5.0}
+
+
+def test_a_saved_graph_gets_its_contract_at_export_and_runs_on_images(frames, tmp_path, monkeypatch):
+    import importlib
+
+    import paddle
+    from paddle.static import InputSpec
+
+    monkeypatch.syspath_prepend(str(frames))
+    net = importlib.import_module("nets").build()
+    net.eval()
+    paddle.jit.save(net, str(tmp_path / "saved" / "model"), input_spec=[InputSpec([None, 3, 32, 32], "float32", "x")])
+    proc = edgepipe("export", tmp_path / "saved", "--classes", frames / "frames", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25")
+    assert proc.returncode == 0 and "input contract: 3×32×32, mean [0.5, 0.5, 0.5]" in proc.stderr, proc.stderr
+    fp32 = tmp_path / "saved" / "model.onnx"
+    meta = json.loads(ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map[CONTRACT_KEY])
+    assert meta["classes"] == [str(d) for d in range(10)] and meta["std"] == [0.25] * 3 and meta["size"] == [32, 32]
+    assert edgepipe("quantize", fp32, "--calibration", frames / "frames", "--samples", "40").returncode == 0
+    proc = edgepipe("bench", tmp_path / "saved" / "model.int8.onnx", "--images", frames / "frames", "--iters", "5",
+                    "--min-seconds", "0", "--energy-seconds", "0")
+    assert proc.returncode == 0 and "on 200 labelled inputs" in proc.stdout, proc.stderr

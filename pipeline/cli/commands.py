@@ -54,11 +54,45 @@ def cmd_export(args) -> int:
                                 "paddle.jit.save output (NAME.json or NAME.pdmodel + NAME.pdiparams)") from None
         out = Path(args.output or graph.with_suffix(".onnx"))
         _onnx_name(out)
-        x = rng.standard_normal((args.parity_samples, *load_saved(graph)[1])).astype("float32")
-        facts = export_saved_checked(graph, params, out, x, **common)
+        shape = load_saved(graph)[1]
+        contract = saved_contract(shape, args)
+        x = rng.standard_normal((args.parity_samples, *shape)).astype("float32")
+        facts = export_saved_checked(graph, params, out, x, contract=contract, **common)
+        print(f"input contract: {contract['channels']}×{contract['size'][0]}×{contract['size'][1]}, mean {contract['mean']}, "
+              f"std {contract['std']}" + (f", resize {contract['resize']}" if contract["resize"] else "")
+              + (f", classes {', '.join(contract['classes'][:5])}{'…' if len(contract['classes']) > 5 else ''}" if contract["classes"] else "")
+              + " (give --mean/--std/--resize/--classes if it was trained otherwise)", file=sys.stderr)
     print(f"{out}: {facts['bytes']:,} bytes, {facts['params']:,} params, {facts['macs']:,} MACs; "
           f"parity max |diff| {facts['parity']['max_abs_diff']:.2e} on {facts['parity']['samples']} random inputs")
     return 0
+
+
+def saved_contract(shape, args) -> dict:
+    """The input contract of a saved graph: its input shape, and the normalisation given on the
+    command line (default: ImageNet's mean/std for RGB, 0.5/0.5 for grey)."""
+    import json
+
+    from edgepipe.devices import EdgepipeError
+    from edgepipe.pipeline.core.dataspec import IMAGENET_MEAN, IMAGENET_STD
+    from edgepipe.runtime.images import Contract, scan_folder
+
+    channels, h, w = shape
+    if channels not in (1, 3):
+        raise EdgepipeError(f"the saved model takes {channels}-channel inputs; the input contract covers grey (1) and RGB (3) images")
+
+    def floats(text, default):
+        try:
+            return tuple(float(v) for v in text.split(",")) if text else default
+        except ValueError:
+            raise EdgepipeError(f"{text}: give comma-separated numbers, one per channel") from None
+
+    classes = ()
+    if args.classes:
+        folder = Path(args.classes)
+        classes = scan_folder(folder)[2] if folder.is_dir() else tuple(c.strip() for c in args.classes.split(","))
+    c = Contract(size=(h, w), channels=channels, mean=floats(args.mean, IMAGENET_MEAN if channels == 3 else (0.5,)),
+                 std=floats(args.std, IMAGENET_STD if channels == 3 else (0.5,)), resize=args.resize, classes=classes)
+    return json.loads(c.to_json())
 
 
 def _onnx_name(out: Path) -> None:

@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--parity-samples", type=int, default=64, help="random inputs compared against Paddle")
     e.add_argument("--atol", type=float, default=1e-4)
     e.add_argument("--rtol", type=float, default=1e-3)
+    e.add_argument("--mean", help="a saved graph's input contract: per-channel mean of pixels in [0, 1], comma-separated "
+                                  "(default: ImageNet's for RGB, 0.5 for grey); edgepipe folders carry their own")
+    e.add_argument("--std", help="per-channel std, as --mean")
+    e.add_argument("--resize", type=int, help="shorter side before the center crop (default: images scaled to the input size)")
+    e.add_argument("--classes", help="class names: comma-separated, or an image folder whose class folders name them")
     e.set_defaults(fn=commands.cmd_export)
 
     q = sub.add_parser("quantize", help="quantize an ONNX model with onnxruntime (static int8/int4/a16w8, dynamic, fp16, 4-bit MatMul)")

@@ -29,9 +29,9 @@ class Augment:
 class DataConfig:
     source: Literal["bundled", "idx", "paddle", "imagefolder", "npz"] = "bundled"
     path: str | None = None  # idx: a folder of MNIST IDX files; imagefolder: root/<class>/*.png; npz: a file (x, y)
-    test: int | float | str = 1000  # samples, a share (0.2), or a folder (imagefolder) / .npz of its own
-    val: int | float | str = 300
-    calibration: int | float | str = 200  # or a folder of unlabeled images / an .npz of 'x'
+    test: int | float | str | None = None  # samples, a share (0.2), or a folder / .npz of its own; MNIST 1000, images 0.2
+    val: int | float | str | None = None  # MNIST 300, images 0.1
+    calibration: int | float | str | None = None  # or a folder of unlabeled images / an .npz of 'x'; MNIST 200, images 0.1
     train_limit: int | None = None  # use at most this many training samples (quick runs)
     split_seed: int = 0
     # the input contract (MNIST sources: 1×28×28, MNIST's mean/std)
@@ -45,6 +45,9 @@ class DataConfig:
 
     def __post_init__(self):
         mnist = self.source in MNIST_SOURCES
+        for name, counts, share in (("test", 1000, 0.2), ("val", 300, 0.1), ("calibration", 200, 0.1)):
+            if getattr(self, name) is None:  # the source's default, filled in so the resolved recipe shows it
+                object.__setattr__(self, name, counts if mnist else share)
         require(self.source != "idx" or bool(self.path), "path", "source 'idx' needs path: a folder of MNIST IDX files")
         require(mnist or bool(self.path), "path", f"source '{self.source}' needs path: "
                 + ("root/<class>/*.png" if self.source == "imagefolder" else "an .npz file with arrays x and y"))
