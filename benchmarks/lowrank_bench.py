@@ -70,10 +70,11 @@ def mnist(run_dir: Path) -> dict:
 def resnet(work: Path) -> dict:
     import numpy as np
 
-    from edgepipe.export.guard import run_outputs, sqnr_db
+    from edgepipe.export.guard import run_outputs
     from edgepipe.export.paddle_onnx import export_layer
     from edgepipe.pipeline.compress.lowrank import LayerRank, factorize
     from edgepipe.runtime.cost import describe
+    from edgepipe.runtime.fidelity import sqnr_db
 
     held_out, labels = _digits("test", 512, seed=3)
     variants = []

@@ -18,6 +18,7 @@ import numpy as np
 
 from edgepipe.export.quantize import QuantOptions, quantize_static
 from edgepipe.runtime.cost import probe_session
+from edgepipe.runtime.fidelity import channel_sums, sqnr_db
 
 
 def run_outputs(model, x: np.ndarray, names: list[str] | None = None, batch: int = 256) -> dict[str, np.ndarray]:
@@ -25,28 +26,6 @@ def run_outputs(model, x: np.ndarray, names: list[str] | None = None, batch: int
     s, inp, names = probe_session(model, names)
     parts = [s.run(names, {inp: x[i : i + batch]}) for i in range(0, len(x), batch)]
     return {n: np.concatenate([p[k] for p in parts]) for k, n in enumerate(names)}
-
-
-def _channel_sums(ref: np.ndarray, test: np.ndarray, per_channel: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    ref, test = ref.astype(np.float64), test.astype(np.float64)
-    if per_channel and ref.ndim >= 2:
-        axes = tuple(i for i in range(ref.ndim) if i != 1)
-        return (ref**2).sum(axis=axes), ((ref - test) ** 2).sum(axis=axes)
-    return np.array([(ref**2).sum()]), np.array([((ref - test) ** 2).sum()])
-
-
-def sqnr_db(ref: np.ndarray, test: np.ndarray, per_channel: bool = True) -> float:
-    """Signal-to-quantization-noise ratio in dB; per channel (axis 1) then averaged, capped at 100."""
-    return _sqnr_from_sums(*_channel_sums(ref, test, per_channel))
-
-
-def _sqnr_from_sums(sig: np.ndarray, err: np.ndarray) -> float:
-    keep = sig > 0
-    if not keep.any():
-        return 100.0
-    with np.errstate(divide="ignore"):
-        db = np.minimum(10 * np.log10(sig[keep] / np.maximum(err[keep], 1e-30)), 100.0)
-    return float(db.mean())
 
 
 def _folded_activation(f_model) -> dict[str, tuple[float, float]]:
@@ -118,7 +97,7 @@ def node_errors(fp32_model: str | Path, qdq_model: str | Path, x: np.ndarray, ba
             # channel stretching a per-tensor range flattens the others without moving the total)
             acc = sums.setdefault((a, b), [0.0, 0.0, 0.0, 0.0])
             for k, per_channel in ((0, False), (2, True)):
-                sig, err = _channel_sums(fv[a], test, per_channel=per_channel)
+                sig, err = channel_sums(fv[a], test, per_channel=per_channel)
                 acc[k], acc[k + 1] = acc[k] + sig, acc[k + 1] + err
 
     def nsr(sig, err):  # noise-to-signal power; noise adds up along the graph

@@ -34,7 +34,7 @@ def test_wrong_types_are_rejected_with_path():
     assert error_of(recipe_with(0, "train", {"epochs": "ten"})) == "stages[0].train.epochs: expected an integer, got 'ten'"
     assert error_of(recipe_with(0, "train", {"epochs": True})) == "stages[0].train.epochs: expected an integer, got True"
     assert "stages[0].train.model.conv[1]: expected an integer" in error_of(recipe_with(0, "train", {"model": {"conv": [8, "x"]}}))
-    assert error_of({**BASE, "data": {"source": "bundle"}}) == "data.source: 'bundle' is not one of 'bundled', 'idx', 'paddle', 'imagefolder', 'npz'; did you mean 'bundled'?"
+    assert error_of({**BASE, "data": {"source": "bundle"}}) == "data.source: 'bundle' is not one of 'bundled', 'idx', 'paddle', 'imagefolder', 'npz', 'frames'; did you mean 'bundled'?"
 
 
 def test_value_checks_name_the_field():

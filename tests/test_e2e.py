@@ -6,10 +6,12 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from conftest import edgepipe, run_recipe
 
 from edgepipe.pipeline.core.run import verify_run
+from edgepipe.runtime.session import open_session, predict
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +32,17 @@ def test_short_recipe_end_to_end(short_run):
         assert b["energy"]["method"] in ("estimate", "rapl") and b["energy"]["mj_per_inference"] > 0
         assert b["verdict"]["overall"] in ("pass", "marginal", "fail", "incomplete") and b["profile"]
     assert m["stages"]["distill"]["metrics"]["feature_hints"] == [{"teacher": [2, 32], "student": [2, 16]}]
+    # fidelity against the float model: the int8 file against its fp32 file, the student against its teacher
+    q = int8["fidelity"]
+    assert q["samples"] == 300 and q["top1_agreement"] > 0.9 and q["cosine"] > 0.95 and q["sqnr_db"] > 10
+    kd = fp32["fidelity"]
+    assert kd == arts["student"]["meta"]["fidelity"]
+    test = np.load(run_dir / "bench" / "test_split.npz")
+    teacher_top1, student_top1 = (predict(open_session(run_dir / "export" / f), test["x"]).argmax(1) for f in ("teacher.onnx", "student.onnx"))
+    assert kd["top1_agreement"] == pytest.approx((teacher_top1 == student_top1).mean(), abs=0.01)
+    assert "fidelity" not in arts["teacher.onnx"]["meta"]  # nothing to compare a trained-from-scratch model with
     report = (run_dir / "report" / "report.md").read_text()
+    assert f"{100 * q['top1_agreement']:.1f}% · {q['cosine']:.3f} · {q['sqnr_db']:.0f} dB" in report
     assert "student (distilled) int8" in report and "bundled MNIST subset" in report
     assert "student (distilled) int8" in proc.stdout  # the table on stdout
     assert verify_run(run_dir) == []

@@ -180,3 +180,21 @@ def test_a_saved_graph_gets_its_contract_at_export_and_runs_on_images(frames, tm
     proc = edgepipe("bench", tmp_path / "saved" / "model.int8.onnx", "--images", frames / "frames", "--iters", "5",
                     "--min-seconds", "0", "--energy-seconds", "0")
     assert proc.returncode == 0 and "on 200 labelled inputs" in proc.stdout, proc.stderr
+
+
+def test_frames_source_is_made_once_as_an_image_folder_and_read_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEPIPE_CACHE", str(tmp_path / "cache"))
+    from edgepipe.pipeline.core.dataspec import Frames
+
+    cfg = DataConfig(source="frames", size=(24, 24), frames=Frames(per_class=8, seed=3), test=0.25, val=0.25, calibration=0.125)
+    ds = load_dataset(cfg)
+    folder = tmp_path / "cache" / "frames" / "24-8-3"
+    pngs = sorted(folder.rglob("*.png"))
+    assert len(pngs) == 80 and sorted({p.parent.name for p in pngs}) == [str(d) for d in range(10)]
+    assert ds.input_shape == (3, 24, 24) and ds.counts() == {"test": 20, "val": 20, "calibration": 10, "train": 30}
+    assert "stand-in for a camera's classes" in ds.source
+    first = pngs[0].stat().st_mtime_ns
+    again = load_dataset(cfg)  # the folder is reused, not made again, and reads back identically
+    assert pngs[0].stat().st_mtime_ns == first and again.fingerprint() == ds.fingerprint()
+    with pytest.raises(EdgepipeError, match="frames are square RGB images"):
+        parse_recipe({"name": "f", "data": {"source": "frames", "size": [24, 32]}, "stages": [{"train": {}}]})

@@ -44,11 +44,12 @@ def test_onnxruntime_integer_model_matches_the_qat_simulation(small_net, tmp_pat
 
     import paddle
 
-    from edgepipe.export.guard import run_outputs, sqnr_db
+    from edgepipe.export.guard import run_outputs
     from edgepipe.export.paddle_onnx import export_layer
     from edgepipe.export.quantize import QuantOptions, quantize_static
     from edgepipe.pipeline.compress.qat import learned_ranges, onnx_overrides, unwrap, wrap
     from edgepipe.pipeline.training import predict_logits
+    from edgepipe.runtime.fidelity import sqnr_db
 
     net = copy.deepcopy(small_net)
     order = wrap(net, bits)

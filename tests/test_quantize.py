@@ -7,9 +7,10 @@ from onnx_models import conv_mlp, outlier_mlp
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.devices.profiles import load_profile
-from edgepipe.export.guard import guarded_quantize, node_errors, run_outputs, sqnr_db
+from edgepipe.export.guard import guarded_quantize, node_errors, run_outputs
 from edgepipe.export.quantize import QuantOptions, conv_mac_share, quantize_dynamic, quantize_static
 from edgepipe.runtime.cost import load_onnx
+from edgepipe.runtime.fidelity import fidelity, sqnr_db
 
 
 def test_options_come_from_the_profile_then_overrides():
@@ -99,3 +100,14 @@ def test_explain_lists_the_op_that_could_not_be_fused(tmp_path):
     r8 = explain(quantize_static(model, tmp_path / "q8.onnx", x), seconds=0.05, min_runs=5)
     ops = {k["op"] for k in r8["integer_kernels"]}
     assert r8["float_compute"] == [] and "QLinearConv" in ops and ops & {"QGemm", "QLinearMatMul"}
+
+
+def test_fidelity_against_the_float_model_on_known_outputs():
+    ref = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
+    assert fidelity(ref, ref) == {"top1_agreement": 1.0, "cosine": 1.0, "sqnr_db": 100.0, "samples": 3}
+    swapped = fidelity(ref, ref[:, ::-1])
+    assert swapped["top1_agreement"] == 0.0 and swapped["cosine"] == pytest.approx((0 + 0 + 6 / 10) / 3)
+    noisy = fidelity(ref, ref + 0.1)  # signal 15, noise 6 × 0.01
+    assert noisy["sqnr_db"] == pytest.approx(10 * np.log10(15 / 0.06)) and noisy["top1_agreement"] == 1.0
+    assert fidelity(np.zeros((2, 3)), np.zeros((2, 3)))["cosine"] == 1.0  # two silent outputs agree
+    assert fidelity(ref[:, :1], ref[:, :1] * 2)["top1_agreement"] is None  # one output: not a classifier

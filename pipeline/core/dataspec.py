@@ -1,5 +1,5 @@
 """The recipe's `data:` mapping: which source (bundled MNIST, IDX files, Paddle's downloader, an
-image folder, an .npz), how it is split, the input contract every model of the run is trained
+image folder, an .npz, camera-like frames made from the bundled digits), how it is split, the input contract every model of the run is trained
 with (size, channels, resize + center crop, mean, std) and the training augmentation of images."""
 from __future__ import annotations
 
@@ -26,8 +26,20 @@ class Augment:
 
 
 @dataclass(frozen=True)
+class Frames:
+    """source: frames — camera-like RGB frames made from the bundled digits (a stand-in for a camera's
+    classes), written once as an image folder of PNGs under $EDGEPIPE_CACHE/frames and read back."""
+
+    per_class: int = 500  # frames per digit class (the bundled digits hold 500 of each)
+    seed: int = 0
+
+    def __post_init__(self):
+        require(1 <= self.per_class <= 500, "per_class", "must be between 1 and 500 (the bundled digits per class)")
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    source: Literal["bundled", "idx", "paddle", "imagefolder", "npz"] = "bundled"
+    source: Literal["bundled", "idx", "paddle", "imagefolder", "npz", "frames"] = "bundled"
     path: str | None = None  # idx: a folder of MNIST IDX files; imagefolder: root/<class>/*.png; npz: a file (x, y)
     test: int | float | str | None = None  # samples, a share (0.2), or a folder / .npz of its own; MNIST 1000, images 0.2
     val: int | float | str | None = None  # MNIST 300, images 0.1
@@ -42,6 +54,7 @@ class DataConfig:
     std: tuple[float, ...] | None = field(default=None, metadata=OPTIONAL)
     layout: Literal["nchw", "nhwc"] | None = field(default=None, metadata=OPTIONAL)  # npz: how x is laid out
     augment: Augment | None = field(default=None, metadata=OPTIONAL)  # images: random crop / flip while training
+    frames: Frames | None = field(default=None, metadata=OPTIONAL)  # source: frames — how many, which seed
 
     def __post_init__(self):
         mnist = self.source in MNIST_SOURCES
@@ -49,8 +62,11 @@ class DataConfig:
             if getattr(self, name) is None:  # the source's default, filled in so the resolved recipe shows it
                 object.__setattr__(self, name, counts if mnist else share)
         require(self.source != "idx" or bool(self.path), "path", "source 'idx' needs path: a folder of MNIST IDX files")
-        require(mnist or bool(self.path), "path", f"source '{self.source}' needs path: "
+        require(mnist or self.source == "frames" or bool(self.path), "path", f"source '{self.source}' needs path: "
                 + ("root/<class>/*.png" if self.source == "imagefolder" else "an .npz file with arrays x and y"))
+        require(self.source != "frames" or self.path is None, "path", "frames are made into $EDGEPIPE_CACHE/frames; "
+                "to use a folder of your own, give source: imagefolder")
+        require(self.frames is None or self.source == "frames", "frames", "applies to source: frames")
         for name in ("test", "val", "calibration"):
             v = getattr(self, name)
             if isinstance(v, str):
@@ -70,7 +86,10 @@ class DataConfig:
         require(self.channels in (None, 1, 3), "channels", "must be 1 (grey) or 3 (RGB)")
         require(self.resize is None or self.resize >= max(self.size), "resize", "the shorter side must be at least the "
                 "crop size (resize, then center crop to size)")
-        require(self.resize is None or self.source == "imagefolder", "resize", "applies to decoded images (imagefolder)")
+        require(self.resize is None or self.source in ("imagefolder", "frames"), "resize", "applies to decoded images "
+                "(imagefolder, frames)")
+        require(self.source != "frames" or (self.size[0] == self.size[1] and (self.channels or 3) == 3), "size",
+                "frames are square RGB images: give size: [S, S] and channels: 3")
         c = self.input_shape[0]
         for key in ("mean", "std"):
             v = getattr(self, key)

@@ -12,6 +12,8 @@ from edgepipe.pipeline.data.mnist import load_bundled, load_idx, load_paddle
 
 def load_dataset(cfg: DataConfig, base: Path | None = None, progress=None) -> Dataset:
     """The recipe's data; relative paths start at `base` (the recipe's folder)."""
+    if cfg.source == "frames":
+        return load_frames(cfg, progress)
     if not cfg.mnist:
         return load_image_data(cfg, base, progress)
     n_test = 0
@@ -30,4 +32,28 @@ def load_dataset(cfg: DataConfig, base: Path | None = None, progress=None) -> Da
     ds = Dataset(images, labels, make_splits(len(labels), cfg, n_test), source)
     if isinstance(cfg.calibration, str):
         ds.calibration = calibration_inputs(cfg, ds.contract, base, progress)
+    return ds
+
+
+def load_frames(cfg: DataConfig, progress=None) -> Dataset:
+    """source: frames — made once into $EDGEPIPE_CACHE/frames/<size>-<per class>-<seed>/ as an image
+    folder of PNGs, then read back exactly as a user's image folder is."""
+    from dataclasses import replace
+
+    from edgepipe.pipeline.core.dataspec import Frames
+    from edgepipe.pipeline.data.frames import make_frames
+    from edgepipe.runtime.roofline import cache_dir
+
+    spec = cfg.frames or Frames()
+    folder = cache_dir() / "frames" / f"{cfg.size[0]}-{spec.per_class}-{spec.seed}"
+    if not folder.is_dir():
+        import sys
+
+        from edgepipe.pipeline.core.progress import progress_bar
+
+        print(f"  making {10 * spec.per_class} frames of {cfg.size[0]}×{cfg.size[0]} in {folder}", file=sys.stderr, flush=True)
+        make_frames(folder, size=cfg.size[0], per_class=spec.per_class, seed=spec.seed, progress=progress or progress_bar("frames"))
+    ds = load_image_data(replace(cfg, source="imagefolder", path=str(folder), frames=None), None, progress)
+    ds.source = (f"camera-like frames made from the bundled MNIST digits, a stand-in for a camera's classes "
+                 f"({10 * spec.per_class} RGB {cfg.size[0]}×{cfg.size[0]} PNGs in {folder})")
     return ds

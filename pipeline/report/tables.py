@@ -17,7 +17,7 @@ from edgepipe.pipeline.report.sections import (
 )
 from edgepipe.runtime.verdict import fmt_value
 
-COLUMNS = ("model", "accuracy", "params", "MACs", "ONNX bytes", "p50 ms", "p90 ms", "peak RSS MB", "mJ/inf", "verdict")
+COLUMNS = ("model", "accuracy", "vs float: agree·cos·SQNR", "params", "MACs", "ONNX bytes", "p50 ms", "p90 ms", "peak RSS MB", "mJ/inf", "verdict")
 DEVICE_COLUMNS = ("model", "device", "profile", "providers", "p50 ms", "p90 ms", "peak RSS MB", "mJ/inf", "accuracy", "verdict")
 
 
@@ -37,6 +37,7 @@ def _rows(manifest: dict) -> list[dict]:
                 "name": name,
                 "model": f"{m.get('label', name)} {m.get('precision', '')}".strip(),
                 "accuracy": m.get("accuracy"),
+                "fidelity": m.get("fidelity"),
                 "params": m.get("params"),
                 "macs": m.get("macs"),
                 "bytes": m.get("bytes"),
@@ -54,9 +55,17 @@ def _fmt(row: dict) -> list[str]:
         return "—" if v is None else format(v, spec)
 
     acc = "—" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}%"
-    return [row["model"], acc, f(row["params"], ","), f(row["macs"], ","), f(row["bytes"], ","),
+    return [row["model"], acc, fidelity_text(row["fidelity"]), f(row["params"], ","), f(row["macs"], ","), f(row["bytes"], ","),
             f(row["p50_ms"], ".3f"), f(row["p90_ms"], ".3f"), f(row["peak_rss_mb"], ".1f"),
             _energy(row["energy"]), row["verdict"] or "—"]
+
+
+def fidelity_text(fid: dict | None) -> str:
+    """Top-1 agreement, cosine similarity and SQNR of a model's outputs against its float model's."""
+    if not fid:
+        return "—"
+    agree = "—" if fid.get("top1_agreement") is None else f"{100 * fid['top1_agreement']:.1f}%"
+    return f"{agree} · {fid['cosine']:.3f} · {fid['sqnr_db']:.0f} dB"
 
 
 def _energy(e: dict | None) -> str:
@@ -125,6 +134,9 @@ def markdown(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -
         how = (f" ({o['threads']} intra-op thread(s), batch {o['batches'][0]}, at least {o['iters']} timed runs and "
                f"{o['min_seconds']} s after {o['warmup_iters']} warm-up runs)")
     lines += [] if not exported else ["Accuracy is top-1 on the test split, measured with onnxruntime on the exported file. "
+              "*vs float* compares a compressed or quantized model's outputs with those of the model it was made "
+              "from (quantized: its fp32 file; pruned, factorised, QAT: the model before that stage; distilled: the "
+              "teacher) on the same test inputs, without labels: top-1 agreement, cosine similarity, SQNR. "
               f"Latency is measured by the on-device runner (`python -m edgepipe.runtime`) in a fresh process{how}; "
               "peak RSS is that process's high-water mark (VmHWM: onnxruntime + numpy + the model). "
               "Energy per inference names its method: a sensor (rapl, nvml, ina3221, pmic) or `estimate` "

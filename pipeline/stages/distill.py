@@ -221,8 +221,15 @@ def run_distill(cfg: DistillConfig, ctx) -> StageResult:
                **_stats([r[2] for r in results])}
     for key in {k for r in results for k in r[3]}:
         student[key] = [r[3][key] for r in results]
+    fid = {}
+    if teacher is not None:  # the student's outputs against its teacher's, on the test split
+        from edgepipe.pipeline.training import predict_logits
+        from edgepipe.runtime.fidelity import fidelity
+
+        x_test = data.split("test")[0]
+        student["fidelity"] = fid["fidelity"] = fidelity(predict_logits(teacher, x_test), predict_logits(model, x_test))
     metrics = {"mode": cfg.mode, "seeds": seeds, "student": student, **extra}
-    arts = [ctx.artifact(cfg.output, "paddle", cfg.output, label=label, paddle_test_acc=acc, params=params)]
+    arts = [ctx.artifact(cfg.output, "paddle", cfg.output, label=label, paddle_test_acc=acc, params=params, **fid)]
     if cfg.baseline:
         bmodel, bhist, bacc = baselines[0]
         save_model(ctx.out(cfg.baseline), bmodel, meta={"label": "student (from scratch)"}, **record(ctx, cfg.student))

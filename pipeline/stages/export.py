@@ -130,6 +130,8 @@ def run_export(cfg: ExportConfig, ctx) -> StageResult:
             facts = export_layer_checked(layer, info["input_shape"], ctx.out(rel), x_val, name=name,
                                          contract=info.get("contract") or ctx.data.contract_record, **common)
         facts["accuracy"] = accuracy(open_session(ctx.out(rel)), *ctx.data.split("test"))
+        if isinstance(m, str) and "fidelity" in ctx.artifacts[m].meta:  # a compressed model, against its float parent
+            facts["fidelity"] = ctx.artifacts[m].meta["fidelity"]
         metrics[name] = facts
         arts.append(ctx.artifact(rel, "onnx", rel, label=label, precision="fp32", source=name, **facts))
     return StageResult(metrics=metrics, artifacts=arts)

@@ -56,12 +56,14 @@ def run_lowrank(cfg: LowRankConfig, ctx) -> StageResult:
     from edgepipe.pipeline.compress.lowrank import factorize
     from edgepipe.pipeline.core.artifact import count_parameters, save_model
     from edgepipe.pipeline.stages.finetune import fine_tune
-    from edgepipe.pipeline.training import evaluate, seed_everything
+    from edgepipe.pipeline.training import evaluate, predict_logits, seed_everything
+    from edgepipe.runtime.fidelity import fidelity
 
     rng = seed_everything(ctx.recipe.seed)
     layer, info, source_label = load_ref(ctx, cfg.model, "lowrank")
     test = ctx.data.split("test")
-    params_before, acc_before = count_parameters(layer), evaluate(layer, *test)
+    ref = predict_logits(layer, test[0])
+    params_before, acc_before = count_parameters(layer), float((ref.argmax(1) == test[1]).mean())
     layer, transforms, per_layer = factorize(layer, cfg.layers)
     if not transforms:
         raise EdgepipeError("lowrank: no layer was factorised (" + "; ".join(f"{r['layer']}: {r['skip']}" for r in per_layer)
@@ -76,6 +78,8 @@ def run_lowrank(cfg: LowRankConfig, ctx) -> StageResult:
                contract=ctx.data.contract_record)
     metrics = {"layers": per_layer, "params_before": params_before, "params_after": params_after,
                "test_acc_before": acc_before, "test_acc_factored": acc_factored, "test_acc_after": acc_after,
+               "fidelity": fidelity(ref, predict_logits(layer, test[0])),
                "teacher": teacher_label, "history": history}
-    art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after, params=params_after)
+    art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after, params=params_after,
+                       fidelity=metrics["fidelity"])
     return StageResult(metrics=metrics, artifacts=[art])

@@ -22,6 +22,7 @@ from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
 from edgepipe.pipeline.stages.finetune import check_fine_tune, finetune_refs, teacher_inputs
 from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, load_ref, ref_name
+from edgepipe.runtime.fidelity import fidelity
 
 
 @dataclass(frozen=True)
@@ -93,16 +94,17 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
     )
     from edgepipe.pipeline.core.artifact import save_model
     from edgepipe.pipeline.stages.finetune import fine_tune
-    from edgepipe.pipeline.training import evaluate, seed_everything
+    from edgepipe.pipeline.training import evaluate, predict_logits, seed_everything
 
     rng = seed_everything(ctx.recipe.seed)
     layer, info, source_label = load_ref(ctx, cfg.model, "prune")
     test = ctx.data.split("test")
-    acc_before = evaluate(layer, *test)
+    ref = predict_logits(layer, test[0])  # the unpruned model's outputs, to judge the pruned one by
+    acc_before = float((ref.argmax(1) == test[1]).mean())
     if cfg.channels is not None:
-        return _prune_channels(cfg, ctx, layer, info, source_label, test, acc_before, rng)
+        return _prune_channels(cfg, ctx, layer, info, source_label, test, acc_before, rng, ref)
     if cfg.blocks is not None:
-        return _prune_blocks(cfg, ctx, layer, info, source_label, test, acc_before, rng)
+        return _prune_blocks(cfg, ctx, layer, info, source_label, test, acc_before, rng, ref)
     targets = prunable_layers(layer, cfg.layers)
     rule = MagnitudeRule(threshold=cfg.threshold, sparsity=cfg.sparsity, scope=cfg.scope)
     masks = magnitude_masks(targets, rule, sparsity=0.0 if cfg.schedule == "gradual" else None)
@@ -124,12 +126,14 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
     metrics = {"rule": {"threshold": cfg.threshold, "sparsity": cfg.sparsity, "scope": cfg.scope, "schedule": cfg.schedule},
                "layers": per_layer, "sparsity": zeros / total, "zeros": zeros, "weights": total,
                "test_acc_before": acc_before, "test_acc_pruned": acc_pruned, "test_acc_after": acc_after,
+               "fidelity": fidelity(ref, predict_logits(layer, test[0])),
                "teacher": teacher_label, "history": history}
-    art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after)
+    art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after,
+                       fidelity=metrics["fidelity"])
     return StageResult(metrics=metrics, artifacts=[art])
 
 
-def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_before, rng) -> StageResult:
+def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_before, rng, ref) -> StageResult:
     from edgepipe.devices import EdgepipeError
     from edgepipe.pipeline.compress.channels.importance import DATA_SCORERS
     from edgepipe.pipeline.compress.channels.prune import prune_channels
@@ -137,7 +141,7 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_
     from edgepipe.pipeline.core.artifact import count_parameters, save_model
     from edgepipe.pipeline.core.progress import progress_bar
     from edgepipe.pipeline.stages.finetune import fine_tune
-    from edgepipe.pipeline.training import evaluate
+    from edgepipe.pipeline.training import evaluate, predict_logits
 
     shape = tuple(info["input_shape"])
     params_before = count_parameters(layer)
@@ -173,16 +177,18 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_
                "sensitivity": sens_metrics,
                "groups": groups, "params_before": params_before, "params_after": params_after,
                "test_acc_before": acc_before, "test_acc_pruned": acc_pruned, "test_acc_after": acc_after,
+               "fidelity": fidelity(ref, predict_logits(layer, test[0])),
                "teacher": teacher_label, "history": history}
-    art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after, params=params_after)
+    art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after,
+                       fidelity=metrics["fidelity"], params=params_after)
     return StageResult(metrics=metrics, artifacts=[art])
 
 
-def _prune_blocks(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_before, rng) -> StageResult:
+def _prune_blocks(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_before, rng, ref) -> StageResult:
     from edgepipe.pipeline.compress.blocks import remove_blocks
     from edgepipe.pipeline.core.artifact import count_parameters, save_model
     from edgepipe.pipeline.stages.finetune import fine_tune
-    from edgepipe.pipeline.training import evaluate
+    from edgepipe.pipeline.training import evaluate, predict_logits
 
     shape = tuple(info["input_shape"])
     params_before = count_parameters(layer)
@@ -199,6 +205,8 @@ def _prune_blocks(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_be
     metrics = {"rule": {"blocks": {"count": cfg.blocks.count, "measure": cfg.blocks.measure}}, "removed": removed,
                "rounds": rounds, "params_before": params_before, "params_after": params_after,
                "test_acc_before": acc_before, "test_acc_pruned": acc_pruned, "test_acc_after": acc_after,
+               "fidelity": fidelity(ref, predict_logits(layer, test[0])),
                "teacher": teacher_label, "history": history}
-    art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after, params=params_after)
+    art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after,
+                       fidelity=metrics["fidelity"], params=params_after)
     return StageResult(metrics=metrics, artifacts=[art])

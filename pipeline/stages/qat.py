@@ -59,12 +59,14 @@ def run_qat(cfg: QatConfig, ctx) -> StageResult:
     from edgepipe.pipeline.compress.qat import learned_ranges, unwrap, wrap
     from edgepipe.pipeline.core.artifact import save_model
     from edgepipe.pipeline.stages.finetune import fine_tune
-    from edgepipe.pipeline.training import evaluate, seed_everything
+    from edgepipe.pipeline.training import evaluate, predict_logits, seed_everything
+    from edgepipe.runtime.fidelity import fidelity
 
     rng = seed_everything(ctx.recipe.seed)
     layer, info, source_label = load_ref(ctx, cfg.model, "qat")
     test = ctx.data.split("test")
-    float_before = evaluate(layer, *test)
+    ref = predict_logits(layer, test[0])
+    float_before = float((ref.argmax(1) == test[1]).mean())
     order = wrap(layer, cfg.weight_bits)
     calib = ctx.data.split("calibration")[0]
     layer.train()
@@ -82,7 +84,8 @@ def run_qat(cfg: QatConfig, ctx) -> StageResult:
                meta={"label": label, "qat": qat}, input_shape=info["input_shape"],
                contract=ctx.data.contract_record)
     metrics = {"test_acc_before": float_before, "test_acc_simulated": simulated, "test_acc_float_after": float_after,
+               "fidelity": fidelity(ref, predict_logits(layer, test[0])),
                "history": history, "layers": ranges, "teacher": teacher_label}
     art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, qat=qat,
-                       paddle_test_acc=float_after, simulated_test_acc=simulated)
+                       paddle_test_acc=float_after, simulated_test_acc=simulated, fidelity=metrics["fidelity"])
     return StageResult(metrics=metrics, artifacts=[art])

@@ -97,7 +97,8 @@ def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
     from edgepipe.export.guard import guarded_quantize
     from edgepipe.export.quantize import convert_fp16, quantize_dynamic, quantize_matmul_4bit
     from edgepipe.runtime.cost import describe
-    from edgepipe.runtime.session import accuracy, open_session
+    from edgepipe.runtime.fidelity import fidelity
+    from edgepipe.runtime.session import accuracy, open_session, predict
 
     if isinstance(cfg.model, str):
         fp32_path, src_meta = ctx.path_of(cfg.model), ctx.artifacts[cfg.model].meta
@@ -154,7 +155,10 @@ def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
         print(f"  warning: {w}", file=sys.stderr)
     facts |= describe(out)
     facts["warnings"] = warnings
-    facts["accuracy"] = accuracy(open_session(out), *ctx.data.split("test"))
+    xt, yt = ctx.data.split("test")
+    q_logits = predict(open_session(out), xt)
+    facts["accuracy"] = float((q_logits.argmax(1) == yt).mean())
+    facts["fidelity"] = fidelity(predict(open_session(fp32_path), xt), q_logits)  # against the float model
     fp32_acc = src_meta["accuracy"]
     facts["accuracy_drop_points"] = 100.0 * (fp32_acc - facts["accuracy"])
     facts["bytes_ratio_vs_fp32"] = facts["bytes"] / src_meta["bytes"]
