@@ -18,7 +18,7 @@ import numpy as np
 
 from edgepipe.export.quantize import QuantOptions, quantize_static
 from edgepipe.runtime.cost import probe_session
-from edgepipe.runtime.fidelity import channel_sums, sqnr_db
+from edgepipe.runtime.fidelity import channel_sums, fidelity
 
 
 def run_outputs(model, x: np.ndarray, names: list[str] | None = None, batch: int = 256) -> dict[str, np.ndarray]:
@@ -128,8 +128,8 @@ def _db(noise_to_signal: float) -> float:
 def measure(fp32_logits: np.ndarray, q_model: str | Path, x: np.ndarray, y: np.ndarray | None) -> dict:
     logits = run_outputs(q_model, x)
     q = next(iter(logits.values()))
-    m = {"agreement": float((q.argmax(1) == fp32_logits.argmax(1)).mean()),
-         "output_sqnr_db": sqnr_db(fp32_logits, q, per_channel=False)}
+    f = fidelity(fp32_logits, q)
+    m = {"agreement": f["top1_agreement"], "output_sqnr_db": f["sqnr_db"]}
     if y is not None:
         m["accuracy"] = float((q.argmax(1) == y).mean())
         m["drop_points"] = 100.0 * (float((fp32_logits.argmax(1) == y).mean()) - m["accuracy"])

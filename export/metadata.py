@@ -4,18 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgepipe.runtime.atomic import write_bytes_atomic
-
 PREFIX = "edgepipe."
-
-
-def set_metadata(path: str | Path, props: dict[str, str]) -> None:
-    """Add or replace metadata_props entries of an ONNX file, in place (atomically)."""
-    import onnx
-
-    model = onnx.load(str(path))
-    merge(model, props)
-    write_bytes_atomic(path, model.SerializeToString())
 
 
 def merge(model, props: dict[str, str]) -> None:

@@ -88,9 +88,11 @@ def basic_optimize(src: Path, dst: Path) -> Path:
 
 
 def export_layer(
-    layer, input_shape: tuple[int, ...], out: str | Path, *, opset: int = DEFAULT_OPSET, name: str = "model"
+    layer, input_shape: tuple[int, ...], out: str | Path, *, opset: int = DEFAULT_OPSET, name: str = "model",
+    metadata: dict[str, str] | None = None,
 ) -> Path:
-    """jit.save `layer` (batch dim dynamic) and convert it to ONNX at `out`, atomically."""
+    """jit.save `layer` (batch dim dynamic) and convert it to ONNX at `out`, atomically, with
+    `metadata` in its metadata_props (the input contract)."""
     import paddle
     from paddle.static import InputSpec
 
@@ -106,13 +108,17 @@ def export_layer(
         model_json = Path(prefix + ".json")
         if not model_json.is_file():  # older (non-PIR) paddle writes .pdmodel
             model_json = Path(prefix + ".pdmodel")
-        return export_saved(model_json, Path(prefix + ".pdiparams"), out, opset=opset, name=name)
+        return export_saved(model_json, Path(prefix + ".pdiparams"), out, opset=opset, name=name, metadata=metadata)
 
 
-def export_saved(graph: Path, params: Path, out: str | Path, *, opset: int = DEFAULT_OPSET, name: str = "model") -> Path:
+def export_saved(graph: Path, params: Path, out: str | Path, *, opset: int = DEFAULT_OPSET, name: str = "model",
+                 metadata: dict[str, str] | None = None) -> Path:
     """Convert a paddle.jit.save output (NAME.json or NAME.pdmodel + NAME.pdiparams) to ONNX at `out`,
-    atomically: paddle2onnx in a child process, weights as initializers, basic optimisations, checker."""
+    atomically: paddle2onnx in a child process, weights as initializers, basic optimisations, checker,
+    `metadata` in its metadata_props."""
     import onnx
+
+    from edgepipe.export.metadata import merge
 
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="edgepipe-export-") as tmp:
@@ -126,6 +132,7 @@ def export_saved(graph: Path, params: Path, out: str | Path, *, opset: int = DEF
             onnx.checker.check_model(model)
         except Exception as exc:
             raise EdgepipeError(f"the ONNX exported for {name} fails onnx.checker: {str(exc)[:240]}") from None
+        merge(model, metadata or {})
         write_bytes_atomic(out, model.SerializeToString())
     return out
 

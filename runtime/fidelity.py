@@ -30,14 +30,14 @@ def sqnr_db(ref: np.ndarray, test: np.ndarray, per_channel: bool = True) -> floa
 
 
 def fidelity(reference: np.ndarray, outputs: np.ndarray) -> dict:
-    """top1_agreement (None when the outputs are not N×classes), mean per-sample cosine similarity,
-    and SQNR in dB of `outputs` against `reference`, over the same inputs."""
+    """top1_agreement (the argmax over axis 1, per sample and position; None for a single output
+    channel), mean per-sample cosine similarity, and SQNR in dB of `outputs` against `reference`."""
     ref = reference.reshape(len(reference), -1).astype(np.float64)
     out = outputs.reshape(len(outputs), -1).astype(np.float64)
     if ref.shape != out.shape:
         raise ValueError(f"outputs of shape {list(outputs.shape)} against a reference of shape {list(reference.shape)}")
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
     cos = np.where(norms > 0, (ref * out).sum(axis=1) / np.maximum(norms, 1e-300), (np.abs(ref - out).sum(axis=1) == 0) * 1.0)
-    classifier = reference.ndim == 2 and reference.shape[1] > 1
+    classifier = reference.ndim >= 2 and reference.shape[1] > 1
     return {"top1_agreement": float((reference.argmax(1) == outputs.argmax(1)).mean()) if classifier else None,
             "cosine": float(cos.mean()), "sqnr_db": sqnr_db(reference, outputs, per_channel=False), "samples": int(len(ref))}

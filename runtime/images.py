@@ -40,12 +40,18 @@ class Contract:
     def input_shape(self) -> tuple[int, int, int]:
         return (self.channels, *self.size)
 
+    def to_dict(self) -> dict:
+        """Plain JSON types (lists), as model.json, the manifest and the ONNX metadata hold it."""
+        return json.loads(self.to_json())
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "Contract":
         d = json.loads(text)
+        if len(d["size"]) != 2 or not all(isinstance(v, int) and v > 0 for v in d["size"]):
+            raise ValueError(f"size {d['size']} is not [height, width]")
         return cls(size=tuple(d["size"]), channels=d["channels"], mean=tuple(d["mean"]), std=tuple(d["std"]),
                    resize=d.get("resize"), classes=tuple(d.get("classes", ())), layout=d.get("layout", "NCHW"),
                    dtype=d.get("dtype", "float32"))
@@ -84,7 +90,7 @@ def load_image(path: Path, contract: Contract) -> np.ndarray:
             elif im.size != (w, h):
                 im = im.resize((w, h), Image.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError) as exc:  # Pillow's UnidentifiedImageError is an OSError
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # UnidentifiedImageError is an OSError
         raise EdgepipeError(f"{path}: not a readable image ({type(exc).__name__}); remove or replace it") from None
     return arr[..., None] if arr.ndim == 2 else arr
 
@@ -101,12 +107,17 @@ def scan_folder(root: Path, classes: tuple[str, ...] | None = None) -> tuple[lis
     root = Path(root)
     if not root.is_dir():
         raise EdgepipeError(f"{root}: image folder not found")
-    found = sorted(d.name for d in root.iterdir() if d.is_dir() and image_files(d))
+    found = sorted(d.name for d in root.iterdir()  # hidden and tool folders (.ipynb_checkpoints, __MACOSX) are not classes
+                   if d.is_dir() and not d.name.startswith((".", "__")) and image_files(d))
+    loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES]
     if not found:
         files = image_files(root)
         if not files:
             raise EdgepipeError(f"{root}: no images ({', '.join(SUFFIXES)}) here or in class folders")
         return files, None, tuple(classes or ())
+    if loose:
+        raise EdgepipeError(f"{root}: {len(loose)} image(s) lie beside the class folders (e.g. {loose[0].name}); "
+                            "move them into a class folder or out of the data")
     names = tuple(classes) if classes else tuple(found)
     unknown = [c for c in found if c not in names]
     if unknown:

@@ -75,7 +75,7 @@ def load_npz(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     if not path.is_file():
         raise EdgepipeError(f"{path}: inputs file not found")
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except Exception as exc:
         raise EdgepipeError(f"{path}: not a readable .npz file ({type(exc).__name__}); write it with numpy.savez") from None
@@ -164,8 +164,11 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
         if labels is not None:
             result["accuracy"] = float((logits.argmax(axis=1) == labels).mean())
             result["accuracy_samples"] = int(len(labels))
-        if files is not None or want_predictions:
+        if (files is not None or want_predictions) and logits.ndim == 2:  # a classifier's top classes
             result["predictions"] = predictions(logits, classes, labels, files, images)
+        elif files is not None or want_predictions:
+            result.setdefault("notes", []).append(f"no predictions: the model's output has shape {list(logits.shape)}, "
+                                                   "not N×classes")
         if save_outputs:
             buf = io.BytesIO()
             np.savez_compressed(buf, outputs=logits)

@@ -5,7 +5,7 @@ import pytest
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.pipeline.core.recipe import DataConfig
-from edgepipe.pipeline.data.dataset import normalize
+from edgepipe.pipeline.data.dataset import MNIST_CONTRACT
 from edgepipe.pipeline.data.load import load_dataset
 from edgepipe.pipeline.data.mnist import read_idx
 
@@ -32,7 +32,7 @@ def test_splits_are_deterministic_disjoint_and_complete():
 def test_split_normalises_to_model_input():
     x, y = load_dataset(DataConfig(train_limit=10)).split("train")
     assert x.shape == (10, 1, 28, 28) and x.dtype == np.float32 and y.dtype == np.int64
-    assert normalize(np.zeros((1, 28, 28), np.uint8)).max() < -0.4
+    assert MNIST_CONTRACT.normalize(np.zeros((1, 28, 28), np.uint8)).max() < -0.4
 
 
 def write_idx(path, arr, gz=False):

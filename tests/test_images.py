@@ -92,6 +92,14 @@ def test_a_model_of_another_input_is_refused_before_any_stage(frames):
         (frames / "m.yaml").write_text(f"name: m\ndata: {DATA}\nstages:\n  - train: {{model: {model}, epochs: 1}}\n")
         assert message in one_line_error(edgepipe("run", frames / "m.yaml", "--runs-dir", frames / "mruns"))
         assert not (frames / "mruns").exists()
+    (frames / "m.yaml").write_text(f"name: m\ndata: {DATA}\nstages:\n  - distill: {{teacher: {{python: 'nets:build'}}, "
+                                   "student: {python: 'nets:build'}, epochs: 1, baseline: null}\n")
+    assert "stages[0].distill.teacher: a teacher given as a source needs its trained weights" in one_line_error(
+        edgepipe("run", frames / "m.yaml", "--runs-dir", frames / "mruns"))
+    (frames / "m.yaml").write_text(f"name: m\ndata: {DATA}\nstages:\n  - train: {{model: {{in_channels: 3, input_size: 32, "
+                                   "conv: [8], num_classes: 5}, epochs: 1}\n")
+    assert "train: family convnet has num_classes: 5, the data has 10 classes; set num_classes: 10" in one_line_error(
+        edgepipe("run", frames / "m.yaml", "--runs-dir", frames / "mruns"))
 
 
 def test_npz_pixels_calibration_folders_and_bad_images(frames, tmp_path):
@@ -198,3 +206,53 @@ def test_frames_source_is_made_once_as_an_image_folder_and_read_back(tmp_path, m
     assert pngs[0].stat().st_mtime_ns == first and again.fingerprint() == ds.fingerprint()
     with pytest.raises(EdgepipeError, match="frames are square RGB images"):
         parse_recipe({"name": "f", "data": {"source": "frames", "size": [24, 32]}, "stages": [{"train": {}}]})
+
+
+def test_folder_quirks_mixed_pixel_types_and_small_shares(frames, tmp_path):
+    import shutil
+
+    root = tmp_path / "imgs"
+    shutil.copytree(frames / "frames", root)
+    shutil.copytree(root / "3", root / ".ipynb_checkpoints")  # a tool's folder is not a class
+    shutil.copytree(root / "4", root / "__MACOSX")
+    cfg = dict(source="imagefolder", path=str(root), size=(32, 32), channels=3)
+    assert load_dataset(DataConfig(**cfg)).contract.classes == tuple(str(d) for d in range(10))
+    (root / "stray.png").write_bytes((root / "3" / "0000.png").read_bytes())
+    with pytest.raises(EdgepipeError, match="1 image.s. lie beside the class folders"):
+        load_dataset(DataConfig(**cfg))
+    # a share never rounds a split away: 10 images, val 0.01 -> 1
+    tiny = tmp_path / "tiny"
+    for d in range(2):
+        (tiny / str(d)).mkdir(parents=True)
+        for f in sorted((frames / "frames" / str(d)).glob("*.png"))[:5]:
+            shutil.copy(f, tiny / str(d) / f.name)
+    counts = load_dataset(DataConfig(source="imagefolder", path=str(tiny), size=(32, 32), val=0.01, test=0.2,
+                                     calibration=0.01)).counts()
+    assert counts == {"test": 2, "val": 1, "calibration": 1, "train": 6}
+    # test pixels as floats in [0, 1] beside uint8 training pixels: both on one scale
+    contract = Contract(size=(32, 32), channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    px = np.stack([load_image(f, contract) for f in sorted((frames / "frames").rglob("*.png"))])
+    y = np.repeat(np.arange(10), 20)
+    np.savez(tmp_path / "train.npz", x=px, y=y)
+    np.savez(tmp_path / "test.npz", x=px[:20].astype(np.float32) / 255.0, y=y[:20])
+    ds = load_dataset(DataConfig(source="npz", path=str(tmp_path / "train.npz"), test=str(tmp_path / "test.npz"),
+                                 layout="nhwc", size=(32, 32), channels=3, mean=(0.5,) * 3, std=(0.25,) * 3))
+    x_test, _ = ds.split("test")
+    x_same, _ = ds.split("train")
+    assert np.allclose(x_test, contract.normalize(px[:20]), atol=1e-5)  # the float copy reads as the uint8 one
+    assert np.abs(x_same).max() < 3  # no 0..255 values slipped through as "already in [0, 1]"
+
+
+def test_mnist_with_a_calibration_folder(tmp_path):
+    from PIL import Image
+
+    from edgepipe.pipeline.data.mnist import load_bundled
+
+    images, _ = load_bundled()
+    (tmp_path / "calib").mkdir()
+    for i in range(12):
+        Image.fromarray(images[i]).save(tmp_path / "calib" / f"{i:02d}.png")
+    ds = load_dataset(DataConfig(calibration=str(tmp_path / "calib")))
+    x, y = ds.split("calibration")
+    assert x.shape == (12, 1, 28, 28) and y is None and ds.counts()["calibration"] == 12
+    assert np.allclose(x, ds.contract.normalize(images[:12]))  # decoded exactly as the bundled digits are

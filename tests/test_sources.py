@@ -85,6 +85,11 @@ stages:
     proc = edgepipe("export", run_dir / "prune" / "teacher_pruned", "-o", out, cwd="/")
     assert proc.returncode == 0, proc.stderr
     assert out.stat().st_size == pruned["bytes"]
+    # the user's module is one of the stage's inputs: an edit to it reruns the stages built from it
+    with open(user_dir / "mynets.py", "a") as f:
+        f.write("\n# a changed line\n")
+    proc = edgepipe("run", user_dir / "mine.yaml", "--runs-dir", user_dir / "runs")
+    assert proc.returncode == 0 and "[1/4] train: running" in proc.stderr, proc.stderr
 
 
 def prune_recipe(name: str, weights: str) -> str:

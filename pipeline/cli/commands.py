@@ -70,10 +70,8 @@ def cmd_export(args) -> int:
 def saved_contract(shape, args) -> dict:
     """The input contract of a saved graph: its input shape, and the normalisation given on the
     command line (default: ImageNet's mean/std for RGB, 0.5/0.5 for grey)."""
-    import json
-
     from edgepipe.devices import EdgepipeError
-    from edgepipe.pipeline.core.dataspec import IMAGENET_MEAN, IMAGENET_STD
+    from edgepipe.pipeline.core.dataspec import default_normalisation
     from edgepipe.runtime.images import Contract, scan_folder
 
     channels, h, w = shape
@@ -90,9 +88,10 @@ def saved_contract(shape, args) -> dict:
     if args.classes:
         folder = Path(args.classes)
         classes = scan_folder(folder)[2] if folder.is_dir() else tuple(c.strip() for c in args.classes.split(","))
-    c = Contract(size=(h, w), channels=channels, mean=floats(args.mean, IMAGENET_MEAN if channels == 3 else (0.5,)),
-                 std=floats(args.std, IMAGENET_STD if channels == 3 else (0.5,)), resize=args.resize, classes=classes)
-    return json.loads(c.to_json())
+    mean, std = default_normalisation(channels)
+    c = Contract(size=(h, w), channels=channels, mean=floats(args.mean, mean), std=floats(args.std, std), resize=args.resize,
+                 classes=classes)
+    return c.to_dict()
 
 
 def _onnx_name(out: Path) -> None:
@@ -111,10 +110,10 @@ def cmd_prune(args) -> int:
     from edgepipe.pipeline.compress.channels.importance import DATA_SCORERS
     from edgepipe.pipeline.compress.channels.prune import ChannelRule
     from edgepipe.pipeline.compress.channels.sensitivity import Sensitivity, analyse, choose_ratios, write
+    from edgepipe.pipeline.core.progress import progress_bar
     from edgepipe.pipeline.core.recipe import DataConfig
     from edgepipe.pipeline.data.load import load_dataset
     from edgepipe.pipeline.models.load import load_model
-    from edgepipe.pipeline.core.progress import progress_bar
 
     if not args.sensitivity:
         raise EdgepipeError("edgepipe prune: add --sensitivity (this command runs the analysis alone; pruning and "
@@ -271,42 +270,28 @@ def calibration_for(src: Path, given: str | None):
     import sys
 
     from edgepipe.devices import EdgepipeError
-    from edgepipe.pipeline.core.progress import progress_bar
     from edgepipe.pipeline.data.images import model_inputs
 
     contract, shape = _model_input(src)
     if given:
-        x = model_inputs(Path(given), contract, progress_bar("calibration"), "--calibration")
-    elif shape == (1, 28, 28) and (contract is None or contract.size == (28, 28)):
+        return model_inputs(Path(given), contract, "--calibration", shape)[0]
+    if shape == (1, 28, 28) and (contract is None or contract.size == (28, 28)):
         from edgepipe.pipeline.core.recipe import DataConfig
         from edgepipe.pipeline.data.load import load_dataset
 
         print("calibration: the bundled MNIST calibration split (the model takes 1×28×28 inputs)", file=sys.stderr)
-        x = load_dataset(DataConfig()).split("calibration")[0]
-    else:
-        how = f"a folder of images (decoded by the model's input contract: {contract.channels}×{contract.size[0]}×{contract.size[1]})" \
-            if contract else "an .npz of model inputs 'x'"
-        raise EdgepipeError(f"{src}: calibration data needed for a model taking {list(shape)} inputs: give --calibration, {how}")
-    if tuple(x.shape[1:]) != shape:
-        raise EdgepipeError(f"{given}: --calibration inputs have shape {list(x.shape[1:])}, the model takes {list(shape)}")
-    return x
+        return load_dataset(DataConfig()).split("calibration")[0]
+    how = f"a folder of images (decoded by the model's input contract: {contract.channels}×{contract.size[0]}×{contract.size[1]})" \
+        if contract else "an .npz of model inputs 'x'"
+    raise EdgepipeError(f"{src}: calibration data needed for a model taking {list(shape)} inputs: give --calibration, {how}")
 
 
 def eval_inputs(src: Path, path: Path):
     """Held-out inputs and labels (or None) for the accuracy guard: an image folder or an .npz."""
-    from edgepipe.runtime.images import folder_inputs
-    from edgepipe.runtime.runner import load_npz
+    from edgepipe.pipeline.data.images import model_inputs
 
-    if path.is_dir():
-        contract, _ = _model_input(src)
-        if contract is None:
-            from edgepipe.devices import EdgepipeError
-
-            raise EdgepipeError(f"{src}: carries no input contract to decode {path} with; give --eval FILE.npz")
-        x, y, _ = folder_inputs(path, contract)
-        return x, y
-    arrays, y = load_npz(path)
-    return arrays.get("x", next(iter(arrays.values()))), y
+    contract, shape = _model_input(src)
+    return model_inputs(path, contract, "--eval", shape)
 
 
 def cmd_frames(args) -> int:

@@ -88,8 +88,9 @@ class DataConfig:
                 "crop size (resize, then center crop to size)")
         require(self.resize is None or self.source in ("imagefolder", "frames"), "resize", "applies to decoded images "
                 "(imagefolder, frames)")
-        require(self.source != "frames" or (self.size[0] == self.size[1] and (self.channels or 3) == 3), "size",
-                "frames are square RGB images: give size: [S, S] and channels: 3")
+        require(self.source != "frames" or (self.size[0] == self.size[1] and (self.channels or 3) == 3
+                                             and 16 <= self.size[0] <= 512), "size",
+                "frames are square RGB images of 16 to 512 pixels: give size: [S, S] and channels: 3")
         c = self.input_shape[0]
         for key in ("mean", "std"):
             v = getattr(self, key)
@@ -109,10 +110,13 @@ class DataConfig:
         return (self.channels or 3, *self.size)
 
     def contract_fields(self) -> dict:
-        """size, channels, resize, mean, std of the input contract, defaults filled in."""
+        """size, channels, resize, mean, std of an image source's input contract, defaults filled in."""
         c, h, w = self.input_shape
-        if self.mnist:
-            return {"size": (h, w), "channels": 1, "resize": None, "mean": (MNIST_MEAN,), "std": (MNIST_STD,)}
-        mean = self.mean or (IMAGENET_MEAN if c == 3 else (0.5,))
-        std = self.std or (IMAGENET_STD if c == 3 else (0.5,))
-        return {"size": (h, w), "channels": c, "resize": self.resize, "mean": tuple(mean), "std": tuple(std)}
+        mean, std = default_normalisation(c)
+        return {"size": (h, w), "channels": c, "resize": self.resize, "mean": tuple(self.mean or mean),
+                "std": tuple(self.std or std)}
+
+
+def default_normalisation(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of images whose normalisation is not given: ImageNet's for RGB, 0.5 / 0.5 for grey."""
+    return (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+
 from edgepipe.devices import EdgepipeError
-from edgepipe.pipeline.core.config import ConfigError, config_sha, from_dict, read_yaml, require, to_dict
+from edgepipe.pipeline.core.config import ConfigError, config_sha, from_dict, read_yaml, require, resolve_path, to_dict
 from edgepipe.pipeline.core.dataspec import DataConfig
 from edgepipe.pipeline.core.registry import stages
 
@@ -70,8 +71,7 @@ def parse_recipe(raw, base: str | Path | None = None) -> Recipe:
         value = getattr(top.data, key)
         if not isinstance(value, str):
             continue
-        file = Path(value).expanduser()
-        file = file if base is None or file.is_absolute() else base / file
+        file = resolve_path(base, value)
         if not file.exists():
             where = f" (relative paths start at the recipe's folder, {base})" if base else ""
             raise ConfigError(f"data.{key}: {file} not found{where}")

@@ -8,17 +8,16 @@ size, channels, resize + center crop and mean/std the recipe's `data:` declares.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
+
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.pipeline.core.dataspec import MNIST_MEAN, MNIST_STD, DataConfig
 from edgepipe.runtime.images import Contract
 
-MEAN, STD = MNIST_MEAN, MNIST_STD
 SPLITS = ("train", "val", "test", "calibration")
-MNIST_CONTRACT = Contract(size=(28, 28), channels=1, mean=(MEAN,), std=(STD,), classes=tuple(str(d) for d in range(10)))
+MNIST_CONTRACT = Contract(size=(28, 28), channels=1, mean=(MNIST_MEAN,), std=(MNIST_STD,), classes=tuple(str(d) for d in range(10)))
 
 
 @dataclass
@@ -56,7 +55,7 @@ class Dataset:
     @property
     def contract_record(self) -> dict:
         """The input contract as model.json and the manifest record it."""
-        return json.loads(self.contract.to_json())
+        return self.contract.to_dict()
 
     def summary(self) -> dict:
         """What the manifest records of the data: source, split sizes, sha256 and the input contract."""
@@ -96,21 +95,17 @@ class Dataset:
         return augment
 
 
-def normalize(images_u8: np.ndarray) -> np.ndarray:
-    """MNIST digits (N×28×28 uint8) as model inputs."""
-    return MNIST_CONTRACT.normalize(images_u8)
-
-
 def _count(v, n: int) -> int:
-    return int(round(v * n)) if isinstance(v, float) else int(v)
+    """A split's size: a count as given, a share of n (at least 1), or 0 for a path (given apart)."""
+    if isinstance(v, str):
+        return 0
+    return max(1, int(round(v * n))) if isinstance(v, float) else int(v)
 
 
 def make_splits(n: int, cfg: DataConfig, n_official_test: int = 0) -> dict[str, np.ndarray]:
     """MNIST: a seeded permutation (the official test set first, where the source has one)."""
     rng = np.random.default_rng(cfg.split_seed)
     n_t, n_v, n_c = (_count(getattr(cfg, k), n) for k in ("test", "val", "calibration"))
-    if isinstance(cfg.calibration, str):
-        n_c = 0
     if n_official_test:
         test = np.arange(n - n_official_test, n)[:n_t]
         rest = rng.permutation(n - n_official_test)
@@ -140,7 +135,7 @@ def stratified_splits(labels: np.ndarray, cfg: DataConfig, fixed: dict[str, np.n
         if name in fixed:
             out[name] = np.sort(fixed[name])
             continue
-        k = 0 if isinstance(getattr(cfg, name), str) else _count(getattr(cfg, name), len(pool))
+        k = _count(getattr(cfg, name), len(pool))
         out[name] = np.sort(order[start : start + k])
         start += k
     if start >= len(order):

@@ -55,7 +55,9 @@ def make_frames(out: Path, size: int = 96, per_class: int = 100, seed: int = 0, 
     if out.exists() and any(out.iterdir()):
         raise EdgepipeError(f"{out}: not empty; give a new folder")
     rng = np.random.default_rng(seed)
-    tmp = out.with_name(f".{out.name}.partial")
+    import os
+
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     written = 0
     try:
         for d in range(10):
@@ -67,9 +69,16 @@ def make_frames(out: Path, size: int = 96, per_class: int = 100, seed: int = 0, 
                 if progress is not None:
                     progress(written, 10 * per_class)
         out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists():
+        if out.exists() and not any(out.iterdir()):
             out.rmdir()
-        tmp.rename(out)
+        try:
+            tmp.rename(out)
+        except OSError:  # another process made the same folder meanwhile: same seed, same frames
+            if not out.is_dir():
+                raise
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         import shutil
 

@@ -14,29 +14,20 @@ from pathlib import Path
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
+from edgepipe.pipeline.core.config import resolve_path
 from edgepipe.pipeline.core.dataspec import DataConfig
+from edgepipe.pipeline.core.progress import progress_bar
 from edgepipe.pipeline.data.dataset import Dataset, contract_for, stratified_splits
 from edgepipe.runtime.images import Contract, read_images, scan_folder
-
-
-def _path(base: Path | None, p: str) -> Path:
-    q = Path(p).expanduser()
-    return q if q.is_absolute() or base is None else base / q
-
-
-def _bar(desc: str, progress):
-    if progress is not None:
-        return progress
-    from edgepipe.pipeline.core.progress import progress_bar
-
-    return progress_bar(desc)
 
 
 def _pixels(x: np.ndarray, where: str) -> np.ndarray:
     """uint8 as is; other integers in 0..255 as uint8; floats checked to lie in [0, 1]."""
     if x.dtype == np.uint8:
         return x
-    if np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_:
+    if x.dtype == np.bool_:
+        raise EdgepipeError(f"{where}: x holds booleans; give pixels as uint8 (0..255) or floats in [0, 1]")
+    if np.issubdtype(x.dtype, np.integer):
         if x.size and (x.min() < 0 or x.max() > 255):
             raise EdgepipeError(f"{where}: integer pixels must lie in 0..255, found {x.min()}..{x.max()}")
         return x.astype(np.uint8)
@@ -52,22 +43,18 @@ def _pixels(x: np.ndarray, where: str) -> np.ndarray:
 
 def read_npz_pixels(path: Path, cfg: DataConfig, contract: Contract | None = None, labelled: bool = True):
     """(N×H×W×C pixels, labels or None) from an .npz of arrays x and y, checked against the contract."""
-    if not path.is_file():
-        raise EdgepipeError(f"{path}: .npz file not found")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as exc:
-        raise EdgepipeError(f"{path}: not a readable .npz file ({type(exc).__name__}); write it with numpy.savez") from None
+    from edgepipe.runtime.runner import load_npz
+
+    arrays, y = load_npz(path)  # labels: y (or labels, label)
     if "x" not in arrays:
         raise EdgepipeError(f"{path}: no array named 'x' (has: {', '.join(arrays) or 'none'})")
-    x, y = arrays["x"], arrays.get("y")
-    if cfg.layout is None:
-        raise EdgepipeError(f"{path}: state how x is laid out with data.layout: nchw or nhwc")
-    if x.ndim == 3:
+    x = arrays["x"]
+    if x.ndim == 3:  # N×H×W grey: no layout to state
         x = x[..., None]
     elif x.ndim != 4:
         raise EdgepipeError(f"{path}: x has shape {list(x.shape)}; give N×C×H×W or N×H×W×C images")
+    elif cfg.layout is None:
+        raise EdgepipeError(f"{path}: state how x is laid out with data.layout: nchw or nhwc")
     elif cfg.layout == "nchw":
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     want = (*cfg.input_shape[1:], cfg.input_shape[0])
@@ -84,11 +71,11 @@ def read_npz_pixels(path: Path, cfg: DataConfig, contract: Contract | None = Non
     return _pixels(x, str(path)), y
 
 
-def load_image_data(cfg: DataConfig, base: Path | None = None, progress=None) -> Dataset:
+def load_image_data(cfg: DataConfig, base: Path | None = None) -> Dataset:
     """An image folder or .npz data source, with its splits and contract."""
     parts, fixed = [], {}
     if cfg.source == "imagefolder":
-        root = _path(base, cfg.path)
+        root = resolve_path(base, cfg.path)
         files, labels, classes = scan_folder(root)
         if labels is None:
             raise EdgepipeError(f"{root}: put the images in class folders, root/<class>/*.png; their names are the labels")
@@ -97,29 +84,31 @@ def load_image_data(cfg: DataConfig, base: Path | None = None, progress=None) ->
         for name in ("test", "val"):
             v = getattr(cfg, name)
             if isinstance(v, str):
-                f2, l2, _ = scan_folder(_path(base, v), classes)
+                f2, l2, _ = scan_folder(resolve_path(base, v), classes)
                 if l2 is None:
-                    raise EdgepipeError(f"{_path(base, v)}: data.{name}: put its images in the same class folders as {cfg.path}")
+                    raise EdgepipeError(f"{resolve_path(base, v)}: data.{name}: put its images in the same class folders as {cfg.path}")
                 start = sum(len(p[0]) for p in parts)
                 fixed[name] = np.arange(start, start + len(f2))
                 parts.append((f2, l2))
         all_files = [f for p in parts for f in p[0]]
         print(f"  decoding {len(all_files)} images ({contract.channels}×{contract.size[0]}×{contract.size[1]})",
               file=sys.stderr, flush=True)
-        images = read_images(all_files, contract, _bar("decode", progress))
+        images = read_images(all_files, contract, progress_bar("decode"))
         labels = np.concatenate([p[1] for p in parts])
         source = f"image folder {cfg.path} ({len(classes)} classes, {len(all_files)} images)"
     else:
-        images, labels = read_npz_pixels(_path(base, cfg.path), cfg)
+        images, labels = read_npz_pixels(resolve_path(base, cfg.path), cfg)
         chunks_x, chunks_y = [images], [labels]
         for name in ("test", "val"):
             v = getattr(cfg, name)
             if isinstance(v, str):
-                x2, y2 = read_npz_pixels(_path(base, v), cfg)
+                x2, y2 = read_npz_pixels(resolve_path(base, v), cfg)
                 start = sum(len(c) for c in chunks_x)
                 fixed[name] = np.arange(start, start + len(x2))
-                chunks_x.append(x2.astype(images.dtype) if x2.dtype != images.dtype else x2)
+                chunks_x.append(x2)
                 chunks_y.append(y2)
+        if len({c.dtype for c in chunks_x}) > 1:  # uint8 and [0, 1] floats: bring all to floats in [0, 1]
+            chunks_x = [c.astype(np.float32) / 255.0 if c.dtype == np.uint8 else c for c in chunks_x]
         images, labels = np.concatenate(chunks_x), np.concatenate(chunks_y)
         classes = tuple(str(i) for i in range(int(labels.max()) + 1)) if len(labels) else ()
         contract = contract_for(cfg, classes)
@@ -127,18 +116,21 @@ def load_image_data(cfg: DataConfig, base: Path | None = None, progress=None) ->
     ds = Dataset(images, labels, stratified_splits(labels, cfg, fixed), source, contract,
                  details={"classes": list(contract.classes)}, augment_options=cfg.augment)
     if isinstance(cfg.calibration, str):
-        ds.calibration = calibration_inputs(cfg, contract, base, progress)
+        ds.calibration = calibration_inputs(cfg, contract, base)
     return ds
 
 
-def calibration_inputs(cfg: DataConfig, contract: Contract, base: Path | None = None, progress=None) -> np.ndarray:
+def calibration_inputs(cfg: DataConfig, contract: Contract, base: Path | None = None) -> np.ndarray:
     """data.calibration given as a folder of images (class folders or not) or an .npz of model inputs."""
-    path = _path(base, cfg.calibration)
-    return model_inputs(path, contract, _bar("calibration", progress) if path.is_dir() else None, "data.calibration")
+    return model_inputs(resolve_path(base, cfg.calibration), contract, "data.calibration")[0]
 
 
-def model_inputs(path: Path, contract: Contract | None, progress=None, what: str = "inputs") -> np.ndarray:
-    """Model inputs from a folder of images (decoded by `contract`) or an .npz of 'x' (N×C×H×W float32)."""
+def model_inputs(path: Path, contract: Contract | None, what: str = "inputs",
+                 shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(model inputs, labels or None) from a folder of images (decoded by `contract`; class folders
+    give labels) or an .npz of 'x' (N×C×H×W float32, labels 'y' optional), checked against the
+    model's input `shape` (default: the contract's)."""
+    from edgepipe.pipeline.core.progress import progress_bar
     from edgepipe.runtime.images import folder_inputs
     from edgepipe.runtime.runner import load_npz
 
@@ -146,9 +138,11 @@ def model_inputs(path: Path, contract: Contract | None, progress=None, what: str
         if contract is None:
             raise EdgepipeError(f"{path}: {what}: decoding images needs the model's input contract (size, channels, "
                                 "mean, std), which this model does not carry; give an .npz of model inputs instead")
-        return folder_inputs(path, contract, progress)[0]
-    arrays, _ = load_npz(path)
-    x = arrays.get("x", next(iter(arrays.values())))
-    if contract is not None and tuple(x.shape[1:]) != contract.input_shape:
-        raise EdgepipeError(f"{path}: {what}: inputs of shape {list(x.shape[1:])}, the model takes {list(contract.input_shape)}")
-    return x.astype(np.float32)
+        x, y, _ = folder_inputs(path, contract, progress_bar(what.lstrip("-")))
+    else:
+        arrays, y = load_npz(path)
+        x = arrays.get("x", next(iter(arrays.values()))).astype(np.float32)
+    want = shape or (contract.input_shape if contract else None)
+    if want is not None and tuple(x.shape[1:]) != tuple(want):
+        raise EdgepipeError(f"{path}: {what}: inputs of shape {list(x.shape[1:])}, the model takes {list(want)}")
+    return x, y

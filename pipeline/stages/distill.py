@@ -21,7 +21,15 @@ from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
 from edgepipe.pipeline.models.sources import LAYER_SOURCES, ModelSource, ModelSpec
-from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, is_layer, load_ref, record, ref_inputs
+from edgepipe.pipeline.stages.modelref import (
+    ModelRef,
+    TakesModels,
+    is_layer,
+    load_ref,
+    record,
+    ref_inputs,
+    trained_less,
+)
 from edgepipe.pipeline.stages.train import train_model
 
 MODE_LABELS = {"offline": "offline KD", "online": "online KD (deep mutual learning)", "self": "self-distillation (born-again)"}
@@ -83,6 +91,8 @@ class DistillConfig(TakesModels):
                 "trained; give its family:, zoo: or python: source")
         require(self.teacher is None or is_layer(self.teacher), "teacher", "a saved graph (inference:, onnx:) cannot "
                 "teach in Paddle; give its family:, zoo: or python: source with weights:")
+        require(not trained_less(self.teacher), "teacher", "a teacher given as a source needs its trained weights: "
+                "(or pretrained: true for a zoo model); untrained, it would teach noise")
 
     def inputs(self, available) -> dict[str, str]:
         return ref_inputs("teacher", self.teacher) if self.teacher else {}
@@ -97,14 +107,16 @@ class DistillConfig(TakesModels):
         return out
 
 
-def source_fingerprint(info: dict, files: dict) -> str:
-    """What identifies a teacher given as a source: its architecture and the sha256 of its weights."""
+def source_fingerprint(source, files: dict) -> str:
+    """What identifies a teacher given as a source: its whole mapping (pretrained: included) and the
+    sha256 of the files it reads (weights, its module)."""
     import hashlib
     import json
 
+    from edgepipe.pipeline.core.config import to_dict
     from edgepipe.pipeline.core.run import tree_sha
 
-    blob = json.dumps(info["spec"], sort_keys=True) + "".join(tree_sha(p) for k, p in sorted(files.items()) if k.startswith("teacher"))
+    blob = json.dumps(to_dict(source), sort_keys=True) + "".join(tree_sha(p) for k, p in sorted(files.items()) if k.startswith("teacher"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -142,7 +154,7 @@ def run_distill(cfg: DistillConfig, ctx) -> StageResult:
         layer, info, teacher_label = load_ref(ctx, cfg.teacher, "distill")
         teacher = freeze(layer)
         if cfg.cache_teacher_logits:
-            ident = ctx.path_of(cfg.teacher) if isinstance(cfg.teacher, str) else source_fingerprint(info, cfg.files(ctx.base))
+            ident = ctx.path_of(cfg.teacher) if isinstance(cfg.teacher, str) else source_fingerprint(cfg.teacher, cfg.files(ctx.base))
             cached, extra["teacher_cache"] = cached_teacher_logits(teacher, ident, data.split("train")[0], data.fingerprint())
 
     def offline(seed):

@@ -44,17 +44,16 @@ class ExportConfig(TakesModels):
 
 def checked(out: Path, reference, x, *, atol: float, rtol: float, name: str) -> dict:
     """Cost and parity of a freshly exported `out` against Paddle's `reference` outputs on `x`.
-    A file that fails the check is deleted: nothing unvalidated is left behind."""
-    from edgepipe.devices import EdgepipeError
+    A file that fails the check (or cannot be measured) is deleted: nothing unvalidated is left behind."""
     from edgepipe.export.paddle_onnx import check_parity
     from edgepipe.runtime.cost import describe
 
     try:
         parity = check_parity(out, reference, x, atol=atol, rtol=rtol, name=name)
-    except EdgepipeError:
+        return {**describe(out), "parity": parity}
+    except BaseException:
         Path(out).unlink(missing_ok=True)
         raise
-    return {**describe(out), "parity": parity}
 
 
 def contract_metadata(contract: dict | None) -> dict[str, str]:
@@ -78,13 +77,10 @@ def export_checked(model_dir, out, x, *, opset: int, atol: float, rtol: float, n
 
 def export_layer_checked(layer, input_shape, out, x, *, opset: int, atol: float, rtol: float, name: str,
                          contract: dict | None = None) -> dict:
-    from edgepipe.export.metadata import set_metadata
     from edgepipe.export.paddle_onnx import export_layer
     from edgepipe.pipeline.training import predict_logits
 
-    export_layer(layer, tuple(input_shape), out, opset=opset, name=name)
-    if contract:
-        set_metadata(out, contract_metadata(contract))
+    export_layer(layer, tuple(input_shape), out, opset=opset, name=name, metadata=contract_metadata(contract))
     return checked(out, predict_logits(layer, x), x, atol=atol, rtol=rtol, name=name)
 
 
@@ -100,11 +96,7 @@ def export_saved_checked(graph: Path, params: Path, out, x, *, opset: int, atol:
     if tuple(x.shape[1:]) != tuple(shape):
         raise EdgepipeError(f"{graph}: the saved model takes inputs of shape {list(shape)}, the data gives "
                             f"{list(x.shape[1:])}; use data of the model's input shape")
-    export_saved(graph, params, out, opset=opset, name=name)
-    if contract:
-        from edgepipe.export.metadata import set_metadata
-
-        set_metadata(out, contract_metadata(contract))
+    export_saved(graph, params, out, opset=opset, name=name, metadata=contract_metadata(contract))
     return checked(out, predict_logits(layer, x), x, atol=atol, rtol=rtol, name=name)
 
 

@@ -4,7 +4,7 @@ fine-tuning itself, distilled from the teacher when one is given (`previous` = t
 from __future__ import annotations
 
 from edgepipe.pipeline.core.config import require
-from edgepipe.pipeline.stages.modelref import is_layer, load_ref, ref_inputs
+from edgepipe.pipeline.stages.modelref import is_layer, load_ref, ref_inputs, trained_less
 
 
 def teacher_inputs(model, teacher) -> dict[str, str]:
@@ -47,6 +47,8 @@ def check_fine_tune(cfg) -> None:
             "give its python: or zoo: source with weights: (export, quantize and bench take saved graphs)")
     require(cfg.teacher is None or is_layer(cfg.teacher), "teacher", "a saved graph cannot teach in Paddle; give its "
             "python: or zoo: source with weights:")
+    require(not trained_less(cfg.teacher), "teacher", "a teacher given as a source needs its trained weights: (or "
+            "pretrained: true for a zoo model); untrained, it would teach noise")
 
 
 def fine_tune(cfg, ctx, layer, rng, desc: str, after_step=None):

@@ -48,6 +48,13 @@ def is_layer(ref) -> bool:
     return isinstance(ref, str) or isinstance(ref, LAYER_SOURCES)
 
 
+def trained_less(ref) -> bool:
+    """A source mapping that would build a model with random weights (no weights:, not pretrained)."""
+    if ref is None or isinstance(ref, str) or not is_layer(ref):
+        return False
+    return not getattr(ref, "weights", None) and not getattr(ref, "pretrained", False)
+
+
 def graph_kind(ref) -> str | None:
     """'inference' or 'onnx' for a saved-graph source, else None."""
     return "inference" if isinstance(ref, InferenceModel) else "onnx" if isinstance(ref, OnnxModel) else None
@@ -63,16 +70,29 @@ def record(ctx, source) -> dict:
 def load_ref(ctx, ref, technique: str):
     """(layer, info, label) for a stage's `model:`: info holds `spec`, `transforms` and `input_shape`
     as a model folder's model.json does, so the stage saves its result the same way either way."""
-    from edgepipe.pipeline.models.load import check_fits, load_model, load_source
+    from edgepipe.pipeline.models.load import load_model, load_source
 
     if isinstance(ref, str):
         layer, info = load_model(ctx.path_of(ref))
         return layer, info, ctx.artifacts[ref].meta.get("label", ref)
     layer = load_source(ref, ctx.base, technique=technique)
-    if not isinstance(ref, ModelSpec):
-        check_fits(layer, ctx.data.input_shape, ctx.data.classes, f"{technique}: {ref.TAG}: {ref.name}")
+    check_classes(ref, layer, ctx.data, technique)
     rec = record(ctx, ref)
     return layer, {"spec": rec["spec"], "transforms": [], "input_shape": list(rec["input_shape"])}, ref.name
+
+
+def check_classes(source, layer, data, technique: str) -> None:
+    """A model built from a source must take the data and give a logit per class: a built-in family
+    by its num_classes, any other by one forward on zeros (models.load.check_fits)."""
+    from edgepipe.devices import EdgepipeError
+    from edgepipe.pipeline.models.load import check_fits
+
+    if isinstance(source, ModelSpec):
+        if source.num_classes < data.classes:
+            raise EdgepipeError(f"{technique}: family {source.family} has num_classes: {source.num_classes}, the data has "
+                                f"{data.classes} classes; set num_classes: {data.classes}")
+        return
+    check_fits(layer, data.input_shape, data.classes, f"{technique}: {source.TAG}: {source.name}")
 
 
 class TakesModels:

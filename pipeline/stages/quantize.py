@@ -106,6 +106,10 @@ def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
         from edgepipe.pipeline.models.sources import resolve
 
         fp32_path = resolve(ctx.base, cfg.model.onnx)
+        takes = tuple(open_session(fp32_path).get_inputs()[0].shape[1:])
+        if takes != tuple(ctx.data.input_shape):
+            raise EdgepipeError(f"quantize.model: {fp32_path} takes inputs of shape {list(takes)}, the data gives "
+                                f"{list(ctx.data.input_shape)}; use data of the model's input shape")
         src_meta = {"label": cfg.model.name, "bytes": fp32_path.stat().st_size,
                     "accuracy": accuracy(open_session(fp32_path), *ctx.data.split("test"))}
     out = ctx.out(cfg.output_name)

@@ -46,13 +46,13 @@ def train_model(spec: ModelSource, data, *, seed: int, epochs: int, batch_size: 
                 desc: str, loss_fn=None, extra_parameters=None, make_loss=None, base=None):
     """Build `spec` (with its weights: when given), seed everything, train on the train split;
     returns (model, history, test_acc)."""
-    from edgepipe.pipeline.models.load import check_fits, load_source
+    from edgepipe.pipeline.models.load import load_source
+    from edgepipe.pipeline.stages.modelref import check_classes
     from edgepipe.pipeline.training import evaluate, fit, seed_everything
 
     rng = seed_everything(seed)
     model = load_source(spec, base, technique="train")
-    if not isinstance(spec, ModelSpec):  # a built-in family's shape is checked at recipe load
-        check_fits(model, data.input_shape, data.classes, f"{spec.TAG}: {spec.name}")
+    check_classes(spec, model, data, "train")
     if make_loss is not None:  # a loss that needs the freshly built model (e.g. feature hooks)
         loss_fn, extra_parameters = make_loss(model)
     x, y = data.split("train")
