@@ -28,6 +28,13 @@ def edgepipe(*args, cwd=None, timeout=600):
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def one_line_error(proc) -> str:
+    """The CLI (or the runner) failed with exactly one error line and no traceback; returns it."""
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgepipe")]
+    assert proc.returncode != 0 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
 def run_recipe(tmp_path, text: str, name: str):
     """Write the recipe, run it with the real CLI, return (the CLI result, run dir, manifest stages)."""
     import json

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import edgepipe, run_recipe
+from conftest import edgepipe, one_line_error, run_recipe
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.pipeline.core.recipe import DataConfig, parse_recipe
@@ -35,12 +35,6 @@ def frames(tmp_path_factory):
     make_frames(root / "frames", size=40, per_class=20, seed=0)  # 40×40 frames; the recipes ask for 32×32
     (root / "nets.py").write_text(RGB_NET)
     return root
-
-
-def one_line_error(proc) -> str:
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgepipe")]
-    assert proc.returncode != 0 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 def test_image_folder_through_the_whole_pipeline_and_the_runner(frames):

@@ -4,7 +4,7 @@ import json
 import textwrap
 
 import pytest
-from conftest import edgepipe, run_recipe
+from conftest import edgepipe, one_line_error, run_recipe
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.pipeline.core.recipe import DataConfig, parse_recipe
@@ -56,12 +56,6 @@ def user_net(width: int, seed: int):
 
     paddle.seed(seed)
     return importlib.import_module("mynets").build(num_classes=10, width=width)
-
-
-def one_line_error(proc) -> str:
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgepipe: ")]
-    assert proc.returncode != 0 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 def test_python_factory_trains_prunes_exports_and_reloads_in_a_fresh_process(user_dir):

@@ -214,8 +214,10 @@ def cmd_quantize(args) -> int:
         raise EdgepipeError(f"{out}: the output name must end in .onnx")
     if args.mode == "static":
         from edgepipe.export.guard import guarded_quantize
+        from edgepipe.pipeline.data.images import model_inputs
 
-        calib = calibration_for(src, args.calibration)
+        contract, shape = _model_input(src)
+        calib = calibration_for(src, args.calibration, contract, shape)
         opts, source = resolve_options(cfg)
         if args.exclude:
             from dataclasses import replace
@@ -223,7 +225,7 @@ def cmd_quantize(args) -> int:
             opts = replace(opts, nodes_to_exclude=tuple(args.exclude))
         x = y = None
         if args.eval:
-            x, y = eval_inputs(src, Path(args.eval))
+            x, y = model_inputs(Path(args.eval), contract, "--eval", shape)
         elif args.max_drop is not None:
             raise EdgepipeError("--max-drop needs --eval FILE.npz (held-out inputs 'x', labels 'y' optional)")
         g = guarded_quantize(src, out, calib[: args.samples], opts, x if x is not None else calib[:64], y,
@@ -264,7 +266,7 @@ def _model_input(src: Path):
     return contract_of(session), shape
 
 
-def calibration_for(src: Path, given: str | None):
+def calibration_for(src: Path, given: str | None, contract, shape):
     """Calibration inputs for `edgepipe quantize`: a folder of images decoded by the model's input
     contract, an .npz of inputs, or — for a 1×28×28 model with no data given — the bundled MNIST split."""
     import sys
@@ -272,7 +274,6 @@ def calibration_for(src: Path, given: str | None):
     from edgepipe.devices import EdgepipeError
     from edgepipe.pipeline.data.images import model_inputs
 
-    contract, shape = _model_input(src)
     if given:
         return model_inputs(Path(given), contract, "--calibration", shape)[0]
     if shape == (1, 28, 28) and (contract is None or contract.size == (28, 28)):
@@ -284,14 +285,6 @@ def calibration_for(src: Path, given: str | None):
     how = f"a folder of images (decoded by the model's input contract: {contract.channels}×{contract.size[0]}×{contract.size[1]})" \
         if contract else "an .npz of model inputs 'x'"
     raise EdgepipeError(f"{src}: calibration data needed for a model taking {list(shape)} inputs: give --calibration, {how}")
-
-
-def eval_inputs(src: Path, path: Path):
-    """Held-out inputs and labels (or None) for the accuracy guard: an image folder or an .npz."""
-    from edgepipe.pipeline.data.images import model_inputs
-
-    contract, shape = _model_input(src)
-    return model_inputs(path, contract, "--eval", shape)
 
 
 def cmd_frames(args) -> int:

@@ -69,12 +69,8 @@ def parse_recipe(raw, base: str | Path | None = None) -> Recipe:
         raise ConfigError("stages: the recipe has no stages; list at least one of " + ", ".join(stages_def))
     for key in ("path", "test", "val", "calibration"):
         value = getattr(top.data, key)
-        if not isinstance(value, str):
-            continue
-        file = resolve_path(base, value)
-        if not file.exists():
-            where = f" (relative paths start at the recipe's folder, {base})" if base else ""
-            raise ConfigError(f"data.{key}: {file} not found{where}")
+        if isinstance(value, str):
+            _must_exist(f"data.{key}", resolve_path(base, value), base)
     entries, produced, seen = [], {}, {}
     for i, item in enumerate(raw_stages):
         if not isinstance(item, dict) or len(item) != 1:
@@ -97,15 +93,19 @@ def parse_recipe(raw, base: str | Path | None = None) -> Recipe:
                 raise ConfigError(f"{path}.{key}: the model takes inputs of shape {list(shape)} (channels, height, width), "
                                   f"the data gives {list(top.data.input_shape)}; make in_channels and input_size match the data")
         for key, file in stage_files(cfg, base, path).items():
-            if not file.exists():
-                where = f" (relative paths start at the recipe's folder, {base})" if base else ""
-                raise ConfigError(f"{path}.{key}: {file} not found{where}")
+            _must_exist(f"{path}.{key}", file, base)
         seen[kind] = seen.get(kind, 0) + 1
         name = kind if seen[kind] == 1 else f"{kind}{seen[kind]}"
         for art, art_kind in cfg.outputs().items():
             produced[art] = art_kind
         entries.append(StageEntry(name, kind, cfg))
     return Recipe(top.name, top.seed, top.data, tuple(entries), str(base) if base else None)
+
+
+def _must_exist(key: str, file: Path, base: Path | None) -> None:
+    if not file.exists():
+        where = f" (relative paths start at the recipe's folder, {base})" if base else ""
+        raise ConfigError(f"{key}: {file} not found{where}")
 
 
 def stage_files(cfg, base: Path | None, path: str = "") -> dict[str, Path]:

@@ -21,14 +21,13 @@ from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
 from edgepipe.pipeline.models.sources import LAYER_SOURCES, ModelSource, ModelSpec
+from edgepipe.pipeline.stages.finetune import check_teacher
 from edgepipe.pipeline.stages.modelref import (
     ModelRef,
     TakesModels,
-    is_layer,
     load_ref,
     record,
     ref_inputs,
-    trained_less,
 )
 from edgepipe.pipeline.stages.train import train_model
 
@@ -89,10 +88,7 @@ class DistillConfig(TakesModels):
         require(self.generations >= 1, "generations", "must be at least 1")
         require(isinstance(self.student, LAYER_SOURCES), "student", "a saved graph (inference:, onnx:) cannot be "
                 "trained; give its family:, zoo: or python: source")
-        require(self.teacher is None or is_layer(self.teacher), "teacher", "a saved graph (inference:, onnx:) cannot "
-                "teach in Paddle; give its family:, zoo: or python: source with weights:")
-        require(not trained_less(self.teacher), "teacher", "a teacher given as a source needs its trained weights: "
-                "(or pretrained: true for a zoo model); untrained, it would teach noise")
+        check_teacher(self.teacher)
 
     def inputs(self, available) -> dict[str, str]:
         return ref_inputs("teacher", self.teacher) if self.teacher else {}

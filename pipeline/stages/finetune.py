@@ -34,6 +34,24 @@ def stage_teacher(ctx, teacher, model):
     return freeze(layer), label
 
 
+def check_teacher(teacher) -> None:
+    """A teacher named as a source must be one Paddle can run, with trained weights."""
+    require(teacher is None or is_layer(teacher), "teacher", "a saved graph (inference:, onnx:) cannot teach in Paddle; "
+            "give its family:, zoo: or python: source with weights:")
+    require(not trained_less(teacher), "teacher", "a teacher given as a source needs its trained weights: (or "
+            "pretrained: true for a zoo model); untrained, it would teach noise")
+
+
+def judged(layer, test, ref) -> tuple[float, dict]:
+    """The changed model's test accuracy and its fidelity against `ref` (the logits of the model before
+    the stage), from one forward pass over the test split."""
+    from edgepipe.pipeline.training import predict_logits
+    from edgepipe.runtime.fidelity import fidelity
+
+    logits = predict_logits(layer, test[0])
+    return float((logits.argmax(1) == test[1]).mean()), fidelity(ref, logits)
+
+
 def check_fine_tune(cfg) -> None:
     """The checks every stage with a fine-tuning block (prune, lowrank, qat) shares: its fields
     epochs, batch_size, lr, teacher, temperature and alpha."""
@@ -45,10 +63,7 @@ def check_fine_tune(cfg) -> None:
     require(cfg.teacher is None or cfg.epochs > 0, "teacher", "a teacher needs fine-tuning epochs > 0")
     require(is_layer(cfg.model), "model", f"{getattr(cfg.model, 'TAG', '')}: a saved graph cannot be changed in Paddle; "
             "give its python: or zoo: source with weights: (export, quantize and bench take saved graphs)")
-    require(cfg.teacher is None or is_layer(cfg.teacher), "teacher", "a saved graph cannot teach in Paddle; give its "
-            "python: or zoo: source with weights:")
-    require(not trained_less(cfg.teacher), "teacher", "a teacher given as a source needs its trained weights: (or "
-            "pretrained: true for a zoo model); untrained, it would teach noise")
+    check_teacher(cfg.teacher)
 
 
 def fine_tune(cfg, ctx, layer, rng, desc: str, after_step=None):

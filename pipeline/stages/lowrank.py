@@ -12,7 +12,7 @@ from edgepipe.pipeline.compress.lowrank import LayerRank
 from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
-from edgepipe.pipeline.stages.finetune import check_fine_tune, finetune_refs, teacher_inputs
+from edgepipe.pipeline.stages.finetune import check_fine_tune, finetune_refs, judged, teacher_inputs
 from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, load_ref, ref_name
 
 
@@ -57,7 +57,6 @@ def run_lowrank(cfg: LowRankConfig, ctx) -> StageResult:
     from edgepipe.pipeline.core.artifact import count_parameters, save_model
     from edgepipe.pipeline.stages.finetune import fine_tune
     from edgepipe.pipeline.training import evaluate, predict_logits, seed_everything
-    from edgepipe.runtime.fidelity import fidelity
 
     rng = seed_everything(ctx.recipe.seed)
     layer, info, source_label = load_ref(ctx, cfg.model, "lowrank")
@@ -70,7 +69,7 @@ def run_lowrank(cfg: LowRankConfig, ctx) -> StageResult:
                             + "); lower the rank or name other layers")
     acc_factored = evaluate(layer, *test)
     history, teacher_label = fine_tune(cfg, ctx, layer, rng, "lowrank fine-tune")
-    acc_after = evaluate(layer, *test)
+    acc_after, fid = judged(layer, test, ref)
     params_after = count_parameters(layer)
     label = source_label + " low-rank"
     save_model(ctx.out(cfg.output_name), layer, info["spec"], [*info.get("transforms", []), *transforms],
@@ -78,7 +77,7 @@ def run_lowrank(cfg: LowRankConfig, ctx) -> StageResult:
                contract=ctx.data.contract_record)
     metrics = {"layers": per_layer, "params_before": params_before, "params_after": params_after,
                "test_acc_before": acc_before, "test_acc_factored": acc_factored, "test_acc_after": acc_after,
-               "fidelity": fidelity(ref, predict_logits(layer, test[0])),
+               "fidelity": fid,
                "teacher": teacher_label, "history": history}
     art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after, params=params_after,
                        fidelity=metrics["fidelity"])

@@ -20,9 +20,8 @@ from edgepipe.pipeline.compress.channels.sensitivity import Sensitivity
 from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
-from edgepipe.pipeline.stages.finetune import check_fine_tune, finetune_refs, teacher_inputs
+from edgepipe.pipeline.stages.finetune import check_fine_tune, finetune_refs, judged, teacher_inputs
 from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, load_ref, ref_name
-from edgepipe.runtime.fidelity import fidelity
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,7 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
         apply_masks(targets, masks)
 
     history, teacher_label = fine_tune(cfg, ctx, layer, rng, "prune fine-tune", after_step=hold_masks)
-    acc_after = evaluate(layer, *test)
+    acc_after, fid = judged(layer, test, ref)
     per_layer = sparsity_report(targets)
     zeros, total = sum(r["zeros"] for r in per_layer), sum(r["weights"] for r in per_layer)
     label = source_label + f" pruned {100 * zeros / total:.0f}%"
@@ -126,7 +125,7 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
     metrics = {"rule": {"threshold": cfg.threshold, "sparsity": cfg.sparsity, "scope": cfg.scope, "schedule": cfg.schedule},
                "layers": per_layer, "sparsity": zeros / total, "zeros": zeros, "weights": total,
                "test_acc_before": acc_before, "test_acc_pruned": acc_pruned, "test_acc_after": acc_after,
-               "fidelity": fidelity(ref, predict_logits(layer, test[0])),
+               "fidelity": fid,
                "teacher": teacher_label, "history": history}
     art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after,
                        fidelity=metrics["fidelity"])
@@ -141,7 +140,7 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_
     from edgepipe.pipeline.core.artifact import count_parameters, save_model
     from edgepipe.pipeline.core.progress import progress_bar
     from edgepipe.pipeline.stages.finetune import fine_tune
-    from edgepipe.pipeline.training import evaluate, predict_logits
+    from edgepipe.pipeline.training import evaluate
 
     shape = tuple(info["input_shape"])
     params_before = count_parameters(layer)
@@ -165,7 +164,7 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_
             f"{', '.join(g['group'])}: {g.get('skip', 'nothing to remove at this ratio')}" for g in groups) + ")")
     acc_pruned = evaluate(layer, *test)
     history, teacher_label = fine_tune(cfg, ctx, layer, rng, "prune fine-tune")
-    acc_after = evaluate(layer, *test)
+    acc_after, fid = judged(layer, test, ref)
     params_after = count_parameters(layer)
     label = source_label + f" pruned {100 * (1 - params_after / params_before):.0f}% params"
     transform = {"type": "prune_channels", "params": {"layers": changes}}
@@ -177,7 +176,7 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_
                "sensitivity": sens_metrics,
                "groups": groups, "params_before": params_before, "params_after": params_after,
                "test_acc_before": acc_before, "test_acc_pruned": acc_pruned, "test_acc_after": acc_after,
-               "fidelity": fidelity(ref, predict_logits(layer, test[0])),
+               "fidelity": fid,
                "teacher": teacher_label, "history": history}
     art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after,
                        fidelity=metrics["fidelity"], params=params_after)
@@ -188,14 +187,14 @@ def _prune_blocks(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_be
     from edgepipe.pipeline.compress.blocks import remove_blocks
     from edgepipe.pipeline.core.artifact import count_parameters, save_model
     from edgepipe.pipeline.stages.finetune import fine_tune
-    from edgepipe.pipeline.training import evaluate, predict_logits
+    from edgepipe.pipeline.training import evaluate
 
     shape = tuple(info["input_shape"])
     params_before = count_parameters(layer)
     layer, rounds = remove_blocks(layer, shape, cfg.blocks, ctx.data.split("val"))
     acc_pruned = evaluate(layer, *test)
     history, teacher_label = fine_tune(cfg, ctx, layer, rng, "prune fine-tune")
-    acc_after = evaluate(layer, *test)
+    acc_after, fid = judged(layer, test, ref)
     params_after = count_parameters(layer)
     removed = [r["removed"] for r in rounds]
     label = source_label + f" −{len(removed)} block{'s' if len(removed) > 1 else ''}"
@@ -205,7 +204,7 @@ def _prune_blocks(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_be
     metrics = {"rule": {"blocks": {"count": cfg.blocks.count, "measure": cfg.blocks.measure}}, "removed": removed,
                "rounds": rounds, "params_before": params_before, "params_after": params_after,
                "test_acc_before": acc_before, "test_acc_pruned": acc_pruned, "test_acc_after": acc_after,
-               "fidelity": fidelity(ref, predict_logits(layer, test[0])),
+               "fidelity": fid,
                "teacher": teacher_label, "history": history}
     art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after,
                        fidelity=metrics["fidelity"], params=params_after)

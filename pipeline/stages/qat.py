@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
-from edgepipe.pipeline.stages.finetune import check_fine_tune, finetune_refs, teacher_inputs
+from edgepipe.pipeline.stages.finetune import check_fine_tune, finetune_refs, judged, teacher_inputs
 from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, load_ref, ref_name
 
 
@@ -60,7 +60,6 @@ def run_qat(cfg: QatConfig, ctx) -> StageResult:
     from edgepipe.pipeline.core.artifact import save_model
     from edgepipe.pipeline.stages.finetune import fine_tune
     from edgepipe.pipeline.training import evaluate, predict_logits, seed_everything
-    from edgepipe.runtime.fidelity import fidelity
 
     rng = seed_everything(ctx.recipe.seed)
     layer, info, source_label = load_ref(ctx, cfg.model, "qat")
@@ -77,14 +76,14 @@ def run_qat(cfg: QatConfig, ctx) -> StageResult:
     simulated = evaluate(layer, *test)  # with fake quantization: what the integer model should reach
     ranges = learned_ranges(order, layer)
     unwrap(layer)
-    float_after = evaluate(layer, *test)
+    float_after, fid = judged(layer, test, ref)
     label = source_label + f" QAT w{cfg.weight_bits}"
     qat = {"weight_bits": cfg.weight_bits, "activation_bits": 8, "layers": ranges}
     save_model(ctx.out(cfg.output_name), layer, info["spec"], info.get("transforms"),
                meta={"label": label, "qat": qat}, input_shape=info["input_shape"],
                contract=ctx.data.contract_record)
     metrics = {"test_acc_before": float_before, "test_acc_simulated": simulated, "test_acc_float_after": float_after,
-               "fidelity": fidelity(ref, predict_logits(layer, test[0])),
+               "fidelity": fid,
                "history": history, "layers": ranges, "teacher": teacher_label}
     art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, qat=qat,
                        paddle_test_acc=float_after, simulated_test_acc=simulated, fidelity=metrics["fidelity"])

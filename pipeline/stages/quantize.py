@@ -98,20 +98,24 @@ def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
     from edgepipe.export.quantize import convert_fp16, quantize_dynamic, quantize_matmul_4bit
     from edgepipe.runtime.cost import describe
     from edgepipe.runtime.fidelity import fidelity
-    from edgepipe.runtime.session import accuracy, open_session, predict
+    from edgepipe.runtime.session import open_session, predict
 
+    xt, yt = ctx.data.split("test")
     if isinstance(cfg.model, str):
         fp32_path, src_meta = ctx.path_of(cfg.model), ctx.artifacts[cfg.model].meta
+        fp32_logits = predict(open_session(fp32_path), xt)
     else:  # a float ONNX file of the user's: what the artifact of an export stage would record
         from edgepipe.pipeline.models.sources import resolve
 
         fp32_path = resolve(ctx.base, cfg.model.onnx)
-        takes = tuple(open_session(fp32_path).get_inputs()[0].shape[1:])
+        session = open_session(fp32_path)
+        takes = tuple(session.get_inputs()[0].shape[1:])
         if takes != tuple(ctx.data.input_shape):
             raise EdgepipeError(f"quantize.model: {fp32_path} takes inputs of shape {list(takes)}, the data gives "
                                 f"{list(ctx.data.input_shape)}; use data of the model's input shape")
+        fp32_logits = predict(session, xt)
         src_meta = {"label": cfg.model.name, "bytes": fp32_path.stat().st_size,
-                    "accuracy": accuracy(open_session(fp32_path), *ctx.data.split("test"))}
+                    "accuracy": float((fp32_logits.argmax(1) == yt).mean())}
     out = ctx.out(cfg.output_name)
     facts: dict = {"mode": cfg.mode}
     warnings: list[str] = []
@@ -159,10 +163,9 @@ def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
         print(f"  warning: {w}", file=sys.stderr)
     facts |= describe(out)
     facts["warnings"] = warnings
-    xt, yt = ctx.data.split("test")
     q_logits = predict(open_session(out), xt)
     facts["accuracy"] = float((q_logits.argmax(1) == yt).mean())
-    facts["fidelity"] = fidelity(predict(open_session(fp32_path), xt), q_logits)  # against the float model
+    facts["fidelity"] = fidelity(fp32_logits, q_logits)  # against the float model
     fp32_acc = src_meta["accuracy"]
     facts["accuracy_drop_points"] = 100.0 * (fp32_acc - facts["accuracy"])
     facts["bytes_ratio_vs_fp32"] = facts["bytes"] / src_meta["bytes"]
