@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -35,6 +36,13 @@ OPTIONAL = {"omit_default": True}
 def require(cond: bool, field: str, message: str) -> None:
     if not cond:
         raise FieldError(field, message)
+
+
+def _key(k) -> str:
+    """A key as it appears in an error's path: as written, or quoted when it would not read as one
+    line (a newline, a control character, leading or trailing blanks, empty)."""
+    text = str(k)
+    return text if text and text.isprintable() and text.strip() == text else repr(text)
 
 
 def _type_name(tp) -> str:
@@ -76,7 +84,7 @@ def convert(tp, value, path: str):
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping of keys, got {type(value).__name__} {value!r}")
         key_t, val_t = (args or (str, Any))
-        return {convert(key_t, k, f"{path}.{k}"): convert(val_t, v, f"{path}.{k}") for k, v in value.items()}
+        return {convert(key_t, k, f"{path}.{_key(k)}"): convert(val_t, v, f"{path}.{_key(k)}") for k, v in value.items()}
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
@@ -93,6 +101,8 @@ def convert(tp, value, path: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # YAML's .inf / .nan: a learning rate or weight that can only diverge
+            raise ConfigError(f"{path}: {value!r} is not a finite number; give an ordinary number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -126,7 +136,7 @@ def from_dict(cls, data, path: str = ""):
     fields = [f.name for f in dataclasses.fields(cls) if f.init]
     kwargs = {}
     for key, value in data.items():
-        sub = f"{path}.{key}" if path else str(key)
+        sub = f"{path}.{_key(key)}" if path else _key(key)
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(fields)}"
@@ -137,6 +147,11 @@ def from_dict(cls, data, path: str = ""):
     except FieldError as exc:
         raise ConfigError(f"{path + '.' if path else ''}{exc.field}: {exc.message}") from None
     except TypeError as exc:  # a required key is missing
+        missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in kwargs
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ConfigError(f"{where}: missing key{'s' if len(missing) > 1 else ''} {', '.join(repr(m) for m in missing)}; "
+                              f"add {'them' if len(missing) > 1 else 'it'}") from None
         raise ConfigError(f"{where}: {exc}") from None
 
 
@@ -172,11 +187,18 @@ def read_yaml(path: str | Path, what: str = "recipe") -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: {what} file not found")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8); give the {what} YAML file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nests too deeply to be a {what}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where} ({getattr(exc, 'problem', exc)})") from None
+        what = " ".join(str(getattr(exc, "problem", None) or exc).split())[:200]  # one line, whatever the parser said
+        raise ConfigError(f"{path}: not valid YAML{where} ({what})") from None
 
 
 __all__ = ["ConfigError", "FieldError", "OPTIONAL", "require", "from_dict", "to_dict", "config_sha", "read_yaml"]

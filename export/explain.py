@@ -13,10 +13,11 @@ Runs the model in onnxruntime with profiling on and keeps the graph onnxruntime 
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from edgepipe.runtime.atomic import temp_dir
 
 INT_KERNELS = {"QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "QGemm", "QLinearAdd", "QLinearMul",
                "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu",
@@ -52,7 +53,7 @@ def explain(model: str | Path, threads: int = 1, seconds: float = 1.0, min_runs:
 
     model = Path(model)
     open_session(model)  # one-line errors for a missing or broken file
-    with tempfile.TemporaryDirectory(prefix="edgepipe-explain-") as tmp:
+    with temp_dir("explain") as tmp:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.log_severity_level = 3

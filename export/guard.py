@@ -10,13 +10,13 @@ drop is measured as top-1 disagreement with the fp32 model.
 """
 from __future__ import annotations
 
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from edgepipe.export.quantize import QuantOptions, quantize_static
+from edgepipe.runtime.atomic import temp_dir
 from edgepipe.runtime.cost import probe_session
 from edgepipe.runtime.fidelity import channel_sums, fidelity
 
@@ -154,7 +154,7 @@ def guarded_quantize(fp32: str | Path, out: str | Path, calibration: np.ndarray,
     ref = next(iter(run_outputs(fp32, x).values()))
     excluded: list[str] = list(opts.nodes_to_exclude)
     steps = []
-    with tempfile.TemporaryDirectory(prefix="edgepipe-guard-") as tmp:
+    with temp_dir("guard") as tmp:
         cand = Path(tmp) / "q.onnx"
         while True:
             o = replace(opts, nodes_to_exclude=tuple(excluded))

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.runtime.atomic import write_bytes_atomic
+from edgepipe.runtime.atomic import temp_dir, write_bytes_atomic
+from edgepipe.runtime.child import run_child
 from edgepipe.runtime.session import open_session, predict
 
 DEFAULT_OPSET = 13
@@ -21,21 +20,9 @@ class ParityError(EdgepipeError):
     """The exported ONNX model does not reproduce Paddle's outputs within tolerance."""
 
 
-def _die_with_parent():  # pragma: no cover - runs in the child
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
 def _run_paddle2onnx(model_json: Path, params: Path, out: Path, opset: int, name: str) -> None:
     cmd = [sys.executable, "-m", "edgepipe.export._p2o", str(model_json), str(params), str(out), str(opset)]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True,
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-    )
+    proc = run_child(cmd)
     if proc.returncode == 0 and out.is_file():
         return
     tail = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
@@ -97,7 +84,7 @@ def export_layer(
     from paddle.static import InputSpec
 
     layer.eval()
-    with tempfile.TemporaryDirectory(prefix="edgepipe-export-") as tmp:
+    with temp_dir("export") as tmp:
         prefix = os.path.join(tmp, "model")
         spec = [InputSpec([None, *input_shape], "float32", "x")]
         try:
@@ -121,7 +108,7 @@ def export_saved(graph: Path, params: Path, out: str | Path, *, opset: int = DEF
     from edgepipe.export.metadata import merge
 
     out = Path(out)
-    with tempfile.TemporaryDirectory(prefix="edgepipe-export-") as tmp:
+    with temp_dir("export") as tmp:
         tmp_out = Path(tmp) / "model.onnx"
         _run_paddle2onnx(Path(graph), Path(params), tmp_out, opset, name)
         model = onnx.load(str(tmp_out))
@@ -145,6 +132,10 @@ def check_parity(
     got = predict(open_session(onnx_path), inputs)
     if got.shape != reference.shape:
         raise ParityError(f"{name}: ONNX output 0 has shape {list(got.shape)}, Paddle gave {list(reference.shape)}")
+    for label, arr in (("Paddle's", reference), ("onnxruntime's", got)):
+        if not np.isfinite(arr).all():  # NaN compares false to everything: a NaN model would pass
+            raise ParityError(f"{name}: {label} outputs hold NaN or inf on {len(inputs)} held-out inputs; the model's "
+                              "weights are not finite (did training diverge?), so nothing is exported")
     diff = np.abs(got - reference)
     allowed = atol + rtol * np.abs(reference)
     worst = float(diff.max())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Literal
@@ -19,7 +18,7 @@ import numpy as np
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.devices.errors import FieldError
-from edgepipe.runtime.atomic import write_bytes_atomic
+from edgepipe.runtime.atomic import temp_dir, write_bytes_atomic
 
 ActType = Literal["u8", "s8", "u16", "s16"]
 WeightType = Literal["s8", "u8", "s4", "u4"]
@@ -122,7 +121,7 @@ def quantize_static(fp32: str | Path, out: str | Path, calibration: np.ndarray, 
     extra = {"CalibPercentile": opts.percentile}
     if tensor_overrides:
         extra["TensorQuantOverrides"] = {k: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for k, (lo, hi) in tensor_overrides.items()}
-    with tempfile.TemporaryDirectory(prefix="edgepipe-quant-") as tmp, quiet_ort_logging():
+    with temp_dir("quant") as tmp, quiet_ort_logging():
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         q = Path(tmp) / "q.onnx"
@@ -164,7 +163,7 @@ def quantize_dynamic(fp32: str | Path, out: str | Path, weight_type: Literal["s8
     share = conv_mac_share(fp32)
     if share > 0.5:
         warnings.append(DYNAMIC_CONV_WARNING.format(share=share))
-    with tempfile.TemporaryDirectory(prefix="edgepipe-quant-") as tmp, quiet_ort_logging():
+    with temp_dir("quant") as tmp, quiet_ort_logging():
         q = Path(tmp) / "q.onnx"
         ort_quantize_dynamic(str(fp32), str(q), weight_type=_qtype(weight_type), per_channel=per_channel)
         _save(out, q, fp32)

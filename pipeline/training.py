@@ -2,11 +2,13 @@
 the data's augmentation per batch, a progress bar showing loss and accuracy and evaluation."""
 from __future__ import annotations
 
+import math
 import sys
 from typing import Callable
 
 import numpy as np
 
+from edgepipe.devices import EdgepipeError
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -72,13 +74,18 @@ def fit(
             yb = paddle.to_tensor(y[idx])
             logits = model(xb)
             loss = loss_fn(logits, xb, yb, idx) if loss_fn else F.cross_entropy(logits, yb)
+            value = float(loss)
+            if not math.isfinite(value):  # one step further and every weight is NaN
+                bar.close()
+                raise EdgepipeError(f"{desc}: the loss became {value} at epoch {epoch + 1}, step {start // batch_size + 1} "
+                                    f"(lr {lr:g}); training diverged: lower lr, or check the data for NaN or huge values")
             loss.backward()
             opt.step()
             opt.clear_grad()
             schedule.step()
             if after_step is not None:
                 after_step(int(schedule.last_epoch), steps)
-            total_loss += float(loss) * len(idx)
+            total_loss += value * len(idx)
             correct += int((logits.argmax(1) == yb).astype("int64").sum())
             seen += len(idx)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")

@@ -3,7 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
+
+
+def _number(kind, least: float, what: str):
+    """An argparse type: a finite `kind` of at least `least` (so --macs -5 or --threads 0 is refused at once)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value) or value < least:
+            raise argparse.ArgumentTypeError(f"{text} must be {what}")
+        return value
+    return parse
+
+
+positive_int = _number(int, 1, "at least 1")
+count = _number(int, 0, "0 or more")
+seconds = _number(float, 0, "a finite number of seconds, 0 or more")
 
 
 def build_parser(prog: str = "edgepipe-runner", add_help: bool = True) -> argparse.ArgumentParser:
@@ -18,21 +37,21 @@ def build_parser(prog: str = "edgepipe-runner", add_help: bool = True) -> argpar
                                                 "and preprocessed by the model's input contract (needs Pillow: edgepipe[images])")
     p.add_argument("--predictions", type=Path, help="write each input's predicted class and score here (.csv or .json)")
     p.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE", help="value of a named dynamic input dimension")
-    p.add_argument("--threads", type=int, help="intra-op threads (default: the profile's, else 1)")
-    p.add_argument("--inter-threads", type=int, default=1, help="inter-op threads (default 1)")
-    p.add_argument("--batch", type=int, action="append", help="batch size; repeat for a sweep (default 1)")
+    p.add_argument("--threads", type=positive_int, help="intra-op threads (default: the profile's, else 1)")
+    p.add_argument("--inter-threads", type=positive_int, default=1, help="inter-op threads (default 1)")
+    p.add_argument("--batch", type=positive_int, action="append", help="batch size; repeat for a sweep (default 1)")
     p.add_argument("--optimization", choices=["disable", "basic", "extended", "all"], default="all", help="graph optimisation level")
-    p.add_argument("--warmup", type=int, default=10, help="warm-up iterations, at least (default 10)")
-    p.add_argument("--warmup-seconds", type=float, default=0.2, help="warm up for at least this long (default 0.2)")
-    p.add_argument("--iters", type=int, default=100, help="measured iterations, at least (default 100)")
-    p.add_argument("--min-seconds", type=float, default=1.0, help="measure for at least this long (default 1)")
-    p.add_argument("--max-seconds", type=float, default=30.0, help="stop measuring after this long (default 30)")
+    p.add_argument("--warmup", type=count, default=10, help="warm-up iterations, at least (default 10)")
+    p.add_argument("--warmup-seconds", type=seconds, default=0.2, help="warm up for at least this long (default 0.2)")
+    p.add_argument("--iters", type=positive_int, default=100, help="measured iterations, at least (default 100)")
+    p.add_argument("--min-seconds", type=seconds, default=1.0, help="measure for at least this long (default 1)")
+    p.add_argument("--max-seconds", type=seconds, default=30.0, help="stop measuring after this long (default 30)")
     p.add_argument("--provider", action="append", help="execution provider, in order; each must exist (default: the profile's, "
                                                        "those missing from this build reported and skipped)")
-    p.add_argument("--energy-seconds", type=float, default=1.0, help="length of the energy phase (0: no energy)")
-    p.add_argument("--idle-seconds", type=float, default=0.5, help="idle baseline before it, for sensors (default 0.5)")
+    p.add_argument("--energy-seconds", type=seconds, default=1.0, help="length of the energy phase (0: no energy)")
+    p.add_argument("--idle-seconds", type=seconds, default=0.5, help="idle baseline before it, for sensors (default 0.5)")
     p.add_argument("--no-roofline", action="store_true", help="skip MAC/s against the host's GEMM peak")
-    p.add_argument("--macs", type=int, help="MACs per inference at batch 1 (counted from the graph when onnx is installed)")
+    p.add_argument("--macs", type=positive_int, help="MACs per inference at batch 1 (counted from the graph when onnx is installed)")
     p.add_argument("--save-outputs", type=Path, help="write the model's outputs for --inputs to this .npz")
     p.add_argument("--json", type=Path, help="write the full result here")
     p.add_argument("--csv", type=Path, help="write one row per batch size here")

@@ -27,9 +27,9 @@ _OPERANDS = {"QLinearConv": (0, 3), "QLinearMatMul": (0, 3)}
 def load_onnx(path: str | Path):
     import onnx
 
-    path = Path(path)
-    if not path.is_file():
-        raise EdgepipeError(f"{path}: ONNX file not found")
+    from edgepipe.runtime.modelfile import check_model_file
+
+    path = check_model_file(path).path  # external data only from regular files inside its folder
     try:
         return onnx.load(str(path))
     except Exception as exc:

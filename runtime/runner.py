@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from edgepipe.devices import EdgepipeError, detect_host
+from edgepipe.devices import EdgepipeError, detect_host, os_error_line
 from edgepipe.runtime.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from edgepipe.runtime.bench import Bench, BenchOptions
-from edgepipe.runtime.session import predict
+from edgepipe.runtime.session import check_arrays, predict
 
 LABEL_KEYS = ("y", "labels", "label")
 SCHEMA = "edgepipe-bench/1"
@@ -82,7 +82,22 @@ def load_npz(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     labels = next((arrays.pop(k) for k in LABEL_KEYS if k in arrays), None)
     if not arrays:
         raise EdgepipeError(f"{path}: holds no input arrays (only labels)")
+    check_arrays(arrays, str(path))
+    if labels is not None and (labels.dtype.kind not in "iu" or labels.ndim != 1):
+        raise EdgepipeError(f"{path}: labels are {labels.dtype} of shape {list(labels.shape)}; save class indices (integers, one per input)")
     return arrays, labels
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """One line now, rather than a traceback after the measurement, when `path` cannot be written."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise EdgepipeError(f"{flag} {path}: is a folder; give a file name")
+    if not parent.is_dir():
+        raise EdgepipeError(f"{flag} {path}: folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise EdgepipeError(f"{flag} {path}: not writable here; give a path you can write")
 
 
 def environment() -> dict:
@@ -106,8 +121,11 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
     arrays, labels, files, classes = None, None, None, ()
     if inputs is not None and inputs.is_dir():
         images, inputs = inputs, None
+    notes = []
     if inputs is not None:
         arrays, labels = load_npz(inputs)
+        notes += [f"{inputs}: '{k}' is float64; converted to the model's float type" for k, v in arrays.items()
+                  if v.dtype == np.float64]
         n = len(next(iter(arrays.values())))
         if labels is not None and len(labels) != n:
             raise EdgepipeError(f"{inputs}: {len(labels)} labels for {n} inputs")
@@ -125,7 +143,8 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
     env = environment()
     runs = [bench.measure(bench.feed(b, arrays, str(inputs))) for b in opts.batches]
     result = {"schema": SCHEMA, "model": str(model), "model_bytes": Path(model).stat().st_size,
-              "options": asdict(opts), "providers": bench.providers, "cold_start": bench.cold_start(), "runs": runs}
+              "options": asdict(opts), "providers": bench.providers, "cold_start": bench.cold_start(), "runs": runs,
+              **({"notes": notes} if notes else {})}
 
     mem = {"rss_before_session_mb": rss_start, "rss_after_session_mb": rss_session, "rss_after_mb": _rss_mb()}
     mem["rss_growth_mb"] = mem["rss_after_mb"] - rss_start
@@ -301,15 +320,23 @@ def main(argv: list[str] | None = None) -> int:
 def execute(args: argparse.Namespace) -> int:
     """Run the runner from parsed arguments (`edgepipe bench` parses the same ones)."""
     try:
+        for flag, path in (("--json", args.json), ("--csv", args.csv), ("--predictions", args.predictions),
+                           ("--save-outputs", args.save_outputs)):
+            if path is not None:
+                check_writable(path, flag)  # before measuring, so a bad path never costs the measurement
         profile, source = resolve_profile(args.profile)
-        # A profile's thread count is for its device; on a host with fewer cores it is capped.
-        threads = args.threads or (min(profile.threads, os.cpu_count() or 1) if profile else 1)
+        # A profile's thread count is for its device, --threads for whatever the user had in mind; on a
+        # host with fewer logical CPUs either is capped (more threads than CPUs only oversubscribe).
+        cpus = os.cpu_count() or 1
+        asked, whose = (args.threads, "--threads") if args.threads else (profile.threads if profile else 1, "the profile")
+        threads, inter = min(asked, cpus), min(args.inter_threads, cpus)
         notes = []
-        if profile and not args.threads and threads < profile.threads:
-            notes.append(f"profile '{profile.name}' asks for {profile.threads} threads; this host has {threads} CPUs, "
-                         f"so {threads} are used")
+        if threads < asked:
+            notes.append(f"{whose} asks for {asked} threads; this host has {cpus} logical CPUs, so {threads} are used")
+        if inter < args.inter_threads:
+            notes.append(f"--inter-threads {args.inter_threads} capped to this host's {cpus} logical CPUs")
         opts = BenchOptions(
-            threads=threads, inter_threads=args.inter_threads,
+            threads=threads, inter_threads=inter,
             batches=tuple(args.batch or (1,)), graph_optimization=args.optimization,
             warmup_iters=args.warmup, warmup_seconds=args.warmup_seconds, iters=args.iters,
             min_seconds=args.min_seconds, max_seconds=args.max_seconds,
@@ -324,7 +351,7 @@ def execute(args: argparse.Namespace) -> int:
                      energy_seconds=args.energy_seconds, idle_seconds=args.idle_seconds,
                      roofline=not args.no_roofline, macs=args.macs, save_outputs=args.save_outputs,
                      images=args.images, want_predictions=bool(args.predictions))
-        result["notes"] = notes
+        result["notes"] = notes + result.get("notes", [])
         if args.json:
             write_json_atomic(args.json, result)
         if args.csv:
@@ -334,6 +361,16 @@ def execute(args: argparse.Namespace) -> int:
     except EdgepipeError as exc:
         print(f"edgepipe-runner: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        print(f"edgepipe-runner: error: {os_error_line(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug or an unexpected library failure: one line, the traceback on request
+        if os.environ.get("EDGEPIPE_DEBUG"):
+            raise
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        print(f"edgepipe-runner: internal error: {type(exc).__name__}: {first} (set EDGEPIPE_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
     if not args.quiet:
         print(summary(result))
     return 0

@@ -7,6 +7,9 @@ import numpy as np
 import onnxruntime as ort
 
 from edgepipe.devices import EdgepipeError
+from edgepipe.runtime.modelfile import check_model_file
+
+ort.disable_telemetry_events()  # and ORT_DISABLE_TELEMETRY, set by edgepipe.devices before onnxruntime loads
 
 _NP_TYPES = {
     "tensor(float)": np.float32,
@@ -52,9 +55,7 @@ def open_session(
     providers: tuple[str, ...] = ("CPUExecutionProvider",),
     optimization: str = "all",
 ) -> ort.InferenceSession:
-    path = Path(model)
-    if not path.is_file():
-        raise EdgepipeError(f"{path}: model file not found; pass the path of an .onnx file")
+    path = check_model_file(model).path  # before onnxruntime reads a byte of it or its external data
     usable_providers(providers, strict=True)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = _OPT_LEVELS[optimization]
@@ -113,13 +114,36 @@ def check_feed(session: ort.InferenceSession, feed: dict[str, np.ndarray], sourc
             )
 
 
+def check_arrays(arrays: dict[str, np.ndarray], source: str) -> None:
+    """Inputs a model can be measured on: numeric, at least one row, every float finite. A NaN input
+    would be measured as if it were data (and scored: NaN logits argmax to class 0)."""
+    for k, v in arrays.items():
+        if v.dtype.kind not in "fiub":
+            raise EdgepipeError(f"{source}: '{k}' has dtype {v.dtype}, not a numeric array; save numbers (float32 for images)")
+        if v.ndim == 0 or v.shape[0] == 0:
+            raise EdgepipeError(f"{source}: '{k}' has shape {list(v.shape)}: no rows; give at least one input")
+        if v.dtype.kind == "f" and not np.isfinite(v).all():
+            bad = int(np.size(v) - np.isfinite(v).sum())
+            raise EdgepipeError(f"{source}: '{k}' holds {bad} NaN or infinite values; inputs must be finite numbers")
+
+
 def resolve_feed(session: ort.InferenceSession, arrays: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
-    """Map arrays onto the model's inputs ('x' stands for the input of a single-input model) and check them."""
+    """Map arrays onto the model's inputs ('x' stands for the input of a single-input model) and check
+    them; float arrays are cast to the float type the model takes (float64 files are common)."""
     names = [i.name for i in session.get_inputs()]
     if len(names) == 1 and names[0] not in arrays and "x" in arrays:
         arrays = {names[0]: arrays["x"]}
     check_feed(session, arrays, source)
-    return {n: arrays[n] for n in names}
+    out = {}
+    for inp in session.get_inputs():
+        arr, want = arrays[inp.name], _NP_TYPES.get(inp.type)
+        if want is not None and arr.dtype != want:
+            if arr.dtype.kind != "f" or np.dtype(want).kind != "f":
+                raise EdgepipeError(f"{source}: '{inp.name}' is {arr.dtype}, the model takes {np.dtype(want).name}; "
+                                    "save the inputs in that type")
+            arr = arr.astype(want)
+        out[inp.name] = arr
+    return out
 
 
 def predict(session: ort.InferenceSession, x: np.ndarray, batch: int = 256) -> np.ndarray:

@@ -1,12 +1,11 @@
 """Device profiles: presets load and say why, detection picks the right one, bad files fail clearly."""
 import pytest
+from conftest import edgepipe
 
 from edgepipe.devices import EdgepipeError, HostInfo
 from edgepipe.devices.host import detect_host
 from edgepipe.devices.profiles import detect_profile, load_profile, preset_names
 from edgepipe.runtime.verdict import judge
-
-from conftest import edgepipe
 
 REQUIRED = {"x86-avx2", "x86-vnni", "nvidia-gpu", "jetson-orin-nano", "rpi4", "rpi5", "arm-camera-a53"}
 

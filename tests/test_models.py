@@ -32,7 +32,7 @@ def test_artifact_round_trip_reproduces_outputs(tmp_path):
     loaded, info = load_model(tmp_path / "m")
     np.testing.assert_allclose(predict_logits(loaded, x), predict_logits(model, x), rtol=0, atol=0)
     assert info["params"] == count_parameters(model) and info["input_shape"] == [1, 28, 28]
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "model.pdparams"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "model.safetensors"]
 
 
 def test_transforms_are_replayed_on_load(tmp_path):
@@ -60,9 +60,9 @@ def test_broken_artifacts_give_clear_errors(tmp_path):
     save_model(tmp_path / "m", build_model(spec), spec, transforms=[])
     with pytest.raises(EdgepipeError, match="model description not found"):
         load_model(tmp_path / "missing")
-    params = tmp_path / "m" / "model.pdparams"
+    params = tmp_path / "m" / "model.safetensors"
     params.write_bytes(params.read_bytes()[:50])
-    with pytest.raises(EdgepipeError, match="model.pdparams: cannot read weights"):
+    with pytest.raises(EdgepipeError, match="model.safetensors: cannot read weights"):
         load_model(tmp_path / "m")
     params.unlink()
     with pytest.raises(EdgepipeError, match="weights not found"):

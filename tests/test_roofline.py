@@ -3,12 +3,11 @@ cached per host, and the achieved fraction is arithmetic on those figures."""
 import sys
 
 import pytest
+from onnx_models import CONV_MLP_MACS, conv_mlp
 
 from edgepipe.devices import detect_host
 from edgepipe.runtime import roofline
 from edgepipe.runtime.roofline import KERNELS, host_peaks, model_costs
-
-from onnx_models import CONV_MLP_MACS, conv_mlp
 
 
 def test_shipped_kernels_match_the_generator():
@@ -42,8 +41,9 @@ def test_model_costs_and_fraction(tmp_path):
 
 
 def test_int8_model_is_compared_with_the_int8_peak(tmp_path):
-    from edgepipe.export.quantize import QuantOptions, quantize_static
     import numpy as np
+
+    from edgepipe.export.quantize import QuantOptions, quantize_static
 
     model = conv_mlp(tmp_path / "m.onnx")
     calib = np.random.default_rng(0).standard_normal((16, 1, 8, 8)).astype(np.float32)

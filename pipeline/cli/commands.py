@@ -29,14 +29,17 @@ def cmd_export(args) -> int:
     import numpy as np
 
     from edgepipe.devices import EdgepipeError
-    from edgepipe.pipeline.core.artifact import read_model_info
+    from edgepipe.pipeline.core.artifact import read_model_info, weights_file
     from edgepipe.pipeline.models.sources import inference_files
     from edgepipe.pipeline.stages.export import export_checked, export_saved_checked
 
     model = Path(args.model)
     rng = np.random.default_rng(0)
     common = dict(opset=args.opset, atol=args.atol, rtol=args.rtol, name=str(model))
-    saved = not (model / "model.pdparams").is_file() and (
+    if args.parity_samples < 1:
+        raise EdgepipeError(f"--parity-samples {args.parity_samples}: the export is checked against Paddle on at least "
+                            "1 sample (default 8); an unchecked ONNX file is never written")
+    saved = weights_file(model) is None and (
         model.is_dir() or any(Path(f"{model}{suffix}").is_file() for suffix in (".json", ".pdmodel")))
     if not saved:  # an edgepipe model folder
         out = Path(args.output or model / "model.onnx")
@@ -50,7 +53,7 @@ def cmd_export(args) -> int:
         try:
             graph, params = inference_files(model)
         except EdgepipeError:
-            raise EdgepipeError(f"{model}: neither an edgepipe model folder (model.json + model.pdparams) nor a "
+            raise EdgepipeError(f"{model}: neither an edgepipe model folder (model.json + model.safetensors) nor a "
                                 "paddle.jit.save output (NAME.json or NAME.pdmodel + NAME.pdiparams)") from None
         out = Path(args.output or graph.with_suffix(".onnx"))
         _onnx_name(out)

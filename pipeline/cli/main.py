@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", message="No ccache found")  # paddle's, on import; about building C++ extensions
     args = build_parser().parse_args(argv)
-    from edgepipe.devices import EdgepipeError
+    from edgepipe.devices import EdgepipeError, os_error_line
 
     try:
         return args.fn(args)
@@ -135,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"edgepipe: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a file the user named that cannot be read or written: say which
+        if args.debug:
+            raise
+        print(f"edgepipe: error: {os_error_line(exc)}", file=sys.stderr)
+        return 1
     except Exception as exc:  # a bug or an unexpected library failure: still one line
         if args.debug:
             raise

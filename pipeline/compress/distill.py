@@ -96,13 +96,15 @@ def soft_target_loss(teacher, temperature: float, alpha: float, cached=None):
 
 
 def model_fingerprint(folder) -> str:
-    """sha256 over an artifact's model.json and model.pdparams: any change to the teacher changes it."""
+    """sha256 over an artifact's model.json and weights: any change to the teacher changes it."""
     import hashlib
     from pathlib import Path
 
+    from edgepipe.pipeline.core.artifact import weights_file
+
     h = hashlib.sha256()
-    for name in ("model.json", "model.pdparams"):
-        h.update((Path(folder) / name).read_bytes())
+    for path in (Path(folder) / "model.json", weights_file(folder) or Path(folder) / "model.safetensors"):
+        h.update(path.read_bytes())
     return h.hexdigest()
 
 
@@ -114,8 +116,6 @@ def cached_teacher_logits(teacher, teacher_dir, x, data_fingerprint: str):
     teacher (or other data) never reads stale logits. Returns (logits, {path, hit}).
     """
     import hashlib
-    import os
-    import tempfile
 
     import numpy as np
 
@@ -135,11 +135,10 @@ def cached_teacher_logits(teacher, teacher_dir, x, data_fingerprint: str):
             pass  # a damaged entry is computed again
     logits = predict_logits(teacher, x).astype(np.float32)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        from edgepipe.runtime.atomic import atomic_path
+
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.save(f, logits)
-        os.replace(tmp, path)
     except OSError:
         return logits, {"path": None, "hit": False}  # read-only cache: still correct, just not kept
     return logits, {"path": str(path), "hit": False}

@@ -1,4 +1,6 @@
-"""The model folder: `model.json` (source spec + applied transforms + facts) beside `model.pdparams`.
+"""The model folder: `model.json` (source spec + applied transforms + facts) beside `model.safetensors`
+(weights in a format that cannot run code; a folder from before it holds `model.pdparams`, which is
+still read, through the same safe loader: edgepipe.pipeline.core.weights).
 
 A stage that changes the architecture (pruning, low-rank) appends a transform with its
 parameters (kept channel indices, ranks); loading rebuilds the source (edgepipe.pipeline.models
@@ -7,15 +9,25 @@ builds it), replays the transforms in order (found through the registry), then l
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.pipeline.core.registry import transforms as known_transforms
+from edgepipe.pipeline.core.weights import read_state, write_state
 from edgepipe.runtime.atomic import write_json_atomic
 
 FORMAT = "edgepipe-model/1"
+WEIGHTS = "model.safetensors"
+LEGACY_WEIGHTS = "model.pdparams"  # written by edgepipe before safetensors; read, never written
+
+
+def weights_file(folder: str | Path) -> Path | None:
+    """The weights file of a model folder (model.safetensors, or an older folder's model.pdparams)."""
+    folder = Path(folder)
+    for name in (WEIGHTS, LEGACY_WEIGHTS):
+        if (folder / name).is_file():
+            return folder / name
+    return None
 
 
 def count_parameters(layer) -> int:
@@ -40,18 +52,9 @@ def save_model(folder: str | Path, layer, spec, transforms: list[dict] | None = 
     """Write the weights and model.json. `spec` is what rebuilds the architecture: a source config
     (to_dict(), input_shape) or the mapping a model folder recorded (then give input_shape);
     `contract` is the input contract of the data it was trained on (size, channels, mean, std...)."""
-    import paddle
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".model.pdparams.", suffix=".tmp")
-    os.close(fd)
-    try:
-        paddle.save(layer.state_dict(), tmp)
-        os.replace(tmp, folder / "model.pdparams")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_state(folder / WEIGHTS, layer.state_dict())
     write_json_atomic(folder / "model.json", {
         "format": FORMAT,
         "spec": spec if isinstance(spec, dict) else spec.to_dict(),
@@ -68,7 +71,7 @@ def read_model_info(folder: str | Path) -> dict:
     folder = Path(folder)
     info_path = folder / "model.json"
     if not info_path.is_file():
-        raise EdgepipeError(f"{info_path}: model description not found; pass a folder written by edgepipe (model.json + model.pdparams)")
+        raise EdgepipeError(f"{info_path}: model description not found; pass a folder written by edgepipe (model.json + {WEIGHTS})")
     try:
         info = json.loads(info_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -79,25 +82,23 @@ def read_model_info(folder: str | Path) -> dict:
 
 
 def load_weights(layer, folder: str | Path):
-    """Load the folder's model.pdparams into `layer` (already rebuilt and transformed); eval mode."""
-    return load_state(layer, Path(folder) / "model.pdparams", "re-run the stage that made this model")
+    """Load the folder's weights into `layer` (already rebuilt and transformed); eval mode."""
+    return load_state(layer, weights_file(folder) or Path(folder) / WEIGHTS, "re-run the stage that made this model")
 
 
 def load_state(layer, params_path: Path, fix: str):
-    """Load a state dict file into `layer`, refusing any missing, unexpected or mis-shaped key (listing
-    the first few) before touching the layer; eval mode. `fix` says what to do about a bad file."""
-    import paddle
+    """Load a state dict file (.safetensors, or a .pdparams read without running code) into `layer`,
+    refusing any missing, unexpected, mis-shaped or non-finite entry (listing the first few) before
+    touching the layer; eval mode. `fix` says what to do about a bad file."""
+    import numpy as np
 
     params_path = Path(params_path)
     if not params_path.is_file():
         raise EdgepipeError(f"{params_path}: weights not found; {fix}")
     try:
-        state = paddle.load(str(params_path))
-        if not isinstance(state, dict):
-            raise TypeError(f"holds a {type(state).__name__}, not a state dict")
-    except Exception as exc:
-        raise EdgepipeError(f"{params_path}: cannot read weights ({type(exc).__name__}); the file is damaged or not a "
-                            f"state dict, {fix}") from None
+        state = read_state(params_path)
+    except EdgepipeError as exc:
+        raise EdgepipeError(f"{exc}; {fix}") from None
     want = {k: list(v.shape) for k, v in layer.state_dict().items()}
     got = {k: list(getattr(v, "shape", [])) for k, v in state.items()}
     missing = [k for k in want if k not in got]
@@ -107,6 +108,9 @@ def load_state(layer, params_path: Path, fix: str):
         parts = [f"{label} {items[:3]}" + (f" and {len(items) - 3} more" if len(items) > 3 else "")
                  for label, items in (("missing", missing), ("unexpected", unexpected), ("shapes", shapes)) if items]
         raise EdgepipeError(f"{params_path}: weights do not match the model spec ({'; '.join(parts)}); {fix}")
+    bad = [k for k, v in state.items() if v.dtype.kind in "fc" and not np.isfinite(v).all()]
+    if bad:
+        raise EdgepipeError(f"{params_path}: {len(bad)} weight tensors hold NaN or inf (first: {bad[0]}); {fix}")
     layer.set_state_dict(state)
     layer.eval()
     return layer

@@ -51,8 +51,15 @@ class _Top:
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self):
-        require(self.name.replace("-", "").replace("_", "").replace(".", "").isalnum(), "name",
-                "use letters, digits, '-', '_' or '.' (it names the run folder)")
+        require(plain_name(self.name), "name", "use letters, digits, '-', '_' or '.', not starting with '.' "
+                "(it names the run folder)")
+
+
+def plain_name(name) -> bool:
+    """A name that stays one entry inside its folder: letters, digits, '-', '_', '.', not starting
+    with '.' (so never '..', a hidden file, a path or an absolute path)."""
+    return isinstance(name, str) and 0 < len(name) <= 128 and not name.startswith(".") \
+        and name.replace("-", "").replace("_", "").replace(".", "").isalnum() and name.isascii()
 
 
 def parse_recipe(raw, base: str | Path | None = None) -> Recipe:
@@ -97,6 +104,12 @@ def parse_recipe(raw, base: str | Path | None = None) -> Recipe:
         seen[kind] = seen.get(kind, 0) + 1
         name = kind if seen[kind] == 1 else f"{kind}{seen[kind]}"
         for art, art_kind in cfg.outputs().items():
+            if not plain_name(art):
+                raise ConfigError(f"{path}.output: {art!r} is not a plain file name (letters, digits, '-', '_', '.', "
+                                  "not starting with '.'); outputs stay inside the stage's folder of the run directory")
+            if art in produced:
+                raise ConfigError(f"{path}.output: '{art}' is already produced by an earlier stage; give this one "
+                                  "another output name")
             produced[art] = art_kind
         entries.append(StageEntry(name, kind, cfg))
     return Recipe(top.name, top.seed, top.data, tuple(entries), str(base) if base else None)

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,9 +23,9 @@ from pathlib import Path
 from typing import Callable
 
 from edgepipe.devices import EdgepipeError, detect_host
-from edgepipe.pipeline.core.recipe import Recipe, stage_files
+from edgepipe.pipeline.core.recipe import Recipe, plain_name, stage_files
 from edgepipe.pipeline.core.registry import stages
-from edgepipe.runtime.atomic import write_json_atomic, write_text_atomic
+from edgepipe.runtime.atomic import sweep_temp, temp_root, write_json_atomic, write_text_atomic
 
 MANIFEST = "manifest.json"
 
@@ -72,7 +73,10 @@ class StageContext:
 
     def out(self, rel: str) -> Path:
         """A path inside this stage's output folder; the artifact path is `<stage>/<rel>`."""
-        return self.out_dir / rel
+        path = self.out_dir / rel
+        if os.path.isabs(rel) or ".." in Path(rel).parts:
+            raise EdgepipeError(f"stage {self.name}: output {rel!r} would leave the run directory")
+        return path
 
     def artifact(self, name: str, kind: str, rel: str, **meta) -> Artifact:
         return Artifact(name, kind, f"{self.name}/{rel}", meta)
@@ -132,7 +136,8 @@ def environment() -> dict:
     return {"versions": versions(), "host": detect_host().to_dict()}
 
 
-def read_manifest(run_dir: Path) -> dict:
+def read_manifest(run_dir: Path, *, force: bool = False) -> dict:
+    """The run's manifest ({"stages": {}} when there is none yet; with force, also when it is damaged)."""
     path = run_dir / MANIFEST
     if not path.exists():
         return {"stages": {}}
@@ -142,15 +147,33 @@ def read_manifest(run_dir: Path) -> dict:
             raise ValueError
         return data
     except (ValueError, UnicodeDecodeError, AttributeError):
-        raise EdgepipeError(f"{path}: not a valid edgepipe manifest; delete it (stages will be redone) or use another run name") from None
+        if force:
+            return {"stages": {}}
+        raise EdgepipeError(f"{path}: not a valid edgepipe manifest (damaged or edited); to recover, remove that file "
+                            "(every stage is redone on the next run; its outputs are re-checked, not trusted) or run "
+                            "with --force, or use another --name") from None
 
 
 def verify_run(run_dir: Path) -> list[str]:
     """Re-hash every output recorded in the manifest; returns the problems found (empty = all good)."""
+    if not run_dir.is_dir():
+        raise EdgepipeError(f"{run_dir}: no such run directory; give the folder `edgepipe run` printed (runs/<name>)")
+    if not (run_dir / MANIFEST).is_file():
+        raise EdgepipeError(f"{run_dir}: holds no {MANIFEST}, so it is not an edgepipe run directory (or no stage "
+                            "has finished in it yet)")
     manifest = read_manifest(run_dir)
     if not manifest["stages"]:
         return [f"{run_dir / MANIFEST}: no finished stages recorded"]
-    return [p for name, entry in manifest["stages"].items() for p in output_problems(run_dir, name, entry)]
+    problems = [p for name, entry in manifest["stages"].items() for p in output_problems(run_dir, name, entry)]
+    for name, entry in manifest["stages"].items():  # files a stage folder holds that its entry does not list
+        listed = set(entry.get("outputs", {}))
+        folder = run_dir / name
+        if folder.is_dir():
+            for f in sorted(folder.rglob("*")):
+                rel = str(f.relative_to(run_dir))
+                if (f.is_file() or f.is_symlink()) and rel not in listed:
+                    problems.append(f"{rel}: not recorded in the manifest (stage {name}); something else wrote it")
+    return problems
 
 
 def output_problems(run_dir: Path, name: str, entry: dict) -> list[str]:
@@ -185,7 +208,7 @@ class _Lock:
 
 def _clean_leftovers(run_dir: Path) -> None:
     for p in run_dir.iterdir():
-        if p.name.startswith(".") and (".partial-" in p.name or ".trash-" in p.name or p.name.endswith(".tmp")):
+        if p.name != ".tmp" and p.name.startswith(".") and (".partial-" in p.name or ".trash-" in p.name or p.name.endswith(".tmp")):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
@@ -224,15 +247,25 @@ def run_recipe(recipe: Recipe, runs_dir: Path, *, force: bool = False, from_stag
     names = [s.name for s in recipe.stages]
     if from_stage is not None and from_stage not in names:
         raise EdgepipeError(f"--from {from_stage}: no such stage in this recipe (stages: {', '.join(names)})")
+    if not plain_name(recipe.name):
+        raise EdgepipeError(f"run name {recipe.name!r}: use letters, digits, '-', '_' or '.', not starting with '.' "
+                            "(it names one folder inside the runs directory)")
     preflight(recipe)  # before the run directory exists: a model that cannot run leaves nothing behind
     run_dir = Path(runs_dir) / recipe.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with _Lock(run_dir):
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-probe-{os.getpid()}.tmp"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise EdgepipeError(f"{run_dir}: cannot write there ({exc.strerror}); give a writable --runs-dir") from None
+    with _Lock(run_dir), temp_root(run_dir / ".tmp"):
         _clean_leftovers(run_dir)
+        sweep_temp(run_dir / ".tmp", tempfile.gettempdir())
         import yaml
 
         write_text_atomic(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-        manifest = read_manifest(run_dir)
+        manifest = read_manifest(run_dir, force=force)
         old_stages = manifest.get("stages", {})
         # Entries of stages not reached yet are kept until redone, so a crash loses nothing.
         manifest = {"edgepipe": versions().get("edgepipe"), "recipe": recipe.name, "environment": environment(),

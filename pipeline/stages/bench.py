@@ -3,7 +3,6 @@ on-device runner (so peak RSS is that of a clean process with onnxruntime only).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
 from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, graph_kind, ref_inputs, ref_name
 from edgepipe.runtime.bench import BenchOptions
+from edgepipe.runtime.child import run_child
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def run_bench(cfg: BenchConfig, ctx) -> StageResult:
     for ref, name in zip(refs, names):
         out = ctx.out(f"{name.removesuffix('.onnx')}.bench.json")
         path = ctx.path_of(ref) if isinstance(ref, str) else resolve(ctx.base, ref.onnx)
-        proc = subprocess.run(runner_command(path, out, cfg, samples), capture_output=True, text=True)
+        proc = run_child(runner_command(path, out, cfg, samples))
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise EdgepipeError(f"bench {name}: the runner failed: {last}")

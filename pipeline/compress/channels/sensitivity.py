@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from edgepipe.pipeline.compress.channels.graph import Graph, trace
 from edgepipe.pipeline.compress.channels.importance import channel_scores
 from edgepipe.pipeline.compress.channels.prune import ChannelRule, Target, candidates, keep_count, scorer_stats
 from edgepipe.pipeline.core.config import require
+from edgepipe.runtime.atomic import temp_dir
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -229,7 +229,7 @@ def latency_probe(model, input_shape, g: Graph, aux: dict, doc: dict, rule: Chan
             if keep < sizes[root]:
                 kept[root] = _top(g, root, keep, aux["scores"])
         cut = cut_layers(copy.deepcopy(model), changes_for(g, kept))
-        with tempfile.TemporaryDirectory(prefix="edgepipe-latency-") as tmp:
+        with temp_dir("latency") as tmp:
             path = export_layer(cut, tuple(input_shape), Path(tmp) / "probe.onnx", name="probe")
             return float(benchmark(path, opts)["runs"][0]["latency"]["p50_ms"])
 
