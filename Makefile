@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 
-.PHONY: venv demo test test-arm clean
+.PHONY: venv demo test test-arm test-zoo clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 ## (several minutes the first time; needs root; skips with the reason where it cannot run)
 test-arm: $(STAMP)
 	$(PY) -m pytest -q -rs -s -m arm tests/test_arm.py
+
+## test-zoo: channel pruning of paddle.vision's large classifiers (VGG, ResNeXt, Wide ResNet, AlexNet,
+## GoogLeNet, Inception v3): trace, plan, cut, export, onnxruntime against Paddle (about 10 minutes)
+test-zoo: $(STAMP)
+	$(PY) -m pytest -q -rs -m zoo tests/test_zoo_prune.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -412,3 +412,50 @@ def test_the_runner_makes_no_network_connection(tmp_path):
     calls = [ln for ln in log.read_text().splitlines() if ("connect(" in ln or "send" in ln) and "AF_UNIX" not in ln
              and "127.0.0.1" not in ln and "::1" not in ln and "AF_NETLINK" not in ln]
     assert not calls, calls[:3]
+
+
+def _mnist_shaped_onnx(path: Path) -> Path:
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((784, 10)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_killed_run_leaves_no_live_runner_and_its_rerun_no_leftovers(tmp_path):
+    import psutil
+
+    _mnist_shaped_onnx(tmp_path / "m.onnx")
+    recipe = tmp_path / "k.yaml"
+    body = ("name: k\ndata: {{train_limit: 200, test: 50, val: 20, calibration: 16}}\nstages:\n"
+            "  - bench: {{models: [{{onnx: m.onnx}}], warmup_iters: 1, warmup_seconds: 0, iters: 1, min_seconds: {s},"
+            " max_seconds: {s}, energy_seconds: 0, idle_seconds: 0, roofline: false, profile: none}}\n")
+    recipe.write_text(body.format(s=60))
+    parent = subprocess.Popen([sys.executable, "-m", "edgepipe.pipeline", "run", str(recipe), "--runs-dir", str(tmp_path / "runs")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = None
+    for _ in range(600):  # the runner starts once the data is loaded
+        kids = [p for p in psutil.Process(parent.pid).children(recursive=True) if "edgepipe.runtime" in " ".join(p.cmdline())]
+        if kids:
+            child = kids[0]
+            break
+        time.sleep(0.1)
+    assert child is not None, "the bench runner never started"
+    assert (tmp_path / "runs" / "k" / f".bench.partial-{parent.pid}").is_dir()
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    try:
+        child.wait(timeout=10)
+    except psutil.TimeoutExpired:
+        child.kill()
+        pytest.fail("the bench runner outlived the killed run")
+    recipe.write_text(body.format(s=0.05))
+    proc = edgepipe("run", recipe, "--runs-dir", tmp_path / "runs")
+    assert proc.returncode == 0, proc.stderr
+    left = [p.name for p in (tmp_path / "runs" / "k").iterdir() if p.name.startswith(".") and p.name != ".lock"]
+    assert not left, left

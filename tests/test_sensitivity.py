@@ -7,7 +7,7 @@ import paddle
 import pytest
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.pipeline.compress.channels.cut import changes_for, cut_layers
+from edgepipe.pipeline.compress.channels.cut import changes_for, cut_copy
 from edgepipe.pipeline.compress.channels.graph import trace
 from edgepipe.pipeline.compress.channels.prune import ChannelRule, Target, candidates, prune_channels
 from edgepipe.pipeline.compress.channels.sensitivity import Sensitivity, allocate, analyse, estimate, geometry, write
@@ -93,7 +93,7 @@ def test_estimate_counts_what_the_cut_model_has(name):
         kept = {r: np.sort(rng.choice(g.spaces[r].size, max(1, g.spaces[r].size // 3), replace=False)) for r in roots}
         changes = changes_for(g, kept)
         params, macs = estimate(model, hw, changes)
-        cut = cut_layers(copy.deepcopy(model), changes)
+        cut = cut_copy(model, changes)
         assert params == count_parameters(cut)
         assert macs == estimate(cut, geometry(cut, SHAPE), {})[1]  # shapes of the real cut model agree
 

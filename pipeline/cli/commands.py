@@ -38,7 +38,7 @@ def cmd_export(args) -> int:
     common = dict(opset=args.opset, atol=args.atol, rtol=args.rtol, name=str(model))
     if args.parity_samples < 1:
         raise EdgepipeError(f"--parity-samples {args.parity_samples}: the export is checked against Paddle on at least "
-                            "1 sample (default 8); an unchecked ONNX file is never written")
+                            "1 sample (default 64); an unchecked ONNX file is never written")
     saved = weights_file(model) is None and (
         model.is_dir() or any(Path(f"{model}{suffix}").is_file() for suffix in (".json", ".pdmodel")))
     if not saved:  # an edgepipe model folder

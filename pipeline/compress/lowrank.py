@@ -331,7 +331,16 @@ def select_layers(model, rules: tuple[LayerRank, ...]) -> list[tuple[str, object
 
 
 def factorize(model, rules: tuple[LayerRank, ...]) -> tuple[object, list[dict], list[dict]]:
-    """Factorise the layers the rules name, in place. Returns (model, transforms, per-layer report)."""
+    """Factorise the layers the rules name, in place. Returns (model, transforms, per-layer report).
+    The SVDs run on one BLAS thread: the matrices are small, and a BLAS pool sized to the host's
+    cores, spinning beside paddle's own threads, made MobileNetV3's factorisation take minutes."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _factorize(model, rules)
+
+
+def _factorize(model, rules: tuple[LayerRank, ...]) -> tuple[object, list[dict], list[dict]]:
     transforms, report = [], []
     for name, layer, rule in select_layers(model, rules):
         try:

@@ -40,7 +40,15 @@ def _cut_linear(layer, in_idx, out_idx):
 
 
 def _cut_bn(layer, idx):
-    new = type(layer)(len(idx), momentum=layer._momentum, epsilon=layer._epsilon, data_format=layer._data_format)
+    import paddle.nn as nn
+
+    if isinstance(layer, nn.BatchNorm):  # the older API (DenseNet, Inception): its own constructor and attributes
+        new = nn.BatchNorm(len(idx), act=layer._act, momentum=layer._momentum, epsilon=layer._epsilon,
+                           data_layout=layer._data_layout, use_global_stats=layer._use_global_stats,
+                           trainable_statistics=layer._trainable_statistics)
+    else:
+        kwargs = {"use_global_stats": layer._use_global_stats} if getattr(layer, "_use_global_stats", None) is not None else {}
+        new = type(layer)(len(idx), momentum=layer._momentum, epsilon=layer._epsilon, data_format=layer._data_format, **kwargs)
     for attr in ("weight", "bias", "_mean", "_variance"):
         getattr(new, attr).set_value(getattr(layer, attr).numpy()[idx])
     return new
@@ -69,26 +77,53 @@ def changes_for(g: Graph, kept: dict[int, np.ndarray]) -> dict[str, dict]:
             touch(name, "channels" if kind == "bn" else "depthwise", kept[root])
     for name, kind, layout in g.consumers:
         if any(g.root(s) in kept for s, _ in layout):
-            touch(name, "in", expand(g, layout, kept))
+            touch(name, "channels" if kind == "bn" else "in", expand(g, layout, kept))
     return changes
 
 
-def cut_layers(model, changes: dict[str, dict]):
+def cut_layers(model, changes: dict[str, dict]) -> dict:
+    """Replace each changed layer by its cut copy, all or nothing: every copy is built first (a
+    failure leaves the model untouched), then swapped in. Returns {name: original layer}, what
+    `restore` puts back."""
     import paddle
 
     layers = dict(model.named_sublayers())
+    missing = [n for n in changes if n not in layers]
+    if missing:
+        raise EdgepipeError(f"prune_channels: no layer named '{missing[0]}' in this model")
+    built = {}
     for name, c in changes.items():
-        layer = layers.get(name)
-        if layer is None:
-            raise EdgepipeError(f"prune_channels: no layer named '{name}' in this model")
+        layer = layers[name]
         # Parameter names of their own, from the layer's name: fresh global names could repeat one the
         # model already uses (in a new process the counter starts again), and export needs them unique.
-        with paddle.utils.unique_name.guard(f"cut_{name.replace('.', '_')}_"):
-            new = _cut_one(layer, c)
+        try:
+            with paddle.utils.unique_name.guard(f"cut_{name.replace('.', '_')}_"):
+                new = _cut_one(layer, c)
+        except Exception as exc:
+            raise EdgepipeError(f"prune_channels: cannot cut {name} ({type(layer).__name__}: {type(exc).__name__}: "
+                                f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}); the model is "
+                                "unchanged") from None
         if not layer.training:
             new.eval()
+        built[name] = new
+    for name, new in built.items():
         replace_sublayer(model, name, new)
-    return model
+    return {name: layers[name] for name in built}
+
+
+def cut_copy(model, changes: dict[str, dict]):
+    """A cut deep copy of `model` (the model itself untouched), e.g. to try one plan."""
+    import copy
+
+    cut = copy.deepcopy(model)
+    cut_layers(cut, changes)
+    return cut
+
+
+def restore(model, originals: dict) -> None:
+    """Put back the layers cut_layers replaced."""
+    for name, layer in originals.items():
+        replace_sublayer(model, name, layer)
 
 
 def _cut_one(layer, c: dict):
@@ -104,4 +139,5 @@ def _cut_one(layer, c: dict):
 @register_transform("prune_channels")
 def _replay(model, layers: dict):
     """Artifact replay: cut the recorded channels (weights load afterwards)."""
-    return cut_layers(model, layers)
+    cut_layers(model, layers)
+    return model

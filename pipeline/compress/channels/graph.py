@@ -7,10 +7,13 @@ channels that must be pruned together (a conv's filters, and everything tied to 
 BatchNorm, activations, residual adds, depthwise convs); `block` is how many consecutive entries
 each channel occupies (1 in a feature map, H·W after flattening into a Linear layer).
 
-Spaces tied by an add are merged (union-find). A space is *frozen* — never pruned — when it
-reaches the model's input or output, a grouped convolution, a layer called more than once, or an
-op this module does not understand; `frozen` says why, so a caller can report it instead of
-producing a model that breaks later.
+Spaces tied by an add are merged (union-find). A concatenation lists its inputs' segments one
+after another, so each keeps its own space (DenseNet, Inception, SqueezeNet), and a split along
+channels hands each piece its share of them (ShuffleNet). A space is *frozen* — never pruned —
+when it reaches the model's input or output, a grouped convolution, a layer called more than once,
+a reshape to a hard-coded channel count, or an op this module does not understand (a channel
+shuffle, say); `frozen` says why, so a caller can report it instead of producing a model that
+breaks later. Tracing never fails on an op: whatever cannot be modelled freezes what it touches.
 """
 from __future__ import annotations
 
@@ -74,6 +77,22 @@ class Graph:
         return {r: self.spaces[r] for r in {self.root(i) for i in range(len(self.spaces))}}
 
 
+def _shape(v) -> list | None:
+    """A value's static shape, or None for what has none (a vector of tensors, say)."""
+    try:
+        return [int(d) for d in v.shape]
+    except Exception:
+        return None
+
+
+def _const(v):
+    """The constant a value was made from (full / full_int_array), else None."""
+    d = v.get_defining_op() if v is not None else None
+    if d is not None and d.name() in ("pd_op.full", "pd_op.full_int_array"):
+        return d.attrs().get("value")
+    return None
+
+
 def _param_owners(model) -> dict[str, tuple[str, object]]:
     owners = {}
     for name, layer in model.named_sublayers():
@@ -118,23 +137,41 @@ def trace(model, input_shape: tuple[int, ...]) -> Graph:
 
     def new_out(op, frozen=None):
         for r in op.results():
-            shape = list(r.shape)
-            if len(shape) >= 2:
-                layout[r.id] = [(g.new(int(shape[1]), frozen), 1)]
+            shape = _shape(r)
+            if shape is not None and len(shape) >= 2:
+                layout[r.id] = [(g.new(shape[1], frozen), 1)]
 
-    for op in ops:
+    def channel_slice(x, start: int, stop: int, why: str):
+        """Segments of channels [start, stop) of a tensor laid out as x; a segment the range cuts
+        through is frozen (its channels cannot be chosen independently of the other piece)."""
+        out, offset = [], 0
+        for sid, block in x:
+            width = g.spaces[g.root(sid)].size * block
+            lo, hi = max(start, offset), min(stop, offset + width)
+            if lo < hi:
+                if lo == offset and hi == offset + width:
+                    out.append((sid, block))
+                else:
+                    g.freeze([(sid, block)], why)
+                    out.append((g.new(hi - lo, why), 1))
+            offset += width
+        return out
+
+    splits: dict = {}  # pd_op.split result (a vector of tensors) -> (input layout, axis)
+
+    def step(op):
         kind = op.name().split(".", 1)[-1].rstrip("_")
         operands = [v for v in op.operands_source() if v.initialized()]  # optional operands may be null
         for v in operands:
             used.add(v.id)
         if kind in ("parameter", "full", "full_int_array", "shadow_output", "fetch"):
-            continue
+            return
         if kind == "data":
             new_out(op, frozen="model input")
-            continue
+            return
         if kind == "combine":
             combined[op.result(0).id] = list(operands)
-            continue
+            return
         tensors = [v for v in operands if v.id in layout]
         params = [param_of(v) for v in operands if param_of(v) is not None]
         owner = params[0] if params else None
@@ -143,6 +180,29 @@ def trace(model, input_shape: tuple[int, ...]) -> Graph:
             g.layers[owner[0]] = owner[1]
         x = layout.get(operands[0].id) if operands else None
         out = op.result(0) if op.num_results() else None
+        if op.name() in ("pd_op.split", "pd_op.split_with_num"):  # a vector of pieces, unpacked by builtin.split
+            axis = _const(operands[2] if kind == "split" else operands[1]) if len(operands) > 1 else None
+            if kind == "split_with_num":
+                axis = op.attrs().get("axis", axis) if axis is None else axis
+            axis = axis[0] if isinstance(axis, list) else axis
+            if x is None:
+                x, axis = [(g.new(_shape(operands[0])[1], "split of an untracked tensor"), 1)], 1
+            splits[out.id] = (x, None if axis is None else int(axis) % len(_shape(operands[0])))
+            return
+        if op.name() == "builtin.split" and operands and operands[0].id in splits:  # the pieces
+            x, axis = splits[operands[0].id]
+            offset = 0
+            for r in op.results():
+                width = _shape(r)[1]
+                if axis == 1:
+                    layout[r.id] = channel_slice(x, offset, offset + width, "split through a channel group")
+                    offset += width
+                elif axis is not None:
+                    layout[r.id] = x
+                else:
+                    g.freeze(x, "split on an unknown axis")
+                    layout[r.id] = [(g.new(width, "split on an unknown axis"), 1)]
+            return
         if kind in ("conv2d", "depthwise_conv2d") and owner is not None and x is not None:
             name, layer = owner
             groups, cin, cout = layer._groups, layer.weight.shape[1] * layer._groups, layer.weight.shape[0]
@@ -169,8 +229,10 @@ def trace(model, input_shape: tuple[int, ...]) -> Graph:
             name = owner[0]
             if len(x) == 1 and x[0][1] == 1:
                 g.spaces[g.root(x[0][0])].followers.append((name, "bn"))
+            elif all(block == 1 for _, block in x):  # per channel, so it follows each segment (DenseNet)
+                g.consumers.append((name, "bn", x))
             else:
-                g.freeze(x, f"BatchNorm {name} on a concatenated or flattened tensor")
+                g.freeze(x, f"BatchNorm {name} on a flattened tensor")
             layout[out.id] = x
         elif kind in UNARY and x is not None:
             layout[out.id] = x
@@ -180,7 +242,7 @@ def trace(model, input_shape: tuple[int, ...]) -> Graph:
             a = layout[tensors[0].id]
             if len(tensors) == 2:
                 b = layout[tensors[1].id]
-                sa, sb = list(tensors[0].shape), list(tensors[1].shape)
+                sa, sb = _shape(tensors[0]), _shape(tensors[1])
                 if len(sa) >= 2 and len(sb) >= 2 and sa[1] == sb[1] and len(a) == len(b) and all(p[1] == q[1] for p, q in zip(a, b)):
                     for (s1, _), (s2, _) in zip(a, b):
                         g.union(s1, s2)
@@ -188,9 +250,24 @@ def trace(model, input_shape: tuple[int, ...]) -> Graph:
                     g.freeze(a, f"{kind} of tensors shaped {sa} and {sb}")
                     g.freeze(b, f"{kind} of tensors shaped {sa} and {sb}")
             layout[out.id] = a
+        elif kind in ("squeeze", "unsqueeze") and x is not None:
+            axes = _const(operands[1]) if len(operands) > 1 else None
+            rank = len(_shape(operands[0]))
+            axes = [int(a) % (rank + (kind == "unsqueeze")) for a in (axes if isinstance(axes, list) else [axes])] \
+                if axes is not None else None
+            if axes is not None and min(axes) >= 2:  # the batch and channel axes stay where they are
+                layout[out.id] = x
+            else:
+                g.freeze(x, f"{kind} of the batch or channel axis")
+                new_out(op, frozen=f"{kind} output")
         elif kind in ("flatten", "reshape") and x is not None:
-            shape_in, shape_out = list(operands[0].shape), list(out.shape)
-            if len(shape_in) == 4 and len(shape_out) == 2 and shape_out[1] == int(np.prod(shape_in[1:])):
+            shape_in, shape_out = _shape(operands[0]), _shape(out)
+            target = _const(operands[1]) if kind == "reshape" and len(operands) > 1 else None
+            fixed = isinstance(target, list) and len(target) >= 2 and int(target[1]) > 0  # e.g. [-1, 2048]
+            if fixed:
+                g.freeze(x, f"reshape to the fixed shape {list(target)}")
+                new_out(op, frozen=f"reshape to the fixed shape {list(target)}")
+            elif len(shape_in) == 4 and len(shape_out) == 2 and shape_out[1] == int(np.prod(shape_in[1:])):
                 hw = shape_in[2] * shape_in[3]
                 layout[out.id] = [(s, b * hw) for s, b in x]
             elif shape_in[:2] == shape_out[:2]:
@@ -200,22 +277,43 @@ def trace(model, input_shape: tuple[int, ...]) -> Graph:
                 new_out(op, frozen=f"{kind} output")
         elif kind == "concat" and operands and operands[0].id in combined:
             parts = combined[operands[0].id]
-            if all(p.id in layout for p in parts) and list(out.shape)[1] == sum(list(p.shape)[1] for p in parts) and \
-                    all(list(p.shape)[2:] == list(out.shape)[2:] for p in parts):
-                layout[out.id] = [seg for p in parts for seg in layout[p.id]]
+            axis = _const(operands[1]) if len(operands) > 1 else None
+            axis = axis[0] if isinstance(axis, list) else axis
+            shapes = [_shape(q) for q in parts]
+            if all(q.id in layout for q in parts) and axis is not None and int(axis) % len(shapes[0]) == 1 and \
+                    _shape(out)[1] == sum(sh[1] for sh in shapes) and all(sh[2:] == _shape(out)[2:] for sh in shapes):
+                layout[out.id] = [seg for q in parts for seg in layout[q.id]]
             else:
-                for p in parts:
-                    g.freeze(layout.get(p.id), "concat not on the channel axis")
+                for q in parts:
+                    g.freeze(layout.get(q.id), "concat not on the channel axis")
                 new_out(op, frozen="concat output")
-        elif not tensors and not any(v.id in combined for v in operands):
-            continue  # computed from parameters and constants only (a conv bias reshaped for broadcasting)
+        elif not tensors and not any(v.id in combined or v.id in splits for v in operands):
+            return  # computed from parameters and constants only (a conv bias reshaped for broadcasting)
         else:  # not understood: nothing it touches may change shape
             why = f"op {op.name()}" + (f" ({owner[0]})" if owner else "")
             for v in operands:
                 g.freeze(layout.get(v.id), why)
-                for p in combined.get(v.id, []):
-                    g.freeze(layout.get(p.id), why)
+                for q in combined.get(v.id, []):
+                    g.freeze(layout.get(q.id), why)
+                if v.id in splits:
+                    g.freeze(splits[v.id][0], why)
             new_out(op, frozen=why)
+
+    for op in ops:
+        try:
+            step(op)
+        except Exception as exc:  # an op this module models wrongly must not stop the plan: freeze around it
+            why = f"op {op.name()} could not be modelled ({type(exc).__name__})"
+            for v in op.operands_source():
+                if v.initialized():
+                    g.freeze(layout.get(v.id), why)
+                    for q in combined.get(v.id, []):
+                        g.freeze(layout.get(q.id), why)
+            try:
+                new_out(op, frozen=why)
+            except Exception:
+                pass
+
     for name, n in calls.items():
         if n > 1:
             for s, sp in enumerate(g.spaces):

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.pipeline.compress.channels.cut import apply
+from edgepipe.pipeline.compress.channels.cut import changes_for, cut_layers, restore
 from edgepipe.pipeline.compress.channels.graph import Graph, trace
 from edgepipe.pipeline.compress.channels.importance import DATA_SCORERS, activation_stats, channel_scores
 from edgepipe.pipeline.core.config import require
@@ -145,7 +145,28 @@ def prune_channels(model, input_shape: tuple[int, ...], rule: ChannelRule, data=
     """Trace, plan, cut. Returns (model, changes, report rows); the model is changed in place.
     `data` = (x, y) training samples, needed by the taylor / apoz / activation criteria; `graph` and
     `stats` (from a sensitivity analysis of this model) spare tracing and scoring again."""
+    import paddle
+
+    if type(model).__name__ in ("TranslatedLayer", "PirTranslatedLayer"):  # what paddle.jit.load returns (2.x / 3.x)
+        raise EdgepipeError("a paddle.jit.load'ed model is a fixed program: its layers cannot be re-shaped, so channel "
+                            "pruning cannot apply; give the model's python: or zoo: source (and weights:) instead")
     g = graph or trace(model, input_shape)
     kept, rows = plan(g, rule, stats if stats is not None else scorer_stats(model, g, rule, data), ratios)
-    changes = apply(model, g, kept) if kept else {}
+    if not kept:
+        return model, {}, rows
+    changes = changes_for(g, kept)
+    originals = cut_layers(model, changes)  # all or nothing: builds every cut layer before swapping any in
+    try:  # the plan came from the traced graph; one forward proves the cut model still runs
+        with paddle.no_grad():
+            was_training = model.training
+            model.eval()
+            model(paddle.zeros([1, *input_shape]))
+            if was_training:
+                model.train()
+    except Exception as exc:
+        restore(model, originals)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise EdgepipeError(f"channel pruning produced a model that does not run ({type(exc).__name__}: {first}); "
+                            "the model is unchanged — an op the planner does not model ties these channels; "
+                            "exclude its layers with layers: / per_layer:, or report the architecture") from None
     return model, changes, rows

@@ -10,7 +10,6 @@ so fine-tuning afterwards still matters).
 """
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.pipeline.compress.channels.cut import changes_for, cut_layers
+from edgepipe.pipeline.compress.channels.cut import changes_for, cut_copy
 from edgepipe.pipeline.compress.channels.graph import Graph, trace
 from edgepipe.pipeline.compress.channels.importance import channel_scores
 from edgepipe.pipeline.compress.channels.prune import ChannelRule, Target, candidates, keep_count, scorer_stats
@@ -120,7 +119,7 @@ def analyse(model, input_shape, rule: ChannelRule, sens: Sensitivity, val: tuple
         keep = keep_count(size, ratio, rule.round_to)
         if keep < size:
             changes = changes_for(g, {root: _top(g, root, keep, scores)})
-            cut = cut_layers(copy.deepcopy(model), changes)
+            cut = cut_copy(model, changes)
             acc = evaluate(cut, x, y)
             params, macs = estimate(model, hw, changes)
         else:
@@ -228,7 +227,7 @@ def latency_probe(model, input_shape, g: Graph, aux: dict, doc: dict, rule: Chan
             keep = keep_count(sizes[root], ratio, rule.round_to)
             if keep < sizes[root]:
                 kept[root] = _top(g, root, keep, aux["scores"])
-        cut = cut_layers(copy.deepcopy(model), changes_for(g, kept))
+        cut = cut_copy(model, changes_for(g, kept))
         with temp_dir("latency") as tmp:
             path = export_layer(cut, tuple(input_shape), Path(tmp) / "probe.onnx", name="probe")
             return float(benchmark(path, opts)["runs"][0]["latency"]["p50_ms"])

@@ -1,0 +1,155 @@
+"""Channel pruning is total on paddle.vision's classifiers: each traces, plans and cuts at ratio 0.3
+without an exception, has fewer MACs, exports, and its ONNX matches Paddle in onnxruntime; and a cut
+that fails midway leaves the model exactly as it was.
+
+Random weights (no download here): what is checked is structure, not accuracy. The large networks
+(hundreds of MB of fp32 weights, or 224×224 inputs) are marked `zoo` and run by `make test-zoo`.
+"""
+import numpy as np
+import pytest
+
+from edgepipe.devices import EdgepipeError
+
+
+def _zoo(name):
+    import paddle.vision.models as M
+
+    return {
+        "lenet": (lambda: M.LeNet(num_classes=10), (1, 28, 28)),
+        "resnet18": (lambda: M.resnet18(num_classes=10), (3, 64, 64)),
+        "mobilenet_v1": (lambda: M.mobilenet_v1(num_classes=10, scale=0.25), (3, 64, 64)),
+        "mobilenet_v2": (lambda: M.mobilenet_v2(num_classes=10, scale=0.25), (3, 64, 64)),
+        "mobilenet_v3_small": (lambda: M.mobilenet_v3_small(num_classes=10, scale=0.5), (3, 64, 64)),
+        "mobilenet_v3_large": (lambda: M.mobilenet_v3_large(num_classes=10, scale=0.35), (3, 64, 64)),
+        "shufflenet_v2": (lambda: M.shufflenet_v2_x0_25(num_classes=10), (3, 64, 64)),
+        "squeezenet": (lambda: M.squeezenet1_1(num_classes=10), (3, 64, 64)),
+        "densenet121": (lambda: M.densenet121(num_classes=10), (3, 64, 64)),
+        "resnext50_32x4d": (lambda: M.resnext50_32x4d(num_classes=10), (3, 64, 64)),
+        "wide_resnet50_2": (lambda: M.wide_resnet50_2(num_classes=10), (3, 64, 64)),
+        "vgg11": (lambda: M.vgg11(num_classes=10), (3, 224, 224)),  # paddle2onnx: adaptive pool 2x2 -> 7x7 has no ONNX form
+        "alexnet": (lambda: M.alexnet(num_classes=10), (3, 224, 224)),  # fixed-size pooling: its own input size
+        "googlenet": (lambda: M.googlenet(num_classes=10), (3, 224, 224)),
+        "inception_v3": (lambda: M.inception_v3(num_classes=10), (3, 96, 96)),
+    }[name]
+
+
+LARGE = {"resnext50_32x4d", "wide_resnet50_2", "vgg11", "alexnet", "googlenet", "inception_v3"}
+NAMES = ["lenet", "resnet18", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+         "shufflenet_v2", "squeezenet", "densenet121", *sorted(LARGE)]
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.zoo) if n in LARGE else n for n in NAMES])
+def test_every_classifier_prunes_exports_and_matches_paddle(tmp_path, name):
+    import paddle
+
+    from edgepipe.export.paddle_onnx import export_layer
+    from edgepipe.pipeline.compress.channels.prune import ChannelRule, prune_channels
+    from edgepipe.runtime.cost import describe
+    from edgepipe.runtime.session import open_session, predict
+
+    make, shape = _zoo(name)
+    paddle.seed(0)
+    model = make()
+    model.eval()
+    base = describe(export_layer(model, shape, tmp_path / "base.onnx"))
+    model, changes, rows = prune_channels(model, shape, ChannelRule(ratio=0.3))
+    assert changes, f"{name}: nothing pruned"
+    assert all("skip" in r or r.get("kept") for r in rows)  # each group pruned, or left alone with its reason
+    out = export_layer(model, shape, tmp_path / "pruned.onnx")
+    pruned = describe(out)
+    assert pruned["macs"] < base["macs"] and pruned["params"] < base["params"]
+    x = np.random.default_rng(0).standard_normal((2, *shape)).astype(np.float32)
+    with paddle.no_grad():
+        ref = model(paddle.to_tensor(x))
+    ref = (ref[0] if isinstance(ref, (list, tuple)) else ref).numpy()
+    got = predict(open_session(out), x)
+    np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-4 * max(1.0, float(np.abs(ref).max())))
+
+
+def test_densenet_prunes_nearly_every_group():
+    import paddle
+
+    from edgepipe.pipeline.compress.channels.graph import trace
+
+    make, shape = _zoo("densenet121")
+    paddle.seed(0)
+    groups = trace(make(), shape).groups().values()
+    prunable = [s for s in groups if not s.frozen]
+    assert len(prunable) >= 0.9 * len(groups), [s.frozen for s in groups if s.frozen][:5]
+
+
+def test_shufflenet_prunes_its_branch_convs_and_leaves_the_shuffle_alone():
+    import paddle
+
+    from edgepipe.pipeline.compress.channels.prune import ChannelRule, prune_channels
+
+    make, shape = _zoo("shufflenet_v2")
+    paddle.seed(0)
+    _, changes, rows = prune_channels(make(), shape, ChannelRule(ratio=0.3))
+    assert any("branch" in n or "conv1" in n for n in changes)
+    reasons = {r["skip"] for r in rows if "skip" in r}
+    assert any("transpose" in r or "reshape to the fixed shape" in r for r in reasons)
+
+
+def test_a_cut_that_fails_midway_leaves_the_model_unchanged(monkeypatch):
+    import paddle
+
+    from edgepipe.pipeline.compress.channels import cut as cut_mod
+    from edgepipe.pipeline.compress.channels.prune import ChannelRule, prune_channels
+
+    make, shape = _zoo("mobilenet_v2")
+    paddle.seed(0)
+    model = make()
+    before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    real, calls = cut_mod._cut_one, []
+
+    def failing(layer, c):
+        calls.append(layer)
+        if len(calls) == 20:
+            raise RuntimeError("injected failure")
+        return real(layer, c)
+
+    monkeypatch.setattr(cut_mod, "_cut_one", failing)
+    with pytest.raises(EdgepipeError, match="cannot cut .*injected failure.*the model is unchanged"):
+        prune_channels(model, shape, ChannelRule(ratio=0.3))
+    after = model.state_dict()
+    assert list(after) == list(before)
+    for k, v in before.items():
+        np.testing.assert_array_equal(after[k].numpy(), v, err_msg=k)
+
+
+def test_a_cut_model_that_does_not_run_is_rolled_back(monkeypatch):
+    import paddle
+
+    from edgepipe.pipeline.compress.channels import cut as cut_mod
+    from edgepipe.pipeline.compress.channels.prune import ChannelRule, prune_channels
+
+    make, shape = _zoo("resnet18")
+    paddle.seed(0)
+    model = make()
+    before = {k: list(v.shape) for k, v in model.state_dict().items()}
+    real = cut_mod.changes_for
+
+    def wrong(g, kept):  # a plan that forgets a consumer: the cut model's shapes no longer fit
+        changes = real(g, kept)
+        changes.pop(next(n for n, c in changes.items() if "in" in c))
+        return changes
+
+    monkeypatch.setattr("edgepipe.pipeline.compress.channels.prune.changes_for", wrong)
+    with pytest.raises(EdgepipeError, match="does not run .*the model is unchanged"):
+        prune_channels(model, shape, ChannelRule(ratio=0.3))
+    assert {k: list(v.shape) for k, v in model.state_dict().items()} == before
+    model(paddle.zeros([1, *shape]))
+
+
+def test_a_jit_loaded_model_is_refused_in_one_line(tmp_path):
+    import paddle
+    from paddle.static import InputSpec
+
+    from edgepipe.pipeline.compress.channels.prune import ChannelRule, prune_channels
+
+    make, shape = _zoo("lenet")
+    paddle.jit.save(make(), str(tmp_path / "m"), input_spec=[InputSpec([None, *shape], "float32", "x")])
+    loaded = paddle.jit.load(str(tmp_path / "m"))
+    with pytest.raises(EdgepipeError, match="paddle.jit.load'ed model .* give the model's python: or zoo: source"):
+        prune_channels(loaded, shape, ChannelRule(ratio=0.3))
