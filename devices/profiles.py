@@ -83,6 +83,9 @@ class DeviceProfile:
     quantization: QuantPreset
     power: PowerModel
     memory_mb: int | None = None
+    # Channel counts the conv kernels run without padded tails (8 fp32 lanes in an AVX2 register);
+    # channel pruning rounds kept channels to a multiple of it unless a recipe gives round_to.
+    channel_multiple: int = 8
     budgets: Budgets = field(default_factory=Budgets)
     detect: Detect = field(default_factory=Detect)
 
@@ -90,6 +93,7 @@ class DeviceProfile:
         require(self.cores >= 1, "cores", "must be at least 1")
         require(1 <= self.threads <= self.cores, "threads", f"must be between 1 and cores ({self.cores})")
         require(bool(self.providers), "providers", "list at least one execution provider")
+        require(1 <= self.channel_multiple <= 256, "channel_multiple", "must be between 1 and 256")
 
     def to_dict(self) -> dict:
         return to_dict(self)

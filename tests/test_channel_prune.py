@@ -85,7 +85,7 @@ def test_removing_dead_channels_leaves_the_outputs_unchanged(name):
     x = paddle.to_tensor(np.random.default_rng(0).standard_normal((2, *shape)).astype("float32"))
     before = model(x).numpy()
     params_before = sum(int(np.prod(p.shape)) for p in model.parameters())
-    model, changes, rows = prune_channels(model, shape, ChannelRule(ratio=0.5, criterion="l1"))
+    model, changes, rows = prune_channels(model, shape, ChannelRule(round_to=1, ratio=0.5, criterion="l1"))
     model.eval()
     after = model(x).numpy()
     assert after.shape == before.shape
@@ -96,7 +96,7 @@ def test_removing_dead_channels_leaves_the_outputs_unchanged(name):
 
 def test_residual_add_cuts_both_sides_when_one_branch_is_named():
     model, shape = make("residual")
-    model, changes, rows = prune_channels(model, shape, ChannelRule(ratio=0.5, layers=("conv",)))
+    model, changes, rows = prune_channels(model, shape, ChannelRule(round_to=1, ratio=0.5, layers=("conv",)))
     group = next(r for r in rows if "conv" in r["group"])
     assert sorted(group["group"]) == ["conv", "stem"] and group["kept"] == 8
     assert model.stem.weight.shape[0] == 8 and model.conv.weight.shape == [8, 8, 3, 3]
@@ -118,7 +118,7 @@ def test_frozen_channels_say_why_and_are_left_alone():
 
     paddle.seed(0)
     model = Grouped()
-    model, changes, rows = prune_channels(model, (3, 8, 8), ChannelRule(ratio=0.5))
+    model, changes, rows = prune_channels(model, (3, 8, 8), ChannelRule(round_to=1, ratio=0.5))
     why = {r["group"][0]: r.get("skip") for r in rows}
     assert "grouped convolution c2" in why["c1"] and "grouped convolution c2" in why["c2"]
     assert "pd_op.transpose" in why["c3"]
@@ -139,11 +139,11 @@ def test_round_to_and_skip_and_per_layer_ratios():
 def test_unknown_criterion_missing_batchnorm_and_wrong_shape_are_clear_errors():
     model, shape = make("seed-cnn")
     with pytest.raises(EdgepipeError, match=r"cannot trace the model for input shape \(3, 28, 28\)"):
-        prune_channels(model, (3, 28, 28), ChannelRule())
+        prune_channels(model, (3, 28, 28), ChannelRule(round_to=1))
     with pytest.raises(EdgepipeError, match="criterion: unknown 'l3'"):
-        prune_channels(model, shape, ChannelRule(criterion="l3"))
+        prune_channels(model, shape, ChannelRule(round_to=1, criterion="l3"))
     with pytest.raises(EdgepipeError, match="no BatchNorm; use l1"):
-        prune_channels(model, shape, ChannelRule(criterion="bn_scale"))
+        prune_channels(model, shape, ChannelRule(round_to=1, criterion="bn_scale"))
 
 
 @pytest.mark.parametrize("name", ["seed-cnn", "resnet18", "mobilenet_v2"])
@@ -154,7 +154,7 @@ def test_pruned_model_exports_smaller_onnx_that_runs(name, tmp_path):
 
     model, shape = make(name)
     export_layer(model, shape, tmp_path / "dense.onnx", name=name)
-    model, _, _ = prune_channels(model, shape, ChannelRule(ratio=0.5, criterion="fpgm" if name == "resnet18" else "l2"))
+    model, _, _ = prune_channels(model, shape, ChannelRule(round_to=1, ratio=0.5, criterion="fpgm" if name == "resnet18" else "l2"))
     model.eval()
     export_layer(model, shape, tmp_path / "pruned.onnx", name=name)
     dense, pruned = describe(tmp_path / "dense.onnx"), describe(tmp_path / "pruned.onnx")

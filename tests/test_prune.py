@@ -76,7 +76,7 @@ stages:
   - train: {model: {conv: [8, 16], fc: [32]}, epochs: 2, output: student}
   - prune: {model: student, sparsity: 0.8, schedule: gradual, frequency: 5, epochs: 2, teacher: previous}
   - prune: {model: student, threshold: 0.05, epochs: 0, output: student_thresh}
-  - prune: {model: student, channels: {ratio: 0.5, per_layer: [{name: fc1, ratio: 0.25}]}, epochs: 1, teacher: previous, output: student_slim}
+  - prune: {model: student, channels: {ratio: 0.5, round_to: 1, per_layer: [{name: fc1, ratio: 0.25}]}, epochs: 1, teacher: previous, output: student_slim}
   - export: {models: [student, student_pruned, student_thresh, student_slim], parity_samples: 64}
   - report: {}
 """
@@ -107,6 +107,9 @@ def test_prune_stage_holds_masks_through_fine_tuning_and_exports(tmp_path):
     assert arts["student_slim.onnx"]["bytes"] < 0.5 * dense["bytes"] and arts["student_slim.onnx"]["macs"] < 0.5 * dense["macs"]
     assert arts["student_slim.onnx"]["parity"]["max_abs_diff"] < 1e-3
     assert "| conv2 | — | 16 | 8 |" in report and "| fc2 | — | 10 | — | model output |" in report
+    sp = slim["speed"]  # measured, both models, interleaved; reported with its spread and where round_to came from
+    assert sp["rounds"] == 5 and sp["p50_before_ms"] > 0 and sp["p50_after_ms"] > 0 and slim["rule"]["channels"]["round_to"] == 1
+    assert f"×{sp['speedup']:.2f}" in report and "round to 1 from recipe" in report
     # the slim artifact reloads in a fresh process by replaying prune_channels
     again = tmp_path / "again.onnx"
     proc = edgepipe("export", run_dir / "prune3" / "student_slim", "-o", again)
@@ -123,7 +126,7 @@ seed: 0
 data: {train_limit: 600, test: 300, val: 100, calibration: 64}
 stages:
   - train: {model: {family: resnet, conv: [8, 16], fc: [], blocks: 2}, epochs: 1, output: res}
-  - prune: {model: res, channels: {criterion: taylor, samples: 128, target: {macs: 0.6}}, sensitivity: {ratios: [0.25, 0.5, 0.75]}, epochs: 1, teacher: previous, output: res_slim}
+  - prune: {model: res, channels: {criterion: taylor, samples: 128, round_to: 1, target: {macs: 0.6}}, sensitivity: {ratios: [0.25, 0.5, 0.75]}, epochs: 1, teacher: previous, output: res_slim}
   - prune: {model: res, blocks: {count: 1}, epochs: 1, output: res_short}
   - export: {models: [res, res_slim, res_short], parity_samples: 32}
   - report: {}

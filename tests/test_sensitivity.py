@@ -51,7 +51,7 @@ def test_data_scorers_remove_the_channels_that_carry_nothing(criterion):
     silence(model, "conv1", dead, consumer="conv2" if criterion == "taylor" else None)
     x, y = samples()
     before = model(paddle.to_tensor(x)).numpy()
-    model, changes, rows = prune_channels(model, SHAPE, ChannelRule(ratio=0.5, layers=("conv1",), criterion=criterion), (x, y))
+    model, changes, rows = prune_channels(model, SHAPE, ChannelRule(round_to=1, ratio=0.5, layers=("conv1",), criterion=criterion), (x, y))
     assert changes["conv1"]["out"] == [1, 3, 5, 7]  # the silenced half went, the live half stayed
     after = model(paddle.to_tensor(x)).numpy()
     if criterion == "taylor":  # nothing downstream read the removed channels: same function
@@ -60,21 +60,21 @@ def test_data_scorers_remove_the_channels_that_carry_nothing(criterion):
 
 def test_data_scorers_need_data_and_taylor_needs_labels():
     with pytest.raises(EdgepipeError, match="needs training samples"):
-        prune_channels(seed_cnn(), SHAPE, ChannelRule(criterion="apoz"))
+        prune_channels(seed_cnn(), SHAPE, ChannelRule(round_to=1, criterion="apoz"))
     x, _ = samples()
     with pytest.raises(EdgepipeError, match="taylor needs labelled samples"):
-        prune_channels(seed_cnn(), SHAPE, ChannelRule(criterion="taylor"), (x, None))
+        prune_channels(seed_cnn(), SHAPE, ChannelRule(round_to=1, criterion="taylor"), (x, None))
 
 
 def test_scoring_leaves_no_gradients_or_hooks_behind():
     model = seed_cnn()
     x, y = samples()
     ref = model(paddle.to_tensor(x)).numpy()
-    prune_channels(copy.deepcopy(model), SHAPE, ChannelRule(criterion="taylor"), (x, y))
+    prune_channels(copy.deepcopy(model), SHAPE, ChannelRule(round_to=1, criterion="taylor"), (x, y))
     g = trace(model, SHAPE)
     from edgepipe.pipeline.compress.channels.importance import activation_stats
 
-    activation_stats(model, g, candidates(g, ChannelRule())[0], x, y, "taylor")
+    activation_stats(model, g, candidates(g, ChannelRule(round_to=1))[0], x, y, "taylor")
     assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in model.parameters())
     np.testing.assert_allclose(model(paddle.to_tensor(x)).numpy(), ref, atol=1e-6)
     assert not model.training
@@ -87,7 +87,7 @@ def test_estimate_counts_what_the_cut_model_has(name):
     g = trace(model, SHAPE)
     hw = geometry(model, SHAPE)
     assert estimate(model, hw, {})[0] == count_parameters(model)
-    roots, _ = candidates(g, ChannelRule())
+    roots, _ = candidates(g, ChannelRule(round_to=1))
     rng = np.random.default_rng(0)
     for _ in range(3):
         kept = {r: np.sort(rng.choice(g.spaces[r].size, max(1, g.spaces[r].size // 3), replace=False)) for r in roots}
@@ -101,7 +101,7 @@ def test_estimate_counts_what_the_cut_model_has(name):
 def test_sensitivity_writes_json_and_png(tmp_path):
     model = seed_cnn()
     val = samples(100, seed=1)
-    doc, g, aux = analyse(model, SHAPE, ChannelRule(), Sensitivity(ratios=(0.25, 0.5, 0.75)), val)
+    doc, g, aux = analyse(model, SHAPE, ChannelRule(round_to=1), Sensitivity(ratios=(0.25, 0.5, 0.75)), val)
     assert {tuple(grp["group"]) for grp in doc["groups"]} == {("conv1",), ("conv2",), ("fc1",)}
     for grp in doc["groups"]:
         assert [p["ratio"] for p in grp["points"]] == [0.25, 0.5, 0.75]
@@ -109,7 +109,7 @@ def test_sensitivity_writes_json_and_png(tmp_path):
         assert grp["points"][0]["params"] > grp["points"][-1]["params"]
     # each point is the cut model's real accuracy on val
     p = doc["groups"][0]["points"][1]
-    model2, _, _ = prune_channels(copy.deepcopy(model), SHAPE, ChannelRule(ratio=0.5, layers=tuple(doc["groups"][0]["group"])))
+    model2, _, _ = prune_channels(copy.deepcopy(model), SHAPE, ChannelRule(round_to=1, ratio=0.5, layers=tuple(doc["groups"][0]["group"])))
     from edgepipe.pipeline.training import evaluate
 
     assert evaluate(model2, *val) == pytest.approx(p["accuracy"])
@@ -121,19 +121,19 @@ def test_sensitivity_writes_json_and_png(tmp_path):
 
 def test_allocation_thins_the_insensitive_group_first():
     model = seed_cnn()
-    doc, g, aux = analyse(model, SHAPE, ChannelRule(), Sensitivity(ratios=(0.25, 0.5, 0.75)), samples(50, seed=2))
+    doc, g, aux = analyse(model, SHAPE, ChannelRule(round_to=1), Sensitivity(ratios=(0.25, 0.5, 0.75)), samples(50, seed=2))
     base = doc["baseline"]["accuracy"]
     for grp in doc["groups"]:  # fc1 costs nothing to thin, the convs cost a lot
         for p in grp["points"]:
             p["accuracy"] = base if grp["group"] == ["fc1"] else base - 0.5 * p["ratio"]
-    alloc = allocate(model, doc, g, aux, Target(params=0.5), ChannelRule())
+    alloc = allocate(model, doc, g, aux, Target(params=0.5), ChannelRule(round_to=1))
     names = {grp["root"]: grp["group"][0] for grp in doc["groups"]}
     assert {names[r] for r in alloc["ratios"]} == {"fc1"} and alloc["predicted_loss"] == 0.0
     assert alloc["params"] <= 0.5 * doc["baseline"]["params"]
-    pruned, _, _ = prune_channels(copy.deepcopy(model), SHAPE, ChannelRule(), ratios=alloc["ratios"])
+    pruned, _, _ = prune_channels(copy.deepcopy(model), SHAPE, ChannelRule(round_to=1), ratios=alloc["ratios"])
     assert count_parameters(pruned) == alloc["params"]
     with pytest.raises(EdgepipeError, match="target macs 0.01"):
-        allocate(model, doc, g, aux, Target(macs=0.01), ChannelRule())
+        allocate(model, doc, g, aux, Target(macs=0.01), ChannelRule(round_to=1))
 
 
 def test_target_and_sensitivity_settings_are_checked():
@@ -148,10 +148,10 @@ def test_target_and_sensitivity_settings_are_checked():
 
 def test_latency_target_bisects_the_greedy_path_with_measured_times():
     model = seed_cnn()
-    doc, g, aux = analyse(model, SHAPE, ChannelRule(), Sensitivity(ratios=(0.25, 0.5, 0.75)), samples(50, seed=2))
+    doc, g, aux = analyse(model, SHAPE, ChannelRule(round_to=1), Sensitivity(ratios=(0.25, 0.5, 0.75)), samples(50, seed=2))
     from edgepipe.pipeline.compress.channels.sensitivity import latency_probe
 
-    probe = latency_probe(model, SHAPE, g, aux, doc, ChannelRule())
+    probe = latency_probe(model, SHAPE, g, aux, doc, ChannelRule(round_to=1))
     assert probe({}) > 0  # a real export and onnxruntime measurement
 
     calls = []
@@ -163,12 +163,12 @@ def test_latency_target_bisects_the_greedy_path_with_measured_times():
         calls.append(ratios)
         return estimate(model, aux["hw"], changes_for(g, kept))[1] / 1e6
 
-    alloc = allocate(model, doc, g, aux, Target(latency=0.5), ChannelRule(), fake_ms)
+    alloc = allocate(model, doc, g, aux, Target(latency=0.5), ChannelRule(round_to=1), fake_ms)
     assert alloc["latency"]["pruned_ms"] <= 0.5 * alloc["latency"]["unpruned_ms"]
-    by_macs = allocate(model, doc, g, aux, Target(macs=0.5), ChannelRule())
+    by_macs = allocate(model, doc, g, aux, Target(macs=0.5), ChannelRule(round_to=1))
     assert alloc["ratios"] == by_macs["ratios"]  # the first step of the same path under half
     assert alloc["steps"] == by_macs["steps"]
     # the path has at most 9 steps (3 groups × 3 ratios): unpruned + last + bisection = at most 2 + 4 probes
     assert len(calls) == alloc["latency"]["probes"] <= 6
     with pytest.raises(EdgepipeError, match="target latency 0.01"):
-        allocate(model, doc, g, aux, Target(latency=0.01), ChannelRule(), fake_ms)
+        allocate(model, doc, g, aux, Target(latency=0.01), ChannelRule(round_to=1), fake_ms)

@@ -153,3 +153,39 @@ def test_a_jit_loaded_model_is_refused_in_one_line(tmp_path):
     loaded = paddle.jit.load(str(tmp_path / "m"))
     with pytest.raises(EdgepipeError, match="paddle.jit.load'ed model .* give the model's python: or zoo: source"):
         prune_channels(loaded, shape, ChannelRule(ratio=0.3))
+
+
+def test_round_to_defaults_to_the_profiles_channel_multiple():
+    import paddle
+
+    from edgepipe.pipeline.compress.channels.prune import ChannelRule, prune_channels, resolved
+    from edgepipe.pipeline.compress.channels.speed import channel_multiple
+
+    multiple, why = channel_multiple()
+    assert multiple >= 1 and why
+    assert resolved(ChannelRule()).round_to == multiple and resolved(ChannelRule(round_to=1)).round_to == 1
+    make, shape = _zoo("mobilenet_v3_small")
+    paddle.seed(0)
+    _, _, rows = prune_channels(make(), shape, ChannelRule(ratio=0.3))
+    kept = [r["kept"] for r in rows if "kept" in r and r["kept"] < r["channels"]]
+    assert kept and all(k % multiple == 0 for k in kept)
+
+
+def test_speed_compare_measures_both_models_in_interleaved_rounds():
+    import copy
+
+    import paddle
+
+    from edgepipe.pipeline.compress.channels.prune import ChannelRule, prune_channels
+    from edgepipe.pipeline.compress.channels.speed import compare
+
+    make, shape = _zoo("resnet18")
+    paddle.seed(0)
+    model = make()
+    parent = copy.deepcopy(model)
+    prune_channels(model, shape, ChannelRule(ratio=0.5))
+    r = compare(parent, model, shape, rounds=3, seconds=0.05)
+    assert r["rounds"] == 3 and r["p50_before_ms"] > 0 and r["p50_after_ms"] > 0
+    lo, hi = r["speedup_range"]  # no speed asserted here: timings belong in benchmarks, not unit tests
+    assert 0 < lo <= hi and r["slower"] == (hi < 1.0)
+    assert abs(r["speedup"] - r["p50_before_ms"] / r["p50_after_ms"]) < 1e-9

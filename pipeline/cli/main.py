@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-o", "--output", help="output folder (default: MODEL/sensitivity)")
     pr.add_argument("--criterion", default="l1", help="channel importance: l1 l2 fpgm bn_scale taylor apoz activation (default l1)")
     pr.add_argument("--ratios", help="comma-separated ratios (default 0.1,0.2,...,0.9)")
-    pr.add_argument("--round-to", type=int, default=1, help="kept channel counts rounded to a multiple of this")
+    pr.add_argument("--round-to", type=int, help="kept channel counts rounded to a multiple of this "
+                                                 "(default: the detected device profile's channel_multiple, 8)")
     pr.add_argument("--layers", action="append", metavar="GLOB", help="only groups holding these layers (repeatable)")
     pr.add_argument("--skip", action="append", metavar="GLOB", help="leave groups holding these layers alone (repeatable)")
     pr.add_argument("--samples", type=int, default=512, help="training samples for taylor/apoz/activation (default 512)")

@@ -95,6 +95,13 @@ def _channel_prune_lines(name: str, s: dict) -> list[str]:
              f"criterion {ch['criterion']}, round to {ch['round_to']}); parameters {m['params_before']:,} → {m['params_after']:,}; "
              f"test accuracy {100 * m['test_acc_before']:.2f}% → {100 * m['test_acc_pruned']:.2f}% pruned → "
              f"{100 * m['test_acc_after']:.2f}%{_tuned(m, c)}.", ""]
+    sp = m.get("speed")
+    if sp:
+        lo, hi = sp["speedup_range"]
+        lines[-1:-1] = [f"Speed ({sp['how']}): p50 {sp['p50_before_ms']:.3f} → {sp['p50_after_ms']:.3f} ms, "
+                        f"×{sp['speedup']:.2f} ({lo:.2f}–{hi:.2f} over {sp['rounds']} rounds)"
+                        + (" — **slower than the unpruned model in every round**; raise round_to (8 or 16)" if sp["slower"] else "")
+                        + f"; round to {ch['round_to']} from {ch.get('round_to_from', 'the recipe')}."]
     sens = m.get("sensitivity")
     if sens:
         if sens["files"]:

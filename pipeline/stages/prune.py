@@ -11,13 +11,14 @@ blocks replaced by the identity, recorded as a `remove_layers` transform.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from typing import Literal
 
 from edgepipe.pipeline.compress.blocks import BlockRule
 from edgepipe.pipeline.compress.channels.prune import ChannelRule
 from edgepipe.pipeline.compress.channels.sensitivity import Sensitivity
-from edgepipe.pipeline.core.config import require
+from edgepipe.pipeline.core.config import OPTIONAL, require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
 from edgepipe.pipeline.stages.finetune import check_fine_tune, finetune_refs, judged, teacher_inputs
@@ -44,6 +45,7 @@ class PruneConfig(TakesModels):
     temperature: float = 4.0
     alpha: float = 0.9
     output: str | None = None  # default: <model>_pruned
+    speed_check: bool = field(default=True, metadata=OPTIONAL)  # channels: fp32 p50 before and after, interleaved
 
     uses_data = True
 
@@ -133,10 +135,13 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
 
 
 def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_before, rng, ref) -> StageResult:
+    import copy
+
     from edgepipe.devices import EdgepipeError
     from edgepipe.pipeline.compress.channels.importance import DATA_SCORERS
-    from edgepipe.pipeline.compress.channels.prune import prune_channels
+    from edgepipe.pipeline.compress.channels.prune import prune_channels, resolved
     from edgepipe.pipeline.compress.channels.sensitivity import analyse, choose_ratios, write
+    from edgepipe.pipeline.compress.channels.speed import channel_multiple, compare
     from edgepipe.pipeline.core.artifact import count_parameters, save_model
     from edgepipe.pipeline.core.progress import progress_bar
     from edgepipe.pipeline.stages.finetune import fine_tune
@@ -144,7 +149,9 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_
 
     shape = tuple(info["input_shape"])
     params_before = count_parameters(layer)
-    rule = cfg.channels
+    rule = resolved(cfg.channels)
+    round_source = "recipe" if cfg.channels.round_to is not None else channel_multiple()[1]
+    parent = copy.deepcopy(layer) if cfg.speed_check else None
     train = ctx.data.split("train") if rule.criterion in DATA_SCORERS else None
     ratios, graph, stats, sens_metrics = None, None, None, None
     if cfg.sensitivity is not None or rule.target is not None:
@@ -163,6 +170,13 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_
         raise EdgepipeError("prune: no channel group could be pruned (" + "; ".join(
             f"{', '.join(g['group'])}: {g.get('skip', 'nothing to remove at this ratio')}" for g in groups) + ")")
     acc_pruned = evaluate(layer, *test)
+    speed = compare(parent, layer, shape) if parent is not None else None
+    if speed is not None:
+        lo, hi = speed["speedup_range"]
+        print(f"  prune: fp32 p50 {speed['p50_before_ms']:.3f} -> {speed['p50_after_ms']:.3f} ms, "
+              f"speed-up x{speed['speedup']:.2f} ({lo:.2f}-{hi:.2f} over {speed['rounds']} rounds)"
+              + (" — SLOWER than the unpruned model in every round; try round_to: 8 or 16" if speed["slower"] else ""),
+              file=sys.stderr)
     history, teacher_label = fine_tune(cfg, ctx, layer, rng, "prune fine-tune")
     acc_after, fid = judged(layer, test, ref)
     params_after = count_parameters(layer)
@@ -171,12 +185,12 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_
     save_model(ctx.out(cfg.output_name), layer, info["spec"], [*info.get("transforms", []), transform], input_shape=shape,
                meta={"label": label, "pruned_channels": groups}, contract=ctx.data.contract_record)
     metrics = {"rule": {"channels": {"ratio": None if rule.target else rule.ratio, "criterion": rule.criterion,
-                                     "round_to": rule.round_to,
+                                     "round_to": rule.round_to, "round_to_from": round_source,
                                      "target": {rule.target.kind: rule.target.share} if rule.target else None}},
                "sensitivity": sens_metrics,
                "groups": groups, "params_before": params_before, "params_after": params_after,
                "test_acc_before": acc_before, "test_acc_pruned": acc_pruned, "test_acc_after": acc_after,
-               "fidelity": fid,
+               "fidelity": fid, "speed": speed,
                "teacher": teacher_label, "history": history}
     art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after,
                        fidelity=metrics["fidelity"], params=params_after)

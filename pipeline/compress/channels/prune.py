@@ -62,13 +62,13 @@ class ChannelRule:
     skip: tuple[str, ...] = ()  # groups that contain these layers are left alone
     per_layer: tuple[LayerRatio, ...] = ()  # ratio overrides, first match wins
     criterion: Literal["l1", "l2", "fpgm", "bn_scale", "taylor", "apoz", "activation"] = "l1"
-    round_to: int = 1  # kept channel counts rounded to a multiple of this (8 suits SIMD kernels)
+    round_to: int | None = None  # kept channel counts rounded to a multiple of this; null: the device profile's
     samples: int = 512  # training samples the data-driven criteria (taylor, apoz, activation) look at
     target: Target | None = None  # instead of one ratio: per-group ratios from the sensitivity analysis
 
     def __post_init__(self):
         require(0.0 < self.ratio < 1.0, "ratio", "must be in (0, 1)")
-        require(self.round_to >= 1, "round_to", "must be at least 1")
+        require(self.round_to is None or self.round_to >= 1, "round_to", "must be at least 1 (or null: the device profile's)")
         require(self.samples >= 1, "samples", "must be at least 1")
         require(len(self.layers) >= 1, "layers", "name at least one layer (or '*')")
 
@@ -100,7 +100,19 @@ def candidates(g: Graph, rule: ChannelRule) -> tuple[list[int], list[dict]]:
     return roots, rows
 
 
-def keep_count(size: int, ratio: float, round_to: int) -> int:
+def resolved(rule: ChannelRule) -> ChannelRule:
+    """The rule with round_to filled in from the detected device profile when it was left out."""
+    if rule.round_to is not None:
+        return rule
+    from dataclasses import replace
+
+    from edgepipe.pipeline.compress.channels.speed import channel_multiple
+
+    return replace(rule, round_to=channel_multiple()[0])
+
+
+def keep_count(size: int, ratio: float, round_to: int | None) -> int:
+    round_to = round_to or 1
     keep = size - int(round(ratio * size))
     if round_to > 1:
         keep = min(size, max(round_to, int(round(keep / round_to)) * round_to))
@@ -150,6 +162,7 @@ def prune_channels(model, input_shape: tuple[int, ...], rule: ChannelRule, data=
     if type(model).__name__ in ("TranslatedLayer", "PirTranslatedLayer"):  # what paddle.jit.load returns (2.x / 3.x)
         raise EdgepipeError("a paddle.jit.load'ed model is a fixed program: its layers cannot be re-shaped, so channel "
                             "pruning cannot apply; give the model's python: or zoo: source (and weights:) instead")
+    rule = resolved(rule)
     g = graph or trace(model, input_shape)
     kept, rows = plan(g, rule, stats if stats is not None else scorer_stats(model, g, rule, data), ratios)
     if not kept:

@@ -20,7 +20,7 @@ from edgepipe.devices import EdgepipeError
 from edgepipe.pipeline.compress.channels.cut import changes_for, cut_copy
 from edgepipe.pipeline.compress.channels.graph import Graph, trace
 from edgepipe.pipeline.compress.channels.importance import channel_scores
-from edgepipe.pipeline.compress.channels.prune import ChannelRule, Target, candidates, keep_count, scorer_stats
+from edgepipe.pipeline.compress.channels.prune import ChannelRule, Target, candidates, keep_count, resolved, scorer_stats
 from edgepipe.pipeline.core.config import require
 from edgepipe.runtime.atomic import temp_dir
 
@@ -96,6 +96,7 @@ def analyse(model, input_shape, rule: ChannelRule, sens: Sensitivity, val: tuple
     activation statistics or None})."""
     from edgepipe.pipeline.training import evaluate
 
+    rule = resolved(rule)
     x, y = val
     if sens.samples:
         x, y = x[: sens.samples], y[: sens.samples]
@@ -206,6 +207,7 @@ def allocate(model, doc: dict, g: Graph, aux: dict, target: Target, rule: Channe
 def choose_ratios(model, input_shape, doc: dict, g: Graph, aux: dict, rule: ChannelRule) -> dict[int, float]:
     """allocate() for `rule.target` (measuring exported probes for a latency target); records the
     allocation in `doc` with groups named by their first layer, returns ratios per group root."""
+    rule = resolved(rule)
     measure = latency_probe(model, input_shape, g, aux, doc, rule) if rule.target.kind == "latency" else None
     alloc = allocate(model, doc, g, aux, rule.target, rule, measure)
     names = {grp["root"]: grp["group"][0] for grp in doc["groups"]}
