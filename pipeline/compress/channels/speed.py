@@ -26,12 +26,14 @@ def channel_multiple() -> tuple[int, str]:
     return profile.channel_multiple, f"device profile {profile.name}"
 
 
-def compare(before, after, input_shape: tuple[int, ...], rounds: int = 5, seconds: float = 0.2) -> dict:
-    """p50 latency of `before` and `after` (Paddle layers), measured in alternating rounds."""
+def compare(before, after, input_shape: tuple[int, ...], rounds: int = 5, seconds: float = 0.2, iters: int = 20) -> dict:
+    """p50 latency of `before` and `after` (Paddle layers), measured in alternating rounds (each at
+    least `iters` runs and `seconds` long)."""
     from edgepipe.export.paddle_onnx import export_layer
     from edgepipe.runtime.bench import Bench, BenchOptions
 
-    opts = BenchOptions(warmup_iters=5, warmup_seconds=0.1, iters=20, min_seconds=seconds, max_seconds=5 * seconds + 1)
+    opts = BenchOptions(warmup_iters=min(5, iters), warmup_seconds=0.1, iters=iters, min_seconds=seconds,
+                        max_seconds=5 * seconds + 1)
     with temp_dir("speed") as tmp:
         benches = [Bench(export_layer(m, tuple(input_shape), Path(tmp) / f"{k}.onnx", name=k), opts)
                    for k, m in (("before", before), ("after", after))]
