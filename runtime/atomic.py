@@ -76,11 +76,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def sweep_temp(*roots: str | Path) -> list[Path]:
+def sweep_temp(*roots: str | Path, min_age_s: float = 0.0) -> list[Path]:
     """Remove the scratch folders (edgepipe-<prefix>-<pid>-*) and partial outputs (.<name>.partial-<pid>)
-    under `roots` whose process is gone; returns what was removed."""
+    under `roots` whose process is gone and that this user owns; returns what was removed. In a
+    shared folder (the system's temp) give `min_age_s`: a process in another PID namespace (another
+    container) can look gone from here while its folder is in use."""
     import re
     import shutil
+    import time
 
     removed = []
     pattern = re.compile(r"^(?:edgepipe-[a-z]+-(\d+)-.+|\..+\.partial-(\d+))$")
@@ -93,6 +96,12 @@ def sweep_temp(*roots: str | Path) -> list[Path]:
             if not m or not entry.is_dir() or entry.is_symlink():
                 continue
             pid = int(m.group(1) or m.group(2))
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            if st.st_uid != os.getuid() or time.time() - st.st_mtime < min_age_s:
+                continue
             if pid != os.getpid() and not _alive(pid):
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry)
