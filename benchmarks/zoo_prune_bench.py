@@ -7,7 +7,9 @@ commonest reasons), parameters and MACs before and after, and fp32 p50 of the un
 pruned model (onnxruntime, batch 1, 1 thread) from interleaved rounds in one process, with the
 spread of the per-round speed-ups.
 
-    .venv/bin/python benchmarks/zoo_prune_bench.py [--only NAME ...] [--rounds N] [--out FILE]
+    .venv/bin/python benchmarks/zoo_prune_bench.py [--only NAME ...] [--rounds N] [--out FILE] [--table JSON]
+
+--only measures those models again and replaces their rows in an existing results file.
 """
 from __future__ import annotations
 
@@ -84,6 +86,10 @@ def main() -> int:
     for name in args.only or NAMES:
         print(f"  {name} ...", file=sys.stderr, flush=True)
         results.append(measure(name, args.rounds))
+    if args.only and args.out.is_file():  # a partial run replaces those models' rows in the earlier results
+        earlier = {r["model"]: r for r in json.loads(args.out.read_text())["models"]}
+        earlier.update({r["model"]: r for r in results})
+        results = [earlier[n] for n in NAMES if n in earlier]
     table(results)
     from edgepipe.runtime.runner import environment
 

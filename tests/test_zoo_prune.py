@@ -189,3 +189,58 @@ def test_speed_compare_measures_both_models_in_interleaved_rounds():
     lo, hi = r["speedup_range"]  # no speed asserted here: timings belong in benchmarks, not unit tests
     assert 0 < lo <= hi and r["slower"] == (hi < 1.0)
     assert abs(r["speedup"] - r["p50_before_ms"] / r["p50_after_ms"]) < 1e-9
+
+
+def _users_net():
+    """A user's own nn.Layer with a channel split, a concat, grouped convs and a squeeze-excite gate."""
+    import paddle
+    import paddle.nn as nn
+    import paddle.nn.functional as F
+
+    class Net(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.bn = nn.Conv2D(3, 32, 3, padding=1), nn.BatchNorm2D(32)
+            self.a, self.b = nn.Conv2D(16, 16, 3, padding=1), nn.Conv2D(16, 16, 3, padding=1)
+            self.g1 = nn.Conv2D(32, 64, 1)
+            self.g2 = nn.Conv2D(64, 64, 3, padding=1, groups=8)
+            self.g2bn = nn.BatchNorm2D(64)
+            self.g3 = nn.Conv2D(64, 32, 1)
+            self.se1, self.se2 = nn.Conv2D(32, 8, 1), nn.Conv2D(8, 32, 1)
+            self.head = nn.Linear(32, 10)
+
+        def forward(self, x):
+            x = F.relu(self.bn(self.stem(x)))
+            p, q = paddle.split(x, 2, axis=1)
+            x = paddle.concat([F.relu(self.a(p)), F.relu(self.b(q))], axis=1)
+            y = self.g3(F.relu(self.g2bn(self.g2(F.relu(self.g1(x))))))
+            s = F.sigmoid(self.se2(F.relu(self.se1(F.adaptive_avg_pool2d(y, 1)))))
+            return self.head(paddle.flatten(F.adaptive_avg_pool2d(y * s + x, 1), 1))
+
+    return Net()
+
+
+def test_a_users_model_with_split_concat_se_and_grouped_convs_prunes(tmp_path):
+    import paddle
+
+    from edgepipe.export.paddle_onnx import export_layer
+    from edgepipe.pipeline.compress.channels.prune import ChannelRule, prune_channels
+    from edgepipe.runtime.cost import describe
+    from edgepipe.runtime.session import open_session, predict
+
+    shape = (3, 16, 16)
+    paddle.seed(0)
+    model = _users_net()
+    model.eval()
+    base = describe(export_layer(model, shape, tmp_path / "base.onnx"))
+    model, changes, rows = prune_channels(model, shape, ChannelRule(ratio=0.5, round_to=1))
+    # the grouped conv loses whole groups (64 channels in groups of 8 -> 4 of them kept), its producer and consumer follow
+    assert len(changes["g2"]["depthwise"]) == 32 and model.g2._groups == 4 and list(model.g2.weight.shape) == [32, 8, 3, 3]
+    assert len(changes["g1"]["out"]) == 32 and len(changes["g3"]["in"]) == 32 and len(changes["se1"]["out"]) == 4
+    assert any("split through a channel group" in r.get("skip", "") for r in rows)  # the stem the split cuts in half
+    out = export_layer(model, shape, tmp_path / "pruned.onnx")
+    assert describe(out)["macs"] < base["macs"]
+    x = np.random.default_rng(0).standard_normal((2, *shape)).astype(np.float32)
+    with paddle.no_grad():
+        ref = model(paddle.to_tensor(x)).numpy()
+    np.testing.assert_allclose(predict(open_session(out), x), ref, rtol=1e-3, atol=1e-4)

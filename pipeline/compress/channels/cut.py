@@ -16,8 +16,8 @@ def _cut_conv(layer, in_idx, out_idx, depthwise: bool):
 
     w = layer.weight.numpy()
     groups = 1
-    if depthwise:
-        w, groups = w[out_idx], len(out_idx)
+    if depthwise:  # depthwise (1 input channel per group) or grouped with whole groups kept
+        w, groups = w[out_idx], len(out_idx) // w.shape[1]
     else:
         w = w[out_idx][:, in_idx]
     new = nn.Conv2D(len(in_idx), len(out_idx), layer._kernel_size, stride=layer._stride, padding=layer._padding,

@@ -4,7 +4,8 @@ The model is traced to its static program (`paddle.jit.to_static`, PIR), so ever
 including residual `+`, `*` gates and concatenations that layer hooks cannot see. Each tensor's
 channel axis (axis 1) is described as a list of segments `(space, block)`: a *space* is one set of
 channels that must be pruned together (a conv's filters, and everything tied to them through
-BatchNorm, activations, residual adds, depthwise convs); `block` is how many consecutive entries
+BatchNorm, activations, residual adds, depthwise convs, and grouped convs in whole groups); `block`
+is how many consecutive entries
 each channel occupies (1 in a feature map, H·W after flattening into a Linear layer).
 
 Spaces tied by an add are merged (union-find). A concatenation lists its inputs' segments one
@@ -17,6 +18,7 @@ breaks later. Tracing never fails on an op: whatever cannot be modelled freezes 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +37,7 @@ class Space:
     frozen: str | None = None
     producers: list = field(default_factory=list)  # (layer name, "conv" | "linear") whose outputs are these channels
     followers: list = field(default_factory=list)  # (layer name, "bn" | "depthwise") indexed by these channels
+    granule: int = 1  # channels go in aligned blocks of this many (a grouped conv's channels per group)
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Graph:
         sa.producers += sb.producers
         sa.followers += sb.followers
         sa.frozen = sa.frozen or sb.frozen
+        sa.granule = math.lcm(sa.granule, sb.granule)
 
     def new(self, size: int, frozen: str | None = None) -> int:
         self.spaces.append(Space(size, frozen))
@@ -213,6 +217,12 @@ def trace(model, input_shape: tuple[int, ...]) -> Graph:
                 layout[out.id] = [(s, 1)]
             elif groups == cin == cout and len(x) == 1 and x[0][1] == 1:
                 g.spaces[g.root(x[0][0])].followers.append((name, "depthwise"))
+                layout[out.id] = x
+            elif cin == cout and len(x) == 1 and x[0][1] == 1 and g.spaces[g.root(x[0][0])].size == cin:
+                # grouped, one output channel block per input block (ResNeXt): whole groups go together
+                sp = g.spaces[g.root(x[0][0])]
+                sp.followers.append((name, "depthwise"))
+                sp.granule = math.lcm(sp.granule, cin // groups)
                 layout[out.id] = x
             else:
                 g.freeze(x, f"grouped convolution {name} (groups={groups})")

@@ -11,6 +11,7 @@ Paddle model; the kept indices are returned as a transform so an artifact can be
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -111,6 +112,21 @@ def resolved(rule: ChannelRule) -> ChannelRule:
     return replace(rule, round_to=channel_multiple()[0])
 
 
+def step_of(g: Graph, root: int, round_to: int | None) -> int:
+    """What a group's kept channel count must be a multiple of: round_to, and whole groups of a
+    grouped conv the channels feed."""
+    return math.lcm(round_to or 1, g.spaces[root].granule)
+
+
+def top_channels(g: Graph, root: int, keep: int, scores: np.ndarray) -> np.ndarray:
+    """The `keep` best channels of a group, sorted; in whole aligned blocks where it has a granule."""
+    granule = g.spaces[root].granule
+    if granule == 1:
+        return np.sort(np.argsort(-scores, kind="stable")[:keep])
+    blocks = np.sort(np.argsort(-scores.reshape(-1, granule).sum(1), kind="stable")[: keep // granule])
+    return (blocks[:, None] * granule + np.arange(granule)[None, :]).ravel()
+
+
 def keep_count(size: int, ratio: float, round_to: int | None) -> int:
     round_to = round_to or 1
     keep = size - int(round(ratio * size))
@@ -133,11 +149,10 @@ def plan(g: Graph, rule: ChannelRule, stats: dict | None = None, ratios: dict[in
     by_root = dict(zip(roots, [r for r in rows if "skip" not in r]))
     for root in roots:
         ratio = ratios.get(root, 0.0) if ratios is not None else group_ratio(g, root, rule)
-        keep = keep_count(g.spaces[root].size, ratio, rule.round_to) if ratio > 0 else g.spaces[root].size
+        keep = keep_count(g.spaces[root].size, ratio, step_of(g, root, rule.round_to)) if ratio > 0 else g.spaces[root].size
         by_root[root]["kept"] = keep
         if keep < g.spaces[root].size:
-            scores = channel_scores(g, root, rule.criterion, stats)
-            kept[root] = np.sort(np.argsort(-scores, kind="stable")[:keep])
+            kept[root] = top_channels(g, root, keep, channel_scores(g, root, rule.criterion, stats))
     return kept, rows
 
 

@@ -20,7 +20,16 @@ from edgepipe.devices import EdgepipeError
 from edgepipe.pipeline.compress.channels.cut import changes_for, cut_copy
 from edgepipe.pipeline.compress.channels.graph import Graph, trace
 from edgepipe.pipeline.compress.channels.importance import channel_scores
-from edgepipe.pipeline.compress.channels.prune import ChannelRule, Target, candidates, keep_count, resolved, scorer_stats
+from edgepipe.pipeline.compress.channels.prune import (
+    ChannelRule,
+    Target,
+    candidates,
+    keep_count,
+    resolved,
+    scorer_stats,
+    step_of,
+    top_channels,
+)
 from edgepipe.pipeline.core.config import require
 from edgepipe.runtime.atomic import temp_dir
 
@@ -65,8 +74,8 @@ def estimate(model, hw: dict[str, int], changes: dict[str, dict]) -> tuple[int, 
         if isinstance(layer, nn.Conv2D):
             out_c, in_g = layer.weight.shape[0], layer.weight.shape[1]
             k = int(np.prod(layer.weight.shape[2:]))
-            if "depthwise" in c:
-                out_c, in_g = len(c["depthwise"]), 1
+            if "depthwise" in c:  # depthwise or grouped: each output channel still reads weight.shape[1] inputs
+                out_c = len(c["depthwise"])
             else:
                 out_c = len(c["out"]) if "out" in c else out_c
                 in_g = len(c["in"]) if "in" in c else in_g
@@ -86,7 +95,7 @@ def estimate(model, hw: dict[str, int], changes: dict[str, dict]) -> tuple[int, 
 
 
 def _top(g: Graph, root: int, keep: int, scores: dict) -> np.ndarray:
-    return np.sort(np.argsort(-scores[root], kind="stable")[:keep])
+    return top_channels(g, root, keep, scores[root])
 
 
 def analyse(model, input_shape, rule: ChannelRule, sens: Sensitivity, val: tuple, train: tuple | None = None,
@@ -117,7 +126,7 @@ def analyse(model, input_shape, rule: ChannelRule, sens: Sensitivity, val: tuple
     points: dict[int, list] = {root: [] for root in roots}
     for i, (root, ratio) in enumerate(todo):
         size = g.spaces[root].size
-        keep = keep_count(size, ratio, rule.round_to)
+        keep = keep_count(size, ratio, step_of(g, root, rule.round_to))
         if keep < size:
             changes = changes_for(g, {root: _top(g, root, keep, scores)})
             cut = cut_copy(model, changes)
@@ -226,7 +235,7 @@ def latency_probe(model, input_shape, g: Graph, aux: dict, doc: dict, rule: Chan
     def measure(ratios: dict[int, float]) -> float:
         kept = {}
         for root, ratio in ratios.items():
-            keep = keep_count(sizes[root], ratio, rule.round_to)
+            keep = keep_count(sizes[root], ratio, step_of(g, root, rule.round_to))
             if keep < sizes[root]:
                 kept[root] = _top(g, root, keep, aux["scores"])
         cut = cut_copy(model, changes_for(g, kept))
