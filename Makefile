@@ -29,7 +29,7 @@ test-arm: $(STAMP)
 	$(PY) -m pytest -q -rs -s -m arm tests/test_arm.py
 
 ## test-zoo: channel pruning of paddle.vision's large classifiers (VGG, ResNeXt, Wide ResNet, AlexNet,
-## GoogLeNet, Inception v3): trace, plan, cut, export, onnxruntime against Paddle (about 10 minutes)
+## GoogLeNet, Inception v3): trace, plan, cut, export, onnxruntime against Paddle (about 5 minutes)
 test-zoo: $(STAMP)
 	$(PY) -m pytest -q -rs -m zoo tests/test_zoo_prune.py
 
