@@ -101,9 +101,13 @@ def convert(tp, value, path: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"{path}: {str(value)[:20]}… is too large for a number; give an ordinary number") from None
         if not math.isfinite(value):  # YAML's .inf / .nan: a learning rate or weight that can only diverge
             raise ConfigError(f"{path}: {value!r} is not a finite number; give an ordinary number")
-        return float(value)
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {value!r}")

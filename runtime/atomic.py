@@ -67,20 +67,22 @@ def temp_dir(prefix: str) -> tempfile.TemporaryDirectory:
 
 
 def _alive(pid: int) -> bool:
+    """Whether a process of this pid exists (a pid kill() cannot even take counts as alive: not ours)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError, ValueError, OSError):
         return True
     return True
 
 
-def sweep_temp(*roots: str | Path, min_age_s: float = 0.0) -> list[Path]:
+def sweep_temp(*roots: str | Path, min_age_s: float = 0.0, partials: bool = True) -> list[Path]:
     """Remove the scratch folders (edgepipe-<prefix>-<pid>-*) and partial outputs (.<name>.partial-<pid>)
     under `roots` whose process is gone and that this user owns; returns what was removed. In a
     shared folder (the system's temp) give `min_age_s`: a process in another PID namespace (another
-    container) can look gone from here while its folder is in use."""
+    container) can look gone from here while its folder is in use, and partials=False (another program's
+    `.x.partial-N` is not ours)."""
     import re
     import shutil
     import time
@@ -93,7 +95,7 @@ def sweep_temp(*roots: str | Path, min_age_s: float = 0.0) -> list[Path]:
             continue
         for entry in root.iterdir():
             m = pattern.match(entry.name)
-            if not m or not entry.is_dir() or entry.is_symlink():
+            if not m or not entry.is_dir() or entry.is_symlink() or (m.group(2) and not partials):
                 continue
             pid = int(m.group(1) or m.group(2))
             try:

@@ -8,17 +8,29 @@ import subprocess
 import sys
 
 
-def _die_with_parent():  # pragma: no cover - runs in the child, between fork and exec
+def _prctl():
+    """libc's prctl, looked up here in the parent: between fork and exec a multi-threaded process
+    (paddle's) must not dlopen or allocate, only call what is already resolved."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except Exception:
+        return None
+
+
+_PRCTL = _prctl() if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent():  # pragma: no cover - runs in the child, between fork and exec
+    try:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except Exception:
         pass
 
 
 def run_child(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     """subprocess.run(cmd, capture_output=True, text=True, **kwargs), tied to this process's life."""
-    if sys.platform.startswith("linux"):
+    if _PRCTL is not None:
         kwargs.setdefault("preexec_fn", _die_with_parent)
     return subprocess.run(cmd, capture_output=True, text=True, **kwargs)

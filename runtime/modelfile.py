@@ -14,6 +14,7 @@ tensors; every other field is skipped by protobuf as unknown.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +38,7 @@ _SCHEMA = [
                ("functions", 25, "message", 3, "Function")]),
 ]
 EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
+_PLAIN = re.compile(r"[A-Za-z0-9._/-]+")
 
 
 @lru_cache(maxsize=1)
@@ -90,6 +92,9 @@ def _node_tensors(node):
 def _check_location(model: Path, tensor, location: str) -> Path:
     where = f"{model}: tensor {tensor.name[:80]!r} keeps its data in {location!r}"
     parts = Path(location).parts
+    if not _PLAIN.fullmatch(location or "-"):  # also refuses onnxruntime's "*/_ORT_MEM_ADDR_/*" in-memory marker
+        raise EdgepipeError(f"{where}; external data must be a plain relative file name (letters, digits, '.', '_', "
+                            "'-', '/'); re-save the model with onnx.save(..., location='NAME.data')")
     if not location or os.path.isabs(location) or "\\" in location or ".." in parts or "\0" in location:
         raise EdgepipeError(f"{where}, outside the model's folder; external data must be a relative path inside "
                             "it (re-save the model with onnx.save(..., location='NAME.data'))")
@@ -146,6 +151,10 @@ def check_model_file(path: str | Path) -> ModelFile:
     for t in tensors:
         if t.data_location != EXTERNAL:
             continue
+        keys = [e.key for e in t.external_data]
+        if len(keys) != len(set(keys)):  # readers disagree on which of two entries wins
+            raise EdgepipeError(f"{path}: tensor {t.name[:80]!r} names its external data twice ({', '.join(keys)}); "
+                                "re-save the model with onnx")
         loc = next((e.value for e in t.external_data if e.key == "location"), "")
         external.append(_check_location(path, t, loc))
     return ModelFile(path, size, tuple(dict.fromkeys(external)))

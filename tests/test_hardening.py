@@ -459,3 +459,63 @@ def test_a_killed_run_leaves_no_live_runner_and_its_rerun_no_leftovers(tmp_path)
     assert proc.returncode == 0, proc.stderr
     left = [p.name for p in (tmp_path / "runs" / "k").iterdir() if p.name.startswith(".") and p.name != ".lock"]
     assert not left, left
+
+
+_DTYPE_ATTACK = """
+import pickle, sys
+import numpy as np
+from numpy._core.multiarray import _reconstruct
+class FakeDtype:  # a dtype whose state gives it an object field: the array's bytes would be read as pointers
+    def __reduce__(self):
+        return (np.dtype, ('f4', False, {copy}), (3, '|', None, ('a',), {{'a': (np.dtype('O'), 0)}}, 8, 1, 0))
+class FakeArr:
+    def __reduce__(self):
+        return (_reconstruct, (np.ndarray, (0,), b'b'), (1, (4,), FakeDtype(), False, b'A' * 32))
+open(sys.argv[1], 'wb').write(pickle.dumps({{'w': FakeArr(), 'StructuredToParameterName@@': {{'w': 'x'}}}}, protocol=4))
+from edgepipe.pipeline.core.weights import read_state
+from edgepipe.devices import EdgepipeError
+try:
+    read_state(sys.argv[1])
+except EdgepipeError as exc:
+    print("refused:", exc)
+assert np.dtype('f4').names is None and not np.dtype('f4').hasobject  # numpy's own float32 untouched
+"""
+
+
+@pytest.mark.parametrize("copy", ["True", "False"])
+def test_a_pickled_dtype_cannot_become_an_object_array(tmp_path, copy):
+    proc = subprocess.run([sys.executable, "-c", _DTYPE_ATTACK.format(copy=copy), str(tmp_path / "w.pdparams")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-500:]  # a crash (segfault) or the float32 check would fail here
+    assert "refused: " in proc.stdout and "could run code" in proc.stdout
+
+
+def test_the_gate_refuses_two_locations_and_the_in_memory_marker(tmp_path):
+    from edgepipe.runtime.modelfile import check_model_file
+
+    model = _external_model(tmp_path / "model", tmp_path / "secret.txt")
+    (tmp_path / "model" / "w.data").unlink()
+    shutil.copy(tmp_path / "secret.txt", tmp_path / "model" / "w.data")
+    m = onnx.load(str(model), load_external_data=False)
+    entry = m.graph.initializer[0].external_data.add()
+    entry.key, entry.value = "location", "../secret.txt"
+    onnx.save(m, str(tmp_path / "model" / "two.onnx"))
+    with pytest.raises(EdgepipeError, match="names its external data twice"):
+        check_model_file(tmp_path / "model" / "two.onnx")
+    m = onnx.load(str(model), load_external_data=False)
+    m.graph.initializer[0].external_data[0].value = "*/_ORT_MEM_ADDR_/*"
+    onnx.save(m, str(tmp_path / "model" / "mem.onnx"))
+    with pytest.raises(EdgepipeError, match="plain relative file name"):
+        check_model_file(tmp_path / "model" / "mem.onnx")
+
+
+def test_a_number_too_large_for_a_float_is_a_config_error(tmp_path):
+    (tmp_path / "r.yaml").write_text("name: r\nstages:\n  - train: {lr: " + "9" * 400 + "}\n")
+    assert "too large for a number" in one_line_error(edgepipe("run", tmp_path / "r.yaml", "--runs-dir", tmp_path / "runs"))
+
+
+def test_the_sweep_skips_a_pid_no_process_can_have(tmp_path):
+    from edgepipe.runtime.atomic import sweep_temp
+
+    (tmp_path / "edgepipe-export-99999999999999-x").mkdir()
+    assert sweep_temp(tmp_path) == [] and (tmp_path / "edgepipe-export-99999999999999-x").is_dir()

@@ -244,3 +244,14 @@ def test_a_users_model_with_split_concat_se_and_grouped_convs_prunes(tmp_path):
     with paddle.no_grad():
         ref = model(paddle.to_tensor(x)).numpy()
     np.testing.assert_allclose(predict(open_session(out), x), ref, rtol=1e-3, atol=1e-4)
+
+
+def test_bn_scale_on_densenet_leaves_the_groups_normalised_after_a_concat_alone():
+    import paddle
+
+    from edgepipe.pipeline.compress.channels.prune import ChannelRule, prune_channels
+
+    make, shape = _zoo("densenet121")
+    paddle.seed(0)
+    _, changes, rows = prune_channels(make(), shape, ChannelRule(ratio=0.3, criterion="bn_scale"))
+    assert changes and any("criterion bn_scale: no BatchNorm of its own" in r.get("skip", "") for r in rows)

@@ -262,7 +262,7 @@ def run_recipe(recipe: Recipe, runs_dir: Path, *, force: bool = False, from_stag
     with _Lock(run_dir), temp_root(run_dir / ".tmp"):
         _clean_leftovers(run_dir)
         sweep_temp(run_dir / ".tmp")  # the lock says no other run uses this run directory
-        sweep_temp(tempfile.gettempdir(), min_age_s=3600)  # shared: only what is an hour old
+        sweep_temp(tempfile.gettempdir(), min_age_s=3600, partials=False)  # shared: edgepipe's own, an hour old
         import yaml
 
         write_text_atomic(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))

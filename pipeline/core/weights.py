@@ -29,14 +29,57 @@ _ALLOWED = {
 _PADDLE_EXTRA = ("StructuredToParameterName@@",)
 
 
-class _StateUnpickler(pickle.Unpickler):
+def _plain(dtype) -> bool:
+    """A dtype a weight tensor can have: a plain number, no fields, no sub-arrays, no objects."""
+    return dtype.kind in "biufc" and dtype.names is None and dtype.subdtype is None and not dtype.hasobject
+
+
+def _dtype(code, align=False, copy=True):
+    """numpy.dtype as a state-dict pickle uses it: a plain number type, always a fresh copy (a pickle
+    asking for copy=False would get numpy's shared float32 itself, and could then rewrite it)."""
+    if not isinstance(code, str) or not _CODE.fullmatch(code) or align is not False:
+        raise _Refused(f"an array type {str(code)[:40]!r}")
+    return np.dtype(code, False, True)
+
+
+_CODE = __import__("re").compile(r"[<>|=]?(?:[biu][1248]|f[248]|c(?:8|16)|b1|\?)")
+
+
+class _StateUnpickler(pickle._Unpickler):  # the Python one, so BUILD can be checked before it applies
+    dispatch = dict(pickle._Unpickler.dispatch)
+
     def find_class(self, module, name):
+        if (module, name) == ("numpy", "dtype"):
+            return _dtype
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
         raise _Refused(f"{module}.{name}")
 
     def persistent_load(self, pid):
         raise _Refused(f"persistent id {str(pid)[:40]!r}")
+
+    def load_build(self):
+        # A dtype's state can give it fields, flags or an object type, after which an array's raw bytes
+        # would be read as pointers: a dtype's state must be a plain number's, checked before it applies.
+        obj, state = self.stack[-2], self.stack[-1]
+        if isinstance(obj, np.dtype) and not (isinstance(state, tuple) and len(state) == 8 and state[0] == 3
+                                              and state[1] in ("<", ">", "|", "=") and state[2:] == (None, None, None, -1, -1, 0)):
+            raise _Refused(f"an array type with the state {str(state)[:80]}")
+        pickle._Unpickler.load_build(self)
+        if isinstance(obj, np.dtype) and not _plain(obj):
+            raise _Refused(f"an array type {str(obj)[:60]!r}")
+        if isinstance(obj, np.ndarray) and not _plain(obj.dtype):
+            raise _Refused(f"an array of {str(obj.dtype)[:60]!r}")
+
+    dispatch[pickle.BUILD[0]] = load_build
+
+    def load_reduce(self):
+        pickle._Unpickler.load_reduce(self)
+        obj = self.stack[-1]
+        if isinstance(obj, np.dtype) and not _plain(obj):
+            raise _Refused(f"an array type {str(obj)[:60]!r}")
+
+    dispatch[pickle.REDUCE[0]] = load_reduce
 
 
 class _Refused(Exception):
@@ -48,6 +91,9 @@ def _from_pickle(path: Path) -> dict:
     try:
         state = _StateUnpickler(io.BytesIO(data)).load()
     except _Refused as exc:
+        if "_codecs" in str(exc):
+            raise EdgepipeError(f"{path}: written with pickle protocol 2 (paddle.save(..., protocol=2)), which edgepipe "
+                                "does not read; re-save it with the default protocol 4") from None
         raise EdgepipeError(f"{path}: refused: the pickle asks for {exc}, which a Paddle state dict never holds "
                             "(loading it could run code); re-save the weights with paddle.save(model.state_dict(), "
                             "PATH) or as .safetensors") from None
@@ -60,7 +106,7 @@ def _from_pickle(path: Path) -> dict:
     for k, v in state.items():
         if k in _PADDLE_EXTRA:
             continue
-        if not isinstance(k, str) or not isinstance(v, np.ndarray) or v.dtype == object:
+        if not isinstance(k, str) or not isinstance(v, np.ndarray) or not _plain(v.dtype):
             raise EdgepipeError(f"{path}: entry {str(k)[:60]!r} is a {type(v).__name__}, not a tensor; save model.state_dict()")
         out[k] = v
     return out

@@ -96,7 +96,9 @@ def _channel_prune_lines(name: str, s: dict) -> list[str]:
              f"test accuracy {100 * m['test_acc_before']:.2f}% → {100 * m['test_acc_pruned']:.2f}% pruned → "
              f"{100 * m['test_acc_after']:.2f}%{_tuned(m, c)}.", ""]
     sp = m.get("speed")
-    if sp:
+    if sp and "error" in sp:
+        lines[-1:-1] = [f"Speed: not measured ({sp['error']})."]
+    elif sp:
         lo, hi = sp["speedup_range"]
         lines[-1:-1] = [f"Speed ({sp['how']}): p50 {sp['p50_before_ms']:.3f} → {sp['p50_after_ms']:.3f} ms, "
                         f"×{sp['speedup']:.2f} ({lo:.2f}–{hi:.2f} over {sp['rounds']} rounds)"

@@ -170,8 +170,14 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_
         raise EdgepipeError("prune: no channel group could be pruned (" + "; ".join(
             f"{', '.join(g['group'])}: {g.get('skip', 'nothing to remove at this ratio')}" for g in groups) + ")")
     acc_pruned = evaluate(layer, *test)
-    speed = compare(parent, layer, shape) if parent is not None else None
-    if speed is not None:
+    speed = None
+    if parent is not None:
+        try:
+            speed = compare(parent, layer, shape)
+        except Exception as exc:  # e.g. a model paddle2onnx cannot export: the pruning itself stands
+            speed = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"}
+            print(f"  prune: the speed check could not run ({speed['error']})", file=sys.stderr)
+    if speed is not None and "error" not in speed:
         lo, hi = speed["speedup_range"]
         print(f"  prune: fp32 p50 {speed['p50_before_ms']:.3f} -> {speed['p50_after_ms']:.3f} ms, "
               f"speed-up x{speed['speedup']:.2f} ({lo:.2f}-{hi:.2f} over {speed['rounds']} rounds)"

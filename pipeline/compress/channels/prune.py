@@ -82,6 +82,7 @@ def candidates(g: Graph, rule: ChannelRule) -> tuple[list[int], list[dict]]:
     """Group roots the rule may prune, and one report row per group the rule names (with `skip`
     saying why a group is left alone)."""
     roots, rows = [], []
+    after_concat = {g.root(sid) for _, kind, lay in g.consumers if kind == "bn" for sid, _ in lay}  # BN of a concat
     for root, sp in sorted(g.groups().items(), key=lambda kv: _names(kv[1])[:1]):
         names = _names(sp)
         if not sp.producers:
@@ -95,6 +96,10 @@ def candidates(g: Graph, rule: ChannelRule) -> tuple[list[int], list[dict]]:
         hit = [p for p in rule.skip if any(fnmatch.fnmatchcase(n, p) for n in names)]
         if hit:
             rows.append({**row, "skip": f"skip: {hit[0]}"})
+            continue
+        if rule.criterion == "bn_scale" and not any(k == "bn" for _, k in sp.followers) and root in after_concat:
+            rows.append({**row, "skip": "criterion bn_scale: no BatchNorm of its own to score by (its channels are "
+                                        "normalised only after a concatenation)"})
             continue
         roots.append(root)
         rows.append(row)
@@ -184,17 +189,19 @@ def prune_channels(model, input_shape: tuple[int, ...], rule: ChannelRule, data=
         return model, {}, rows
     changes = changes_for(g, kept)
     originals = cut_layers(model, changes)  # all or nothing: builds every cut layer before swapping any in
+    was_training = model.training
     try:  # the plan came from the traced graph; one forward proves the cut model still runs
         with paddle.no_grad():
-            was_training = model.training
             model.eval()
             model(paddle.zeros([1, *input_shape]))
-            if was_training:
-                model.train()
     except Exception as exc:
         restore(model, originals)
+        if was_training:
+            model.train()
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise EdgepipeError(f"channel pruning produced a model that does not run ({type(exc).__name__}: {first}); "
                             "the model is unchanged — an op the planner does not model ties these channels; "
                             "exclude its layers with layers: / per_layer:, or report the architecture") from None
+    if was_training:
+        model.train()
     return model, changes, rows
