@@ -73,13 +73,6 @@ class _StateUnpickler(pickle._Unpickler):  # the Python one, so BUILD can be che
 
     dispatch[pickle.BUILD[0]] = load_build
 
-    def load_reduce(self):
-        pickle._Unpickler.load_reduce(self)
-        obj = self.stack[-1]
-        if isinstance(obj, np.dtype) and not _plain(obj):
-            raise _Refused(f"an array type {str(obj)[:60]!r}")
-
-    dispatch[pickle.REDUCE[0]] = load_reduce
 
 
 class _Refused(Exception):

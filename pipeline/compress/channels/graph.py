@@ -163,6 +163,15 @@ def trace(model, input_shape: tuple[int, ...]) -> Graph:
 
     splits: dict = {}  # pd_op.split result (a vector of tensors) -> (input layout, axis)
 
+    def freeze_around(operands, why: str) -> None:
+        """Freeze every channel group an op reads: its tensors, a combine's parts, a split's input."""
+        for v in operands:
+            g.freeze(layout.get(v.id), why)
+            for q in combined.get(v.id, []):
+                g.freeze(layout.get(q.id), why)
+            if v.id in splits:
+                g.freeze(splits[v.id][0], why)
+
     def step(op):
         kind = op.name().split(".", 1)[-1].rstrip("_")
         operands = [v for v in op.operands_source() if v.initialized()]  # optional operands may be null
@@ -301,12 +310,7 @@ def trace(model, input_shape: tuple[int, ...]) -> Graph:
             return  # computed from parameters and constants only (a conv bias reshaped for broadcasting)
         else:  # not understood: nothing it touches may change shape
             why = f"op {op.name()}" + (f" ({owner[0]})" if owner else "")
-            for v in operands:
-                g.freeze(layout.get(v.id), why)
-                for q in combined.get(v.id, []):
-                    g.freeze(layout.get(q.id), why)
-                if v.id in splits:
-                    g.freeze(splits[v.id][0], why)
+            freeze_around(operands, why)
             new_out(op, frozen=why)
 
     for op in ops:
@@ -314,11 +318,7 @@ def trace(model, input_shape: tuple[int, ...]) -> Graph:
             step(op)
         except Exception as exc:  # an op this module models wrongly must not stop the plan: freeze around it
             why = f"op {op.name()} could not be modelled ({type(exc).__name__})"
-            for v in op.operands_source():
-                if v.initialized():
-                    g.freeze(layout.get(v.id), why)
-                    for q in combined.get(v.id, []):
-                        g.freeze(layout.get(q.id), why)
+            freeze_around([v for v in op.operands_source() if v.initialized()], why)
             try:
                 new_out(op, frozen=why)
             except Exception:

@@ -196,12 +196,11 @@ def prune_channels(model, input_shape: tuple[int, ...], rule: ChannelRule, data=
             model(paddle.zeros([1, *input_shape]))
     except Exception as exc:
         restore(model, originals)
-        if was_training:
-            model.train()
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise EdgepipeError(f"channel pruning produced a model that does not run ({type(exc).__name__}: {first}); "
                             "the model is unchanged — an op the planner does not model ties these channels; "
                             "exclude its layers with layers: / per_layer:, or report the architecture") from None
-    if was_training:
-        model.train()
+    finally:
+        if was_training:
+            model.train()
     return model, changes, rows
