@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 
-.PHONY: venv demo test test-arm test-zoo clean
+.PHONY: venv demo test browser test-arm test-zoo test-browser report-shot clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,16 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/edgepipe run
 
-## test: the default test suite (well under 15 minutes on 2 cores)
-test: $(STAMP)
+## test: the default test suite (well under 15 minutes on 2 cores); installs Debian's chromium first,
+## where it can, for the report's browser test (which skips, saying why, where it cannot)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+## browser: Debian's chromium for the browser tests, where this is root on Debian with a reachable mirror
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		timeout 600 sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium' >/dev/null 2>&1; } || \
+		echo "chromium is not installed and could not be installed here (needs root and apt); the browser tests will skip"
 
 ## test-arm: the runner in a Debian arm64 root under qemu-user-static, outputs compared with x86
 ## (several minutes the first time; needs root; skips with the reason where it cannot run)
@@ -32,6 +39,14 @@ test-arm: $(STAMP)
 ## GoogLeNet, Inception v3): trace, plan, cut, export, onnxruntime against Paddle (about 5 minutes)
 test-zoo: $(STAMP)
 	$(PY) -m pytest -q -rs -m zoo tests/test_zoo_prune.py
+
+## test-browser: only the report tests, report.html rendered in chromium at desktop and phone width
+test-browser: $(STAMP) browser
+	$(PY) -m pytest -q -rs tests/test_report_html.py
+
+## report-shot: screenshots of the demo's report.html at desktop and phone width (after `make demo`)
+report-shot: $(STAMP)
+	$(PY) tests/browser.py runs/mnist-kd/report/report.html docs
 
 clean:
 	rm -rf runs .pytest_cache

@@ -79,8 +79,10 @@ def explain(model: str | Path, threads: int = 1, seconds: float = 1.0, min_runs:
     by_op = sorted(({"op": op, "kind": _kind(op), "ms_per_run": ms / runs, "share": ms / total} for op, ms in per_op.items()),
                    key=lambda r: -r["ms_per_run"])
     by_kind: dict[str, float] = defaultdict(float)
+    ms_by_kind: dict[str, float] = defaultdict(float)
     for r in by_op:
         by_kind[r["kind"]] += r["share"]
+        ms_by_kind[r["kind"]] += r["ms_per_run"]
 
     params = {t.name for t in executed.graph.initializer}
     consumers = defaultdict(list)
@@ -105,7 +107,7 @@ def explain(model: str | Path, threads: int = 1, seconds: float = 1.0, min_runs:
     fused = [{"node": n.name, "op": n.op_type} for n in executed.graph.node if n.op_type in INT_KERNELS]
     host = detect_host()
     return {"model": str(model), "runs": runs, "threads": threads, "batch": batch,
-            "time_by_op": by_op, "time_by_kind": dict(by_kind),
+            "time_by_op": by_op, "time_by_kind": dict(by_kind), "ms_by_kind": dict(ms_by_kind),
             "integer_kernels": fused, "unfused_qdq": unfused, "float_compute": float_ops,
             "host": {"cpu_model": host.cpu_model, "arch": host.arch, "flags": list(host.flags),
                      "int8": host_int8_note(list(host.flags), host.arch)},

@@ -76,6 +76,31 @@ def latency_stats(ns: list[int] | np.ndarray) -> dict[str, float]:
     }
 
 
+def quantile_ci95(ns: list[int] | np.ndarray, qs=(0.5, 0.9, 0.99)) -> dict[str, list[float]]:
+    """Distribution-free 95% confidence interval of each quantile, in ms, from the order statistics
+    (the binomial's normal approximation, as in Hahn & Meeker): how well this run's samples pin the
+    quantile down. It says nothing of drift between runs on a shared machine."""
+    ms = np.sort(np.asarray(ns, dtype=np.float64)) / 1e6
+    n, out = ms.size, {}
+    for q in qs:
+        half = 1.96 * np.sqrt(n * q * (1 - q))
+        lo, hi = int(np.clip(np.floor(n * q - half), 0, n - 1)), int(np.clip(np.ceil(n * q + half), 0, n - 1))
+        out[f"p{round(100 * q)}"] = [float(ms[lo]), float(ms[hi])]
+    return out
+
+
+def latency_histogram(ns: list[int] | np.ndarray, ratio: float = 1.02, max_bins: int = 400) -> dict[str, list]:
+    """Per-iteration times as a fine histogram: bins in geometric steps of `ratio` (2%: finer than the
+    run-to-run spread) from the fastest to the slowest iteration, widened if that needs more than
+    `max_bins`. Small enough for the JSON, fine enough to draw the distribution and its tail."""
+    ms = np.asarray(ns, dtype=np.float64) / 1e6
+    lo, hi = float(ms.min()), float(ms.max())
+    n = int(np.ceil(np.log(hi / lo) / np.log(ratio))) if hi > lo else 1
+    edges = np.geomspace(lo, hi * (1 + 1e-9), min(max(n, 1), max_bins) + 1) if hi > lo else np.array([lo, lo * ratio])
+    counts, _ = np.histogram(ms, bins=edges)
+    return {"edges_ms": [float(f"{e:.5g}") for e in edges], "counts": counts.tolist()}
+
+
 def _loop(run, min_count: int, min_s: float, max_s: float | None) -> list[int]:
     times: list[int] = []
     if min_count == 0 and min_s == 0:
@@ -144,6 +169,7 @@ class Bench:
         stats = latency_stats(times)
         batch = int(next(iter(feed.values())).shape[0])
         return {"batch": batch, "warmup_iters": len(warm), "warmup_ms": warm_ms, "measured_ms": measured_ms, "latency": stats,
+                "latency_ci95_ms": quantile_ci95(times), "histogram": latency_histogram(times),
                 "throughput_per_s": float(batch * 1000.0 / stats["mean_ms"])}
 
     def cold_start(self) -> dict:

@@ -231,6 +231,9 @@ def test_distillation_modes_and_lowrank_recipe(tmp_path):
     assert " ± " in rows["offline KD (T=4, α=0.9)"]  # two seeds: mean ± sample std
     assert " ± " not in rows["self (born-again) gen 2 (T=4, α=0.9)"]  # one seed has no spread to show
     assert "distillation (Paddle test accuracy)" in proc.stdout
+    # the HTML report follows the lineage from the exported student (its teacher was not exported)
+    html = (run_dir / "report" / "report.html").read_text()
+    assert "What each hop bought: student → student_lowrank → student_lowrank.int8" in html
     # the factorised artifact reloads in a fresh process by replaying its transforms
     out = tmp_path / "again.onnx"
     proc = edgepipe("export", run_dir / "lowrank" / "student_lowrank", "-o", out)

@@ -20,8 +20,8 @@ def cmd_run(args) -> int:
     run_dir, manifest = run_recipe(recipe, Path(args.runs_dir), force=args.force, from_stage=args.from_stage,
                                    load_data=load_dataset)
     print(table_text(manifest))
-    report = run_dir / "report" / "report.md"
-    print(f"\nrun directory: {run_dir}" + (f"\nreport: {report}" if report.is_file() else ""))
+    reports = [p for p in (run_dir / "report" / "report.md", run_dir / "report" / "report.html") if p.is_file()]
+    print(f"\nrun directory: {run_dir}" + "".join(f"\nreport: {p}" for p in reports))
     return 0
 
 
@@ -362,7 +362,15 @@ def cmd_report(args) -> int:
     print(table_text(manifest))
     if devices:
         print("\n" + device_table(devices))
-    if args.output:
+    if args.html:
+        from edgepipe.pipeline.report.html import render
+
+        out = Path(args.output or run_dir / "report.html")  # beside manifest.json, not inside a stage's folder
+        if out.suffix.lower() not in (".html", ".htm"):
+            raise EdgepipeError(f"{out}: --html writes an HTML file; give -o a name ending in .html")
+        write_text_atomic(out, render(manifest, run_dir, devices))
+        print(f"\nwrote {out}")
+    elif args.output:
         write_text_atomic(args.output, markdown(manifest, run_dir, devices))
         print(f"\nwrote {args.output}")
     return 0

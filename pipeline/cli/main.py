@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="print the summary table of a run (and write markdown with -o)")
     rp.add_argument("run_dir", help="run directory, e.g. runs/mnist-kd")
-    rp.add_argument("-o", "--output", help="write the markdown report here")
+    rp.add_argument("-o", "--output", help="write the markdown report here (with --html: the HTML report)")
+    rp.add_argument("--html", action="store_true",
+                    help="write the self-contained HTML report with its figures (default RUN_DIR/report.html)")
     rp.add_argument("--device", action="append", metavar="RESULT.json",
                     help="merge a runner result measured on a device (edgepipe-runner --json); repeatable")
     rp.set_defaults(fn=commands.cmd_report)

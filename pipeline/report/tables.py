@@ -118,44 +118,89 @@ def device_table(results: list[dict]) -> str:
     return "measured on devices (edgepipe-runner results):\n" + text_table(DEVICE_COLUMNS, [_device_row(r) for r in results])
 
 
-def markdown(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -> str:
+def sections(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -> list[tuple[str, str]]:
+    """The report's parts in order, as (key, markdown); report.md joins them and report.html
+    renders each between its figures."""
     env = manifest.get("environment", {})
     host, ver = env.get("host", {}), env.get("versions", {})
     data = manifest.get("data") or {}
-    lines = [f"# edgepipe report: {manifest.get('recipe', run_dir.name)}", ""]
     stages = manifest["stages"]
+    out = [("title", f"# edgepipe report: {manifest.get('recipe', run_dir.name)}\n")]
     exported = bool(_rows(manifest))
-    if exported:
-        lines += [_md_table(manifest), ""]
     bench = next((s for s in stages.values() if s["type"] == "bench"), None)
     how = ""
     if bench:
         o = bench["config"]
         how = (f" ({o['threads']} intra-op thread(s), batch {o['batches'][0]}, at least {o['iters']} timed runs and "
                f"{o['min_seconds']} s after {o['warmup_iters']} warm-up runs)")
-    lines += [] if not exported else ["Accuracy is top-1 on the test split, measured with onnxruntime on the exported file. "
-              "*vs float* compares a compressed or quantized model's outputs with those of the model it was made "
-              "from (quantized: its fp32 file; pruned, factorised, QAT: the model before that stage; distilled: the "
-              "teacher) on the same test inputs, without labels: top-1 agreement, cosine similarity, SQNR. "
-              f"Latency is measured by the on-device runner (`python -m edgepipe.runtime`) in a fresh process{how}; "
-              "peak RSS is that process's high-water mark (VmHWM: onnxruntime + numpy + the model). "
-              "Energy per inference names its method: a sensor (rapl, nvml, ina3221, pmic) or `estimate` "
-              "(CPU time × the profile's power model, ±50%). The verdict judges each model against the device "
-              "profile's budgets (p90 latency, peak RSS, bytes, energy).", ""]
-    if bench:
-        for name, b in bench["metrics"]["models"].items():
-            v = b.get("verdict")
-            if v:
-                lines.append(f"- {name} against `{v['profile']}`: **{v['overall']}** — " + "; ".join(
-                    f"{c['budget']} {c['status']}" + (f" ({fmt_value(c['value'], c['unit'])} vs {fmt_value(c['limit'], c['unit'])}, margin {c['margin_pct']:+.0f}%)"
-                                                      if c["value"] is not None else "") for c in v["checks"]))
-        lines.append("")
+    if exported:
+        out.append(("models", _md_table(manifest) + "\n\n"
+                    "Accuracy is top-1 on the test split, measured with onnxruntime on the exported file. "
+                    "*vs float* compares a compressed or quantized model's outputs with those of the model it was made "
+                    "from (quantized: its fp32 file; pruned, factorised, QAT: the model before that stage; distilled: the "
+                    "teacher) on the same test inputs, without labels: top-1 agreement, cosine similarity, SQNR. "
+                    f"Latency is measured by the on-device runner (`python -m edgepipe.runtime`) in a fresh process{how}; "
+                    "peak RSS is that process's high-water mark (VmHWM: onnxruntime + numpy + the model). "
+                    "Energy per inference names its method: a sensor (rapl, nvml, ina3221, pmic) or `estimate` "
+                    "(CPU time × the profile's power model, ±50%). The verdict judges each model against the device "
+                    "profile's budgets (p90 latency, peak RSS, bytes, energy).\n"))
+    verdicts = verdict_table(bench["metrics"]["models"]) if bench else ""
+    if verdicts:
+        out.append(("verdicts", "## Budgets\n\n" + verdicts + "\n"))
     if devices:
-        lines += ["## Measured on devices", "", md(DEVICE_COLUMNS, [_device_row(r) for r in devices]), ""]
-    lines += distillation_section(stages) + prune_section(stages) + lowrank_section(stages)
+        out.append(("devices", "## Measured on devices\n\n" + md(DEVICE_COLUMNS, [_device_row(r) for r in devices]) + "\n"))
+    for key, lines in (("distillation", distillation_section(stages)), ("pruning", prune_section(stages)),
+                       ("lowrank", lowrank_section(stages)), ("quantization", quantization_section(stages))):
+        if lines:
+            out.append((key, "\n".join(lines)))
+    out.append(("run", "\n".join([
+        "## Run", "",
+        f"- data: {data.get('source', '?')}; samples per split: " + ", ".join(f"{k} {v}" for k, v in (data.get("counts") or {}).items()),
+        f"- host: {host.get('cpu_model', '?')} ({host.get('arch', '?')}), {host.get('logical_cores', '?')} logical cores, "
+        f"int8-relevant CPU flags: {', '.join(host.get('flags', [])) or 'none'}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in ver.items() if v),
+        "- stages: " + ", ".join(f"{n} {s['wall_s']:.1f}s" for n, s in stages.items() if s["type"] != "report"),
+        "", f"Every figure comes from `{run_dir / 'manifest.json'}`; rerun with `edgepipe run` to reproduce.", ""])))
+    return out
+
+
+def markdown(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -> str:
+    return "\n".join(text for _, text in sections(manifest, run_dir, devices))
+
+
+VERDICT_BUDGETS = (("latency_p90_ms", "latency p90"), ("peak_rss_mb", "peak RSS"), ("model_bytes", "bytes"),
+                   ("energy_mj_per_inference", "energy / inference"))
+
+
+def verdict_table(bench_models: dict) -> str:
+    """One row per benchmarked model: the verdict, then each budget as `used / limit (margin) status`."""
+    rows = []
+    for name, b in bench_models.items():
+        v = b.get("verdict")
+        if not v:
+            continue
+        checks = {c["budget"]: c for c in v["checks"]}
+
+        def cell(key):
+            c = checks.get(key)
+            if c is None:
+                return "—"
+            if c["value"] is None:
+                return f"{c['status']} (not measured)"
+            return (f"{fmt_value(c['value'], c['unit'])} / {fmt_value(c['limit'], c['unit'])} "
+                    f"({c['margin_pct']:+.0f}%) {c['status']}")
+        rows.append([name, f"`{v['profile']}`", f"**{v['overall']}**", *[cell(k) for k, _ in VERDICT_BUDGETS]])
+    if not rows:
+        return ""
+    return md(("model", "profile", "verdict", *[label for _, label in VERDICT_BUDGETS]), rows) + \
+        "\n\nEach budget: measured / the profile's limit (margin left: positive = under budget) and its status.\n"
+
+
+def quantization_section(stages: dict) -> list[str]:
     quant = [s for s in stages.values() if s["type"] == "quantize"]
-    if quant:
-        lines += ["## Quantization", ""]
+    if not quant:
+        return []
+    lines = ["## Quantization", ""]
     for s in quant:
         m = s["metrics"]
         what = f"{model_text(s['config']['model'])} → {m['mode']}"
@@ -169,19 +214,9 @@ def markdown(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -
             if g["kept_float"]:
                 what += (f"; the accuracy guard kept {', '.join(g['kept_float'])} in float "
                          f"({g['latency_cost_ms'] * 1e3:+.0f} µs at batch 1)")
-        lines += [f"- {what}: accuracy change {-m['accuracy_drop_points']:+.2f} points, "
+        lines += [f"- {what}: accuracy change {0.0 - m['accuracy_drop_points']:+.2f} points, "
                   f"file {m['bytes_ratio_vs_fp32']:.2f}× the fp32 bytes." + "".join(f" Warning: {w}." for w in m.get("warnings", []))]
-    if quant:
-        lines.append("")
-    lines += ["## Run", "",
-              f"- data: {data.get('source', '?')}; samples per split: "
-              + ", ".join(f"{k} {v}" for k, v in (data.get("counts") or {}).items()),
-              f"- host: {host.get('cpu_model', '?')} ({host.get('arch', '?')}), {host.get('logical_cores', '?')} logical cores, "
-              f"int8-relevant CPU flags: {', '.join(host.get('flags', [])) or 'none'}",
-              "- versions: " + ", ".join(f"{k} {v}" for k, v in ver.items() if v),
-              "- stages: " + ", ".join(f"{n} {s['wall_s']:.1f}s" for n, s in stages.items() if s["type"] != "report"),
-              "", f"Every figure comes from `{run_dir / 'manifest.json'}`; rerun with `edgepipe run` to reproduce."]
-    return "\n".join(lines) + "\n"
+    return lines + [""]
 
 
 def load(run_dir: Path) -> dict:

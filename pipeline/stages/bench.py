@@ -29,6 +29,7 @@ class BenchConfig(BenchOptions, TakesModels):
     energy_seconds: float = 1.0
     idle_seconds: float = 0.5
     roofline: bool = True
+    explain_seconds: float = 0.5  # onnxruntime's profiler on each model: kernel time by op kind (0 = skip)
 
     uses_data = True
 
@@ -36,6 +37,8 @@ class BenchConfig(BenchOptions, TakesModels):
         super().__post_init__()
         if self.models is not None and not all(isinstance(m, str) or graph_kind(m) == "onnx" for m in self.models):
             raise FieldError("models", "bench measures ONNX files: name ONNX artifacts or give onnx: PATH")
+        if self.explain_seconds < 0:
+            raise FieldError("explain_seconds", "must be >= 0 (0 skips the per-op profile)")
 
     def refs(self, available) -> list:
         return list(self.models) if self.models is not None else [n for n, k in available.items() if k == "onnx"]
@@ -65,6 +68,18 @@ def runner_command(model, out_json, cfg: BenchConfig, inputs=None) -> list[str]:
     return cmd + (["--inputs", str(inputs)] if inputs else [])
 
 
+def time_by_kind(path, cfg: BenchConfig) -> dict:
+    """`edgepipe explain`'s summary for the report: kernel time per run by op kind (integer,
+    quantize/dequantize, float compute, other) from onnxruntime's profiler, and the unfused Q/DQ count."""
+    from edgepipe.export.explain import explain
+
+    r = explain(path, threads=cfg.threads, seconds=cfg.explain_seconds, batch=cfg.batches[0])
+    return {"runs": r["runs"], "batch": r["batch"], "threads": r["threads"], "ms_by_kind": r["ms_by_kind"],
+            "top_ops": [{k: x[k] for k in ("op", "kind", "ms_per_run")} for x in r["time_by_op"][:8]],
+            "unfused_qdq": len(r["unfused_qdq"]), "integer_kernels": len(r["integer_kernels"]),
+            "how": "onnxruntime profiler, kernel time per run (the graph as executed, after fusions)"}
+
+
 @register_stage("bench", BenchConfig)
 def run_bench(cfg: BenchConfig, ctx) -> StageResult:
     """Latency (p50/p90/p99, mean), cold start and peak RSS per model, in clean processes."""
@@ -90,6 +105,8 @@ def run_bench(cfg: BenchConfig, ctx) -> StageResult:
                          "device_accuracy": r.get("accuracy"), "model_bytes": r["model_bytes"],
                          "energy": (r.get("energy") or {}).get("primary"), "verdict": r.get("verdict"),
                          "profile": r["profile"]["name"], "providers": r["providers"]["used"]}
+        if cfg.explain_seconds > 0:
+            metrics[name]["explain"] = time_by_kind(path, cfg)
         e = metrics[name]["energy"]
         print(f"  {name}: p50 {first['latency']['p50_ms']:.3f} ms, peak RSS {r['memory']['peak_rss_mb']:.1f} MB"
               + (f", {e['mj_per_inference']:.3f} mJ/inference ({e['method']})" if e else "")
