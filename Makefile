@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[pipeline,dev]'
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[pipeline,dev,openvino]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -45,7 +45,7 @@ test-browser: $(STAMP) browser
 	$(PY) -m pytest -q -rs tests/test_report_html.py
 
 ## report-shot: screenshots of the demo's report.html at desktop and phone width (after `make demo`)
-report-shot: $(STAMP)
+report-shot: $(STAMP) browser
 	$(PY) tests/browser.py runs/mnist-kd/report/report.html docs
 
 clean:

@@ -16,7 +16,8 @@ import numpy as np
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.devices.errors import FieldError
-from edgepipe.runtime.session import input_feed, open_session, resolve_feed, usable_providers
+from edgepipe.runtime.backends import describe, open_model
+from edgepipe.runtime.session import input_feed, resolve_feed, usable_providers
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class BenchOptions:
     max_seconds: float = 30.0
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     dims: tuple[str, ...] = ()  # values for named dynamic dims, "name=value"
+    backend: Literal["onnxruntime", "openvino"] = "onnxruntime"
+    precision: Literal["auto", "f32", "bf16", "f16"] = "auto"  # OpenVINO's inference precision; auto = its default
+    device: str = "CPU"  # OpenVINO device
 
     def __post_init__(self):
         for name in ("threads", "inter_threads", "iters"):
@@ -45,6 +49,9 @@ class BenchOptions:
             raise FieldError("max_seconds", "must be at least min_seconds")
         if not self.providers:
             raise FieldError("providers", "list at least one execution provider")
+        if self.backend == "onnxruntime" and self.precision not in ("auto", "f32"):
+            raise FieldError("precision", f"{self.precision}: onnxruntime runs the precision the file stores; "
+                                          "use backend: openvino, or quantize the file")
         self.dim_values()
 
     def dim_values(self) -> dict[str, int]:
@@ -132,14 +139,18 @@ class Bench:
 
     def __init__(self, model: str | Path, opts: BenchOptions, strict_providers: bool = True):
         self.model, self.opts = Path(model), opts
-        self.providers = usable_providers(opts.providers, strict=strict_providers)
+        ort = opts.backend == "onnxruntime"
+        self.providers = usable_providers(opts.providers, strict=strict_providers) if ort else \
+            {"requested": [], "used": [], "unavailable": [], "build_offers": []}
         t0 = time.perf_counter_ns()
-        self.session = open_session(model, threads=opts.threads, inter_threads=opts.inter_threads,
-                                    providers=tuple(self.providers["used"]), optimization=opts.graph_optimization)
-        self.create_ms = (time.perf_counter_ns() - t0) / 1e6
+        self.session = open_model(model, opts.backend, threads=opts.threads, inter_threads=opts.inter_threads,
+                                  providers=tuple(self.providers["used"]), optimization=opts.graph_optimization,
+                                  precision=opts.precision, device=opts.device)
+        self.create_ms = (time.perf_counter_ns() - t0) / 1e6  # reading, compiling and the first allocation
         failed = [p for p in self.providers["used"] if p not in self.session.get_providers()]
         self.providers["failed_to_initialise"] = failed  # onnxruntime fell back past these
         self.providers["used"] = self.session.get_providers()
+        self.backend = describe(self.session, model)
         self.first_ms: float | None = None
         self.out_names = [o.name for o in self.session.get_outputs()]
 
@@ -182,4 +193,4 @@ def benchmark(model: str | Path, opts: BenchOptions = BenchOptions(), arrays: di
     b = Bench(model, opts)
     runs = [b.measure(b.feed(n, arrays, feed_source)) for n in opts.batches]
     return {"model": str(model), "model_bytes": Path(model).stat().st_size, "options": asdict(opts),
-            "providers": b.providers, "cold_start": b.cold_start(), "runs": runs}
+            "backend": b.backend, "providers": b.providers, "cold_start": b.cold_start(), "runs": runs}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from edgepipe.devices import EdgepipeError
 # (message, [(field, number, type, label, message type)]); label 1 = optional, 3 = repeated
 _SCHEMA = [
     ("Entry", [("key", 1, "string", 1, None), ("value", 2, "string", 1, None)]),
-    ("Tensor", [("name", 8, "string", 1, None), ("external_data", 13, "message", 3, "Entry"),
+    ("Tensor", [("data_type", 2, "int32", 1, None), ("name", 8, "string", 1, None), ("external_data", 13, "message", 3, "Entry"),
                 ("data_location", 14, "int32", 1, None)]),
     ("Sparse", [("values", 1, "message", 1, "Tensor"), ("indices", 2, "message", 1, "Tensor")]),
     ("Attribute", [("t", 5, "message", 1, "Tensor"), ("g", 6, "message", 1, "Graph"),
@@ -35,9 +35,10 @@ _SCHEMA = [
                ("sparse_initializer", 15, "message", 3, "Sparse")]),
     ("Function", [("node", 7, "message", 3, "Node")]),
     ("Model", [("ir_version", 1, "int64", 1, None), ("graph", 7, "message", 1, "Graph"),
-               ("functions", 25, "message", 3, "Function")]),
+               ("metadata_props", 14, "message", 3, "Entry"), ("functions", 25, "message", 3, "Function")]),
 ]
 EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
+FLOAT_TYPES = {1: "fp32", 10: "fp16", 16: "bf16", 11: "fp64"}  # TensorProto.DataType
 _PLAIN = re.compile(r"[A-Za-z0-9._/-]+")
 
 
@@ -60,11 +61,19 @@ def _model_class():
 
 @dataclass(frozen=True)
 class ModelFile:
-    """A model file that passed the gate: its path, size and the external data files it uses."""
+    """A model file that passed the gate: its path, size, the external data files it uses, its
+    metadata properties, and how many of its initializers are stored in each float type."""
 
     path: Path
     size: int
     external: tuple[Path, ...]
+    metadata: dict = field(default_factory=dict)
+    float_weights: dict = field(default_factory=dict)
+
+    @property
+    def float_precision(self) -> str:
+        """The float type most of its stored weights have (fp32 when it stores none)."""
+        return max(self.float_weights, key=self.float_weights.get) if self.float_weights else "fp32"
 
 
 def _tensors(graph):
@@ -157,4 +166,8 @@ def check_model_file(path: str | Path) -> ModelFile:
                                 "re-save the model with onnx")
         loc = next((e.value for e in t.external_data if e.key == "location"), "")
         external.append(_check_location(path, t, loc))
-    return ModelFile(path, size, tuple(dict.fromkeys(external)))
+    floats: dict[str, int] = {}
+    for t in model.graph.initializer:
+        if t.data_type in FLOAT_TYPES:
+            floats[FLOAT_TYPES[t.data_type]] = floats.get(FLOAT_TYPES[t.data_type], 0) + 1
+    return ModelFile(path, size, tuple(dict.fromkeys(external)), {e.key: e.value for e in model.metadata_props}, floats)

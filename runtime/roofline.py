@@ -70,6 +70,16 @@ def host_peaks(host: dict, threads: int, refresh: bool = False) -> dict:
     return peaks | {"cached": None}
 
 
+def file_precision(model: Path) -> str:
+    """What onnxruntime runs a file in: int8 when it holds integer kernels or Q/DQ pairs, else the
+    float type of most of its stored weights."""
+    from edgepipe.runtime.modelfile import check_model_file
+
+    if any(op in model.read_bytes() for op in INT8_OPS):
+        return "int8"
+    return check_model_file(model).float_precision
+
+
 def model_costs(model: Path, macs: int | None = None) -> tuple[int | None, str, str]:
     """(MACs at batch 1, 'int8' or 'fp32', where the MAC count came from). Counting needs the `onnx`
     package (the workstation has it); on a device without it, pass the count (--macs)."""
@@ -91,9 +101,14 @@ def model_costs(model: Path, macs: int | None = None) -> tuple[int | None, str, 
 
 
 def roofline(macs: int | None, precision: str, batch: int, mean_ms: float, peaks: dict) -> dict:
-    out = {"macs_per_inference": macs, "precision": precision, "peak_macs_per_s": peaks[precision],
+    """Achieved MAC/s against the peak of the precision that ran (none yet for bf16 or fp16: the
+    fraction is then left out rather than compared with the wrong kernel)."""
+    out = {"macs_per_inference": macs, "precision": precision, "peak_macs_per_s": peaks.get(precision),
            "peaks": {k: peaks[k] for k in ("fp32", "int8")}, "peak_method": peaks["method"]}
-    if macs:
+    if macs and peaks.get(precision) is None:
+        out["note"] = f"no {precision} GEMM peak is measured on this host yet; achieved MAC/s only"
+        out["achieved_macs_per_s"] = macs * batch / (mean_ms / 1e3)
+    elif macs:
         achieved = macs * batch / (mean_ms / 1e3)
         out |= {"achieved_macs_per_s": achieved, "fraction_of_peak": achieved / peaks[precision]}
     return out

@@ -143,7 +143,8 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
     env = environment()
     runs = [bench.measure(bench.feed(b, arrays, str(inputs))) for b in opts.batches]
     result = {"schema": SCHEMA, "model": str(model), "model_bytes": Path(model).stat().st_size,
-              "options": asdict(opts), "providers": bench.providers, "cold_start": bench.cold_start(), "runs": runs,
+              "options": asdict(opts), "backend": bench.backend, "providers": bench.providers,
+              "cold_start": bench.cold_start(), "runs": runs,
               **({"notes": notes} if notes else {})}
 
     mem = {"rss_before_session_mb": rss_start, "rss_after_session_mb": rss_session, "rss_after_mb": _rss_mb()}
@@ -159,6 +160,7 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
         from edgepipe.runtime.roofline import roofline as roof
 
         count, precision, how = model_costs(Path(model), macs)
+        precision = bench.backend["precision"] if bench.backend["precision"] in ("fp32", "int8", "bf16", "fp16") else precision
         peaks = host_peaks(env["host"], opts.threads)
         for r in runs:
             r["roofline"] = roof(count, precision, r["batch"], r["latency"]["mean_ms"], peaks)
@@ -230,7 +232,7 @@ def predictions_text(rows: list[dict], path: Path) -> str:
     return out.getvalue()
 
 
-CSV_FIELDS = ("model", "profile", "batch", "providers", "threads", "n", "mean_ms", "std_ms", "min_ms", "p50_ms",
+CSV_FIELDS = ("model", "profile", "batch", "backend", "precision", "providers", "threads", "n", "mean_ms", "std_ms", "min_ms", "p50_ms",
               "p90_ms", "p95_ms", "p99_ms", "max_ms", "throughput_per_s", "session_create_ms", "first_inference_ms",
               "peak_rss_mb", "model_bytes", "macs_per_inference", "fraction_of_peak", "energy_method",
               "mj_per_inference", "accuracy", "verdict", "arch", "cpu_model", "cpu_flags", "governor", "onnxruntime")
@@ -245,6 +247,7 @@ def csv_text(r: dict) -> str:
     for run_ in r["runs"]:
         roof = run_.get("roofline") or {}
         w.writerow({"model": r["model"], "profile": r["profile"]["name"], "batch": run_["batch"],
+                    "backend": r["backend"]["name"], "precision": r["backend"]["precision"],
                     "providers": " ".join(r["providers"]["used"]), "threads": r["options"]["threads"],
                     **run_["latency"], "throughput_per_s": run_["throughput_per_s"], **r["cold_start"],
                     "peak_rss_mb": r["memory"]["peak_rss_mb"], "model_bytes": r["model_bytes"],
@@ -258,10 +261,10 @@ def csv_text(r: dict) -> str:
 
 
 def summary(r: dict) -> str:
-    mem, prov = r["memory"], r["providers"]
+    mem, prov, be = r["memory"], r["providers"], r["backend"]
     lines = [f"model      {r['model']} ({r['model_bytes'] / 1024:.1f} KiB)",
              f"device     profile {r['profile']['name'] or 'none'} ({r['profile']['source']}); "
-             f"providers {', '.join(prov['used'])}; {r['options']['threads']} thread(s)"]
+             f"{be['name']} {be['version']} ({', '.join(prov['used'])}), {be['precision']}; {r['options']['threads']} thread(s)"]
     for note in r.get("notes", []):
         lines.append(f"  note: {note}")
     for u in prov["unavailable"]:
@@ -341,7 +344,7 @@ def execute(args: argparse.Namespace) -> int:
             warmup_iters=args.warmup, warmup_seconds=args.warmup_seconds, iters=args.iters,
             min_seconds=args.min_seconds, max_seconds=args.max_seconds,
             providers=tuple(args.provider or (profile.providers if profile else ("CPUExecutionProvider",))),
-            dims=tuple(args.dim),
+            dims=tuple(args.dim), backend=args.backend, precision=args.precision, device=args.device,
         )
         if (args.save_outputs or args.predictions) and not (args.inputs or args.images):
             raise EdgepipeError("--save-outputs and --predictions need --inputs or --images (the outputs of which inputs?)")

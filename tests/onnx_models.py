@@ -67,3 +67,15 @@ def outlier_mlp(path, seed=0):
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def mnist_linear(path, seed=0):
+    """x[N,1,28,28] -> Flatten -> MatMul(784x10) -> y[N,10]: the bundled digits' input shape."""
+    w = numpy_helper.from_array(np.random.default_rng(seed).standard_normal((784, 10)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

@@ -61,7 +61,8 @@ def runner_command(model, out_json, cfg: BenchConfig, inputs=None) -> list[str]:
            "--min-seconds", str(cfg.min_seconds), "--max-seconds", str(cfg.max_seconds),
            "--energy-seconds", str(cfg.energy_seconds), "--idle-seconds", str(cfg.idle_seconds)]
     cmd += [a for b in cfg.batches for a in ("--batch", str(b))]
-    cmd += [a for p in cfg.providers for a in ("--provider", p)]
+    cmd += [a for p in cfg.providers for a in ("--provider", p)] if cfg.backend == "onnxruntime" else []
+    cmd += ["--backend", cfg.backend, "--precision", cfg.precision, "--device", cfg.device]
     cmd += [a for d in cfg.dims for a in ("--dim", d)]
     cmd += ["--profile", cfg.profile] if cfg.profile else []
     cmd += [] if cfg.roofline else ["--no-roofline"]
@@ -104,8 +105,8 @@ def run_bench(cfg: BenchConfig, ctx) -> StageResult:
                          "throughput_per_s": first["throughput_per_s"], "runs": r["runs"],
                          "device_accuracy": r.get("accuracy"), "model_bytes": r["model_bytes"],
                          "energy": (r.get("energy") or {}).get("primary"), "verdict": r.get("verdict"),
-                         "profile": r["profile"]["name"], "providers": r["providers"]["used"]}
-        if cfg.explain_seconds > 0:
+                         "profile": r["profile"]["name"], "providers": r["providers"]["used"], "backend": r["backend"]}
+        if cfg.explain_seconds > 0 and cfg.backend == "onnxruntime":  # the profile is onnxruntime's
             metrics[name]["explain"] = time_by_kind(path, cfg)
         e = metrics[name]["energy"]
         print(f"  {name}: p50 {first['latency']['p50_ms']:.3f} ms, peak RSS {r['memory']['peak_rss_mb']:.1f} MB"

@@ -1,0 +1,60 @@
+"""Runtime backends: onnxruntime (the default, everywhere) and OpenVINO (the optional `[openvino]`
+extra). `open_model` returns a session with the interface the runner uses — get_inputs(),
+get_outputs(), run(names, feed), get_providers(), get_modelmeta() — and `describe` says what
+really ran: backend, version, device, precision."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgepipe.devices import EdgepipeError
+from edgepipe.runtime.modelfile import check_model_file
+
+BACKENDS = ("onnxruntime", "openvino")
+PRECISIONS = ("auto", "f32", "bf16", "f16")  # auto: the backend's default for the file
+
+
+def available(name: str) -> tuple[bool, str]:
+    """Whether a backend can run here, and why not."""
+    if name == "onnxruntime":
+        return True, ""
+    if name == "openvino":
+        from edgepipe.runtime.backends.openvino import available as ov_available
+
+        return ov_available()
+    return False, f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})"
+
+
+def open_model(model: str | Path, backend: str = "onnxruntime", threads: int = 1, inter_threads: int = 1,
+               providers: tuple[str, ...] = ("CPUExecutionProvider",), optimization: str = "all",
+               precision: str = "auto", device: str = "CPU"):
+    """A session for `model` on `backend`, after the ONNX gate (modelfile.py) has admitted the file."""
+    ok, why = available(backend)
+    if not ok:
+        raise EdgepipeError(f"backend {backend}: {why}")
+    if precision not in PRECISIONS:
+        raise EdgepipeError(f"precision {precision!r}: choose from {', '.join(PRECISIONS)}")
+    if backend == "onnxruntime":
+        if precision not in ("auto", "f32"):
+            raise EdgepipeError(f"precision {precision}: onnxruntime runs the precision the file stores; quantize it "
+                                "(edgepipe quantize --mode fp16 or static int8) or use --backend openvino")
+        from edgepipe.runtime.session import open_session
+
+        return open_session(model, threads=threads, inter_threads=inter_threads, providers=providers, optimization=optimization)
+    from edgepipe.runtime.backends.openvino import OpenVINOSession
+
+    gate = check_model_file(model)
+    return OpenVINOSession(gate.path, gate.metadata, threads=threads, device=device, precision=precision)
+
+
+def describe(session, model: str | Path) -> dict:
+    """Backend, version, device and the precision that ran (onnxruntime: what the file stores)."""
+    if hasattr(session, "describe"):
+        return session.describe()
+    import onnxruntime as ort
+
+    from edgepipe.runtime.roofline import file_precision
+
+    used = session.get_providers()
+    return {"name": "onnxruntime", "version": ort.__version__, "device": "GPU" if any(
+        p in used for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider")) else "CPU",
+        "providers": used, "precision": file_precision(Path(model)), "precision_asked": "auto"}
