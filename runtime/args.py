@@ -28,7 +28,9 @@ seconds = _number(float, 0, "a finite number of seconds, 0 or more")
 def build_parser(prog: str = "edgepipe-runner", add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, add_help=add_help,
                                 description="Run and measure an ONNX model on this device (no paddle needed).")
-    p.add_argument("model", type=Path, help="the .onnx model")
+    p.add_argument("model", type=Path, nargs="?", help="the .onnx model (or give --deployment)")
+    p.add_argument("--deployment", type=Path, help="a deploy.json written by edgepipe's deploy stage: run its model on its "
+                                                   "backend, precision, threads and profile (flags given here override them)")
     p.add_argument("--profile", help="device profile: a preset name (see `edgepipe devices`) or a YAML file; "
                                      "default: the preset detected for this host; 'none' for no profile")
     p.add_argument("--inputs", type=Path, help=".npz with one array per model input (or 'x'), and optional labels 'y'; "
@@ -46,9 +48,9 @@ def build_parser(prog: str = "edgepipe-runner", add_help: bool = True) -> argpar
     p.add_argument("--iters", type=positive_int, default=100, help="measured iterations, at least (default 100)")
     p.add_argument("--min-seconds", type=seconds, default=1.0, help="measure for at least this long (default 1)")
     p.add_argument("--max-seconds", type=seconds, default=30.0, help="stop measuring after this long (default 30)")
-    p.add_argument("--backend", choices=["onnxruntime", "openvino"], default="onnxruntime",
+    p.add_argument("--backend", choices=["onnxruntime", "openvino"],
                    help="runtime: onnxruntime (default) or OpenVINO (needs edgepipe[openvino]); the same ONNX file")
-    p.add_argument("--precision", choices=["auto", "f32", "bf16", "f16"], default="auto",
+    p.add_argument("--precision", choices=["auto", "f32", "bf16", "f16"],
                    help="OpenVINO's inference precision (auto: its default, bf16 on AMX hosts); onnxruntime runs the file's")
     p.add_argument("--device", default="CPU", help="OpenVINO device: CPU (default), GPU, NPU where present")
     p.add_argument("--provider", action="append", help="execution provider, in order; each must exist (default: the profile's, "

@@ -327,6 +327,9 @@ def execute(args: argparse.Namespace) -> int:
                            ("--save-outputs", args.save_outputs)):
             if path is not None:
                 check_writable(path, flag)  # before measuring, so a bad path never costs the measurement
+        from edgepipe.runtime.deployment import apply_deployment
+
+        apply_deployment(args)
         profile, source = resolve_profile(args.profile)
         # A profile's thread count is for its device, --threads for whatever the user had in mind; on a
         # host with fewer logical CPUs either is capped (more threads than CPUs only oversubscribe).
@@ -344,7 +347,7 @@ def execute(args: argparse.Namespace) -> int:
             warmup_iters=args.warmup, warmup_seconds=args.warmup_seconds, iters=args.iters,
             min_seconds=args.min_seconds, max_seconds=args.max_seconds,
             providers=tuple(args.provider or (profile.providers if profile else ("CPUExecutionProvider",))),
-            dims=tuple(args.dim), backend=args.backend, precision=args.precision, device=args.device,
+            dims=tuple(args.dim), backend=args.backend or "onnxruntime", precision=args.precision or "auto", device=args.device,
         )
         if (args.save_outputs or args.predictions) and not (args.inputs or args.images):
             raise EdgepipeError("--save-outputs and --predictions need --inputs or --images (the outputs of which inputs?)")

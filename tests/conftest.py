@@ -17,6 +17,7 @@ stages:
   - export: {{parity_samples: 64}}
   - quantize: {{calibration_samples: 64, max_accuracy_drop: null}}
   - bench: {{iters: 20, min_seconds: 0.05, warmup_iters: 2, warmup_seconds: 0.01, energy_seconds: 0.2, idle_seconds: 0.0}}
+  - deploy: {{rounds: 3, seconds: 0.05, max_accuracy_drop: 100}}
   - report: {{}}
 """
 

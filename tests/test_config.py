@@ -62,7 +62,7 @@ def test_configs_are_typed_frozen_and_round_trip():
 def test_default_recipe_is_the_seed_example():
     r = load_recipe()
     kinds = [s.kind for s in r.stages]
-    assert kinds == ["train", "distill", "lowrank", "export", "quantize", "bench", "report"]
+    assert kinds == ["train", "distill", "lowrank", "export", "quantize", "bench", "deploy", "report"]
     assert r.stages[0].config.model.conv == (32, 64) and r.stages[0].config.model.fc == (128,)
     assert r.stages[1].config.student.conv == (16, 32)
     assert r.data.source == "bundled"

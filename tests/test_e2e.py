@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 def test_short_recipe_end_to_end(short_run):
     run_dir, proc = short_run
     m = json.loads((run_dir / "manifest.json").read_text())
-    assert list(m["stages"]) == ["train", "distill", "export", "quantize", "bench", "report"]
+    assert list(m["stages"]) == ["train", "distill", "export", "quantize", "bench", "deploy", "report"]
     assert m["data"]["counts"] == {"train": 800, "val": 100, "test": 300, "calibration": 64}
     arts = {n: a for s in m["stages"].values() for n, a in s["artifacts"].items()}
     assert {"teacher", "student", "student_scratch", "teacher.onnx", "student.onnx", "student.int8.onnx"} <= set(arts)
@@ -53,7 +53,7 @@ def test_second_run_reuses_every_stage(short_run):
     before = json.loads((run_dir / "manifest.json").read_text())
     proc = edgepipe("run", run_dir.parent.parent / "short.yaml", "--runs-dir", run_dir.parent)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.count("reused (config and inputs unchanged)") == 6
+    assert proc.stderr.count("reused (config and inputs unchanged)") == 7
     after = json.loads((run_dir / "manifest.json").read_text())
     assert {k: v["outputs"] for k, v in before["stages"].items()} == {k: v["outputs"] for k, v in after["stages"].items()}
 
@@ -118,7 +118,7 @@ def test_kill_9_mid_stage_then_same_command_finishes(stage, extra, short_recipe,
     assert verify_run(run_dir) == []
     assert not any(".partial-" in p.name or ".trash-" in p.name for p in run_dir.iterdir())
     m = json.loads((run_dir / "manifest.json").read_text())
-    assert list(m["stages"]) == ["train", "distill", "export", "quantize", "bench", "report"]
+    assert list(m["stages"]) == ["train", "distill", "export", "quantize", "bench", "deploy", "report"]
 
 
 def test_report_merges_a_device_result(short_run, tmp_path):

@@ -13,7 +13,7 @@ import browser  # noqa: E402
 
 URL_ATTRS = ("href", "src", "action", "poster", "srcset", "data", "formaction", "{http://www.w3.org/1999/xlink}href")
 # the sections of the short recipe (train, distill, export, quantize, bench, report) that have data
-EXPECTED = {"models": 1, "hops": 1, "latency": 1, "time": 1, "verdicts": 2}
+EXPECTED = {"models": 1, "hops": 1, "latency": 1, "time": 1, "verdicts": 2, "deployment": 1}
 
 
 def parse_strict(text: str):
@@ -100,7 +100,7 @@ def test_a_run_without_bench_renders_only_what_it_has(short_run):
     m = json.loads((run_dir / "manifest.json").read_text())
     del m["stages"]["bench"]
     doc = parse_strict(render(m, run_dir))
-    assert figures_by_section(doc) == {"hops": 1}  # bytes, params, MACs, accuracy need no bench
+    assert figures_by_section(doc) == {"hops": 1, "deployment": 1}  # these need no bench
 
 
 def test_report_command_writes_html(short_run, tmp_path):

@@ -46,7 +46,8 @@ def colours(models: list[dict]) -> dict[str, str]:
     return {m["name"]: PALETTE[i % len(PALETTE)] for i, m in enumerate(models)}
 
 
-def tradeoff(models: list[dict], budget_ms: float | None, profile: str | None, last: str | None) -> str | None:
+def tradeoff(models: list[dict], budget_ms: float | None, profile: str | None, last: str | None,
+             last_label: str = "the run's last model") -> str | None:
     """Accuracy against p50 latency (a line to p90), marker area by ONNX bytes, the p90 budget."""
     from matplotlib.lines import Line2D
 
@@ -66,7 +67,7 @@ def tradeoff(models: list[dict], budget_ms: float | None, profile: str | None, l
         ax.scatter([lat["p50_ms"]], [acc], s=size, color=col[m["name"]], alpha=0.55,
                    edgecolors="black" if m["name"] == last else col[m["name"]], linewidths=2.2 if m["name"] == last else 0.8, zorder=3)
         handles.append(Line2D([], [], marker="o", ls="", color=col[m["name"]], markersize=7,
-                              label=f"{m['label']} ({_bytes(m['bytes'])})" + (" — the run's last model" if m["name"] == last else "")))
+                              label=f"{m['label']} ({_bytes(m['bytes'])})" + (f" — {last_label}" if m["name"] == last else "")))
     lo = min(m["bench"]["latency"]["p50_ms"] for m in pts)
     hi = max(m["bench"]["latency"]["p90_ms"] for m in pts)
     if budget_ms:
@@ -336,3 +337,37 @@ def sensitivity(sens: dict, title: str) -> str | None:
     ax.grid(alpha=0.25)
     ax.legend(fontsize=8, loc="lower left", ncol=2 if len(groups) > 8 else 1)
     return _svg(fig, title)
+
+
+def candidates(table: list[dict], budget_ms: float | None) -> str | None:
+    """The deploy stage's candidates: accuracy against median p50 (a line over the rounds' range),
+    one marker shape per backend, the chosen one outlined, the losers faded."""
+    from matplotlib.lines import Line2D
+
+    pts = [c for c in table if c.get("accuracy") is not None]
+    if not pts:
+        return None
+    names = list(dict.fromkeys(c["name"] for c in pts))
+    col = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
+    shape = {"onnxruntime": "o", "openvino": "s"}
+    fig = _figure(W, 4.4)
+    ax = fig.add_subplot()
+    for c in pts:
+        lo, hi = c["p50_range_ms"]
+        acc = 100 * c["accuracy"]
+        ax.plot([lo, hi], [acc, acc], color=col[c["name"]], lw=1.2, alpha=0.6)
+        ax.scatter([c["p50_ms"]], [acc], marker=shape.get(c["backend"], "^"), s=140 if c["chosen"] else 60,
+                   color=col[c["name"]], alpha=1.0 if c["eligible"] else 0.35,
+                   edgecolors="black" if c["chosen"] else "none", linewidths=2.2, zorder=3)
+    if budget_ms:
+        ax.axvline(budget_ms, color="#c92a2a", ls="--", lw=1.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("median p50 over the rounds, ms (line: the rounds' range; log scale)")
+    ax.set_ylabel("test accuracy, %")
+    ax.set_title("deployment candidates: model × backend × precision")
+    ax.grid(alpha=0.25, which="both")
+    handles = [Line2D([], [], marker="o", ls="", color=col[n], label=n) for n in names] + \
+        [Line2D([], [], marker=m, ls="", color="#495057", label=b) for b, m in shape.items() if any(c["backend"] == b for c in pts)] + \
+        [Line2D([], [], marker="o", ls="", markerfacecolor="white", markeredgecolor="black", markeredgewidth=2, label="chosen")]
+    _legend_below(ax, 4.4, ncol=3, handles=handles)
+    return _svg(fig, "deployment candidates: accuracy against latency")

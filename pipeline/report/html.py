@@ -39,9 +39,17 @@ def figure_sections(manifest: dict) -> dict[str, list[dict]]:
         if svg:
             out.setdefault(key, []).append({"title": title, "caption": caption, "svg": svg})
 
+    deploy = next((s for s in manifest["stages"].values() if s["type"] == "deploy"), None)
+    if deploy:
+        last = deploy["metrics"]["chosen"]["name"]
     add("models", "Trade-off", "Test accuracy (onnxruntime, the exported file) against latency at batch 1; marker area is the "
-        "ONNX file's size. The outlined marker is the run's last model (what the pipeline ends with).",
-        figures.tradeoff(models, budget_ms, profile, last))
+        "ONNX file's size. The outlined marker is " + ("the deployment's choice." if deploy else
+                                                        "the run's last model (what the pipeline ends with)."),
+        figures.tradeoff(models, budget_ms, profile, last, "the deployment's choice" if deploy else "the run's last model"))
+    if deploy:
+        add("deployment", "Deployment candidates", "Every model × backend × precision the deploy stage measured, side by side in "
+            "one process; faded markers lost (on accuracy or a budget, see the table), the outlined one was chosen.",
+            figures.candidates(deploy["metrics"]["candidates"], budget_ms))
     for chain in collect.chains(models, parent):
         add("hops", "What each hop bought: " + " → ".join(by_name[n]["short"] for n in chain),
             "One bar per model on the way from the first to the last, each made from the one before it.", figures.hops([by_name[n] for n in chain]))

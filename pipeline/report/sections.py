@@ -191,3 +191,32 @@ def lowrank_section(stages: dict) -> list[str]:
                          f"{r['macs_before'] / r['macs_after']:.1f}× fewer MACs"])
         out += [md(("layer", "method", "rank", "energy kept", "weights", "cost"), rows), ""]
     return out
+
+
+DEPLOY_COLUMNS = ("model", "backend", "ran as", "p50 ms (range over rounds)", "p90 ms", "accuracy", "bytes", "outcome")
+
+
+def deployment_section(stages: dict) -> list[str]:
+    """The deploy stage's candidates, the chosen one first, with why each other one lost."""
+    out = []
+    for name, s in stages.items():
+        if s["type"] != "deploy":
+            continue
+        m, c = s["metrics"], s["config"]
+        ch = m["chosen"]
+        rows = []
+        for x in sorted(m["candidates"], key=lambda x: (not x["chosen"], x["p50_ms"])):
+            lo, hi = x["p50_range_ms"]
+            acc = "—" if x["accuracy"] is None else f"{100 * x['accuracy']:.2f}%"
+            rows.append([x["name"], x["backend"], x["ran"]["precision"], f"{x['p50_ms']:.3f} ({lo:.3f}–{hi:.3f})",
+                         f"{x['p90_ms']:.3f}", acc, f"{x['bytes']:,}", "**chosen**" if x["chosen"] else "; ".join(x["why_not"])])
+        out += ["## Deployment", "",
+                f"`{name}`: **{ch['name']} on {ch['backend']} ({ch['ran_precision']})**, p50 {ch['p50_ms']:.3f} ms"
+                + (f", test accuracy {100 * ch['accuracy']:.2f}%" if ch["accuracy"] is not None else "")
+                + f" — the fastest of {len(m['candidates'])} candidates within {c['max_accuracy_drop']:g} point(s) of the best "
+                f"float one and inside the `{m['profile']}` latency and bytes budgets. Measured here at batch 1, "
+                f"{m['threads']} thread(s), in one process: {c['rounds']} interleaved rounds of {c['seconds']:g} s per "
+                "candidate; accuracy through each candidate's own session on the test split. "
+                f"`edgepipe-runner --deployment RUN_DIR/{name}/deploy.json` runs it as chosen."
+                + "".join(f" Note: {n}." for n in m.get("notes", [])), "", md(DEPLOY_COLUMNS, rows), ""]
+    return out

@@ -9,6 +9,7 @@ from edgepipe.pipeline.core.run import read_manifest
 from edgepipe.pipeline.report.format import md, text_table
 from edgepipe.pipeline.report.sections import (
     DISTILL_COLUMNS,
+    deployment_section,
     distillation_rows,
     distillation_section,
     lowrank_section,
@@ -80,6 +81,12 @@ def table_text(manifest: dict) -> str:
     kd = distillation_rows(manifest["stages"])
     if kd:
         parts.append("distillation (Paddle test accuracy):\n" + text_table(DISTILL_COLUMNS, kd))
+    for s in manifest["stages"].values():
+        if s["type"] == "deploy":
+            c, n = s["metrics"]["chosen"], len(s["metrics"]["candidates"])
+            parts.append(f"deployment: {c['name']} on {c['backend']} ({c['ran_precision']}), p50 {c['p50_ms']:.3f} ms"
+                         + (f", accuracy {100 * c['accuracy']:.2f}%" if c["accuracy"] is not None else "")
+                         + f" — the fastest of {n} candidates (model × backend × precision) within the accuracy and budgets")
     return "\n\n".join(parts) or "(no exported models or distillation results in this run yet)"
 
 
@@ -149,7 +156,7 @@ def sections(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -
         out.append(("verdicts", "## Budgets\n\n" + verdicts + "\n"))
     if devices:
         out.append(("devices", "## Measured on devices\n\n" + md(DEVICE_COLUMNS, [_device_row(r) for r in devices]) + "\n"))
-    for key, lines in (("distillation", distillation_section(stages)), ("pruning", prune_section(stages)),
+    for key, lines in (("deployment", deployment_section(stages)), ("distillation", distillation_section(stages)), ("pruning", prune_section(stages)),
                        ("lowrank", lowrank_section(stages)), ("quantization", quantization_section(stages))):
         if lines:
             out.append((key, "\n".join(lines)))

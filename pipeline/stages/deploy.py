@@ -1,0 +1,156 @@
+"""deploy: the measured choice of what to ship. Every ONNX model of the run × every backend this
+host has (onnxruntime; OpenVINO with the [openvino] extra) × each precision the backend offers is
+timed side by side (one process, interleaved rounds) and scored on the test split through its own
+session; the fastest candidate within `max_accuracy_drop` of the best float model and inside the
+profile's latency and bytes budgets is chosen. deploy/ then holds the chosen file and deploy.json
+(model, backend, precision, threads, input contract, the whole candidate table), which
+`edgepipe-runner --deployment deploy/deploy.json` runs as chosen."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgepipe.devices import EdgepipeError
+from edgepipe.pipeline.core.config import require
+from edgepipe.pipeline.core.registry import register_stage
+from edgepipe.pipeline.core.run import StageResult
+
+FLOAT = ("fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    models: tuple[str, ...] | None = None  # ONNX artifacts to choose from; null = all of them
+    backends: tuple[str, ...] | None = None  # null = every backend installed here
+    profile: str | None = None  # whose budgets and threads; null = the detected one
+    threads: int | None = None  # null = the profile's (capped to this host's CPUs)
+    max_accuracy_drop: float = 1.0  # points below the best float candidate
+    rounds: int = 5
+    seconds: float = 0.3  # per candidate per round
+
+    uses_data = True
+
+    def __post_init__(self):
+        require(self.max_accuracy_drop >= 0, "max_accuracy_drop", "must be non-negative")
+        require(self.rounds >= 1, "rounds", "must be at least 1")
+        require(self.seconds > 0, "seconds", "must be positive")
+        require(self.threads is None or self.threads >= 1, "threads", "must be at least 1")
+        require(self.backends is None or set(self.backends) <= {"onnxruntime", "openvino"}, "backends",
+                "choose from onnxruntime, openvino")
+
+    def names(self, available) -> list[str]:
+        return list(self.models) if self.models is not None else [n for n, k in available.items() if k == "onnx"]
+
+    def inputs(self, available) -> dict[str, str]:
+        return {f"models[{i}]": n for i, n in enumerate(self.names(available))}
+
+    def outputs(self) -> dict[str, str]:
+        return {"deployment": "file"}
+
+
+def backend_precisions(backends: tuple[str, ...] | None) -> tuple[list[tuple[str, str]], list[str]]:
+    """[(backend, precision)] to try, and a note per backend that cannot run here."""
+    from edgepipe.runtime.backends import available
+
+    out, notes = [], []
+    for b in backends or ("onnxruntime", "openvino"):
+        ok, why = available(b)
+        if not ok:
+            if backends:
+                raise EdgepipeError(f"deploy: backend {b}: {why}")
+            notes.append(f"{b} not measured: {why}")
+            continue
+        if b == "onnxruntime":
+            out.append((b, "auto"))
+            continue
+        from edgepipe.runtime.backends.openvino import load_openvino
+
+        caps = load_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        out += [(b, "f32")] + [(b, p) for p, cap in (("bf16", "BF16"), ("f16", "FP16")) if cap in caps]
+    return out, notes
+
+
+def choose(cands: list[dict], max_drop: float, budgets: dict) -> tuple[dict | None, list[dict]]:
+    """Mark each candidate with why it lost (or that it won): accuracy floor from the best float one,
+    the latency (p90) and bytes budgets, then the lowest median p50."""
+    floats = [c["accuracy"] for c in cands if c["accuracy"] is not None and c["ran"]["precision"] in FLOAT]
+    floor = None if not floats else max(floats) - max_drop / 100
+    for c in cands:
+        why = []
+        if floor is not None and c["accuracy"] is not None and c["accuracy"] < floor - 1e-9:
+            why.append(f"accuracy {100 * c['accuracy']:.2f}% is below {100 * floor:.2f}% (best float − {max_drop:g} pt)")
+        if budgets.get("latency_p90_ms") and c["p90_ms"] > budgets["latency_p90_ms"]:
+            why.append(f"p90 {c['p90_ms']:.3f} ms over the {budgets['latency_p90_ms']:g} ms budget")
+        if budgets.get("model_bytes") and c["bytes"] > budgets["model_bytes"]:
+            why.append(f"{c['bytes']:,} bytes over the {budgets['model_bytes']:,} budget")
+        c["eligible"], c["why_not"] = not why, why
+    ok = sorted((c for c in cands if c["eligible"]), key=lambda c: (c["p50_ms"], c["bytes"]))
+    best = ok[0] if ok else None
+    for c in cands:
+        c["chosen"] = c is best
+        if best is not None and c["eligible"] and c is not best:
+            c["why_not"] = [f"slower: p50 ×{c['p50_ms'] / best['p50_ms']:.2f} of the chosen one"]
+    return best, cands
+
+
+@register_stage("deploy", DeployConfig)
+def run_deploy(cfg: DeployConfig, ctx) -> StageResult:
+    """The fastest model × backend × precision that keeps the accuracy and the budgets, measured here."""
+    from edgepipe.devices import detect_host
+    from edgepipe.devices.profiles import detect_profile, load_profile
+    from edgepipe.runtime.atomic import temp_dir, write_json_atomic
+    from edgepipe.runtime.child import run_child
+    from edgepipe.runtime.modelfile import check_model_file
+
+    profile = load_profile(cfg.profile) if cfg.profile else detect_profile(detect_host())
+    threads = min(cfg.threads or (profile.threads if profile else 1), os.cpu_count() or 1)
+    names = cfg.names({n: a.kind for n, a in ctx.artifacts.items()})
+    if not names:
+        raise EdgepipeError("deploy: the run has no ONNX model to choose from; export one first")
+    pairs, notes = backend_precisions(cfg.backends)
+    cands = [{"id": f"{n}|{b}|{p}", "name": n, "model": str(ctx.path_of(n)), "backend": b, "precision": p}
+             for n in names for b, p in pairs]
+    x, y = ctx.data.split("test")
+    print(f"  deploy: {len(cands)} candidates ({len(names)} models × {len(pairs)} backend/precision), "
+          f"{cfg.rounds} interleaved rounds of {cfg.seconds:g} s each, {threads} thread(s)", file=sys.stderr)
+    with temp_dir("deploy") as tmp:
+        np.savez(f"{tmp}/test.npz", x=x, y=y)
+        spec = {"candidates": cands, "inputs": f"{tmp}/test.npz", "threads": threads, "rounds": cfg.rounds,
+                "seconds": cfg.seconds}
+        with open(f"{tmp}/spec.json", "w") as f:
+            json.dump(spec, f)
+        proc = run_child([sys.executable, "-m", "edgepipe.runtime.compare", f"{tmp}/spec.json", f"{tmp}/out.json"])
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise EdgepipeError(f"deploy: measuring the candidates failed: {last}")
+        measured = json.loads(open(f"{tmp}/out.json").read())["candidates"]
+    budgets = profile.to_dict()["budgets"] if profile else {}
+    best, table = choose(measured, cfg.max_accuracy_drop, budgets)
+    if best is None:
+        raise EdgepipeError("deploy: no candidate keeps the accuracy and the budgets: "
+                            + "; ".join(f"{c['name']} on {c['backend']}: {', '.join(c['why_not'])}" for c in table[:4]))
+    src = ctx.path_of(best["name"])
+    if check_model_file(src).external:
+        raise EdgepipeError(f"deploy: {best['name']} keeps external data; deploy copies single-file models only")
+    shutil.copyfile(src, ctx.out(best["name"]))
+    meta = check_model_file(src).metadata
+    from edgepipe.runtime.deployment import SCHEMA
+
+    deployment = {"schema": SCHEMA, "model": best["name"], "source": best["name"], "backend": best["backend"],
+                  "precision": best["precision"], "ran": best["ran"], "threads": threads,
+                  "profile": profile.name if profile else None, "input_contract": meta.get("edgepipe.input_contract"),
+                  "accuracy": best["accuracy"], "p50_ms": best["p50_ms"], "max_accuracy_drop": cfg.max_accuracy_drop,
+                  "candidates": table, "notes": notes}
+    write_json_atomic(ctx.out("deploy.json"), deployment)
+    print(f"  deploy: chose {best['name']} on {best['backend']} ({best['ran']['precision']}), p50 {best['p50_ms']:.3f} ms"
+          + (f", accuracy {100 * best['accuracy']:.2f}%" if best["accuracy"] is not None else ""), file=sys.stderr)
+    return StageResult(metrics={"chosen": {k: best[k] for k in ("name", "backend", "precision", "p50_ms", "p90_ms", "accuracy",
+                                                              "bytes")} | {"ran_precision": best["ran"]["precision"]},
+                                "threads": threads, "profile": deployment["profile"], "candidates": table, "notes": notes},
+                       artifacts=[ctx.artifact("deployment", "file", "deploy.json", model=best["name"],
+                                               backend=best["backend"], precision=best["ran"]["precision"])])

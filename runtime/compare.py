@@ -1,0 +1,87 @@
+"""Candidates for a deployment measured side by side: several (model file, backend, precision)
+sessions opened in one process, timed at batch 1 in interleaved rounds (each round visits every
+candidate, in a rotated order, so drift on a shared machine hits them alike), and each one's
+accuracy measured through the same session on the same labelled inputs.
+
+    python -m edgepipe.runtime.compare SPEC.json OUT.json   # paddle-free; what the deploy stage runs
+
+SPEC: {"candidates": [{"id", "model", "backend", "precision"}], "inputs": "test.npz", "threads": 1,
+       "rounds": 5, "seconds": 0.3}
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgepipe.devices import EdgepipeError
+from edgepipe.runtime.atomic import write_json_atomic
+from edgepipe.runtime.backends import describe, open_model
+from edgepipe.runtime.session import predict, resolve_feed
+
+
+def _timed(run, seconds: float) -> list[int]:
+    times, start = [], time.perf_counter()
+    while not times or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter_ns()
+        run()
+        times.append(time.perf_counter_ns() - t0)
+    return times
+
+
+def measure(candidates: list[dict], x: np.ndarray, y: np.ndarray | None, threads: int = 1, rounds: int = 5,
+            seconds: float = 0.3, warmup_seconds: float = 0.1) -> list[dict]:
+    """Per candidate: p50 of each round, the median of those and their range, p90 over every timed run,
+    accuracy (with labels), and what ran (backend, precision)."""
+    opened = []
+    for c in candidates:
+        t0 = time.perf_counter_ns()
+        s = open_model(c["model"], c["backend"], threads=threads, precision=c.get("precision", "auto"))
+        create_ms = (time.perf_counter_ns() - t0) / 1e6
+        feed = resolve_feed(s, {"x": x[:1]}, c["model"])
+        names = [o.name for o in s.get_outputs()]
+        acc = None
+        if y is not None:
+            xs = next(iter(resolve_feed(s, {"x": x}, c["model"]).values()))
+            acc = float((predict(s, xs).argmax(axis=1) == y).mean())
+        opened.append({"c": c, "run": (lambda s=s, f=feed, n=names: s.run(n, f)), "create_ms": create_ms,
+                       "accuracy": acc, "ran": describe(s, c["model"]), "p50": [], "all": []})
+    for o in opened:
+        _timed(o["run"], warmup_seconds)
+    for r in range(rounds):
+        order = opened[r % len(opened):] + opened[: r % len(opened)]
+        for o in order:
+            ns = _timed(o["run"], seconds)
+            o["p50"].append(float(np.median(ns)) / 1e6)
+            o["all"].extend(ns)
+    out = []
+    for o in opened:
+        p50 = o["p50"]
+        out.append({**o["c"], "p50_ms": float(np.median(p50)), "p50_range_ms": [min(p50), max(p50)], "rounds": rounds,
+                    "p90_ms": float(np.percentile(np.asarray(o["all"]) / 1e6, 90)), "runs": len(o["all"]),
+                    "session_create_ms": o["create_ms"], "accuracy": o["accuracy"],
+                    "accuracy_samples": None if y is None else int(len(y)), "ran": o["ran"],
+                    "bytes": Path(o["c"]["model"]).stat().st_size})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        spec = json.loads(Path(argv[0]).read_text())
+        with np.load(spec["inputs"], allow_pickle=False) as z:
+            x, y = z["x"], z["y"] if "y" in z.files else None
+        res = measure(spec["candidates"], x, y, threads=spec.get("threads", 1), rounds=spec.get("rounds", 5),
+                      seconds=spec.get("seconds", 0.3))
+        write_json_atomic(argv[1], {"candidates": res})
+    except EdgepipeError as exc:
+        print(f"edgepipe-compare: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
