@@ -10,7 +10,7 @@ import psutil
 
 # Flags that change which int8 kernels onnxruntime can use (x86 VNNI, ARM dot-product), per arch:
 # under qemu-user /proc/cpuinfo is the host's, and x86 flags must not be reported for an arm64 process.
-X86_INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+X86_INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16")  # and bf16
 ARM_INT8_FLAGS = ("asimddp", "dotprod", "i8mm", "sve")
 INT8_FLAGS = X86_INT8_FLAGS + ARM_INT8_FLAGS
 

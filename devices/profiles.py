@@ -2,7 +2,8 @@
 
 A profile is a YAML file (presets ship in devices/profiles/, users pass their own path) loaded
 into frozen dataclasses, so a typo is an error naming the key. It states the architecture and
-cores, the threads and execution providers to use (in order), the int8 preset that suits the
+cores, the runtime backends to use (in order of preference, with their settings), the threads and
+onnxruntime execution providers to use (in order), the int8 preset that suits the
 device's kernels (with the one-line reason), a power model for energy estimates when no sensor
 is readable, and the budgets every benchmark result is judged against.
 """
@@ -73,6 +74,20 @@ class Detect:
 
 
 @dataclass(frozen=True)
+class Backend:
+    """A runtime to run models with on this device, with its settings; a profile lists them in order
+    of preference (a listed backend that is not installed is skipped, and the runner says so)."""
+
+    name: Literal["onnxruntime", "openvino"]
+    precision: Literal["auto", "f32", "bf16", "f16"] = "auto"  # OpenVINO's inference precision
+    device: str = "CPU"  # OpenVINO device
+
+    def __post_init__(self):
+        require(self.name == "openvino" or self.precision in ("auto", "f32"), "precision",
+                "onnxruntime runs the precision the file stores; give precision only for openvino")
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
     name: str
     description: str
@@ -88,8 +103,11 @@ class DeviceProfile:
     channel_multiple: int = 8
     budgets: Budgets = field(default_factory=Budgets)
     detect: Detect = field(default_factory=Detect)
+    backends: tuple[Backend, ...] = (Backend("onnxruntime"),)
 
     def __post_init__(self):
+        require(bool(self.backends), "backends", "list at least one backend (onnxruntime, openvino)")
+        require(len({b.name for b in self.backends}) == len(self.backends), "backends", "list each backend once")
         require(self.cores >= 1, "cores", "must be at least 1")
         require(1 <= self.threads <= self.cores, "threads", f"must be between 1 and cores ({self.cores})")
         require(bool(self.providers), "providers", "list at least one execution provider")

@@ -49,10 +49,11 @@ def build_parser(prog: str = "edgepipe-runner", add_help: bool = True) -> argpar
     p.add_argument("--min-seconds", type=seconds, default=1.0, help="measure for at least this long (default 1)")
     p.add_argument("--max-seconds", type=seconds, default=30.0, help="stop measuring after this long (default 30)")
     p.add_argument("--backend", choices=["onnxruntime", "openvino"],
-                   help="runtime: onnxruntime (default) or OpenVINO (needs edgepipe[openvino]); the same ONNX file")
+                   help="runtime: onnxruntime or OpenVINO (needs edgepipe[openvino]), the same ONNX file; default: the "
+                        "profile's first installed backend, else onnxruntime")
     p.add_argument("--precision", choices=["auto", "f32", "bf16", "f16"],
                    help="OpenVINO's inference precision (auto: its default, bf16 on AMX hosts); onnxruntime runs the file's")
-    p.add_argument("--device", default="CPU", help="OpenVINO device: CPU (default), GPU, NPU where present")
+    p.add_argument("--device", help="OpenVINO device: CPU (default), GPU, NPU where present")
     p.add_argument("--provider", action="append", help="execution provider, in order; each must exist (default: the profile's, "
                                                        "those missing from this build reported and skipped)")
     p.add_argument("--energy-seconds", type=seconds, default=1.0, help="length of the energy phase (0: no energy)")

@@ -140,7 +140,13 @@ class SampledMeter(Meter):
         self.samples.append((time.perf_counter(), self.read_watts()))
         if len(self.samples) < 2:
             raise ValueError(f"{self.method}: fewer than 2 power samples ({self.failed_reads} failed reads)")
+        self.covered_s = self.samples[-1][0] - self.samples[0][0]
         return integrate(self.samples)
+
+    def average_w(self, joules: float) -> float:
+        """Mean power over the time the samples cover (which starts when the thread first reads and
+        ends after it has joined: not the caller's interval, on a loaded machine least of all)."""
+        return joules / self.covered_s if self.covered_s > 0 else self.samples[-1][1]
 
 
 def integrate(samples: list[tuple[float, float]]) -> float:
@@ -286,7 +292,8 @@ def measure(meters: list[Meter], work: Callable[[], int], seconds: float, idle_s
         dt = time.perf_counter() - t0
         for m in sensors:
             try:
-                idle_w[id(m)] = m.stop() / dt
+                j = m.stop()
+                idle_w[id(m)] = m.average_w(j) if isinstance(m, SampledMeter) else j / dt
             except (OSError, ValueError):
                 pass  # no idle baseline for this meter: its net figure stays unknown
     for m in meters:
@@ -300,7 +307,10 @@ def measure(meters: list[Meter], work: Callable[[], int], seconds: float, idle_s
     joules = {}
     for m in meters:
         try:
-            joules[id(m)] = m.stop()
+            j = m.stop()
+            # a sampled meter's integral spans its own samples; its mean power × the work's wall time is
+            # the energy of the timed work
+            joules[id(m)] = m.average_w(j) * wall if isinstance(m, SampledMeter) else j
         except (OSError, ValueError) as exc:
             failed.append(Unavailable(m.method, f"reading failed during the measurement ({exc})"))
     readings = []

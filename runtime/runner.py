@@ -341,13 +341,16 @@ def execute(args: argparse.Namespace) -> int:
             notes.append(f"{whose} asks for {asked} threads; this host has {cpus} logical CPUs, so {threads} are used")
         if inter < args.inter_threads:
             notes.append(f"--inter-threads {args.inter_threads} capped to this host's {cpus} logical CPUs")
+        from edgepipe.runtime.backends import resolve
+
+        backend, precision, device = resolve(args.backend, args.precision, args.device, profile, notes)
         opts = BenchOptions(
             threads=threads, inter_threads=inter,
             batches=tuple(args.batch or (1,)), graph_optimization=args.optimization,
             warmup_iters=args.warmup, warmup_seconds=args.warmup_seconds, iters=args.iters,
             min_seconds=args.min_seconds, max_seconds=args.max_seconds,
             providers=tuple(args.provider or (profile.providers if profile else ("CPUExecutionProvider",))),
-            dims=tuple(args.dim), backend=args.backend or "onnxruntime", precision=args.precision or "auto", device=args.device,
+            dims=tuple(args.dim), backend=backend, precision=precision, device=device,
         )
         if (args.save_outputs or args.predictions) and not (args.inputs or args.images):
             raise EdgepipeError("--save-outputs and --predictions need --inputs or --images (the outputs of which inputs?)")

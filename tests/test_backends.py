@@ -112,3 +112,25 @@ def test_bench_stage_measures_on_openvino(tmp_path):
     assert proc.returncode == 0, proc.stderr
     m = json.loads((tmp_path / "runs" / "ov" / "manifest.json").read_text())["stages"]["bench"]["metrics"]["models"]["m.onnx"]
     assert m["providers"] == ["OpenVINO:CPU"] and m["backend"]["precision_asked"] == "f32" and "explain" not in m
+
+
+def test_a_profiles_missing_backend_is_skipped_with_a_note(tmp_path):
+    model = conv_mlp(tmp_path / "m.onnx")
+    code = ("import sys; sys.modules['openvino'] = None; from edgepipe.runtime.runner import main; "
+            f"sys.exit(main([{str(model)!r}, '--profile', 'x86-amx', '--iters', '5', '--min-seconds', '0', "
+            f"'--energy-seconds', '0', '--json', {str(tmp_path / 'r.json')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["backend"]["name"] == "onnxruntime"
+    assert any("lists backend openvino, but the openvino package is not installed" in n and n.endswith("skipped")
+               for n in r["notes"]), r["notes"]
+
+
+@needs_openvino
+def test_a_profile_that_prefers_openvino_gets_it(tmp_path):
+    model = conv_mlp(tmp_path / "m.onnx")
+    proc = runner(model, "--profile", "x86-amx", "--iters", "5", "--min-seconds", "0", "--energy-seconds", "0",
+                  "--json", tmp_path / "r.json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["backend"]["name"] == "openvino"

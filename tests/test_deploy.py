@@ -62,3 +62,19 @@ def test_a_bad_deployment_file_is_one_line(tmp_path):
     assert "must be a file name beside deploy.json" in one_line_error(r)
     r = subprocess.run([sys.executable, "-m", "edgepipe.runtime"], capture_output=True, text=True, timeout=120)
     assert "--deployment" in one_line_error(r)
+
+
+def test_deploy_command_on_a_finished_run(short_run, tmp_path):
+    from conftest import edgepipe
+
+    run_dir, _ = short_run
+    out = tmp_path / "dep"
+    proc = edgepipe("deploy", run_dir, "--rounds", "1", "--seconds", "0.02", "--max-drop", "100", "--backend", "onnxruntime",
+                    "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads((out / "deploy.json").read_text())
+    assert (out / d["model"]).is_file() and {c["backend"] for c in d["candidates"]} == {"onnxruntime"}
+    assert sorted(p.name for p in out.iterdir()) == sorted(["deploy.json", d["model"]])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial folder left
+    line = one_line_error(edgepipe("deploy", run_dir, "--inputs", tmp_path / "none.npz", "-o", tmp_path / "d2"))
+    assert "none.npz: test inputs not found" in line and not (tmp_path / "d2").exists()

@@ -7,7 +7,7 @@ from edgepipe.devices.host import detect_host
 from edgepipe.devices.profiles import detect_profile, load_profile, preset_names
 from edgepipe.runtime.verdict import judge
 
-REQUIRED = {"x86-avx2", "x86-vnni", "nvidia-gpu", "jetson-orin-nano", "rpi4", "rpi5", "arm-camera-a53"}
+REQUIRED = {"x86-avx2", "x86-vnni", "x86-amx", "nvidia-gpu", "jetson-orin-nano", "rpi4", "rpi5", "arm-camera-a53"}
 
 
 def host(arch="x86_64", flags=(), board=None, gpus=()):
@@ -23,6 +23,12 @@ def test_every_preset_loads_with_a_reason_a_power_model_and_budgets():
         assert p.budgets.latency_p90_ms and p.budgets.peak_rss_mb and p.budgets.energy_mj_per_inference
 
 
+def test_profiles_list_backends_in_order_of_preference():
+    assert [b.name for b in load_profile("x86-amx").backends] == ["openvino", "onnxruntime"]  # bf16 on AMX
+    assert [b.name for b in load_profile("x86-avx2").backends] == ["onnxruntime", "openvino"]
+    assert [b.name for b in load_profile("jetson-orin-nano").backends] == ["onnxruntime"]
+
+
 def test_vnni_and_plain_avx2_get_different_int8_presets():
     avx2, vnni = load_profile("x86-avx2").quantization, load_profile("x86-vnni").quantization
     assert avx2.reduce_range and not vnni.reduce_range  # u8s8 saturation only bites without VNNI
@@ -33,6 +39,7 @@ def test_vnni_and_plain_avx2_get_different_int8_presets():
     (host(flags=["avx2"]), "x86-avx2"),
     (host(flags=["avx2", "avx512f", "avx512_vnni"]), "x86-vnni"),
     (host(flags=["avx2", "avx_vnni"]), "x86-vnni"),
+    (host(flags=["avx2", "avx512f", "avx512_vnni", "amx_int8", "avx512_bf16", "amx_bf16"]), "x86-amx"),
     (host(flags=["avx2"], gpus=["NVIDIA L4"]), "nvidia-gpu"),
     (host("aarch64", ["asimddp"], board="Raspberry Pi 5 Model B Rev 1.0"), "rpi5"),
     (host("aarch64", [], board="Raspberry Pi 4 Model B Rev 1.4"), "rpi4"),
@@ -70,6 +77,14 @@ def test_user_profile_errors_name_the_file_and_key(tmp_path):
     bad.write_text(yaml.safe_dump(text))
     with pytest.raises(EdgepipeError, match=r"cam.yaml: threads: must be between 1 and cores \(4\)"):
         load_profile(bad)
+    text["threads"] = 4
+    for backends, message in (([{"name": "onnxruntime"}, {"name": "onnxruntime"}], "backends: list each backend once"),
+                              ([{"name": "onnxruntime", "precision": "bf16"}], "backends.*precision: onnxruntime runs"),
+                              ([{"name": "tensorrt"}], "backends.*name"), ([], "backends: list at least one")):
+        text["backends"] = backends
+        bad.write_text(yaml.safe_dump(text))
+        with pytest.raises(EdgepipeError, match=message):
+            load_profile(bad)
     with pytest.raises(EdgepipeError, match="did you mean 'rpi5'"):
         load_profile("rpi6")
     with pytest.raises(EdgepipeError, match="nope.yaml: device profile file not found"):

@@ -319,6 +319,18 @@ def cmd_bench(args) -> int:
     return execute(args)
 
 
+def cmd_deploy(args) -> int:
+    from edgepipe.pipeline.stages.deploy import DeployConfig, deploy_finished_run
+
+    cfg = DeployConfig(backends=tuple(args.backend) if args.backend else None, profile=args.profile, threads=args.threads,
+                       max_accuracy_drop=args.max_drop, rounds=args.rounds, seconds=args.seconds)
+    run_dir = Path(args.run_dir)
+    out = Path(args.output or run_dir / "deployment")  # beside manifest.json, not in a stage's folder
+    d = deploy_finished_run(run_dir, Path(args.inputs or run_dir / "bench" / "test_split.npz"), out, cfg)
+    print(f"deployment: {d['model']} on {d['backend']} ({d['ran']['precision']}); run it: edgepipe-runner --deployment {out / 'deploy.json'}")
+    return 0
+
+
 def cmd_devices(args) -> int:
     from edgepipe.devices import detect_host
     from edgepipe.devices.profiles import all_presets, detect_profile, load_profile
@@ -331,10 +343,11 @@ def cmd_devices(args) -> int:
     host = detect_host()
     presets = all_presets()
     found = detect_profile(host, presets)
-    rows = [("profile", "arch", "cores", "threads", "providers", "int8 preset", "p90 budget")]
+    rows = [("profile", "arch", "cores", "threads", "backends", "providers", "int8 preset", "p90 budget")]
     for p in presets:
         q = p.quantization
         rows.append((("* " if found and p.name == found.name else "  ") + p.name, p.arch, str(p.cores), str(p.threads),
+                     ",".join(b.name + (f":{b.precision}" if b.precision != "auto" else "") for b in p.backends),
                      ",".join(x.removesuffix("ExecutionProvider") for x in p.providers),
                      f"{q.format} {q.activation_type}{q.weight_type}{' rr' if q.reduce_range else ''}",
                      f"{p.budgets.latency_p90_ms:g} ms" if p.budgets.latency_p90_ms else "—"))
@@ -342,7 +355,7 @@ def cmd_devices(args) -> int:
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     print(f"\nthis host: {host.cpu_model} ({host.arch}), {host.logical_cores} logical cores, "
-          f"{host.memory_mb} MB; int8 flags: {', '.join(host.flags) or 'none'}"
+          f"{host.memory_mb} MB; int8/bf16 flags: {', '.join(host.flags) or 'none'}"
           + (f"; board: {host.board}" if host.board else "") + (f"; GPU: {', '.join(host.gpus)}" if host.gpus else ""))
     print(f"detected profile: {found.name} (marked *) — {found.quantization.reason}" if found else
           "detected profile: none matches; copy the closest preset (`edgepipe devices --show NAME`) and edit it")

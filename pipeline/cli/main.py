@@ -100,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Same arguments and output as the on-device runner, edgepipe-runner.")
     b.set_defaults(fn=commands.cmd_bench)
 
+    dp = sub.add_parser("deploy", help="choose what to ship from a finished run: the fastest model × backend × precision "
+                                       "that keeps the accuracy, measured on this machine")
+    dp.add_argument("run_dir", help="run directory, e.g. runs/mnist-kd")
+    dp.add_argument("--profile", help="device profile whose budgets, threads and backends apply (default: detected)")
+    dp.add_argument("--backend", action="append", choices=["onnxruntime", "openvino"], help="backends to try (repeatable; "
+                                                                                             "default: the profile's installed ones)")
+    dp.add_argument("--inputs", help="labelled test inputs (.npz with x, y; default: RUN_DIR/bench/test_split.npz)")
+    dp.add_argument("--max-drop", type=float, default=1.0, help="accuracy points allowed below the best float model (default 1)")
+    dp.add_argument("--threads", type=int, help="threads (default: the profile's, capped to this host)")
+    dp.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    dp.add_argument("--seconds", type=float, default=0.3, help="seconds per candidate per round (default 0.3)")
+    dp.add_argument("-o", "--output", help="folder for deploy.json and the chosen model (default RUN_DIR/deployment)")
+    dp.set_defaults(fn=commands.cmd_deploy)
+
     d = sub.add_parser("devices", help="list the device profiles and detect this host")
     d.add_argument("--show", metavar="PROFILE", help="print one profile (a preset name or a YAML file) in full")
     d.set_defaults(fn=commands.cmd_devices)

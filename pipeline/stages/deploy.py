@@ -26,7 +26,7 @@ FLOAT = ("fp32", "fp16", "bf16")
 @dataclass(frozen=True)
 class DeployConfig:
     models: tuple[str, ...] | None = None  # ONNX artifacts to choose from; null = all of them
-    backends: tuple[str, ...] | None = None  # null = every backend installed here
+    backends: tuple[str, ...] | None = None  # null = the profile's backends that are installed here
     profile: str | None = None  # whose budgets and threads; null = the detected one
     threads: int | None = None  # null = the profile's (capped to this host's CPUs)
     max_accuracy_drop: float = 1.0  # points below the best float candidate
@@ -53,12 +53,14 @@ class DeployConfig:
         return {"deployment": "file"}
 
 
-def backend_precisions(backends: tuple[str, ...] | None) -> tuple[list[tuple[str, str]], list[str]]:
-    """[(backend, precision)] to try, and a note per backend that cannot run here."""
+def backend_precisions(backends: tuple[str, ...] | None, profile=None) -> tuple[list[tuple[str, str]], list[str]]:
+    """[(backend, precision)] to try — the backends named, else the profile's, else both — and a note
+    per listed backend that cannot run here (a named one that cannot is an error)."""
     from edgepipe.runtime.backends import available
 
     out, notes = [], []
-    for b in backends or ("onnxruntime", "openvino"):
+    listed = backends or (tuple(b.name for b in profile.backends) if profile else ("onnxruntime", "openvino"))
+    for b in listed:
         ok, why = available(b)
         if not ok:
             if backends:
@@ -98,59 +100,102 @@ def choose(cands: list[dict], max_drop: float, budgets: dict) -> tuple[dict | No
     return best, cands
 
 
-@register_stage("deploy", DeployConfig)
-def run_deploy(cfg: DeployConfig, ctx) -> StageResult:
-    """The fastest model × backend × precision that keeps the accuracy and the budgets, measured here."""
+def deploy(models: dict, x: np.ndarray, y: np.ndarray | None, cfg: DeployConfig, out_dir) -> dict:
+    """Measure every candidate of `models` ({name: ONNX path}), choose, and write the chosen file and
+    deploy.json into out_dir; returns deploy.json's content."""
+    from pathlib import Path
+
     from edgepipe.devices import detect_host
     from edgepipe.devices.profiles import detect_profile, load_profile
     from edgepipe.runtime.atomic import temp_dir, write_json_atomic
     from edgepipe.runtime.child import run_child
+    from edgepipe.runtime.deployment import SCHEMA
     from edgepipe.runtime.modelfile import check_model_file
 
     profile = load_profile(cfg.profile) if cfg.profile else detect_profile(detect_host())
     threads = min(cfg.threads or (profile.threads if profile else 1), os.cpu_count() or 1)
-    names = cfg.names({n: a.kind for n, a in ctx.artifacts.items()})
-    if not names:
+    if not models:
         raise EdgepipeError("deploy: the run has no ONNX model to choose from; export one first")
-    pairs, notes = backend_precisions(cfg.backends)
-    cands = [{"id": f"{n}|{b}|{p}", "name": n, "model": str(ctx.path_of(n)), "backend": b, "precision": p}
-             for n in names for b, p in pairs]
-    x, y = ctx.data.split("test")
-    print(f"  deploy: {len(cands)} candidates ({len(names)} models × {len(pairs)} backend/precision), "
+    pairs, notes = backend_precisions(cfg.backends, profile)
+    cands = [{"id": f"{n}|{b}|{p}", "name": n, "model": str(path), "backend": b, "precision": p}
+             for n, path in models.items() for b, p in pairs]
+    print(f"  deploy: {len(cands)} candidates ({len(models)} models × {len(pairs)} backend/precision), "
           f"{cfg.rounds} interleaved rounds of {cfg.seconds:g} s each, {threads} thread(s)", file=sys.stderr)
     with temp_dir("deploy") as tmp:
-        np.savez(f"{tmp}/test.npz", x=x, y=y)
+        np.savez(f"{tmp}/test.npz", x=x, **({"y": y} if y is not None else {}))
         spec = {"candidates": cands, "inputs": f"{tmp}/test.npz", "threads": threads, "rounds": cfg.rounds,
                 "seconds": cfg.seconds}
-        with open(f"{tmp}/spec.json", "w") as f:
-            json.dump(spec, f)
+        Path(f"{tmp}/spec.json").write_text(json.dumps(spec))
         proc = run_child([sys.executable, "-m", "edgepipe.runtime.compare", f"{tmp}/spec.json", f"{tmp}/out.json"])
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise EdgepipeError(f"deploy: measuring the candidates failed: {last}")
-        measured = json.loads(open(f"{tmp}/out.json").read())["candidates"]
+        measured = json.loads(Path(f"{tmp}/out.json").read_text())["candidates"]
     budgets = profile.to_dict()["budgets"] if profile else {}
     best, table = choose(measured, cfg.max_accuracy_drop, budgets)
     if best is None:
         raise EdgepipeError("deploy: no candidate keeps the accuracy and the budgets: "
                             + "; ".join(f"{c['name']} on {c['backend']}: {', '.join(c['why_not'])}" for c in table[:4]))
-    src = ctx.path_of(best["name"])
-    if check_model_file(src).external:
+    src = Path(models[best["name"]])
+    gate = check_model_file(src)
+    if gate.external:
         raise EdgepipeError(f"deploy: {best['name']} keeps external data; deploy copies single-file models only")
-    shutil.copyfile(src, ctx.out(best["name"]))
-    meta = check_model_file(src).metadata
-    from edgepipe.runtime.deployment import SCHEMA
-
-    deployment = {"schema": SCHEMA, "model": best["name"], "source": best["name"], "backend": best["backend"],
+    out_dir = Path(out_dir)
+    shutil.copyfile(src, out_dir / best["name"])
+    deployment = {"schema": SCHEMA, "model": best["name"], "source": str(src), "backend": best["backend"],
                   "precision": best["precision"], "ran": best["ran"], "threads": threads,
-                  "profile": profile.name if profile else None, "input_contract": meta.get("edgepipe.input_contract"),
+                  "profile": profile.name if profile else None, "input_contract": gate.metadata.get("edgepipe.input_contract"),
                   "accuracy": best["accuracy"], "p50_ms": best["p50_ms"], "max_accuracy_drop": cfg.max_accuracy_drop,
                   "candidates": table, "notes": notes}
-    write_json_atomic(ctx.out("deploy.json"), deployment)
+    write_json_atomic(out_dir / "deploy.json", deployment)
     print(f"  deploy: chose {best['name']} on {best['backend']} ({best['ran']['precision']}), p50 {best['p50_ms']:.3f} ms"
           + (f", accuracy {100 * best['accuracy']:.2f}%" if best["accuracy"] is not None else ""), file=sys.stderr)
+    return deployment
+
+
+def deploy_finished_run(run_dir, inputs, out, cfg: DeployConfig) -> dict:
+    """`edgepipe deploy RUN_DIR`: the same choice among a finished run's ONNX files, on its saved test
+    split (or the inputs given), written to `out` all at once (a failure leaves no folder)."""
+    from pathlib import Path
+
+    from edgepipe.pipeline.core.run import read_manifest
+
+    run_dir, inputs, out = Path(run_dir), Path(inputs), Path(out)
+    if not (run_dir / "manifest.json").is_file():
+        raise EdgepipeError(f"{run_dir}: no manifest.json here; pass a run directory made by `edgepipe run`")
+    models = {n: run_dir / a["path"] for s in read_manifest(run_dir)["stages"].values()
+              for n, a in s.get("artifacts", {}).items() if a["kind"] == "onnx"}
+    if not inputs.is_file():
+        raise EdgepipeError(f"{inputs}: test inputs not found; run the bench stage or give --inputs FILE.npz (x, y)")
+    try:
+        with np.load(inputs, allow_pickle=False) as z:
+            x, y = z["x"], z["y"] if "y" in z.files else None
+    except (ValueError, KeyError, OSError):
+        raise EdgepipeError(f"{inputs}: not an .npz with an array x (and labels y)") from None
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        d = deploy(models, x, y, cfg, tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return d
+
+
+@register_stage("deploy", DeployConfig)
+def run_deploy(cfg: DeployConfig, ctx) -> StageResult:
+    """The fastest model × backend × precision that keeps the accuracy and the budgets, measured here."""
+    names = cfg.names({n: a.kind for n, a in ctx.artifacts.items()})
+    x, y = ctx.data.split("test")
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    d = deploy({n: ctx.path_of(n) for n in names}, x, y, cfg, ctx.out_dir)
+    best = next(c for c in d["candidates"] if c["chosen"])
     return StageResult(metrics={"chosen": {k: best[k] for k in ("name", "backend", "precision", "p50_ms", "p90_ms", "accuracy",
                                                               "bytes")} | {"ran_precision": best["ran"]["precision"]},
-                                "threads": threads, "profile": deployment["profile"], "candidates": table, "notes": notes},
+                                "threads": d["threads"], "profile": d["profile"], "candidates": d["candidates"],
+                                "notes": d["notes"]},
                        artifacts=[ctx.artifact("deployment", "file", "deploy.json", model=best["name"],
                                                backend=best["backend"], precision=best["ran"]["precision"])])

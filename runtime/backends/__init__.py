@@ -58,3 +58,19 @@ def describe(session, model: str | Path) -> dict:
     return {"name": "onnxruntime", "version": ort.__version__, "device": "GPU" if any(
         p in used for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider")) else "CPU",
         "providers": used, "precision": file_precision(Path(model)), "precision_asked": "auto"}
+
+
+def resolve(backend: str | None, precision: str | None, device: str | None, profile, notes: list[str]) -> tuple[str, str, str]:
+    """The backend given, else the profile's first backend installed here (each one skipped is
+    noted), else onnxruntime; the precision and device given, else that backend's in the profile."""
+    chosen = None
+    if backend is None and profile is not None:
+        for b in profile.backends:
+            ok, why = available(b.name)
+            if ok:
+                chosen = b
+                break
+            notes.append(f"profile {profile.name} lists backend {b.name}, but {why}; skipped")
+    name = backend or (chosen.name if chosen else "onnxruntime")
+    same = chosen if chosen is not None and chosen.name == name else None
+    return name, precision or (same.precision if same else "auto"), device or (same.device if same else "CPU")
