@@ -80,7 +80,7 @@ def main() -> int:
     host = next(iter(raw.values()))["environment"]
     peaks = next((r["runs"][0]["roofline"]["peaks"] for r in raw.values() if r["runs"][0].get("roofline")), None)
     if peaks:
-        print(f"\nhost GEMM peak: fp32 {peaks['fp32'] / 1e9:.1f} GMAC/s, int8 {peaks['int8'] / 1e9:.1f} GMAC/s "
+        print(f"\nhost peak (best of GEMM and conv kernels): fp32 {peaks['fp32'] / 1e9:.1f} GMAC/s, int8 {peaks['int8'] / 1e9:.1f} GMAC/s "
               f"({host['host']['cpu_model']}, flags {', '.join(host['host']['flags'])}); energy is the "
               f"'{rows[0]['energy_method']}' method of the detected profile")
     args.out.parent.mkdir(parents=True, exist_ok=True)

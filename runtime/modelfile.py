@@ -38,6 +38,7 @@ _SCHEMA = [
                ("metadata_props", 14, "message", 3, "Entry"), ("functions", 25, "message", 3, "Function")]),
 ]
 EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
+INT8_OPS = (b"QLinearConv", b"QLinearMatMul", b"MatMulInteger", b"ConvInteger", b"DequantizeLinear")
 FLOAT_TYPES = {1: "fp32", 10: "fp16", 16: "bf16", 11: "fp64"}  # TensorProto.DataType
 _PLAIN = re.compile(r"[A-Za-z0-9._/-]+")
 
@@ -171,3 +172,11 @@ def check_model_file(path: str | Path) -> ModelFile:
         if t.data_type in FLOAT_TYPES:
             floats[FLOAT_TYPES[t.data_type]] = floats.get(FLOAT_TYPES[t.data_type], 0) + 1
     return ModelFile(path, size, tuple(dict.fromkeys(external)), {e.key: e.value for e in model.metadata_props}, floats)
+
+
+def file_precision(model: Path) -> str:
+    """What onnxruntime runs a file in: int8 when it holds integer kernels or Q/DQ pairs, else the
+    float type of most of its stored weights."""
+    if any(op in model.read_bytes() for op in INT8_OPS):
+        return "int8"
+    return check_model_file(model).float_precision

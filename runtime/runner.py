@@ -161,7 +161,7 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
 
         count, precision, how = model_costs(Path(model), macs)
         precision = bench.backend["precision"] if bench.backend["precision"] in ("fp32", "int8", "bf16", "fp16") else precision
-        peaks = host_peaks(env["host"], opts.threads)
+        peaks = host_peaks(env["host"], opts.threads, backend=opts.backend, precision=precision)
         for r in runs:
             r["roofline"] = roof(count, precision, r["batch"], r["latency"]["mean_ms"], peaks)
         result["macs"] = {"per_inference": count, "source": how}
@@ -275,7 +275,8 @@ def summary(r: dict) -> str:
     for run_ in r["runs"]:
         lat = run_["latency"]
         roof = run_.get("roofline") or {}
-        frac = f", {100 * roof['fraction_of_peak']:.1f}% of {roof['precision']} GEMM peak" if roof.get("fraction_of_peak") else ""
+        frac = (f", {100 * roof['fraction_of_peak']:.1f}% of the {roof['precision']} peak ({roof['peak_kernel']})"
+                if roof.get("fraction_of_peak") else "")
         lines.append(f"latency    batch {run_['batch']}: p50 {lat['p50_ms']:.3f} ms  p90 {lat['p90_ms']:.3f}  p99 {lat['p99_ms']:.3f}  "
                      f"mean {lat['mean_ms']:.3f} ± {lat['std_ms']:.3f}  (n={lat['n']}), {run_['throughput_per_s']:.1f}/s{frac}")
     lines.append(f"memory     peak RSS {mem['peak_rss_mb']:.1f} MB, growth from session {mem['rss_growth_mb']:.1f} MB"

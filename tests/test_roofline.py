@@ -50,3 +50,24 @@ def test_int8_model_is_compared_with_the_int8_peak(tmp_path):
     quantize_static(model, tmp_path / "q.onnx", calib, QuantOptions())
     macs, precision, _ = model_costs(tmp_path / "q.onnx")
     assert precision == "int8" and macs == CONV_MLP_MACS
+
+
+def test_no_model_runs_faster_than_the_peak_of_its_own_kernel(tmp_path):
+    """The peak is the best of GEMMs and 3×3 convs (its fastest single run): a model that *is* one of
+    the conv kernels (measured by its mean) comes out at or under 100%, and the JSON names the kernel
+    that set the peak. (A 512³ GEMM alone was beaten by these convs' best runs by up to 8% here.)"""
+    import json
+    import shutil
+    import subprocess
+
+    model = tmp_path / "conv.onnx"
+    shutil.copy(KERNELS / "conv_fp32_256x14.onnx", model)
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "edgepipe.runtime", model, "--threads", "1", "--iters", "30", "--min-seconds",
+                           "0.3", "--energy-seconds", "0", "--profile", "none", "--json", out], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    roof = json.loads(out.read_text())["runs"][0]["roofline"]
+    assert roof["macs_per_inference"] == 256 * 256 * 9 * 14 * 14
+    assert 0.3 < roof["fraction_of_peak"] <= 1.02, roof
+    assert roof["peak_kernel"] in {what for _, _, what in roofline.PEAK_KERNELS["fp32"]}

@@ -52,7 +52,7 @@ def describe(session, model: str | Path) -> dict:
         return session.describe()
     import onnxruntime as ort
 
-    from edgepipe.runtime.roofline import file_precision
+    from edgepipe.runtime.modelfile import file_precision
 
     used = session.get_providers()
     return {"name": "onnxruntime", "version": ort.__version__, "device": "GPU" if any(
