@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[pipeline,dev,openvino]'
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[pipeline,dev,openvino,camera]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

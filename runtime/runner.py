@@ -14,61 +14,21 @@ import csv
 import io
 import os
 import platform
-import resource
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import psutil
 
 from edgepipe.devices import EdgepipeError, detect_host, os_error_line
 from edgepipe.runtime.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from edgepipe.runtime.bench import Bench, BenchOptions
+from edgepipe.runtime.memory import gpu_memory_mb, peak_rss, rss_mb
 from edgepipe.runtime.session import check_arrays, predict
 
 LABEL_KEYS = ("y", "labels", "label")
 SCHEMA = "edgepipe-bench/1"
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-
-
-def _rss_mb() -> float:
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def peak_rss() -> tuple[float, str]:
-    """Peak resident memory of this process in MB, and where the figure comes from.
-
-    On Linux, VmHWM (/proc/self/status): ru_maxrss is *not* used there because the kernel
-    carries the pre-exec high-water mark across execve, so a runner started by a large
-    parent (a training process holding paddle) would report the parent's peak.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024, "VmHWM"
-    except OSError:
-        pass
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB elsewhere
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, "ru_maxrss"
-
-
-def gpu_memory_mb() -> dict:
-    """Device memory this process holds on the GPU, from NVML."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        used = 0
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h):
-                if p.pid == os.getpid() and p.usedGpuMemory:
-                    used += p.usedGpuMemory
-        return {"gpu_memory_mb": used / 2**20, "gpu_memory_source": "NVML compute processes (this pid)"}
-    except Exception as exc:  # no nvidia-ml-py, no driver, no permission
-        return {"gpu_memory_mb": None, "gpu_memory_source": f"unreadable ({type(exc).__name__}: {exc})"[:200]}
 
 
 def load_npz(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
@@ -117,7 +77,7 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
     energy, then the optional accuracy pass over every labelled input (and each input's prediction)."""
     from edgepipe.runtime.energy import energy_summary, measure, probe_meters
 
-    rss_start = _rss_mb()
+    rss_start = rss_mb()
     arrays, labels, files, classes = None, None, None, ()
     if inputs is not None and inputs.is_dir():
         images, inputs = inputs, None
@@ -130,7 +90,7 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
         if labels is not None and len(labels) != n:
             raise EdgepipeError(f"{inputs}: {len(labels)} labels for {n} inputs")
     bench = Bench(model, opts, strict_providers=strict_providers)
-    rss_session = _rss_mb()
+    rss_session = rss_mb()
     if images is not None:
         from edgepipe.runtime.images import contract_of, folder_inputs
 
@@ -147,7 +107,7 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
               "cold_start": bench.cold_start(), "runs": runs,
               **({"notes": notes} if notes else {})}
 
-    mem = {"rss_before_session_mb": rss_start, "rss_after_session_mb": rss_session, "rss_after_mb": _rss_mb()}
+    mem = {"rss_before_session_mb": rss_start, "rss_after_session_mb": rss_session, "rss_after_mb": rss_mb()}
     mem["rss_growth_mb"] = mem["rss_after_mb"] - rss_start
     mem["peak_rss_mb"], mem["peak_rss_source"] = peak_rss()
     gpu = any(p in GPU_PROVIDERS for p in bench.providers["used"])
@@ -325,7 +285,7 @@ def execute(args: argparse.Namespace) -> int:
     """Run the runner from parsed arguments (`edgepipe bench` parses the same ones)."""
     try:
         for flag, path in (("--json", args.json), ("--csv", args.csv), ("--predictions", args.predictions),
-                           ("--save-outputs", args.save_outputs)):
+                           ("--save-outputs", args.save_outputs), ("--events", args.events)):
             if path is not None:
                 check_writable(path, flag)  # before measuring, so a bad path never costs the measurement
         from edgepipe.runtime.deployment import apply_deployment
@@ -353,6 +313,16 @@ def execute(args: argparse.Namespace) -> int:
             providers=tuple(args.provider or (profile.providers if profile else ("CPUExecutionProvider",))),
             dims=tuple(args.dim), backend=backend, precision=precision, device=device,
         )
+        if args.stream is not None:
+            from edgepipe.runtime.stream import run_stream
+            from edgepipe.runtime.stream import summary as stream_summary
+
+            r = run_stream(args, threads, opts.backend, opts.precision, opts.device, notes)
+            if args.json:
+                write_json_atomic(args.json, r)
+            if not args.quiet:
+                print(stream_summary(r), file=sys.stderr if args.watch and not args.events else sys.stdout)
+            return 0
         if (args.save_outputs or args.predictions) and not (args.inputs or args.images):
             raise EdgepipeError("--save-outputs and --predictions need --inputs or --images (the outputs of which inputs?)")
         if args.inputs and args.images:

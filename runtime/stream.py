@@ -1,0 +1,239 @@
+"""The runner's camera mode: `edgepipe-runner MODEL --stream SOURCE` watches a stream of frames — a
+folder of images, a video file or a V4L2 camera — read with OpenCV (the `[camera]` extra).
+
+Each frame is decoded, preprocessed by the model's input contract, run and post-processed
+(softmax, top class), timed part by part. `--fps F` puts the frames on the camera's clock: frame i
+arrives at i/F seconds, and a frame that arrives while an earlier one is still being processed is
+dropped and counted (the camera does not wait; a dropped file frame is skipped undecoded). Without
+--fps, frames are taken as fast as they can be processed. `--watch CLASS --threshold P
+--consecutive K` raises an event when CLASS scores above P on K frames in a row and clears it when
+it falls below, one JSON line each (stdout or --events FILE).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgepipe.devices import EdgepipeError
+from edgepipe.runtime.images import SUFFIXES, Contract
+
+PARTS = ("decode", "preprocess", "inference", "postprocess")
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError:
+        raise EdgepipeError("--stream reads frames with OpenCV: pip install 'edgepipe[camera]' "
+                            "(opencv-python-headless)") from None
+    return cv2
+
+
+class Source:
+    """Frames from a folder (sorted by name), a video file or a camera: `skip()` passes one frame
+    by without decoding it, `read()` decodes the next (None at the end)."""
+
+    def __init__(self, spec: str):
+        cv2 = _cv2()
+        self.cv2, self.spec, self.files, self.cap = cv2, spec, None, None
+        path = Path(spec)
+        if path.is_dir():
+            self.files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+            if not self.files:
+                raise EdgepipeError(f"--stream {spec}: the folder holds no images ({', '.join(sorted(SUFFIXES))})")
+            self.kind, self.i = "folder", 0
+            return
+        camera = spec.isdigit() or spec.startswith("/dev/video")
+        if not camera and not path.exists():
+            raise EdgepipeError(f"--stream {spec}: no such file, folder or camera")
+        self.cap = cv2.VideoCapture(int(spec) if spec.isdigit() else spec)
+        if not self.cap.isOpened():
+            raise EdgepipeError(f"--stream {spec}: " + ("the camera cannot be opened (is it connected, and may this user "
+                                                         "read it?)" if camera else "OpenCV cannot open it as a video"))
+        self.kind = "camera" if camera else "video"
+
+    def skip(self) -> bool:
+        if self.files is not None:
+            self.i += 1
+            return self.i <= len(self.files)
+        return bool(self.cap.grab())
+
+    def read(self):
+        if self.files is not None:
+            if self.i >= len(self.files):
+                return None
+            f = self.files[self.i]
+            self.i += 1
+            frame = self.cv2.imread(str(f), self.cv2.IMREAD_COLOR)
+            if frame is None:
+                raise EdgepipeError(f"{f}: OpenCV cannot decode this image; remove or replace it")
+            return frame
+        ok, frame = self.cap.read()
+        return frame if ok else None
+
+    def close(self):
+        if self.cap is not None:
+            self.cap.release()
+
+
+def preprocess(cv2, frame: np.ndarray, contract: Contract) -> np.ndarray:
+    """A BGR frame to the model's 1×C×H×W input, as images.load_image does for files."""
+    img = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY if contract.channels == 1 else cv2.COLOR_BGR2RGB)
+    h, w = contract.size
+    if contract.resize:
+        scale = contract.resize / min(img.shape[:2])
+        img = cv2.resize(img, (max(w, round(img.shape[1] * scale)), max(h, round(img.shape[0] * scale))),
+                         interpolation=cv2.INTER_LINEAR)
+        top, left = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+        img = img[top:top + h, left:left + w]
+    elif img.shape[:2] != (h, w):
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+    return contract.normalize(img[None])
+
+
+class Watch:
+    """Raise when `cls` scores above `threshold` on `consecutive` frames in a row; clear below it."""
+
+    def __init__(self, cls: int, name: str, threshold: float, consecutive: int, out):
+        self.cls, self.name, self.threshold, self.k, self.out = cls, name, threshold, consecutive, out
+        self.run, self.active, self.events = 0, False, []
+
+    def see(self, index: int, t: float, probs: np.ndarray, latency_ms: float) -> None:
+        score = float(probs[self.cls])
+        self.run = self.run + 1 if score > self.threshold else 0
+        kind = "raised" if self.run >= self.k and not self.active else "cleared" if self.active and self.run == 0 else None
+        if kind:
+            self.active = kind == "raised"
+            ev = {"event": kind, "time_s": round(t, 4), "frame": index, "class": self.name, "score": round(score, 4),
+                  "latency_ms": round(latency_ms, 3)}
+            self.events.append(ev)
+            self.out.write(json.dumps(ev) + "\n")
+            self.out.flush()
+
+
+def watched_class(watch: str, classes: tuple) -> tuple[int, str]:
+    if watch in classes:
+        return classes.index(watch), watch
+    if watch.isdigit():
+        return int(watch), classes[int(watch)] if int(watch) < len(classes) else watch
+    raise EdgepipeError(f"--watch {watch}: not a class of this model ({', '.join(map(str, classes)) or 'it names none'}); "
+                        "give a class name or index")
+
+
+def stream(session, contract: Contract, spec: str, fps: float | None = None, frames: int | None = None,
+           seconds: float | None = None, watch: Watch | None = None) -> dict:
+    """Run the loop until the source ends, `frames` have been processed or `seconds` have passed."""
+    src = Source(spec)
+    cv2 = src.cv2
+    name = session.get_inputs()[0].name
+    times = {p: [] for p in PARTS}
+    dropped, done, index, predicted = 0, 0, 0, {}
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    try:
+        while True:
+            now = time.perf_counter() - t0
+            if seconds is not None and now >= seconds or frames is not None and done >= frames:
+                break
+            if fps:
+                due = index / fps
+                if due > now:
+                    time.sleep(due - now)
+                else:  # frames that arrived while the last one was processed are gone, but the newest
+                    behind = int(now * fps) - index
+                    stop = False
+                    for _ in range(max(behind, 0)):
+                        if not src.skip():
+                            stop = True
+                            break
+                        dropped += 1
+                        index += 1
+                    if stop:
+                        break
+            a = time.perf_counter()
+            frame = src.read()
+            if frame is None:
+                break
+            b = time.perf_counter()
+            x = preprocess(cv2, frame, contract)
+            c = time.perf_counter()
+            logits = session.run(None, {name: x})[0][0]
+            d = time.perf_counter()
+            z = np.exp(logits - logits.max())
+            probs = z / z.sum()
+            top = int(probs.argmax())
+            e = time.perf_counter()
+            for part, (s, f) in zip(PARTS, ((a, b), (b, c), (c, d), (d, e))):
+                times[part].append((f - s) * 1e3)
+            if watch is not None:
+                watch.see(index, e - t0, probs, (e - a) * 1e3)
+            predicted[top] = predicted.get(top, 0) + 1
+            done += 1
+            index += 1
+    finally:
+        src.close()
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    if done == 0:
+        raise EdgepipeError(f"--stream {spec}: no frame could be read from it")
+    total = np.sum([times[p] for p in PARTS], axis=0)
+    pct = np.percentile(total, [50, 90, 99])
+    sums = {p: float(np.sum(times[p])) for p in PARTS}
+    return {"source": {"spec": spec, "kind": src.kind}, "fps_asked": fps, "frames_processed": done, "frames_dropped": dropped,
+            "seconds": wall, "throughput_fps": done / wall,
+            "latency_ms": {"p50": float(pct[0]), "p90": float(pct[1]), "p99": float(pct[2]), "mean": float(total.mean()),
+                           "max": float(total.max())},
+            "share": {p: sums[p] / max(sum(sums.values()), 1e-12) for p in PARTS},
+            "part_p50_ms": {p: float(np.median(times[p])) for p in PARTS},
+            "cpu_utilisation": cpu / wall,  # this process, all its threads (onnxruntime's spin while idle included)
+            "predicted": {str(k): v for k, v in sorted(predicted.items())}, "events": watch.events if watch else []}
+
+
+def summary(r: dict) -> str:
+    lat = r["latency_ms"]
+    lines = [f"stream     {r['source']['spec']} ({r['source']['kind']}), "
+             + (f"camera clock {r['fps_asked']:g} fps" if r["fps_asked"] else "as fast as it goes"),
+             f"frames     {r['frames_processed']} processed, {r['frames_dropped']} dropped, in {r['seconds']:.2f} s: "
+             f"{r['throughput_fps']:.1f} fps sustained; CPU {100 * r['cpu_utilisation']:.0f}% of one core",
+             f"per frame  p50 {lat['p50']:.3f} ms  p90 {lat['p90']:.3f}  p99 {lat['p99']:.3f}  (decode + preprocess + "
+             "inference + post-processing)",
+             "share      " + ", ".join(f"{p} {100 * r['share'][p]:.0f}%" for p in PARTS)]
+    if r["events"]:
+        lines.append(f"events     {len(r['events'])}: " + ", ".join(f"{e['event']} at frame {e['frame']}" for e in r["events"][:6]))
+    return "\n".join(lines)
+
+
+def run_stream(args, threads: int, backend: str, precision: str, device: str, notes: list[str]) -> dict:
+    """The runner's --stream: open the model, read its contract, watch the source, return the result."""
+    from edgepipe.runtime.backends import describe, open_model
+    from edgepipe.runtime.images import contract_of
+    from edgepipe.runtime.memory import peak_rss
+
+    if args.fps is not None and args.fps <= 0:
+        raise EdgepipeError(f"--fps {args.fps}: give the camera's frame rate, a positive number")
+    if args.watch is None and (args.threshold is not None or args.consecutive is not None):
+        raise EdgepipeError("--threshold and --consecutive go with --watch CLASS")
+    threshold = 0.5 if args.threshold is None else args.threshold
+    if not 0 <= threshold < 1:
+        raise EdgepipeError(f"--threshold {threshold}: a softmax score in [0, 1)")
+    session = open_model(args.model, backend, threads=threads, precision=precision, device=device)
+    contract = contract_of(session)
+    if contract is None:
+        raise EdgepipeError(f"{args.model}: carries no input contract, so frames cannot be preprocessed for it; "
+                            "export it with edgepipe (which records one)")
+    out, watch = None, None
+    try:
+        if args.watch is not None:
+            cls, name = watched_class(args.watch, tuple(contract.classes))
+            out = open(args.events, "w") if args.events else sys.stdout
+            watch = Watch(cls, name, threshold, args.consecutive or 1, out)
+        r = stream(session, contract, str(args.stream), fps=args.fps, frames=args.frames, seconds=args.seconds, watch=watch)
+    finally:
+        if out is not None and out is not sys.stdout:
+            out.close()
+    rss, how = peak_rss()
+    return {"schema": "edgepipe-stream/1", "model": str(args.model), "backend": describe(session, args.model),
+            "threads": threads, **r, "memory": {"peak_rss_mb": rss, "peak_rss_source": how}, "notes": notes}
