@@ -219,7 +219,8 @@ def run_stream(args, threads: int, backend: str, precision: str, device: str, no
     threshold = 0.5 if args.threshold is None else args.threshold
     if not 0 <= threshold < 1:
         raise EdgepipeError(f"--threshold {threshold}: a softmax score in [0, 1)")
-    session = open_model(args.model, backend, threads=threads, precision=precision, device=device)
+    # paced by a camera, the worker threads would otherwise spin between frames: a core busy for nothing
+    session = open_model(args.model, backend, threads=threads, precision=precision, device=device, spin=args.fps is None)
     contract = contract_of(session)
     if contract is None:
         raise EdgepipeError(f"{args.model}: carries no input contract, so frames cannot be preprocessed for it; "

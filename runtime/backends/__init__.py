@@ -26,8 +26,9 @@ def available(name: str) -> tuple[bool, str]:
 
 def open_model(model: str | Path, backend: str = "onnxruntime", threads: int = 1, inter_threads: int = 1,
                providers: tuple[str, ...] = ("CPUExecutionProvider",), optimization: str = "all",
-               precision: str = "auto", device: str = "CPU"):
-    """A session for `model` on `backend`, after the ONNX gate (modelfile.py) has admitted the file."""
+               precision: str = "auto", device: str = "CPU", spin: bool = True):
+    """A session for `model` on `backend`, after the ONNX gate (modelfile.py) has admitted the file.
+    spin=False: onnxruntime's idle worker threads sleep instead of busy-waiting (for paced work)."""
     ok, why = available(backend)
     if not ok:
         raise EdgepipeError(f"backend {backend}: {why}")
@@ -39,7 +40,8 @@ def open_model(model: str | Path, backend: str = "onnxruntime", threads: int = 1
                                 "(edgepipe quantize --mode fp16 or static int8) or use --backend openvino")
         from edgepipe.runtime.session import open_session
 
-        return open_session(model, threads=threads, inter_threads=inter_threads, providers=providers, optimization=optimization)
+        return open_session(model, threads=threads, inter_threads=inter_threads, providers=providers, optimization=optimization,
+                            spin=spin)
     from edgepipe.runtime.backends.openvino import OpenVINOSession
 
     gate = check_model_file(model)
