@@ -16,7 +16,7 @@ import numpy as np
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.devices.errors import FieldError
-from edgepipe.runtime.backends import describe, open_model
+from edgepipe.runtime.backends import describe, open_model, precision_problem
 from edgepipe.runtime.session import input_feed, resolve_feed, usable_providers
 
 
@@ -49,9 +49,9 @@ class BenchOptions:
             raise FieldError("max_seconds", "must be at least min_seconds")
         if not self.providers:
             raise FieldError("providers", "list at least one execution provider")
-        if self.backend == "onnxruntime" and self.precision not in ("auto", "f32"):
-            raise FieldError("precision", f"{self.precision}: onnxruntime runs the precision the file stores; "
-                                          "use backend: openvino, or quantize the file")
+        problem = precision_problem(self.backend, self.precision)
+        if problem:
+            raise FieldError("precision", problem)
         self.dim_values()
 
     def dim_values(self) -> dict[str, int]:
@@ -108,7 +108,9 @@ def latency_histogram(ns: list[int] | np.ndarray, ratio: float = 1.02, max_bins:
     return {"edges_ms": [float(f"{e:.5g}") for e in edges], "counts": counts.tolist()}
 
 
-def _loop(run, min_count: int, min_s: float, max_s: float | None) -> list[int]:
+def timed_runs(run, min_count: int, min_s: float, max_s: float | None = None) -> list[int]:
+    """Nanoseconds of each call of run(), until both `min_count` calls and `min_s` seconds are done
+    (stopping at `max_s`)."""
     times: list[int] = []
     if min_count == 0 and min_s == 0:
         return times
@@ -172,10 +174,10 @@ class Bench:
             self.first_ms = (time.perf_counter_ns() - t0) / 1e6
         o = self.opts
         t0 = time.perf_counter()
-        warm = _loop(run, o.warmup_iters, o.warmup_seconds, None)
+        warm = timed_runs(run, o.warmup_iters, o.warmup_seconds, None)
         warm_ms = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
-        times = _loop(run, o.iters, o.min_seconds, o.max_seconds)
+        times = timed_runs(run, o.iters, o.min_seconds, o.max_seconds)
         measured_ms = (time.perf_counter() - t0) * 1e3
         stats = latency_stats(times)
         batch = int(next(iter(feed.values())).shape[0])

@@ -20,16 +20,8 @@ import numpy as np
 from edgepipe.devices import EdgepipeError
 from edgepipe.runtime.atomic import write_json_atomic
 from edgepipe.runtime.backends import describe, open_model
+from edgepipe.runtime.bench import timed_runs
 from edgepipe.runtime.session import predict, resolve_feed
-
-
-def _timed(run, seconds: float) -> list[int]:
-    times, start = [], time.perf_counter()
-    while not times or time.perf_counter() - start < seconds:
-        t0 = time.perf_counter_ns()
-        run()
-        times.append(time.perf_counter_ns() - t0)
-    return times
 
 
 def measure(candidates: list[dict], x: np.ndarray, y: np.ndarray | None, threads: int = 1, rounds: int = 5,
@@ -50,11 +42,11 @@ def measure(candidates: list[dict], x: np.ndarray, y: np.ndarray | None, threads
         opened.append({"c": c, "run": (lambda s=s, f=feed, n=names: s.run(n, f)), "create_ms": create_ms,
                        "accuracy": acc, "ran": describe(s, c["model"]), "p50": [], "all": []})
     for o in opened:
-        _timed(o["run"], warmup_seconds)
+        timed_runs(o["run"], 1, warmup_seconds)
     for r in range(rounds):
         order = opened[r % len(opened):] + opened[: r % len(opened)]
         for o in order:
-            ns = _timed(o["run"], seconds)
+            ns = timed_runs(o["run"], 1, seconds)
             o["p50"].append(float(np.median(ns)) / 1e6)
             o["all"].extend(ns)
     out = []

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -54,16 +53,12 @@ def kernel_rate(name: str, macs: int, threads: int, seconds: float = 0.3, backen
                 precision: str = "auto") -> float:
     """Best MAC/s of one peak kernel: the fastest single run over `seconds`, after a warm-up run."""
     from edgepipe.runtime.backends import open_model
+    from edgepipe.runtime.bench import timed_runs
 
     session = open_model(KERNELS / name, backend, threads=threads, precision=precision)
     feed = _kernel_feed(session, name, macs)
     session.run(None, feed)
-    best, start = float("inf"), time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        t0 = time.perf_counter_ns()
-        session.run(None, feed)
-        best = min(best, time.perf_counter_ns() - t0)
-    return macs / (best / 1e9)
+    return macs / (min(timed_runs(lambda: session.run(None, feed), 1, seconds)) / 1e9)
 
 
 def peak(kind: str, threads: int, backend: str = "onnxruntime", precision: str = "auto") -> dict:
@@ -93,7 +88,11 @@ def host_peaks(host: dict, threads: int, refresh: bool = False, backend: str = "
 
         version = onnxruntime.__version__
     float_name = precision if backend == "openvino" and precision in ("bf16", "fp16") else "fp32"
-    hint = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}[float_name] if backend == "openvino" else "auto"
+    hint = "auto"
+    if backend == "openvino":
+        from edgepipe.runtime.backends.openvino import PRECISION_NAMES
+
+        hint = next(h for h, n in PRECISION_NAMES.items() if n == float_name)
     key_src = json.dumps([host.get("arch"), host.get("cpu_model"), host.get("flags"), backend, version, threads, hint, 2])
     path = cache_dir() / f"peak-{hashlib.sha256(key_src.encode()).hexdigest()[:16]}.json"
     if path.is_file() and not refresh:

@@ -24,11 +24,10 @@ from edgepipe.devices import EdgepipeError, detect_host, os_error_line
 from edgepipe.runtime.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from edgepipe.runtime.bench import Bench, BenchOptions
 from edgepipe.runtime.memory import gpu_memory_mb, peak_rss, rss_mb
-from edgepipe.runtime.session import check_arrays, predict
+from edgepipe.runtime.session import GPU_PROVIDERS, check_arrays, predict
 
 LABEL_KEYS = ("y", "labels", "label")
 SCHEMA = "edgepipe-bench/1"
-GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
 def load_npz(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:

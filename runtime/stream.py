@@ -34,8 +34,8 @@ def _cv2():
 
 
 class Source:
-    """Frames from a folder (sorted by name), a video file or a camera: `skip()` passes one frame
-    by without decoding it, `read()` decodes the next (None at the end)."""
+    """Frames from a folder (sorted by name), a video file or a camera: `skip(n)` passes frames
+    by without decoding them, `read()` decodes the next (None at the end)."""
 
     def __init__(self, spec: str):
         cv2 = _cv2()
@@ -56,11 +56,16 @@ class Source:
                                                          "read it?)" if camera else "OpenCV cannot open it as a video"))
         self.kind = "camera" if camera else "video"
 
-    def skip(self) -> bool:
+    def skip(self, n: int) -> int:
+        """Pass up to n frames by without decoding them; returns how many there were."""
         if self.files is not None:
-            self.i += 1
-            return self.i <= len(self.files)
-        return bool(self.cap.grab())
+            k = max(0, min(n, len(self.files) - self.i))
+            self.i += k
+            return k
+        k = 0
+        while k < n and self.cap.grab():
+            k += 1
+        return k
 
     def read(self):
         if self.files is not None:
@@ -143,15 +148,10 @@ def stream(session, contract: Contract, spec: str, fps: float | None = None, fra
                 if due > now:
                     time.sleep(due - now)
                 else:  # frames that arrived while the last one was processed are gone, but the newest
-                    behind = int(now * fps) - index
-                    stop = False
-                    for _ in range(max(behind, 0)):
-                        if not src.skip():
-                            stop = True
-                            break
-                        dropped += 1
-                        index += 1
-                    if stop:
+                    behind = max(int(now * fps) - index, 0)
+                    skipped = src.skip(behind)
+                    dropped, index = dropped + skipped, index + skipped
+                    if skipped < behind:  # the source ended among them
                         break
             a = time.perf_counter()
             frame = src.read()
@@ -188,7 +188,7 @@ def stream(session, contract: Contract, spec: str, fps: float | None = None, fra
                            "max": float(total.max())},
             "share": {p: sums[p] / max(sum(sums.values()), 1e-12) for p in PARTS},
             "part_p50_ms": {p: float(np.median(times[p])) for p in PARTS},
-            "cpu_utilisation": cpu / wall,  # this process, all its threads (onnxruntime's spin while idle included)
+            "cpu_utilisation": cpu / wall,  # this process, all its threads
             "predicted": {str(k): v for k, v in sorted(predicted.items())}, "events": watch.events if watch else []}
 
 

@@ -24,6 +24,16 @@ def available(name: str) -> tuple[bool, str]:
     return False, f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})"
 
 
+def precision_problem(backend: str, precision: str) -> str | None:
+    """Why `precision` cannot be asked of `backend` ("VALUE: reason"), or None."""
+    if precision not in PRECISIONS:
+        return f"{precision!r}: choose from {', '.join(PRECISIONS)}"
+    if backend == "onnxruntime" and precision not in ("auto", "f32"):
+        return (f"{precision}: onnxruntime runs the precision the file stores; quantize it "
+                "(edgepipe quantize --mode fp16 or static int8) or use the openvino backend")
+    return None
+
+
 def open_model(model: str | Path, backend: str = "onnxruntime", threads: int = 1, inter_threads: int = 1,
                providers: tuple[str, ...] = ("CPUExecutionProvider",), optimization: str = "all",
                precision: str = "auto", device: str = "CPU", spin: bool = True):
@@ -32,12 +42,10 @@ def open_model(model: str | Path, backend: str = "onnxruntime", threads: int = 1
     ok, why = available(backend)
     if not ok:
         raise EdgepipeError(f"backend {backend}: {why}")
-    if precision not in PRECISIONS:
-        raise EdgepipeError(f"precision {precision!r}: choose from {', '.join(PRECISIONS)}")
+    problem = precision_problem(backend, precision)
+    if problem:
+        raise EdgepipeError(f"precision {problem}")
     if backend == "onnxruntime":
-        if precision not in ("auto", "f32"):
-            raise EdgepipeError(f"precision {precision}: onnxruntime runs the precision the file stores; quantize it "
-                                "(edgepipe quantize --mode fp16 or static int8) or use --backend openvino")
         from edgepipe.runtime.session import open_session
 
         return open_session(model, threads=threads, inter_threads=inter_threads, providers=providers, optimization=optimization,
@@ -55,10 +63,10 @@ def describe(session, model: str | Path) -> dict:
     import onnxruntime as ort
 
     from edgepipe.runtime.modelfile import file_precision
+    from edgepipe.runtime.session import GPU_PROVIDERS
 
     used = session.get_providers()
-    return {"name": "onnxruntime", "version": ort.__version__, "device": "GPU" if any(
-        p in used for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider")) else "CPU",
+    return {"name": "onnxruntime", "version": ort.__version__, "device": "GPU" if any(p in used for p in GPU_PROVIDERS) else "CPU",
         "providers": used, "precision": file_precision(Path(model)), "precision_asked": "auto"}
 
 
@@ -73,6 +81,6 @@ def resolve(backend: str | None, precision: str | None, device: str | None, prof
                 chosen = b
                 break
             notes.append(f"profile {profile.name} lists backend {b.name}, but {why}; skipped")
-    name = backend or (chosen.name if chosen else "onnxruntime")
-    same = chosen if chosen is not None and chosen.name == name else None
-    return name, precision or (same.precision if same else "auto"), device or (same.device if same else "CPU")
+    if chosen is None:  # given, or nothing in the profile runs here
+        return backend or "onnxruntime", precision or "auto", device or "CPU"
+    return chosen.name, precision or chosen.precision, device or chosen.device

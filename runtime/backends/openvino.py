@@ -22,7 +22,7 @@ from edgepipe.devices import EdgepipeError
 
 _ORT_TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "f64": "tensor(double)", "i64": "tensor(int64)",
               "i32": "tensor(int32)", "u8": "tensor(uint8)", "i8": "tensor(int8)"}
-PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16"}  # --precision -> INFERENCE_PRECISION_HINT
+PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}  # INFERENCE_PRECISION_HINT (= --precision) -> reported
 COMPUTE_LAYERS = ("Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution")
 
 
@@ -72,7 +72,7 @@ class OpenVINOSession:
         if device.startswith("CPU"):
             config["INFERENCE_NUM_THREADS"] = threads
         if precision != "auto":
-            config["INFERENCE_PRECISION_HINT"] = PRECISIONS[precision]
+            config["INFERENCE_PRECISION_HINT"] = precision
         try:
             model = self.core.read_model(str(path))
             self.compiled = self.core.compile_model(model, device, config)
@@ -128,7 +128,7 @@ class OpenVINOSession:
         name = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
         return {"name": "openvino", "version": ov.__version__.split("-")[0], "device": self.device,
                 "execution_devices": list(self.compiled.get_property("EXECUTION_DEVICES")),
-                "precision": _precision_name(name, layers), "inference_precision": {"f32": "fp32"}.get(name, name),
+                "precision": _precision_name(name, layers), "inference_precision": PRECISION_NAMES.get(name, name),
                 "precision_asked": self.precision_asked, "compute_layer_precisions": dict(layers),
                 "threads": self.threads, "device_name": self.core.get_property(self.device.split(".")[0], "FULL_DEVICE_NAME")}
 
@@ -137,4 +137,4 @@ def _precision_name(hint: str, layers: Counter) -> str:
     """int8 when the convolutions and matmuls run on integers, else the float precision they ran in."""
     if layers and sum(v for k, v in layers.items() if k in ("u8", "i8")) * 2 > sum(layers.values()):
         return "int8"
-    return {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(hint, hint)
+    return PRECISION_NAMES.get(hint, hint)
