@@ -36,6 +36,23 @@ def one_line_error(proc) -> str:
     return lines[0]
 
 
+def outside_connections(log: Path, runner_args, env: dict) -> list[str]:
+    """Run the on-device runner under strace; the connect/send calls it made to anything but this
+    machine (loopback, Unix and netlink sockets left out). Skips where strace is missing or cannot trace."""
+    import shutil
+
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed here; the check needs it to see connect() calls")
+    proc = subprocess.run([strace, "-f", "-qq", "-e", "trace=connect,sendto,sendmsg,sendmmsg", "-o", str(log), sys.executable,
+                           "-m", "edgepipe.runtime", *map(str, runner_args)], capture_output=True, text=True, timeout=120, env=env)
+    if proc.returncode != 0 and "ptrace" in proc.stderr.lower():
+        pytest.skip(f"strace cannot trace here: {proc.stderr.strip().splitlines()[-1]}")
+    assert proc.returncode == 0, proc.stderr
+    return [ln for ln in log.read_text().splitlines() if ("connect(" in ln or "send" in ln) and "AF_UNIX" not in ln
+            and "127.0.0.1" not in ln and "::1" not in ln and "AF_NETLINK" not in ln]
+
+
 def run_recipe(tmp_path, text: str, name: str):
     """Write the recipe, run it with the real CLI, return (the CLI result, run dir, manifest stages)."""
     import json

@@ -1,12 +1,13 @@
 """Runtime backends: onnxruntime and OpenVINO run the same ONNX files behind one interface, and the
 runner reports which ran and in what precision."""
 import json
-import shutil
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from conftest import outside_connections
 from onnx_models import conv_mlp, mnist_linear
 
 from edgepipe.runtime.backends import available, describe, open_model
@@ -79,22 +80,12 @@ def test_unavailable_backend_and_wrong_precision_are_one_line_errors(tmp_path):
 def test_openvino_backend_sends_nothing_and_writes_nothing_home(tmp_path):
     """`import openvino` alone sends a Google Analytics event (its converter's telemetry treats a missing
     consent file as consent); the backend blocks it, and writes no client id under $HOME."""
-    strace = shutil.which("strace")
-    if strace is None:
-        pytest.skip("strace is not installed here; the check needs it to see connect() calls")
     model = conv_mlp(tmp_path / "m.onnx")
-    log, home = tmp_path / "trace.txt", tmp_path / "home"
+    home = tmp_path / "home"
     home.mkdir()
-    env = {k: v for k, v in __import__("os").environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")} | {"HOME": str(home)}
-    proc = subprocess.run([strace, "-f", "-qq", "-e", "trace=connect,sendto,sendmsg,sendmmsg", "-o", str(log), sys.executable,
-                           "-m", "edgepipe.runtime", str(model), "--backend", "openvino", "--min-seconds", "3", "--max-seconds",
-                           "4", "--energy-seconds", "0", "--profile", "none", "--quiet"], capture_output=True, text=True,
-                          timeout=120, env=env)
-    if proc.returncode != 0 and "ptrace" in proc.stderr.lower():
-        pytest.skip(f"strace cannot trace here: {proc.stderr.strip().splitlines()[-1]}")
-    assert proc.returncode == 0, proc.stderr
-    calls = [ln for ln in log.read_text().splitlines() if ("connect(" in ln or "send" in ln) and "AF_UNIX" not in ln
-             and "127.0.0.1" not in ln and "::1" not in ln and "AF_NETLINK" not in ln]
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")} | {"HOME": str(home)}
+    calls = outside_connections(tmp_path / "trace.txt", [model, "--backend", "openvino", "--min-seconds", "3", "--max-seconds",
+                                                         "4", "--energy-seconds", "0", "--profile", "none", "--quiet"], env)
     assert not calls, calls[:3]
     assert list(home.iterdir()) == []
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import edgepipe, one_line_error
-from onnx_models import conv_mlp
+from conftest import edgepipe, one_line_error, outside_connections
+from onnx_models import conv_mlp, mnist_linear
 
 from edgepipe.devices import EdgepipeError
 
@@ -397,40 +397,17 @@ def test_outputs_honour_the_umask(tmp_path):
 # no telemetry ------------------------------------------------------------------------------------------------
 
 def test_the_runner_makes_no_network_connection(tmp_path):
-    strace = shutil.which("strace")
-    if strace is None:
-        pytest.skip("strace is not installed here; the check needs it to see connect() calls")
     model = conv_mlp(tmp_path / "m.onnx")
-    log = tmp_path / "trace.txt"
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "ORT_DISABLE_TELEMETRY")}
-    proc = subprocess.run([strace, "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(log), sys.executable, "-m",
-                           "edgepipe.runtime", str(model), "--profile", "none", "--min-seconds", "10", "--max-seconds",
-                           "11", "--energy-seconds", "0", "--quiet"], capture_output=True, text=True, timeout=120, env=env)
-    if proc.returncode != 0 and "ptrace" in proc.stderr.lower():
-        pytest.skip(f"strace cannot trace here: {proc.stderr.strip().splitlines()[-1]}")
-    assert proc.returncode == 0, proc.stderr
-    calls = [ln for ln in log.read_text().splitlines() if ("connect(" in ln or "send" in ln) and "AF_UNIX" not in ln
-             and "127.0.0.1" not in ln and "::1" not in ln and "AF_NETLINK" not in ln]
+    calls = outside_connections(tmp_path / "trace.txt", [model, "--profile", "none", "--min-seconds", "10", "--max-seconds",
+                                                         "11", "--energy-seconds", "0", "--quiet"], env)
     assert not calls, calls[:3]
-
-
-def _mnist_shaped_onnx(path: Path) -> Path:
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((784, 10)).astype(np.float32), "w")
-    graph = helper.make_graph([helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
 
 
 def test_a_killed_run_leaves_no_live_runner_and_its_rerun_no_leftovers(tmp_path):
     import psutil
 
-    _mnist_shaped_onnx(tmp_path / "m.onnx")
+    mnist_linear(tmp_path / "m.onnx")
     recipe = tmp_path / "k.yaml"
     body = ("name: k\ndata: {{train_limit: 200, test: 50, val: 20, calibration: 16}}\nstages:\n"
             "  - bench: {{models: [{{onnx: m.onnx}}], warmup_iters: 1, warmup_seconds: 0, iters: 1, min_seconds: {s},"

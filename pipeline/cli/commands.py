@@ -368,8 +368,6 @@ def cmd_report(args) -> int:
     from edgepipe.runtime.atomic import write_text_atomic
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "manifest.json").is_file():
-        raise EdgepipeError(f"{run_dir}: no manifest.json here; pass a run directory made by `edgepipe run`")
     manifest = load(run_dir)
     devices = [load_device_result(Path(d)) for d in args.device or []]
     print(table_text(manifest))

@@ -3,6 +3,9 @@ model (its metadata and its bench results), each model's parent (the model it wa
 chains of hops from a root model to each final one, and the run's last model."""
 from __future__ import annotations
 
+# The budgets a verdict judges, in report order, with the name the report gives each.
+BUDGETS = {"latency_p90_ms": "latency p90", "peak_rss_mb": "peak RSS", "model_bytes": "bytes",
+           "energy_mj_per_inference": "energy / inference"}
 # Stages that change the Paddle model their `model:` names (distill starts from its `teacher:`).
 CHANGES_MODEL = {"prune", "lowrank", "qat"}
 
@@ -23,6 +26,7 @@ def onnx_models(manifest: dict) -> list[dict]:
             out.append({"name": name, "stage": stage_name, "stage_type": s["type"],
                         "label": f"{m.get('label', name)} {m.get('precision', '')}".strip(),
                         "short": name.removesuffix(".onnx"), "precision": m.get("precision"), "accuracy": m.get("accuracy"),
+                        "fidelity": m.get("fidelity"),
                         "params": m.get("params"), "macs": m.get("macs"), "bytes": m.get("bytes"), "source": m.get("source"),
                         "bench": bench.get(name)})
     return out
@@ -86,8 +90,3 @@ def chains(models: list[dict], parent: dict[str, str | None]) -> list[list[str]]
         if len(chain) > 1:
             out.append(chain)
     return out
-
-
-def verdict_checks(models: list[dict]) -> dict[str, dict]:
-    """{model: its verdict} for the benchmarked models that have one."""
-    return {m["name"]: m["bench"]["verdict"] for m in models if m["bench"] and m["bench"].get("verdict")}

@@ -7,6 +7,8 @@ import io
 import math
 import re
 
+from edgepipe.pipeline.report.collect import BUDGETS
+
 KINDS = (("integer", "#2b8a3e"), ("float compute", "#1c7ed6"), ("quantize/dequantize", "#e8590c"), ("other", "#adb5bd"))
 W = 6.4  # inches: 640 px at 100%; the page lets a phone scroll a figure sideways rather than shrink its text
 PALETTE = ("#1c7ed6", "#e8590c", "#2b8a3e", "#ae3ec9", "#f59f00", "#0ca678", "#e03131", "#5c940d", "#495057", "#d6336c")
@@ -222,10 +224,6 @@ def time_by_kind(models: list[dict]) -> str | None:
     return _svg(fig, "time per inference by op kind per model")
 
 
-BUDGET_LABELS = {"latency_p90_ms": "latency p90", "peak_rss_mb": "peak RSS", "model_bytes": "model bytes",
-                 "energy_mj_per_inference": "energy / inference"}
-
-
 def budget_rows(m: dict) -> list[dict]:
     """One row per budget of the model's verdict: used/limit with its uncertainty as (low, high) ratios.
 
@@ -245,7 +243,7 @@ def budget_rows(m: dict) -> list[dict]:
         elif c["budget"] == "energy_mj_per_inference" and b.get("energy"):
             u = b["energy"].get("uncertainty_rel") or 0.0
             lo, hi = ratio * (1 - u), ratio * (1 + u)
-        out.append({"budget": c["budget"], "label": BUDGET_LABELS.get(c["budget"], c["budget"]), "ratio": ratio,
+        out.append({"budget": c["budget"], "label": BUDGETS.get(c["budget"], c["budget"]), "ratio": ratio,
                     "lo": lo, "hi": hi, "status": c["status"], "value": c["value"], "limit": c["limit"], "unit": c["unit"]})
     return out
 
@@ -257,7 +255,7 @@ def budgets(models: list[dict]) -> str | None:
     if not pts:
         return None
     col = colours(models)
-    order = [k for k in BUDGET_LABELS if any(r["budget"] == k for _, rows in pts for r in rows)]
+    order = [k for k in BUDGETS if any(r["budget"] == k for _, rows in pts for r in rows)]
     fig_h = 0.9 + 0.22 * len(order) * len(pts) + 0.25 * len(order)
     fig = _figure(W, fig_h)
     ax = fig.add_subplot()
@@ -279,7 +277,7 @@ def budgets(models: list[dict]) -> str | None:
     ax.set_xscale("log")
     ratios = [100 * r["ratio"] for _, rows in pts for r in rows]
     ax.set_xlim(max(min(ratios) / 3, 1e-4), max(max(ratios), 100) * 2)
-    ax.set_yticks([i + (len(pts) - 1) * step / 2 for i in range(len(order))], [BUDGET_LABELS[k] for k in order])
+    ax.set_yticks([i + (len(pts) - 1) * step / 2 for i in range(len(order))], [BUDGETS[k] for k in order])
     ax.invert_yaxis()
     ax.set_xlabel("% of the profile's budget (log; dashed: the limit; hatched: over it)")
     ax.grid(alpha=0.25, axis="x", which="both")

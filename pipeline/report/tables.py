@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgepipe.pipeline.core.run import read_manifest
+from edgepipe.pipeline.report.collect import BUDGETS, onnx_models
 from edgepipe.pipeline.report.format import md, text_table
 from edgepipe.pipeline.report.sections import (
     DISTILL_COLUMNS,
@@ -23,31 +24,15 @@ DEVICE_COLUMNS = ("model", "device", "profile", "providers", "p50 ms", "p90 ms",
 
 
 def _rows(manifest: dict) -> list[dict]:
-    stages = manifest["stages"].values()
-    bench = {}
-    for s in stages:
-        if s["type"] == "bench":
-            bench.update(s["metrics"]["models"])
+    """The summary table's figures for every ONNX model of the run (collect.onnx_models)."""
     rows = []
-    for s in stages:
-        for name, art in s.get("artifacts", {}).items():
-            if art["kind"] != "onnx":
-                continue
-            m, b = art["meta"], bench.get(name)
-            rows.append({
-                "name": name,
-                "model": f"{m.get('label', name)} {m.get('precision', '')}".strip(),
-                "accuracy": m.get("accuracy"),
-                "fidelity": m.get("fidelity"),
-                "params": m.get("params"),
-                "macs": m.get("macs"),
-                "bytes": m.get("bytes"),
-                "p50_ms": b["latency"]["p50_ms"] if b else None,
-                "p90_ms": b["latency"]["p90_ms"] if b else None,
-                "peak_rss_mb": b["memory"]["peak_rss_mb"] if b else None,
-                "energy": b.get("energy") if b else None,
-                "verdict": (b.get("verdict") or {}).get("overall") if b else None,
-            })
+    for m in onnx_models(manifest):
+        b = m["bench"]
+        rows.append({"name": m["name"], "model": m["label"], "accuracy": m["accuracy"], "fidelity": m["fidelity"],
+                     "params": m["params"], "macs": m["macs"], "bytes": m["bytes"],
+                     "p50_ms": b["latency"]["p50_ms"] if b else None, "p90_ms": b["latency"]["p90_ms"] if b else None,
+                     "peak_rss_mb": b["memory"]["peak_rss_mb"] if b else None, "energy": b.get("energy") if b else None,
+                     "verdict": (b.get("verdict") or {}).get("overall") if b else None})
     return rows
 
 
@@ -175,10 +160,6 @@ def markdown(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -
     return "\n".join(text for _, text in sections(manifest, run_dir, devices))
 
 
-VERDICT_BUDGETS = (("latency_p90_ms", "latency p90"), ("peak_rss_mb", "peak RSS"), ("model_bytes", "bytes"),
-                   ("energy_mj_per_inference", "energy / inference"))
-
-
 def verdict_table(bench_models: dict) -> str:
     """One row per benchmarked model: the verdict, then each budget as `used / limit (margin) status`."""
     rows = []
@@ -196,10 +177,10 @@ def verdict_table(bench_models: dict) -> str:
                 return f"{c['status']} (not measured)"
             return (f"{fmt_value(c['value'], c['unit'])} / {fmt_value(c['limit'], c['unit'])} "
                     f"({c['margin_pct']:+.0f}%) {c['status']}")
-        rows.append([name, f"`{v['profile']}`", f"**{v['overall']}**", *[cell(k) for k, _ in VERDICT_BUDGETS]])
+        rows.append([name, f"`{v['profile']}`", f"**{v['overall']}**", *[cell(k) for k in BUDGETS]])
     if not rows:
         return ""
-    return md(("model", "profile", "verdict", *[label for _, label in VERDICT_BUDGETS]), rows) + \
+    return md(("model", "profile", "verdict", *BUDGETS.values()), rows) + \
         "\n\nEach budget: measured / the profile's limit (margin left: positive = under budget) and its status.\n"
 
 
@@ -227,4 +208,10 @@ def quantization_section(stages: dict) -> list[str]:
 
 
 def load(run_dir: Path) -> dict:
-    return read_manifest(Path(run_dir))
+    """A finished run's manifest, or one line saying the folder is not a run directory."""
+    from edgepipe.devices import EdgepipeError
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "manifest.json").is_file():
+        raise EdgepipeError(f"{run_dir}: no manifest.json here; pass a run directory made by `edgepipe run`")
+    return read_manifest(run_dir)

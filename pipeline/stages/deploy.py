@@ -158,12 +158,10 @@ def deploy_finished_run(run_dir, inputs, out, cfg: DeployConfig) -> dict:
     split (or the inputs given), written to `out` all at once (a failure leaves no folder)."""
     from pathlib import Path
 
-    from edgepipe.pipeline.core.run import read_manifest
+    from edgepipe.pipeline.report.tables import load
 
     run_dir, inputs, out = Path(run_dir), Path(inputs), Path(out)
-    if not (run_dir / "manifest.json").is_file():
-        raise EdgepipeError(f"{run_dir}: no manifest.json here; pass a run directory made by `edgepipe run`")
-    models = {n: run_dir / a["path"] for s in read_manifest(run_dir)["stages"].values()
+    models = {n: run_dir / a["path"] for s in load(run_dir)["stages"].values()
               for n, a in s.get("artifacts", {}).items() if a["kind"] == "onnx"}
     if not inputs.is_file():
         raise EdgepipeError(f"{inputs}: test inputs not found; run the bench stage or give --inputs FILE.npz (x, y)")
