@@ -212,7 +212,9 @@ def _clean_leftovers(run_dir: Path) -> None:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
-def _swap_in(run_dir: Path, partial: Path, name: str) -> None:
+def swap_in(run_dir: Path, partial: Path, name: str) -> None:
+    """Put the finished folder `partial` in place as run_dir/name; a folder already there is renamed
+    aside first and removed after, so the name always holds a whole folder."""
     final = run_dir / name
     if final.exists():
         trash = run_dir / f".{name}.trash-{os.getpid()}"
@@ -314,7 +316,7 @@ def run_recipe(recipe: Recipe, runs_dir: Path, *, force: bool = False, from_stag
                 shutil.rmtree(partial, ignore_errors=True)
                 raise
             wall = time.perf_counter() - t0
-            _swap_in(run_dir, partial, entry.name)
+            swap_in(run_dir, partial, entry.name)
             for a in result.artifacts:
                 artifacts[a.name] = a
             manifest["stages"][entry.name] = {

@@ -30,7 +30,6 @@ def figure_sections(manifest: dict) -> dict[str, list[dict]]:
     """{report section key: [{title, caption, svg}]} for every figure whose data this run holds."""
     models = collect.onnx_models(manifest)
     parent = collect.parents(manifest, models)
-    last = collect.last_model(models)
     by_name = {m["name"]: m for m in models}
     budget_ms, profile = _profile_budget(models)
     out: dict[str, list[dict]] = {}
@@ -40,8 +39,7 @@ def figure_sections(manifest: dict) -> dict[str, list[dict]]:
             out.setdefault(key, []).append({"title": title, "caption": caption, "svg": svg})
 
     deploy = next((s for s in manifest["stages"].values() if s["type"] == "deploy"), None)
-    if deploy:
-        last = deploy["metrics"]["chosen"]["name"]
+    last = deploy["metrics"]["chosen"]["name"] if deploy else collect.last_model(models)
     add("models", "Trade-off", "Test accuracy (onnxruntime, the exported file) against latency at batch 1; marker area is the "
         "ONNX file's size. The outlined marker is " + ("the deployment's choice." if deploy else
                                                         "the run's last model (what the pipeline ends with)."),
@@ -83,14 +81,14 @@ def render(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -> 
         return {"key": key, "html": Markup(mdit.render(text)) if text else "",
                 "figures": [dict(f, svg=Markup(f["svg"])) for f in figs.pop(key, [])]}
 
-    parts = []
+    parts, title = [], ""
     for key, text in sections(manifest, run_dir, devices):
         if key == "title":
+            title = text.removeprefix("# ").strip()
             continue
         parts.append(part(key, text))
         if key == "models":  # the hops, the latency distributions and the time by op kind follow the model table
             parts += [part(k) for k in ("hops", "latency", "time") if k in figs]
     parts += [part(k) for k in list(figs)]  # figures of a section the markdown lacks
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined)
-    return env.get_template("report.html.j2").render(title=f"edgepipe report: {manifest.get('recipe', run_dir.name)}",
-                                                   parts=parts, version=manifest.get("edgepipe") or "")
+    return env.get_template("report.html.j2").render(title=title, parts=parts, version=manifest.get("edgepipe") or "")

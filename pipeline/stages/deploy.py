@@ -110,6 +110,7 @@ def deploy(models: dict, x: np.ndarray, y: np.ndarray | None, cfg: DeployConfig,
     from edgepipe.runtime.atomic import temp_dir, write_json_atomic
     from edgepipe.runtime.child import run_child
     from edgepipe.runtime.deployment import SCHEMA
+    from edgepipe.runtime.images import CONTRACT_KEY
     from edgepipe.runtime.modelfile import check_model_file
 
     profile = load_profile(cfg.profile) if cfg.profile else detect_profile(detect_host())
@@ -144,7 +145,7 @@ def deploy(models: dict, x: np.ndarray, y: np.ndarray | None, cfg: DeployConfig,
     shutil.copyfile(src, out_dir / best["name"])
     deployment = {"schema": SCHEMA, "model": best["name"], "source": str(src), "backend": best["backend"],
                   "precision": best["precision"], "ran": best["ran"], "threads": threads,
-                  "profile": profile.name if profile else None, "input_contract": gate.metadata.get("edgepipe.input_contract"),
+                  "profile": profile.name if profile else None, "input_contract": gate.metadata.get(CONTRACT_KEY),
                   "accuracy": best["accuracy"], "p50_ms": best["p50_ms"], "max_accuracy_drop": cfg.max_accuracy_drop,
                   "candidates": table, "notes": notes}
     write_json_atomic(out_dir / "deploy.json", deployment)
@@ -158,26 +159,24 @@ def deploy_finished_run(run_dir, inputs, out, cfg: DeployConfig) -> dict:
     split (or the inputs given), written to `out` all at once (a failure leaves no folder)."""
     from pathlib import Path
 
+    from edgepipe.pipeline.core.run import swap_in
     from edgepipe.pipeline.report.tables import load
+    from edgepipe.runtime.runner import load_npz
 
     run_dir, inputs, out = Path(run_dir), Path(inputs), Path(out)
     models = {n: run_dir / a["path"] for s in load(run_dir)["stages"].values()
               for n, a in s.get("artifacts", {}).items() if a["kind"] == "onnx"}
     if not inputs.is_file():
         raise EdgepipeError(f"{inputs}: test inputs not found; run the bench stage or give --inputs FILE.npz (x, y)")
-    try:
-        with np.load(inputs, allow_pickle=False) as z:
-            x, y = z["x"], z["y"] if "y" in z.files else None
-    except (ValueError, KeyError, OSError):
-        raise EdgepipeError(f"{inputs}: not an .npz with an array x (and labels y)") from None
+    arrays, y = load_npz(inputs)  # the runner's reader: numeric, finite, labels one integer per input
+    if "x" not in arrays:
+        raise EdgepipeError(f"{inputs}: not an .npz with an array x (and labels y)")
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        d = deploy(models, x, y, cfg, tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        d = deploy(models, arrays["x"], y, cfg, tmp)
+        swap_in(out.parent, tmp, out.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return d
