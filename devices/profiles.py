@@ -55,9 +55,10 @@ class Budgets:
     peak_rss_mb: float | None = None
     model_bytes: int | None = None
     energy_mj_per_inference: float | None = None
+    fps: float | None = None  # frames per second the camera mode must keep up with (a lower bound)
 
     def __post_init__(self):
-        for name in ("latency_p90_ms", "peak_rss_mb", "model_bytes", "energy_mj_per_inference"):
+        for name in ("latency_p90_ms", "peak_rss_mb", "model_bytes", "energy_mj_per_inference", "fps"):
             v = getattr(self, name)
             require(v is None or v > 0, name, "must be > 0 (or left out)")
 

@@ -56,8 +56,12 @@ def build_parser(prog: str = "edgepipe-runner", add_help: bool = True) -> argpar
     p.add_argument("--device", help="OpenVINO device: CPU (default), GPU, NPU where present")
     p.add_argument("--provider", action="append", help="execution provider, in order; each must exist (default: the profile's, "
                                                        "those missing from this build reported and skipped)")
-    p.add_argument("--energy-seconds", type=seconds, default=1.0, help="length of the energy phase (0: no energy)")
+    p.add_argument("--energy-seconds", type=seconds, default=1.0, help="length of the energy phase (0: no energy; with --stream the meters run over the whole stream, 0 turns them off)")
     p.add_argument("--idle-seconds", type=seconds, default=0.5, help="idle baseline before it, for sensors (default 0.5)")
+    p.add_argument("--loadgen", action="store_true", help="also run MLPerf LoadGen's SingleStream scenario on the session "
+                   "(edgepipe[loadgen]); its logs go beside --json, in NAME.loadgen/")
+    p.add_argument("--loadgen-seconds", type=seconds, default=10.0, help="--loadgen: minimum duration (default 10; "
+                   "at least 1,024 queries as well)")
     p.add_argument("--no-roofline", action="store_true", help="skip MAC/s against the host's GEMM peak")
     p.add_argument("--macs", type=positive_int, help="MACs per inference at batch 1 (counted from the graph when onnx is installed)")
     p.add_argument("--save-outputs", type=Path, help="write the model's outputs for --inputs to this .npz")
@@ -69,6 +73,8 @@ def build_parser(prog: str = "edgepipe-runner", add_help: bool = True) -> argpar
     p.add_argument("--watch", help="--stream: raise an event when this class (name or index) scores above --threshold")
     p.add_argument("--threshold", type=float, help="--watch: softmax score to exceed (default 0.5)")
     p.add_argument("--consecutive", type=positive_int, help="--watch: on this many frames in a row (default 1)")
+    p.add_argument("--notify", metavar="URL", help="--watch: also POST each event as JSON to this webhook (retried with "
+                   "back-off on failure; the stream never waits on it)")
     p.add_argument("--events", type=Path, help="--watch: write the events here as JSON lines (default stdout)")
     p.add_argument("--json", type=Path, help="write the full result here")
     p.add_argument("--csv", type=Path, help="write one row per batch size here")

@@ -276,34 +276,30 @@ def probe_meters(power: PowerModel | None, profile_name: str = "", gpu: bool = F
     return meters, missing
 
 
-def measure(meters: list[Meter], work: Callable[[], int], seconds: float, idle_seconds: float,
-            failed: list[Unavailable] | None = None) -> list[dict]:
-    """Idle baseline first (sensors only; the estimate's idle is modelled), then `work()` repeatedly for
-    at least `seconds`; returns one labelled reading per meter. `work` returns inferences done.
-    A meter whose reading fails mid-way is left out and added to `failed` with the reason."""
-    failed = [] if failed is None else failed
+def idle_baseline(meters: list[Meter], idle_seconds: float) -> dict:
+    """Each sensor's idle power over `idle_seconds` (the estimate's idle is modelled), by id(meter)."""
     idle_w = {}
-    if idle_seconds > 0:
-        sensors = [m for m in meters if not isinstance(m, EstimateMeter)]
-        for m in sensors:
-            m.start()
-        t0 = time.perf_counter()
-        time.sleep(idle_seconds)
-        dt = time.perf_counter() - t0
-        for m in sensors:
-            try:
-                j = m.stop()
-                idle_w[id(m)] = m.average_w(j) if isinstance(m, SampledMeter) else j / dt
-            except (OSError, ValueError):
-                pass  # no idle baseline for this meter: its net figure stays unknown
-    for m in meters:
+    if idle_seconds <= 0:
+        return idle_w
+    sensors = [m for m in meters if not isinstance(m, EstimateMeter)]
+    for m in sensors:
         m.start()
-    t0, n = time.perf_counter(), 0
-    while True:
-        n += work()
-        if time.perf_counter() - t0 >= seconds:
-            break
-    wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    time.sleep(idle_seconds)
+    dt = time.perf_counter() - t0
+    for m in sensors:
+        try:
+            j = m.stop()
+            idle_w[id(m)] = m.average_w(j) if isinstance(m, SampledMeter) else j / dt
+        except (OSError, ValueError):
+            pass  # no idle baseline for this meter: its net figure stays unknown
+    return idle_w
+
+
+def readings_of(meters: list[Meter], wall: float, n: int, idle_w: dict, failed: list[Unavailable],
+                unit: str = "inference") -> list[dict]:
+    """Stop every meter after `wall` seconds of work that did `n` units (inferences, frames); one
+    labelled reading per meter. A meter whose reading fails is left out and added to `failed`."""
     joules = {}
     for m in meters:
         try:
@@ -322,12 +318,28 @@ def measure(meters: list[Meter], work: Callable[[], int], seconds: float, idle_s
         net = None if idle is None else max(j - idle * wall, 0.0)
         readings.append({
             "method": m.method, "scope": m.scope, "source": m.source,
-            "seconds": wall, "inferences": n, "joules": j, "avg_w": j / wall,
-            "idle_w": idle, "mj_per_inference": 1e3 * j / n,
-            "net_mj_per_inference": None if net is None else 1e3 * net / n,
+            "seconds": wall, f"{unit}s": n, "joules": j, "avg_w": j / wall,
+            "idle_w": idle, f"mj_per_{unit}": 1e3 * j / n,
+            f"net_mj_per_{unit}": None if net is None else 1e3 * net / n,
             "uncertainty_rel": m.uncertainty, "note": m.note,
         })
     return readings
+
+
+def measure(meters: list[Meter], work: Callable[[], int], seconds: float, idle_seconds: float,
+            failed: list[Unavailable] | None = None) -> list[dict]:
+    """Idle baseline first (sensors only), then `work()` repeatedly for at least `seconds`; returns
+    one labelled reading per meter. `work` returns inferences done."""
+    failed = [] if failed is None else failed
+    idle_w = idle_baseline(meters, idle_seconds)
+    for m in meters:
+        m.start()
+    t0, n = time.perf_counter(), 0
+    while True:
+        n += work()
+        if time.perf_counter() - t0 >= seconds:
+            break
+    return readings_of(meters, time.perf_counter() - t0, n, idle_w, failed)
 
 
 def energy_summary(readings: list[dict], missing: list[Unavailable]) -> dict:

@@ -71,7 +71,7 @@ def environment() -> dict:
 def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=None, profile_source: str = "none",
         strict_providers: bool = True, energy_seconds: float = 1.0, idle_seconds: float = 0.5,
         roofline: bool = True, macs: int | None = None, save_outputs: Path | None = None,
-        images: Path | None = None, want_predictions: bool = False) -> dict:
+        images: Path | None = None, want_predictions: bool = False, loadgen: tuple[Path, float] | None = None) -> dict:
     """Benchmark first (memory is read right after it, so it reflects a deployed process), then
     energy, then the optional accuracy pass over every labelled input (and each input's prediction)."""
     from edgepipe.runtime.energy import energy_summary, measure, probe_meters
@@ -105,6 +105,12 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
               "options": asdict(opts), "backend": bench.backend, "providers": bench.providers,
               "cold_start": bench.cold_start(), "runs": runs,
               **({"notes": notes} if notes else {})}
+
+    if loadgen is not None:  # (log folder, seconds); MLPerf LoadGen's SingleStream on the same session
+        from edgepipe.runtime.loadgen import single_stream
+
+        one = next((r for r in runs if r["batch"] == 1), runs[0])
+        result["loadgen"] = single_stream(bench, arrays, str(inputs), loadgen[0], loadgen[1], one["latency"]["p90_ms"])
 
     mem = {"rss_before_session_mb": rss_start, "rss_after_session_mb": rss_session, "rss_after_mb": rss_mb()}
     mem["rss_growth_mb"] = mem["rss_after_mb"] - rss_start
@@ -256,6 +262,10 @@ def summary(r: dict) -> str:
             counts[row["class"]] = counts.get(row["class"], 0) + 1
         lines.append(f"predicted  {len(r['predictions'])} unlabelled inputs: "
                      + ", ".join(f"{k} ×{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:8]))
+    if r.get("loadgen"):
+        from edgepipe.runtime.loadgen import summary_line
+
+        lines.append(summary_line(r["loadgen"]))
     if r.get("verdict"):
         from edgepipe.runtime.verdict import verdict_lines
 
@@ -312,11 +322,14 @@ def execute(args: argparse.Namespace) -> int:
             providers=tuple(args.provider or (profile.providers if profile else ("CPUExecutionProvider",))),
             dims=tuple(args.dim), backend=backend, precision=precision, device=device,
         )
+        from edgepipe.runtime.loadgen import prepare
+
+        loadgen = prepare(args)
         if args.stream is not None:
             from edgepipe.runtime.stream import run_stream
             from edgepipe.runtime.stream import summary as stream_summary
 
-            r = run_stream(args, threads, opts.backend, opts.precision, opts.device, notes)
+            r = run_stream(args, threads, opts.backend, opts.precision, opts.device, notes, profile)
             if args.json:
                 write_json_atomic(args.json, r)
             if not args.quiet:
@@ -329,7 +342,8 @@ def execute(args: argparse.Namespace) -> int:
         result = run(args.model, opts, args.inputs, profile, source, strict_providers=bool(args.provider),
                      energy_seconds=args.energy_seconds, idle_seconds=args.idle_seconds,
                      roofline=not args.no_roofline, macs=args.macs, save_outputs=args.save_outputs,
-                     images=args.images, want_predictions=bool(args.predictions))
+                     images=args.images, want_predictions=bool(args.predictions),
+                     loadgen=loadgen)
         result["notes"] = notes + result.get("notes", [])
         if args.json:
             write_json_atomic(args.json, result)

@@ -7,7 +7,10 @@ arrives at i/F seconds, and a frame that arrives while an earlier one is still b
 dropped and counted (the camera does not wait; a dropped file frame is skipped undecoded). Without
 --fps, frames are taken as fast as they can be processed. `--watch CLASS --threshold P
 --consecutive K` raises an event when CLASS scores above P on K frames in a row and clears it when
-it falls below, one JSON line each (stdout or --events FILE).
+it falls below, one JSON line each (stdout or --events FILE), and POSTed to `--notify URL`
+(notify.py; the loop never waits on it). Energy per frame comes from the runner's meters running
+over the whole stream — on a camera's clock that includes the idle time between frames, which is
+what a frame costs there — and the verdict judges the profile's `fps` budget (verdict.judge_stream).
 """
 from __future__ import annotations
 
@@ -103,8 +106,8 @@ def preprocess(cv2, frame: np.ndarray, contract: Contract) -> np.ndarray:
 class Watch:
     """Raise when `cls` scores above `threshold` on `consecutive` frames in a row; clear below it."""
 
-    def __init__(self, cls: int, name: str, threshold: float, consecutive: int, out):
-        self.cls, self.name, self.threshold, self.k, self.out = cls, name, threshold, consecutive, out
+    def __init__(self, cls: int, name: str, threshold: float, consecutive: int, out, notify=None):
+        self.cls, self.name, self.threshold, self.k, self.out, self.notify = cls, name, threshold, consecutive, out, notify
         self.run, self.active, self.events = 0, False, []
 
     def see(self, index: int, t: float, probs: np.ndarray, latency_ms: float) -> None:
@@ -118,6 +121,8 @@ class Watch:
             self.events.append(ev)
             self.out.write(json.dumps(ev) + "\n")
             self.out.flush()
+            if self.notify is not None:
+                self.notify.send(ev)
 
 
 def watched_class(watch: str, classes: tuple) -> tuple[int, str]:
@@ -130,13 +135,21 @@ def watched_class(watch: str, classes: tuple) -> tuple[int, str]:
 
 
 def stream(session, contract: Contract, spec: str, fps: float | None = None, frames: int | None = None,
-           seconds: float | None = None, watch: Watch | None = None) -> dict:
-    """Run the loop until the source ends, `frames` have been processed or `seconds` have passed."""
+           seconds: float | None = None, watch: Watch | None = None, meters: tuple | None = None,
+           idle_seconds: float = 0.0) -> dict:
+    """Run the loop until the source ends, `frames` have been processed or `seconds` have passed;
+    `meters` (what energy.probe_meters returns) run over the whole loop, after an idle baseline for the sensors."""
+    from edgepipe.runtime.energy import energy_summary, idle_baseline, readings_of
+
     src = Source(spec)
     cv2 = src.cv2
     name = session.get_inputs()[0].name
     times = {p: [] for p in PARTS}
     dropped, done, index, predicted = 0, 0, 0, {}
+    meters, failed = (list(meters[0]), list(meters[1])) if meters else ([], [])
+    idle_w = idle_baseline(meters, idle_seconds) if meters else {}
+    for m in meters:
+        m.start()
     cpu0, t0 = time.process_time(), time.perf_counter()
     try:
         while True:
@@ -179,62 +192,101 @@ def stream(session, contract: Contract, spec: str, fps: float | None = None, fra
     cpu = time.process_time() - cpu0
     if done == 0:
         raise EdgepipeError(f"--stream {spec}: no frame could be read from it")
+    energy = energy_summary(readings_of(meters, wall, done, idle_w, failed, unit="frame"), failed) if meters else None
     total = np.sum([times[p] for p in PARTS], axis=0)
     pct = np.percentile(total, [50, 90, 99])
     sums = {p: float(np.sum(times[p])) for p in PARTS}
     return {"source": {"spec": spec, "kind": src.kind}, "fps_asked": fps, "frames_processed": done, "frames_dropped": dropped,
             "seconds": wall, "throughput_fps": done / wall,
+            # the frames kept up with: on the camera's clock its rate × the share not dropped, else the throughput
+            "sustained_fps": fps * done / (done + dropped) if fps else done / wall,
             "latency_ms": {"p50": float(pct[0]), "p90": float(pct[1]), "p99": float(pct[2]), "mean": float(total.mean()),
                            "max": float(total.max())},
             "share": {p: sums[p] / max(sum(sums.values()), 1e-12) for p in PARTS},
             "part_p50_ms": {p: float(np.median(times[p])) for p in PARTS},
             "cpu_utilisation": cpu / wall,  # this process, all its threads
-            "predicted": {str(k): v for k, v in sorted(predicted.items())}, "events": watch.events if watch else []}
+            "predicted": {str(k): v for k, v in sorted(predicted.items())}, "events": watch.events if watch else [],
+            "energy": energy}
 
 
 def summary(r: dict) -> str:
     lat = r["latency_ms"]
+    paced = f" ({r['throughput_fps']:.1f} fps processed)" if r["fps_asked"] else ""
     lines = [f"stream     {r['source']['spec']} ({r['source']['kind']}), "
              + (f"camera clock {r['fps_asked']:g} fps" if r["fps_asked"] else "as fast as it goes"),
              f"frames     {r['frames_processed']} processed, {r['frames_dropped']} dropped, in {r['seconds']:.2f} s: "
-             f"{r['throughput_fps']:.1f} fps sustained; CPU {100 * r['cpu_utilisation']:.0f}% of one core",
+             f"{r['sustained_fps']:.1f} fps sustained{paced}; CPU {100 * r['cpu_utilisation']:.0f}% of one core",
              f"per frame  p50 {lat['p50']:.3f} ms  p90 {lat['p90']:.3f}  p99 {lat['p99']:.3f}  (decode + preprocess + "
              "inference + post-processing)",
-             "share      " + ", ".join(f"{p} {100 * r['share'][p]:.0f}%" for p in PARTS)]
+             "share      " + ", ".join(f"{p} {100 * r['share'][p]:.0f}%" for p in PARTS),
+             f"memory     peak RSS {r['memory']['peak_rss_mb']:.1f} MB"]
+    for e in ((r.get("energy") or {}).get("readings") or []):
+        net = e["net_mj_per_frame"]
+        lines.append(f"energy     {e['method']}: {e['mj_per_frame']:.3f} mJ/frame (±{100 * e['uncertainty_rel']:.0f}%), "
+                     f"{e['avg_w']:.2f} W average" + (f", {net:.3f} mJ/frame above idle" if net is not None else ""))
     if r["events"]:
         lines.append(f"events     {len(r['events'])}: " + ", ".join(f"{e['event']} at frame {e['frame']}" for e in r["events"][:6]))
+    if r.get("notify"):
+        n = r["notify"]
+        lines.append(f"notify     {n['sent']} of {n['events']} events POSTed to {n['url']}"
+                     + (f" ({n['failed_posts']} failed tries, {n['lost']} lost)" if n["failed_posts"] else ""))
+    if r.get("verdict"):
+        from edgepipe.runtime.verdict import verdict_lines
+
+        lines += verdict_lines(r["verdict"])
     return "\n".join(lines)
 
 
-def run_stream(args, threads: int, backend: str, precision: str, device: str, notes: list[str]) -> dict:
-    """The runner's --stream: open the model, read its contract, watch the source, return the result."""
+def run_stream(args, threads: int, backend: str, precision: str, device: str, notes: list[str], profile=None) -> dict:
+    """The runner's --stream: open the model, read its contract, watch the source, return the result
+    (judged against `profile`'s budgets where one is given)."""
     from edgepipe.runtime.backends import describe, open_model
+    from edgepipe.runtime.energy import probe_meters
     from edgepipe.runtime.images import contract_of
     from edgepipe.runtime.memory import peak_rss
+    from edgepipe.runtime.notify import Notifier, check_url
 
     if args.fps is not None and args.fps <= 0:
         raise EdgepipeError(f"--fps {args.fps}: give the camera's frame rate, a positive number")
-    if args.watch is None and (args.threshold is not None or args.consecutive is not None):
-        raise EdgepipeError("--threshold and --consecutive go with --watch CLASS")
+    if args.watch is None and (args.threshold is not None or args.consecutive is not None or args.notify):
+        raise EdgepipeError("--threshold, --consecutive and --notify go with --watch CLASS")
     threshold = 0.5 if args.threshold is None else args.threshold
     if not 0 <= threshold < 1:
         raise EdgepipeError(f"--threshold {threshold}: a softmax score in [0, 1)")
+    if args.notify:
+        check_url(args.notify)
     # paced by a camera, the worker threads would otherwise spin between frames: a core busy for nothing
     session = open_model(args.model, backend, threads=threads, precision=precision, device=device, spin=args.fps is None)
     contract = contract_of(session)
     if contract is None:
         raise EdgepipeError(f"{args.model}: carries no input contract, so frames cannot be preprocessed for it; "
                             "export it with edgepipe (which records one)")
-    out, watch = None, None
+    meters = None
+    if args.energy_seconds > 0:
+        gpu = any("CUDA" in p or "Tensorrt" in p for p in getattr(session, "get_providers", list)())
+        meters = probe_meters(profile.power if profile else None, profile.name if profile else "", gpu=gpu)
+    out, watch, notifier, ok = None, None, None, False
     try:
         if args.watch is not None:
             cls, name = watched_class(args.watch, tuple(contract.classes))
             out = open(args.events, "w") if args.events else sys.stdout
-            watch = Watch(cls, name, threshold, args.consecutive or 1, out)
-        r = stream(session, contract, str(args.stream), fps=args.fps, frames=args.frames, seconds=args.seconds, watch=watch)
+            notifier = Notifier(args.notify) if args.notify else None
+            watch = Watch(cls, name, threshold, args.consecutive or 1, out, notify=notifier)
+        r = stream(session, contract, str(args.stream), fps=args.fps, frames=args.frames, seconds=args.seconds, watch=watch,
+                   meters=meters, idle_seconds=args.idle_seconds)
+        ok = True
     finally:
+        sent = notifier.close() if notifier is not None else None
         if out is not None and out is not sys.stdout:
             out.close()
+            if not ok:  # no events file from a stream that did not run
+                Path(args.events).unlink(missing_ok=True)
     rss, how = peak_rss()
-    return {"schema": "edgepipe-stream/1", "model": str(args.model), "backend": describe(session, args.model),
-            "threads": threads, **r, "memory": {"peak_rss_mb": rss, "peak_rss_source": how}, "notes": notes}
+    r = {"schema": "edgepipe-stream/1", "model": str(args.model), "backend": describe(session, args.model),
+         "threads": threads, "model_bytes": Path(args.model).stat().st_size, **r, "notify": sent,
+         "memory": {"peak_rss_mb": rss, "peak_rss_source": how}, "notes": notes}
+    if profile is not None:
+        from edgepipe.runtime.verdict import judge_stream
+
+        r["verdict"] = judge_stream(r, profile.to_dict())
+    return r

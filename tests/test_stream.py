@@ -1,8 +1,12 @@
 """The runner's camera mode: frames from a folder or a video, the camera's clock with dropped frames,
 events raised and cleared on a known run of one class, and bad sources as one line."""
+import http.server
+import io
 import json
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ from edgepipe.runtime.backends import open_model  # noqa: E402
 from edgepipe.runtime.images import CONTRACT_KEY, Contract  # noqa: E402
 from edgepipe.runtime.modelfile import check_model_file  # noqa: E402
 from edgepipe.runtime.stream import preprocess  # noqa: E402
+from edgepipe.runtime.verdict import judge_stream  # noqa: E402
 
 
 def runner(*args):
@@ -88,17 +93,93 @@ def test_a_camera_clock_faster_than_the_model_drops_frames(material, tmp_path):
     assert r["cpu_utilisation"] < 0.5, r["cpu_utilisation"]
 
 
-def test_watch_raises_and_clears_on_the_known_run(material, tmp_path):
+class _Hook(http.server.BaseHTTPRequestHandler):
+    """A webhook that refuses the first POST (HTTP 503) and takes every later one."""
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.tries += 1
+        ok = self.server.tries > 1
+        if ok:
+            self.server.received.append(json.loads(body))
+        self.send_response(200 if ok else 503)
+        self.end_headers()
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture
+def webhook():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    server.tries, server.received = 0, []
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_watch_raises_and_clears_on_the_known_run(material, tmp_path, webhook):
     model, root, cls, threshold = material
     events = tmp_path / "ev.jsonl"
+    url = f"http://127.0.0.1:{webhook.server_port}/hook"
     # the lossless PNG frames: the threshold was set from their scores (the video is MJPEG)
     proc = runner(model, "--stream", root / "frames", "--fps", "30", "--watch", cls, "--threshold", threshold, "--consecutive", "3",
-                  "--events", events, "--profile", "none")
+                  "--events", events, "--notify", url, "--profile", "x86-avx2", "--json", tmp_path / "r.json")
     assert proc.returncode == 0, proc.stderr
     ev = [json.loads(line) for line in events.read_text().splitlines()]
     assert [(e["event"], e["frame"]) for e in ev] == [("raised", 7), ("cleared", 10)]  # frames 5-9 show the class
     t = float(threshold)
     assert ev[0]["class"] == cls and ev[0]["score"] > t and ev[1]["score"] <= t and ev[0]["latency_ms"] > 0
+    # the webhook refused the first POST: retried after the back-off, then both events arrived, in order
+    assert webhook.received == ev and webhook.tries == 3
+    assert proc.stderr.count("notify: POST") == 1 and "HTTP 503" in proc.stderr and "retrying in" in proc.stderr
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["notify"] == {"url": url, "events": 2, "sent": 2, "failed_posts": 1, "lost": 0}
+    # energy per frame from the profile's meters over the whole stream, and the fps budget judged
+    e = r["energy"]["primary"]
+    assert e["frames"] == r["frames_processed"] == 15 and e["mj_per_frame"] > 0 and e["seconds"] >= 14 / 30
+    fps = next(c for c in r["verdict"]["checks"] if c["budget"] == "fps")
+    assert fps["limit"] == 30 and fps["value"] == 30 and fps["status"] == "pass", fps  # no frame dropped
+    assert "mJ/frame" in proc.stdout and "verdict" in proc.stdout
+
+
+def test_a_failing_webhook_never_stops_the_loop():
+    import socket
+
+    from edgepipe.runtime.notify import Notifier
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = io.StringIO()
+    n = Notifier(f"http://127.0.0.1:{port}/", retries=2, backoff=0.01, timeout=1, log=log)
+    t0 = time.perf_counter()
+    for i in range(3):
+        n.send({"event": "raised", "frame": i})
+    assert time.perf_counter() - t0 < 0.05  # sending queues; it never waits on the network
+    assert n.close(wait=10) == {"url": f"http://127.0.0.1:{port}/", "events": 3, "sent": 0, "failed_posts": 9, "lost": 3}
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 9 and sum("giving up" in line for line in lines) == 3
+
+
+def test_stream_verdict_judges_the_frames_kept_up_with():
+    prof = {"name": "cam", "budgets": {"fps": 15, "peak_rss_mb": 128}}
+
+    def res(asked, done, dropped, p90=10.0):
+        return {"fps_asked": asked, "frames_processed": done, "frames_dropped": dropped, "latency_ms": {"p90": p90},
+                "sustained_fps": asked * done / (done + dropped) if asked else 1e3 / 8, "memory": {"peak_rss_mb": 100}}
+
+    def fps(r):
+        return next(c for c in judge_stream(r, prof)["checks"] if c["budget"] == "fps")
+
+    assert fps(res(15, 100, 0))["status"] == "pass"
+    assert fps(res(30, 40, 60))["status"] == "fail"  # 12 of 30 fps kept up with
+    below = fps(res(5, 50, 0))
+    assert below["status"] == "not measured" and "--fps 15" in below["where"]
+    assert fps(res(None, 100, 0))["status"] == "pass"  # 125 fps, p90 frames at 100 fps
+    assert fps(res(None, 100, 0, p90=80.0))["status"] == "marginal"  # p90 frames would run at 12.5 fps
+    assert judge_stream(res(15, 100, 0), prof)["overall"] == "pass"
 
 
 def test_bad_sources_and_options_are_one_line(material, tmp_path):
@@ -110,5 +191,9 @@ def test_bad_sources_and_options_are_one_line(material, tmp_path):
                         ((tmp_path / "empty",), "the folder holds no images"),
                         ((root / "frames", "--watch", "cat"), "--watch cat: not a class of this model"),
                         ((root / "frames", "--fps", "0"), "--fps 0"),
-                        ((root / "frames", "--threshold", "0.5"), "go with --watch")):
+                        ((root / "frames", "--threshold", "0.5"), "go with --watch"),
+                        ((root / "frames", "--notify", "http://127.0.0.1:1/"), "go with --watch"),
+                        ((root / "frames", "--watch", "0", "--notify", "ftp://host/x"), "--notify ftp://host/x: give a webhook"),
+                        ((tmp_path / "none.avi", "--watch", "0", "--events", tmp_path / "ev.jsonl"), "no such file")):
         assert words in one_line_error(runner(model, "--stream", *args, "--profile", "none"))
+    assert not (tmp_path / "ev.jsonl").exists()  # no events file from a stream that did not run
