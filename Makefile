@@ -5,11 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 
-.PHONY: venv demo test browser test-arm test-zoo test-browser report-shot clean
+.PHONY: venv demo test browser test-arm image-arm test-zoo test-browser report-shot clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[pipeline,dev,openvino,camera]'
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[pipeline,dev,openvino,camera,loadgen]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -34,6 +34,13 @@ browser:
 ## (several minutes the first time; needs root; skips with the reason where it cannot run)
 test-arm: $(STAMP)
 	$(PY) -m pytest -q -rs -s -m arm tests/test_arm.py
+
+## image-arm: build Dockerfile.arm for linux/arm64 into .image/edgepipe-runner-arm64.oci.tar with buildah
+## (no Docker daemon; a stand-in base made from Debian's arm64 packages; a wheelhouse of aarch64 wheels),
+## then run its entrypoint under qemu on the demo's int8 model against x86 (needs root; tens of minutes
+## the first time; prints why it skips where it cannot run). EXTRAS=camera adds OpenCV for --stream.
+image-arm: $(STAMP)
+	$(PY) devices/image/build.py --extras "$(EXTRAS)"
 
 ## test-zoo: channel pruning of paddle.vision's large classifiers (VGG, ResNeXt, Wide ResNet, AlexNet,
 ## GoogLeNet, Inception v3): trace, plan, cut, export, onnxruntime against Paddle (about 5 minutes)

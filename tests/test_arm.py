@@ -10,7 +10,6 @@ Needs root (debootstrap, chroot, mount) and binfmt_misc; skips with the reason o
 """
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -19,66 +18,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "devices" / "image"))
+from build import RUNNER_ARGS, arm_emulation_problem, chroot_run, sh  # noqa: E402  (devices/image/build.py)
+
 pytestmark = pytest.mark.arm
 
-REPO = Path(__file__).resolve().parents[1]
 ARM = Path(os.environ.get("EDGEPIPE_ARM_DIR", REPO / ".arm"))
 ROOT = ARM / "rootfs"
 SUITE = "bookworm"  # Debian 12: Python 3.11, as the wheels below are downloaded for
 MIRROR = os.environ.get("EDGEPIPE_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 
 
-def sh(*cmd, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(c) for c in cmd], text=True, capture_output=True, **kw)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, cmd[:4]))} ... failed ({proc.returncode}): {proc.stderr[-1500:]}")
-    return proc
-
-
-def _why_not() -> str | None:
-    if platform.machine() not in ("x86_64", "aarch64"):
-        return f"host architecture {platform.machine()} is not supported by this target"
-    if os.geteuid() != 0:
-        return "needs root (debootstrap, chroot and mount); run `sudo make test-arm`"
-    if not shutil.which("debootstrap") or not Path("/usr/bin/qemu-aarch64-static").exists():
-        if not shutil.which("apt-get"):
-            return "debootstrap and qemu-user-static are missing and there is no apt-get to install them"
-        proc = subprocess.run(["apt-get", "install", "-y", "-q", "debootstrap", "qemu-user-static", "binfmt-support"],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            return "could not install debootstrap/qemu-user-static: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
-    if platform.machine() == "x86_64":
-        binfmt = Path("/proc/sys/fs/binfmt_misc")
-        if not (binfmt / "register").exists():
-            subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(binfmt)], capture_output=True)
-        if not (binfmt / "qemu-aarch64").exists():
-            subprocess.run(["update-binfmts", "--enable", "qemu-aarch64"], capture_output=True)
-        entry = binfmt / "qemu-aarch64"
-        if not entry.exists() or "enabled" not in entry.read_text():
-            return "binfmt_misc has no enabled qemu-aarch64 entry (mount binfmt_misc; update-binfmts --enable qemu-aarch64)"
-    return None
-
-
 def chroot(*cmd, timeout=1800) -> subprocess.CompletedProcess:
-    """Run in the arm64 root with /proc mounted (psutil and the host facts read it). The host's /sys
-    is not bound in: its x86 CPU topology makes onnxruntime's cpuinfo crash under emulation."""
-    mounted = []
-    try:
-        for target, args in ((ROOT / "proc", ["-t", "proc", "proc"]),):
-            if subprocess.run(["mountpoint", "-q", str(target)]).returncode != 0:
-                sh("mount", *args, target)
-                mounted.append(target)
-        return subprocess.run(["chroot", str(ROOT), "/usr/bin/env", "-i", "PATH=/opt/venv/bin:/usr/bin:/bin", "HOME=/root",
-                               "EDGEPIPE_CACHE=/tmp/edgepipe-cache", *map(str, cmd)],
-                              text=True, capture_output=True, timeout=timeout)
-    finally:
-        for target in reversed(mounted):
-            subprocess.run(["umount", "-l", str(target)], capture_output=True)
+    return chroot_run(ROOT, list(cmd), path="/opt/venv/bin:/usr/bin:/bin", home="/root",
+                      env={"EDGEPIPE_CACHE": "/tmp/edgepipe-cache"}, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def arm_root():
-    reason = _why_not()
+    reason = arm_emulation_problem()
     if reason:
         pytest.skip(reason)
     if not (ROOT / ".edgepipe-debootstrap-done").exists():
@@ -118,10 +77,6 @@ def demo_model():
     if not (model.is_file() and data.is_file()):
         sh(REPO / ".venv/bin/edgepipe", "run", "--runs-dir", REPO / "runs", cwd=REPO, timeout=1800)
     return model, data
-
-
-RUNNER_ARGS = ["--iters", "3", "--min-seconds", "0", "--warmup", "1", "--warmup-seconds", "0",
-               "--energy-seconds", "0.2", "--idle-seconds", "0", "--no-roofline"]
 
 
 def test_int8_runner_on_arm64_matches_x86(arm_root, demo_model, tmp_path):
