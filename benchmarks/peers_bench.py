@@ -1,0 +1,252 @@
+"""Side by side: what a Paddle user could deploy with instead of edgepipe, against edgepipe's
+deployment choice, in one process and one sitting, batch 1, interleaved rounds.
+
+Peers, each on the same trained float model:
+  Paddle Inference fp32   paddle.jit.save + paddle.inference with oneDNN (what Paddle ships)
+  onnxruntime fp32        edgepipe's ONNX export, onnxruntime's CPU provider
+  OpenVINO default        the same ONNX file, OpenVINO's CPU plugin at its default precision
+  NNCF PTQ int8           nncf.quantize on the OpenVINO model with the calibration digits (what an
+                          Intel user would do; NNCF is a benchmark-only dependency: [peers] extra)
+and edgepipe's choice: for the seed CNN, the demo's deploy stage choice (runs/mnist-kd/deploy/
+deploy.json, which may be a compressed model); for the paddle.vision nets, edgepipe's own choice
+among its fp32 and int8 (QDQ, this host's profile preset) files on each installed backend,
+measured by runtime/compare.py on validation digits and chosen by the deploy stage's rule (the
+fastest within 1 point of the best float candidate's accuracy) before the peers are timed.
+
+Models: the seed CNN (the demo's distilled student, trained on the bundled digits) and
+paddle.vision MobileNetV2, MobileNetV3-small and ResNet-18 at 224×224. The vision nets have random
+backbones (no pretrained weights can be downloaded here) with BatchNorm statistics re-estimated on
+upsampled digits and the last layer fitted by ridge regression (benchmarks/quant_bench.py), so
+their accuracy is that of a weak digit classifier — enough to show whether a peer or a
+quantized file changes the predictions, not an ImageNet figure.
+
+Each round times every peer for --seconds (median of its runs), in an order rotated each round;
+the table gives the median over rounds [min–max] and the ratio to the fastest of the four peers.
+Accuracy and agreement with Paddle's fp32 predictions are measured through each peer's own
+session on held-out test digits.
+
+    make demo && .venv/bin/pip install -e '.[peers]' && .venv/bin/python benchmarks/peers_bench.py
+
+Prints the table and writes JSON (default benchmarks/results/peers_bench.json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from quant_bench import _digits, digit_classifier  # noqa: E402  (benchmarks/quant_bench.py)
+
+PEERS = ("Paddle Inference fp32", "onnxruntime fp32", "OpenVINO default", "NNCF PTQ int8")
+VISION = {"mobilenet_v2": "MobileNetV2", "mobilenet_v3_small": "MobileNetV3-small", "resnet18": "ResNet-18"}
+
+
+def paddle_inference(layer, shape: tuple, work: Path):
+    """paddle.jit.save the layer; returns make(threads) -> run(x) through a oneDNN predictor."""
+    import paddle
+    from paddle import inference
+
+    prefix = work / "paddle" / "model"
+    layer.eval()
+    paddle.jit.save(layer, str(prefix), input_spec=[paddle.static.InputSpec([None, *shape], "float32", "x")])
+
+    def make(threads: int):
+        config = inference.Config(str(prefix) + ".json", str(prefix) + ".pdiparams")
+        config.disable_gpu()
+        config.enable_mkldnn()
+        config.set_cpu_math_library_num_threads(threads)
+        config.disable_glog_info()
+        predictor = inference.create_predictor(config)
+        inp = predictor.get_input_handle(predictor.get_input_names()[0])
+        out = predictor.get_output_handle(predictor.get_output_names()[0])
+
+        def run(x):
+            inp.reshape(x.shape)
+            inp.copy_from_cpu(x)
+            predictor.run()
+            return out.copy_to_cpu()
+        return run
+    return make
+
+
+def onnx_peer(model: Path, backend: str, precision: str = "auto"):
+    from edgepipe.runtime.backends import describe, open_model
+
+    def make(threads: int):
+        s = open_model(model, backend, threads=threads, precision=precision)
+        name, outs = s.get_inputs()[0].name, [o.name for o in s.get_outputs()]
+        run = (lambda x: s.run(outs, {name: x})[0])
+        run.ran = describe(s, model)
+        return run
+    return make
+
+
+def nncf_peer(model: Path, calib: np.ndarray, work: Path):
+    """NNCF's post-training int8 of the OpenVINO model (its defaults: mixed preset, fast bias correction)."""
+    from edgepipe.runtime.backends.openvino import load_openvino
+
+    ov = load_openvino()  # openvino with its import-time telemetry off, before nncf imports it
+    import nncf
+
+    core = ov.Core()
+    q = nncf.quantize(core.read_model(str(model)), nncf.Dataset([calib[i:i + 1] for i in range(len(calib))]),
+                      subset_size=len(calib))
+    xml = work / f"{model.stem}.nncf.xml"
+    ov.save_model(q, str(xml))
+
+    def make(threads: int):
+        compiled = core.compile_model(str(xml), "CPU", {"INFERENCE_NUM_THREADS": threads})
+        req = compiled.create_infer_request()
+        return lambda x: req.infer({0: x})[0]
+    return make, nncf.__version__
+
+
+def edgepipe_choice(fp32: Path, int8: Path, x: np.ndarray, y: np.ndarray) -> dict:
+    """The deploy stage's rule over edgepipe's own files on each installed backend."""
+    from edgepipe.pipeline.stages.deploy import backend_precisions, choose
+    from edgepipe.runtime.compare import measure
+
+    pairs, _ = backend_precisions(None, None)
+    cands = [{"id": f"{m.name}|{b}|{p}", "name": m.name, "model": str(m), "backend": b, "precision": p}
+             for m in (fp32, int8) for b, p in pairs]
+    best, table = choose(measure(cands, x, y, threads=1, rounds=3, seconds=0.3), max_drop=1.0, budgets={})
+    return {"model": Path(best["model"]), "backend": best["backend"], "precision": best["precision"],
+            "table": [{k: c[k] for k in ("id", "p50_ms", "accuracy", "why_not")} for c in table]}
+
+
+def rounds(peers: dict, x1: np.ndarray, n: int, seconds: float) -> dict:
+    from edgepipe.runtime.bench import timed_runs
+
+    runs = {k: (lambda r=r: r(x1)) for k, r in peers.items()}
+    for r in runs.values():
+        timed_runs(r, 3, 0.2)  # warm-up
+    p50 = {k: [] for k in runs}
+    names = list(runs)
+    for i in range(n):
+        for k in names[i % len(names):] + names[:i % len(names)]:
+            p50[k].append(float(np.median(timed_runs(runs[k], 3, seconds))) / 1e6)
+    return p50
+
+
+def predictions(run, x: np.ndarray) -> np.ndarray:
+    return np.array([int(np.asarray(run(x[i:i + 1])).reshape(-1).argmax()) for i in range(len(x))])
+
+
+def bench_model(label: str, layer, shape: tuple, fp32: Path, choice: dict, calib, xt, yt, args, work: Path) -> list[dict]:
+    make = {"Paddle Inference fp32": paddle_inference(layer, shape, work), "onnxruntime fp32": onnx_peer(fp32, "onnxruntime"),
+            "OpenVINO default": onnx_peer(fp32, "openvino")}
+    make["NNCF PTQ int8"], nncf_version = nncf_peer(fp32, calib, work)
+    make["edgepipe choice"] = onnx_peer(choice["model"], choice["backend"], choice["precision"])
+    rows = []
+    for t in args.threads:
+        peers = {k: m(t) for k, m in make.items()}
+        ref = None
+        acc = {}
+        if t == args.threads[0]:
+            preds = {k: predictions(r, xt) for k, r in peers.items()}
+            ref = preds["Paddle Inference fp32"]
+            acc = {k: {"accuracy": float((p == yt).mean()), "agreement_with_paddle": float((p == ref).mean())} for k, p in preds.items()}
+        p50 = rounds(peers, xt[:1], args.rounds, args.seconds)
+        fastest = min(PEERS, key=lambda k: np.median(p50[k]))
+        for k in make:
+            med = float(np.median(p50[k]))
+            rows.append({"model": label, "threads": t, "peer": k, "p50_ms": med, "range_ms": [min(p50[k]), max(p50[k])],
+                         "ratio_to_fastest_peer": med / float(np.median(p50[fastest])), "fastest_peer": fastest,
+                         **acc.get(k, {}), "ran": getattr(peers[k], "ran", None),
+                         **({"file": choice["model"].name, "backend": choice["backend"], "precision": choice["precision"]}
+                            if k == "edgepipe choice" else {}),
+                         **({"nncf": nncf_version} if k == "NNCF PTQ int8" else {})})
+        print(f"  {label}, {t} thread(s): " + ", ".join(f"{k} {np.median(p50[k]):.3f}" for k in make) + " ms", file=sys.stderr, flush=True)
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, default=Path("runs/mnist-kd"), help="a finished run of the default recipe")
+    ap.add_argument("--models", nargs="+", default=["seed", *VISION], choices=["seed", *VISION])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=0.4, help="time per peer per round")
+    ap.add_argument("--test", type=int, default=256, help="held-out digits for accuracy (the seed CNN uses the run's test split)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "peers_bench.json")
+    args = ap.parse_args()
+    try:
+        from edgepipe.runtime.backends.openvino import load_openvino
+
+        load_openvino()  # openvino's import-time telemetry off; nncf then finds no openvino_telemetry and sends nothing
+        import nncf  # noqa: F401
+    except ImportError as exc:
+        sys.exit(f"peers_bench: {exc.name} is not installed: .venv/bin/pip install -e '.[peers]' (NNCF and OpenVINO)")
+    from edgepipe.devices import detect_host
+    from edgepipe.devices.profiles import detect_profile
+    from edgepipe.export.paddle_onnx import export_layer
+    from edgepipe.export.quantize import QuantOptions, quantize_static
+    from edgepipe.pipeline.core.recipe import DataConfig
+    from edgepipe.pipeline.data.load import load_dataset
+    from edgepipe.pipeline.models.load import load_model
+
+    t0 = time.perf_counter()
+    host = detect_host()
+    profile = detect_profile(host)
+    rows, choices = [], {}
+    with tempfile.TemporaryDirectory(prefix="edgepipe-peers-") as tmp:
+        work = Path(tmp)
+        for name in args.models:
+            (work / name).mkdir()
+            if name == "seed":
+                deploy = args.run / "deploy" / "deploy.json"
+                if not deploy.is_file():
+                    sys.exit(f"peers_bench: {deploy} not found; run `make demo` first (or pass --run)")
+                d = json.loads(deploy.read_text())
+                with np.load(args.run / "bench" / "test_split.npz") as z:
+                    xt, yt = z["x"], z["y"]
+                calib = load_dataset(DataConfig()).split("calibration")[0][:128]
+                layer, shape, fp32 = load_model(args.run / "distill" / "student")[0], (1, 28, 28), args.run / "export" / "student.onnx"
+                choice = {"model": deploy.parent / d["model"], "backend": d["backend"], "precision": d["precision"],
+                          "table": "the demo's deploy stage (deploy.json)"}
+                label = "seed CNN (distilled student)"
+            else:
+                print(f"peers_bench: {VISION[name]}: digit head, export, int8, edgepipe's choice", file=sys.stderr, flush=True)
+                layer, _ = digit_classifier(name)
+                shape, fp32, int8 = (3, 224, 224), work / name / f"{name}.onnx", work / name / f"{name}.int8.onnx"
+                export_layer(layer, shape, fp32, name=name)
+                calib = _digits("calibration", 128, seed=1)[0]
+                quantize_static(fp32, int8, calib, QuantOptions.from_profile(profile) if profile else QuantOptions())
+                xv, yv = _digits("val", 128, seed=4)
+                xt, yt = _digits("test", args.test, seed=3)
+                choice = edgepipe_choice(fp32, int8, xv, yv)
+                label = VISION[name]
+            choices[label] = {k: (str(v.name) if isinstance(v, Path) else v) for k, v in choice.items()}
+            rows += bench_model(label, layer, shape, fp32, choice, calib, xt, yt, args, work / name)
+    print_table(rows, args, host)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"host": {"cpu": host.cpu_model, "flags": sorted(host.flags)}, "profile": profile.name if profile else None,
+                                    "rounds": args.rounds, "seconds_per_round": args.seconds, "choices": choices, "rows": rows,
+                                    "wall_s": round(time.perf_counter() - t0, 1)}, indent=1, default=str))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+def print_table(rows: list[dict], args, host) -> None:
+    print(f"\nbatch 1 on {host.cpu_model}; p50 ms, median of {args.rounds} interleaved rounds [min–max]; × = ratio to the "
+          "fastest of the four peers; accuracy on held-out digits (agreement with Paddle fp32)\n")
+    head = f"{'model':<30} {'thr':>3} {'peer':<22} {'p50 ms':>9} {'[min–max]':>17} {'×':>6} {'accuracy':>9} {'agree':>7}  ran"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        acc = f"{100 * r['accuracy']:.1f}%" if "accuracy" in r else ""
+        agree = f"{100 * r['agreement_with_paddle']:.1f}%" if "agreement_with_paddle" in r else ""
+        ran = (f"{r['file']} on {r['backend']} ({(r.get('ran') or {}).get('precision', r['precision'])})"
+               if r["peer"] == "edgepipe choice" else "")
+        print(f"{r['model']:<30} {r['threads']:>3} {r['peer']:<22} {r['p50_ms']:>9.3f} "
+              f"{'[%.3f–%.3f]' % tuple(r['range_ms']):>17} {r['ratio_to_fastest_peer']:>6.2f} {acc:>9} {agree:>7}  {ran}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
