@@ -342,6 +342,18 @@ def measure(meters: list[Meter], work: Callable[[], int], seconds: float, idle_s
     return readings_of(meters, time.perf_counter() - t0, n, idle_w, failed)
 
 
+def energy_lines(energy: dict, unit: str = "inference") -> list[str]:
+    """The summary lines of an energy_summary(): one per reading (per `unit`: inference or frame),
+    then why each other meter could not be read."""
+    lines = []
+    for e in energy["readings"]:
+        net = e[f"net_mj_per_{unit}"]
+        lines.append(f"energy     {e['method']}: {e[f'mj_per_{unit}']:.3f} mJ/{unit} (±{100 * e['uncertainty_rel']:.0f}%), "
+                     f"{e['avg_w']:.2f} W average" + (f", net {net:.3f} mJ above idle" if net is not None else "")
+                     + f" — {e['scope']}")
+    return lines + [f"  {u['method']} unavailable: {u['reason']}" for u in energy["unavailable"]]
+
+
 def energy_summary(readings: list[dict], missing: list[Unavailable]) -> dict:
     """The first reading (the most direct meter) is the one budgets are judged against."""
     return {"primary": readings[0] if readings else None, "readings": readings,

@@ -24,7 +24,7 @@ from edgepipe.devices import EdgepipeError, detect_host, os_error_line
 from edgepipe.runtime.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from edgepipe.runtime.bench import Bench, BenchOptions
 from edgepipe.runtime.memory import gpu_memory_mb, peak_rss, rss_mb
-from edgepipe.runtime.session import GPU_PROVIDERS, check_arrays, predict
+from edgepipe.runtime.session import GPU_PROVIDERS, check_arrays, predict, softmax
 
 LABEL_KEYS = ("y", "labels", "label")
 SCHEMA = "edgepipe-bench/1"
@@ -171,8 +171,7 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
 
 def predictions(logits: np.ndarray, classes, labels, files, root) -> list[dict]:
     """Each input's top class (its name where the model names its classes) and softmax score."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    p = softmax(logits)
     top = p.argmax(axis=1)
     out = []
     for i, k in enumerate(top):
@@ -246,14 +245,10 @@ def summary(r: dict) -> str:
                      f"mean {lat['mean_ms']:.3f} ± {lat['std_ms']:.3f}  (n={lat['n']}), {run_['throughput_per_s']:.1f}/s{frac}")
     lines.append(f"memory     peak RSS {mem['peak_rss_mb']:.1f} MB, growth from session {mem['rss_growth_mb']:.1f} MB"
                  + (f", GPU {mem['gpu_memory_mb']:.1f} MB" if mem.get("gpu_memory_mb") is not None else ""))
-    energy = r.get("energy")
-    if energy:
-        for e in energy["readings"]:
-            net = f", net {e['net_mj_per_inference']:.3f} mJ above idle" if e["net_mj_per_inference"] is not None else ""
-            lines.append(f"energy     {e['method']}: {e['mj_per_inference']:.3f} mJ/inference (±{100 * e['uncertainty_rel']:.0f}%), "
-                         f"{e['avg_w']:.2f} W average{net} — {e['scope']}")
-        for u in energy["unavailable"]:
-            lines.append(f"  {u['method']} unavailable: {u['reason']}")
+    if r.get("energy"):
+        from edgepipe.runtime.energy import energy_lines
+
+        lines += energy_lines(r["energy"])
     if "accuracy" in r:
         lines.append(f"accuracy   {100 * r['accuracy']:.2f}% on {r['accuracy_samples']} labelled inputs")
     elif r.get("predictions"):

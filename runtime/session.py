@@ -161,5 +161,11 @@ def predict(session: ort.InferenceSession, x: np.ndarray, batch: int = 256) -> n
     return np.concatenate(outs, axis=0)
 
 
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis (the classes), shifted by the maximum so that it cannot overflow."""
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 def accuracy(session: ort.InferenceSession, x: np.ndarray, y: np.ndarray) -> float:
     return float((predict(session, x).argmax(axis=1) == y).mean())

@@ -23,6 +23,7 @@ import numpy as np
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.runtime.images import SUFFIXES, Contract
+from edgepipe.runtime.session import GPU_PROVIDERS, softmax
 
 PARTS = ("decode", "preprocess", "inference", "postprocess")
 
@@ -175,8 +176,7 @@ def stream(session, contract: Contract, spec: str, fps: float | None = None, fra
             c = time.perf_counter()
             logits = session.run(None, {name: x})[0][0]
             d = time.perf_counter()
-            z = np.exp(logits - logits.max())
-            probs = z / z.sum()
+            probs = softmax(logits)
             top = int(probs.argmax())
             e = time.perf_counter()
             for part, (s, f) in zip(PARTS, ((a, b), (b, c), (c, d), (d, e))):
@@ -220,10 +220,10 @@ def summary(r: dict) -> str:
              "inference + post-processing)",
              "share      " + ", ".join(f"{p} {100 * r['share'][p]:.0f}%" for p in PARTS),
              f"memory     peak RSS {r['memory']['peak_rss_mb']:.1f} MB"]
-    for e in ((r.get("energy") or {}).get("readings") or []):
-        net = e["net_mj_per_frame"]
-        lines.append(f"energy     {e['method']}: {e['mj_per_frame']:.3f} mJ/frame (±{100 * e['uncertainty_rel']:.0f}%), "
-                     f"{e['avg_w']:.2f} W average" + (f", {net:.3f} mJ/frame above idle" if net is not None else ""))
+    if r.get("energy"):
+        from edgepipe.runtime.energy import energy_lines
+
+        lines += energy_lines(r["energy"], unit="frame")
     if r["events"]:
         lines.append(f"events     {len(r['events'])}: " + ", ".join(f"{e['event']} at frame {e['frame']}" for e in r["events"][:6]))
     if r.get("notify"):
@@ -263,7 +263,7 @@ def run_stream(args, threads: int, backend: str, precision: str, device: str, no
                             "export it with edgepipe (which records one)")
     meters = None
     if args.energy_seconds > 0:
-        gpu = any("CUDA" in p or "Tensorrt" in p for p in getattr(session, "get_providers", list)())
+        gpu = any(p in GPU_PROVIDERS for p in getattr(session, "get_providers", list)())
         meters = probe_meters(profile.power if profile else None, profile.name if profile else "", gpu=gpu)
     out, watch, notifier, ok = None, None, None, False
     try:

@@ -20,14 +20,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "devices" / "image"))
-from build import RUNNER_ARGS, arm_emulation_problem, chroot_run, sh  # noqa: E402  (devices/image/build.py)
+from build import MIRROR, RUNNER_ARGS, SUITE, arm_emulation_problem, chroot_run, sh  # noqa: E402  (devices/image/build.py)
 
 pytestmark = pytest.mark.arm
 
 ARM = Path(os.environ.get("EDGEPIPE_ARM_DIR", REPO / ".arm"))
 ROOT = ARM / "rootfs"
-SUITE = "bookworm"  # Debian 12: Python 3.11, as the wheels below are downloaded for
-MIRROR = os.environ.get("EDGEPIPE_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 
 
 def chroot(*cmd, timeout=1800) -> subprocess.CompletedProcess:

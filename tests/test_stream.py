@@ -17,6 +17,7 @@ cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (make test inst
 from edgepipe.runtime.backends import open_model  # noqa: E402
 from edgepipe.runtime.images import CONTRACT_KEY, Contract  # noqa: E402
 from edgepipe.runtime.modelfile import check_model_file  # noqa: E402
+from edgepipe.runtime.session import softmax  # noqa: E402
 from edgepipe.runtime.stream import preprocess  # noqa: E402
 from edgepipe.runtime.verdict import judge_stream  # noqa: E402
 
@@ -37,7 +38,7 @@ def material(short_run, tmp_path_factory):
     px = np.clip((z["x"][:, 0] * contract.std[0] + contract.mean[0]) * 255, 0, 255).round().astype(np.uint8)
     frames = [cv2.cvtColor(cv2.resize(p, (112, 112), interpolation=cv2.INTER_NEAREST), cv2.COLOR_GRAY2BGR) for p in px]
     s = open_model(model)
-    probs = np.stack([_softmax(s.run(None, {s.get_inputs()[0].name: preprocess(cv2, f, contract)})[0][0]) for f in frames])
+    probs = np.stack([softmax(s.run(None, {s.get_inputs()[0].name: preprocess(cv2, f, contract)})[0][0]) for f in frames])
     top = probs.argmax(1)
     cls = int(np.bincount(top, minlength=probs.shape[1]).argmax())
     ranked = np.argsort(probs[:, cls])
@@ -55,11 +56,6 @@ def material(short_run, tmp_path_factory):
         video.write(frames[i])
     video.release()
     return model, root, str(cls), threshold
-
-
-def _softmax(v):
-    e = np.exp(v - v.max())
-    return e / e.sum()
 
 
 def test_folder_and_video_streams_count_every_frame(material, tmp_path):
