@@ -59,7 +59,12 @@ def test_runner_prints_the_same_layout_and_records_what_ran(tmp_path):
     assert heads["onnxruntime"] == heads["openvino"]  # the same table, line for line
     ov, ort = out["openvino"][1], out["onnxruntime"][1]
     assert ov["backend"]["name"] == "openvino" and ov["providers"]["used"] == ["OpenVINO:CPU"]
-    assert ort["backend"]["name"] == "onnxruntime" and ov["accuracy"] == ort["accuracy"]
+    assert ort["backend"]["name"] == "onnxruntime"
+    # OpenVINO's default precision is the host's: fp32 gives onnxruntime's predictions; bf16 (on
+    # avx512_bf16/AMX hosts) may flip near-ties of this random-weight model, so it is only recorded
+    assert ov["backend"]["precision"] in ("fp32", "bf16")
+    if ov["backend"]["precision"] == "fp32":
+        assert ov["accuracy"] == ort["accuracy"]
     assert "openvino" in out["openvino"][0].splitlines()[1]
     assert ov["runs"][0]["roofline"]["precision"] == ov["backend"]["precision"]
     assert (tmp_path / "openvino.csv").read_text().splitlines()[1].split(",")[3:5] == ["openvino", ov["backend"]["precision"]]
