@@ -45,6 +45,16 @@ def test_short_recipe_end_to_end(short_run):
     assert f"{100 * q['top1_agreement']:.1f}% · {q['cosine']:.3f} · {q['sqnr_db']:.0f} dB" in report
     assert "student (distilled) int8" in report and "bundled MNIST subset" in report
     assert "student (distilled) int8" in proc.stdout  # the table on stdout
+    # what each hop bought: teacher -> student -> int8, with the bytes ratios to the teacher
+    teacher = arts["teacher.onnx"]["meta"]
+    assert "## What each hop bought: teacher → student → student.int8" in report
+    hops = report.split("## What each hop bought: teacher → student → student.int8")[1].split("\n## ")[0]
+    hop = [line for line in hops.splitlines() if line.startswith("| ")][-1]  # the last model: the int8 file
+    cells = [c.strip() for c in hop.strip("|").split("|")]
+    assert cells[1:4] == [f"{int8['bytes']:,}", f"{int8['deflated_bytes']:,}",
+                          f"×{teacher['bytes'] / int8['bytes']:.1f} (deflated ×{teacher['deflated_bytes'] / int8['deflated_bytes']:.1f})"]
+    assert cells[5] == f"{100 * (int8['accuracy'] - teacher['accuracy']):+.2f} pt"
+    assert "what each hop bought" in proc.stdout
     assert verify_run(run_dir) == []
 
 

@@ -27,8 +27,9 @@ def onnx_models(manifest: dict) -> list[dict]:
                         "label": f"{m.get('label', name)} {m.get('precision', '')}".strip(),
                         "short": name.removesuffix(".onnx"), "precision": m.get("precision"), "accuracy": m.get("accuracy"),
                         "fidelity": m.get("fidelity"),
-                        "params": m.get("params"), "macs": m.get("macs"), "bytes": m.get("bytes"), "source": m.get("source"),
-                        "bench": bench.get(name)})
+                        "params": m.get("params"), "macs": m.get("macs"), "bytes": m.get("bytes"),
+                        "deflated_bytes": m.get("deflated_bytes"), "source": m.get("source"),
+                        "bench": bench.get(name), "p50_ms": ((bench.get(name) or {}).get("latency") or {}).get("p50_ms")})
     return out
 
 

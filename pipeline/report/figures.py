@@ -100,15 +100,16 @@ def _bytes(n: int | None) -> str:
 
 
 def hops(chain: list[dict]) -> str | None:
-    """Bytes, parameters, MACs and accuracy at each hop from the root model to the leaf, with the
-    ratio to the root above each bar."""
+    """Bytes (and deflated), parameters, MACs, accuracy and p50 at each hop from the root model to
+    the leaf, with the ratio to the root above each bar."""
     if len(chain) < 2:
         return None
-    fig = _figure(W, 5.0)
-    axes = fig.subplots(2, 2)
+    fig = _figure(W, 7.2)
+    axes = fig.subplots(3, 2)
     names = [m["short"] for m in chain]
-    for ax, (key, title) in zip(axes.flat, (("bytes", "ONNX bytes"), ("params", "parameters"), ("macs", "MACs per inference"),
-                                             ("accuracy", "test accuracy, %"))):
+    for ax, (key, title) in zip(axes.flat, (("bytes", "ONNX bytes"), ("deflated_bytes", "ONNX bytes deflated (zlib)"),
+                                             ("params", "parameters"), ("macs", "MACs per inference"),
+                                             ("accuracy", "test accuracy, %"), ("p50_ms", "p50 latency, ms (batch 1)"))):
         vals = [m[key] for m in chain]
         if any(v is None for v in vals):
             ax.set_axis_off()
@@ -117,18 +118,24 @@ def hops(chain: list[dict]) -> str | None:
         shown = [100 * v for v in vals] if key == "accuracy" else vals
         bars = ax.bar(range(len(chain)), shown, color=[PALETTE[i % len(PALETTE)] for i in range(len(chain))], alpha=0.8)
         for i, (b, v) in enumerate(zip(bars, vals)):
-            ratio = "" if i == 0 else (f"{100 * (v - vals[0]):+.2f} pt" if key == "accuracy" else f"×{v / vals[0]:.3g}")
+            ratio = "" if i == 0 else (f"{100 * (v - vals[0]):+.2f} pt" if key == "accuracy" else
+                                       f"×{v / vals[0]:.3g}" if v >= vals[0] or not v else f"1/{vals[0] / v:.3g}")
             text = f"{shown[i]:.2f}" if key == "accuracy" else _short(v)
             ax.text(b.get_x() + b.get_width() / 2, b.get_height(), text + (f"\n{ratio}" if ratio else ""), ha="center",
-                    va="bottom", fontsize=8)
+                    va="bottom", fontsize=8 if len(chain) <= 4 else 6.5)
         if key == "accuracy":
             ax.set_ylim(max(0.0, min(shown) - 5), 100)
+        elif min(shown) > 0 and max(shown) / min(shown) > 20:  # a 100x chain: linear bars would hide the last hops
+            ax.set_yscale("log")
+            ax.set_ylim(min(shown) / 2, max(shown) * 8)
+            title += " (log scale)"
         else:
             ax.set_ylim(0, max(shown) * 1.35)
         ax.set_title(title, fontsize=9)
         ax.set_xticks(range(len(chain)), names, rotation=20, ha="right", fontsize=8)
         ax.yaxis.set_major_formatter(_short_formatter())
-    fig.suptitle("above each bar: its value and, from the second on, the ratio (accuracy: the change in points) to the first",
+    fig.suptitle("above each bar: its value and, from the second on, its ratio to the first\n"
+                 "(1/N: N times smaller; accuracy: the change in points)",
                  fontsize=8.5)
     fig.tight_layout()
     return _svg(fig, "what each compression hop bought: " + " to ".join(names))

@@ -82,13 +82,15 @@ def render(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -> 
                 "figures": [dict(f, svg=Markup(f["svg"])) for f in figs.pop(key, [])]}
 
     parts, title = [], ""
-    for key, text in sections(manifest, run_dir, devices):
+    texts = sections(manifest, run_dir, devices)
+    keys = {k for k, _ in texts}
+    for key, text in texts:
         if key == "title":
             title = text.removeprefix("# ").strip()
             continue
         parts.append(part(key, text))
         if key == "models":  # the hops, the latency distributions and the time by op kind follow the model table
-            parts += [part(k) for k in ("hops", "latency", "time") if k in figs]
+            parts += [part(k) for k in ("hops", "latency", "time") if k in figs and k not in keys]
     parts += [part(k) for k in list(figs)]  # figures of a section the markdown lacks
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined)
     return env.get_template("report.html.j2").render(title=title, parts=parts, version=manifest.get("edgepipe") or "")

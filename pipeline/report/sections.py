@@ -1,5 +1,6 @@
 """The report's sections per technique: distillation (per seed, mean ± std), pruning (parameter,
-channel and block, with the sensitivity table) and low-rank factorisation, from manifest metrics."""
+channel and block, with the sensitivity table), low-rank factorisation and what each hop of a
+compression chain bought, from manifest metrics."""
 from __future__ import annotations
 
 from edgepipe.pipeline.report.format import md
@@ -186,10 +187,16 @@ def lowrank_section(stages: dict) -> list[str]:
             if "skip" in r:
                 rows.append([r["layer"], "left alone", "—", "—", "—", r["skip"]])
                 continue
+            t = r.get("latency")
             rows.append([r["layer"], r["method"], "×".join(map(str, r["ranks"])), f"{100 * r['energy_kept']:.1f}%",
                          f"{r['params_before']:,} → {r['params_after']:,} ({r['params_before'] / r['params_after']:.1f}× fewer)",
-                         f"{r['macs_before'] / r['macs_after']:.1f}× fewer MACs"])
+                         f"{r['macs_before'] / r['macs_after']:.1f}× fewer MACs"
+                         + (f"; measured {t['layer_ms']:.4f} → {t['chosen_ms']:.4f} ms (×{t['speedup']:.2f})" if t else "")])
         out += [md(("layer", "method", "rank", "energy kept", "weights", "cost"), rows), ""]
+        if any("latency" in r for r in m["layers"]):
+            out += ["Ranks chosen by measured latency (`target: latency`): each layer and its candidate factorisations "
+                    "timed alone at the layer's input shape (onnxruntime fp32, batch 1, 1 thread, interleaved rounds); "
+                    "a layer whose factorisation is not faster (within `ratio` of its time, when given) is left alone.", ""]
     return out
 
 
@@ -219,4 +226,42 @@ def deployment_section(stages: dict) -> list[str]:
                 "candidate; accuracy through each candidate's own session on the test split. "
                 f"`edgepipe-runner --deployment RUN_DIR/{name}/deploy.json` runs it as chosen."
                 + "".join(f" Note: {n}." for n in m.get("notes", [])), "", md(DEPLOY_COLUMNS, rows), ""]
+    return out
+
+
+HOP_COLUMNS = ("model", "ONNX bytes", "deflated bytes", "smaller than the first", "test accuracy", "vs the first",
+               "p50 ms", "speed-up")
+
+
+def hop_rows(chain: list[dict]) -> list[list[str]]:
+    """One row per model of a chain (root first, each made from the one before): bytes and their
+    deflated copy, accuracy and p50, and from the second on the ratio to the first model."""
+    root = chain[0]
+    def ratio(a, b, spec=".1f"):
+        return "—" if not a or not b else f"×{a / b:{spec}}"
+
+    rows = []
+    for i, m in enumerate(chain):
+        acc, ms = m["accuracy"], m["p50_ms"]
+        dacc = "—" if i == 0 or acc is None or root["accuracy"] is None else f"{100 * (acc - root['accuracy']):+.2f} pt"
+        bytes_ratio = "—" if i == 0 else ratio(root["bytes"], m["bytes"]) + " (deflated " + ratio(
+            root["deflated_bytes"], m["deflated_bytes"]) + ")"
+        rows.append([m["label"], "—" if m["bytes"] is None else f"{m['bytes']:,}",
+                     "—" if m["deflated_bytes"] is None else f"{m['deflated_bytes']:,}", bytes_ratio,
+                     "—" if acc is None else f"{100 * acc:.2f}%", dacc, "—" if ms is None else f"{ms:.3f}",
+                     "—" if i == 0 else ratio(root["p50_ms"], ms, ".2f")])
+    return rows
+
+
+def hops_section(chains: list[list[dict]]) -> list[str]:
+    """A table per chain of compression hops, the run's last model's chain first."""
+    out = []
+    for chain in chains:
+        if len(chain) < 3:  # one hop is the model table's row already
+            continue
+        out += ["## What each hop bought: " + " → ".join(m["short"] for m in chain), "",
+                "Each model is made from the one above it. Bytes are the ONNX file's and its deflated (zlib level 6) copy's; "
+                "accuracy is top-1 on the test split with onnxruntime; p50 from the bench stage's runner; ratios are to the "
+                "first model (bytes: how many times smaller; p50: how many times faster).", "",
+                md(HOP_COLUMNS, hop_rows(chain)), ""]
     return out

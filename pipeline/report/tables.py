@@ -6,13 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgepipe.pipeline.core.run import read_manifest
-from edgepipe.pipeline.report.collect import BUDGETS, onnx_models
+from edgepipe.pipeline.report.collect import BUDGETS, chains, onnx_models, parents
 from edgepipe.pipeline.report.format import md, text_table
 from edgepipe.pipeline.report.sections import (
     DISTILL_COLUMNS,
+    HOP_COLUMNS,
     deployment_section,
     distillation_rows,
     distillation_section,
+    hop_rows,
+    hops_section,
     lowrank_section,
     model_text,
     prune_section,
@@ -58,11 +61,21 @@ def _energy(e: dict | None) -> str:
     return "—" if not e else f"{e['mj_per_inference']:.3g} ({e['method']})"
 
 
+def model_chains(manifest: dict) -> list[list[dict]]:
+    """Every chain of hops (root first) of the run's ONNX models, the last model's chain first."""
+    models = onnx_models(manifest)
+    by_name = {m["name"]: m for m in models}
+    return [[by_name[n] for n in chain] for chain in chains(models, parents(manifest, models))]
+
+
 def table_text(manifest: dict) -> str:
     parts = []
     rows = _rows(manifest)
     if rows:
         parts.append(text_table(COLUMNS, [_fmt(r) for r in rows]))
+    for chain in model_chains(manifest)[:1]:
+        if len(chain) >= 3:
+            parts.append("what each hop bought (ratios to the first model):\n" + text_table(HOP_COLUMNS, hop_rows(chain)))
     kd = distillation_rows(manifest["stages"])
     if kd:
         parts.append("distillation (Paddle test accuracy):\n" + text_table(DISTILL_COLUMNS, kd))
@@ -136,6 +149,9 @@ def sections(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -
                     "Energy per inference names its method: a sensor (rapl, nvml, ina3221, pmic) or `estimate` "
                     "(CPU time × the profile's power model, ±50%). The verdict judges each model against the device "
                     "profile's budgets (p90 latency, peak RSS, bytes, energy).\n"))
+    hops = hops_section(model_chains(manifest)) if exported else []
+    if hops:
+        out.append(("hops", "\n".join(hops)))
     verdicts = verdict_table(bench["metrics"]["models"]) if bench else ""
     if verdicts:
         out.append(("verdicts", "## Budgets\n\n" + verdicts + "\n"))
