@@ -140,3 +140,64 @@ def test_replace_sublayer_rejects_unknown_names():
     model = build_model(ModelSpec(conv=(4,), fc=()))
     with pytest.raises(EdgepipeError, match="no layer named 'fc9'"):
         replace_sublayer(model, "fc9", nn.Linear(2, 2))
+
+
+def test_layer_graphs_compute_what_the_paddle_layers_compute():
+    """The timing graphs are the layers' own ops: with the layer's weights copied in, onnxruntime
+    on the graph gives the Paddle layer's output (so a timed graph is the layer that will run)."""
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from edgepipe.pipeline.compress.layer_timing import layer_graph
+    from edgepipe.pipeline.compress.lowrank import _conv_geometry
+
+    paddle.seed(7)
+    conv = nn.Conv2D(6, 10, (3, 5), stride=2, padding=(1, 2))
+    conv.eval()
+    chain = factored_copy(conv, "spatial", [4])
+    x = np.random.default_rng(1).standard_normal((1, 6, 11, 13)).astype(np.float32)
+    g = layer_graph("conv", x.shape, {**_conv_geometry(conv), "bias": True}, "spatial", [4])
+    weights = [p.numpy() for p in chain.parameters()]  # vertical, horizontal, bias
+    for init, w in zip(g.graph.initializer, weights):
+        assert tuple(init.dims) == w.shape
+        init.CopyFrom(numpy_helper.from_array(w, init.name))
+    sess = ort.InferenceSession(g.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], chain(paddle.to_tensor(x)).numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_target_latency_keeps_a_factorisation_only_where_it_measures_faster():
+    """Measured for real: a 1024×1024 Linear at rank 16 (32× fewer MACs, a margin no noise closes)
+    is faster and is factorised, with its input shape and both times recorded."""
+    paddle.seed(8)
+    big = nn.Sequential(nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
+    _, transforms, report = factorize(big, (LayerRank("0", rank=16, target="latency"),), (1024,))
+    t = report[0]["latency"]
+    assert transforms and t["input_shape"] == [1, 1024] and t["chosen_ms"] < t["layer_ms"] and t["speedup"] > 1
+
+
+def test_target_latency_ratio_picks_the_largest_rank_within_the_measured_budget(monkeypatch):
+    """The decision, with the timer replaced by known times: the ratio bounds the measured time, the
+    largest rank within it wins, and with none within it the layer is left alone."""
+    from edgepipe.pipeline.compress import layer_timing
+
+    def fake(times):
+        def time_graphs(graphs, **kw):
+            return {n: {"p50_ms": times(n, g), "rounds_ms": []} for n, g in graphs.items()}
+        return time_graphs
+
+    def ms_by_rank(n, g):  # the layer: 1.0 ms; a factorisation: proportional to its first weight's rank
+        return 1.0 if n == "layer" else g.graph.initializer[0].dims[1] / 60
+
+    paddle.seed(9)
+    model = nn.Sequential(nn.Linear(200, 100))
+    monkeypatch.setattr(layer_timing, "time_graphs", fake(ms_by_rank))
+    _, transforms, report = factorize(model, (LayerRank("0", ratio=0.5, target="latency"),), (200,))
+    r = report[0]
+    assert "skip" not in r and r["latency"]["chosen_ms"] < 0.5
+    fitting = [c["ranks"][0] for c in r["latency"]["candidates"] if c["p50_ms"] < 0.5]
+    assert r["ranks"] == [max(fitting)] and len(r["latency"]["candidates"]) > 3
+    monkeypatch.setattr(layer_timing, "time_graphs", fake(lambda n, g: 1.0 if n == "layer" else 2.0))
+    model = nn.Sequential(nn.Linear(200, 100))
+    _, transforms, report = factorize(model, (LayerRank("0", rank=8, target="latency"),), (200,))
+    assert not transforms and "no factorisation runs within 1×" in report[0]["skip"]
+    assert report[0]["latency"]["candidates"][0]["p50_ms"] == 2.0

@@ -11,6 +11,10 @@ Both conv forms make inference cheaper, not just smaller. At full rank each repr
 original layer exactly (to float rounding). Ranks come from an explicit value, from the share of
 squared singular values kept (`energy`), or from a cost budget (`ratio` of the original MACs);
 a layer whose factorised form would cost as much as the original is left alone, with the reason.
+With `target: latency` the layer and its factorisations are timed on this machine
+(compress/layer_timing.py): `ratio` then bounds the measured time (the largest rank within it
+wins), and under any rule a factorisation that is not faster than the layer is left out, with the
+measured times in the report.
 The result is a `lowrank` transform per layer (core/artifact.py replays it when a model is loaded).
 """
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 from edgepipe.devices import EdgepipeError
 from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_transform
-from edgepipe.pipeline.models.layers import replace_sublayer
+from edgepipe.pipeline.models.layers import input_shapes, replace_sublayer
 
 Method = Literal["auto", "svd", "tucker2", "spatial"]
 
@@ -39,6 +43,7 @@ class LayerRank:
     ranks: tuple[int, ...] | None = None  # tucker2: (R_out, R_in)
     energy: float | None = None  # keep this share of the squared singular values (per mode for tucker2)
     ratio: float | None = None  # or: the largest rank whose MACs stay within ratio × the original's
+    target: Literal["macs", "latency"] = "macs"  # latency: ratio bounds the measured time; a layer not faster stays
 
     def __post_init__(self):
         given = [k for k in ("rank", "ranks", "energy", "ratio") if getattr(self, k) is not None]
@@ -330,21 +335,57 @@ def select_layers(model, rules: tuple[LayerRank, ...]) -> list[tuple[str, object
     return chosen
 
 
-def factorize(model, rules: tuple[LayerRank, ...]) -> tuple[object, list[dict], list[dict]]:
+def _latency_plan(layer, rule: LayerRank, plan: dict, x_shape: tuple[int, ...]) -> dict:
+    """target: latency: time the layer and its candidate factorisations here; the largest rank
+    within `ratio` × the layer's time (any faster one under the other rules) wins, else it stays."""
+    import paddle.nn as nn
+
+    from edgepipe.pipeline.compress.layer_timing import time_candidates
+
+    cands, limit = ([] if "skip" in plan else [plan]), 1.0
+    if rule.ratio is not None:  # candidates along the MACs budget; the measured time decides
+        limit, cands = rule.ratio, [plan_layer(layer, LayerRank(rule.name, method=rule.method, ratio=q))
+                                    for q in (0.9, 0.75, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05)]
+        cands = [c for k, c in enumerate(cands) if "skip" not in c and c["ranks"] not in [d["ranks"] for d in cands[:k]]]
+    if not cands:
+        return plan
+    linear = isinstance(layer, nn.Linear)
+    geo = {"in": layer.weight.shape[0], "out": layer.weight.shape[1]} if linear else _conv_geometry(layer)
+    measured = time_candidates("linear" if linear else "conv", {**geo, "bias": layer.bias is not None}, x_shape, cands, limit)
+    ok = [c for c, m in zip(cands, measured["candidates"]) if m["p50_ms"] < limit * measured["layer_ms"]]
+    if not ok:
+        f = min(measured["candidates"], key=lambda c: c["p50_ms"])
+        return {**cands[0], "latency": measured,
+                "skip": f"no factorisation runs within {limit:g}× the layer's measured {measured['layer_ms']:.4f} ms here "
+                        f"(fastest: {f['method']} at ranks {f['ranks']}, {f['p50_ms']:.4f} ms)"}
+    best = max(ok, key=lambda c: c["macs_after"])
+    ms = measured["candidates"][cands.index(best)]["p50_ms"]
+    return {**best, "latency": {**measured, "chosen_ms": ms, "speedup": measured["layer_ms"] / ms}}
+
+
+def factorize(model, rules: tuple[LayerRank, ...], input_shape: tuple[int, ...] | None = None) -> tuple[object, list[dict], list[dict]]:
     """Factorise the layers the rules name, in place. Returns (model, transforms, per-layer report).
+    `input_shape` (without the batch) is needed by rules with `target: latency`.
     The SVDs run on one BLAS thread: the matrices are small, and a BLAS pool sized to the host's
     cores, spinning beside paddle's own threads, made MobileNetV3's factorisation take minutes."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _factorize(model, rules)
+        return _factorize(model, rules, input_shape)
 
 
-def _factorize(model, rules: tuple[LayerRank, ...]) -> tuple[object, list[dict], list[dict]]:
+def _factorize(model, rules: tuple[LayerRank, ...], input_shape) -> tuple[object, list[dict], list[dict]]:
     transforms, report = [], []
-    for name, layer, rule in select_layers(model, rules):
+    selected = select_layers(model, rules)
+    timed = [n for n, _, rule in selected if rule.target == "latency"]
+    if timed and input_shape is None:
+        raise EdgepipeError("lowrank target: latency needs the model's input shape")
+    shapes = input_shapes(model, tuple(input_shape), timed) if timed else {}  # what each timed layer sees
+    for name, layer, rule in selected:
         try:
             plan = plan_layer(layer, rule)
+            if rule.target == "latency" and name in shapes:
+                plan = _latency_plan(layer, rule, plan, shapes[name])
         except EdgepipeError as exc:
             raise EdgepipeError(f"layer '{name}': {exc}") from None
         entry = {"layer": name, "rule": rule.rule, **plan}

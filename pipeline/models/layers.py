@@ -33,3 +33,17 @@ def replace_sublayer(model, name: str, new) -> None:
     if leaf not in parent._sub_layers:
         raise EdgepipeError(f"no layer named '{name}'")
     parent._sub_layers[leaf] = new
+
+
+
+def input_shapes(model, input_shape: tuple[int, ...], names: list[str]) -> dict[str, tuple[int, ...]]:
+    """The input shape (batch 1) each named sublayer sees in one forward pass of the model."""
+    subs, shapes = dict(model.named_sublayers()), {}
+
+    def record(n):
+        def hook(layer, inputs, output):  # returns None: a post hook's return value would replace the output
+            shapes.setdefault(n, tuple(int(d) for d in inputs[0].shape))
+        return hook
+
+    probe_forward(model, input_shape, {subs[n]: record(n) for n in names})
+    return shapes

@@ -63,7 +63,7 @@ def run_lowrank(cfg: LowRankConfig, ctx) -> StageResult:
     test = ctx.data.split("test")
     ref = predict_logits(layer, test[0])
     params_before, acc_before = count_parameters(layer), float((ref.argmax(1) == test[1]).mean())
-    layer, transforms, per_layer = factorize(layer, cfg.layers)
+    layer, transforms, per_layer = factorize(layer, cfg.layers, info["input_shape"])
     if not transforms:
         raise EdgepipeError("lowrank: no layer was factorised (" + "; ".join(f"{r['layer']}: {r['skip']}" for r in per_layer)
                             + "); lower the rank or name other layers")
