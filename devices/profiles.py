@@ -175,3 +175,17 @@ def detect_profile(host: HostInfo, profiles: list[DeviceProfile] | None = None) 
     """The most specific preset that describes the host, or None."""
     scored = [(s, p.name, p) for p in (profiles or all_presets()) if (s := matches(p, host)) is not None]
     return max(scored, key=lambda t: (t[0], t[1]))[2] if scored else None
+
+
+def presets_table(presets: list[DeviceProfile], found: DeviceProfile | None) -> str:
+    """`edgepipe devices`: one row per preset, the detected one marked with *."""
+    rows = [("profile", "arch", "cores", "threads", "backends", "providers", "int8 preset", "p90 budget")]
+    for p in presets:
+        q = p.quantization
+        rows.append((("* " if found and p.name == found.name else "  ") + p.name, p.arch, str(p.cores), str(p.threads),
+                     ",".join(b.name + (f":{b.precision}" if b.precision != "auto" else "") for b in p.backends),
+                     ",".join(x.removesuffix("ExecutionProvider") for x in p.providers),
+                     f"{q.format} {q.activation_type}{q.weight_type}{' rr' if q.reduce_range else ''}",
+                     f"{p.budgets.latency_p90_ms:g} ms" if p.budgets.latency_p90_ms else "—"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

@@ -111,3 +111,33 @@ def test_fidelity_against_the_float_model_on_known_outputs():
     assert noisy["sqnr_db"] == pytest.approx(10 * np.log10(15 / 0.06)) and noisy["top1_agreement"] == 1.0
     assert fidelity(np.zeros((2, 3)), np.zeros((2, 3)))["cosine"] == 1.0  # two silent outputs agree
     assert fidelity(ref[:, :1], ref[:, :1] * 2)["top1_agreement"] is None  # one output: not a classifier
+
+
+def test_compact_names_keeps_the_graph_and_its_outputs_in_fewer_bytes(tmp_path):
+    """Short internal names: the same operators and initializers, bitwise the same outputs,
+    fewer bytes; the graph's input and output names (what the device feeds and reads) stay."""
+    import subprocess
+    import sys
+
+    from edgepipe.export.compact import compact_in_place
+
+    model = conv_mlp(tmp_path / "m.onnx")
+    x = np.random.default_rng(0).standard_normal((40, 1, 8, 8)).astype(np.float32)
+    q = quantize_static(model, tmp_path / "q.onnx", x[:32], QuantOptions())
+    before = load_onnx(q)
+    size = q.stat().st_size
+    facts = compact_in_place(q, x[32:])
+    after = load_onnx(q)
+    assert facts["bytes_before"] == size and facts["bytes_after"] == q.stat().st_size < size
+    assert [n.op_type for n in after.graph.node] == [n.op_type for n in before.graph.node]
+    assert [i.name for i in after.graph.input] == [i.name for i in before.graph.input]
+    assert [o.name for o in after.graph.output] == [o.name for o in before.graph.output]
+    assert sorted(t.raw_data for t in after.graph.initializer) == sorted(t.raw_data for t in before.graph.initializer)
+    assert all(len(t.name) <= 4 for t in after.graph.initializer) and not after.graph.value_info
+    # the CLI flag: the same compaction, reported
+    out = tmp_path / "cli.onnx"
+    np.savez(tmp_path / "calib.npz", x=x)
+    proc = subprocess.run([sys.executable, "-m", "edgepipe.pipeline", "quantize", str(model), "-o", str(out), "--calibration",
+                           str(tmp_path / "calib.npz"), "--compact-names"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "outputs checked identical" in proc.stdout and out.stat().st_size < size

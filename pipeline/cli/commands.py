@@ -254,6 +254,12 @@ def cmd_quantize(args) -> int:
     else:
         n = quantize_matmul_4bit(src, out)
         print(f"{n} MatMul weight(s) converted to 4-bit blocks")
+    if args.compact_names:
+        from edgepipe.export.compact import compact_in_place
+
+        c = compact_in_place(out, input_shape=_model_input(src)[1])
+        print(f"compact names: {c['tensors_renamed']} tensors renamed, {c['bytes_before']:,} → {c['bytes_after']:,} bytes "
+              "(outputs checked identical)")
     facts = describe(out)
     print(f"{out}: {facts['bytes']:,} bytes ({facts['bytes'] / src.stat().st_size:.2f}× of {src.name})")
     return 0
@@ -333,7 +339,7 @@ def cmd_deploy(args) -> int:
 
 def cmd_devices(args) -> int:
     from edgepipe.devices import detect_host
-    from edgepipe.devices.profiles import all_presets, detect_profile, load_profile
+    from edgepipe.devices.profiles import all_presets, detect_profile, load_profile, presets_table
 
     if args.show:
         import yaml
@@ -343,17 +349,7 @@ def cmd_devices(args) -> int:
     host = detect_host()
     presets = all_presets()
     found = detect_profile(host, presets)
-    rows = [("profile", "arch", "cores", "threads", "backends", "providers", "int8 preset", "p90 budget")]
-    for p in presets:
-        q = p.quantization
-        rows.append((("* " if found and p.name == found.name else "  ") + p.name, p.arch, str(p.cores), str(p.threads),
-                     ",".join(b.name + (f":{b.precision}" if b.precision != "auto" else "") for b in p.backends),
-                     ",".join(x.removesuffix("ExecutionProvider") for x in p.providers),
-                     f"{q.format} {q.activation_type}{q.weight_type}{' rr' if q.reduce_range else ''}",
-                     f"{p.budgets.latency_p90_ms:g} ms" if p.budgets.latency_p90_ms else "—"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print(presets_table(presets, found))
     print(f"\nthis host: {host.cpu_model} ({host.arch}), {host.logical_cores} logical cores, "
           f"{host.memory_mb} MB; int8/bf16 flags: {', '.join(host.flags) or 'none'}"
           + (f"; board: {host.board}" if host.board else "") + (f"; GPU: {', '.join(host.gpus)}" if host.gpus else ""))

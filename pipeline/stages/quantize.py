@@ -42,6 +42,7 @@ class QuantizeConfig(TakesModels):
     guard: bool = True  # keep the worst layers in float while the drop is over budget
     guard_max_float_layers: int = 4
     output: str | None = None  # default: <model>.<int8|int4|a16w8|dyn8|fp16|mm4>.onnx
+    compact_names: bool = False  # short internal tensor/node names (export/compact.py): same graph, fewer bytes
 
     uses_data = True
 
@@ -161,6 +162,10 @@ def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
             warnings.append("no MatMul with a constant weight: nothing was converted to 4 bits")
     for w in warnings:
         print(f"  warning: {w}", file=sys.stderr)
+    if cfg.compact_names:
+        from edgepipe.export.compact import compact_in_place
+
+        facts["compact_names"] = compact_in_place(out, xt[:64])
     facts |= describe(out)
     facts["warnings"] = warnings
     q_logits = predict(open_session(out), xt)
