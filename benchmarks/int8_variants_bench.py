@@ -8,7 +8,10 @@ The models are paddle.vision nets at 224×224 with random backbones and the digi
 benchmarks/quant_bench.py (speed does not depend on the weights; this measures layout, not
 accuracy), calibrated on 64 upsampled digits.
 
-    .venv/bin/python benchmarks/int8_variants_bench.py [--models mobilenet_v3_small mobilenet_v2] [--out FILE]
+    .venv/bin/python benchmarks/int8_variants_bench.py [--models mobilenet_v3_small mobilenet_v2] [--out FILE] [--keep DIR]
+
+With --keep DIR the files stay: DIR/<model>.onnx (fp32) and DIR/<model>.v0.onnx … v3.onnx in the
+table's order, e.g. for `edgepipe explain DIR/mobilenet_v3_small.v0.onnx`.
 
 Prints a table and writes JSON (default benchmarks/results/int8_variants_bench.json).
 """
@@ -30,6 +33,7 @@ def main() -> int:
     ap.add_argument("--models", nargs="+", default=["mobilenet_v3_small", "mobilenet_v2"])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "int8_variants_bench.json")
+    ap.add_argument("--keep", type=Path, help="keep the ONNX files in this folder (for edgepipe explain); default: a temporary one")
     args = ap.parse_args()
     from edgepipe.devices import detect_host
     from edgepipe.devices.profiles import detect_profile
@@ -46,7 +50,8 @@ def main() -> int:
     out = {"host": host.cpu_model, "flags": [f for f in host.flags if "vnni" in f or f.startswith("avx")],
            "profile": profile.name if profile else None, "preset": base.bits, "reduce_range": base.reduce_range, "models": {}}
     with tempfile.TemporaryDirectory(prefix="edgepipe-int8v-") as tmp:
-        work = Path(tmp)
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         for name in args.models:
             net, _ = digit_classifier(name, 256)
             fp32 = work / f"{name}.onnx"

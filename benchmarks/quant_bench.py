@@ -92,16 +92,18 @@ def digit_classifier(name: str, head_samples: int = 512):
 
 
 def vision_model(name: str):
-    """A fresh paddle.vision `resnet18`, `mobilenet_v2` or `mobilenet_v3_small` with a 10-class head (random weights)."""
+    """A fresh paddle.vision `resnet18`, `mobilenet_v2`, `mobilenet_v3_small` or `shufflenet_v2_x1_0`
+    with a 10-class head (random weights)."""
     import paddle
 
     return {"resnet18": paddle.vision.models.resnet18, "mobilenet_v2": paddle.vision.models.mobilenet_v2,
-            "mobilenet_v3_small": paddle.vision.models.mobilenet_v3_small}[name](num_classes=10)
+            "mobilenet_v3_small": paddle.vision.models.mobilenet_v3_small,
+            "shufflenet_v2_x1_0": paddle.vision.models.shufflenet_v2_x1_0}[name](num_classes=10)
 
 
 def digit_head(name: str, net):
     """The last Linear of a vision_model(name): the layer fit_digit_head() fits."""
-    return net.fc if name == "resnet18" else net.classifier[-1]
+    return {"resnet18": lambda: net.fc, "shufflenet_v2_x1_0": lambda: net._fc}.get(name, lambda: net.classifier[-1])()
 
 
 def fit_digit_head(net, head, head_samples: int = 512) -> float:
