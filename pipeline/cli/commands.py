@@ -300,9 +300,12 @@ def cmd_frames(args) -> int:
     from edgepipe.pipeline.core.progress import progress_bar
     from edgepipe.pipeline.data.frames import make_frames
 
-    r = make_frames(Path(args.output), size=args.size, per_class=args.per_class, seed=args.seed, progress=progress_bar("frames"))
-    print(f"{r['path']}: {r['images']} RGB frames of {r['size']}×{r['size']} ({r['per_class']} per digit class) made "
-          "from the bundled MNIST digits — a stand-in for a camera's classes")
+    held = dict(zip(("test", "val"), args.held_out)) if args.held_out else None
+    r = make_frames(Path(args.output), size=args.size, per_class=args.per_class, seed=args.seed, progress=progress_bar("frames"),
+                    renderings=args.renderings, holdout=held)
+    print(f"{r['path']}: {r['images']} RGB frames of {r['size']}×{r['size']} ({r['per_class']} digits per class"
+          + (f"; test/val digits held out: {held}; {r['renderings']} per training digit" if held else "")
+          + ") made from the bundled MNIST digits — a stand-in for a camera's classes")
     return 0
 
 

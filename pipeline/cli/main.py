@@ -83,8 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(a stand-in for a camera's classes)")
     f.add_argument("output", help="a new folder; frames go to OUTPUT/<digit>/<n>.png")
     f.add_argument("--size", type=int, default=96, help="frame side in pixels (default 96)")
-    f.add_argument("--per-class", type=int, default=100, help="frames per digit class, at most 500 (default 100)")
+    f.add_argument("--per-class", type=int, default=100, help="digits per class, at most 500 (default 100)")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--held-out", nargs=2, type=int, metavar=("TEST", "VAL"), help="per class: hold out TEST and VAL digits, "
+                   "one frame each, to OUTPUT/test/<digit>/ and OUTPUT/val/<digit>/; the rest go to OUTPUT/train/<digit>/")
+    f.add_argument("--renderings", type=int, default=1, help="with --held-out: frames per training digit (default 1)")
     f.set_defaults(fn=commands.cmd_frames)
 
     x = sub.add_parser("explain", help="why an (int8) ONNX model is fast or slow: time per op, unfused Q/DQ, float fallbacks")

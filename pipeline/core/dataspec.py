@@ -32,9 +32,11 @@ class Frames:
 
     per_class: int = 500  # frames per digit class (the bundled digits hold 500 of each)
     seed: int = 0
+    renderings: int = field(default=1, metadata=OPTIONAL)  # frames per training digit; >1 holds test/val digits out first
 
     def __post_init__(self):
         require(1 <= self.per_class <= 500, "per_class", "must be between 1 and 500 (the bundled digits per class)")
+        require(1 <= self.renderings <= 10, "renderings", "must be between 1 and 10 frames per training digit")
 
 
 @dataclass(frozen=True)

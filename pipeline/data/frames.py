@@ -3,7 +3,11 @@ no camera data set can be downloaded here: each digit is scaled, tinted and past
 position on a coloured, noisy, gradient background, and saved as an RGB PNG in an image folder
 (root/<digit>/<n>.png), so it goes through exactly the path a user's photos take.
 
-Deterministic for a seed; each frame is made from a different digit of the 5,000.
+Deterministic for a seed. By default each frame is made from a different digit of the 5,000.
+With `holdout` (per class, e.g. {"test": 100, "val": 30}) the digits are split first: each held-out
+digit is rendered once into root/<split>/<digit>/, every other digit `renderings` times (new
+background, scale, position and colours each time) into root/train/<digit>/ — so no test digit is
+ever seen in training under another background.
 """
 from __future__ import annotations
 
@@ -39,8 +43,22 @@ def _frame(digit: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray
     return np.clip(bg, 0, 255).astype(np.uint8)
 
 
-def make_frames(out: Path, size: int = 96, per_class: int = 100, seed: int = 0, progress=None) -> dict:
-    """Write per_class frames of each digit to out/<digit>/<n>.png; returns what was written."""
+def _class_jobs(chosen: np.ndarray, d: int, renderings: int, holdout: dict[str, int] | None) -> list[tuple[str, int, int]]:
+    """(folder under out, digit index, rendering) for every frame of class d, from its chosen digits."""
+    if holdout is None:
+        return [(str(d), int(i), 0) for i in chosen]
+    jobs, start = [], 0
+    for split, n in holdout.items():
+        jobs += [(f"{split}/{d}", int(i), 0) for i in chosen[start : start + n]]
+        start += n
+    return jobs + [(f"train/{d}", int(i), r) for i in chosen[start:] for r in range(renderings)]
+
+
+def make_frames(out: Path, size: int = 96, per_class: int = 100, seed: int = 0, progress=None,
+                renderings: int = 1, holdout: dict[str, int] | None = None) -> dict:
+    """Write per_class frames of each digit to out/<digit>/<n>.png — or, with `holdout`, the held-out
+    digits once each to out/<split>/<digit>/ and the rest `renderings` times to out/train/<digit>/;
+    returns what was written."""
     from PIL import Image
 
     from edgepipe.pipeline.data.mnist import load_bundled
@@ -51,6 +69,11 @@ def make_frames(out: Path, size: int = 96, per_class: int = 100, seed: int = 0, 
     counts = np.bincount(labels, minlength=10)
     if not 1 <= per_class <= counts.min():
         raise EdgepipeError(f"--per-class {per_class}: the bundled digits hold {counts.min()} of each class")
+    if renderings < 1 or (renderings > 1 and holdout is None):
+        raise EdgepipeError(f"renderings {renderings}: more than one rendering per digit needs held-out test/val digits")
+    if holdout is not None and (set(holdout) - {"test", "val"} or min(holdout.values()) < 1
+                                or sum(holdout.values()) >= per_class):
+        raise EdgepipeError(f"holdout {holdout}: give test/val digits per class, at least 1 each, fewer than {per_class} in all")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise EdgepipeError(f"{out}: not empty; give a new folder")
@@ -58,16 +81,19 @@ def make_frames(out: Path, size: int = 96, per_class: int = 100, seed: int = 0, 
     import os
 
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    held = sum(holdout.values()) if holdout else 0
+    total = 10 * (held + (per_class - held) * renderings)
     written = 0
     try:
-        for d in range(10):
-            (tmp / str(d)).mkdir(parents=True, exist_ok=True)
+        for d in range(10):  # per class: choose its digits, then draw its frames (the seed's stream, as it always was)
             chosen = rng.permutation(np.flatnonzero(labels == d))[:per_class]
-            for n, i in enumerate(chosen):
-                Image.fromarray(_frame(images[i], size, rng)).save(tmp / str(d) / f"{n:04d}.png", optimize=False)
+            for n, (folder, i, r) in enumerate(_class_jobs(chosen, d, renderings, holdout)):
+                (tmp / folder).mkdir(parents=True, exist_ok=True)
+                name = f"{n:04d}.png" if holdout is None else f"{i:04d}-{r}.png"  # split: named by the source digit
+                Image.fromarray(_frame(images[i], size, rng)).save(tmp / folder / name, optimize=False)
                 written += 1
                 if progress is not None:
-                    progress(written, 10 * per_class)
+                    progress(written, total)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists() and not any(out.iterdir()):
             out.rmdir()
@@ -84,4 +110,5 @@ def make_frames(out: Path, size: int = 96, per_class: int = 100, seed: int = 0, 
 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {"path": str(out), "classes": 10, "per_class": per_class, "size": size, "seed": seed, "images": written}
+    return {"path": str(out), "classes": 10, "per_class": per_class, "size": size, "seed": seed, "images": written,
+            "renderings": renderings, "holdout": holdout}

@@ -45,15 +45,35 @@ def load_frames(cfg: DataConfig, base: Path | None = None) -> Dataset:
     from edgepipe.runtime.roofline import cache_dir
 
     spec = cfg.frames or Frames()
-    folder = cache_dir() / "frames" / f"{cfg.size[0]}-{spec.per_class}-{spec.seed}"
+    name, holdout = f"{cfg.size[0]}-{spec.per_class}-{spec.seed}", None
+    if spec.renderings > 1:  # test and val digits held out first, so none is seen in training under another background
+        holdout = {k: _per_class(getattr(cfg, k), spec.per_class, k) for k in ("test", "val")}
+        name += f"-r{spec.renderings}-t{holdout['test']}-v{holdout['val']}"
+    folder = cache_dir() / "frames" / name
     if not folder.is_dir():
         import sys
 
         from edgepipe.pipeline.core.progress import progress_bar
 
-        print(f"  making {10 * spec.per_class} frames of {cfg.size[0]}×{cfg.size[0]} in {folder}", file=sys.stderr, flush=True)
-        make_frames(folder, size=cfg.size[0], per_class=spec.per_class, seed=spec.seed, progress=progress_bar("frames"))
-    ds = load_image_data(replace(cfg, source="imagefolder", path=str(folder), frames=None), base)  # test/val folders: the recipe's
+        print(f"  making frames of {cfg.size[0]}×{cfg.size[0]} in {folder}", file=sys.stderr, flush=True)
+        make_frames(folder, size=cfg.size[0], per_class=spec.per_class, seed=spec.seed, progress=progress_bar("frames"),
+                    renderings=spec.renderings, holdout=holdout)
+    if holdout:
+        flat = replace(cfg, source="imagefolder", path=str(folder / "train"), test=str(folder / "test"),
+                       val=str(folder / "val"), frames=None)
+    else:
+        flat = replace(cfg, source="imagefolder", path=str(folder), frames=None)  # test/val folders: the recipe's
+    ds = load_image_data(flat, base)
+    how = (f"{spec.renderings} renderings of each training digit, test and val digits held out" if holdout
+           else "one frame per digit")
     ds.source = (f"camera-like frames made from the bundled MNIST digits, a stand-in for a camera's classes "
-                 f"({10 * spec.per_class} RGB {cfg.size[0]}×{cfg.size[0]} PNGs in {folder})")
+                 f"({how}; RGB {cfg.size[0]}×{cfg.size[0]} PNGs in {folder})")
     return ds
+
+
+def _per_class(v, per_class: int, key: str) -> int:
+    """data.test / data.val for frames with several renderings: digits held out per class."""
+    if isinstance(v, str):
+        raise EdgepipeError(f"data.{key}: frames with renderings > 1 hold their own {key} digits out; give a share or a count")
+    n = round(v * per_class) if isinstance(v, float) else -(-v // 10)
+    return max(1, n)
