@@ -165,7 +165,8 @@ def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
     if cfg.compact_names:
         from edgepipe.export.compact import compact_in_place
 
-        facts["compact_names"] = compact_in_place(out, xt[:64])
+        named = tuple(facts.get("guard", {}).get("kept_float", ())) + tuple(facts.get("options", {}).get("nodes_to_exclude", ()))
+        facts["compact_names"] = compact_in_place(out, xt[:64], keep_nodes=named)  # the nodes the report names keep theirs
     facts |= describe(out)
     facts["warnings"] = warnings
     q_logits = predict(open_session(out), xt)
