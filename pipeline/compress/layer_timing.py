@@ -110,11 +110,11 @@ def time_graphs(graphs: dict[str, object], rounds: int = 3, seconds: float = 0.0
 
 def time_candidates(kind: str, geometry: dict, x_shape: tuple[int, ...], cands: list[dict], limit: float) -> dict:
     """The layer and each candidate factorisation ({method, ranks}) timed side by side:
-    {input_shape, layer_ms, limit, how, candidates: [{method, ranks, p50_ms}]}."""
+    {input_shape, layer_ms, layer_rounds_ms, limit, how, candidates: [{method, ranks, p50_ms, rounds_ms}]}."""
     graphs = {"layer": layer_graph(kind, x_shape, geometry, "dense", None)}
     graphs.update({f"c{k}": layer_graph(kind, x_shape, geometry, c["method"], c["ranks"]) for k, c in enumerate(cands)})
     t = time_graphs(graphs)
-    return {"input_shape": list(x_shape), "layer_ms": t["layer"]["p50_ms"], "limit": limit,
-            "how": "the layer alone, onnxruntime fp32, batch 1, 1 thread, 3 interleaved rounds",
-            "candidates": [{"method": c["method"], "ranks": c["ranks"], "p50_ms": t[f"c{k}"]["p50_ms"]}
-                           for k, c in enumerate(cands)]}
+    return {"input_shape": list(x_shape), "layer_ms": t["layer"]["p50_ms"], "layer_rounds_ms": t["layer"]["rounds_ms"],
+            "limit": limit, "how": "the layer alone, onnxruntime fp32, batch 1, 1 thread, 3 interleaved rounds",
+            "candidates": [{"method": c["method"], "ranks": c["ranks"], "p50_ms": t[f"c{k}"]["p50_ms"],
+                            "rounds_ms": t[f"c{k}"]["rounds_ms"]} for k, c in enumerate(cands)]}

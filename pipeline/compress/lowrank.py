@@ -26,6 +26,16 @@ from typing import Literal
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
+from edgepipe.pipeline.compress.factor import (
+    energy_kept,
+    factor_linear,
+    factor_spatial,
+    factor_tucker2,
+    mode_svds,
+    rank_by_energy,
+    spatial_matrix,
+    svd,
+)
 from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_transform
 from edgepipe.pipeline.models.layers import input_shapes, replace_sublayer
@@ -112,61 +122,6 @@ def _params(g: dict, method: str, ranks) -> int:
     return r * i * kh + o * r * kw
 
 
-# ---------------------------------------------------------------- the factorisations (numpy)
-
-def _rank_by_energy(s: np.ndarray, energy: float) -> int:
-    e = np.cumsum(s.astype(np.float64) ** 2)
-    return int(np.searchsorted(e / e[-1], energy - 1e-12) + 1)
-
-
-def _energy_kept(s: np.ndarray, r: int) -> float:
-    e = s.astype(np.float64) ** 2
-    return float(e[:r].sum() / e.sum()) if e.sum() > 0 else 1.0
-
-
-def _svd(m: np.ndarray):
-    u, s, vt = np.linalg.svd(m.astype(np.float64), full_matrices=False)
-    return u, s, vt
-
-
-def _spatial_matrix(w: np.ndarray) -> np.ndarray:
-    o, i, kh, kw = w.shape
-    return w.transpose(1, 2, 0, 3).reshape(i * kh, o * kw)  # rows (i, y), columns (o, x)
-
-
-def _mode_svds(w: np.ndarray):
-    o, i = w.shape[:2]
-    u_o, s_o, _ = _svd(w.reshape(o, -1))
-    u_i, s_i, _ = _svd(w.transpose(1, 0, 2, 3).reshape(i, -1))
-    return (u_o, s_o), (u_i, s_i)
-
-
-def factor_linear(w: np.ndarray, r: int):
-    """W [in, out] -> (A [in, r], B [r, out]) with A·B the best rank-r approximation."""
-    u, s, vt = _svd(w)
-    root = np.sqrt(s[:r])
-    return (u[:, :r] * root).astype(np.float32), (root[:, None] * vt[:r]).astype(np.float32)
-
-
-def factor_tucker2(w: np.ndarray, ro: int, ri: int):
-    """W [O, I, kh, kw] -> (first [R_in, I, 1, 1], core [R_out, R_in, kh, kw], last [O, R_out, 1, 1])."""
-    (u_o, _), (u_i, _) = _mode_svds(w)
-    u_o, u_i = u_o[:, :ro], u_i[:, :ri]
-    core = np.einsum("oikl,or,is->rskl", w.astype(np.float64), u_o, u_i, optimize=True)  # two GEMMs, not one O·I·R·R loop
-    return (u_i.T[:, :, None, None].astype(np.float32), core.astype(np.float32),
-            u_o[:, :, None, None].astype(np.float32))
-
-
-def factor_spatial(w: np.ndarray, r: int):
-    """W [O, I, kh, kw] -> (vertical [R, I, kh, 1], horizontal [O, R, 1, kw])."""
-    o, i, kh, kw = w.shape
-    u, s, vt = _svd(_spatial_matrix(w))
-    root = np.sqrt(s[:r])
-    v = (u[:, :r] * root).T.reshape(r, i, kh, 1)
-    h = (root[:, None] * vt[:r]).reshape(r, o, kw).transpose(1, 0, 2)[:, :, None, :]
-    return v.astype(np.float32), h.astype(np.float32)
-
-
 # ---------------------------------------------------------------- choosing a method and ranks
 
 def plan_layer(layer, rule: LayerRank) -> dict:
@@ -180,12 +135,12 @@ def plan_layer(layer, rule: LayerRank) -> dict:
             return {"skip": f"method {rule.method} applies to Conv2D layers; Linear layers take svd"}
         n_in, n_out = w.shape
         full = min(n_in, n_out)
-        s = _svd(w)[1]
+        s = svd(w)[1]
         dense = n_in * n_out
         if "rank" in r_rule:
             r = r_rule["rank"]
         elif "energy" in r_rule:
-            r = _rank_by_energy(s, r_rule["energy"])
+            r = rank_by_energy(s, r_rule["energy"])
         elif "ratio" in r_rule:
             r = int(r_rule["ratio"] * dense // (n_in + n_out))
         else:
@@ -193,7 +148,7 @@ def plan_layer(layer, rule: LayerRank) -> dict:
         if r > full:
             raise EdgepipeError(f"rank {r} exceeds the layer's full rank {full} ({n_in}×{n_out})")
         cost = max(r, 1) * (n_in + n_out)
-        plan = {"method": "svd", "ranks": [max(r, 1)], "energy_kept": _energy_kept(s, max(r, 1)),
+        plan = {"method": "svd", "ranks": [max(r, 1)], "energy_kept": energy_kept(s, max(r, 1)),
                 "params_before": dense, "params_after": cost, "macs_before": dense, "macs_after": cost}
         if cost >= dense:
             return {**plan, "skip": f"rank {r} costs {cost:,} MACs, not less than the dense {dense:,}"}
@@ -214,8 +169,8 @@ def plan_layer(layer, rule: LayerRank) -> dict:
             methods = ["tucker2"]
         dense = _macs_per_out_pixel(g, "dense", None)
         candidates = []
-        (u_o, s_o), (u_i, s_i) = _mode_svds(w) if "tucker2" in methods else ((None, None), (None, None))
-        s_sp = _svd(_spatial_matrix(w))[1] if "spatial" in methods else None
+        (u_o, s_o), (u_i, s_i) = mode_svds(w) if "tucker2" in methods else ((None, None), (None, None))
+        s_sp = svd(spatial_matrix(w))[1] if "spatial" in methods else None
         for m in methods:
             if m == "tucker2":
                 if "ranks" in r_rule:
@@ -223,7 +178,7 @@ def plan_layer(layer, rule: LayerRank) -> dict:
                 elif "rank" in r_rule:
                     ranks = [r_rule["rank"], r_rule["rank"]]
                 elif "energy" in r_rule:
-                    ranks = [_rank_by_energy(s_o, r_rule["energy"]), _rank_by_energy(s_i, r_rule["energy"])]
+                    ranks = [rank_by_energy(s_o, r_rule["energy"]), rank_by_energy(s_i, r_rule["energy"])]
                 else:  # ratio: scale both channel counts by the same factor until the cost fits
                     ranks = [1, 1]
                     for f in np.linspace(1.0, 0.01, 100):
@@ -233,19 +188,19 @@ def plan_layer(layer, rule: LayerRank) -> dict:
                             break
                 if ranks[0] > o or ranks[1] > i:
                     raise EdgepipeError(f"tucker2 ranks {ranks} exceed the layer's channels [{o}, {i}]")
-                kept = (_energy_kept(s_o, ranks[0]) + _energy_kept(s_i, ranks[1])) / 2
+                kept = (energy_kept(s_o, ranks[0]) + energy_kept(s_i, ranks[1])) / 2
             else:
                 full = min(i * kh, o * kw)
                 if "rank" in r_rule:
                     r = r_rule["rank"]
                 elif "energy" in r_rule:
-                    r = _rank_by_energy(s_sp, r_rule["energy"])
+                    r = rank_by_energy(s_sp, r_rule["energy"])
                 else:
                     per_rank = i * kh * g["stride"][1] + o * kw
                     r = max(1, int(r_rule["ratio"] * dense // per_rank))
                 if r > full:
                     raise EdgepipeError(f"spatial rank {r} exceeds the layer's full rank {full}")
-                ranks, kept = [r], _energy_kept(s_sp, r)
+                ranks, kept = [r], energy_kept(s_sp, r)
             candidates.append({"method": m, "ranks": ranks, "energy_kept": kept,
                                "params_before": _params(g, "dense", None), "params_after": _params(g, m, ranks),
                                "macs_before": dense, "macs_after": _macs_per_out_pixel(g, m, ranks)})
@@ -352,7 +307,12 @@ def _latency_plan(layer, rule: LayerRank, plan: dict, x_shape: tuple[int, ...]) 
     linear = isinstance(layer, nn.Linear)
     geo = {"in": layer.weight.shape[0], "out": layer.weight.shape[1]} if linear else _conv_geometry(layer)
     measured = time_candidates("linear" if linear else "conv", {**geo, "bias": layer.bias is not None}, x_shape, cands, limit)
-    ok = [c for c, m in zip(cands, measured["candidates"]) if m["p50_ms"] < limit * measured["layer_ms"]]
+    def fits(m):  # within ratio × the layer's time; "faster" alone (limit 1) must hold in every round, not by noise
+        if limit < 1.0:
+            return m["p50_ms"] < limit * measured["layer_ms"]
+        return all(a < b for a, b in zip(m["rounds_ms"], measured["layer_rounds_ms"]))
+
+    ok = [c for c, m in zip(cands, measured["candidates"]) if fits(m)]
     if not ok:
         f = min(measured["candidates"], key=lambda c: c["p50_ms"])
         return {**cands[0], "latency": measured,
@@ -384,7 +344,9 @@ def _factorize(model, rules: tuple[LayerRank, ...], input_shape) -> tuple[object
     for name, layer, rule in selected:
         try:
             plan = plan_layer(layer, rule)
-            if rule.target == "latency" and name in shapes:
+            if rule.target == "latency" and name not in shapes:
+                plan = {**plan, "skip": "target: latency, but one forward pass of the model never reached this layer to time it"}
+            elif rule.target == "latency":
                 plan = _latency_plan(layer, rule, plan, shapes[name])
         except EdgepipeError as exc:
             raise EdgepipeError(f"layer '{name}': {exc}") from None

@@ -35,7 +35,6 @@ def replace_sublayer(model, name: str, new) -> None:
     parent._sub_layers[leaf] = new
 
 
-
 def input_shapes(model, input_shape: tuple[int, ...], names: list[str]) -> dict[str, tuple[int, ...]]:
     """The input shape (batch 1) each named sublayer sees in one forward pass of the model."""
     subs, shapes = dict(model.named_sublayers()), {}
