@@ -34,6 +34,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "int8_variants_bench.json")
     ap.add_argument("--keep", type=Path, help="keep the ONNX files in this folder (for edgepipe explain); default: a temporary one")
+    ap.add_argument("--explain", action="store_true", help="also record edgepipe explain (kernel time per op type, unfused "
+                                                           "Q/DQ) of the fp32 file and the preset's int8 file in the JSON")
     args = ap.parse_args()
     from edgepipe.devices import detect_host
     from edgepipe.devices.profiles import detect_profile
@@ -72,6 +74,15 @@ def main() -> int:
             out["models"][name] = {"elementwise_nodes": len(elementwise), "depthwise_convs": len(depthwise),
                                    "rows": [{"variant": r["id"], "p50_ms": r["p50_ms"], "range_ms": r["p50_range_ms"],
                                              "speedup_vs_fp32": f32 / r["p50_ms"]} for r in res]}
+            if args.explain:
+                from edgepipe.export.explain import explain, explain_text
+
+                out["models"][name]["explain"] = {}
+                for label, path in (("fp32", fp32), ("profile preset", work / f"{name}.v0.onnx")):
+                    e = explain(path, threads=1, seconds=3, batch=1)
+                    print(explain_text(e))
+                    out["models"][name]["explain"][label] = {k: e[k] for k in ("runs", "time_by_op", "time_by_kind", "ms_by_kind")} \
+                        | {"unfused_qdq": len(e["unfused_qdq"]), "integer_kernels": len(e["integer_kernels"])}
     print(f"\nonnxruntime, batch 1, 1 thread, {host.cpu_model} ({', '.join(out['flags']) or 'no AVX flags read'}); "
           f"preset {base.bits}, reduce_range={base.reduce_range} (profile {out['profile']}); median of {args.rounds} rounds\n")
     for name, m in out["models"].items():

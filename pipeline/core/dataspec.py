@@ -30,7 +30,7 @@ class Frames:
     """source: frames — camera-like RGB frames made from the bundled digits (a stand-in for a camera's
     classes), written once as an image folder of PNGs under $EDGEPIPE_CACHE/frames and read back."""
 
-    per_class: int = 500  # frames per digit class (the bundled digits hold 500 of each)
+    per_class: int = 500  # digits per class drawn (the bundled digits hold 500 of each); one frame each, or see renderings
     seed: int = 0
     renderings: int = field(default=1, metadata=OPTIONAL)  # frames per training digit; >1 holds test/val digits out first
 

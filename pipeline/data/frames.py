@@ -71,7 +71,7 @@ def make_frames(out: Path, size: int = 96, per_class: int = 100, seed: int = 0, 
         raise EdgepipeError(f"--per-class {per_class}: the bundled digits hold {counts.min()} of each class")
     if renderings < 1 or (renderings > 1 and holdout is None):
         raise EdgepipeError(f"renderings {renderings}: more than one rendering per digit needs held-out test/val digits")
-    if holdout is not None and (set(holdout) - {"test", "val"} or min(holdout.values()) < 1
+    if holdout is not None and (not holdout or set(holdout) - {"test", "val"} or min(holdout.values()) < 1
                                 or sum(holdout.values()) >= per_class):
         raise EdgepipeError(f"holdout {holdout}: give test/val digits per class, at least 1 each, fewer than {per_class} in all")
     out = Path(out)

@@ -72,7 +72,8 @@ def load_frames(cfg: DataConfig, base: Path | None = None) -> Dataset:
 
 
 def _per_class(v, per_class: int, key: str) -> int:
-    """data.test / data.val for frames with several renderings: digits held out per class."""
+    """data.test / data.val for frames with several renderings: digits held out per class — a share
+    of per_class, or a total count split over the 10 classes (rounded up to whole digits per class)."""
     if isinstance(v, str):
         raise EdgepipeError(f"data.{key}: frames with renderings > 1 hold their own {key} digits out; give a share or a count")
     n = round(v * per_class) if isinstance(v, float) else -(-v // 10)

@@ -89,8 +89,10 @@ def render(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -> 
             title = text.removeprefix("# ").strip()
             continue
         parts.append(part(key, text))
-        if key == "models":  # the hops, the latency distributions and the time by op kind follow the model table
-            parts += [part(k) for k in ("hops", "latency", "time") if k in figs and k not in keys]
+        # the model table, then what each hop bought (its table where report.md has one), then the
+        # latency distributions and the time by op kind
+        if key == "hops" or (key == "models" and "hops" not in keys):
+            parts += [part(k) for k in ("hops", "latency", "time") if k in figs]
     parts += [part(k) for k in list(figs)]  # figures of a section the markdown lacks
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined)
     return env.get_template("report.html.j2").render(title=title, parts=parts, version=manifest.get("edgepipe") or "")
