@@ -68,18 +68,13 @@ def compact_names(src: str | Path, dst: str | Path, keep_nodes: tuple[str, ...] 
     return {"bytes_before": before, "bytes_after": len(data), "tensors_renamed": len(names)}
 
 
-def _all_outputs(path: Path, x) -> list:
-    from edgepipe.runtime.session import open_session
-
-    s = open_session(path)
-    return s.run(None, {s.get_inputs()[0].name: x})
-
-
 def compact_in_place(path: Path, x=None, input_shape: tuple | None = None, keep_nodes: tuple[str, ...] = ()) -> dict:
     """compact_names on `path` itself, kept only if the compacted graph gives exactly the same
     outputs, every one of them, on the inputs `x` (or, without them, on 8 random inputs of
     `input_shape`, C×H×W)."""
     import numpy as np
+
+    from edgepipe.export.guard import run_outputs
 
     if x is None:
         dims = [d if isinstance(d, int) and d > 0 else 1 for d in input_shape]  # a named dim: 1
@@ -88,8 +83,8 @@ def compact_in_place(path: Path, x=None, input_shape: tuple | None = None, keep_
     tmp = path.with_name(f".{path.name}.compact")
     try:
         facts = compact_names(path, tmp, keep_nodes)
-        before, after = _all_outputs(path, x), _all_outputs(tmp, x)
-        if len(before) != len(after) or not all(np.array_equal(a, b) for a, b in zip(before, after)):
+        before, after = run_outputs(path, x), run_outputs(tmp, x)  # every graph output, by its (kept) name
+        if before.keys() != after.keys() or not all(np.array_equal(before[k], after[k]) for k in before):
             raise EdgepipeError(f"{path.name}: the compacted graph gives other outputs; leave compact_names off")
         tmp.replace(path)
     finally:

@@ -9,6 +9,7 @@ Timed alone, a layer misses what it shares with its neighbours in the whole mode
 the next activation, cache state), so the choice is per layer and the stage's whole-model speed
 still comes from the bench stage; graphs are built with onnx.helper rather than paddle2onnx
 because a rank search needs dozens of them per layer and the exporter takes seconds per call.
+time_graphs is also the prune stage's before/after timer (compress/channels/speed.py).
 """
 from __future__ import annotations
 
@@ -83,21 +84,25 @@ def layer_graph(kind: str, x_shape: tuple[int, ...], geometry: dict, method: str
     return onnx.shape_inference.infer_shapes(model)
 
 
-def time_graphs(graphs: dict[str, object], rounds: int = 3, seconds: float = 0.05, iters: int = 20) -> dict[str, dict]:
-    """{name: {p50_ms (median over rounds), rounds_ms}} for ONNX models timed in interleaved rounds,
-    the order rotating each round."""
+def time_graphs(graphs: dict[str, object], rounds: int = 3, seconds: float = 0.05, iters: int = 20,
+                warmup_seconds: float = 0.02) -> dict[str, dict]:
+    """{name: {p50_ms (median over rounds), rounds_ms}} for ONNX models (ModelProtos or files) timed
+    by onnxruntime (fp32, batch 1, one thread) in interleaved rounds, the order rotating each round
+    (for two models: alternating who goes first)."""
     import onnx
 
     from edgepipe.runtime.bench import Bench, BenchOptions
 
-    opts = BenchOptions(warmup_iters=min(5, iters), warmup_seconds=0.02, iters=iters, min_seconds=seconds,
+    opts = BenchOptions(warmup_iters=min(5, iters), warmup_seconds=warmup_seconds, iters=iters, min_seconds=seconds,
                         max_seconds=5 * seconds + 1)
     names = list(graphs)
     with temp_dir("layer-timing") as tmp:
         benches = {}
         for k, name in enumerate(names):
-            path = Path(tmp) / f"v{k}.onnx"
-            onnx.save(graphs[name], str(path))
+            path = graphs[name]
+            if isinstance(path, onnx.ModelProto):
+                path = Path(tmp) / f"v{k}.onnx"
+                onnx.save(graphs[name], str(path))
             benches[name] = Bench(path, opts)
         feeds = {n: b.feed(1) for n, b in benches.items()}
         got: dict[str, list[float]] = {n: [] for n in names}
@@ -105,7 +110,7 @@ def time_graphs(graphs: dict[str, object], rounds: int = 3, seconds: float = 0.0
             order = names[r % len(names):] + names[: r % len(names)]
             for n in order:
                 got[n].append(benches[n].measure(feeds[n])["latency"]["p50_ms"])
-    return {n: {"p50_ms": float(np.median(v)), "rounds_ms": [round(x, 5) for x in v]} for n, v in got.items()}
+    return {n: {"p50_ms": float(np.median(v)), "rounds_ms": v} for n, v in got.items()}
 
 
 def time_candidates(kind: str, geometry: dict, x_shape: tuple[int, ...], cands: list[dict], limit: float) -> dict:

@@ -307,6 +307,7 @@ def _latency_plan(layer, rule: LayerRank, plan: dict, x_shape: tuple[int, ...]) 
     linear = isinstance(layer, nn.Linear)
     geo = {"in": layer.weight.shape[0], "out": layer.weight.shape[1]} if linear else _conv_geometry(layer)
     measured = time_candidates("linear" if linear else "conv", {**geo, "bias": layer.bias is not None}, x_shape, cands, limit)
+
     def fits(m):  # within ratio × the layer's time; "faster" alone (limit 1) must hold in every round, not by noise
         if limit < 1.0:
             return m["p50_ms"] < limit * measured["layer_ms"]

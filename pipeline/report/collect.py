@@ -91,3 +91,10 @@ def chains(models: list[dict], parent: dict[str, str | None]) -> list[list[str]]
         if len(chain) > 1:
             out.append(chain)
     return out
+
+
+def model_chains(manifest: dict) -> list[list[dict]]:
+    """Every chain of hops (root first) of the run's ONNX models, as their entries, the last model's first."""
+    models = onnx_models(manifest)
+    by_name = {m["name"]: m for m in models}
+    return [[by_name[n] for n in chain] for chain in chains(models, parents(manifest, models))]

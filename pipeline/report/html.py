@@ -29,8 +29,6 @@ def _profile_budget(models: list[dict]) -> tuple[float | None, str | None]:
 def figure_sections(manifest: dict) -> dict[str, list[dict]]:
     """{report section key: [{title, caption, svg}]} for every figure whose data this run holds."""
     models = collect.onnx_models(manifest)
-    parent = collect.parents(manifest, models)
-    by_name = {m["name"]: m for m in models}
     budget_ms, profile = _profile_budget(models)
     out: dict[str, list[dict]] = {}
 
@@ -48,9 +46,9 @@ def figure_sections(manifest: dict) -> dict[str, list[dict]]:
         add("deployment", "Deployment candidates", "Every model × backend × precision the deploy stage measured, side by side in "
             "one process; faded markers lost (on accuracy or a budget, see the table), the outlined one was chosen.",
             figures.candidates(deploy["metrics"]["candidates"], budget_ms))
-    for chain in collect.chains(models, parent):
-        add("hops", "What each hop bought: " + " → ".join(by_name[n]["short"] for n in chain),
-            "One bar per model on the way from the first to the last, each made from the one before it.", figures.hops([by_name[n] for n in chain]))
+    for chain in collect.model_chains(manifest):
+        add("hops", "What each hop bought: " + " → ".join(m["short"] for m in chain),
+            "One bar per model on the way from the first to the last, each made from the one before it.", figures.hops(chain))
     add("latency", "Latency distribution", "Every timed inference of the runner (a histogram in 2% steps), one row per model; "
         "the triangle is the session's first inference (cold start).", figures.latency_distribution(models))
     add("time", "Where the time goes", "Each model's p50 latency split by the share of kernel time each kind of op took "

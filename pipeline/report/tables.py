@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgepipe.pipeline.core.run import read_manifest
-from edgepipe.pipeline.report.collect import BUDGETS, chains, onnx_models, parents
+from edgepipe.pipeline.report.collect import BUDGETS, model_chains, onnx_models
 from edgepipe.pipeline.report.format import md, text_table
 from edgepipe.pipeline.report.sections import (
     DISTILL_COLUMNS,
@@ -33,7 +33,7 @@ def _rows(manifest: dict) -> list[dict]:
         b = m["bench"]
         rows.append({"name": m["name"], "model": m["label"], "accuracy": m["accuracy"], "fidelity": m["fidelity"],
                      "params": m["params"], "macs": m["macs"], "bytes": m["bytes"],
-                     "p50_ms": b["latency"]["p50_ms"] if b else None, "p90_ms": b["latency"]["p90_ms"] if b else None,
+                     "p50_ms": m["p50_ms"], "p90_ms": b["latency"]["p90_ms"] if b else None,
                      "peak_rss_mb": b["memory"]["peak_rss_mb"] if b else None, "energy": b.get("energy") if b else None,
                      "verdict": (b.get("verdict") or {}).get("overall") if b else None})
     return rows
@@ -59,13 +59,6 @@ def fidelity_text(fid: dict | None) -> str:
 
 def _energy(e: dict | None) -> str:
     return "—" if not e else f"{e['mj_per_inference']:.3g} ({e['method']})"
-
-
-def model_chains(manifest: dict) -> list[list[dict]]:
-    """Every chain of hops (root first) of the run's ONNX models, the last model's chain first."""
-    models = onnx_models(manifest)
-    by_name = {m["name"]: m for m in models}
-    return [[by_name[n] for n in chain] for chain in chains(models, parents(manifest, models))]
 
 
 def table_text(manifest: dict) -> str:

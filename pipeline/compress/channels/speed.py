@@ -30,18 +30,13 @@ def compare(before, after, input_shape: tuple[int, ...], rounds: int = 5, second
     """p50 latency of `before` and `after` (Paddle layers), measured in alternating rounds (each at
     least `iters` runs and `seconds` long)."""
     from edgepipe.export.paddle_onnx import export_layer
-    from edgepipe.runtime.bench import Bench, BenchOptions
+    from edgepipe.pipeline.compress.layer_timing import time_graphs
 
-    opts = BenchOptions(warmup_iters=min(5, iters), warmup_seconds=0.1, iters=iters, min_seconds=seconds,
-                        max_seconds=5 * seconds + 1)
     with temp_dir("speed") as tmp:
-        benches = [Bench(export_layer(m, tuple(input_shape), Path(tmp) / f"{k}.onnx", name=k), opts)
-                   for k, m in (("before", before), ("after", after))]
-        feeds = [b.feed(1) for b in benches]
-        p50 = [[], []]
-        for r in range(rounds):
-            for i in ((0, 1) if r % 2 == 0 else (1, 0)):  # alternate who goes first
-                p50[i].append(benches[i].measure(feeds[i])["latency"]["p50_ms"])
+        t = time_graphs({k: export_layer(m, tuple(input_shape), Path(tmp) / f"{k}.onnx", name=k)
+                         for k, m in (("before", before), ("after", after))},
+                        rounds=rounds, seconds=seconds, iters=iters, warmup_seconds=0.1)
+    p50 = [t["before"]["rounds_ms"], t["after"]["rounds_ms"]]
     ratios = np.asarray(p50[0]) / np.asarray(p50[1])
     speedup = float(np.median(p50[0]) / np.median(p50[1]))
     return {"p50_before_ms": float(np.median(p50[0])), "p50_after_ms": float(np.median(p50[1])),
