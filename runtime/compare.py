@@ -27,7 +27,8 @@ from edgepipe.runtime.session import predict, resolve_feed
 def measure(candidates: list[dict], x: np.ndarray, y: np.ndarray | None, threads: int = 1, rounds: int = 5,
             seconds: float = 0.3, warmup_seconds: float = 0.1) -> list[dict]:
     """Per candidate: p50 of each round, the median of those and their range, p90 over every timed run,
-    accuracy (with labels), and what ran (backend, precision)."""
+    the top-1 prediction for every input (for agreement between candidates), accuracy (with labels),
+    and what ran (backend, precision)."""
     opened = []
     for c in candidates:
         t0 = time.perf_counter_ns()
@@ -35,12 +36,11 @@ def measure(candidates: list[dict], x: np.ndarray, y: np.ndarray | None, threads
         create_ms = (time.perf_counter_ns() - t0) / 1e6
         feed = resolve_feed(s, {"x": x[:1]}, c["model"])
         names = [o.name for o in s.get_outputs()]
-        acc = None
-        if y is not None:
-            xs = next(iter(resolve_feed(s, {"x": x}, c["model"]).values()))
-            acc = float((predict(s, xs).argmax(axis=1) == y).mean())
+        xs = next(iter(resolve_feed(s, {"x": x}, c["model"]).values()))
+        pred = predict(s, xs).reshape(len(xs), -1).argmax(axis=1)
+        acc = None if y is None else float((pred == y).mean())
         opened.append({"c": c, "run": (lambda s=s, f=feed, n=names: s.run(n, f)), "create_ms": create_ms,
-                       "accuracy": acc, "ran": describe(s, c["model"]), "p50": [], "all": []})
+                       "accuracy": acc, "predictions": pred.tolist(), "ran": describe(s, c["model"]), "p50": [], "all": []})
     for o in opened:
         timed_runs(o["run"], 1, warmup_seconds)
     for r in range(rounds):
@@ -54,7 +54,7 @@ def measure(candidates: list[dict], x: np.ndarray, y: np.ndarray | None, threads
         p50 = o["p50"]
         out.append({**o["c"], "p50_ms": float(np.median(p50)), "p50_range_ms": [min(p50), max(p50)], "rounds": rounds,
                     "p90_ms": float(np.percentile(np.asarray(o["all"]) / 1e6, 90)), "runs": len(o["all"]),
-                    "session_create_ms": o["create_ms"], "accuracy": o["accuracy"],
+                    "session_create_ms": o["create_ms"], "accuracy": o["accuracy"], "predictions": o["predictions"],
                     "accuracy_samples": None if y is None else int(len(y)), "ran": o["ran"],
                     "bytes": Path(o["c"]["model"]).stat().st_size})
     return out

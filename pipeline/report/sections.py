@@ -200,7 +200,8 @@ def lowrank_section(stages: dict) -> list[str]:
     return out
 
 
-DEPLOY_COLUMNS = ("model", "backend", "ran as", "p50 ms (range over rounds)", "p90 ms", "accuracy", "bytes", "outcome")
+DEPLOY_COLUMNS = ("model", "backend", "ran as", "p50 ms (range over rounds)", "p90 ms", "accuracy", "agreement with the reference",
+                  "bytes", "outcome")
 
 
 def deployment_section(stages: dict) -> list[str]:
@@ -215,13 +216,17 @@ def deployment_section(stages: dict) -> list[str]:
         for x in sorted(m["candidates"], key=lambda x: (not x["chosen"], x["p50_ms"])):
             lo, hi = x["p50_range_ms"]
             acc = "—" if x["accuracy"] is None else f"{100 * x['accuracy']:.2f}%"
+            agree = "—" if x.get("agreement_with_reference") is None else f"{100 * x['agreement_with_reference']:.1f}%"
+            outcome = "**chosen**" if x["chosen"] else "; ".join(x["why_not"])
             rows.append([x["name"], x["backend"], x["ran"]["precision"], f"{x['p50_ms']:.3f} ({lo:.3f}–{hi:.3f})",
-                         f"{x['p90_ms']:.3f}", acc, f"{x['bytes']:,}", "**chosen**" if x["chosen"] else "; ".join(x["why_not"])])
+                         f"{x['p90_ms']:.3f}", acc, agree, f"{x['bytes']:,}",
+                         outcome + (" (the reference)" if x.get("reference") else "")])
         out += ["## Deployment", "",
                 f"`{name}`: **{ch['name']} on {ch['backend']} ({ch['ran_precision']})**, p50 {ch['p50_ms']:.3f} ms"
                 + (f", test accuracy {100 * ch['accuracy']:.2f}%" if ch["accuracy"] is not None else "")
                 + f" — the fastest of {len(m['candidates'])} candidates within {c['max_accuracy_drop']:g} point(s) of the best "
-                f"float one and inside the `{m['profile']}` latency and bytes budgets. Measured here at batch 1, "
+                "fp32 one (the reference; a bf16/fp16 run must also keep its own fp32 run's top-1 predictions to that "
+                f"margin) and inside the `{m['profile']}` latency and bytes budgets. Measured here at batch 1, "
                 f"{m['threads']} thread(s), in one process: {c['rounds']} interleaved rounds of {c['seconds']:g} s per "
                 "candidate; accuracy through each candidate's own session on the test split. "
                 f"`edgepipe-runner --deployment RUN_DIR/{name}/deploy.json` runs it as chosen."

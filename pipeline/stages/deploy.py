@@ -1,8 +1,9 @@
 """deploy: the measured choice of what to ship. Every ONNX model of the run × every backend this
 host has (onnxruntime; OpenVINO with the [openvino] extra) × each precision the backend offers is
 timed side by side (one process, interleaved rounds) and scored on the test split through its own
-session; the fastest candidate within `max_accuracy_drop` of the best float model and inside the
-profile's latency and bytes budgets is chosen. deploy/ then holds the chosen file and deploy.json
+session; the fastest candidate within `max_accuracy_drop` of the best fp32 model (a bf16/fp16 run
+must also keep its own fp32 run's predictions) and inside the profile's latency and bytes budgets is
+chosen. deploy/ then holds the chosen file and deploy.json
 (model, backend, precision, threads, input contract, the whole candidate table), which
 `edgepipe-runner --deployment deploy/deploy.json` runs as chosen."""
 from __future__ import annotations
@@ -29,7 +30,7 @@ class DeployConfig:
     backends: tuple[str, ...] | None = None  # null = the profile's backends that are installed here
     profile: str | None = None  # whose budgets and threads; null = the detected one
     threads: int | None = None  # null = the profile's (capped to this host's CPUs)
-    max_accuracy_drop: float = 1.0  # points below the best float candidate
+    max_accuracy_drop: float = 1.0  # points below the best fp32 candidate (or of agreement, without labels)
     rounds: int = 5
     seconds: float = 0.3  # per candidate per round
 
@@ -77,15 +78,45 @@ def backend_precisions(backends: tuple[str, ...] | None, profile=None) -> tuple[
     return out, notes
 
 
+def _agreement(a: dict, b: dict) -> float | None:
+    pa, pb = a.get("predictions"), b.get("predictions")
+    return None if pa is None or pb is None or len(pa) != len(pb) else float(np.mean(np.asarray(pa) == np.asarray(pb)))
+
+
+def reference(cands: list[dict]) -> dict | None:
+    """What the accuracy floor is measured from: the most accurate candidate that ran in fp32 (bf16 and
+    fp16 runs approximate a float model, so a lucky one must not raise the bar); without labels, the
+    first fp32 candidate (the run's first model), whose predictions the others must keep."""
+    fp32 = [c for c in cands if c["ran"]["precision"] == "fp32"] or [c for c in cands if c["ran"]["precision"] in FLOAT]
+    scored = [c for c in fp32 if c["accuracy"] is not None]
+    return max(scored, key=lambda c: c["accuracy"]) if scored else (fp32[0] if fp32 else None)
+
+
 def choose(cands: list[dict], max_drop: float, budgets: dict) -> tuple[dict | None, list[dict]]:
-    """Mark each candidate with why it lost (or that it won): accuracy floor from the best float one,
-    the latency (p90) and bytes budgets, then the lowest median p50."""
-    floats = [c["accuracy"] for c in cands if c["accuracy"] is not None and c["ran"]["precision"] in FLOAT]
-    floor = None if not floats else max(floats) - max_drop / 100
+    """Mark each candidate with why it lost (or that it won) and return the winner: the accuracy floor
+    (the reference's accuracy − max_drop; without labels, top-1 agreement with the reference of at least
+    100 − max_drop %), a bf16/fp16 run that changes more than max_drop % of its own fp32 run's
+    predictions, the latency (p90) and bytes budgets; then the lowest median p50."""
+    ref = reference(cands)
+    floor = None if ref is None or ref["accuracy"] is None else ref["accuracy"] - max_drop / 100
+    keep = 1 - max_drop / 100
+    own_fp32 = {}
+    for c in cands:
+        if c["ran"]["precision"] == "fp32":
+            own_fp32.setdefault(c["name"], c)
     for c in cands:
         why = []
+        c["agreement_with_reference"] = None if ref is None else _agreement(c, ref)
         if floor is not None and c["accuracy"] is not None and c["accuracy"] < floor - 1e-9:
-            why.append(f"accuracy {100 * c['accuracy']:.2f}% is below {100 * floor:.2f}% (best float − {max_drop:g} pt)")
+            why.append(f"accuracy {100 * c['accuracy']:.2f}% is below {100 * floor:.2f}% (best fp32 − {max_drop:g} pt)")
+        if floor is None and c["agreement_with_reference"] is not None and c["agreement_with_reference"] < keep - 1e-9:
+            why.append(f"agrees with {ref['name']} ({ref['backend']} fp32) on {100 * c['agreement_with_reference']:.1f}% "
+                       f"of the inputs, below {100 * keep:g}% (no labels: fidelity within {max_drop:g} pt)")
+        base = own_fp32.get(c["name"])
+        own = _agreement(c, base) if base is not None and c["ran"]["precision"] in ("bf16", "fp16") else None
+        if own is not None and own < keep - 1e-9:
+            why.append(f"{c['ran']['precision']} changes the predictions: agrees with this file's fp32 run on "
+                       f"{100 * own:.1f}% of the inputs, below {100 * keep:g}%")
         if budgets.get("latency_p90_ms") and c["p90_ms"] > budgets["latency_p90_ms"]:
             why.append(f"p90 {c['p90_ms']:.3f} ms over the {budgets['latency_p90_ms']:g} ms budget")
         if budgets.get("model_bytes") and c["bytes"] > budgets["model_bytes"]:
@@ -94,10 +125,26 @@ def choose(cands: list[dict], max_drop: float, budgets: dict) -> tuple[dict | No
     ok = sorted((c for c in cands if c["eligible"]), key=lambda c: (c["p50_ms"], c["bytes"]))
     best = ok[0] if ok else None
     for c in cands:
-        c["chosen"] = c is best
+        c["chosen"], c["reference"] = c is best, c is ref
         if best is not None and c["eligible"] and c is not best:
             c["why_not"] = [f"slower: p50 ×{c['p50_ms'] / best['p50_ms']:.2f} of the chosen one"]
     return best, cands
+
+
+def resolution_note(best: dict, ref: dict | None, max_drop: float) -> str | None:
+    """A note when the test inputs are too few to hold the budget for the chosen candidate: the
+    standard error of its paired accuracy difference from the reference is at most sqrt(d / n), with
+    d the fraction of inputs on which the two disagree."""
+    n, agree = best.get("accuracy_samples"), best.get("agreement_with_reference")
+    if ref is None or best is ref or not n or agree is None or best["accuracy"] is None:
+        return None
+    se = 100 * float(np.sqrt((1 - agree) / n))
+    if 2 * se <= max_drop:
+        return None
+    drop = 100 * (ref["accuracy"] - best["accuracy"])
+    return (f"the chosen model's accuracy drop from {ref['name']} ({drop:+.2f} pt) is measured on {n} inputs, on "
+            f"{round((1 - agree) * n)} of which the two disagree: known to about ±{2 * se:.1f} pt, wider than the "
+            f"{max_drop:g} pt budget; more test inputs would resolve it")
 
 
 def deploy(models: dict, x: np.ndarray, y: np.ndarray | None, cfg: DeployConfig, out_dir) -> dict:
@@ -134,6 +181,8 @@ def deploy(models: dict, x: np.ndarray, y: np.ndarray | None, cfg: DeployConfig,
         measured = json.loads(Path(f"{tmp}/out.json").read_text())["candidates"]
     budgets = profile.to_dict()["budgets"] if profile else {}
     best, table = choose(measured, cfg.max_accuracy_drop, budgets)
+    for c in table:
+        c.pop("predictions", None)  # used for agreement; not part of the record
     if best is None:
         raise EdgepipeError("deploy: no candidate keeps the accuracy and the budgets: "
                             + "; ".join(f"{c['name']} on {c['backend']}: {', '.join(c['why_not'])}" for c in table[:4]))
@@ -141,6 +190,10 @@ def deploy(models: dict, x: np.ndarray, y: np.ndarray | None, cfg: DeployConfig,
     gate = check_model_file(src)
     if gate.external:
         raise EdgepipeError(f"deploy: {best['name']} keeps external data; deploy copies single-file models only")
+    note = resolution_note(best, next((c for c in table if c["reference"]), None), cfg.max_accuracy_drop)
+    if note:
+        notes.append(note)
+        print(f"  deploy: note: {note}", file=sys.stderr)
     out_dir = Path(out_dir)
     shutil.copyfile(src, out_dir / best["name"])
     deployment = {"schema": SCHEMA, "model": best["name"], "source": str(src), "backend": best["backend"],
