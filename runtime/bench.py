@@ -17,6 +17,7 @@ import numpy as np
 from edgepipe.devices import EdgepipeError
 from edgepipe.devices.errors import FieldError
 from edgepipe.runtime.backends import describe, open_model, precision_problem
+from edgepipe.runtime.hostload import HostLoad
 from edgepipe.runtime.session import input_feed, resolve_feed, usable_providers
 
 
@@ -178,13 +179,14 @@ class Bench:
         warm = timed_runs(run, o.warmup_iters, o.warmup_seconds, None)
         warm_ms = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
-        times = timed_runs(run, o.iters, o.min_seconds, o.max_seconds)
+        with HostLoad() as load:
+            times = timed_runs(run, o.iters, o.min_seconds, o.max_seconds)
         measured_ms = (time.perf_counter() - t0) * 1e3
         stats = latency_stats(times)
         batch = int(next(iter(feed.values())).shape[0])
         return {"batch": batch, "warmup_iters": len(warm), "warmup_ms": warm_ms, "measured_ms": measured_ms, "latency": stats,
                 "latency_ci95_ms": quantile_ci95(times), "histogram": latency_histogram(times),
-                "throughput_per_s": float(batch * 1000.0 / stats["mean_ms"])}
+                "throughput_per_s": float(batch * 1000.0 / stats["mean_ms"]), "host_load": load.as_dict()}
 
     def cold_start(self) -> dict:
         return {"session_create_ms": self.create_ms, "first_inference_ms": self.first_ms}

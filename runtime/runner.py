@@ -225,6 +225,8 @@ def csv_text(r: dict) -> str:
 
 
 def summary(r: dict) -> str:
+    from edgepipe.runtime.hostload import contended
+
     mem, prov, be = r["memory"], r["providers"], r["backend"]
     lines = [f"model      {r['model']} ({r['model_bytes'] / 1024:.1f} KiB)",
              f"device     profile {r['profile']['name'] or 'none'} ({r['profile']['source']}); "
@@ -243,6 +245,11 @@ def summary(r: dict) -> str:
                 if roof.get("fraction_of_peak") else "")
         lines.append(f"latency    batch {run_['batch']}: p50 {lat['p50_ms']:.3f} ms  p90 {lat['p90_ms']:.3f}  p99 {lat['p99_ms']:.3f}  "
                      f"mean {lat['mean_ms']:.3f} ± {lat['std_ms']:.3f}  (n={lat['n']}), {run_['throughput_per_s']:.1f}/s{frac}")
+        load = run_.get("host_load") or {}
+        if contended(load, r["options"]["threads"]):
+            lines.append(f"  note: while batch {run_['batch']} was timed, other processes took {100 * (load['others_cpu_share'] or 0):.0f}% "
+                         f"of this machine's CPU and the hypervisor stole {100 * (load['steal_share'] or 0):.0f}%: "
+                         "these figures are likely slow; rerun on a quieter machine")
     lines.append(f"memory     peak RSS {mem['peak_rss_mb']:.1f} MB, growth from session {mem['rss_growth_mb']:.1f} MB"
                  + (f", GPU {mem['gpu_memory_mb']:.1f} MB" if mem.get("gpu_memory_mb") is not None else ""))
     if r.get("energy"):

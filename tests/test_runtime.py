@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -161,3 +162,27 @@ def test_cpuinfo_parsing_x86_and_arm():
     assert model == "AMD EPYC" and {"avx2", "avx512_vnni"} <= flags
     model, flags = parse_cpuinfo("processor\t: 0\nFeatures\t: fp asimd asimddp\nCPU part\t: 0xd0b\n")
     assert "asimddp" in flags
+
+
+def test_host_load_counts_other_processes_and_not_this_one():
+    """A spinning child process is someone else's CPU; this process's own spinning is not."""
+    from edgepipe.runtime.hostload import HostLoad, contended
+
+    with HostLoad() as own:
+        t = time.perf_counter()
+        while time.perf_counter() - t < 0.6:
+            pass
+    spin = "import time\nt = time.perf_counter()\nwhile time.perf_counter() - t < 1.5: pass"
+    child = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(0.2)
+        with HostLoad() as other:
+            time.sleep(0.8)
+    finally:
+        child.wait(timeout=30)
+    cpus = os.cpu_count() or 1
+    assert other.others * cpus > 0.6  # most of one CPU went to the child
+    assert (other.others - own.others) * cpus > 0.4 and other.steal is not None  # and this process's own work is not counted
+    d = other.as_dict()
+    assert d["cpus"] == cpus and contended(d, threads=cpus)  # a run on every CPU had to share one
+    assert not contended({"others_cpu_share": 0.0, "steal_share": 0.0, "cpus": cpus}, threads=1)
