@@ -218,7 +218,9 @@ def deployment_section(stages: dict) -> list[str]:
             acc = "—" if x["accuracy"] is None else f"{100 * x['accuracy']:.2f}%"
             agree = "—" if x.get("agreement_with_reference") is None else f"{100 * x['agreement_with_reference']:.1f}%"
             outcome = "**chosen**" if x["chosen"] else "; ".join(x["why_not"])
-            rows.append([x["name"], x["backend"], x["ran"]["precision"], f"{x['p50_ms']:.3f} ({lo:.3f}–{hi:.3f})",
+            asked = {"f32": "fp32", "f16": "fp16"}.get(x["precision"], x["precision"])
+            ran = x["ran"]["precision"] + ("" if asked in ("auto", x["ran"]["precision"]) else f" (asked {asked})")
+            rows.append([x["name"], x["backend"], ran, f"{x['p50_ms']:.3f} ({lo:.3f}–{hi:.3f})",
                          f"{x['p90_ms']:.3f}", acc, agree, f"{x['bytes']:,}",
                          outcome + (" (the reference)" if x.get("reference") else "")])
         out += ["## Deployment", "",
