@@ -20,7 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "devices" / "image"))
-from build import MIRROR, RUNNER_ARGS, SUITE, arm_emulation_problem, chroot_run, sh  # noqa: E402  (devices/image/build.py)
+from build import MIRROR, RUNNER_ARGS, SUITE, arm_emulation_problem, chroot_run, sh, wheelhouse_command  # noqa: E402  (devices/image/build.py)
 
 pytestmark = pytest.mark.arm
 
@@ -45,16 +45,10 @@ def arm_root():
         sh("debootstrap", "--arch=arm64", "--variant=minbase", "--include=python3,python3-venv", SUITE, ROOT, MIRROR,
            timeout=3600)
         (ROOT / ".edgepipe-debootstrap-done").touch()
-    import numpy
-    import onnxruntime
-
     wheels = ROOT / "opt/wheels"
     shutil.rmtree(wheels, ignore_errors=True)
     wheels.mkdir(parents=True)
-    pins = [f"onnxruntime=={onnxruntime.__version__}", f"numpy=={numpy.__version__}", "psutil", "PyYAML"]
-    sh(sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--implementation", "cp",
-       "--python-version", "3.11", "--platform", "manylinux2014_aarch64", "--platform", "manylinux_2_28_aarch64",
-       "-d", wheels, *pins)
+    sh(*wheelhouse_command(wheels))  # the same download as `make image-arm`: pyproject's requirements, pins and all
     sh(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheels, REPO)
     proc = chroot("/bin/sh", "-c", "test -x /opt/venv/bin/python || python3 -m venv /opt/venv; "
                   "/opt/venv/bin/pip install -q --no-index --find-links /opt/wheels --force-reinstall --no-deps /opt/wheels/edgepipe-*.whl && "
