@@ -24,7 +24,8 @@ Each round times every peer for --seconds (median of its runs), in an order rota
 after --settle seconds of sleep and a short warm-up (so the previous peer's spinning threads are
 idle). The table gives the median p50 over rounds [min–max] and the ratio to the fastest of the four
 peers, taken in each round (drift that slows a whole round cancels) and then averaged over rounds
-(geometric mean, the highest and lowest 20% cut).
+(geometric mean, the highest and lowest 20% cut: runtime/compare.paired_ratio, which the deploy
+stage ranks its candidates by).
 Each round also records how much of the host's CPU other processes and the hypervisor took; a
 (model, threads) block where they took cores the peers needed is flagged. --against EARLIER.json prints how many
 ratios moved by more than 15% since that run, with both runs' host load.
@@ -51,6 +52,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from quant_bench import _digits, digit_classifier  # noqa: E402  (benchmarks/quant_bench.py)
 
+from edgepipe.runtime.compare import paired_ratio  # noqa: E402  (the deploy stage's ranking, shared)
 from edgepipe.runtime.hostload import HostLoad, contended  # noqa: E402
 
 PEERS = ("Paddle Inference fp32", "onnxruntime fp32", "OpenVINO default", "NNCF PTQ int8")
@@ -153,21 +155,6 @@ def rounds(peers: dict, x1: np.ndarray, n: int, seconds: float, settle: float) -
     return p50, loads
 
 
-def paired_ratios(p50: dict, fastest: str) -> dict:
-    """Each peer's p50 over the fastest peer's in the same round: drift that slows a whole round
-    cancels, which a ratio of medians taken over different rounds would not."""
-    return {k: [a / b for a, b in zip(v, p50[fastest])] for k, v in p50.items()}
-
-
-def typical(ratios: list[float]) -> float:
-    """The geometric mean of the per-round ratios with the highest and lowest 20% cut: on this kind of
-    host the ratio between two identical sessions jumps between modes (×0.9 / ×1.25 in alternate
-    rounds), where a median flips with the mode that holds the majority and a trimmed mean does not."""
-    from scipy.stats import trim_mean
-
-    return float(np.exp(trim_mean(np.log(ratios), 0.2)))
-
-
 def predictions(run, x: np.ndarray) -> np.ndarray:
     return np.array([int(np.asarray(run(x[i:i + 1])).reshape(-1).argmax()) for i in range(len(x))])
 
@@ -189,15 +176,15 @@ def bench_model(label: str, layer, shape: tuple, fp32: Path, choice: dict, calib
         floor = acc["Paddle Inference fp32"]["accuracy"] - args.max_drop / 100
         keeps = [k for k in PEERS if acc[k]["accuracy"] >= floor - 1e-9]  # Paddle fp32 itself always does
         fastest_kept = min(keeps, key=lambda k: np.median(p50[k]))
-        ratios, kept_ratios = paired_ratios(p50, fastest), paired_ratios(p50, fastest_kept)
         busy = max((x["others_cpu_share"] or 0) + (x["steal_share"] or 0) for x in loads)
         flagged = sum(contended(x, t) for x in loads)
         for k in make:
             med = float(np.median(p50[k]))
             rows.append({"model": label, "threads": t, "peer": k, "p50_ms": med, "range_ms": [min(p50[k]), max(p50[k])],
-                         "p50_rounds_ms": p50[k], "ratio_to_fastest_peer": typical(ratios[k]),
-                         "ratio_range": [min(ratios[k]), max(ratios[k])], "fastest_peer": fastest,
-                         "ratio_to_fastest_accurate_peer": typical(kept_ratios[k]), "fastest_accurate_peer": fastest_kept,
+                         "p50_rounds_ms": p50[k], "ratio_to_fastest_peer": paired_ratio(p50[k], p50[fastest]),
+                         "ratio_range": [min(x / y for x, y in zip(p50[k], p50[fastest])), max(x / y for x, y in zip(p50[k], p50[fastest]))],
+                         "fastest_peer": fastest,
+                         "ratio_to_fastest_accurate_peer": paired_ratio(p50[k], p50[fastest_kept]), "fastest_accurate_peer": fastest_kept,
                          "host_load": {"max_busy_share": round(busy, 4), "contended_rounds": flagged, "rounds": loads},
                          **acc[k], "accuracy_at_threads": args.threads[0], "ran": getattr(peers[k], "ran", None),
                          **({"file": choice["model"].name, "backend": choice["backend"], "precision": choice["precision"]}

@@ -26,7 +26,7 @@ from edgepipe.runtime.session import predict, resolve_feed
 
 def measure(candidates: list[dict], x: np.ndarray, y: np.ndarray | None, threads: int = 1, rounds: int = 5,
             seconds: float = 0.3, warmup_seconds: float = 0.1) -> list[dict]:
-    """Per candidate: p50 of each round, the median of those and their range, p90 over every timed run,
+    """Per candidate: p50 of each round (p50_rounds_ms), the median of those and their range, p90 over every timed run,
     the top-1 prediction for every input (for agreement between candidates), accuracy (with labels),
     and what ran (backend, precision)."""
     opened = []
@@ -53,11 +53,22 @@ def measure(candidates: list[dict], x: np.ndarray, y: np.ndarray | None, threads
     for o in opened:
         p50 = o["p50"]
         out.append({**o["c"], "p50_ms": float(np.median(p50)), "p50_range_ms": [min(p50), max(p50)], "rounds": rounds,
+                    "p50_rounds_ms": p50,
                     "p90_ms": float(np.percentile(np.asarray(o["all"]) / 1e6, 90)), "runs": len(o["all"]),
                     "session_create_ms": o["create_ms"], "accuracy": o["accuracy"], "predictions": o["predictions"],
                     "accuracy_samples": None if y is None else int(len(y)), "ran": o["ran"],
                     "bytes": Path(o["c"]["model"]).stat().st_size})
     return out
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """How many times slower a is than b, from p50s taken in the same rounds: the ratio in each round
+    (drift that slows a whole round cancels), then their geometric mean with the highest and lowest
+    20% of rounds cut (on a shared host the ratio of two identical sessions jumps between modes,
+    ×0.9 and ×1.25 in alternate rounds, where a median flips with whichever mode holds the majority)."""
+    r = np.sort(np.log(np.asarray(a, dtype=float) / np.asarray(b, dtype=float)))
+    cut = int(0.2 * len(r))
+    return float(np.exp(r[cut:len(r) - cut].mean()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import one_line_error
 
 from edgepipe.pipeline.core.run import verify_run
@@ -79,7 +80,9 @@ def test_short_run_deploys_its_fastest_candidate_and_the_runner_runs_it(short_ru
     assert backends == ({"onnxruntime", "openvino"} if available("openvino")[0] else {"onnxruntime"})
     assert len(table) == 4 * len({(c["backend"], c["precision"]) for c in table})  # every model on every pairing
     chosen = [c for c in table if c["chosen"]]
-    assert len(chosen) == 1 and chosen[0]["p50_ms"] == min(c["p50_ms"] for c in table if c["eligible"])
+    assert len(chosen) == 1 and chosen[0]["time_vs_reference"] == min(c["time_vs_reference"] for c in table if c["eligible"])
+    ref = [c for c in table if c["reference"]]
+    assert len(ref) == 1 and ref[0]["time_vs_reference"] == 1.0 and ref[0]["ran"]["precision"] == "fp32"
     assert d["input_contract"] and "deployment:" in proc.stdout
     assert verify_run(run_dir) == []
     out = tmp_path / "r.json"
@@ -118,3 +121,18 @@ def test_deploy_command_on_a_finished_run(short_run, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial folder left
     line = one_line_error(edgepipe("deploy", run_dir, "--inputs", tmp_path / "none.npz", "-o", tmp_path / "d2"))
     assert "none.npz: test inputs not found" in line and not (tmp_path / "d2").exists()
+
+
+def test_candidates_are_ranked_by_their_time_paired_with_the_reference_round_by_round():
+    from edgepipe.runtime.compare import paired_ratio
+
+    drift = [1.0, 1.0, 3.0, 1.0, 2.0]  # the host's speed from round to round
+    assert paired_ratio([1.1 * d for d in drift], drift) == pytest.approx(1.1)  # drift cancels
+    assert paired_ratio([1.1, 1.1, 1.1, 1.1, 9.0], [1.0] * 5) == pytest.approx(1.1)  # one stalled round is cut
+    ref = cand("float.onnx", 0.97, 1.0)
+    fast = cand("int8.onnx", 0.97, 1.0, "int8")
+    ref["p50_rounds_ms"] = drift
+    fast["p50_rounds_ms"] = [0.8 * d for d in drift]
+    best, table = choose([ref, fast], 1.0, {})
+    assert best is fast and fast["time_vs_reference"] == pytest.approx(0.8) and ref["time_vs_reference"] == 1.0
+    assert "slower: p50 ×1.25 of the chosen one" in ref["why_not"]

@@ -200,8 +200,8 @@ def lowrank_section(stages: dict) -> list[str]:
     return out
 
 
-DEPLOY_COLUMNS = ("model", "backend", "ran as", "p50 ms (range over rounds)", "p90 ms", "accuracy", "agreement with the reference",
-                  "bytes", "outcome")
+DEPLOY_COLUMNS = ("model", "backend", "ran as", "p50 ms (range over rounds)", "time vs the reference", "p90 ms", "accuracy",
+                  "agreement with the reference", "bytes", "outcome")
 
 
 def deployment_section(stages: dict) -> list[str]:
@@ -213,14 +213,15 @@ def deployment_section(stages: dict) -> list[str]:
         m, c = s["metrics"], s["config"]
         ch = m["chosen"]
         rows = []
-        for x in sorted(m["candidates"], key=lambda x: (not x["chosen"], x["p50_ms"])):
+        for x in sorted(m["candidates"], key=lambda x: (not x["chosen"], x.get("time_vs_reference") or x["p50_ms"])):
             lo, hi = x["p50_range_ms"]
             acc = "—" if x["accuracy"] is None else f"{100 * x['accuracy']:.2f}%"
             agree = "—" if x.get("agreement_with_reference") is None else f"{100 * x['agreement_with_reference']:.1f}%"
             outcome = "**chosen**" if x["chosen"] else "; ".join(x["why_not"])
             asked = {"f32": "fp32", "f16": "fp16"}.get(x["precision"], x["precision"])
             ran = x["ran"]["precision"] + ("" if asked in ("auto", x["ran"]["precision"]) else f" (asked {asked})")
-            rows.append([x["name"], x["backend"], ran, f"{x['p50_ms']:.3f} ({lo:.3f}–{hi:.3f})",
+            vs = "—" if x.get("time_vs_reference") is None else f"×{x['time_vs_reference']:.2f}"
+            rows.append([x["name"], x["backend"], ran, f"{x['p50_ms']:.3f} ({lo:.3f}–{hi:.3f})", vs,
                          f"{x['p90_ms']:.3f}", acc, agree, f"{x['bytes']:,}",
                          outcome + (" (the reference)" if x.get("reference") else "")])
         out += ["## Deployment", "",
@@ -230,7 +231,9 @@ def deployment_section(stages: dict) -> list[str]:
                 "fp32 one (the reference; a bf16/fp16 run must also keep its own fp32 run's top-1 predictions to that "
                 f"margin) and inside the `{m['profile']}` latency and bytes budgets. Measured here at batch 1, "
                 f"{m['threads']} thread(s), in one process: {c['rounds']} interleaved rounds of {c['seconds']:g} s per "
-                "candidate; accuracy through each candidate's own session on the test split. "
+                "candidate, ranked by each one's p50 over the reference's in the same round (a trimmed geometric "
+                "mean over rounds, so drift that slows a round cancels); accuracy through each candidate's own session "
+                "on the test split. "
                 f"`edgepipe-runner --deployment RUN_DIR/{name}/deploy.json` runs it as chosen."
                 + "".join(f" Note: {n}." for n in m.get("notes", [])), "", md(DEPLOY_COLUMNS, rows), ""]
     return out

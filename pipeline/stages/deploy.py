@@ -96,7 +96,8 @@ def choose(cands: list[dict], max_drop: float, budgets: dict) -> tuple[dict | No
     """Mark each candidate with why it lost (or that it won) and return the winner: the accuracy floor
     (the reference's accuracy − max_drop; without labels, top-1 agreement with the reference of at least
     100 − max_drop %), a bf16/fp16 run that changes more than max_drop % of its own fp32 run's
-    predictions, the latency (p90) and bytes budgets; then the lowest median p50."""
+    predictions, the latency (p90) and bytes budgets; then the fastest, by each candidate's p50 over
+    the reference's in the same rounds (paired, so drift that slows a round cancels)."""
     ref = reference(cands)
     floor = None if ref is None or ref["accuracy"] is None else ref["accuracy"] - max_drop / 100
     keep = 1 - max_drop / 100
@@ -122,13 +123,24 @@ def choose(cands: list[dict], max_drop: float, budgets: dict) -> tuple[dict | No
         if budgets.get("model_bytes") and c["bytes"] > budgets["model_bytes"]:
             why.append(f"{c['bytes']:,} bytes over the {budgets['model_bytes']:,} budget")
         c["eligible"], c["why_not"] = not why, why
-    ok = sorted((c for c in cands if c["eligible"]), key=lambda c: (c["p50_ms"], c["bytes"]))
+    anchor = ref or (cands[0] if cands else None)
+    for c in cands:
+        c["time_vs_reference"] = None if anchor is None else time_ratio(c, anchor)
+    ok = sorted((c for c in cands if c["eligible"]), key=lambda c: (c["time_vs_reference"], c["bytes"]))
     best = ok[0] if ok else None
     for c in cands:
         c["chosen"], c["reference"] = c is best, c is ref
         if best is not None and c["eligible"] and c is not best:
-            c["why_not"] = [f"slower: p50 ×{c['p50_ms'] / best['p50_ms']:.2f} of the chosen one"]
+            c["why_not"] = [f"slower: p50 ×{time_ratio(c, best):.2f} of the chosen one"]
     return best, cands
+
+
+def time_ratio(a: dict, b: dict) -> float:
+    """a's p50 over b's, paired round by round when both were timed in the same rounds (runtime/compare.py)."""
+    from edgepipe.runtime.compare import paired_ratio
+
+    ra, rb = a.get("p50_rounds_ms"), b.get("p50_rounds_ms")
+    return paired_ratio(ra, rb) if ra and rb and len(ra) == len(rb) else a["p50_ms"] / b["p50_ms"]
 
 
 def resolution_note(best: dict, ref: dict | None, max_drop: float) -> str | None:
