@@ -27,8 +27,8 @@ from edgepipe.runtime.session import predict, resolve_feed
 def measure(candidates: list[dict], x: np.ndarray, y: np.ndarray | None, threads: int = 1, rounds: int = 5,
             seconds: float = 0.3, warmup_seconds: float = 0.1) -> list[dict]:
     """Per candidate: p50 of each round (p50_rounds_ms), the median of those and their range, p90 over every timed run,
-    the top-1 prediction for every input (for agreement between candidates), accuracy (with labels),
-    and what ran (backend, precision)."""
+    the top-1 prediction for every input (for agreement between candidates; None when the output is
+    not one row of class scores per input), accuracy (with labels), and what ran (backend, precision)."""
     opened = []
     for c in candidates:
         t0 = time.perf_counter_ns()
@@ -37,10 +37,11 @@ def measure(candidates: list[dict], x: np.ndarray, y: np.ndarray | None, threads
         feed = resolve_feed(s, {"x": x[:1]}, c["model"])
         names = [o.name for o in s.get_outputs()]
         xs = next(iter(resolve_feed(s, {"x": x}, c["model"]).values()))
-        pred = predict(s, xs).reshape(len(xs), -1).argmax(axis=1)
-        acc = None if y is None else float((pred == y).mean())
+        out = predict(s, xs)
+        pred = out.argmax(axis=1) if out.ndim == 2 and out.shape[1] > 1 else None  # class scores only
+        acc = None if y is None or pred is None else float((pred == y).mean())
         opened.append({"c": c, "run": (lambda s=s, f=feed, n=names: s.run(n, f)), "create_ms": create_ms,
-                       "accuracy": acc, "predictions": pred.tolist(), "ran": describe(s, c["model"]), "p50": [], "all": []})
+                       "accuracy": acc, "predictions": None if pred is None else pred.tolist(), "ran": describe(s, c["model"]), "p50": [], "all": []})
     for o in opened:
         timed_runs(o["run"], 1, warmup_seconds)
     for r in range(rounds):
@@ -64,8 +65,11 @@ def measure(candidates: list[dict], x: np.ndarray, y: np.ndarray | None, threads
 def paired_ratio(a: list[float], b: list[float]) -> float:
     """How many times slower a is than b, from p50s taken in the same rounds: the ratio in each round
     (drift that slows a whole round cancels), then their geometric mean with the highest and lowest
-    20% of rounds cut (on a shared host the ratio of two identical sessions jumps between modes,
-    ×0.9 and ×1.25 in alternate rounds, where a median flips with whichever mode holds the majority)."""
+    20% of rounds cut — none below 5 rounds (on a shared host the ratio of two identical sessions
+    jumps between modes, ×0.9 and ×1.25 in alternate rounds, where a median flips with whichever
+    mode holds the majority)."""
+    if not len(a) or len(a) != len(b):
+        raise ValueError(f"paired_ratio: {len(a)} and {len(b)} rounds; give the same non-zero number")
     r = np.sort(np.log(np.asarray(a, dtype=float) / np.asarray(b, dtype=float)))
     cut = int(0.2 * len(r))
     return float(np.exp(r[cut:len(r) - cut].mean()))

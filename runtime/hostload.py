@@ -1,5 +1,5 @@
-"""How busy the machine was while something was timed, from Linux's /proc/stat: the share of all CPU
-time that other processes used (busy time minus this process's own) and the share the hypervisor
+"""How busy the machine was while something was timed, from Linux's /proc/stat: the share of the CPU
+time of the CPUs this process may run on that other processes used (busy time minus this process's own) and the share the hypervisor
 stole. A timing taken while either was high says more about the neighbours than about the model;
 benchmarks record both so a rerun that disagrees can be told apart from a change in the code.
 Elsewhere (no /proc/stat) every figure is None."""
@@ -12,16 +12,37 @@ _STAT = Path("/proc/stat")
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _sample() -> tuple[int, int, int, float] | None:
-    """(total jiffies, busy jiffies, steal jiffies, this process's CPU seconds), or None off Linux."""
+def _cpus() -> set[int] | None:
+    """The CPUs this process may run on (taskset, cgroup cpusets), or None where that is unknown."""
     try:
-        fields = [int(v) for v in _STAT.read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
         return None
-    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+
+
+def _sample() -> tuple[int, int, int, float] | None:
+    """(total jiffies, busy jiffies, steal jiffies, this process's CPU seconds) over the CPUs this
+    process may use (the per-CPU lines of /proc/stat), or None off Linux."""
+    try:
+        lines = _STAT.read_text().splitlines()
+    except OSError:
+        return None
+    allowed = _cpus()
+    total = busy = steal = 0
+    for line in lines:
+        name, _, rest = line.partition(" ")
+        if not (name.startswith("cpu") and name[3:].isdigit()) or (allowed is not None and int(name[3:]) not in allowed):
+            continue
+        try:
+            user, nice, system, idle, iowait, irq, softirq, st = ([int(v) for v in rest.split()] + [0] * 8)[:8]
+        except ValueError:
+            return None
+        b = user + nice + system + irq + softirq
+        total, busy, steal = total + b + idle + iowait + st, busy + b, steal + st
+    if total == 0:
+        return None
     t = os.times()
-    busy = user + nice + system + irq + softirq
-    return busy + idle + iowait + steal, busy, steal, t.user + t.system
+    return total, busy, steal, t.user + t.system
 
 
 class HostLoad:
@@ -44,12 +65,12 @@ class HostLoad:
 
     def as_dict(self) -> dict:
         return {"others_cpu_share": None if self.others is None else round(self.others, 4),
-                "steal_share": None if self.steal is None else round(self.steal, 4), "cpus": os.cpu_count()}
+                "steal_share": None if self.steal is None else round(self.steal, 4), "cpus": len(_cpus() or ()) or os.cpu_count()}
 
 
 def contended(load: dict, threads: int) -> bool:
     """Whether others (processes and the hypervisor) took more than the CPUs a run of `threads` left
     free, less half a CPU (at least a tenth of one): then they competed with it for cores."""
-    cpus = load.get("cpus") or os.cpu_count() or 1
+    cpus = load.get("cpus") or len(_cpus() or ()) or os.cpu_count() or 1
     busy = ((load.get("others_cpu_share") or 0) + (load.get("steal_share") or 0)) * cpus
     return busy > max(0.1, cpus - threads - 0.5)

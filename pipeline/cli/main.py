@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--backend", action="append", choices=["onnxruntime", "openvino"], help="backends to try (repeatable; "
                                                                                              "default: the profile's installed ones)")
     dp.add_argument("--inputs", help="labelled test inputs (.npz with x, y; default: RUN_DIR/bench/test_split.npz)")
-    dp.add_argument("--max-drop", type=float, default=1.0, help="accuracy points allowed below the best fp32 model (without labels: points of top-1 agreement with the first one; default 1)")
+    dp.add_argument("--max-drop", type=float, default=1.0, help="accuracy points allowed below the best fp32 model (without labels: points of top-1 agreement with the first fp32 model; default 1)")
     dp.add_argument("--threads", type=int, help="threads (default: the profile's, capped to this host)")
     dp.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     dp.add_argument("--seconds", type=float, default=0.3, help="seconds per candidate per round (default 0.3)")
