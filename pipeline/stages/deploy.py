@@ -84,6 +84,17 @@ def _agreement(a: dict, b: dict) -> float | None:
     return None if pa is None or pb is None or len(pa) != len(pb) else float(np.mean(np.asarray(pa) == np.asarray(pb)))
 
 
+def _fidelity(c: dict, base: dict, max_drop: float) -> tuple[float | None, str | None]:
+    """c's top-1 agreement with base and what is wrong with it: "missing" (base has predictions, c
+    none to compare), "changed" (too_many_flips), or None."""
+    agree = _agreement(c, base)
+    if base.get("predictions") is None:
+        return agree, None
+    if agree is None:
+        return None, "missing"
+    return agree, "changed" if too_many_flips(agree, len(base["predictions"]), max_drop) else None
+
+
 def too_many_flips(agreement: float, n: int, max_drop: float) -> bool:
     """Whether a run changed significantly more than max_drop % of n top-1 predictions: a one-sided
     binomial test at 5% (P(X ≥ k) with k the changed ones, X ~ Binomial(n, max_drop / 100)). So on
@@ -133,18 +144,19 @@ def choose(cands: list[dict], max_drop: float, budgets: dict) -> tuple[dict | No
             why.append("no accuracy was measured for it")
         elif floor is not None and c["accuracy"] < floor - 1e-9:
             why.append(f"accuracy {100 * c['accuracy']:.2f}% is below {100 * floor:.2f}% ({what} − {max_drop:g} pt)")
-        if floor is None and ref is not None and c is not ref and ref.get("predictions") is not None:
-            if agree is None:
+        if floor is None and ref is not None and c is not ref:
+            _, problem = _fidelity(c, ref, max_drop)
+            if problem == "missing":
                 why.append("no predictions to compare with the reference's (no labels: fidelity is the floor)")
-            elif too_many_flips(agree, len(ref["predictions"]), max_drop):
+            elif problem == "changed":
                 why.append(f"agrees with {what} on {100 * agree:.1f}% of the inputs: more changes than {max_drop:g}% "
                            "allows (no labels: fidelity is the floor)")
         base = own_fp32.get((c["name"], c["backend"])) or own_fp32.get(c["name"])
         if base is not None and c["ran"]["precision"] in ("bf16", "fp16"):
-            own = _agreement(c, base)
-            if own is None and base.get("predictions") is not None:
+            own, problem = _fidelity(c, base, max_drop)
+            if problem == "missing":
                 why.append("no predictions to compare with this file's fp32 run's")
-            elif own is not None and too_many_flips(own, len(base["predictions"]), max_drop):
+            elif problem == "changed":
                 why.append(f"{c['ran']['precision']} changes the predictions: agrees with this file's fp32 run on "
                            f"{base['backend']} on {100 * own:.1f}% of the inputs, more changes than {max_drop:g}% allows")
         if budgets.get("latency_p90_ms") and c["p90_ms"] > budgets["latency_p90_ms"]:
@@ -183,9 +195,8 @@ def resolution_note(best: dict, ref: dict | None, max_drop: float) -> str | None
         return None
     diff = 100 * (best["accuracy"] - ref["accuracy"])
     return (f"the chosen model's accuracy {'gain' if diff > 0 else 'drop'} against {ref['name']} ({diff:+.2f} pt) is measured "
-            f"on {n} inputs, on "
-            f"{round((1 - agree) * n)} of which the two disagree: known to about ±{2 * se:.1f} pt, wider than the "
-            f"{max_drop:g} pt budget; more test inputs would resolve it")
+            f"on {n} inputs, on {round((1 - agree) * n)} of which the two disagree: known to about ±{2 * se:.1f} pt, wider "
+            f"than the {max_drop:g} pt budget; more test inputs would resolve it")
 
 
 def deploy(models: dict, x: np.ndarray, y: np.ndarray | None, cfg: DeployConfig, out_dir) -> dict:
