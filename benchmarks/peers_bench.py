@@ -238,11 +238,14 @@ def main() -> int:
     ap.add_argument("--test", type=int, default=256, help="held-out digits for accuracy (the seed CNN uses the run's test split)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "peers_bench.json")
     ap.add_argument("--rescore", type=Path, nargs="+", metavar="RESULT.json",
-                    help="recompute saved results' ratios from their per-round p50s, then exit (nothing is timed)")
+                    help="recompute saved results' ratios from their per-round p50s, then exit (nothing is timed); "
+                         "with --against, compare the last of them with it")
     args = ap.parse_args()
     if args.rescore:
         for path in args.rescore:
             rescore(path, args.max_drop)
+        if args.against:  # the last rescored result against the earlier one, as a run with --against prints it
+            print(against(json.loads(args.rescore[-1].read_text())["rows"], json.loads(args.against.read_text())["rows"], args.against))
         return 0
     try:
         from edgepipe.runtime.backends.openvino import load_openvino
