@@ -22,3 +22,14 @@ def edgepipe_metadata(path: str | Path) -> dict[str, str]:
     import onnx
 
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props if p.key.startswith(PREFIX)}
+
+
+def write_metadata(path: str | Path, props: dict[str, str]) -> None:
+    """Add or replace metadata_props entries of an ONNX file, atomically."""
+    import onnx
+
+    from edgepipe.runtime.atomic import write_bytes_atomic
+
+    model = onnx.load(str(path))
+    merge(model, props)
+    write_bytes_atomic(path, model.SerializeToString())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -25,8 +26,11 @@ def _run_paddle2onnx(model_json: Path, params: Path, out: Path, opset: int, name
     proc = run_child(cmd)
     if proc.returncode == 0 and out.is_file():
         return
-    tail = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-    hint = next((ln.strip() for ln in reversed(tail) if "rror" in ln or "not support" in ln.lower()), tail[-1].strip() if tail else "")
+    ansi = re.compile(r"\x1b\[[0-9;]*m")
+    tail = [ansi.sub("", ln).strip() for ln in (proc.stdout + "\n" + proc.stderr).splitlines() if ln.strip()]
+    tail = [ln for ln in tail if not re.match(r"(.*\[(WARNING|INFO)\])|([WI]\d{4} )", ln)]  # paddle's and glog's chatter
+    hint = next((ln for ln in tail if "[ERROR]" in ln or "rror:" in ln or "not support" in ln.lower()),
+                tail[-1] if tail else "")
     if proc.returncode < 0:
         sig = signal.Signals(-proc.returncode).name
         raise EdgepipeError(
@@ -106,6 +110,7 @@ def export_saved(graph: Path, params: Path, out: str | Path, *, opset: int = DEF
     import onnx
 
     from edgepipe.export.metadata import merge
+    from edgepipe.export.repair import repair
 
     out = Path(out)
     with temp_dir("export") as tmp:
@@ -113,6 +118,8 @@ def export_saved(graph: Path, params: Path, out: str | Path, *, opset: int = DEF
         _run_paddle2onnx(Path(graph), Path(params), tmp_out, opset, name)
         model = onnx.load(str(tmp_out))
         constants_to_initializers(model)
+        for note in repair(model):
+            print(f"{name}: repaired paddle2onnx's output: {note}", file=sys.stderr)
         onnx.save(model, str(tmp_out))
         model = onnx.load(str(basic_optimize(tmp_out, Path(tmp) / "model.opt.onnx")))
         try:
@@ -124,26 +131,61 @@ def export_saved(graph: Path, params: Path, out: str | Path, *, opset: int = DEF
     return out
 
 
+def _compare(got: np.ndarray, reference: np.ndarray, *, atol: float, rtol: float, name: str, output: str,
+             samples: int) -> float:
+    """The largest |difference| of one output against Paddle's; ParityError when a shape, a non-finite
+    value or a difference beyond atol + rtol*|ref| says the conversion is wrong."""
+    if got.shape != reference.shape:
+        raise ParityError(f"{name}: ONNX {output} has shape {list(got.shape)}, Paddle gave {list(reference.shape)}")
+    for label, arr in (("Paddle's", reference), ("onnxruntime's", got)):
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():  # NaN compares false to everything: a NaN model would pass
+            raise ParityError(f"{name}: {label} {output} holds NaN or inf on {samples} held-out inputs; the model's "
+                              "weights are not finite (did training diverge?), so nothing is exported")
+    if got.dtype.kind not in "fc":
+        if not np.array_equal(got, reference):
+            raise ParityError(f"{name}: ONNX {output} ({got.dtype}) differs from Paddle's on {samples} inputs; "
+                              "the exporter mis-converted an op - check paddle2onnx's warnings or try another opset")
+        return 0.0
+    diff = np.abs(got.astype(np.float64) - reference)
+    allowed = atol + rtol * np.abs(reference)
+    worst = float(diff.max()) if diff.size else 0.0
+    if np.any(diff > allowed):
+        raise ParityError(
+            f"{name}: ONNX {output} differs from Paddle by up to {worst:.3g} "
+            f"(tolerance {atol:g} + {rtol:g}*|ref|) on {samples} held-out inputs; "
+            "the exporter mis-converted an op - check paddle2onnx's warnings or try another opset"
+        )
+    return worst
+
+
 def check_parity(
     onnx_path: str | Path, reference: np.ndarray, inputs: np.ndarray, *, atol: float = 1e-4, rtol: float = 1e-3,
     name: str = "model",
 ) -> dict:
     """Compare onnxruntime's output on `inputs` with Paddle's `reference`; raise ParityError if off."""
     got = predict(open_session(onnx_path), inputs)
-    if got.shape != reference.shape:
-        raise ParityError(f"{name}: ONNX output 0 has shape {list(got.shape)}, Paddle gave {list(reference.shape)}")
-    for label, arr in (("Paddle's", reference), ("onnxruntime's", got)):
-        if not np.isfinite(arr).all():  # NaN compares false to everything: a NaN model would pass
-            raise ParityError(f"{name}: {label} outputs hold NaN or inf on {len(inputs)} held-out inputs; the model's "
-                              "weights are not finite (did training diverge?), so nothing is exported")
-    diff = np.abs(got - reference)
-    allowed = atol + rtol * np.abs(reference)
-    worst = float(diff.max())
-    if np.any(diff > allowed):
-        raise ParityError(
-            f"{name}: ONNX output 0 differs from Paddle by up to {worst:.3g} "
-            f"(tolerance {atol:g} + {rtol:g}*|ref|) on {len(inputs)} held-out inputs; "
-            "the exporter mis-converted an op - check paddle2onnx's warnings or try another opset"
-        )
+    worst = _compare(got, reference, atol=atol, rtol=rtol, name=name, output="output 0", samples=len(inputs))
     agree = float((got.argmax(1) == reference.argmax(1)).mean()) if got.ndim == 2 else None
     return {"max_abs_diff": worst, "samples": int(len(inputs)), "top1_agreement": agree, "atol": atol, "rtol": rtol}
+
+
+def check_parity_feeds(onnx_path: str | Path, reference: list[list[np.ndarray]], feeds: list[dict], *,
+                       atol: float = 1e-4, rtol: float = 1e-3, name: str = "model") -> dict:
+    """Every output of onnxruntime on each feed against Paddle's `reference` outputs for it (by position:
+    paddle2onnx renames them); raise ParityError at the first one off."""
+    from edgepipe.runtime import feeds as fd
+
+    session = open_session(onnx_path)
+    n = fd.count(feeds)
+    worst, agree = 0.0, []
+    for feed, ref in zip(feeds, reference):
+        got = session.run(None, feed)
+        if len(got) != len(ref):
+            raise ParityError(f"{name}: the ONNX file has {len(got)} outputs, Paddle's program {len(ref)}")
+        for k, (g, r) in enumerate(zip(got, ref)):
+            worst = max(worst, _compare(g, r, atol=atol, rtol=rtol, name=name, output=f"output {k}", samples=n))
+        if got[0].ndim == 2 and got[0].shape[1] > 1:
+            agree.append(got[0].argmax(1) == ref[0].argmax(1))
+    shapes = sorted({"x".join(map(str, v.shape[1:])) for f in feeds for v in f.values() if v.ndim > 1})
+    return {"max_abs_diff": worst, "samples": n, "outputs": len(reference[0]) if reference else 0, "input_shapes": shapes,
+            "top1_agreement": float(np.concatenate(agree).mean()) if agree else None, "atol": atol, "rtol": rtol}

@@ -25,6 +25,36 @@ count = _number(int, 0, "0 or more")
 seconds = _number(float, 0, "a finite number of seconds, 0 or more")
 
 
+def add_contract_args(p: argparse.ArgumentParser) -> None:
+    """The input contract of a model that does not carry one (or parts of it to override): how images
+    are brought to the model's input. Shared by export, quantize, bench/edgepipe-runner, deploy and contract."""
+    g = p.add_argument_group("input contract (for models that carry none; given, it overrides the model's own)")
+    g.add_argument("--size", metavar="HxW", help="the image size the model takes (one number: square); with --keep-ratio "
+                                                 "the box images are fitted into")
+    g.add_argument("--channels", type=int, choices=[1, 3], help="1 grey, 3 colour (default: the model's input)")
+    g.add_argument("--resize", type=positive_int, help="shorter side before a center crop to --size (default: images "
+                                                       "scaled to --size)")
+    g.add_argument("--keep-ratio", action="store_true", help="scale into --size keeping the aspect ratio, then pad right and "
+                                                            "bottom with zeros (OCR recognizers, letterboxing detectors)")
+    g.add_argument("--no-pad", action="store_true", help="with --keep-ratio: no padding, each image at its own size (models "
+                                                         "with dynamic height/width)")
+    g.add_argument("--multiple", type=positive_int, help="with --keep-ratio --no-pad: round each side to a multiple of this")
+    g.add_argument("--mean", help="per-channel mean of pixels in [0, 1], comma-separated (default: ImageNet's for colour, "
+                                  "0.5 for grey)")
+    g.add_argument("--std", help="per-channel std, as --mean")
+    g.add_argument("--bgr", action="store_true", help="colour channels in BGR order, as OpenCV decodes (many Paddle "
+                                                      "models were trained so)")
+    g.add_argument("--layout", choices=["nchw", "nhwc"], help="the model's input layout (default nchw)")
+    g.add_argument("--classes", help="class names in output order: comma-separated, or an image folder whose class "
+                                     "folders name them")
+
+
+def add_shape_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shape", action="append", default=[], metavar="NAME=1x3xHxW",
+                   help="the shape of an input whose dimensions the model leaves dynamic (repeatable; a single-input "
+                        "model's without NAME=)")
+
+
 def build_parser(prog: str = "edgepipe-runner", add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, add_help=add_help,
                                 description="Run and measure an ONNX model on this device (no paddle needed).")

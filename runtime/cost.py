@@ -52,16 +52,21 @@ def count_params(model) -> int:
                    if t.name not in qparams and t.data_type not in index_types))
 
 
-def _shapes(model) -> dict[str, list[int]]:
+def _shapes(model, inputs: dict | None = None) -> dict[str, list[int]]:
     import onnx
 
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
-    # Exporters store symbolic batch dims in value_info; drop them and pin batch to 1.
+    # Exporters store symbolic batch dims in value_info; drop them and pin batch to 1 (and the
+    # dynamic dimensions of `inputs` to the sizes given there).
     fixed.graph.ClearField("value_info")
     for vi in list(fixed.graph.input) + list(fixed.graph.output):
         dims = vi.type.tensor_type.shape.dim
-        if len(dims) and not dims[0].HasField("dim_value"):
+        given = (inputs or {}).get(vi.name)
+        if given is not None and len(given) == len(dims):
+            for d, v in zip(dims, (1, *given[1:])):
+                d.dim_value = int(v)
+        elif len(dims) and not dims[0].HasField("dim_value"):
             dims[0].dim_value = 1
     inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
     shapes = {}
@@ -95,22 +100,23 @@ def probe_session(model, names: list[str] | None = None):
     return s, s.get_inputs()[0].name, list(names)
 
 
-def _runtime_shapes(model, names: list[str]) -> dict[str, list[int]]:
+def _runtime_shapes(model, names: list[str], inputs: dict | None = None) -> dict[str, list[int]]:
     """Shapes of `names` observed by running the model once at batch 1 with onnxruntime.
 
     The fallback where static inference stops (e.g. a flatten written as Shape/Slice/Concat/
     Reshape over initializers, which ONNX's data propagation does not follow).
     """
-    from edgepipe.runtime.session import input_feed
+    from edgepipe.runtime.feeds import random_feeds, signature
 
     sess, _, names = probe_session(model, names)
-    outs = sess.run(names, input_feed(sess, batch=1))
+    outs = sess.run(names, random_feeds(signature(sess), 1, inputs, what="counting MACs")[0])
     return {n: list(o.shape) for n, o in zip(names, outs)}
 
 
-def macs_by_op(model) -> dict[str, int]:
-    """MACs per inference at batch 1, by op type (Conv, MatMul, QLinearConv, ...)."""
-    shapes = _shapes(model)
+def macs_by_op(model, inputs: dict | None = None) -> dict[str, int]:
+    """MACs per inference at batch 1, by op type (Conv, MatMul, QLinearConv, ...); `inputs` ({name: shape})
+    gives the sizes of dimensions the model leaves dynamic."""
+    shapes = _shapes(model, inputs)
     nodes = [n for n in model.graph.node if n.op_type in _CONV or n.op_type in _MATMUL]
     # input, weight and output of each node: a weight behind a contrib DequantizeLinear (4/16-bit)
     # has no shape until onnxruntime computes it
@@ -118,7 +124,7 @@ def macs_by_op(model) -> dict[str, int]:
     unknown = sorted({t for n in nodes for t in (operands(n) if n.op_type != "MatMulNBits" else n.output[:1])
                       if not shapes.get(t) or 0 in shapes[t]})
     if unknown:
-        shapes.update(_runtime_shapes(model, unknown))
+        shapes.update(_runtime_shapes(model, unknown, inputs))
     total: dict[str, int] = {}
     for node in model.graph.node:
         op = node.op_type
@@ -146,13 +152,22 @@ def macs_by_op(model) -> dict[str, int]:
     return total
 
 
-def count_macs(model) -> int:
-    return sum(macs_by_op(model).values())
+def count_macs(model, inputs: dict | None = None) -> int:
+    return sum(macs_by_op(model, inputs).values())
 
 
-def describe(path: str | Path) -> dict:
+def describe(path: str | Path, inputs: dict | None = None) -> dict:
+    """Parameters, MACs (at batch 1; at `inputs`' shapes where the model's are dynamic, and None where
+    those are not given), bytes and deflated bytes of an ONNX file."""
     model = load_onnx(path)
     raw = Path(path).read_bytes()
+    try:
+        macs = count_macs(model, inputs)
+        shape = {k: list(v[1:]) for k, v in (inputs or {}).items()}
+    except EdgepipeError as exc:
+        if "dynamic" not in str(exc):
+            raise
+        macs, shape = None, None
     # deflated_bytes: what the file costs zipped (zeros from unstructured pruning compress; dense bytes do not change)
-    return {"params": count_params(model), "macs": count_macs(model), "bytes": len(raw),
-            "deflated_bytes": len(zlib.compress(raw, 6))}
+    return {"params": count_params(model), "macs": macs, "bytes": len(raw), "deflated_bytes": len(zlib.compress(raw, 6)),
+            **({"macs_at": shape} if shape else {})}

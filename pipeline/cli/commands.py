@@ -32,6 +32,7 @@ def cmd_export(args) -> int:
     from edgepipe.pipeline.core.artifact import read_model_info, weights_file
     from edgepipe.pipeline.models.sources import inference_files
     from edgepipe.pipeline.stages.export import export_checked, export_saved_checked
+    from edgepipe.runtime.images import CONTRACT_FLAGS
 
     model = Path(args.model)
     rng = np.random.default_rng(0)
@@ -42,59 +43,70 @@ def cmd_export(args) -> int:
     saved = weights_file(model) is None and (
         model.is_dir() or any(Path(f"{model}{suffix}").is_file() for suffix in (".json", ".pdmodel")))
     if not saved:  # an edgepipe model folder
+        flags = [f"--{k.replace('_', '-')}" for k in (*CONTRACT_FLAGS, "shape") if getattr(args, k, None)]
+        if flags:
+            raise EdgepipeError(f"{' '.join(flags)}: an edgepipe model folder carries its own input contract and shape; "
+                                "these flags are for Paddle inference models")
         out = Path(args.output or model / "model.onnx")
         _onnx_name(out)
         shape = read_model_info(model)["input_shape"]
         x = rng.standard_normal((args.parity_samples, *shape)).astype("float32")
         facts = export_checked(model, out, x, **common)
-    else:  # a paddle.jit.save output: its folder or its path prefix
-        from edgepipe.pipeline.models.load import load_saved
-
+    else:  # a Paddle inference model: its folder or its path prefix
         try:
             graph, params = inference_files(model)
         except EdgepipeError:
             raise EdgepipeError(f"{model}: neither an edgepipe model folder (model.json + model.safetensors) nor a "
-                                "paddle.jit.save output (NAME.json or NAME.pdmodel + NAME.pdiparams)") from None
+                                "Paddle inference model (NAME.json or NAME.pdmodel + NAME.pdiparams)") from None
         out = Path(args.output or graph.with_suffix(".onnx"))
         _onnx_name(out)
-        shape = load_saved(graph)[1]
-        contract = saved_contract(shape, args)
-        x = rng.standard_normal((args.parity_samples, *shape)).astype("float32")
-        facts = export_saved_checked(graph, params, out, x, contract=contract, **common)
-        print(f"input contract: {contract['channels']}×{contract['size'][0]}×{contract['size'][1]}, mean {contract['mean']}, "
-              f"std {contract['std']}" + (f", resize {contract['resize']}" if contract["resize"] else "")
-              + (f", classes {', '.join(contract['classes'][:5])}{'…' if len(contract['classes']) > 5 else ''}" if contract["classes"] else "")
-              + " (give --mean/--std/--resize/--classes if it was trained otherwise)", file=sys.stderr)
-    print(f"{out}: {facts['bytes']:,} bytes, {facts['params']:,} params, {facts['macs']:,} MACs; "
-          f"parity max |diff| {facts['parity']['max_abs_diff']:.2e} on {facts['parity']['samples']} random inputs")
+        facts = export_saved_checked(graph, params, out, shapes=args.shape, samples=args.parity_samples, **common)
+        try:
+            contract = saved_contract(out, args)
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+    macs = f"{facts['macs']:,} MACs" + (f" at {'x'.join(map(str, next(iter(facts['macs_at'].values()))))}" if facts.get("macs_at") else "")
+    print(f"{out}: {facts['bytes']:,} bytes, {facts['params']:,} params, {macs if facts['macs'] is not None else 'MACs unknown'}; "
+          f"parity max |diff| {facts['parity']['max_abs_diff']:.2e} on {facts['parity']['samples']} random inputs"
+          + (f" of {', '.join(facts['parity']['input_shapes'])}" if facts["parity"].get("input_shapes") else ""))
     return 0
 
 
-def saved_contract(shape, args) -> dict:
-    """The input contract of a saved graph: its input shape, and the normalisation given on the
-    command line (default: ImageNet's mean/std for RGB, 0.5/0.5 for grey)."""
-    from edgepipe.devices import EdgepipeError
-    from edgepipe.pipeline.core.dataspec import default_normalisation
-    from edgepipe.runtime.images import Contract, scan_folder
+def saved_contract(out: Path, args):
+    """Write the input contract of an exported inference model into its metadata (its image input's
+    fixed size and channels, or --size / --shape, with the normalisation given or the default) and
+    say what it is; a model whose image size nobody gives gets none, with a note."""
+    from edgepipe.export.metadata import write_metadata
+    from edgepipe.pipeline.stages.export import contract_metadata
+    from edgepipe.runtime import feeds as fd
+    from edgepipe.runtime.images import contract_from_args
+    from edgepipe.runtime.session import open_session
 
-    channels, h, w = shape
-    if channels not in (1, 3):
-        raise EdgepipeError(f"the saved model takes {channels}-channel inputs; the input contract covers grey (1) and RGB (3) images")
-
-    def floats(text, default):
-        try:
-            return tuple(float(v) for v in text.split(",")) if text else default
-        except ValueError:
-            raise EdgepipeError(f"{text}: give comma-separated numbers, one per channel") from None
-
-    classes = ()
-    if args.classes:
-        folder = Path(args.classes)
-        classes = scan_folder(folder)[2] if folder.is_dir() else tuple(c.strip() for c in args.classes.split(","))
-    mean, std = default_normalisation(channels)
-    c = Contract(size=(h, w), channels=channels, mean=floats(args.mean, mean), std=floats(args.std, std), resize=args.resize,
-                 classes=classes)
-    return c.to_dict()
+    spec = fd.signature(open_session(out))
+    image = fd.image_input(spec)
+    if image is None:
+        print(f"no input contract written: the model has no single image input ({', '.join(s.name for s in spec)})",
+              file=sys.stderr)
+        return None
+    shape = fd.parse_shapes(args.shape, spec).get(image.name)
+    channels = (shape or image.shape)[3 if (args.layout or "").lower() == "nhwc" else 1]
+    if channels not in (1, 3) and not args.channels:
+        print(f"no input contract written: input '{image.name}' has {channels} channels, not images", file=sys.stderr)
+        return None
+    args.channels = args.channels or channels  # the flags now describe a contract, even when none was given
+    try:
+        contract = contract_from_args(args, None, image.shape, shape)
+    except EdgepipeError as exc:
+        print(f"no input contract written ({exc}); `edgepipe contract {out} --size HxW ...` adds one", file=sys.stderr)
+        return None
+    write_metadata(out, contract_metadata(contract.to_dict()))
+    c = contract
+    print(f"input contract: {c.channels}×{c.size[0]}×{c.size[1]}{' (keep ratio)' if c.keep_ratio else ''}, mean {list(c.mean)}, "
+          f"std {list(c.std)}" + (f", resize {c.resize}" if c.resize else "") + (", BGR" if c.bgr else "")
+          + (f", classes {', '.join(c.classes[:5])}{'…' if len(c.classes) > 5 else ''}" if c.classes else "")
+          + " (give --size/--mean/--std/--keep-ratio/--classes… if it was trained otherwise)", file=sys.stderr)
+    return contract
 
 
 def _onnx_name(out: Path) -> None:

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from edgepipe.pipeline.cli import commands
+from edgepipe.runtime.args import add_contract_args, add_shape_arg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,19 +22,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--from", dest="from_stage", metavar="STAGE", help="redo this stage and the ones after it")
     r.set_defaults(fn=commands.cmd_run)
 
-    e = sub.add_parser("export", help="export an edgepipe model folder or a paddle.jit.save output to ONNX, parity-checked")
-    e.add_argument("model", help="an edgepipe model folder (e.g. runs/mnist-kd/distill/student), or a paddle.jit.save "
-                                 "output: its folder or its path prefix (NAME.json / NAME.pdmodel + NAME.pdiparams)")
+    e = sub.add_parser("export", help="export an edgepipe model folder or a Paddle inference model to ONNX, parity-checked")
+    e.add_argument("model", help="an edgepipe model folder (e.g. runs/mnist-kd/distill/student), or a Paddle inference "
+                                 "model (PaddleOCR/PaddleClas/PaddleDetection's, or paddle.jit.save's): its folder or its path "
+                                 "prefix (NAME.pdmodel or NAME.json + NAME.pdiparams)")
     e.add_argument("-o", "--output", help="output .onnx (default: MODEL/model.onnx, or NAME.onnx beside a saved graph)")
     e.add_argument("--opset", type=int, default=13)
-    e.add_argument("--parity-samples", type=int, default=64, help="random inputs compared against Paddle")
+    e.add_argument("--parity-samples", type=int, default=64, help="random inputs compared against Paddle (Paddle "
+                                                                  "Inference for inference models)")
     e.add_argument("--atol", type=float, default=1e-4)
     e.add_argument("--rtol", type=float, default=1e-3)
-    e.add_argument("--mean", help="a saved graph's input contract: per-channel mean of pixels in [0, 1], comma-separated "
-                                  "(default: ImageNet's for RGB, 0.5 for grey); edgepipe folders carry their own")
-    e.add_argument("--std", help="per-channel std, as --mean")
-    e.add_argument("--resize", type=int, help="shorter side before the center crop (default: images scaled to the input size)")
-    e.add_argument("--classes", help="class names: comma-separated, or an image folder whose class folders name them")
+    add_shape_arg(e)
+    add_contract_args(e)
     e.set_defaults(fn=commands.cmd_export)
 
     q = sub.add_parser("quantize", help="quantize an ONNX model with onnxruntime (static int8/int4/a16w8, dynamic, fp16, 4-bit MatMul)")

@@ -10,7 +10,7 @@ from edgepipe.pipeline.core.config import OPTIONAL, require
 
 MNIST_SOURCES = ("bundled", "idx", "paddle")
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from edgepipe.runtime.images import IMAGENET_MEAN, IMAGENET_STD, default_normalisation  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,3 @@ class DataConfig:
                 "std": tuple(self.std or std)}
 
 
-def default_normalisation(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) of images whose normalisation is not given: ImageNet's for RGB, 0.5 / 0.5 for grey."""
-    return (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))

@@ -1,6 +1,6 @@
 """Load a model: a model folder (rebuild its source, replay its transforms, load its weights), a
-source straight from a recipe (build it, load the user's `weights:` when given), or a saved graph
-(paddle.jit.load, for the parity check of its export)."""
+source straight from a recipe (build it, load the user's `weights:` when given). A saved inference
+model is never loaded into a Layer: its export is checked against Paddle Inference (export/paddle_infer.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,28 +29,6 @@ def load_source(source: ModelSource, base: Path | None = None, *, technique: str
                    "(paddle.save(model.state_dict(), PATH))")
     layer.eval()
     return layer
-
-
-def load_saved(graph: Path):
-    """A paddle.jit.save output as a callable Layer (paddle.jit.load, eval mode) and the shape of one
-    input sample (C, H, W), read from the saved program."""
-    import paddle
-
-    graph = Path(graph)
-    try:
-        layer = paddle.jit.load(str(graph.with_suffix("")))
-        specs = layer._input_spec()
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise EdgepipeError(f"{graph}: paddle.jit.load cannot read it ({first[:200]}); re-save it with paddle.jit.save") from None
-    if len(specs) != 1:
-        raise EdgepipeError(f"{graph}: the saved model takes {len(specs)} inputs; edgepipe handles single-input models")
-    shape = tuple(specs[0].shape)[1:]
-    if any(d is None or d < 1 for d in shape):
-        raise EdgepipeError(f"{graph}: its input shape {list(specs[0].shape)} is dynamic beyond the batch; re-save it "
-                            "with a fixed InputSpec, e.g. [None, 3, 224, 224]")
-    layer.eval()
-    return layer, shape
 
 
 def check_fits(layer, input_shape: tuple[int, ...], classes: int, what: str) -> None:

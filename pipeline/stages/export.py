@@ -84,20 +84,40 @@ def export_layer_checked(layer, input_shape, out, x, *, opset: int, atol: float,
     return checked(out, predict_logits(layer, x), x, atol=atol, rtol=rtol, name=name)
 
 
-def export_saved_checked(graph: Path, params: Path, out, x, *, opset: int, atol: float, rtol: float, name: str,
-                         contract: dict | None = None) -> dict:
-    """A paddle.jit.save output to ONNX, checked against paddle.jit.load's outputs on `x`."""
+def export_saved_checked(graph: Path, params: Path, out, *, opset: int, atol: float, rtol: float, name: str,
+                         x=None, shapes: dict | None = None, samples: int = 64, contract: dict | None = None) -> dict:
+    """A Paddle inference model (the legacy .pdmodel or Paddle 3's .json, with its .pdiparams) to ONNX
+    through paddle2onnx's own loader, checked output by output against Paddle Inference on the same
+    inputs: `x` (held-out data for the model's image input) or `samples` random inputs at `shapes`
+    ({input: shape}, for dimensions the model leaves dynamic). Dynamic dimensions stay dynamic in the file."""
     from edgepipe.devices import EdgepipeError
-    from edgepipe.export.paddle_onnx import export_saved
-    from edgepipe.pipeline.models.load import load_saved
-    from edgepipe.pipeline.training import predict_logits
+    from edgepipe.export.paddle_infer import PaddlePredictor
+    from edgepipe.export.paddle_onnx import check_parity_feeds, export_saved
+    from edgepipe.runtime import feeds as fd
+    from edgepipe.runtime.cost import describe
+    from edgepipe.runtime.session import open_session
 
-    layer, shape = load_saved(graph)
-    if tuple(x.shape[1:]) != tuple(shape):
-        raise EdgepipeError(f"{graph}: the saved model takes inputs of shape {list(shape)}, the data gives "
-                            f"{list(x.shape[1:])}; use data of the model's input shape")
+    out = Path(out)
     export_saved(graph, params, out, opset=opset, name=name, metadata=contract_metadata(contract))
-    return checked(out, predict_logits(layer, x), x, atol=atol, rtol=rtol, name=name)
+    try:
+        spec = fd.signature(open_session(out))
+        if x is not None:
+            image = fd.image_input(spec)
+            if image is None or not image.accepts((1, *x.shape[1:])):
+                raise EdgepipeError(f"{graph}: the model takes {', '.join(f'{s.name} {s.text()}' for s in spec)}; the data "
+                                    f"gives images of {list(x.shape[1:])}; use data of the model's input size")
+            feeds = fd.from_array(spec, x, batch=8)
+        else:
+            feeds = fd.random_feeds(spec, samples, fd.parse_shapes(shapes, spec) if isinstance(shapes, list) else shapes,
+                                    what=str(graph))
+        predictor = PaddlePredictor(graph, params)
+        reference = [predictor.run(f) for f in feeds]
+        parity = check_parity_feeds(out, reference, feeds, atol=atol, rtol=rtol, name=name)
+        at = {k: v.shape for k, v in feeds[0].items()} if any(None in s.shape[1:] for s in spec) else None
+        return {**describe(out, at), "parity": parity, "inputs": [{"name": s.name, "shape": list(s.shape)} for s in spec]}
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
 
 
 @register_stage("export", ExportConfig)
@@ -115,7 +135,8 @@ def run_export(cfg: ExportConfig, ctx) -> StageResult:
         rel = f"{name}.onnx"
         if graph_kind(m) == "inference":
             graph, params = inference_files(resolve(ctx.base, m.inference))
-            facts = export_saved_checked(graph, params, ctx.out(rel), x_val, name=name, contract=ctx.data.contract_record, **common)
+            facts = export_saved_checked(graph, params, ctx.out(rel), x=x_val, name=name, contract=ctx.data.contract_record,
+                                         **common)
             label = name
         else:
             layer, info, label = load_ref(ctx, m, "export")

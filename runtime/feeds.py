@@ -1,0 +1,221 @@
+"""Model inputs of any signature: several named inputs, dynamic dimensions, a fixed batch of 1.
+
+A model's inputs are handled as *feeds*: a list of {input name: array} dicts, each one batch whose
+arrays share their first dimension. Samples of different shapes (text lines of several widths,
+images under a keep-ratio contract) sit in different feeds; a model whose batch dimension is fixed
+gets feeds of that many samples. Shapes are given as `NAME=1x3x48x320` (`--shape`, one flag name
+for every command); a single-input model takes the shape without its name.
+
+The inputs a Paddle detector derives from the preprocessing (`im_shape`, `scale_factor`) are
+filled from the image input when a feed does not give them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from edgepipe.devices import EdgepipeError
+
+Feed = dict[str, np.ndarray]
+
+NP_TYPES = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8,
+    "tensor(bool)": np.bool_,
+}
+DERIVED = ("im_shape", "scale_factor")  # Paddle detectors: the resized image's H, W and its scale
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple  # ints, or None for a dynamic dimension
+    dtype: type
+
+    @property
+    def fixed_batch(self) -> int | None:
+        return self.shape[0] if self.shape and self.shape[0] is not None else None
+
+    def accepts(self, shape: tuple) -> bool:
+        return len(shape) == len(self.shape) and all(d is None or d == s for d, s in zip(self.shape, shape))
+
+    def text(self) -> str:
+        return "x".join("?" if d is None else str(d) for d in self.shape)
+
+
+def signature(session) -> list[InputSpec]:
+    """The inputs of an onnxruntime session (or any object with get_inputs(): name, shape, type)."""
+    out = []
+    for i in session.get_inputs():
+        dims = tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape)
+        dtype = NP_TYPES.get(i.type)
+        if dtype is None:
+            raise EdgepipeError(f"input '{i.name}' has type {i.type}, which edgepipe cannot feed")
+        out.append(InputSpec(i.name, dims, dtype))
+    return out
+
+
+def image_input(spec: list[InputSpec]) -> InputSpec | None:
+    """The image input: the one 4-D float input (N×C×H×W); None where there is not exactly one."""
+    found = [s for s in spec if len(s.shape) == 4 and np.issubdtype(s.dtype, np.floating) and s.name not in DERIVED]
+    return found[0] if len(found) == 1 else None
+
+
+def parse_shapes(items: Iterable[str] | None, spec: list[InputSpec] | None = None) -> dict[str, tuple[int, ...]]:
+    """`NAME=1x3x48x320` (repeatable) as {name: shape}; a bare `1x3x48x320` names a single-input model's
+    input. Checked against the model's signature when given."""
+    shapes = {}
+    for item in items or ():
+        name, sep, dims = item.rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not shape or any(d < 1 for d in shape):
+            raise EdgepipeError(f"--shape {item}: write NAME=1x3x48x320 (positive sizes joined by x)")
+        if not sep:
+            if spec is not None and len(spec) != 1:
+                raise EdgepipeError(f"--shape {item}: the model has {len(spec)} inputs ({', '.join(s.name for s in spec)}); "
+                                    "name the one you mean, NAME=" + dims)
+            name = spec[0].name if spec else ""
+        shapes[name] = shape
+    for name, shape in shapes.items():
+        if spec is None:
+            continue
+        match = next((s for s in spec if s.name == name), None)
+        if match is None:
+            raise EdgepipeError(f"--shape {name}=…: the model has no input '{name}' (it has: {', '.join(s.name for s in spec)})")
+        if not match.accepts(shape):
+            raise EdgepipeError(f"--shape {name}={'x'.join(map(str, shape))}: the model's input '{name}' is "
+                                f"{match.text()} (? = any size)")
+    return shapes
+
+
+def derived_inputs(spec: list[InputSpec], image: np.ndarray, scale: tuple[float, float] = (1.0, 1.0)) -> Feed:
+    """`im_shape` ([H, W] of the image fed) and `scale_factor` ([sy, sx] of the resize that made it)
+    for the inputs of `spec` that take them, one row per image."""
+    n, (h, w) = len(image), image.shape[2:4]
+    values = {"im_shape": (float(h), float(w)), "scale_factor": tuple(float(s) for s in scale)}
+    return {s.name: np.tile(np.asarray(values[s.name], dtype=s.dtype), (n, 1)) for s in spec if s.name in DERIVED}
+
+
+def random_feeds(spec: list[InputSpec], samples: int, shapes: dict[str, tuple[int, ...]] | None = None,
+                 batch: int = 8, seed: int = 0, what: str = "the model") -> list[Feed]:
+    """`samples` random samples at the given or fixed shapes (standard normal floats; the derived
+    detector inputs from the image's shape), in feeds of at most `batch` (or the model's fixed batch)."""
+    shapes = shapes or {}
+    rng = np.random.default_rng(seed)
+    image = image_input(spec)
+    concrete = {}
+    for s in spec:
+        if s.name in shapes:
+            concrete[s.name] = shapes[s.name][1:]
+        elif s.name in DERIVED and image is not None:
+            continue
+        elif all(d is not None for d in s.shape[1:]):
+            concrete[s.name] = s.shape[1:]
+        else:
+            example = "x".join(str(d or (1 if k == 0 else 224)) for k, d in enumerate(s.shape))
+            raise EdgepipeError(f"{what}: input '{s.name}' is {s.text()} (? = dynamic); give the size to use with "
+                                f"--shape {s.name}={example}")
+    per = min(batch_size(spec, batch), shapes.get(spec[0].name, (batch,))[0] if spec[0].name in shapes else batch)
+    feeds, left = [], samples
+    while left > 0:
+        n = min(per, left)
+        feed = {}
+        for s in spec:
+            if s.name not in concrete:
+                continue
+            shape = (n, *concrete[s.name])
+            if np.issubdtype(s.dtype, np.floating):
+                feed[s.name] = rng.standard_normal(shape).astype(s.dtype)
+            elif s.dtype == np.bool_:
+                feed[s.name] = rng.integers(0, 2, shape).astype(bool)
+            else:
+                feed[s.name] = rng.integers(0, 2, shape).astype(s.dtype)
+        if image is not None and image.name in feed:
+            feed |= {k: v for k, v in derived_inputs(spec, feed[image.name]).items() if k not in feed}
+        feeds.append(feed)
+        left -= n
+    return feeds
+
+
+def batch_size(spec: list[InputSpec], wanted: int) -> int:
+    """How many samples a feed may hold: the model's fixed batch where it has one, else `wanted`."""
+    fixed = {s.fixed_batch for s in spec if s.fixed_batch is not None}
+    if len(fixed) > 1:
+        raise EdgepipeError(f"the model's inputs fix different batch sizes ({sorted(fixed)}); edgepipe feeds them together")
+    return fixed.pop() if fixed else wanted
+
+
+def samples(feeds: Iterable[Feed]) -> Iterator[Feed]:
+    """Each sample of the feeds on its own (first dimension 1)."""
+    for feed in feeds:
+        n = count([feed])
+        for i in range(n):
+            yield {k: v[i : i + 1] for k, v in feed.items()}
+
+
+def count(feeds: Iterable[Feed]) -> int:
+    return sum(len(next(iter(f.values()))) for f in feeds if f)
+
+
+def regroup(feeds: Iterable[Feed], batch: int) -> list[Feed]:
+    """The same samples, grouped by shape into feeds of at most `batch` (the order within a shape kept)."""
+    groups: dict[tuple, list[Feed]] = {}
+    for s in samples(feeds):
+        key = tuple((k, v.shape[1:], v.dtype.str) for k, v in sorted(s.items()))
+        groups.setdefault(key, []).append(s)
+    out = []
+    for group in groups.values():
+        for i in range(0, len(group), batch):
+            part = group[i : i + batch]
+            out.append({k: np.concatenate([p[k] for p in part]) for k in part[0]})
+    return out
+
+
+def first(feeds: list[Feed], n: int) -> list[Feed]:
+    """The feeds holding the first `n` samples (the last one cut)."""
+    out, left = [], n
+    for f in feeds:
+        if left <= 0:
+            break
+        k = min(left, count([f]))
+        out.append({name: v[:k] for name, v in f.items()})
+        left -= k
+    return out
+
+
+def from_array(spec: list[InputSpec], x: np.ndarray, batch: int = 32) -> list[Feed]:
+    """A single-image-input model's inputs from one N×C×H×W array (the derived detector inputs added)."""
+    image = image_input(spec) if len(spec) > 1 else spec[0]
+    if image is None:
+        raise EdgepipeError(f"the model takes {len(spec)} inputs ({', '.join(s.name for s in spec)}); give an .npz "
+                            "with one array per input name")
+    per = batch_size(spec, batch)
+    feeds = []
+    for i in range(0, len(x), per):
+        xb = x[i : i + per].astype(image.dtype, copy=False)
+        feeds.append({image.name: xb} | derived_inputs(spec, xb))
+    return feeds
+
+
+def run(session, feeds: Iterable[Feed], names: list[str] | None = None) -> list[list[np.ndarray]]:
+    """Each feed's outputs (all of them, or the named ones), in order."""
+    return [session.run(names, feed) for feed in feeds]
+
+
+def stack(outputs: list[list[np.ndarray]]) -> list[np.ndarray] | None:
+    """The per-feed outputs joined along the batch, where every feed's output k has one shape beyond
+    the batch; None where they differ (samples of different sizes)."""
+    if not outputs:
+        return []
+    joined = []
+    for k in range(len(outputs[0])):
+        parts = [o[k] for o in outputs]
+        if len({p.shape[1:] for p in parts}) != 1 or any(p.ndim == 0 for p in parts):
+            return None
+        joined.append(np.concatenate(parts))
+    return joined
