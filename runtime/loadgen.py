@@ -3,8 +3,9 @@
 
 LoadGen issues one query of one sample at a time, the next as soon as the last completes, and
 reports its 90th-percentile latency and the early-stopping estimate of it (the bound that holds
-with confidence for the number of queries run). The samples are the rows of --inputs/--images
-(up to 128, held in memory), or the runner's one synthetic feed. LoadGen's log files
+with confidence for the number of queries run). The samples are the first rows of --inputs/--images
+(up to 128 and 16 MB, held in memory: the runner reads only those from an .npz), or the runner's one
+synthetic feed. LoadGen's log files
 (mlperf_log_summary.txt, mlperf_log_detail.txt, …) are kept in a folder beside the JSON,
 `r.loadgen/`, written whole or not at all. The run lasts at least --loadgen-seconds and 1,024
 queries: LoadGen's own rules, not MLPerf's submission minimums (600 s), which the JSON states.
@@ -20,6 +21,7 @@ from pathlib import Path
 from edgepipe.devices import EdgepipeError
 
 MAX_SAMPLES = 128
+MAX_SAMPLE_BYTES = 16 << 20  # LoadGen's samples sit in the runner's memory figures, beside the model
 MIN_QUERIES = 1024
 
 
@@ -60,13 +62,18 @@ def read_detail(path: Path) -> dict:
     return out
 
 
+def sample_count(rows: int, row_bytes: int) -> int:
+    """How many of the inputs' first rows LoadGen's samples are: at most MAX_SAMPLES and MAX_SAMPLE_BYTES."""
+    return max(1, min(rows, MAX_SAMPLES, MAX_SAMPLE_BYTES // max(row_bytes, 1)))
+
+
 def single_stream(bench, arrays: dict | None, source: str, log_dir: Path, seconds: float, expected_ms: float) -> dict:
     """Drive `bench`'s session through SingleStream for at least `seconds` and MIN_QUERIES queries."""
     lg = _lg()
     if arrays is None:
         feeds = [bench.feed(1)]
     else:
-        n = min(len(next(iter(arrays.values()))), MAX_SAMPLES)
+        n = sample_count(len(next(iter(arrays.values()))), sum(v[:1].nbytes for v in arrays.values()))
         feeds = [bench.feed(1, {k: v[i:i + 1] for k, v in arrays.items()}, source) for i in range(n)]
     session, names = bench.session, bench.out_names
     failures = []

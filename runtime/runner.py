@@ -24,27 +24,11 @@ from edgepipe.devices import EdgepipeError, detect_host, os_error_line
 from edgepipe.runtime.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from edgepipe.runtime.bench import Bench, BenchOptions
 from edgepipe.runtime.memory import gpu_memory_mb, peak_rss, rss_mb
-from edgepipe.runtime.session import GPU_PROVIDERS, check_arrays, predict, softmax
+from edgepipe.runtime.npzfile import LABEL_KEYS, SCAN_BYTES, ArrayInputs, NpzInputs, chunk_rows, load_npz  # noqa: F401
+from edgepipe.runtime.session import GPU_PROVIDERS, predict, softmax
 
-LABEL_KEYS = ("y", "labels", "label")
 SCHEMA = "edgepipe-bench/1"
-
-
-def load_npz(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    if not path.is_file():
-        raise EdgepipeError(f"{path}: inputs file not found")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as exc:
-        raise EdgepipeError(f"{path}: not a readable .npz file ({type(exc).__name__}); write it with numpy.savez") from None
-    labels = next((arrays.pop(k) for k in LABEL_KEYS if k in arrays), None)
-    if not arrays:
-        raise EdgepipeError(f"{path}: holds no input arrays (only labels)")
-    check_arrays(arrays, str(path))
-    if labels is not None and (labels.dtype.kind not in "iu" or labels.ndim != 1):
-        raise EdgepipeError(f"{path}: labels are {labels.dtype} of shape {list(labels.shape)}; save class indices (integers, one per input)")
-    return arrays, labels
+CHUNK_BYTES = 16 << 20  # input rows held at a time by the accuracy / predictions / --save-outputs pass
 
 
 def check_writable(path: Path, flag: str) -> None:
@@ -73,21 +57,23 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
         roofline: bool = True, macs: int | None = None, save_outputs: Path | None = None,
         images: Path | None = None, want_predictions: bool = False, loadgen: tuple[Path, float] | None = None) -> dict:
     """Benchmark first (memory is read right after it, so it reflects a deployed process), then
-    energy, then the optional accuracy pass over every labelled input (and each input's prediction)."""
+    energy, then the optional accuracy pass over every labelled input (and each input's prediction).
+    An .npz of inputs is never held whole: its headers and labels are read, every row is checked
+    a few MB at a time, each batch size reads only its first rows, and the accuracy pass reads
+    CHUNK_BYTES of rows at a time (so the memory figures are the model's, not the file's)."""
     from edgepipe.runtime.energy import energy_summary, measure, probe_meters
 
     rss_start = rss_mb()
-    arrays, labels, files, classes = None, None, None, ()
+    src, files, classes = None, None, ()
     if inputs is not None and inputs.is_dir():
         images, inputs = inputs, None
     notes = []
     if inputs is not None:
-        arrays, labels = load_npz(inputs)
-        notes += [f"{inputs}: '{k}' is float64; converted to the model's float type" for k, v in arrays.items()
-                  if v.dtype == np.float64]
-        n = len(next(iter(arrays.values())))
-        if labels is not None and len(labels) != n:
-            raise EdgepipeError(f"{inputs}: {len(labels)} labels for {n} inputs")
+        src = NpzInputs(inputs)
+        notes += [f"{inputs}: '{k}' is float64; converted to the model's float type" for k, d in src.dtypes.items()
+                  if d == np.float64]
+        if src.labels is not None and len(src.labels) != src.n:
+            raise EdgepipeError(f"{inputs}: {len(src.labels)} labels for {src.n} inputs")
     bench = Bench(model, opts, strict_providers=strict_providers)
     rss_session = rss_mb()
     if images is not None:
@@ -98,23 +84,34 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
             raise EdgepipeError(f"{model}: carries no input contract (exported by another tool, or by edgepipe before it "
                                 "wrote one), so its images cannot be preprocessed here; pass --inputs FILE.npz of model inputs")
         x, labels, files = folder_inputs(images, contract)
-        arrays, classes, inputs = {"x": x}, contract.classes, images
+        src, classes, inputs = ArrayInputs({"x": x}, labels), contract.classes, images
+    labels = src.labels if src is not None else None
+    held = [min(b, src.n) for b in opts.batches] if src is not None else []  # input rows in memory at once
+
+    def feed(b: int) -> dict:  # only the rows batch b takes (bench.feed repeats them if the file has fewer)
+        return bench.feed(b, src.head(b) if src is not None else None, str(inputs))
+
     env = environment()
-    runs = [bench.measure(bench.feed(b, arrays, str(inputs))) for b in opts.batches]
+    runs = [bench.measure(feed(b)) for b in opts.batches]
     result = {"schema": SCHEMA, "model": str(model), "model_bytes": Path(model).stat().st_size,
               "options": asdict(opts), "backend": bench.backend, "providers": bench.providers,
               "cold_start": bench.cold_start(), "runs": runs,
               **({"notes": notes} if notes else {})}
 
     if loadgen is not None:  # (log folder, seconds); MLPerf LoadGen's SingleStream on the same session
-        from edgepipe.runtime.loadgen import single_stream
+        from edgepipe.runtime.loadgen import sample_count, single_stream
 
         one = next((r for r in runs if r["batch"] == 1), runs[0])
-        result["loadgen"] = single_stream(bench, arrays, str(inputs), loadgen[0], loadgen[1], one["latency"]["p90_ms"])
+        samples = src.head(sample_count(src.n, src.row_bytes)) if src is not None else None
+        held += [len(next(iter(samples.values())))] if samples else []
+        result["loadgen"] = single_stream(bench, samples, str(inputs), loadgen[0], loadgen[1], one["latency"]["p90_ms"])
+        del samples
 
     mem = {"rss_before_session_mb": rss_start, "rss_after_session_mb": rss_session, "rss_after_mb": rss_mb()}
     mem["rss_growth_mb"] = mem["rss_after_mb"] - rss_start
     mem["peak_rss_mb"], mem["peak_rss_source"] = peak_rss()
+    if src is not None:
+        mem |= inputs_memory(src, max(held))
     gpu = any(p in GPU_PROVIDERS for p in bench.providers["used"])
     if gpu:
         mem |= gpu_memory_mb()
@@ -133,10 +130,10 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
 
     if energy_seconds > 0:
         meters, missing = probe_meters(profile.power if profile else None, profile.name if profile else "", gpu=gpu)
-        feed = bench.feed(opts.batches[0], arrays, str(inputs))
+        energy_feed = feed(opts.batches[0])
 
         def work() -> int:
-            bench.run_once(feed)
+            bench.run_once(energy_feed)
             return opts.batches[0]
 
         readings = measure(meters, work, energy_seconds, idle_seconds, failed=missing) if meters else []
@@ -144,9 +141,8 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
             r["batch"] = opts.batches[0]
         result["energy"] = energy_summary(readings, missing)
 
-    if arrays is not None and (labels is not None or save_outputs or files is not None or want_predictions):
-        x = next(iter(bench.feed(len(next(iter(arrays.values()))), arrays, str(inputs)).values()))
-        logits = predict(bench.session, x)
+    if src is not None and (labels is not None or save_outputs or files is not None or want_predictions):
+        logits = outputs_of(bench, src, str(inputs))
         if labels is not None:
             result["accuracy"] = float((logits.argmax(axis=1) == labels).mean())
             result["accuracy_samples"] = int(len(labels))
@@ -167,6 +163,27 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
         result["verdict"] = judge(result, profile.to_dict())
     result["environment"] = env
     return result
+
+
+def inputs_memory(src, rows_held: int) -> dict:
+    """Beside the memory figures: the inputs file's size, the most of the inputs held in memory at once
+    until memory was read (those figures include it), and how the inputs were read."""
+    if src.file_bytes is None:  # decoded images
+        return {"inputs_held_mb": src.n * src.row_bytes / 2**20, "inputs_read": "decoded whole into memory"}
+    return {"inputs_file_mb": src.file_bytes / 2**20, "inputs_held_mb": rows_held * src.row_bytes / 2**20,
+            "inputs_read": f"streamed from the .npz, never whole: every row checked {SCAN_BYTES >> 20} MB at a "
+                           f"time, its first {rows_held} rows held while measuring, then "
+                           f"{chunk_rows(src.row_bytes, CHUNK_BYTES)} rows at a time for accuracy, predictions or "
+                           "outputs (after memory was read)"}
+
+
+def outputs_of(bench: Bench, src, source: str) -> np.ndarray:
+    """The model's output for every input, fed CHUNK_BYTES of rows at a time through its first input."""
+    outs = []
+    for _, part in src.chunks(CHUNK_BYTES):
+        x = next(iter(bench.feed(len(next(iter(part.values()))), part, source).values()))
+        outs.append(predict(bench.session, x))
+    return np.concatenate(outs, axis=0)
 
 
 def predictions(logits: np.ndarray, classes, labels, files, root) -> list[dict]:
@@ -251,7 +268,9 @@ def summary(r: dict) -> str:
                          f"of this machine's CPU and the hypervisor stole {100 * (load['steal_share'] or 0):.0f}%: "
                          "these figures are likely slow; rerun on a quieter machine")
     lines.append(f"memory     peak RSS {mem['peak_rss_mb']:.1f} MB, growth from session {mem['rss_growth_mb']:.1f} MB"
-                 + (f", GPU {mem['gpu_memory_mb']:.1f} MB" if mem.get("gpu_memory_mb") is not None else ""))
+                 + (f", GPU {mem['gpu_memory_mb']:.1f} MB" if mem.get("gpu_memory_mb") is not None else "")
+                 + (f" (inputs streamed from a {mem['inputs_file_mb']:.1f} MB file, {mem['inputs_held_mb']:.1f} MB of "
+                    "them held)" if mem.get("inputs_file_mb") is not None else ""))
     if r.get("energy"):
         from edgepipe.runtime.energy import energy_lines
 
