@@ -15,17 +15,50 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepipe.export.quantize import QuantOptions, quantize_static
+from edgepipe.export.quantize import QuantOptions, as_feeds, quantize_static
+from edgepipe.runtime import feeds as fd
 from edgepipe.runtime.atomic import temp_dir
 from edgepipe.runtime.cost import probe_session
-from edgepipe.runtime.fidelity import channel_sums, fidelity
+from edgepipe.runtime.fidelity import channel_sums, fidelity, sqnr_from_sums
 
 
-def run_outputs(model, x: np.ndarray, names: list[str] | None = None, batch: int = 256) -> dict[str, np.ndarray]:
-    """The model's outputs (or the named intermediate tensors) for x."""
-    s, inp, names = probe_session(model, names)
-    parts = [s.run(names, {inp: x[i : i + batch]}) for i in range(0, len(x), batch)]
-    return {n: np.concatenate([p[k] for p in parts]) for k, n in enumerate(names)}
+def _feeds(session, x, batch: int) -> list[dict]:
+    """x (an N×C×H×W array for a single-image-input model, or feeds) as feeds of at most `batch`."""
+    if isinstance(x, np.ndarray):
+        return fd.from_array(fd.signature(session), x, batch)
+    return fd.regroup(x, fd.batch_size(fd.signature(session), batch))
+
+
+def run_outputs(model, x, names: list[str] | None = None, batch: int = 256) -> dict:
+    """The model's outputs (or the named intermediate tensors) for x (an array or feeds): each one
+    array over all samples, or a list of per-feed arrays where samples of different sizes give
+    outputs of different sizes."""
+    s, _, names = probe_session(model, names)
+    parts = fd.run(s, _feeds(s, x, batch), names)
+    out = {}
+    for k, n in enumerate(names):
+        pieces = [p[k] for p in parts]
+        same = len({q.shape[1:] for q in pieces}) == 1 and all(q.ndim for q in pieces)
+        out[n] = np.concatenate(pieces) if same else pieces
+    return out
+
+
+def compare_outputs(ref: dict, got: dict) -> dict:
+    """Every output of a model against its float model's (run_outputs of each): the SQNR of each
+    (whole tensor, dB), their minimum, and the top-1 agreement of the first output that holds one
+    row of class scores per sample (None where none does)."""
+    per, agreement = {}, None
+    for name, r in ref.items():
+        g = got[name]
+        pairs = list(zip(r, g)) if isinstance(r, list) else [(r, g)]
+        sig = err = 0.0
+        for a, b in pairs:
+            s1, e1 = channel_sums(a, b, per_channel=False)
+            sig, err = sig + s1, err + e1
+        per[name] = sqnr_from_sums(np.atleast_1d(sig), np.atleast_1d(err))
+        if agreement is None and not isinstance(r, list) and r.ndim == 2 and r.shape[1] > 1:
+            agreement = fidelity(r, g)["top1_agreement"]
+    return {"agreement": agreement, "output_sqnr_db": min(per.values()) if per else 100.0, "outputs_sqnr_db": per}
 
 
 def _folded_activation(f_model) -> dict[str, tuple[float, float]]:
@@ -83,13 +116,12 @@ def node_errors(fp32_model: str | Path, qdq_model: str | Path, x: np.ndarray, ba
     f_names = sorted({a for a, _ in pairs})
     q_names = sorted({b for _, b in pairs})
     folded = {t: r for t, r in _folded_activation(f).items() if made_by.get(t) is not None and made_by[t].op_type not in ("Relu", "Clip")}
-    fs, fin, _ = probe_session(f, f_names)
-    qs, qin, _ = probe_session(q, q_names)
+    fs, _, _ = probe_session(f, f_names)
+    qs, _, _ = probe_session(q, q_names)
     sums: dict[tuple, list] = {}
-    for i in range(0, len(x), batch):
-        xb = x[i : i + batch]
-        fv = dict(zip(f_names, fs.run(f_names, {fin: xb})))
-        qv = dict(zip(q_names, qs.run(q_names, {qin: xb})))
+    for feed in _feeds(fs, x, batch):
+        fv = dict(zip(f_names, fs.run(f_names, feed)))
+        qv = dict(zip(q_names, qs.run(q_names, feed)))
         for a, b in pairs:
             test = np.clip(qv[b], *folded[b]) if b in folded else qv[b]
             # whole-tensor noise power ranks nodes (near-silent channels, common in random or pruned
@@ -121,27 +153,33 @@ def node_errors(fp32_model: str | Path, qdq_model: str | Path, x: np.ndarray, ba
     return sorted(out, key=lambda e: -e["added_noise"])
 
 
+def _shape_text(v) -> str:
+    return "of several sizes" if isinstance(v, list) else "x".join(map(str, v.shape))
+
+
 def _db(noise_to_signal: float) -> float:
     return 100.0 if noise_to_signal <= 1e-10 else float(min(-10 * np.log10(noise_to_signal), 100.0))
 
 
-def measure(fp32_logits: np.ndarray, q_model: str | Path, x: np.ndarray, y: np.ndarray | None) -> dict:
-    logits = run_outputs(q_model, x)
-    q = next(iter(logits.values()))
-    f = fidelity(fp32_logits, q)
-    m = {"agreement": f["top1_agreement"], "output_sqnr_db": f["sqnr_db"]}
-    if y is not None:
-        m["accuracy"] = float((q.argmax(1) == y).mean())
-        m["drop_points"] = 100.0 * (float((fp32_logits.argmax(1) == y).mean()) - m["accuracy"])
+def measure(ref: dict, q_model: str | Path, x, y: np.ndarray | None) -> dict:
+    """The quantized model against the float model's outputs `ref` (run_outputs) on x: every output's
+    SQNR, top-1 agreement and, with labels, accuracy of the class scores; the drop in points (of
+    accuracy, else of agreement; None for a model with no class-score output)."""
+    got = run_outputs(q_model, x)
+    m = compare_outputs(ref, got)
+    scores = next((n for n, r in ref.items() if not isinstance(r, list) and r.ndim == 2 and r.shape[1] > 1), None)
+    if y is not None and scores is not None:
+        m["accuracy"] = float((got[scores].argmax(1) == y).mean())
+        m["drop_points"] = 100.0 * (float((ref[scores].argmax(1) == y).mean()) - m["accuracy"])
     else:
-        m["drop_points"] = 100.0 * (1.0 - m["agreement"])
+        m["drop_points"] = None if m["agreement"] is None else 100.0 * (1.0 - m["agreement"])
     return m
 
 
-def _latency_ms(model: Path) -> float:
+def _latency_ms(model: Path, feed: dict) -> float:
     from edgepipe.runtime.bench import BenchOptions, benchmark
 
-    r = benchmark(model, BenchOptions(warmup_iters=5, warmup_seconds=0.05, iters=30, min_seconds=0.2, max_seconds=2))
+    r = benchmark(model, BenchOptions(warmup_iters=5, warmup_seconds=0.05, iters=30, min_seconds=0.2, max_seconds=2), feed)
     return r["runs"][0]["latency"]["p50_ms"]
 
 
@@ -150,16 +188,23 @@ def guarded_quantize(fp32: str | Path, out: str | Path, calibration: np.ndarray,
                      tensor_overrides: dict | None = None, probe_samples: int = 64) -> dict:
     """Quantize `fp32` to `out`; keep layers in float while the drop exceeds `max_drop` points.
     Returns the steps taken (what was kept float, drop, agreement, p50 latency at batch 1 after each)."""
+    from edgepipe.devices import EdgepipeError
+
     fp32, out = Path(fp32), Path(out)
-    ref = next(iter(run_outputs(fp32, x).values()))
+    ref = run_outputs(fp32, x)
+    if max_drop is not None and not any(not isinstance(r, list) and r.ndim == 2 and r.shape[1] > 1 for r in ref.values()):
+        raise EdgepipeError(f"{fp32.name}: an accuracy budget needs an output of class scores (N×classes); this model's "
+                            f"outputs are {', '.join(f'{k} {_shape_text(v)}' for k, v in ref.items())}. Quantize without "
+                            "the budget and judge it by the SQNR of each output that is printed")
     excluded: list[str] = list(opts.nodes_to_exclude)
+    one = fd.first(as_feeds(fp32, x[:1]) if isinstance(x, np.ndarray) else list(x), 1)[0]  # timed at batch 1
     steps = []
     with temp_dir("guard") as tmp:
         cand = Path(tmp) / "q.onnx"
         while True:
             o = replace(opts, nodes_to_exclude=tuple(excluded))
             quantize_static(fp32, cand, calibration, o, tensor_overrides)
-            step = {"kept_float": list(excluded), **measure(ref, cand, x, y), "p50_ms": _latency_ms(cand)}
+            step = {"kept_float": list(excluded), **measure(ref, cand, x, y), "p50_ms": _latency_ms(cand, one)}
             steps.append(step)
             over = max_drop is not None and step["drop_points"] > max_drop
             if not over or len(steps) > max_float_layers:
@@ -167,7 +212,8 @@ def guarded_quantize(fp32: str | Path, out: str | Path, calibration: np.ndarray,
             # the node whose quantization costs most, measured on a QDQ twin (whatever the format)
             twin = Path(tmp) / "twin.onnx"
             quantize_static(fp32, twin, calibration, replace(o, format="qdq"), tensor_overrides)
-            worst = next((e for e in node_errors(fp32, twin, x[:probe_samples]) if e["node"] not in excluded), None)
+            probe = x[:probe_samples] if isinstance(x, np.ndarray) else fd.first(list(x), probe_samples)
+            worst = next((e for e in node_errors(fp32, twin, probe) if e["node"] not in excluded), None)
             if worst is None:
                 break
             step["worst_node"] = worst

@@ -74,6 +74,47 @@ class ArrayCalibrationReader:
         return next(self._batches, None)
 
 
+class FeedsCalibrationReader:
+    """onnxruntime CalibrationDataReader over feeds (runtime/feeds.py), one feed per get_next()."""
+
+    def __init__(self, feeds: list[dict]):
+        self._feeds: Iterator[dict] = iter(feeds)
+
+    def get_next(self) -> dict | None:
+        return next(self._feeds, None)
+
+
+MIN_OPSET = 13  # per-channel DequantizeLinear (an axis) needs opset 13; onnxruntime refuses it in older files
+
+
+def upgraded(model):
+    """The model at opset 13 at least (onnx's version converter), so per-channel weights load; None when
+    it is there already. An opset-11/12 file quantized per channel as it is fails to load in onnxruntime."""
+    import onnx
+    from onnx import version_converter
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
+    if opset >= MIN_OPSET:
+        return None
+    try:
+        up = version_converter.convert_version(model, MIN_OPSET)
+        onnx.checker.check_model(up)
+    except Exception as exc:
+        raise EdgepipeError(f"the model is opset {opset}; per-channel int8 needs opset {MIN_OPSET} and onnx's converter "
+                            f"failed ({str(exc).splitlines()[0][:160]}); quantize with --per-tensor") from None
+    return up
+
+
+def as_feeds(model: Path, data, batch: int = 32) -> list[dict]:
+    """Calibration or evaluation data as feeds: an N×C×H×W array (a single-image-input model's) or feeds already."""
+    if not isinstance(data, np.ndarray):
+        return list(data)
+    from edgepipe.runtime.feeds import from_array, signature
+    from edgepipe.runtime.session import open_session
+
+    return from_array(signature(open_session(model)), data, batch)
+
+
 @contextlib.contextmanager
 def quiet_ort_logging():
     """onnxruntime.quantization logs advice through the root logger; keep the user's terminal clean."""
@@ -105,29 +146,39 @@ def _input_name(model: Path) -> str:
     return open_session(model).get_inputs()[0].name  # also validates the file
 
 
-def quantize_static(fp32: str | Path, out: str | Path, calibration: np.ndarray, opts: QuantOptions = QuantOptions(),
+def quantize_static(fp32: str | Path, out: str | Path, calibration, opts: QuantOptions = QuantOptions(),
                     tensor_overrides: dict | None = None) -> Path:
-    """Static quantization calibrated on `calibration`. `tensor_overrides` (tensor name -> rmin/rmax)
-    replaces calibrated ranges, e.g. with the ranges quantization-aware training learned."""
+    """Static quantization calibrated on `calibration` (an N×C×H×W array, or feeds of any signature:
+    several inputs, samples of several sizes). `tensor_overrides` (tensor name -> rmin/rmax) replaces
+    calibrated ranges, e.g. with the ranges quantization-aware training learned. An opset-11/12 model
+    is upgraded to opset 13 first, so that its per-channel weights load; dynamic axes stay dynamic."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat
     from onnxruntime.quantization import quantize_static as ort_quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from edgepipe.runtime.feeds import count, regroup
+
     fp32, out = Path(fp32), Path(out)
-    if len(calibration) == 0:
+    # histogram calibrators stack per-batch arrays, so their batches must all be one size
+    feeds = regroup(as_feeds(fp32, calibration), 32 if opts.calibration == "minmax" else 1)
+    if count(feeds) == 0:
         raise EdgepipeError("calibration data is empty; give the quantizer at least one sample")
-    input_name = _input_name(fp32)
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
     extra = {"CalibPercentile": opts.percentile}
     if tensor_overrides:
         extra["TensorQuantOverrides"] = {k: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for k, (lo, hi) in tensor_overrides.items()}
     with temp_dir("quant") as tmp, quiet_ort_logging():
+        src = fp32
+        up = upgraded(onnx.load(str(fp32))) if opts.per_channel else None
+        if up is not None:
+            src = Path(tmp) / "opset13.onnx"
+            onnx.save(up, str(src))
         pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         q = Path(tmp) / "q.onnx"
         ort_quantize_static(
-            # histogram calibrators stack per-batch arrays, so their batches must all be one size
-            str(pre), str(q), ArrayCalibrationReader(input_name, calibration, batch=32 if opts.calibration == "minmax" else 1),
+            str(pre), str(q), FeedsCalibrationReader(feeds),
             quant_format=QuantFormat.QDQ if opts.format == "qdq" else QuantFormat.QOperator,
             per_channel=opts.per_channel, activation_type=_qtype(opts.activation_type),
             weight_type=_qtype(opts.weight_type), reduce_range=opts.reduce_range,

@@ -96,6 +96,8 @@ def parse_shapes(items: Iterable[str] | None, spec: list[InputSpec] | None = Non
 def derived_inputs(spec: list[InputSpec], image: np.ndarray, scale: tuple[float, float] = (1.0, 1.0)) -> Feed:
     """`im_shape` ([H, W] of the image fed) and `scale_factor` ([sy, sx] of the resize that made it)
     for the inputs of `spec` that take them, one row per image."""
+    if not any(s.name in DERIVED for s in spec):
+        return {}
     n, (h, w) = len(image), image.shape[2:4]
     values = {"im_shape": (float(h), float(w)), "scale_factor": tuple(float(s) for s in scale)}
     return {s.name: np.tile(np.asarray(values[s.name], dtype=s.dtype), (n, 1)) for s in spec if s.name in DERIVED}
