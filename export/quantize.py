@@ -157,11 +157,14 @@ def quantize_static(fp32: str | Path, out: str | Path, calibration, opts: QuantO
     from onnxruntime.quantization import quantize_static as ort_quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edgepipe.runtime.feeds import count, regroup
+    from edgepipe.runtime.feeds import batch_size, count, regroup, signature
+    from edgepipe.runtime.session import open_session
 
     fp32, out = Path(fp32), Path(out)
-    # histogram calibrators stack per-batch arrays, so their batches must all be one size
-    feeds = regroup(as_feeds(fp32, calibration), 32 if opts.calibration == "minmax" else 1)
+    spec = signature(open_session(fp32))
+    # histogram calibrators stack per-batch arrays, so their batches must all be one size; a model with a
+    # fixed batch takes that many samples at a time
+    feeds = regroup(as_feeds(fp32, calibration), batch_size(spec, 32 if opts.calibration == "minmax" else 1))
     if count(feeds) == 0:
         raise EdgepipeError("calibration data is empty; give the quantizer at least one sample")
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}

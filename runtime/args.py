@@ -69,6 +69,7 @@ def build_parser(prog: str = "edgepipe-runner", add_help: bool = True) -> argpar
                                                 "and preprocessed by the model's input contract (needs Pillow: edgepipe[images])")
     p.add_argument("--predictions", type=Path, help="write each input's predicted class and score here (.csv or .json)")
     p.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE", help="value of a named dynamic input dimension")
+    add_shape_arg(p)
     p.add_argument("--threads", type=positive_int, help="intra-op threads (default: the profile's, else 1)")
     p.add_argument("--inter-threads", type=positive_int, default=1, help="inter-op threads (default 1)")
     p.add_argument("--batch", type=positive_int, action="append", help="batch size; repeat for a sweep (default 1)")
@@ -106,6 +107,7 @@ def build_parser(prog: str = "edgepipe-runner", add_help: bool = True) -> argpar
     p.add_argument("--notify", metavar="URL", help="--watch: also POST each event as JSON to this webhook (retried with "
                    "back-off on failure; the stream never waits on it)")
     p.add_argument("--events", type=Path, help="--watch: write the events here as JSON lines (default stdout)")
+    add_contract_args(p)
     p.add_argument("--json", type=Path, help="write the full result here")
     p.add_argument("--csv", type=Path, help="write one row per batch size here")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")

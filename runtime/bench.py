@@ -34,6 +34,7 @@ class BenchOptions:
     max_seconds: float = 30.0
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     dims: tuple[str, ...] = ()  # values for named dynamic dims, "name=value"
+    shapes: tuple[str, ...] = ()  # shapes of inputs with dynamic dims, "name=1x3x48x320" (runtime/feeds.parse_shapes)
     backend: Literal["onnxruntime", "openvino"] = "onnxruntime"
     precision: Literal["auto", "f32", "bf16", "f16"] = "auto"  # OpenVINO's inference precision; auto = its default
     device: str = "CPU"  # OpenVINO device
@@ -159,6 +160,12 @@ class Bench:
         self.out_names = [o.name for o in self.session.get_outputs()]
 
     def feed(self, batch: int, arrays: dict[str, np.ndarray] | None = None, source: str = "inputs") -> dict:
+        if arrays is None and self.opts.shapes:
+            from edgepipe.runtime.feeds import parse_shapes, random_feeds, signature
+
+            spec = signature(self.session)
+            shapes = {k: (batch, *v[1:]) for k, v in parse_shapes(self.opts.shapes, spec).items()}
+            return random_feeds(spec, batch, shapes, batch=batch, what=str(self.model))[0]
         if arrays is None:
             return input_feed(self.session, batch, dims=self.opts.dim_values())
         return resolve_feed(self.session, batch_of(arrays, batch), source)

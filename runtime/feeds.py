@@ -221,3 +221,75 @@ def stack(outputs: list[list[np.ndarray]]) -> list[np.ndarray] | None:
             return None
         joined.append(np.concatenate(parts))
     return joined
+
+
+def _grouped(per_sample: list[Feed], labels, batch: int):
+    """Per-sample feeds grouped by shape into feeds of at most `batch`, with the labels (if any) put in
+    the same order as the samples now are."""
+    groups: dict[tuple, list[int]] = {}
+    for i, s in enumerate(per_sample):
+        groups.setdefault(tuple((k, v.shape[1:]) for k, v in sorted(s.items())), []).append(i)
+    feeds, order = [], []
+    for idx in groups.values():
+        for j in range(0, len(idx), batch):
+            part = idx[j : j + batch]
+            feeds.append({k: np.concatenate([per_sample[i][k] for i in part]) for k in per_sample[part[0]]})
+            order += part
+    return feeds, (None if labels is None else np.asarray(labels)[order]), order
+
+
+def folder_feeds(root, contract, spec: list[InputSpec], batch: int = 32, progress=None):
+    """A folder of images as feeds for the model's image input under `contract` (the derived detector
+    inputs from each image's resize): (feeds, labels or None in feed order, files in feed order)."""
+    from edgepipe.runtime.images import folder_samples
+
+    image = image_input(spec)
+    if image is None:
+        raise EdgepipeError(f"{root}: the model has no single image input ({', '.join(s.name for s in spec)}); give an "
+                            ".npz with one array per input name")
+    others = [s.name for s in spec if s.name != image.name and s.name not in DERIVED]
+    if others:
+        raise EdgepipeError(f"{root}: images fill the input '{image.name}'; the model also takes {others}, which images "
+                            "cannot give: pass an .npz with one array per input name")
+    samples, labels, files = folder_samples(root, contract, progress)
+    per = []
+    for (x, scale), f in zip(samples, files):
+        if not image.accepts((1, *x.shape)):
+            raise EdgepipeError(f"{f}: preprocessed to {list(x.shape)} by the input contract, the model's input "
+                                f"'{image.name}' is {image.text()}; give the contract's --size (and --keep-ratio) it was "
+                                "trained with")
+        xb = x[None].astype(image.dtype, copy=False)
+        per.append({image.name: xb} | derived_inputs(spec, xb, scale))
+    feeds, labels, order = _grouped(per, labels, batch_size(spec, batch))
+    return feeds, labels, [files[i] for i in order]
+
+
+def npz_feeds(arrays: dict[str, np.ndarray], spec: list[InputSpec], source: str, batch: int = 32) -> list[Feed]:
+    """Arrays named by the model's inputs ('x' stands for a single-input model's, or for the image input
+    of a detector whose derived inputs are then computed) as feeds, checked against its signature."""
+    names = [s.name for s in spec]
+    image = image_input(spec)
+    if "x" in arrays and "x" not in names:
+        target = names[0] if len(names) == 1 else (image.name if image is not None else None)
+        if target is None:
+            raise EdgepipeError(f"{source}: the model takes {names}; name each array after the input it fills")
+        arrays = {target: arrays["x"]} | {k: v for k, v in arrays.items() if k != "x"}
+    image_name = image.name if image is not None else None
+    missing = [n for n in names if n not in arrays and not (n in DERIVED and image_name in arrays)]
+    if missing:
+        raise EdgepipeError(f"{source}: no array for the model's input(s) {missing} (has: {', '.join(arrays)})")
+    n = len(arrays[names[0] if names[0] in arrays else image_name])
+    for s in spec:
+        if s.name in arrays:
+            a = arrays[s.name]
+            if len(a) != n or not s.accepts((1, *a.shape[1:])):
+                raise EdgepipeError(f"{source}: '{s.name}' has shape {list(a.shape)}, the model's input is {s.text()} "
+                                    f"(? = any size; {n} samples)")
+    per = batch_size(spec, batch)
+    feeds = []
+    for i in range(0, n, per):
+        f = {s.name: arrays[s.name][i : i + per].astype(s.dtype, copy=False) for s in spec if s.name in arrays}
+        if image_name in f:
+            f |= {k: v for k, v in derived_inputs(spec, f[image_name]).items() if k not in f}
+        feeds.append(f)
+    return feeds

@@ -55,7 +55,8 @@ def environment() -> dict:
 def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=None, profile_source: str = "none",
         strict_providers: bool = True, energy_seconds: float = 1.0, idle_seconds: float = 0.5,
         roofline: bool = True, macs: int | None = None, save_outputs: Path | None = None,
-        images: Path | None = None, want_predictions: bool = False, loadgen: tuple[Path, float] | None = None) -> dict:
+        images: Path | None = None, want_predictions: bool = False, loadgen: tuple[Path, float] | None = None,
+        contract_args=None) -> dict:
     """Benchmark first (memory is read right after it, so it reflects a deployed process), then
     energy, then the optional accuracy pass over every labelled input (and each input's prediction).
     An .npz of inputs is never held whole: its headers and labels are read, every row is checked
@@ -79,10 +80,17 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
     if images is not None:
         from edgepipe.runtime.images import contract_of, folder_inputs
 
-        contract = contract_of(bench.session)
+        from edgepipe.runtime.feeds import image_input, signature
+        from edgepipe.runtime.images import contract_from_args
+
+        image = image_input(signature(bench.session))
+        contract = contract_from_args(contract_args, contract_of(bench.session), image.shape if image else None,
+                                      note=notes.append) if contract_args is not None else contract_of(bench.session)
         if contract is None:
             raise EdgepipeError(f"{model}: carries no input contract (exported by another tool, or by edgepipe before it "
-                                "wrote one), so its images cannot be preprocessed here; pass --inputs FILE.npz of model inputs")
+                                "wrote one), so its images cannot be preprocessed here: give it with --size HxW (and "
+                                "--mean/--std/--keep-ratio/--bgr), write it once with `edgepipe contract`, or pass "
+                                "--inputs FILE.npz of model inputs")
         x, labels, files = folder_inputs(images, contract)
         src, classes, inputs = ArrayInputs({"x": x}, labels), contract.classes, images
     labels = src.labels if src is not None else None
@@ -341,7 +349,7 @@ def execute(args: argparse.Namespace) -> int:
             warmup_iters=args.warmup, warmup_seconds=args.warmup_seconds, iters=args.iters,
             min_seconds=args.min_seconds, max_seconds=args.max_seconds,
             providers=tuple(args.provider or (profile.providers if profile else ("CPUExecutionProvider",))),
-            dims=tuple(args.dim), backend=backend, precision=precision, device=device,
+            dims=tuple(args.dim), shapes=tuple(args.shape), backend=backend, precision=precision, device=device,
         )
         from edgepipe.runtime.loadgen import prepare
 
@@ -364,7 +372,7 @@ def execute(args: argparse.Namespace) -> int:
                      energy_seconds=args.energy_seconds, idle_seconds=args.idle_seconds,
                      roofline=not args.no_roofline, macs=args.macs, save_outputs=args.save_outputs,
                      images=args.images, want_predictions=bool(args.predictions),
-                     loadgen=loadgen)
+                     loadgen=loadgen, contract_args=args)
         result["notes"] = notes + result.get("notes", [])
         if args.json:
             write_json_atomic(args.json, result)

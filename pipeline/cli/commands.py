@@ -227,12 +227,13 @@ def cmd_quantize(args) -> int:
     out = Path(args.output or src.with_name(cfg.output_name))
     if out.suffix != ".onnx":
         raise EdgepipeError(f"{out}: the output name must end in .onnx")
+    contract = None
     if args.mode == "static":
         from edgepipe.export.guard import guarded_quantize
-        from edgepipe.pipeline.data.images import model_inputs
+        from edgepipe.runtime import feeds as fd
 
-        contract, shape = _model_input(src)
-        calib = calibration_for(src, args.calibration, contract, shape)
+        spec, contract, shapes = model_signature(src, args)
+        calib = fd.first(calibration_for(src, args.calibration, contract, spec), args.samples)
         opts, source = resolve_options(cfg)
         if args.exclude:
             from dataclasses import replace
@@ -240,17 +241,19 @@ def cmd_quantize(args) -> int:
             opts = replace(opts, nodes_to_exclude=tuple(args.exclude))
         x = y = None
         if args.eval:
-            x, y = model_inputs(Path(args.eval), contract, "--eval", shape)
+            x, y = feeds_from(Path(args.eval), contract, spec, "--eval")
         elif args.max_drop is not None:
-            raise EdgepipeError("--max-drop needs --eval FILE.npz (held-out inputs 'x', labels 'y' optional)")
-        g = guarded_quantize(src, out, calib[: args.samples], opts, x if x is not None else calib[:64], y,
+            raise EdgepipeError("--max-drop needs --eval: held-out images (class folders give labels) or an .npz of inputs")
+        g = guarded_quantize(src, out, calib, opts, x if x is not None else fd.first(calib, 64), y,
                              args.max_drop, max_float_layers=args.max_float_layers)
         print(f"options: {opts.format} {opts.bits}, per-channel={opts.per_channel}, reduce_range={opts.reduce_range}, "
-              f"{opts.calibration} calibration" + (f" (preset of profile '{source['profile']}': {source['reason']})" if source["profile"] else ""))
-        if args.eval:
-            last = g["steps"][-1]
-            print(f"on {args.eval}: top-1 agreement with fp32 {100 * last['agreement']:.2f}%, output SQNR {last['output_sqnr_db']:.1f} dB"
-                  + (f", accuracy {100 * last['accuracy']:.2f}% ({-last['drop_points']:+.2f} points)" if "accuracy" in last else ""))
+              f"{opts.calibration} calibration on {fd.count(calib)} samples"
+              + (f" (preset of profile '{source['profile']}': {source['reason']})" if source["profile"] else ""))
+        last = g["steps"][-1]
+        print(f"on {args.eval or 'the calibration samples'}: "
+              + (f"top-1 agreement with fp32 {100 * last['agreement']:.2f}%, " if last["agreement"] is not None else "")
+              + "output SQNR " + ", ".join(f"{k} {v:.1f} dB" for k, v in last["outputs_sqnr_db"].items())
+              + (f", accuracy {100 * last['accuracy']:.2f}% ({-last['drop_points']:+.2f} points)" if "accuracy" in last else ""))
         if g["kept_float"]:
             print(f"accuracy guard kept in float: {', '.join(g['kept_float'])} ({1e3 * g['latency_cost_ms']:+.0f} µs at batch 1)")
         if not g["met"]:
@@ -266,10 +269,17 @@ def cmd_quantize(args) -> int:
     else:
         n = quantize_matmul_4bit(src, out)
         print(f"{n} MatMul weight(s) converted to 4-bit blocks")
+    if contract is not None and args.mode == "static":  # the contract it was calibrated under travels with it
+        from edgepipe.export.metadata import write_metadata
+        from edgepipe.pipeline.stages.export import contract_metadata
+
+        write_metadata(out, contract_metadata(contract.to_dict()))
     if args.compact_names:
         from edgepipe.export.compact import compact_in_place
+        from edgepipe.runtime import feeds as fd
 
-        c = compact_in_place(out, input_shape=_model_input(src)[1])
+        spec = fd.signature(open_session_of(src))
+        c = compact_in_place(out, fd.random_feeds(spec, 8, fd.parse_shapes(args.shape, spec), what=str(src)))
         print(f"compact names: {c['tensors_renamed']} tensors renamed, {c['bytes_before']:,} → {c['bytes_after']:,} bytes "
               "(outputs checked identical)")
     facts = describe(out)
@@ -277,35 +287,66 @@ def cmd_quantize(args) -> int:
     return 0
 
 
-def _model_input(src: Path):
-    """(the model's input contract or None, its input shape C×H×W) from the ONNX file."""
-    from edgepipe.runtime.images import contract_of
+def open_session_of(src: Path):
     from edgepipe.runtime.session import open_session
 
-    session = open_session(src)
-    shape = tuple(session.get_inputs()[0].shape[1:])
-    return contract_of(session), shape
+    return open_session(src)
 
 
-def calibration_for(src: Path, given: str | None, contract, shape):
-    """Calibration inputs for `edgepipe quantize`: a folder of images decoded by the model's input
-    contract, an .npz of inputs, or — for a 1×28×28 model with no data given — the bundled MNIST split."""
-    import sys
+def model_signature(src: Path, args):
+    """(the model's inputs, the input contract images are decoded by — the file's own, with the
+    command line's contract flags over it —, the --shape sizes) of an ONNX file."""
+    from edgepipe.runtime import feeds as fd
+    from edgepipe.runtime.images import contract_from_args, contract_of
 
+    session = open_session_of(src)
+    spec = fd.signature(session)
+    shapes = fd.parse_shapes(getattr(args, "shape", None), spec)
+    image = fd.image_input(spec)
+    contract = contract_from_args(args, contract_of(session), image.shape if image else None,
+                                  shapes.get(image.name) if image else None,
+                                  note=lambda text: print(f"note: {text}", file=sys.stderr))
+    return spec, contract, shapes
+
+
+def feeds_from(path: Path, contract, spec, what: str):
+    """(feeds, labels or None) from a folder of images (decoded by `contract`; class folders give
+    labels) or an .npz of model inputs (named by input, or 'x'; labels 'y' optional)."""
     from edgepipe.devices import EdgepipeError
-    from edgepipe.pipeline.data.images import model_inputs
+    from edgepipe.pipeline.core.progress import progress_bar
+    from edgepipe.runtime import feeds as fd
+    from edgepipe.runtime.runner import load_npz
+
+    if path.is_dir():
+        if contract is None:
+            raise EdgepipeError(f"{path}: {what}: decoding images needs the model's input contract, which this model does "
+                                "not carry: give it with --size HxW (and --mean/--std/--keep-ratio/--bgr as the model was "
+                                "trained), or write it once with `edgepipe contract MODEL.onnx …`")
+        feeds, labels, _ = fd.folder_feeds(path, contract, spec, progress=progress_bar(what.lstrip("-")))
+        return feeds, labels
+    arrays, labels = load_npz(path)
+    return fd.npz_feeds(arrays, spec, f"{path}: {what}"), labels
+
+
+def calibration_for(src: Path, given: str | None, contract, spec):
+    """Calibration feeds for `edgepipe quantize`: a folder of images decoded by the model's input
+    contract, an .npz of inputs, or — for a 1×28×28 model with no data given — the bundled MNIST split."""
+    from edgepipe.devices import EdgepipeError
+    from edgepipe.runtime import feeds as fd
 
     if given:
-        return model_inputs(Path(given), contract, "--calibration", shape)[0]
-    if shape == (1, 28, 28) and (contract is None or contract.size == (28, 28)):
+        return feeds_from(Path(given), contract, spec, "--calibration")[0]
+    image = fd.image_input(spec) if len(spec) > 1 else spec[0]
+    if image is not None and image.shape[1:] == (1, 28, 28) and (contract is None or contract.size == (28, 28)):
         from edgepipe.pipeline.core.recipe import DataConfig
         from edgepipe.pipeline.data.load import load_dataset
 
         print("calibration: the bundled MNIST calibration split (the model takes 1×28×28 inputs)", file=sys.stderr)
-        return load_dataset(DataConfig()).split("calibration")[0]
-    how = f"a folder of images (decoded by the model's input contract: {contract.channels}×{contract.size[0]}×{contract.size[1]})" \
-        if contract else "an .npz of model inputs 'x'"
-    raise EdgepipeError(f"{src}: calibration data needed for a model taking {list(shape)} inputs: give --calibration, {how}")
+        return fd.from_array(spec, load_dataset(DataConfig()).split("calibration")[0])
+    how = f"a folder of images (decoded by the input contract: {contract.channels}×{contract.size[0]}×{contract.size[1]})" \
+        if contract else "a folder of images with the input contract's flags (--size HxW …), or an .npz of model inputs"
+    raise EdgepipeError(f"{src}: calibration data needed for a model taking "
+                        f"{', '.join(f'{s.name} {s.text()}' for s in spec)}: give --calibration, {how}")
 
 
 def cmd_frames(args) -> int:

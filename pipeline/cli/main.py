@@ -41,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--output", help="output (default: MODEL.<int8|int4|a16w8|dyn8|fp16|mm4>.onnx)")
     q.add_argument("--mode", choices=["static", "dynamic", "fp16", "matmul4"], default="static")
     q.add_argument("--profile", help="device profile whose int8 preset gives the defaults (default: this host's)")
-    q.add_argument("--calibration", help="a folder of images (decoded by the model's input contract) or an .npz of inputs 'x'; "
-                                         "default, for a 1×28×28 model only: the bundled MNIST calibration split")
+    q.add_argument("--calibration", help="a folder of images (decoded by the model's input contract, or the one the flags "
+                                         "below give) or an .npz of inputs (one array per input name, or 'x'); default, for "
+                                         "a 1×28×28 model only: the bundled MNIST calibration split")
     q.add_argument("--samples", type=int, default=200, help="calibration samples (default 200)")
     q.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax", help="calibration method")
     q.add_argument("--percentile", type=float, default=99.999, help="for --method percentile (default 99.999)")
@@ -52,12 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--weight-type", choices=["s8", "u8", "s4", "u4"], help="default: the profile's")
     q.add_argument("--reduce-range", action="store_true", help="7-bit weights (avoids u8s8 saturation on CPUs without VNNI)")
     q.add_argument("--exclude", action="append", metavar="NODE", help="keep this ONNX node in float (repeatable)")
-    q.add_argument("--eval", help="held-out inputs for the accuracy guard: an image folder (class folders give labels) "
-                                  "or an .npz of 'x' (labels 'y' optional)")
+    q.add_argument("--eval", help="held-out inputs for the accuracy guard and the fidelity printed: an image folder (class "
+                                  "folders give labels) or an .npz of inputs (labels 'y' optional)")
     q.add_argument("--max-drop", type=float, help="accuracy-guard budget in points (accuracy, or top-1 agreement without labels)")
     q.add_argument("--max-float-layers", type=int, default=4, help="at most this many guard steps (default 4)")
     q.add_argument("--compact-names", action="store_true", help="short internal tensor and node names: the same graph "
                                                                "in fewer bytes (outputs checked identical)")
+    add_shape_arg(q)
+    add_contract_args(q)
     q.set_defaults(fn=commands.cmd_quantize)
 
     pr = sub.add_parser("prune", help="structured-pruning sensitivity: validation accuracy of each channel group vs ratio (JSON + PNG)")
