@@ -88,7 +88,13 @@ def export_layer(
     import paddle
     from paddle.static import InputSpec
 
+    from edgepipe.export.paddle_fix import uneven_adaptive_pools
+
     layer.eval()
+    layer, replaced = uneven_adaptive_pools(layer, tuple(input_shape))
+    if replaced:
+        print(f"{name}: adaptive pooling of {', '.join(replaced)} exported as matrix products (paddle2onnx's AveragePool "
+              "would have zero strides at this input size)", file=sys.stderr)
     with temp_dir("export") as tmp:
         prefix = os.path.join(tmp, "model")
         spec = [InputSpec([None, *input_shape], "float32", "x")]

@@ -87,3 +87,27 @@ def test_static_int8_is_smaller_and_close(tmp_path):
     assert (a.argmax(1) == b.argmax(1)).mean() > 0.9
     with pytest.raises(EdgepipeError, match="calibration data is empty"):
         quantize_static(path, tmp_path / "e.onnx", calib[:0])
+
+
+@pytest.mark.parametrize("grid,side", [(3, 1), (3, 5)])  # 1 -> 3 (VGG's 1×1 map into AdaptiveAvgPool2D(7)), 5 -> 3
+def test_adaptive_pool_that_does_not_divide_its_input_exports_as_an_equivalent_graph(tmp_path, grid, side):
+    """paddle2onnx turns these into an AveragePool onnxruntime rejects (zero strides) or cannot express;
+    the export rewrites them as matrix products and the parity check holds against the original layer."""
+    import paddle
+    import paddle.nn as nn
+
+    from edgepipe.export.paddle_fix import averaging_matrix, uneven_adaptive_pools
+
+    paddle.seed(0)
+    layer = nn.Sequential(nn.Conv2D(3, 4, 3, padding=1), nn.AdaptiveMaxPool2D(side), nn.AdaptiveAvgPool2D(grid),
+                          nn.Flatten(), nn.Linear(4 * grid * grid, 5))
+    layer.eval()
+    x = np.random.default_rng(0).standard_normal((6, 3, 10, 10)).astype(np.float32)
+    fixed, replaced = uneven_adaptive_pools(layer, (3, 10, 10))
+    assert replaced == ["2"] and fixed is not layer and isinstance(layer[2], nn.AdaptiveAvgPool2D)  # the original untouched
+    path = export_layer(layer, (3, 10, 10), tmp_path / "p.onnx", name="pool")
+    parity = check_parity(path, predict_logits(layer, x), x)
+    assert parity["max_abs_diff"] < 1e-4
+    assert "AveragePool" not in {n.op_type for n in onnx.load(str(path)).graph.node}
+    a = averaging_matrix(5, 3)  # windows [0,2), [1,4), [3,5) as Paddle's adaptive pooling takes them
+    assert np.allclose(a.sum(1), 1) and np.allclose(a[1], [0, 1 / 3, 1 / 3, 1 / 3, 0])
