@@ -349,6 +349,37 @@ def calibration_for(src: Path, given: str | None, contract, spec):
                         f"{', '.join(f'{s.name} {s.text()}' for s in spec)}: give --calibration, {how}")
 
 
+def cmd_contract(args) -> int:
+    """Show an ONNX file's input contract, or write one into its metadata (in place, or to -o)."""
+    from edgepipe.devices import EdgepipeError
+    from edgepipe.export.metadata import write_metadata
+    from edgepipe.pipeline.stages.export import contract_metadata
+    from edgepipe.runtime.atomic import write_bytes_atomic
+    from edgepipe.runtime.images import CONTRACT_FLAGS
+
+    src = Path(args.model)
+    given = [k for k in CONTRACT_FLAGS if getattr(args, k, None) not in (None, False)]
+    spec, contract, _ = model_signature(src, args)
+    if given:
+        out = Path(args.output or src)
+        _onnx_name(out)
+        if out != src:
+            write_bytes_atomic(out, src.read_bytes())
+        try:
+            write_metadata(out, contract_metadata(contract.to_dict()))
+        except BaseException:
+            if out != src:
+                out.unlink(missing_ok=True)
+            raise
+        print(f"{out}: input contract written")
+    elif contract is None:
+        raise EdgepipeError(f"{src}: carries no input contract; write one with --size HxW (and --mean/--std/--keep-ratio/"
+                            "--bgr/--classes as the model was trained)")
+    print(f"inputs: {', '.join(f'{s.name} {s.text()}' for s in spec)}")
+    print("contract: " + ", ".join(f"{k} {v}" for k, v in contract.to_dict().items() if v not in ((), [], None)))
+    return 0
+
+
 def cmd_frames(args) -> int:
     from edgepipe.pipeline.core.progress import progress_bar
     from edgepipe.pipeline.data.frames import make_frames

@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_contract_args(q)
     q.set_defaults(fn=commands.cmd_quantize)
 
+    c = sub.add_parser("contract", help="show an ONNX file's input contract, or write one into its metadata once (for "
+                                         "models exported elsewhere), so every later command and the device use it")
+    c.add_argument("model", help=".onnx model")
+    c.add_argument("-o", "--output", help="write the file with its contract here (default: in place)")
+    add_contract_args(c)
+    c.set_defaults(fn=commands.cmd_contract)
+
     pr = sub.add_parser("prune", help="structured-pruning sensitivity: validation accuracy of each channel group vs ratio (JSON + PNG)")
     pr.add_argument("model", help="model folder, e.g. runs/mnist-kd/distill/student")
     pr.add_argument("--sensitivity", action="store_true", help="run the sensitivity analysis (required)")
