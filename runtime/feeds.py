@@ -293,3 +293,15 @@ def npz_feeds(arrays: dict[str, np.ndarray], spec: list[InputSpec], source: str,
             f |= {k: v for k, v in derived_inputs(spec, f[image_name]).items() if k not in f}
         feeds.append(f)
     return feeds
+
+
+def model_contract(session, args=None, shape: tuple | None = None, note=None):
+    """The contract images are decoded by for a session's model: its own, with the contract flags of
+    `args` (if any) laid over it (images.contract_from_args; `shape` is a --shape given for its image input)."""
+    from edgepipe.runtime.images import contract_from_args, contract_of
+
+    own = contract_of(session)
+    if args is None:
+        return own
+    image = image_input(signature(session))
+    return contract_from_args(args, own, image.shape if image else None, shape, note)

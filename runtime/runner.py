@@ -78,14 +78,10 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
     bench = Bench(model, opts, strict_providers=strict_providers)
     rss_session = rss_mb()
     if images is not None:
-        from edgepipe.runtime.images import contract_of, folder_inputs
+        from edgepipe.runtime.feeds import model_contract
+        from edgepipe.runtime.images import folder_inputs
 
-        from edgepipe.runtime.feeds import image_input, signature
-        from edgepipe.runtime.images import contract_from_args
-
-        image = image_input(signature(bench.session))
-        contract = contract_from_args(contract_args, contract_of(bench.session), image.shape if image else None,
-                                      note=notes.append) if contract_args is not None else contract_of(bench.session)
+        contract = model_contract(bench.session, contract_args, note=notes.append)
         if contract is None:
             raise EdgepipeError(f"{model}: carries no input contract (exported by another tool, or by edgepipe before it "
                                 "wrote one), so its images cannot be preprocessed here: give it with --size HxW (and "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgepipe.pipeline.cli import commands
+from edgepipe.pipeline.cli import commands, model_commands
 from edgepipe.runtime.args import add_contract_args, add_shape_arg
 
 
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--rtol", type=float, default=1e-3)
     add_shape_arg(e)
     add_contract_args(e)
-    e.set_defaults(fn=commands.cmd_export)
+    e.set_defaults(fn=model_commands.cmd_export)
 
     q = sub.add_parser("quantize", help="quantize an ONNX model with onnxruntime (static int8/int4/a16w8, dynamic, fp16, 4-bit MatMul)")
     q.add_argument("model", help="fp32 .onnx")
@@ -61,14 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "in fewer bytes (outputs checked identical)")
     add_shape_arg(q)
     add_contract_args(q)
-    q.set_defaults(fn=commands.cmd_quantize)
+    q.set_defaults(fn=model_commands.cmd_quantize)
 
     c = sub.add_parser("contract", help="show an ONNX file's input contract, or write one into its metadata once (for "
                                          "models exported elsewhere), so every later command and the device use it")
     c.add_argument("model", help=".onnx model")
     c.add_argument("-o", "--output", help="write the file with its contract here (default: in place)")
     add_contract_args(c)
-    c.set_defaults(fn=commands.cmd_contract)
+    c.set_defaults(fn=model_commands.cmd_contract)
 
     pr = sub.add_parser("prune", help="structured-pruning sensitivity: validation accuracy of each channel group vs ratio (JSON + PNG)")
     pr.add_argument("model", help="model folder, e.g. runs/mnist-kd/distill/student")

@@ -109,11 +109,14 @@ def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
         from edgepipe.pipeline.models.sources import resolve
 
         fp32_path = resolve(ctx.base, cfg.model.onnx)
+        from edgepipe.runtime.feeds import signature
+
         session = open_session(fp32_path)
-        takes = tuple(session.get_inputs()[0].shape[1:])
-        if takes != tuple(ctx.data.input_shape):
-            raise EdgepipeError(f"quantize.model: {fp32_path} takes inputs of shape {list(takes)}, the data gives "
-                                f"{list(ctx.data.input_shape)}; use data of the model's input shape")
+        spec = signature(session)
+        if len(spec) != 1 or not spec[0].accepts((1, *ctx.data.input_shape)):
+            raise EdgepipeError(f"quantize.model: {fp32_path} takes {', '.join(f'{s.name} {s.text()}' for s in spec)} "
+                                f"(? = any size), the data gives {list(ctx.data.input_shape)}; use data of the model's input "
+                                "size (a model of several inputs: edgepipe quantize with an .npz naming each)")
         fp32_logits = predict(session, xt)
         src_meta = {"label": cfg.model.name, "bytes": fp32_path.stat().st_size,
                     "accuracy": float((fp32_logits.argmax(1) == yt).mean())}
