@@ -191,7 +191,8 @@ class Bench:
         measured_ms = (time.perf_counter() - t0) * 1e3
         stats = latency_stats(times)
         batch = int(next(iter(feed.values())).shape[0])
-        return {"batch": batch, "warmup_iters": len(warm), "warmup_ms": warm_ms, "measured_ms": measured_ms, "latency": stats,
+        shape = "x".join(map(str, next(iter(feed.values())).shape[1:]))  # the first input's, without the batch
+        return {"batch": batch, "input_shape": shape, "warmup_iters": len(warm), "warmup_ms": warm_ms, "measured_ms": measured_ms, "latency": stats,
                 "latency_ci95_ms": quantile_ci95(times), "histogram": latency_histogram(times),
                 "throughput_per_s": float(batch * 1000.0 / stats["mean_ms"]), "host_load": load.as_dict()}
 

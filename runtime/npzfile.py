@@ -281,6 +281,30 @@ class ArrayInputs:
             yield start, {k: v[start:start + size] for k, v in self.arrays.items()}
 
 
+class ShapeGroups(ArrayInputs):
+    """Inputs of several sizes (images under a keep-ratio contract without padding), one group per size,
+    behind the same calls: `head` gives rows of the largest group, `chunks` never mixes sizes, and
+    `others()` the groups whose sizes are measured beside it (at most MAX_SHAPES in all)."""
+
+    MAX_SHAPES = 4
+
+    def __init__(self, groups: list[dict[str, np.ndarray]], labels: np.ndarray | None = None):
+        self.groups = sorted(groups, key=lambda g: -len(next(iter(g.values()))))
+        super().__init__(self.groups[0], labels)
+        self.n = sum(len(next(iter(g.values()))) for g in self.groups)
+
+    def chunks(self, budget: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        start = 0
+        for g in self.groups:
+            part = ArrayInputs(g)
+            for offset, arrays in part.chunks(budget):
+                yield start + offset, arrays
+            start += part.n
+
+    def others(self) -> list[dict[str, np.ndarray]]:
+        return self.groups[1 : self.MAX_SHAPES]
+
+
 def load_npz(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """(input arrays, labels or None) of an inputs file, read whole into memory, checked as the runner checks them."""
     from edgepipe.runtime.session import check_arrays

@@ -182,3 +182,20 @@ def test_a_fixed_batch_multi_output_detector_goes_through_export_quantize_and_be
     line = one_line_error(edgepipe("quantize", fp32, "-o", bad, "--calibration", tmp_path / "calib.npz", "--eval",
                                    tmp_path / "calib.npz", "--max-drop", "1"))
     assert "class scores" in line and not bad.exists()
+
+
+def test_bench_measures_each_size_of_a_mixed_folder_under_a_keep_ratio_contract(onnx_models, text, tmp_path):
+    from PIL import Image
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for i, f in enumerate(sorted((text / "pages").glob("*.png"))):  # portrait and landscape pages
+        Image.open(f).resize((480, 640) if i % 2 else (640, 480)).save(mixed / f"{i}.png")
+    proc = edgepipe("bench", onnx_models / "ch_PP-OCRv4_det_infer.onnx", "--images", mixed, "--size", "256x256",
+                    "--keep-ratio", "--no-pad", "--multiple", "32", "--bgr", "--profile", "none", "--energy-seconds", "0",
+                    "--iters", "3", "--min-seconds", "0", "--warmup", "1", "--warmup-seconds", "0", "--json", tmp_path / "r.json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert sorted(run["input_shape"] for run in r["runs"]) == ["3x192x256", "3x256x192"]
+    assert " at 3x192x256" in proc.stdout and "accuracy" not in r
+    assert any("differ in size" in n for n in r["notes"])
