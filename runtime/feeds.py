@@ -166,16 +166,7 @@ def count(feeds: Iterable[Feed]) -> int:
 
 def regroup(feeds: Iterable[Feed], batch: int) -> list[Feed]:
     """The same samples, grouped by shape into feeds of at most `batch` (the order within a shape kept)."""
-    groups: dict[tuple, list[Feed]] = {}
-    for s in samples(feeds):
-        key = tuple((k, v.shape[1:], v.dtype.str) for k, v in sorted(s.items()))
-        groups.setdefault(key, []).append(s)
-    out = []
-    for group in groups.values():
-        for i in range(0, len(group), batch):
-            part = group[i : i + batch]
-            out.append({k: np.concatenate([p[k] for p in part]) for k in part[0]})
-    return out
+    return _grouped(list(samples(feeds)), None, batch)[0]
 
 
 def first(feeds: list[Feed], n: int) -> list[Feed]:
@@ -207,20 +198,6 @@ def from_array(spec: list[InputSpec], x: np.ndarray, batch: int = 32) -> list[Fe
 def run(session, feeds: Iterable[Feed], names: list[str] | None = None) -> list[list[np.ndarray]]:
     """Each feed's outputs (all of them, or the named ones), in order."""
     return [session.run(names, feed) for feed in feeds]
-
-
-def stack(outputs: list[list[np.ndarray]]) -> list[np.ndarray] | None:
-    """The per-feed outputs joined along the batch, where every feed's output k has one shape beyond
-    the batch; None where they differ (samples of different sizes)."""
-    if not outputs:
-        return []
-    joined = []
-    for k in range(len(outputs[0])):
-        parts = [o[k] for o in outputs]
-        if len({p.shape[1:] for p in parts}) != 1 or any(p.ndim == 0 for p in parts):
-            return None
-        joined.append(np.concatenate(parts))
-    return joined
 
 
 def _grouped(per_sample: list[Feed], labels, batch: int):
