@@ -34,12 +34,15 @@ def run_outputs(model, x, names: list[str] | None = None, batch: int = 256) -> d
     array over all samples, or a list of per-feed arrays where samples of different sizes give
     outputs of different sizes."""
     s, _, names = probe_session(model, names)
-    parts = fd.run(s, _feeds(s, x, batch), names)
+    feeds = _feeds(s, x, batch)
+    parts = fd.run(s, feeds, names)
+    rows = [fd.count([f]) for f in feeds]
     out = {}
     for k, n in enumerate(names):
         pieces = [p[k] for p in parts]
-        same = len({q.shape[1:] for q in pieces}) == 1 and all(q.ndim for q in pieces)
-        out[n] = np.concatenate(pieces) if same else pieces
+        # one row per sample and one size beyond it: joined; else (an NMS output's k boxes) per feed
+        batched = all(q.ndim and len(q) == r for q, r in zip(pieces, rows)) and len({q.shape[1:] for q in pieces}) == 1
+        out[n] = np.concatenate(pieces) if batched else pieces
     return out
 
 
@@ -47,18 +50,23 @@ def compare_outputs(ref: dict, got: dict) -> dict:
     """Every output of a model against its float model's (run_outputs of each): the SQNR of each
     (whole tensor, dB), their minimum, and the top-1 agreement of the first output that holds one
     row of class scores per sample (None where none does)."""
-    per, agreement = {}, None
+    per, changed, agreement = {}, {}, None
     for name, r in ref.items():
         g = got[name]
-        pairs = list(zip(r, g)) if isinstance(r, list) else [(r, g)]
+        pairs = list(zip(r, g)) if isinstance(r, list) or isinstance(g, list) else [(r, g)]
+        same = [(a, b) for a, b in pairs if a.shape == b.shape]
+        if len(same) < len(pairs):  # e.g. NMS kept another number of boxes: no noise to measure there
+            changed[name] = len(pairs) - len(same)
         sig = err = 0.0
-        for a, b in pairs:
+        for a, b in same:
             s1, e1 = channel_sums(a, b, per_channel=False)
             sig, err = sig + s1, err + e1
-        per[name] = sqnr_from_sums(np.atleast_1d(sig), np.atleast_1d(err))
-        if agreement is None and not isinstance(r, list) and r.ndim == 2 and r.shape[1] > 1:
+        per[name] = sqnr_from_sums(np.atleast_1d(sig), np.atleast_1d(err)) if same else None
+        if agreement is None and not isinstance(r, list) and r.ndim == 2 and r.shape[1] > 1 and r.shape == g.shape:
             agreement = fidelity(r, g)["top1_agreement"]
-    return {"agreement": agreement, "output_sqnr_db": min(per.values()) if per else 100.0, "outputs_sqnr_db": per}
+    measured = [v for v in per.values() if v is not None]
+    return {"agreement": agreement, "output_sqnr_db": min(measured) if measured else None, "outputs_sqnr_db": per,
+            **({"outputs_changed_size": changed} if changed else {})}
 
 
 def _folded_activation(f_model) -> dict[str, tuple[float, float]]:

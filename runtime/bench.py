@@ -160,10 +160,13 @@ class Bench:
         self.out_names = [o.name for o in self.session.get_outputs()]
 
     def feed(self, batch: int, arrays: dict[str, np.ndarray] | None = None, source: str = "inputs") -> dict:
-        if arrays is None and self.opts.shapes:
-            from edgepipe.runtime.feeds import parse_shapes, random_feeds, signature
+        from edgepipe.runtime.feeds import batch_size, parse_shapes, random_feeds, signature
 
-            spec = signature(self.session)
+        spec = signature(self.session)
+        if batch_size(spec, batch) != batch:
+            raise EdgepipeError(f"{self.model}: the model fixes its batch at {batch_size(spec, batch)}; it cannot run a "
+                                f"batch of {batch} (leave --batch out, or export it with a dynamic batch)")
+        if arrays is None and not self.opts.dims:  # random inputs at --shape (a detector's derived inputs made to fit)
             shapes = {k: (batch, *v[1:]) for k, v in parse_shapes(self.opts.shapes, spec).items()}
             return random_feeds(spec, batch, shapes, batch=batch, what=str(self.model))[0]
         if arrays is None:

@@ -141,6 +141,15 @@ def resolve_feed(session: ort.InferenceSession, arrays: dict[str, np.ndarray], s
     names = [i.name for i in session.get_inputs()]
     if len(names) == 1 and names[0] not in arrays and "x" in arrays:
         arrays = {names[0]: arrays["x"]}
+    elif "x" in arrays and "x" not in names:  # a detector's image; its im_shape / scale_factor follow from it
+        from edgepipe.runtime.feeds import DERIVED, derived_inputs, image_input, signature
+
+        spec = signature(session)
+        image = image_input(spec)
+        if image is not None and all(n == image.name or n in DERIVED or n in arrays for n in names):
+            x = arrays["x"].astype(image.dtype, copy=False)
+            arrays = {image.name: x, **{k: v for k, v in arrays.items() if k != "x"}}
+            arrays |= {k: v for k, v in derived_inputs(spec, x).items() if k not in arrays}
     check_feed(session, arrays, source)
     out = {}
     for inp in session.get_inputs():

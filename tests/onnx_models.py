@@ -79,3 +79,50 @@ def mnist_linear(path, seed=0):
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def nms_detector(path, seed=0):
+    """A detector ending in NonMaxSuppression, as PaddleDetection exports them with NMS: image[1,3,32,32] and
+    scale_factor[1,2] in; boxes[k,4] (scaled back by scale_factor) and scores[k] out, k varying with the image."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.standard_normal((5, 3, 4, 4)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([1, 5, 64], np.int64), "flat"),
+             numpy_helper.from_array(np.array([0], np.int64), "zero"), numpy_helper.from_array(np.array([4], np.int64), "four"),
+             numpy_helper.from_array(np.array([5], np.int64), "five"), numpy_helper.from_array(np.array([2], np.int64), "two"),
+             numpy_helper.from_array(np.array([1], np.int64), "one"),
+             numpy_helper.from_array(np.array([3], np.int64), "three"), numpy_helper.from_array(np.array([10], np.int64), "keep"),
+             numpy_helper.from_array(np.array([0.5], np.float32), "iou"), numpy_helper.from_array(np.array([0.5], np.float32), "thr"),
+             numpy_helper.from_array(np.array([32.0], np.float32), "px")]
+    nodes = [
+        helper.make_node("Conv", ["image", "w"], ["feat"], strides=[4, 4], name="head"),
+        helper.make_node("Reshape", ["feat", "flat"], ["f3"]),  # [1, 5, 64]
+        helper.make_node("Slice", ["f3", "zero", "four", "one"], ["raw"]),  # axis 1: [1, 4, 64]
+        helper.make_node("Sigmoid", ["raw"], ["unit"]),
+        helper.make_node("Mul", ["unit", "px"], ["coords"]),
+        helper.make_node("Transpose", ["coords"], ["boxes"], perm=[0, 2, 1]),  # [1, 64, 4]
+        helper.make_node("Slice", ["f3", "four", "five", "one"], ["logit"]),  # [1, 1, 64]
+        helper.make_node("Sigmoid", ["logit"], ["score"]),
+        helper.make_node("NonMaxSuppression", ["boxes", "score", "keep", "iou", "thr"], ["sel"]),  # [k, 3]
+        helper.make_node("Slice", ["sel", "two", "three", "one"], ["idx2"]),  # [k, 1]
+        helper.make_node("Flatten", ["idx2"], ["idxf"], axis=0),  # [1, k]
+        helper.make_node("Squeeze", ["idxf", "zero"], ["idx"]),  # [k]
+        helper.make_node("Squeeze", ["boxes", "zero"], ["boxes0"]),  # [64, 4]
+        helper.make_node("Gather", ["boxes0", "idx"], ["picked"], axis=0),  # [k, 4]
+        helper.make_node("Concat", ["scale_factor", "scale_factor"], ["sf4"], axis=1),  # [1, 4]
+        helper.make_node("Div", ["picked", "sf4"], ["det_boxes"]),
+        helper.make_node("Squeeze", ["score", "zero"], ["s1"]), helper.make_node("Squeeze", ["s1", "zero"], ["s0"]),  # [64]
+        helper.make_node("Gather", ["s0", "idx"], ["det_scores"], axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "nms_detector",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 32, 32]),
+         helper.make_tensor_value_info("scale_factor", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("det_boxes", TensorProto.FLOAT, ["k", 4]),
+         helper.make_tensor_value_info("det_scores", TensorProto.FLOAT, ["k"])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

@@ -199,3 +199,21 @@ def test_bench_measures_each_size_of_a_mixed_folder_under_a_keep_ratio_contract(
     assert sorted(run["input_shape"] for run in r["runs"]) == ["3x192x256", "3x256x192"]
     assert " at 3x192x256" in proc.stdout and "accuracy" not in r
     assert any("differ in size" in n for n in r["notes"])
+
+
+def test_a_detector_ending_in_nms_quantizes_and_benches_from_its_image_alone(tmp_path):
+    """PaddleDetection's exports with NMS: image + scale_factor in, k boxes out (k varies with the image and
+    may change under int8); an .npz of images alone fills scale_factor."""
+    from onnx_models import nms_detector
+
+    fp32 = nms_detector(tmp_path / "nms.onnx")
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).random((16, 3, 32, 32)).astype(np.float32))
+    int8 = tmp_path / "nms.int8.onnx"
+    proc = edgepipe("quantize", fp32, "-o", int8, "--calibration", tmp_path / "x.npz")
+    assert proc.returncode == 0, proc.stderr
+    assert "det_boxes" in proc.stdout and "det_scores" in proc.stdout
+    proc = edgepipe("bench", int8, "--inputs", tmp_path / "x.npz", "--profile", "none", "--energy-seconds", "0",
+                    "--iters", "3", "--min-seconds", "0", "--warmup", "1", "--warmup-seconds", "0")
+    assert proc.returncode == 0, proc.stderr
+    line = one_line_error(edgepipe("bench", int8, "--batch", "2", "--profile", "none", "--energy-seconds", "0"))
+    assert "fixes its batch at 1" in line

@@ -138,7 +138,10 @@ def cmd_quantize(args) -> int:
         last = g["steps"][-1]
         print(f"on {args.eval or 'the calibration samples'}: "
               + (f"top-1 agreement with fp32 {100 * last['agreement']:.2f}%, " if last["agreement"] is not None else "")
-              + "output SQNR " + ", ".join(f"{k} {v:.1f} dB" for k, v in last["outputs_sqnr_db"].items())
+              + "output SQNR " + ", ".join(f"{k} {v:.1f} dB" if v is not None else f"{k} —"
+                                           for k, v in last["outputs_sqnr_db"].items())
+              + "".join(f"; {k} changed size on {n} input(s) (e.g. NMS kept other boxes)"
+                        for k, n in last.get("outputs_changed_size", {}).items())
               + (f", accuracy {100 * last['accuracy']:.2f}% ({-last['drop_points']:+.2f} points)" if "accuracy" in last else ""))
         if g["kept_float"]:
             print(f"accuracy guard kept in float: {', '.join(g['kept_float'])} ({1e3 * g['latency_cost_ms']:+.0f} µs at batch 1)")
