@@ -21,7 +21,8 @@ from edgepipe.devices import EdgepipeError
 from edgepipe.runtime.atomic import write_json_atomic
 from edgepipe.runtime.backends import describe, open_model
 from edgepipe.runtime.bench import timed_runs
-from edgepipe.runtime.session import predict, resolve_feed
+from edgepipe.runtime.feeds import from_array, signature
+from edgepipe.runtime.session import resolve_feed
 
 
 def measure(candidates: list[dict], x: np.ndarray, y: np.ndarray | None, threads: int = 1, rounds: int = 5,
@@ -36,9 +37,11 @@ def measure(candidates: list[dict], x: np.ndarray, y: np.ndarray | None, threads
         create_ms = (time.perf_counter_ns() - t0) / 1e6
         feed = resolve_feed(s, {"x": x[:1]}, c["model"])
         names = [o.name for o in s.get_outputs()]
-        xs = next(iter(resolve_feed(s, {"x": x}, c["model"]).values()))
-        out = predict(s, xs)
-        pred = out.argmax(axis=1) if out.ndim == 2 and out.shape[1] > 1 else None  # class scores only
+        feeds = from_array(signature(s), x, batch=256)  # a fixed batch of 1: one sample a feed
+        parts = [s.run(names[:1], f)[0] for f in feeds]
+        out = np.concatenate(parts) if len({p.shape[1:] for p in parts}) == 1 and all(p.ndim for p in parts) else None
+        scores = out is not None and out.ndim == 2 and out.shape[1] > 1 and len(out) == len(x)
+        pred = out.argmax(axis=1) if scores else None  # class scores only (not an NMS output's k boxes)
         acc = None if y is None or pred is None else float((pred == y).mean())
         opened.append({"c": c, "run": (lambda s=s, f=feed, n=names: s.run(n, f)), "create_ms": create_ms,
                        "accuracy": acc, "predictions": None if pred is None else pred.tolist(), "ran": describe(s, c["model"]), "p50": [], "all": []})
