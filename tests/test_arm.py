@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "devices" / "image"))
 from build import MIRROR, RUNNER_ARGS, SUITE, arm_emulation_problem, chroot_run, sh, wheelhouse_command  # noqa: E402  (devices/image/build.py)
 
-pytestmark = pytest.mark.arm
+# the first run debootstraps the root and may run the demo (their own limits: 3600 s and 1800 s), past the
+# suite's per-test timeout
+pytestmark = [pytest.mark.arm, pytest.mark.timeout(7200)]
 
 ARM = Path(os.environ.get("EDGEPIPE_ARM_DIR", REPO / ".arm"))
 ROOT = ARM / "rootfs"

@@ -127,6 +127,24 @@ def test_frozen_channels_say_why_and_are_left_alone():
     assert changes == {} and model.c1.weight.shape == [8, 3, 1, 1]
 
 
+def test_every_op_kind_has_a_handler_and_one_that_fails_freezes_what_it_reads(monkeypatch):
+    from edgepipe.pipeline.compress.channels import ops
+
+    assert {"conv2d", "matmul", "batch_norm", "add", "relu", "concat", "split", "reshape", "flatten"} <= set(ops.HANDLERS)
+    model, shape = make("residual")
+    stem = next(sp for sp in trace(model, shape).groups().values() if ("stem", "conv") in sp.producers)
+    assert stem.frozen is None and ("conv", "conv") in stem.producers  # tied through the residual add
+
+    def broken(t, o):
+        raise RuntimeError("injected")
+
+    monkeypatch.setitem(ops.HANDLERS, "relu", broken)
+    groups = trace(model, shape).groups().values()
+    stem = next(sp for sp in groups if ("stem", "conv") in sp.producers)
+    assert stem.frozen == "op pd_op.relu could not be modelled (RuntimeError)"
+    assert all(sp.frozen for sp in groups)  # nothing downstream of the unmodelled relus is pruned either
+
+
 def test_round_to_and_skip_and_per_layer_ratios():
     model, shape = make("resnet18")
     model, changes, rows = prune_channels(model, shape, ChannelRule(

@@ -44,7 +44,20 @@ def test_report_and_verify_on_a_non_run(tmp_path):
     assert "no manifest.json here" in one_line_error(edgepipe("report", tmp_path))
 
 
-@pytest.mark.parametrize("cmd", ["run", "export", "quantize", "bench", "devices", "report", "verify"])
+COMMANDS = ["run", "export", "quantize", "contract", "prune", "frames", "explain", "bench", "deploy", "devices", "report",
+            "verify"]
+
+
+def test_the_help_test_covers_every_command():
+    import argparse
+
+    from edgepipe.pipeline.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == COMMANDS  # in the order `edgepipe --help` lists them
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
 def test_every_command_has_help(cmd):
     proc = edgepipe(cmd, "--help")
-    assert proc.returncode == 0 and "usage: edgepipe" in proc.stdout
+    assert proc.returncode == 0 and proc.stdout.startswith(f"usage: edgepipe {cmd} [-h]"), proc.stdout[:300]

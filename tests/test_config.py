@@ -77,6 +77,7 @@ def test_every_shipped_recipe_loads_and_passes_its_preflight(name):
 
     r = load_recipe(Path(__file__).parents[1] / "pipeline" / "recipes" / name)
     preflight(r)
+    assert r.name and r.stages
     if name == "mnist_max.yaml":  # the chain the README's table measures, hop by hop
         assert [s.kind for s in r.stages] == ["train", "distill", "prune", "lowrank", "qat", "export", "quantize", "bench", "report"]
         q = r.stages[6].config

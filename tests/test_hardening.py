@@ -380,18 +380,19 @@ def test_a_profile_missing_a_field_names_the_field(tmp_path):
 
 # 10. file modes ----------------------------------------------------------------------------------------------
 
-def test_outputs_honour_the_umask(tmp_path):
-    from edgepipe.pipeline.core.weights import write_state
-    from edgepipe.runtime.atomic import FILE_MODE, write_bytes_atomic
-
-    write_bytes_atomic(tmp_path / "a.bin", b"x")
-    write_state(tmp_path / "w.safetensors", {"w": np.ones(2, np.float32)})
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_outputs_honour_the_umask(tmp_path, umask, mode):
+    """Files get 0666 less the umask of the process writing them, not mkstemp's 0600. edgepipe reads the
+    umask once, on import, so each umask is set in a fresh process first; the modes expected are literals."""
+    code = ("import os, sys; os.umask(int(sys.argv[1], 8)); from pathlib import Path; import numpy as np; "
+            "from edgepipe.pipeline.core.weights import write_state; from edgepipe.runtime.atomic import write_bytes_atomic; "
+            "d = Path(sys.argv[2]); write_bytes_atomic(d / 'a.bin', b'x'); "
+            "write_state(d / 'w.safetensors', {'w': np.ones(2, np.float32)})")
+    proc = subprocess.run([sys.executable, "-c", code, f"{umask:o}", str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
     for name in ("a.bin", "w.safetensors"):
-        assert (tmp_path / name).stat().st_mode & 0o777 == FILE_MODE
-    old = os.umask(0o022)
-    os.umask(old)
-    if old == 0o022:
-        assert FILE_MODE == 0o644
+        assert oct((tmp_path / name).stat().st_mode & 0o777) == oct(mode), name
 
 
 # no telemetry ------------------------------------------------------------------------------------------------

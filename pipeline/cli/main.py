@@ -9,11 +9,7 @@ from edgepipe.pipeline.cli import commands, model_commands
 from edgepipe.runtime.args import add_contract_args, add_shape_arg
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgepipe", description="Compress a Paddle model, export it to int8 ONNX, and measure it for an edge device.")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_run(sub) -> None:
     r = sub.add_parser("run", help="run a recipe (default: the built-in MNIST teacher/student recipe)")
     r.add_argument("recipe", nargs="?", help="recipe YAML (default: built-in mnist_kd.yaml)")
     r.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs)")
@@ -22,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--from", dest="from_stage", metavar="STAGE", help="redo this stage and the ones after it")
     r.set_defaults(fn=commands.cmd_run)
 
+
+def _add_export(sub) -> None:
     e = sub.add_parser("export", help="export an edgepipe model folder or a Paddle inference model to ONNX, parity-checked")
     e.add_argument("model", help="an edgepipe model folder (e.g. runs/mnist-kd/distill/student), or a Paddle inference "
                                  "model (PaddleOCR/PaddleClas/PaddleDetection's, or paddle.jit.save's): its folder or its path "
@@ -36,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_contract_args(e)
     e.set_defaults(fn=model_commands.cmd_export)
 
+
+def _add_quantize(sub) -> None:
     q = sub.add_parser("quantize", help="quantize an ONNX model with onnxruntime (static int8/int4/a16w8, dynamic, fp16, 4-bit MatMul)")
     q.add_argument("model", help="fp32 .onnx")
     q.add_argument("-o", "--output", help="output (default: MODEL.<int8|int4|a16w8|dyn8|fp16|mm4>.onnx)")
@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_contract_args(q)
     q.set_defaults(fn=model_commands.cmd_quantize)
 
+
+def _add_contract(sub) -> None:
     c = sub.add_parser("contract", help="show an ONNX file's input contract, or write one into its metadata once (for "
                                          "models exported elsewhere), so every later command and the device use it")
     c.add_argument("model", help=".onnx model")
@@ -70,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_contract_args(c)
     c.set_defaults(fn=model_commands.cmd_contract)
 
+
+def _add_prune(sub) -> None:
     pr = sub.add_parser("prune", help="structured-pruning sensitivity: validation accuracy of each channel group vs ratio (JSON + PNG)")
     pr.add_argument("model", help="model folder, e.g. runs/mnist-kd/distill/student")
     pr.add_argument("--sensitivity", action="store_true", help="run the sensitivity analysis (required)")
@@ -89,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-plot", action="store_true", help="JSON only")
     pr.set_defaults(fn=commands.cmd_prune)
 
+
+def _add_frames(sub) -> None:
     f = sub.add_parser("frames", help="write camera-like RGB frames made from the bundled digits as an image folder "
                                       "(a stand-in for a camera's classes)")
     f.add_argument("output", help="a new folder; frames go to OUTPUT/<digit>/<n>.png")
@@ -100,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--renderings", type=int, default=1, help="with --held-out: frames per training digit (default 1)")
     f.set_defaults(fn=commands.cmd_frames)
 
+
+def _add_explain(sub) -> None:
     x = sub.add_parser("explain", help="why an (int8) ONNX model is fast or slow: time per op, unfused Q/DQ, float fallbacks")
     x.add_argument("model", help=".onnx model")
     x.add_argument("--threads", type=int, default=1)
@@ -108,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--json", help="write the full analysis here")
     x.set_defaults(fn=commands.cmd_explain)
 
+
+def _add_bench(sub) -> None:
     from edgepipe.runtime.args import build_parser as runner_parser
 
     b = sub.add_parser("bench", parents=[runner_parser(add_help=False)],
@@ -115,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Same arguments and output as the on-device runner, edgepipe-runner.")
     b.set_defaults(fn=commands.cmd_bench)
 
+
+def _add_deploy(sub) -> None:
     dp = sub.add_parser("deploy", help="choose what to ship from a finished run: the fastest model × backend × precision "
                                        "that keeps the accuracy, measured on this machine")
     dp.add_argument("run_dir", help="run directory, e.g. runs/mnist-kd")
@@ -129,10 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("-o", "--output", help="folder for deploy.json and the chosen model (default RUN_DIR/deployment)")
     dp.set_defaults(fn=commands.cmd_deploy)
 
+
+def _add_devices(sub) -> None:
     d = sub.add_parser("devices", help="list the device profiles and detect this host")
     d.add_argument("--show", metavar="PROFILE", help="print one profile (a preset name or a YAML file) in full")
     d.set_defaults(fn=commands.cmd_devices)
 
+
+def _add_report(sub) -> None:
     rp = sub.add_parser("report", help="print the summary table of a run (and write markdown with -o)")
     rp.add_argument("run_dir", help="run directory, e.g. runs/mnist-kd")
     rp.add_argument("-o", "--output", help="write the markdown report here (with --html: the HTML report)")
@@ -142,9 +158,24 @@ def build_parser() -> argparse.ArgumentParser:
                     help="merge a runner result measured on a device (edgepipe-runner --json); repeatable")
     rp.set_defaults(fn=commands.cmd_report)
 
+
+def _add_verify(sub) -> None:
     v = sub.add_parser("verify", help="re-hash a run's outputs against its manifest")
     v.add_argument("run_dir")
     v.set_defaults(fn=commands.cmd_verify)
+
+
+# One function per subcommand adds its parser, in the order `edgepipe --help` lists them.
+SUBCOMMANDS = (_add_run, _add_export, _add_quantize, _add_contract, _add_prune, _add_frames, _add_explain,
+               _add_bench, _add_deploy, _add_devices, _add_report, _add_verify)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgepipe", description="Compress a Paddle model, export it to int8 ONNX, and measure it for an edge device.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
     return p
 
 

@@ -123,120 +123,141 @@ def _stats(values: list[float]) -> dict:
     return {"per_seed": [float(v) for v in a], "mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0}
 
 
-@register_stage("distill", DistillConfig)
-def run_distill(cfg: DistillConfig, ctx) -> StageResult:
-    """Offline KD (soft targets, feature hints, cached logits), online DML or born-again self-distillation."""
+@dataclass
+class _Shared:
+    """What every seed of one distill stage shares, and how it trains a student."""
+    cfg: DistillConfig
+    ctx: object
+    extra: dict = field(default_factory=dict)  # stage metrics a strategy adds (teacher_cache, feature_hints)
+    teacher: object = None  # offline: the frozen teacher
+    cached: object = None  # offline: its logits on the training split, when cached
+    teacher_label: str | None = None
+
+    def train(self, seed: int, desc: str, **loss):
+        cfg = self.cfg
+        return train_model(cfg.student, self.ctx.data, base=self.ctx.base, seed=seed, desc=desc, epochs=cfg.epochs,
+                           batch_size=cfg.batch_size, lr=cfg.lr, augment_shift=cfg.augment_shift, **loss)
+
+
+def _load_teacher(s: _Shared) -> None:
+    """Offline: the teacher, frozen, and its cached logits on the training split when asked for."""
+    from edgepipe.pipeline.compress.distill import cached_teacher_logits, freeze
+
+    cfg, ctx = s.cfg, s.ctx
+    layer, info, s.teacher_label = load_ref(ctx, cfg.teacher, "distill")
+    s.teacher = freeze(layer)
+    if cfg.cache_teacher_logits:
+        ident = ctx.path_of(cfg.teacher) if isinstance(cfg.teacher, str) else source_fingerprint(cfg.teacher, cfg.files(ctx.base))
+        s.cached, s.extra["teacher_cache"] = cached_teacher_logits(s.teacher, ident, ctx.data.split("train")[0],
+                                                                   ctx.data.fingerprint())
+
+
+def _offline(s: _Shared, seed: int, base) -> tuple:
+    """Soft targets of the teacher (T²·KL + α-mixed CE), plus the feature hints' losses."""
     import paddle
 
-    from edgepipe.pipeline.compress.distill import (
-        FeatureHint,
-        build_cohort,
-        cached_teacher_logits,
-        freeze,
-        mutual_loss,
-        soft_target_loss,
-    )
+    from edgepipe.pipeline.compress.distill import FeatureHint, soft_target_loss
+
+    cfg, teacher, cached, hints = s.cfg, s.teacher, s.cached, []
+
+    def make_loss(student):
+        soft = soft_target_loss(teacher, cfg.temperature, cfg.alpha, cached)
+        probe = paddle.to_tensor(s.ctx.data.split("val")[0][:2])
+        hints[:] = [FeatureHint(teacher, student, f.teacher_layer, f.student_layer, probe, index=k)
+                    for k, f in enumerate(cfg.features)]
+        s.extra["feature_hints"] = [h.shapes for h in hints]
+
+        def loss(logits, xb, yb, idx):
+            value = soft(logits, xb, yb, idx)
+            if hints:
+                if cached is not None:  # the hooks need the teacher's forward pass on this batch
+                    with paddle.no_grad():
+                        teacher(xb)
+                value = value + sum(f.weight * h.loss() for f, h in zip(cfg.features, hints))
+            return value
+
+        return loss, [p for h in hints for p in h.adapter.parameters()] or None
+
+    model, hist, acc = s.train(seed, f"{cfg.output} seed {seed}", make_loss=make_loss)
+    for h in hints:  # the teacher is shared by every seed
+        h.remove()
+    return model, hist, acc, {}
+
+
+def _online(s: _Shared, seed: int, base) -> tuple:
+    """Deep mutual learning: `peers` students trained together; `keep` picks the one returned."""
+    from edgepipe.pipeline.compress.distill import build_cohort, mutual_loss
     from edgepipe.pipeline.models.load import load_source
     from edgepipe.pipeline.training import evaluate, fit, seed_everything
 
-    data = ctx.data
+    cfg, data = s.cfg, s.ctx.data
+    rng = seed_everything(seed)
+    peers = [load_source(cfg.student, s.ctx.base, technique="distill", name_prefix=f"peer{k}_") for k in range(cfg.peers)]
+    cohort = build_cohort(peers, keep=0 if cfg.keep == "best" else cfg.keep)
+    x, y = data.split("train")
+    hist = fit(cohort, x, y, rng=rng, loss_fn=mutual_loss(cohort, cfg.temperature, cfg.alpha),
+               desc=f"{cfg.output} dml seed {seed}", val=data.split("val"), epochs=cfg.epochs, batch_size=cfg.batch_size,
+               lr=cfg.lr, augment=data.augmenter(cfg.augment_shift))
+    val = [evaluate(p, *data.split("val")) for p in peers]
+    test = [evaluate(p, *data.split("test")) for p in peers]
+    k = max(range(cfg.peers), key=lambda i: val[i]) if cfg.keep == "best" else cfg.keep
+    return peers[k], hist, test[k], {"peers_test_acc": test, "peers_val_acc": val, "kept": k}
+
+
+def _self(s: _Shared, seed: int, base) -> tuple:
+    """Born-again networks: generation g is a fresh student distilled from generation g−1. Generation 0
+    is exactly the baseline's recipe (labels only, this seed), so the baseline is reused when there is one."""
+    from edgepipe.pipeline.compress.distill import freeze, soft_target_loss
+
+    cfg = s.cfg
+    prev, hist, acc = base if base is not None else s.train(seed, f"{cfg.output} gen 0 seed {seed}")
+    accs = [acc]
+    for g in range(1, cfg.generations + 1):
+        soft = soft_target_loss(freeze(prev), cfg.temperature, cfg.alpha)
+        # a fresh initialisation per generation: seed + 1000·g
+        prev, hist, acc = s.train(seed + 1000 * g, f"{cfg.output} gen {g} seed {seed}", loss_fn=soft)
+        accs.append(acc)
+    return prev, hist, acc, {"generations_test_acc": accs}
+
+
+# mode -> strategy(shared, seed, the baseline trained for this seed or None) -> (model, history, test acc, metrics)
+STRATEGIES = {"offline": _offline, "online": _online, "self": _self}
+
+
+@register_stage("distill", DistillConfig)
+def run_distill(cfg: DistillConfig, ctx) -> StageResult:
+    """Offline KD (soft targets, feature hints, cached logits), online DML or born-again self-distillation."""
+    s = _Shared(cfg, ctx)
     seeds = list(cfg.seeds) or [ctx.recipe.seed]
-    common = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, augment_shift=cfg.augment_shift)
     label = cfg.label or {"offline": "student (distilled)", "online": "student (DML)", "self": "student (born-again)"}[cfg.mode]
-    extra: dict = {}
-
-    teacher = cached = teacher_label = None
     if cfg.mode == "offline":
-        layer, info, teacher_label = load_ref(ctx, cfg.teacher, "distill")
-        teacher = freeze(layer)
-        if cfg.cache_teacher_logits:
-            ident = ctx.path_of(cfg.teacher) if isinstance(cfg.teacher, str) else source_fingerprint(cfg.teacher, cfg.files(ctx.base))
-            cached, extra["teacher_cache"] = cached_teacher_logits(teacher, ident, data.split("train")[0], data.fingerprint())
-
-    def offline(seed):
-        hints = []
-
-        def make_loss(student):
-            soft = soft_target_loss(teacher, cfg.temperature, cfg.alpha, cached)
-            probe = paddle.to_tensor(data.split("val")[0][:2])
-            hints[:] = [FeatureHint(teacher, student, f.teacher_layer, f.student_layer, probe, index=k)
-                     for k, f in enumerate(cfg.features)]
-            extra["feature_hints"] = [h.shapes for h in hints]
-
-            def loss(logits, xb, yb, idx):
-                value = soft(logits, xb, yb, idx)
-                if hints:
-                    if cached is not None:  # the hooks need the teacher's forward pass on this batch
-                        with paddle.no_grad():
-                            teacher(xb)
-                    value = value + sum(f.weight * h.loss() for f, h in zip(cfg.features, hints))
-                return value
-
-            return loss, [p for h in hints for p in h.adapter.parameters()] or None
-
-        model, hist, acc = train_model(cfg.student, data, base=ctx.base, seed=seed, desc=f"{cfg.output} seed {seed}",
-                                       make_loss=make_loss, **common)
-        for h in hints:  # the teacher is shared by every seed
-            h.remove()
-        return model, hist, acc, {}
-
-    def online(seed):
-        rng = seed_everything(seed)
-        peers = [load_source(cfg.student, ctx.base, technique="distill", name_prefix=f"peer{k}_") for k in range(cfg.peers)]
-        cohort = build_cohort(peers, keep=0 if cfg.keep == "best" else cfg.keep)
-        x, y = data.split("train")
-        hist = fit(cohort, x, y, rng=rng, loss_fn=mutual_loss(cohort, cfg.temperature, cfg.alpha),
-                   desc=f"{cfg.output} dml seed {seed}", val=data.split("val"), epochs=cfg.epochs, batch_size=cfg.batch_size,
-                   lr=cfg.lr, augment=data.augmenter(cfg.augment_shift))
-        val = [evaluate(p, *data.split("val")) for p in peers]
-        test = [evaluate(p, *data.split("test")) for p in peers]
-        k = max(range(cfg.peers), key=lambda i: val[i]) if cfg.keep == "best" else cfg.keep
-        return peers[k], hist, test[k], {"peers_test_acc": test, "peers_val_acc": val, "kept": k}
-
-    def self_distill(seed, gen0):
-        if gen0 is None:
-            gen0 = train_model(cfg.student, data, base=ctx.base, seed=seed, desc=f"{cfg.output} gen 0 seed {seed}", **common)
-        prev, hist, acc = gen0
-        accs = [acc]
-        for g in range(1, cfg.generations + 1):
-            soft = soft_target_loss(freeze(prev), cfg.temperature, cfg.alpha)
-            # a fresh initialisation per generation: seed + 1000·g
-            prev, hist, acc = train_model(cfg.student, data, base=ctx.base, seed=seed + 1000 * g, desc=f"{cfg.output} gen {g} seed {seed}",
-                                          loss_fn=soft, **common)
-            accs.append(acc)
-        return prev, hist, acc, {"generations_test_acc": accs}
-
+        _load_teacher(s)
     results, baselines = [], []
     for seed in seeds:
         base = None
         if cfg.baseline:
-            base = train_model(cfg.student, data, base=ctx.base, seed=seed, desc=f"{cfg.baseline} seed {seed}", **common)
+            base = s.train(seed, f"{cfg.baseline} seed {seed}")
             baselines.append(base)
-        if cfg.mode == "offline":
-            results.append(offline(seed))
-        elif cfg.mode == "online":
-            results.append(online(seed))
-        else:  # generation 0 is exactly the baseline's recipe (labels only, this seed): reuse it
-            results.append(self_distill(seed, base))
+        results.append(STRATEGIES[cfg.mode](s, seed, base))
 
     model, hist, acc, _ = results[0]
     params = count_parameters(model)
     meta = {"label": label, "mode": cfg.mode}
     if cfg.teacher:
-        meta["teacher"] = teacher_label
+        meta["teacher"] = s.teacher_label
     save_model(ctx.out(cfg.output), model, meta=meta, **record(ctx, cfg.student))
     student = {"test_acc": acc, "val_acc": hist[-1]["val_acc"], "params": params, "history": hist,
                **_stats([r[2] for r in results])}
     for key in {k for r in results for k in r[3]}:
         student[key] = [r[3][key] for r in results]
     fid = {}
-    if teacher is not None:  # the student's outputs against its teacher's, on the test split
+    if s.teacher is not None:  # the student's outputs against its teacher's, on the test split
         from edgepipe.pipeline.training import predict_logits
         from edgepipe.runtime.fidelity import fidelity
 
-        x_test = data.split("test")[0]
-        student["fidelity"] = fid["fidelity"] = fidelity(predict_logits(teacher, x_test), predict_logits(model, x_test))
-    metrics = {"mode": cfg.mode, "seeds": seeds, "student": student, **extra}
+        x_test = ctx.data.split("test")[0]
+        student["fidelity"] = fid["fidelity"] = fidelity(predict_logits(s.teacher, x_test), predict_logits(model, x_test))
+    metrics = {"mode": cfg.mode, "seeds": seeds, "student": student, **s.extra}
     arts = [ctx.artifact(cfg.output, "paddle", cfg.output, label=label, paddle_test_acc=acc, params=params, **fid)]
     if cfg.baseline:
         bmodel, bhist, bacc = baselines[0]
