@@ -171,12 +171,19 @@ def slug(text: str) -> str:
     return re.sub(r"[-\s]+", "-", s)
 
 
+def project_stages() -> dict:
+    """The stages edgepipe ships (its own modules' registrations): a plugin's, or a test's, registered in the
+    same process, is not part of the project's documentation."""
+    from edgepipe.pipeline.core.registry import stages
+
+    return {k: d for k, d in stages().items() if d.handler.__module__.startswith("edgepipe.pipeline.stages.")}
+
+
 def recipes_page() -> str:
     from edgepipe.pipeline.core.dataspec import DataConfig
     from edgepipe.pipeline.core.recipe import _Top
-    from edgepipe.pipeline.core.registry import stages
 
-    defs = stages()
+    defs = project_stages()
     kinds = [k for k in STAGE_ORDER if k in defs] + sorted(k for k in defs if k not in STAGE_ORDER)
     # every nested mapping once, in the order first met: data's, then each stage's
     nested: list[type] = []
