@@ -37,7 +37,9 @@ def cmd_export(args) -> int:
     else:  # a Paddle inference model: its folder or its path prefix
         try:
             graph, params = inference_files(model)
-        except EdgepipeError:
+        except EdgepipeError as exc:
+            if "not beside it" in str(exc):
+                raise
             raise EdgepipeError(f"{model}: neither an edgepipe model folder (model.json + model.safetensors) nor a "
                                 "Paddle inference model (NAME.json or NAME.pdmodel + NAME.pdiparams)") from None
         out = Path(args.output or graph.with_suffix(".onnx"))

@@ -149,8 +149,12 @@ def module_file(source: PythonModel, base: Path | None) -> Path | None:
 def inference_files(p: Path) -> tuple[Path, Path]:
     """(graph, params) of a paddle.jit.save output given as its folder or its path prefix."""
     if p.is_dir():
-        graphs = sorted(p.glob("*.json")) + sorted(p.glob("*.pdmodel"))
-        graphs = [g for g in graphs if g.with_suffix(".pdiparams").is_file()]
+        found = sorted(p.glob("*.json")) + sorted(p.glob("*.pdmodel"))
+        graphs = [g for g in found if g.with_suffix(".pdiparams").is_file()]
+        lone = [g for g in found if g.suffix == ".pdmodel" and g not in graphs]
+        if not graphs and lone:
+            raise EdgepipeError(f"{lone[0]}: its weights, {lone[0].with_suffix('.pdiparams').name}, are not beside it; "
+                                "copy the whole inference folder")
         if len(graphs) != 1:
             raise EdgepipeError(f"{p}: expected one paddle.jit.save output (NAME.json or NAME.pdmodel beside "
                                 f"NAME.pdiparams), found {len(graphs) or 'none'}" + (f": {', '.join(g.name for g in graphs)}" if graphs else ""))
