@@ -2,7 +2,7 @@
 host profile's preset against it without reduce_range, with every op but Conv/MatMul/Gemm kept
 in float (the elementwise HardSigmoid/Mul/Add/HardSwish and the pools), and with the depthwise
 convolutions kept in float as well — each against fp32, timed side by side in interleaved rounds
-(runtime/compare.py, as the deploy stage measures).
+(runtime/measure/compare.py, as the deploy stage measures).
 
 The models are paddle.vision nets at 224×224 with random backbones and the digit head of
 benchmarks/quant_bench.py (speed does not depend on the weights; this measures layout, not
@@ -41,8 +41,8 @@ def main() -> int:
     from edgepipe.devices.profiles import detect_profile
     from edgepipe.export.paddle_onnx import export_layer
     from edgepipe.export.quantize import QuantOptions, quantize_static
-    from edgepipe.runtime.compare import measure
-    from edgepipe.runtime.cost import load_onnx
+    from edgepipe.runtime.measure.compare import measure
+    from edgepipe.runtime.model.cost import load_onnx
 
     host = detect_host()
     profile = detect_profile(host)

@@ -73,8 +73,8 @@ def resnet(work: Path) -> dict:
     from edgepipe.export.guard import run_outputs
     from edgepipe.export.paddle_onnx import export_layer
     from edgepipe.pipeline.compress.lowrank import LayerRank, factorize
-    from edgepipe.runtime.cost import describe
-    from edgepipe.runtime.fidelity import sqnr_db
+    from edgepipe.runtime.judge.fidelity import sqnr_db
+    from edgepipe.runtime.model.cost import describe
 
     held_out, labels = _digits("test", 512, seed=3)
     variants = []

@@ -5,7 +5,7 @@ which does not depend on them), every Linear and Conv2D layer the factorisations
 factorised with the same budget read two ways: `ratio: 0.5` as ≤ 0.5× the layer's MACs, and
 `ratio: 0.5, target: latency` as ≤ 0.5× the layer's measured time on this machine (a layer whose
 factorisation is not that fast is left alone). The three models are then timed whole, side by
-side (onnxruntime fp32, batch 1, 1 thread, interleaved rounds: runtime/compare.py, as the deploy
+side (onnxruntime fp32, batch 1, 1 thread, interleaved rounds: runtime/measure/compare.py, as the deploy
 stage measures), with the factorisation's own wall time.
 
     .venv/bin/python benchmarks/lowrank_latency_bench.py [--models mobilenet_v3_small resnet18] [--ratio 0.5] [--out FILE]
@@ -37,8 +37,8 @@ def main() -> int:
 
     from edgepipe.export.paddle_onnx import export_layer
     from edgepipe.pipeline.compress.lowrank import LayerRank, factorize
-    from edgepipe.runtime.compare import measure
-    from edgepipe.runtime.cost import describe
+    from edgepipe.runtime.measure.compare import measure
+    from edgepipe.runtime.model.cost import describe
     from edgepipe.runtime.runner import environment
 
     x = np.random.default_rng(0).standard_normal((4, 3, 224, 224)).astype(np.float32)

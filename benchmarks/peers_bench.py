@@ -10,7 +10,7 @@ Peers, each on the same trained float model:
 and edgepipe's choice: for the seed CNN, the demo's deploy stage choice (runs/mnist-kd/deploy/
 deploy.json, which may be a compressed model); for the paddle.vision nets, edgepipe's own choice
 among its fp32 and int8 (QDQ, this host's profile preset) files on each installed backend,
-measured by runtime/compare.py on validation digits and chosen by the deploy stage's rule (the
+measured by runtime/measure/compare.py on validation digits and chosen by the deploy stage's rule (the
 fastest within 1 point of the best float candidate's accuracy) before the peers are timed.
 
 Models: the seed CNN (the demo's distilled student, trained on the bundled digits) and
@@ -24,7 +24,7 @@ Each round times every peer for --seconds (median of its runs), in an order rota
 after --settle seconds of sleep and a short warm-up (so the previous peer's spinning threads are
 idle). The table gives the median p50 over rounds [min–max] and the ratio to the fastest of the four
 peers, taken in each round (drift that slows a whole round cancels) and then averaged over rounds
-(geometric mean, the highest and lowest 20% cut: runtime/compare.paired_ratio, which the deploy
+(geometric mean, the highest and lowest 20% cut: runtime/measure/compare.paired_ratio, which the deploy
 stage ranks its candidates by).
 Each round also records how much of the host's CPU other processes and the hypervisor took; a
 (model, threads) block where they took cores the peers needed is flagged. --against EARLIER.json prints how many
@@ -52,8 +52,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from quant_bench import _digits, digit_classifier  # noqa: E402  (benchmarks/quant_bench.py)
 
-from edgepipe.runtime.compare import paired_ratio  # noqa: E402  (the deploy stage's ranking, shared)
-from edgepipe.runtime.hostload import HostLoad, contended  # noqa: E402
+from edgepipe.runtime.measure.compare import paired_ratio  # noqa: E402  (the deploy stage's ranking, shared)
+from edgepipe.runtime.measure.hostload import HostLoad, contended  # noqa: E402
 
 PEERS = ("Paddle Inference fp32", "onnxruntime fp32", "OpenVINO default", "NNCF PTQ int8")
 VISION = {"mobilenet_v2": "MobileNetV2", "mobilenet_v3_small": "MobileNetV3-small", "resnet18": "ResNet-18"}
@@ -88,7 +88,7 @@ def paddle_inference(layer, shape: tuple, work: Path):
 
 
 def onnx_peer(model: Path, backend: str, precision: str = "auto"):
-    from edgepipe.runtime.backends import describe, open_model
+    from edgepipe.runtime.model.backends import describe, open_model
 
     def make(threads: int):
         s = open_model(model, backend, threads=threads, precision=precision)
@@ -101,7 +101,7 @@ def onnx_peer(model: Path, backend: str, precision: str = "auto"):
 
 def nncf_peer(model: Path, calib: np.ndarray, work: Path):
     """NNCF's post-training int8 of the OpenVINO model (its defaults: mixed preset, fast bias correction)."""
-    from edgepipe.runtime.backends.openvino import load_openvino
+    from edgepipe.runtime.model.backends.openvino import load_openvino
 
     ov = load_openvino()  # openvino with its import-time telemetry off, before nncf imports it
     import nncf
@@ -122,7 +122,7 @@ def nncf_peer(model: Path, calib: np.ndarray, work: Path):
 def edgepipe_choice(fp32: Path, int8: Path, x: np.ndarray, y: np.ndarray) -> dict:
     """The deploy stage's rule over edgepipe's own files on each installed backend."""
     from edgepipe.pipeline.stages.deploy import backend_precisions, choose
-    from edgepipe.runtime.compare import measure
+    from edgepipe.runtime.measure.compare import measure
 
     pairs, _ = backend_precisions(None, None)
     cands = [{"id": f"{m.name}|{b}|{p}", "name": m.name, "model": str(m), "backend": b, "precision": p}
@@ -137,7 +137,7 @@ def rounds(peers: dict, x1: np.ndarray, n: int, seconds: float, settle: float) -
     peer's block, `settle` seconds of sleep (the previous peer's spinning threads go idle: on a 2-core
     host they would otherwise take the next peer's cores) and a short untimed warm-up. Also returns
     each round's host load (other processes' CPU share, hypervisor steal)."""
-    from edgepipe.runtime.bench import timed_runs
+    from edgepipe.runtime.measure.bench import timed_runs
 
     runs = {k: (lambda r=r: r(x1)) for k, r in peers.items()}
     for r in runs.values():
@@ -191,7 +191,7 @@ def bench_model(label: str, layer, shape: tuple, fp32: Path, choice: dict, calib
 
 
 def ratios(p50: dict, accuracy: dict, max_drop: float) -> dict:
-    """Per peer: its paired ratio (runtime/compare.paired_ratio) to the fastest peer and to the fastest
+    """Per peer: its paired ratio (runtime/measure/compare.paired_ratio) to the fastest peer and to the fastest
     that keeps Paddle fp32's accuracy within max_drop points, the fastest being the one with the lowest
     paired ratio to Paddle fp32 — the same statistic, so no peer reads below ×1.00 of "the fastest"."""
     def fastest_of(pool):
@@ -248,7 +248,7 @@ def main() -> int:
             print(against(json.loads(args.rescore[-1].read_text())["rows"], json.loads(args.against.read_text())["rows"], args.against))
         return 0
     try:
-        from edgepipe.runtime.backends.openvino import load_openvino
+        from edgepipe.runtime.model.backends.openvino import load_openvino
 
         load_openvino()  # openvino's import-time telemetry off; nncf then finds no openvino_telemetry and sends nothing
         import nncf  # noqa: F401

@@ -64,7 +64,7 @@ def vision(work: Path) -> dict:
     from edgepipe.export.quantize import QuantOptions, quantize_static
     from edgepipe.pipeline.compress.channels.prune import ChannelRule, prune_channels
     from edgepipe.pipeline.compress.channels.sensitivity import estimate, geometry
-    from edgepipe.runtime.cost import describe
+    from edgepipe.runtime.model.cost import describe
 
     def count_macs(net) -> int:  # Conv2D and Linear MACs at batch 1, from the layers' shapes
         return estimate(net, geometry(net, shape), {})[1]

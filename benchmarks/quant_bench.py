@@ -166,8 +166,8 @@ def vision(work: Path) -> dict:
     from edgepipe.devices.profiles import detect_profile
     from edgepipe.export.guard import guarded_quantize, run_outputs
     from edgepipe.export.quantize import QuantOptions, quantize_dynamic, quantize_static
-    from edgepipe.runtime.cost import load_onnx
-    from edgepipe.runtime.fidelity import sqnr_db
+    from edgepipe.runtime.judge.fidelity import sqnr_db
+    from edgepipe.runtime.model.cost import load_onnx
 
     profile = detect_profile(detect_host())
     opts = QuantOptions.from_profile(profile) if profile else QuantOptions()

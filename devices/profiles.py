@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from edgepipe.devices.config import ConfigError, from_dict, read_yaml, require, to_dict
+from edgepipe.devices.base.config import ConfigError, from_dict, read_yaml, require, to_dict
 from edgepipe.devices.host import HostInfo
 
 PRESET_DIR = Path(__file__).with_name("profiles")

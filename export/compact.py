@@ -22,7 +22,7 @@ def compact_names(src: str | Path, dst: str | Path, keep_nodes: tuple[str, ...] 
     (e.g. those a report names) keep theirs. Returns {bytes_before, bytes_after, tensors_renamed}."""
     import onnx
 
-    from edgepipe.runtime.atomic import write_bytes_atomic
+    from edgepipe.devices.base.atomic import write_bytes_atomic
 
     model = onnx.load(str(src), load_external_data=False)
     g = model.graph

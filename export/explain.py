@@ -17,7 +17,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from edgepipe.runtime.atomic import temp_dir
+from edgepipe.devices.base.atomic import temp_dir
 
 INT_KERNELS = {"QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "QGemm", "QLinearAdd", "QLinearMul",
                "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu",
@@ -49,7 +49,7 @@ def explain(model: str | Path, threads: int = 1, seconds: float = 1.0, min_runs:
     import onnxruntime as ort
 
     from edgepipe.devices import detect_host
-    from edgepipe.runtime.session import input_feed, open_session
+    from edgepipe.runtime.model.session import input_feed, open_session
 
     model = Path(model)
     open_session(model)  # one-line errors for a missing or broken file

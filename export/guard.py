@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgepipe.devices.base.atomic import temp_dir
 from edgepipe.export.quantize import QuantOptions, as_feeds, quantize_static
-from edgepipe.runtime import feeds as fd
-from edgepipe.runtime.atomic import temp_dir
-from edgepipe.runtime.cost import probe_session
-from edgepipe.runtime.fidelity import channel_sums, fidelity, sqnr_from_sums
+from edgepipe.runtime.inputs import feeds as fd
+from edgepipe.runtime.judge.fidelity import channel_sums, fidelity, sqnr_from_sums
+from edgepipe.runtime.model.cost import probe_session
 
 
 def _feeds(session, x, batch: int) -> list[dict]:
@@ -91,7 +91,7 @@ def node_errors(fp32_model: str | Path, qdq_model: str | Path, x: np.ndarray, ba
     inputs): noise-to-signal power of its output against the float model, minus that of its inputs
     before their Q/DQ pairs, split into what the input pairs add and what the node adds. Largest
     first; statistics accumulate over batches of `batch`."""
-    from edgepipe.runtime.cost import load_onnx
+    from edgepipe.runtime.model.cost import load_onnx
 
     f, q = load_onnx(fp32_model), load_onnx(qdq_model)
     f_made = {o for n in f.graph.node for o in n.output}
@@ -185,7 +185,7 @@ def measure(ref: dict, q_model: str | Path, x, y: np.ndarray | None) -> dict:
 
 
 def _latency_ms(model: Path, feed: dict) -> float:
-    from edgepipe.runtime.bench import BenchOptions, benchmark
+    from edgepipe.runtime.measure.bench import BenchOptions, benchmark
 
     r = benchmark(model, BenchOptions(warmup_iters=5, warmup_seconds=0.05, iters=30, min_seconds=0.2, max_seconds=2), feed)
     return r["runs"][0]["latency"]["p50_ms"]
@@ -228,7 +228,7 @@ def guarded_quantize(fp32: str | Path, out: str | Path, calibration: np.ndarray,
             # the node itself, and where an input's Q/DQ pair is the damage, that input's producer,
             # so the tensor stays float (onnxruntime quantizes a quantized node's output)
             excluded += [n for n in [worst["node"], *worst["input_producers"]] if n not in excluded]
-        from edgepipe.runtime.atomic import write_bytes_atomic
+        from edgepipe.devices.base.atomic import write_bytes_atomic
 
         write_bytes_atomic(out, cand.read_bytes())
     final = steps[-1]

@@ -1,5 +1,5 @@
 """Metadata an exported ONNX file carries for the device (metadata_props): the input contract the
-model was trained with (runtime/images.py), kept through every quantization."""
+model was trained with (runtime/inputs/images.py), kept through every quantization."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +28,7 @@ def write_metadata(path: str | Path, props: dict[str, str]) -> None:
     """Add or replace metadata_props entries of an ONNX file, atomically."""
     import onnx
 
-    from edgepipe.runtime.atomic import write_bytes_atomic
+    from edgepipe.devices.base.atomic import write_bytes_atomic
 
     model = onnx.load(str(path))
     merge(model, props)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.runtime.atomic import temp_dir, write_bytes_atomic
-from edgepipe.runtime.child import run_child
-from edgepipe.runtime.session import open_session, predict
+from edgepipe.devices.base.atomic import temp_dir, write_bytes_atomic
+from edgepipe.devices.base.child import run_child
+from edgepipe.runtime.model.session import open_session, predict
 
 DEFAULT_OPSET = 13
 
@@ -180,7 +180,7 @@ def check_parity_feeds(onnx_path: str | Path, reference: list[list[np.ndarray]],
                        atol: float = 1e-4, rtol: float = 1e-3, name: str = "model") -> dict:
     """Every output of onnxruntime on each feed against Paddle's `reference` outputs for it (by position:
     paddle2onnx renames them); raise ParityError at the first one off."""
-    from edgepipe.runtime import feeds as fd
+    from edgepipe.runtime.inputs import feeds as fd
 
     session = open_session(onnx_path)
     n = fd.count(feeds)

@@ -17,8 +17,8 @@ from typing import Iterator, Literal
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.devices.errors import FieldError
-from edgepipe.runtime.atomic import temp_dir, write_bytes_atomic
+from edgepipe.devices.base.atomic import temp_dir, write_bytes_atomic
+from edgepipe.devices.base.errors import FieldError
 
 ActType = Literal["u8", "s8", "u16", "s16"]
 WeightType = Literal["s8", "u8", "s4", "u4"]
@@ -75,7 +75,7 @@ class ArrayCalibrationReader:
 
 
 class FeedsCalibrationReader:
-    """onnxruntime CalibrationDataReader over feeds (runtime/feeds.py), one feed per get_next()."""
+    """onnxruntime CalibrationDataReader over feeds (runtime/inputs/feeds.py), one feed per get_next()."""
 
     def __init__(self, feeds: list[dict]):
         self._feeds: Iterator[dict] = iter(feeds)
@@ -109,8 +109,8 @@ def as_feeds(model: Path, data, batch: int = 32) -> list[dict]:
     """Calibration or evaluation data as feeds: an N×C×H×W array (a single-image-input model's) or feeds already."""
     if not isinstance(data, np.ndarray):
         return list(data)
-    from edgepipe.runtime.feeds import from_array, signature
-    from edgepipe.runtime.session import open_session
+    from edgepipe.runtime.inputs.feeds import from_array, signature
+    from edgepipe.runtime.model.session import open_session
 
     return from_array(signature(open_session(model)), data, batch)
 
@@ -141,7 +141,7 @@ def _save(out: Path, model, source: Path) -> None:
 
 
 def _input_name(model: Path) -> str:
-    from edgepipe.runtime.session import open_session
+    from edgepipe.runtime.model.session import open_session
 
     return open_session(model).get_inputs()[0].name  # also validates the file
 
@@ -157,8 +157,8 @@ def quantize_static(fp32: str | Path, out: str | Path, calibration, opts: QuantO
     from onnxruntime.quantization import quantize_static as ort_quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edgepipe.runtime.feeds import batch_size, count, regroup, signature
-    from edgepipe.runtime.session import open_session
+    from edgepipe.runtime.inputs.feeds import batch_size, count, regroup, signature
+    from edgepipe.runtime.model.session import open_session
 
     fp32, out = Path(fp32), Path(out)
     spec = signature(open_session(fp32))
@@ -194,7 +194,7 @@ def quantize_static(fp32: str | Path, out: str | Path, calibration, opts: QuantO
 
 def conv_mac_share(model: str | Path) -> float:
     """Fraction of the model's MACs in convolutions."""
-    from edgepipe.runtime.cost import _CONV, load_onnx, macs_by_op
+    from edgepipe.runtime.model.cost import _CONV, load_onnx, macs_by_op
 
     by_op = macs_by_op(load_onnx(model))
     total = sum(by_op.values())
@@ -230,7 +230,7 @@ def convert_fp16(fp32: str | Path, out: str | Path) -> list[str]:
     from onnxruntime.transformers.float16 import convert_float_to_float16
     from onnxruntime.transformers.onnx_model import OnnxModel
 
-    from edgepipe.runtime.cost import load_onnx
+    from edgepipe.runtime.model.cost import load_onnx
 
     model = OnnxModel(convert_float_to_float16(load_onnx(fp32), keep_io_types=True))
     model.topological_sort()  # the converter appends its input casts after their consumers
@@ -245,7 +245,7 @@ def quantize_matmul_4bit(fp32: str | Path, out: str | Path, block_size: int = 32
     MatMuls were converted (0 means the model has no MatMul with a constant weight)."""
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-    from edgepipe.runtime.cost import load_onnx
+    from edgepipe.runtime.model.cost import load_onnx
 
     model = load_onnx(fp32)
     with quiet_ort_logging():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepipe.runtime.session import softmax
+from edgepipe.runtime.model.session import softmax
 
 
 def predictions(logits: np.ndarray, classes, labels, files, root) -> list[dict]:
@@ -67,7 +67,7 @@ def csv_text(r: dict) -> str:
 
 
 def summary(r: dict) -> str:
-    from edgepipe.runtime.hostload import contended
+    from edgepipe.runtime.measure.hostload import contended
 
     mem, prov, be = r["memory"], r["providers"], r["backend"]
     lines = [f"model      {r['model']} ({r['model_bytes'] / 1024:.1f} KiB)",
@@ -98,7 +98,7 @@ def summary(r: dict) -> str:
                  + (f" (inputs streamed from a {mem['inputs_file_mb']:.1f} MB file, {mem['inputs_held_mb']:.1f} MB of "
                     "them held)" if mem.get("inputs_file_mb") is not None else ""))
     if r.get("energy"):
-        from edgepipe.runtime.energy import energy_lines
+        from edgepipe.runtime.measure.energy import energy_lines
 
         lines += energy_lines(r["energy"])
     if "accuracy" in r:
@@ -110,11 +110,11 @@ def summary(r: dict) -> str:
         lines.append(f"predicted  {len(r['predictions'])} unlabelled inputs: "
                      + ", ".join(f"{k} ×{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:8]))
     if r.get("loadgen"):
-        from edgepipe.runtime.loadgen import summary_line
+        from edgepipe.runtime.measure.loadgen import summary_line
 
         lines.append(summary_line(r["loadgen"]))
     if r.get("verdict"):
-        from edgepipe.runtime.verdict import verdict_lines
+        from edgepipe.runtime.judge.verdict import verdict_lines
 
         lines += verdict_lines(r["verdict"])
     return "\n".join(lines)

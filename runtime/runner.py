@@ -1,9 +1,9 @@
 """The on-device runner: `python -m edgepipe.runtime MODEL.onnx` (or `edgepipe-runner`).
 
-Needs only onnxruntime, numpy, psutil and PyYAML (never paddle). In one clean process it measures
-cold start and latency at each batch size (bench.py), memory (peak RSS, RSS growth from session
-creation, GPU memory through NVML when a GPU provider runs), energy per inference (energy.py),
-MAC/s against the host's GEMM peak (roofline.py) and, given an .npz with labels, accuracy on the
+Needs only onnxruntime, numpy, psutil, PyYAML and platformdirs (never paddle). In one clean process it measures
+cold start and latency at each batch size (measure/bench.py), memory (peak RSS, RSS growth from session
+creation, GPU memory through NVML when a GPU provider runs), energy per inference (measure/energy.py),
+MAC/s against the host's GEMM peak (measure/roofline.py) and, given an .npz with labels, accuracy on the
 device; then judges the result against a device profile's budgets. Prints a summary; --json and
 --csv write it, and `edgepipe report RUN --device result.json` merges it into a run's report.
 """
@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from edgepipe.devices import EdgepipeError, detect_host, os_error_line
-from edgepipe.runtime.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
-from edgepipe.runtime.bench import Bench, BenchOptions
-from edgepipe.runtime.memory import gpu_memory_mb, peak_rss, rss_mb
-from edgepipe.runtime.npzfile import (LABEL_KEYS, SCAN_BYTES, ArrayInputs, NpzInputs, ShapeGroups,  # noqa: F401
-                                      chunk_rows, load_npz)
+from edgepipe.devices.base.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+from edgepipe.runtime.inputs.npzfile import (LABEL_KEYS, SCAN_BYTES, ArrayInputs, NpzInputs, ShapeGroups,  # noqa: F401
+                                             chunk_rows, load_npz)
+from edgepipe.runtime.measure.bench import Bench, BenchOptions
+from edgepipe.runtime.measure.memory import gpu_memory_mb, peak_rss, rss_mb
+from edgepipe.runtime.model.session import GPU_PROVIDERS, predict
 from edgepipe.runtime.present import csv_text, predictions, predictions_text, summary  # noqa: F401
-from edgepipe.runtime.session import GPU_PROVIDERS, predict
 
 SCHEMA = "edgepipe-bench/1"
 CHUNK_BYTES = 16 << 20  # input rows held at a time by the accuracy / predictions / --save-outputs pass
@@ -63,7 +63,7 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
     An .npz of inputs is never held whole: its headers and labels are read, every row is checked
     a few MB at a time, each batch size reads only its first rows, and the accuracy pass reads
     CHUNK_BYTES of rows at a time (so the memory figures are the model's, not the file's)."""
-    from edgepipe.runtime.energy import energy_summary, measure, probe_meters
+    from edgepipe.runtime.measure.energy import energy_summary, measure, probe_meters
 
     rss_start = rss_mb()
     src, files, classes = None, None, ()
@@ -79,8 +79,8 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
     bench = Bench(model, opts, strict_providers=strict_providers)
     rss_session = rss_mb()
     if images is not None:
-        from edgepipe.runtime.feeds import model_contract
-        from edgepipe.runtime.images import folder_inputs
+        from edgepipe.runtime.inputs.feeds import model_contract
+        from edgepipe.runtime.inputs.images import folder_inputs
 
         contract = model_contract(bench.session, contract_args, note=notes.append)
         if contract is None:
@@ -92,7 +92,7 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
             x, labels, files = folder_inputs(images, contract)
             src = ArrayInputs({"x": x}, labels)
         else:  # each image at its own size: one group per size, each measured
-            from edgepipe.runtime.feeds import folder_feeds, signature
+            from edgepipe.runtime.inputs.feeds import folder_feeds, signature
 
             groups, labels, files = folder_feeds(images, contract, signature(bench.session), batch=1 << 30)
             src = ShapeGroups(groups, labels)
@@ -113,7 +113,7 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
               **({"notes": notes} if notes else {})}
 
     if loadgen is not None:  # (log folder, seconds); MLPerf LoadGen's SingleStream on the same session
-        from edgepipe.runtime.loadgen import sample_count, single_stream
+        from edgepipe.runtime.measure.loadgen import sample_count, single_stream
 
         one = next((r for r in runs if r["batch"] == 1), runs[0])
         samples = src.head(sample_count(src.n, src.row_bytes)) if src is not None else None
@@ -132,8 +132,8 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
     result["memory"] = mem
 
     if roofline:
-        from edgepipe.runtime.roofline import host_peaks, model_costs
-        from edgepipe.runtime.roofline import roofline as roof
+        from edgepipe.runtime.measure.roofline import host_peaks, model_costs
+        from edgepipe.runtime.measure.roofline import roofline as roof
 
         count, precision, how = model_costs(Path(model), macs)
         precision = bench.backend["precision"] if bench.backend["precision"] in ("fp32", "int8", "bf16", "fp16") else precision
@@ -177,7 +177,7 @@ def run(model: Path, opts: BenchOptions, inputs: Path | None = None, profile=Non
     result["profile"] = {"name": profile.name if profile else None, "source": profile_source,
                          "config": profile.to_dict() if profile else None}
     if profile is not None:
-        from edgepipe.runtime.verdict import judge
+        from edgepipe.runtime.judge.verdict import judge
 
         result["verdict"] = judge(result, profile.to_dict())
     result["environment"] = env
@@ -243,7 +243,7 @@ def execute(args: argparse.Namespace) -> int:
             notes.append(f"{whose} asks for {asked} threads; this host has {cpus} logical CPUs, so {threads} are used")
         if inter < args.inter_threads:
             notes.append(f"--inter-threads {args.inter_threads} capped to this host's {cpus} logical CPUs")
-        from edgepipe.runtime.backends import resolve
+        from edgepipe.runtime.model.backends import resolve
 
         backend, precision, device = resolve(args.backend, args.precision, args.device, profile, notes)
         opts = BenchOptions(
@@ -254,7 +254,7 @@ def execute(args: argparse.Namespace) -> int:
             providers=tuple(args.provider or (profile.providers if profile else ("CPUExecutionProvider",))),
             dims=tuple(args.dim), shapes=tuple(args.shape), backend=backend, precision=precision, device=device,
         )
-        from edgepipe.runtime.loadgen import prepare
+        from edgepipe.runtime.measure.loadgen import prepare
 
         loadgen = prepare(args)
         if args.stream is not None:

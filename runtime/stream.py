@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.runtime.images import SUFFIXES, Contract
-from edgepipe.runtime.session import GPU_PROVIDERS, softmax
+from edgepipe.runtime.inputs.images import SUFFIXES, Contract
+from edgepipe.runtime.model.session import GPU_PROVIDERS, softmax
 
 PARTS = ("decode", "preprocess", "inference", "postprocess")
 
@@ -140,7 +140,7 @@ def stream(session, contract: Contract, spec: str, fps: float | None = None, fra
            idle_seconds: float = 0.0) -> dict:
     """Run the loop until the source ends, `frames` have been processed or `seconds` have passed;
     `meters` (what energy.probe_meters returns) run over the whole loop, after an idle baseline for the sensors."""
-    from edgepipe.runtime.energy import energy_summary, idle_baseline, readings_of
+    from edgepipe.runtime.measure.energy import energy_summary, idle_baseline, readings_of
 
     src = Source(spec)
     cv2 = src.cv2
@@ -221,7 +221,7 @@ def summary(r: dict) -> str:
              "share      " + ", ".join(f"{p} {100 * r['share'][p]:.0f}%" for p in PARTS),
              f"memory     peak RSS {r['memory']['peak_rss_mb']:.1f} MB"]
     if r.get("energy"):
-        from edgepipe.runtime.energy import energy_lines
+        from edgepipe.runtime.measure.energy import energy_lines
 
         lines += energy_lines(r["energy"], unit="frame")
     if r["events"]:
@@ -231,7 +231,7 @@ def summary(r: dict) -> str:
         lines.append(f"notify     {n['sent']} of {n['events']} events POSTed to {n['url']}"
                      + (f" ({n['failed_posts']} failed tries, {n['lost']} lost)" if n["failed_posts"] else ""))
     if r.get("verdict"):
-        from edgepipe.runtime.verdict import verdict_lines
+        from edgepipe.runtime.judge.verdict import verdict_lines
 
         lines += verdict_lines(r["verdict"])
     return "\n".join(lines)
@@ -240,10 +240,10 @@ def summary(r: dict) -> str:
 def run_stream(args, threads: int, backend: str, precision: str, device: str, notes: list[str], profile=None) -> dict:
     """The runner's --stream: open the model, read its contract, watch the source, return the result
     (judged against `profile`'s budgets where one is given)."""
-    from edgepipe.runtime.backends import describe, open_model
-    from edgepipe.runtime.energy import probe_meters
-    from edgepipe.runtime.images import contract_of
-    from edgepipe.runtime.memory import peak_rss
+    from edgepipe.runtime.inputs.images import contract_of
+    from edgepipe.runtime.measure.energy import probe_meters
+    from edgepipe.runtime.measure.memory import peak_rss
+    from edgepipe.runtime.model.backends import describe, open_model
     from edgepipe.runtime.notify import Notifier, check_url
 
     if args.fps is not None and args.fps <= 0:
@@ -286,7 +286,7 @@ def run_stream(args, threads: int, backend: str, precision: str, device: str, no
          "threads": threads, "model_bytes": Path(args.model).stat().st_size, **r, "notify": sent,
          "memory": {"peak_rss_mb": rss, "peak_rss_source": how}, "notes": notes}
     if profile is not None:
-        from edgepipe.runtime.verdict import judge_stream
+        from edgepipe.runtime.judge.verdict import judge_stream
 
         r["verdict"] = judge_stream(r, profile.to_dict())
     return r

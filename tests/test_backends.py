@@ -10,7 +10,7 @@ import pytest
 from conftest import outside_connections
 from onnx_models import conv_mlp, mnist_linear
 
-from edgepipe.runtime.backends import available, describe, open_model
+from edgepipe.runtime.model.backends import available, describe, open_model
 
 needs_openvino = pytest.mark.skipif(not available("openvino")[0], reason="openvino is not installed (make test installs "
                                                                          "the [openvino] extra)")

@@ -170,7 +170,7 @@ def test_unknown_criterion_missing_batchnorm_and_wrong_shape_are_clear_errors():
 def test_pruned_model_exports_smaller_onnx_that_runs(name, tmp_path):
     from edgepipe.export.guard import run_outputs
     from edgepipe.export.paddle_onnx import export_layer
-    from edgepipe.runtime.cost import describe
+    from edgepipe.runtime.model.cost import describe
 
     model, shape = make(name)
     export_layer(model, shape, tmp_path / "dense.onnx", name=name)

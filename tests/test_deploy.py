@@ -10,7 +10,7 @@ from conftest import one_line_error
 
 from edgepipe.pipeline.core.run import verify_run
 from edgepipe.pipeline.stages.deploy import choose, resolution_note, too_many_flips
-from edgepipe.runtime.backends import available
+from edgepipe.runtime.model.backends import available
 
 
 def cand(name, acc, p50, precision="fp32", backend="onnxruntime", p90=None, nbytes=1000, preds=None, n=None):
@@ -125,7 +125,7 @@ def test_deploy_command_on_a_finished_run(short_run, tmp_path):
 
 
 def test_candidates_are_ranked_by_their_time_paired_with_the_reference_round_by_round():
-    from edgepipe.runtime.compare import paired_ratio
+    from edgepipe.runtime.measure.compare import paired_ratio
 
     drift = [1.0, 1.0, 3.0, 1.0, 2.0]  # the host's speed from round to round
     assert paired_ratio([1.1 * d for d in drift], drift) == pytest.approx(1.1)  # drift cancels

@@ -5,7 +5,7 @@ from conftest import edgepipe
 from edgepipe.devices import EdgepipeError, HostInfo
 from edgepipe.devices.host import detect_host
 from edgepipe.devices.profiles import detect_profile, load_profile, preset_names
-from edgepipe.runtime.verdict import judge
+from edgepipe.runtime.judge.verdict import judge
 
 REQUIRED = {"x86-avx2", "x86-vnni", "x86-amx", "nvidia-gpu", "jetson-orin-nano", "rpi4", "rpi5", "arm-camera-a53"}
 

@@ -39,7 +39,7 @@ def test_copied_sources_build_a_wheel_with_profiles_and_kernels(tmp_path):
     (wheel,) = (tmp_path / "w").glob("edgepipe-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "edgepipe/devices/profiles/rpi5.yaml" in names
-    assert "edgepipe/runtime/kernels/gemm_int8.onnx" in names
+    assert "edgepipe/runtime/measure/kernels/gemm_int8.onnx" in names
     assert "edgepipe/runtime/runner.py" in names
     meta = next(n for n in names if n.endswith("METADATA"))
     requires = [ln for ln in zipfile.ZipFile(wheel).read(meta).decode().splitlines() if ln.startswith("Requires-Dist:")]

@@ -11,7 +11,7 @@ import pytest
 from conftest import edgepipe, run_recipe
 
 from edgepipe.pipeline.core.run import verify_run
-from edgepipe.runtime.session import open_session, predict
+from edgepipe.runtime.model.session import open_session, predict
 
 pytestmark = pytest.mark.slow
 

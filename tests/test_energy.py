@@ -5,7 +5,7 @@ import time
 import pytest
 
 from edgepipe.devices.profiles import PowerModel
-from edgepipe.runtime.energy import EstimateMeter, Ina3221Meter, NvmlMeter, PmicMeter, RaplMeter, integrate, measure, parse_pmic, probe_meters
+from edgepipe.runtime.measure.energy import EstimateMeter, Ina3221Meter, NvmlMeter, PmicMeter, RaplMeter, integrate, measure, parse_pmic, probe_meters
 
 
 def rapl_tree(root, energy_uj, max_range=262143328850):

@@ -8,8 +8,8 @@ from edgepipe.export.paddle_onnx import ParityError, _run_paddle2onnx, check_par
 from edgepipe.export.quantize import QuantOptions, quantize_static
 from edgepipe.pipeline.models.builtin import ModelSpec, build_model
 from edgepipe.pipeline.training import predict_logits
-from edgepipe.runtime.cost import describe
-from edgepipe.runtime.session import open_session, predict
+from edgepipe.runtime.model.cost import describe
+from edgepipe.runtime.model.session import open_session, predict
 
 SPEC = ModelSpec(conv=(4, 8), fc=(16,))
 

@@ -91,7 +91,7 @@ def real_model(tmp_path_factory):
 
 
 def _gate(tmp_path: Path, data: bytes):
-    from edgepipe.runtime.modelfile import check_model_file
+    from edgepipe.runtime.model.modelfile import check_model_file
 
     path = tmp_path / "f.onnx"
     path.write_bytes(data)
@@ -117,7 +117,7 @@ def test_a_damaged_real_model_passes_the_gate_cleanly_or_not_at_all(tmp_path, re
         data[pos % len(data)] = value
     admitted = _gate(tmp_path, bytes(data[: max(1, len(data) - cut % len(data))]))
     if admitted is not None:  # what the gate admits, onnxruntime either opens or refuses in one line
-        from edgepipe.runtime.session import open_session
+        from edgepipe.runtime.model.session import open_session
 
         try:
             open_session(admitted.path)

@@ -153,7 +153,7 @@ def test_the_runner_and_explain_refuse_the_same_model_at_the_gate(tmp_path):
 
 
 def test_the_gate_refuses_absolute_and_parent_locations_and_admits_a_plain_file(tmp_path):
-    from edgepipe.runtime.modelfile import check_model_file
+    from edgepipe.runtime.model.modelfile import check_model_file
 
     model = _external_model(tmp_path / "model", tmp_path / "secret.txt")
     (tmp_path / "model" / "w.data").unlink()
@@ -293,7 +293,7 @@ def test_a_read_only_runs_dir_is_one_line(tmp_path):
 
 _PARENT = """
 import sys, time
-from edgepipe.runtime.child import run_child
+from edgepipe.devices.base.child import run_child
 run_child([sys.executable, "-c", "import os, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"
            .replace("sys.argv[1]", repr(sys.argv[1]))])
 """
@@ -321,7 +321,7 @@ def test_a_child_dies_with_its_killed_parent(tmp_path):
 
 
 def test_leftovers_of_dead_processes_are_swept_and_a_live_ones_kept(tmp_path):
-    from edgepipe.runtime.atomic import sweep_temp
+    from edgepipe.devices.base.atomic import sweep_temp
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -334,7 +334,7 @@ def test_leftovers_of_dead_processes_are_swept_and_a_live_ones_kept(tmp_path):
 
 
 def test_scratch_folders_live_under_the_run_directory_during_a_run(tmp_path):
-    from edgepipe.runtime.atomic import temp_dir, temp_root
+    from edgepipe.devices.base.atomic import temp_dir, temp_root
 
     with temp_root(tmp_path / "run" / ".tmp"):
         with temp_dir("export") as d:
@@ -385,7 +385,7 @@ def test_outputs_honour_the_umask(tmp_path, umask, mode):
     """Files get 0666 less the umask of the process writing them, not mkstemp's 0600. edgepipe reads the
     umask once, on import, so each umask is set in a fresh process first; the modes expected are literals."""
     code = ("import os, sys; os.umask(int(sys.argv[1], 8)); from pathlib import Path; import numpy as np; "
-            "from edgepipe.pipeline.core.weights import write_state; from edgepipe.runtime.atomic import write_bytes_atomic; "
+            "from edgepipe.pipeline.core.weights import write_state; from edgepipe.devices.base.atomic import write_bytes_atomic; "
             "d = Path(sys.argv[2]); write_bytes_atomic(d / 'a.bin', b'x'); "
             "write_state(d / 'w.safetensors', {'w': np.ones(2, np.float32)})")
     proc = subprocess.run([sys.executable, "-c", code, f"{umask:o}", str(tmp_path)], capture_output=True, text=True,
@@ -469,7 +469,7 @@ def test_a_pickled_dtype_cannot_become_an_object_array(tmp_path, copy):
 
 
 def test_the_gate_refuses_two_locations_and_the_in_memory_marker(tmp_path):
-    from edgepipe.runtime.modelfile import check_model_file
+    from edgepipe.runtime.model.modelfile import check_model_file
 
     model = _external_model(tmp_path / "model", tmp_path / "secret.txt")
     (tmp_path / "model" / "w.data").unlink()
@@ -493,7 +493,7 @@ def test_a_number_too_large_for_a_float_is_a_config_error(tmp_path):
 
 
 def test_the_sweep_skips_a_pid_no_process_can_have(tmp_path):
-    from edgepipe.runtime.atomic import sweep_temp
+    from edgepipe.devices.base.atomic import sweep_temp
 
     (tmp_path / "edgepipe-export-99999999999999-x").mkdir()
     assert sweep_temp(tmp_path) == [] and (tmp_path / "edgepipe-export-99999999999999-x").is_dir()

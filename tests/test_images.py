@@ -13,7 +13,7 @@ from edgepipe.pipeline.core.recipe import DataConfig, parse_recipe
 from edgepipe.pipeline.data.augment import augment_images, shift_augment
 from edgepipe.pipeline.data.frames import make_frames
 from edgepipe.pipeline.data.load import load_dataset
-from edgepipe.runtime.images import CONTRACT_KEY, Contract, load_image
+from edgepipe.runtime.inputs.images import CONTRACT_KEY, Contract, load_image
 
 RGB_NET = """\
 import paddle

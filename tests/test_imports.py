@@ -10,10 +10,10 @@ def fresh(code):
 
 
 def test_runtime_and_devices_import_without_paddle():
-    imports = ("import edgepipe.devices, edgepipe.devices.profiles, edgepipe.devices.config, edgepipe.runtime, "
-               "edgepipe.runtime.runner, edgepipe.runtime.bench, edgepipe.runtime.session, edgepipe.runtime.atomic, "
-               "edgepipe.runtime.energy, edgepipe.runtime.roofline, edgepipe.runtime.verdict, edgepipe.runtime.args, "
-               "edgepipe.runtime.backends, edgepipe.runtime.backends.openvino, edgepipe.runtime.compare")
+    imports = ("import edgepipe.devices, edgepipe.devices.profiles, edgepipe.devices.base.config, edgepipe.runtime, "
+               "edgepipe.runtime.runner, edgepipe.runtime.measure.bench, edgepipe.runtime.model.session, edgepipe.devices.base.atomic, "
+               "edgepipe.runtime.measure.energy, edgepipe.runtime.measure.roofline, edgepipe.runtime.judge.verdict, edgepipe.runtime.args, "
+               "edgepipe.runtime.model.backends, edgepipe.runtime.model.backends.openvino, edgepipe.runtime.measure.compare")
     proc = fresh(CHECK.format(imports=imports))
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

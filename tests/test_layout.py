@@ -1,7 +1,7 @@
 """The layout is the architecture: every import of the project's modules (read with `ast`, lazy
 imports inside functions included) runs one way, and no two modules import each other in a circle.
 
-    devices  <-  runtime  <-  export  <-  pipeline
+    devices.base  <-  devices  <-  runtime  <-  export  <-  pipeline   (devices.base: imported by every layer, imports none)
     pipeline: cli -> stages -> compress -> training -> models / data -> core  (report: stages -> report -> core)
 """
 import ast
@@ -14,19 +14,20 @@ REPO = Path(__file__).resolve().parents[1]
 FOLDERS = ("devices", "runtime", "export", "pipeline")
 MAX_LINES = 400
 
-# Which parts each part may import (besides itself). A part is a top-level folder, or a package
-# (or the training module) inside pipeline/.
-BELOW_PIPELINE = {"devices", "runtime", "export"}
+# Which parts each part may import (besides itself). A part is a top-level folder, devices/base/ (the
+# foundation), or a package (or the training module) inside pipeline/.
+BELOW_PIPELINE = {"devices.base", "devices", "runtime", "export"}
 ALLOWED = {
-    "devices": set(),
-    "runtime": {"devices"},
-    "export": {"runtime", "devices"},
-    "pipeline.core": {"runtime", "devices"},
-    "pipeline.data": {"pipeline.core", "runtime", "devices"},
-    "pipeline.models": {"pipeline.core", "runtime", "devices"},
-    "pipeline.training": {"pipeline.data", "pipeline.models", "pipeline.core", "runtime", "devices"},
+    "devices.base": set(),
+    "devices": {"devices.base"},
+    "runtime": {"devices", "devices.base"},
+    "export": {"runtime", "devices", "devices.base"},
+    "pipeline.core": {"runtime", "devices", "devices.base"},
+    "pipeline.data": {"pipeline.core", "runtime", "devices", "devices.base"},
+    "pipeline.models": {"pipeline.core", "runtime", "devices", "devices.base"},
+    "pipeline.training": {"pipeline.data", "pipeline.models", "pipeline.core", "runtime", "devices", "devices.base"},
     "pipeline.compress": {"pipeline.training", "pipeline.models", "pipeline.data", "pipeline.core"} | BELOW_PIPELINE,
-    "pipeline.report": {"pipeline.core", "runtime", "devices"},
+    "pipeline.report": {"pipeline.core", "runtime", "devices", "devices.base"},
     "pipeline.stages": {"pipeline.compress", "pipeline.training", "pipeline.models", "pipeline.data", "pipeline.report",
                         "pipeline.core"} | BELOW_PIPELINE,
     "pipeline.cli": {"pipeline.stages", "pipeline.compress", "pipeline.training", "pipeline.models", "pipeline.data",
@@ -51,8 +52,10 @@ MODULES = module_files()
 
 
 def part_of(module: str) -> str:
-    """The part a module belongs to: 'runtime', 'pipeline.core', 'pipeline' (for the package itself)..."""
+    """The part a module belongs to: 'runtime', 'devices.base', 'pipeline.core', 'pipeline' (for the package itself)..."""
     parts = module.split(".")[1:]
+    if parts[:2] == ["devices", "base"]:
+        return "devices.base"
     if parts[0] != "pipeline" or len(parts) == 1 or parts[1] == "__main__":
         return parts[0]
     return f"pipeline.{parts[1]}"
@@ -103,7 +106,7 @@ def test_the_checker_sees_lazy_and_from_imports():
     """The graph is not empty by accident: known edges of both kinds are found."""
     assert "edgepipe.pipeline.core.registry" in GRAPH["edgepipe.pipeline.core.recipe"]  # module level
     assert "edgepipe.pipeline.compress.channels.sensitivity" in GRAPH["edgepipe.pipeline.stages.prune"]  # in a function
-    assert "edgepipe.devices" in GRAPH["edgepipe.runtime.bench"]  # `from edgepipe.devices import EdgepipeError`
+    assert "edgepipe.devices" in GRAPH["edgepipe.runtime.measure.bench"]  # `from edgepipe.devices import EdgepipeError`
     assert sum(len(d) for d in GRAPH.values()) > 150
 
 

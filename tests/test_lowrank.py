@@ -119,7 +119,7 @@ def test_factorised_artifact_reloads_by_replaying_its_transforms(tmp_path):
 
 def test_factorised_model_exports_smaller_and_matches_paddle(tmp_path):
     from edgepipe.export.paddle_onnx import check_parity, export_layer
-    from edgepipe.runtime.cost import describe
+    from edgepipe.runtime.model.cost import describe
 
     paddle.seed(6)
     spec = ModelSpec(conv=(8, 16), fc=(64,))

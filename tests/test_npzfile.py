@@ -1,4 +1,4 @@
-"""The runner's .npz inputs, read by rows (runtime/npzfile.py): headers without data, row slices as
+"""The runner's .npz inputs, read by rows (runtime/inputs/npzfile.py): headers without data, row slices as
 np.load gives them, floats checked chunk by chunk, bad files refused in one line; and the runner's
 peak RSS, measured in a fresh process, is the model's and not the inputs file's."""
 import json
@@ -11,8 +11,8 @@ from conftest import one_line_error
 from onnx_models import mnist_linear
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.runtime.npzfile import NpzInputs, NpzReader, load_npz
-from edgepipe.runtime.session import check_arrays, open_session, predict
+from edgepipe.runtime.inputs.npzfile import NpzInputs, NpzReader, load_npz
+from edgepipe.runtime.model.session import check_arrays, open_session, predict
 
 SAVERS = [np.savez, np.savez_compressed]
 

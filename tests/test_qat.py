@@ -49,7 +49,7 @@ def test_onnxruntime_integer_model_matches_the_qat_simulation(small_net, tmp_pat
     from edgepipe.export.quantize import QuantOptions, quantize_static
     from edgepipe.pipeline.compress.qat import learned_ranges, onnx_overrides, unwrap, wrap
     from edgepipe.pipeline.training import predict_logits
-    from edgepipe.runtime.fidelity import sqnr_db
+    from edgepipe.runtime.judge.fidelity import sqnr_db
 
     net = copy.deepcopy(small_net)
     order = wrap(net, bits)

@@ -9,8 +9,8 @@ from edgepipe.devices import EdgepipeError
 from edgepipe.devices.profiles import load_profile
 from edgepipe.export.guard import guarded_quantize, node_errors, run_outputs
 from edgepipe.export.quantize import QuantOptions, conv_mac_share, quantize_dynamic, quantize_static
-from edgepipe.runtime.cost import load_onnx
-from edgepipe.runtime.fidelity import fidelity, sqnr_db
+from edgepipe.runtime.judge.fidelity import fidelity, sqnr_db
+from edgepipe.runtime.model.cost import load_onnx
 
 
 def test_options_come_from_the_profile_then_overrides():
@@ -155,7 +155,7 @@ def test_compact_names_never_reuses_a_name_the_graph_keeps(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
 
     from edgepipe.export.compact import compact_names
-    from edgepipe.runtime.session import open_session
+    from edgepipe.runtime.model.session import open_session
 
     w = numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "W")
     g = helper.make_graph([helper.make_node("Add", ["t0", "W"], ["n0"], name="add"), helper.make_node("Relu", ["n0"], ["y"])],

@@ -6,8 +6,8 @@ import pytest
 from onnx_models import CONV_MLP_MACS, conv_mlp
 
 from edgepipe.devices import detect_host
-from edgepipe.runtime import roofline
-from edgepipe.runtime.roofline import KERNELS, host_peaks, model_costs
+from edgepipe.runtime.measure import roofline
+from edgepipe.runtime.measure.roofline import KERNELS, host_peaks, model_costs
 
 
 def test_shipped_kernels_match_the_generator():

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import pytest
 
 from edgepipe.devices import EdgepipeError
+from edgepipe.devices.base.atomic import write_bytes_atomic, write_json_atomic
 from edgepipe.pipeline.core.recipe import parse_recipe
 from edgepipe.pipeline.core.registry import STAGES, register_stage
 from edgepipe.pipeline.core.run import StageResult, run_recipe, verify_run
-from edgepipe.runtime.atomic import write_bytes_atomic, write_json_atomic
 
 CALLS = []
 

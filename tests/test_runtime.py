@@ -11,8 +11,8 @@ from onnx_models import CONV_MLP_MACS, conv_mlp
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.devices.host import parse_cpuinfo
-from edgepipe.runtime.bench import Bench, BenchOptions, benchmark, latency_stats
-from edgepipe.runtime.session import input_feed, open_session
+from edgepipe.runtime.measure.bench import Bench, BenchOptions, benchmark, latency_stats
+from edgepipe.runtime.model.session import input_feed, open_session
 
 
 def test_latency_stats_on_known_values():
@@ -173,7 +173,7 @@ def test_cpuinfo_parsing_x86_and_arm():
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="host load is read from Linux's /proc/stat")
 def test_host_load_counts_other_processes_and_not_this_one():
     """A spinning child process is someone else's CPU; this process's own spinning is not."""
-    from edgepipe.runtime.hostload import HostLoad, contended
+    from edgepipe.runtime.measure.hostload import HostLoad, contended
 
     with HostLoad() as own:
         t = time.perf_counter()

@@ -14,12 +14,12 @@ from conftest import one_line_error
 
 cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (make test installs the [camera] extra)")
 
-from edgepipe.runtime.backends import open_model  # noqa: E402
-from edgepipe.runtime.images import CONTRACT_KEY, Contract  # noqa: E402
-from edgepipe.runtime.modelfile import check_model_file  # noqa: E402
-from edgepipe.runtime.session import softmax  # noqa: E402
+from edgepipe.runtime.inputs.images import CONTRACT_KEY, Contract  # noqa: E402
+from edgepipe.runtime.judge.verdict import judge_stream  # noqa: E402
+from edgepipe.runtime.model.backends import open_model  # noqa: E402
+from edgepipe.runtime.model.modelfile import check_model_file  # noqa: E402
+from edgepipe.runtime.model.session import softmax  # noqa: E402
 from edgepipe.runtime.stream import preprocess  # noqa: E402
-from edgepipe.runtime.verdict import judge_stream  # noqa: E402
 
 
 def runner(*args):

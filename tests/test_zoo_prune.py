@@ -44,8 +44,8 @@ def test_every_classifier_prunes_exports_and_matches_paddle(tmp_path, name):
 
     from edgepipe.export.paddle_onnx import export_layer
     from edgepipe.pipeline.compress.channels.prune import ChannelRule, prune_channels
-    from edgepipe.runtime.cost import describe
-    from edgepipe.runtime.session import open_session, predict
+    from edgepipe.runtime.model.cost import describe
+    from edgepipe.runtime.model.session import open_session, predict
 
     make, shape = _zoo(name)
     paddle.seed(0)
@@ -225,8 +225,8 @@ def test_a_users_model_with_split_concat_se_and_grouped_convs_prunes(tmp_path):
 
     from edgepipe.export.paddle_onnx import export_layer
     from edgepipe.pipeline.compress.channels.prune import ChannelRule, prune_channels
-    from edgepipe.runtime.cost import describe
-    from edgepipe.runtime.session import open_session, predict
+    from edgepipe.runtime.model.cost import describe
+    from edgepipe.runtime.model.session import open_session, predict
 
     shape = (3, 16, 16)
     paddle.seed(0)

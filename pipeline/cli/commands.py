@@ -30,7 +30,7 @@ def cmd_prune(args) -> int:
     import tempfile
 
     from edgepipe.devices import EdgepipeError
-    from edgepipe.devices.config import ConfigError, from_dict
+    from edgepipe.devices.base.config import ConfigError, from_dict
     from edgepipe.pipeline.compress.channels.importance import DATA_SCORERS
     from edgepipe.pipeline.compress.channels.prune import ChannelRule
     from edgepipe.pipeline.compress.channels.sensitivity import Sensitivity, analyse, choose_ratios, write
@@ -104,7 +104,7 @@ def data_for(info: dict, path: Path, layout: str | None):
     """A data: config for a model folder's own input: an image folder or an .npz of pixels, under the
     input contract its model.json records (or its input shape, with default normalisation)."""
     from edgepipe.devices import EdgepipeError
-    from edgepipe.devices.config import ConfigError, from_dict
+    from edgepipe.devices.base.config import ConfigError, from_dict
     from edgepipe.pipeline.core.recipe import DataConfig
 
     c = info.get("contract") or {}
@@ -137,8 +137,8 @@ def cmd_frames(args) -> int:
 def cmd_explain(args) -> int:
     import json
 
+    from edgepipe.devices.base.atomic import write_json_atomic
     from edgepipe.export.explain import explain, explain_text
-    from edgepipe.runtime.atomic import write_json_atomic
 
     r = explain(args.model, threads=args.threads, seconds=args.seconds, batch=args.batch)
     print(explain_text(r))
@@ -188,8 +188,8 @@ def cmd_devices(args) -> int:
 
 def cmd_report(args) -> int:
     from edgepipe.devices import EdgepipeError
+    from edgepipe.devices.base.atomic import write_text_atomic
     from edgepipe.pipeline.report.tables import device_table, load, load_device_result, markdown, table_text
-    from edgepipe.runtime.atomic import write_text_atomic
 
     run_dir = Path(args.run_dir)
     manifest = load(run_dir)

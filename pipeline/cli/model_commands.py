@@ -14,7 +14,7 @@ def cmd_export(args) -> int:
     from edgepipe.pipeline.core.artifact import read_model_info, weights_file
     from edgepipe.pipeline.models.sources import inference_files
     from edgepipe.pipeline.stages.export import export_checked, export_saved_checked
-    from edgepipe.runtime.images import CONTRACT_FLAGS
+    from edgepipe.runtime.inputs.images import CONTRACT_FLAGS
 
     model = Path(args.model)
     rng = np.random.default_rng(0)
@@ -63,9 +63,9 @@ def saved_contract(out: Path, args):
     say what it is; a model whose image size nobody gives gets none, with a note."""
     from edgepipe.export.metadata import write_metadata
     from edgepipe.pipeline.stages.export import contract_metadata
-    from edgepipe.runtime import feeds as fd
-    from edgepipe.runtime.images import contract_from_args
-    from edgepipe.runtime.session import open_session
+    from edgepipe.runtime.inputs import feeds as fd
+    from edgepipe.runtime.inputs.images import contract_from_args
+    from edgepipe.runtime.model.session import open_session
 
     spec = fd.signature(open_session(out))
     image = fd.image_input(spec)
@@ -104,7 +104,7 @@ def cmd_quantize(args) -> int:
     from edgepipe.devices import EdgepipeError
     from edgepipe.export.quantize import convert_fp16, quantize_dynamic, quantize_matmul_4bit
     from edgepipe.pipeline.stages.quantize import QuantizeConfig, resolve_options
-    from edgepipe.runtime.cost import describe
+    from edgepipe.runtime.model.cost import describe
 
     src = Path(args.model)
     cfg = QuantizeConfig(model=src.name, mode=args.mode, profile=args.profile, format=args.format,
@@ -118,7 +118,7 @@ def cmd_quantize(args) -> int:
     contract = None
     if args.mode == "static":
         from edgepipe.export.guard import guarded_quantize
-        from edgepipe.runtime import feeds as fd
+        from edgepipe.runtime.inputs import feeds as fd
 
         spec, contract, shapes = model_signature(src, args)
         calib = fd.first(calibration_for(src, args.calibration, contract, spec), args.samples)
@@ -167,7 +167,7 @@ def cmd_quantize(args) -> int:
         write_metadata(out, contract_metadata(contract.to_dict()))
     if args.compact_names:
         from edgepipe.export.compact import compact_in_place
-        from edgepipe.runtime import feeds as fd
+        from edgepipe.runtime.inputs import feeds as fd
 
         spec = fd.signature(open_session_of(src))
         c = compact_in_place(out, fd.random_feeds(spec, 8, fd.parse_shapes(args.shape, spec), what=str(src)))
@@ -179,7 +179,7 @@ def cmd_quantize(args) -> int:
 
 
 def open_session_of(src: Path):
-    from edgepipe.runtime.session import open_session
+    from edgepipe.runtime.model.session import open_session
 
     return open_session(src)
 
@@ -187,7 +187,7 @@ def open_session_of(src: Path):
 def model_signature(src: Path, args):
     """(the model's inputs, the input contract images are decoded by — the file's own, with the
     command line's contract flags over it —, the --shape sizes) of an ONNX file."""
-    from edgepipe.runtime import feeds as fd
+    from edgepipe.runtime.inputs import feeds as fd
 
     session = open_session_of(src)
     spec = fd.signature(session)
@@ -203,7 +203,7 @@ def feeds_from(path: Path, contract, spec, what: str):
     labels) or an .npz of model inputs (named by input, or 'x'; labels 'y' optional)."""
     from edgepipe.devices import EdgepipeError
     from edgepipe.pipeline.core.progress import progress_bar
-    from edgepipe.runtime import feeds as fd
+    from edgepipe.runtime.inputs import feeds as fd
     from edgepipe.runtime.runner import load_npz
 
     if path.is_dir():
@@ -221,7 +221,7 @@ def calibration_for(src: Path, given: str | None, contract, spec):
     """Calibration feeds for `edgepipe quantize`: a folder of images decoded by the model's input
     contract, an .npz of inputs, or — for a 1×28×28 model with no data given — the bundled MNIST split."""
     from edgepipe.devices import EdgepipeError
-    from edgepipe.runtime import feeds as fd
+    from edgepipe.runtime.inputs import feeds as fd
 
     if given:
         return feeds_from(Path(given), contract, spec, "--calibration")[0]
@@ -241,10 +241,10 @@ def calibration_for(src: Path, given: str | None, contract, spec):
 def cmd_contract(args) -> int:
     """Show an ONNX file's input contract, or write one into its metadata (in place, or to -o)."""
     from edgepipe.devices import EdgepipeError
+    from edgepipe.devices.base.atomic import write_bytes_atomic
     from edgepipe.export.metadata import write_metadata
     from edgepipe.pipeline.stages.export import contract_metadata
-    from edgepipe.runtime.atomic import write_bytes_atomic
-    from edgepipe.runtime.images import CONTRACT_FLAGS
+    from edgepipe.runtime.inputs.images import CONTRACT_FLAGS
 
     src = Path(args.model)
     given = [k for k in CONTRACT_FLAGS if getattr(args, k, None) not in (None, False)]

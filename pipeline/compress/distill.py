@@ -119,8 +119,8 @@ def cached_teacher_logits(teacher, teacher_dir, x, data_fingerprint: str):
 
     import numpy as np
 
+    from edgepipe.devices.base.cache import cache_dir
     from edgepipe.pipeline.training import predict_logits
-    from edgepipe.runtime.roofline import cache_dir
 
     ident = teacher_dir if isinstance(teacher_dir, str) else model_fingerprint(teacher_dir)
     key = hashlib.sha256(f"{ident}|{data_fingerprint}|{x.shape}".encode()).hexdigest()[:24]
@@ -135,7 +135,7 @@ def cached_teacher_logits(teacher, teacher_dir, x, data_fingerprint: str):
             pass  # a damaged entry is computed again
     logits = predict_logits(teacher, x).astype(np.float32)
     try:
-        from edgepipe.runtime.atomic import atomic_path
+        from edgepipe.devices.base.atomic import atomic_path
 
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.save(f, logits)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepipe.runtime.atomic import temp_dir
+from edgepipe.devices.base.atomic import temp_dir
 
 
 def _conv_nodes(x: str, g: dict, method: str, ranks: list[int], rng, inits: list) -> tuple[list, str]:
@@ -91,7 +91,7 @@ def time_graphs(graphs: dict[str, object], rounds: int = 3, seconds: float = 0.0
     (for two models: alternating who goes first)."""
     import onnx
 
-    from edgepipe.runtime.bench import Bench, BenchOptions
+    from edgepipe.runtime.measure.bench import Bench, BenchOptions
 
     opts = BenchOptions(warmup_iters=min(5, iters), warmup_seconds=warmup_seconds, iters=iters, min_seconds=seconds,
                         max_seconds=5 * seconds + 1)

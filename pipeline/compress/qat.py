@@ -115,7 +115,7 @@ def learned_ranges(order: list, model) -> list[dict]:
 def onnx_overrides(onnx_path, layers: list[dict]) -> dict[str, tuple[float, float]]:
     """Map QAT's per-layer input ranges onto the exported graph: the i-th Conv/MatMul/Gemm with a
     constant weight is the i-th quantized layer in forward order, checked by weight shape."""
-    from edgepipe.runtime.cost import load_onnx
+    from edgepipe.runtime.model.cost import load_onnx
 
     m = load_onnx(onnx_path)
     shapes = {t.name: list(t.dims) for t in m.graph.initializer}

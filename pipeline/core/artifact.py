@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 from edgepipe.devices import EdgepipeError
+from edgepipe.devices.base.atomic import write_json_atomic
 from edgepipe.pipeline.core.registry import transforms as known_transforms
 from edgepipe.pipeline.core.weights import read_state, write_state
-from edgepipe.runtime.atomic import write_json_atomic
 
 FORMAT = "edgepipe-model/1"
 WEIGHTS = "model.safetensors"

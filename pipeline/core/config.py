@@ -1,9 +1,9 @@
-"""Recipe config loading: the typed loader lives in edgepipe.devices.config (the device side
+"""Recipe config loading: the typed loader lives in edgepipe.devices.base.config (the device side
 loads profiles with it and must not import the pipeline); this module is the pipeline's name for it,
 plus how a recipe's paths resolve."""
 from pathlib import Path
 
-from edgepipe.devices.config import (
+from edgepipe.devices.base.config import (
     OPTIONAL,
     ConfigError,
     FieldError,

@@ -10,7 +10,7 @@ from edgepipe.pipeline.core.config import OPTIONAL, require
 
 MNIST_SOURCES = ("bundled", "idx", "paddle")
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-from edgepipe.runtime.images import IMAGENET_MEAN, IMAGENET_STD, default_normalisation  # noqa: F401
+from edgepipe.runtime.inputs.images import IMAGENET_MEAN, IMAGENET_STD, default_normalisation  # noqa: F401
 
 
 @dataclass(frozen=True)

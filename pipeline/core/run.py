@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Callable
 
 from edgepipe.devices import EdgepipeError, detect_host
+from edgepipe.devices.base.atomic import sweep_temp, temp_root, write_json_atomic, write_text_atomic
 from edgepipe.pipeline.core.recipe import Recipe, plain_name, stage_files
 from edgepipe.pipeline.core.registry import stages
-from edgepipe.runtime.atomic import sweep_temp, temp_root, write_json_atomic, write_text_atomic
 
 MANIFEST = "manifest.json"
 

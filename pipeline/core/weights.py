@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.runtime.atomic import atomic_path
+from edgepipe.devices.base.atomic import atomic_path
 
 # What paddle.save(layer.state_dict()) pickles (Paddle 2.x and 3.x, numpy 1 and 2): ndarrays rebuilt
 # by numpy's own reconstructor, numpy scalars, and ordered dicts. Nothing here calls user code.

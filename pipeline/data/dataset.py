@@ -1,5 +1,5 @@
 """A dataset and its splits: the images and labels of a source (mnist.py, images.py; load.py picks it), a seeded
-test / val / calibration / train split, and the input contract (runtime/images.py) that turns
+test / val / calibration / train split, and the input contract (runtime/inputs/images.py) that turns
 pixels into the N×C×H×W float32 the models take — the same one the device applies.
 
 MNIST: 28×28 grey digits normalised with MNIST's mean/std. Image folders and .npz files: the
@@ -14,7 +14,7 @@ import numpy as np
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.pipeline.core.dataspec import MNIST_MEAN, MNIST_STD, DataConfig
-from edgepipe.runtime.images import Contract
+from edgepipe.runtime.inputs.images import Contract
 
 SPLITS = ("train", "val", "test", "calibration")
 MNIST_CONTRACT = Contract(size=(28, 28), channels=1, mean=(MNIST_MEAN,), std=(MNIST_STD,), classes=tuple(str(d) for d in range(10)))

@@ -18,7 +18,7 @@ from edgepipe.pipeline.core.config import resolve_path
 from edgepipe.pipeline.core.dataspec import DataConfig
 from edgepipe.pipeline.core.progress import progress_bar
 from edgepipe.pipeline.data.dataset import Dataset, contract_for, stratified_splits
-from edgepipe.runtime.images import Contract, read_images, scan_folder
+from edgepipe.runtime.inputs.images import Contract, read_images, scan_folder
 
 
 def _pixels(x: np.ndarray, where: str) -> np.ndarray:
@@ -131,7 +131,7 @@ def model_inputs(path: Path, contract: Contract | None, what: str = "inputs",
     give labels) or an .npz of 'x' (N×C×H×W float32, labels 'y' optional), checked against the
     model's input `shape` (default: the contract's)."""
     from edgepipe.pipeline.core.progress import progress_bar
-    from edgepipe.runtime.images import folder_inputs
+    from edgepipe.runtime.inputs.images import folder_inputs
     from edgepipe.runtime.runner import load_npz
 
     if path.is_dir():

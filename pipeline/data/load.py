@@ -40,9 +40,9 @@ def load_frames(cfg: DataConfig, base: Path | None = None) -> Dataset:
     folder of PNGs, then read back exactly as a user's image folder is."""
     from dataclasses import replace
 
+    from edgepipe.devices.base.cache import cache_dir
     from edgepipe.pipeline.core.dataspec import Frames
     from edgepipe.pipeline.data.frames import make_frames
-    from edgepipe.runtime.roofline import cache_dir
 
     spec = cfg.frames or Frames()
     name, holdout = f"{cfg.size[0]}-{spec.per_class}-{spec.seed}", None

@@ -20,7 +20,7 @@ from edgepipe.pipeline.report.sections import (
     model_text,
     prune_section,
 )
-from edgepipe.runtime.verdict import fmt_value
+from edgepipe.runtime.judge.verdict import fmt_value
 
 COLUMNS = ("model", "accuracy", "vs float: agree·cos·SQNR", "params", "MACs", "ONNX bytes", "p50 ms", "p90 ms", "peak RSS MB", "mJ/inf", "verdict")
 DEVICE_COLUMNS = ("model", "device", "profile", "providers", "p50 ms", "p90 ms", "peak RSS MB", "mJ/inf", "accuracy", "verdict")

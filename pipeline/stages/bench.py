@@ -9,12 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.devices.errors import FieldError
+from edgepipe.devices.base.child import run_child
+from edgepipe.devices.base.errors import FieldError
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
 from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, graph_kind, ref_inputs, ref_name
-from edgepipe.runtime.bench import BenchOptions
-from edgepipe.runtime.child import run_child
+from edgepipe.runtime.measure.bench import BenchOptions
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ class DeployConfig:
 def backend_precisions(backends: tuple[str, ...] | None, profile=None) -> tuple[list[tuple[str, str]], list[str]]:
     """[(backend, precision)] to try — the backends named, else the profile's, else both — and a note
     per listed backend that cannot run here (a named one that cannot is an error)."""
-    from edgepipe.runtime.backends import available
+    from edgepipe.runtime.model.backends import available
 
     out, notes = [], []
     listed = backends or (tuple(b.name for b in profile.backends) if profile else ("onnxruntime", "openvino"))
@@ -72,7 +72,7 @@ def backend_precisions(backends: tuple[str, ...] | None, profile=None) -> tuple[
         if b == "onnxruntime":
             out.append((b, "auto"))
             continue
-        from edgepipe.runtime.backends.openvino import load_openvino
+        from edgepipe.runtime.model.backends.openvino import load_openvino
 
         caps = load_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         out += [(b, "f32")] + [(b, p) for p, cap in (("bf16", "BF16"), ("f16", "FP16")) if cap in caps]
@@ -176,8 +176,8 @@ def choose(cands: list[dict], max_drop: float, budgets: dict) -> tuple[dict | No
 
 
 def time_ratio(a: dict, b: dict) -> float:
-    """a's p50 over b's, paired round by round when both were timed in the same rounds (runtime/compare.py)."""
-    from edgepipe.runtime.compare import paired_ratio
+    """a's p50 over b's, paired round by round when both were timed in the same rounds (runtime/measure/compare.py)."""
+    from edgepipe.runtime.measure.compare import paired_ratio
 
     ra, rb = a.get("p50_rounds_ms"), b.get("p50_rounds_ms")
     return paired_ratio(ra, rb) if ra and rb and len(ra) == len(rb) else a["p50_ms"] / b["p50_ms"]
@@ -205,12 +205,12 @@ def deploy(models: dict, x: np.ndarray, y: np.ndarray | None, cfg: DeployConfig,
     from pathlib import Path
 
     from edgepipe.devices import detect_host
+    from edgepipe.devices.base.atomic import temp_dir, write_json_atomic
+    from edgepipe.devices.base.child import run_child
     from edgepipe.devices.profiles import detect_profile, load_profile
-    from edgepipe.runtime.atomic import temp_dir, write_json_atomic
-    from edgepipe.runtime.child import run_child
     from edgepipe.runtime.deployment import SCHEMA
-    from edgepipe.runtime.images import CONTRACT_KEY
-    from edgepipe.runtime.modelfile import check_model_file
+    from edgepipe.runtime.inputs.images import CONTRACT_KEY
+    from edgepipe.runtime.model.modelfile import check_model_file
 
     profile = load_profile(cfg.profile) if cfg.profile else detect_profile(detect_host())
     threads = min(cfg.threads or (profile.threads if profile else 1), os.cpu_count() or 1)
@@ -226,7 +226,7 @@ def deploy(models: dict, x: np.ndarray, y: np.ndarray | None, cfg: DeployConfig,
         spec = {"candidates": cands, "inputs": f"{tmp}/test.npz", "threads": threads, "rounds": cfg.rounds,
                 "seconds": cfg.seconds}
         Path(f"{tmp}/spec.json").write_text(json.dumps(spec))
-        proc = run_child([sys.executable, "-m", "edgepipe.runtime.compare", f"{tmp}/spec.json", f"{tmp}/out.json"])
+        proc = run_child([sys.executable, "-m", "edgepipe.runtime.measure.compare", f"{tmp}/spec.json", f"{tmp}/out.json"])
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise EdgepipeError(f"deploy: measuring the candidates failed: {last}")

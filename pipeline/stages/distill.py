@@ -253,7 +253,7 @@ def run_distill(cfg: DistillConfig, ctx) -> StageResult:
     fid = {}
     if s.teacher is not None:  # the student's outputs against its teacher's, on the test split
         from edgepipe.pipeline.training import predict_logits
-        from edgepipe.runtime.fidelity import fidelity
+        from edgepipe.runtime.judge.fidelity import fidelity
 
         x_test = ctx.data.split("test")[0]
         student["fidelity"] = fid["fidelity"] = fidelity(predict_logits(s.teacher, x_test), predict_logits(model, x_test))

@@ -46,7 +46,7 @@ def checked(out: Path, reference, x, *, atol: float, rtol: float, name: str) -> 
     """Cost and parity of a freshly exported `out` against Paddle's `reference` outputs on `x`.
     A file that fails the check (or cannot be measured) is deleted: nothing unvalidated is left behind."""
     from edgepipe.export.paddle_onnx import check_parity
-    from edgepipe.runtime.cost import describe
+    from edgepipe.runtime.model.cost import describe
 
     try:
         parity = check_parity(out, reference, x, atol=atol, rtol=rtol, name=name)
@@ -60,7 +60,7 @@ def contract_metadata(contract: dict | None) -> dict[str, str]:
     """The ONNX metadata_props entry that carries a model's input contract to the device."""
     import json
 
-    from edgepipe.runtime.images import CONTRACT_KEY
+    from edgepipe.runtime.inputs.images import CONTRACT_KEY
 
     return {CONTRACT_KEY: json.dumps(contract, sort_keys=True)} if contract else {}
 
@@ -93,9 +93,9 @@ def export_saved_checked(graph: Path, params: Path, out, *, opset: int, atol: fl
     from edgepipe.devices import EdgepipeError
     from edgepipe.export.paddle_infer import PaddlePredictor
     from edgepipe.export.paddle_onnx import check_parity_feeds, export_saved
-    from edgepipe.runtime import feeds as fd
-    from edgepipe.runtime.cost import describe
-    from edgepipe.runtime.session import open_session
+    from edgepipe.runtime.inputs import feeds as fd
+    from edgepipe.runtime.model.cost import describe
+    from edgepipe.runtime.model.session import open_session
 
     out = Path(out)
     export_saved(graph, params, out, opset=opset, name=name, metadata=contract_metadata(contract))
@@ -125,7 +125,7 @@ def run_export(cfg: ExportConfig, ctx) -> StageResult:
     """Paddle -> ONNX (paddle2onnx in a child process), parity-checked, accuracy via onnxruntime."""
     from edgepipe.pipeline.models.sources import inference_files, resolve
     from edgepipe.pipeline.stages.modelref import load_ref
-    from edgepipe.runtime.session import accuracy, open_session
+    from edgepipe.runtime.model.session import accuracy, open_session
 
     metrics, arts = {}, []
     x_val = ctx.data.split("val")[0][: cfg.parity_samples]  # held out from training

@@ -46,7 +46,7 @@ def judged(layer, test, ref) -> tuple[float, dict]:
     """The changed model's test accuracy and its fidelity against `ref` (the logits of the model before
     the stage), from one forward pass over the test split."""
     from edgepipe.pipeline.training import predict_logits
-    from edgepipe.runtime.fidelity import fidelity
+    from edgepipe.runtime.judge.fidelity import fidelity
 
     logits = predict_logits(layer, test[0])
     return float((logits.argmax(1) == test[1]).mean()), fidelity(ref, logits)

@@ -97,9 +97,9 @@ def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
     """onnxruntime quantization (static with an accuracy guard, dynamic, fp16 or 4-bit MatMul)."""
     from edgepipe.export.guard import guarded_quantize
     from edgepipe.export.quantize import convert_fp16, quantize_dynamic, quantize_matmul_4bit
-    from edgepipe.runtime.cost import describe
-    from edgepipe.runtime.fidelity import fidelity
-    from edgepipe.runtime.session import open_session, predict
+    from edgepipe.runtime.judge.fidelity import fidelity
+    from edgepipe.runtime.model.cost import describe
+    from edgepipe.runtime.model.session import open_session, predict
 
     xt, yt = ctx.data.split("test")
     if isinstance(cfg.model, str):
@@ -109,7 +109,7 @@ def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
         from edgepipe.pipeline.models.sources import resolve
 
         fp32_path = resolve(ctx.base, cfg.model.onnx)
-        from edgepipe.runtime.feeds import signature
+        from edgepipe.runtime.inputs.feeds import signature
 
         session = open_session(fp32_path)
         spec = signature(session)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgepipe.devices.base.atomic import write_text_atomic
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
-from edgepipe.runtime.atomic import write_text_atomic
 
 
 @dataclass(frozen=True)

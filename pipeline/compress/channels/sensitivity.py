@@ -30,8 +30,8 @@ from edgepipe.pipeline.compress.channels.prune import (
     step_of,
     top_channels,
 )
+from edgepipe.devices.base.atomic import temp_dir
 from edgepipe.pipeline.core.config import require
-from edgepipe.runtime.atomic import temp_dir
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -227,7 +227,7 @@ def choose_ratios(model, input_shape, doc: dict, g: Graph, aux: dict, rule: Chan
 def latency_probe(model, input_shape, g: Graph, aux: dict, doc: dict, rule: ChannelRule):
     """measure(ratios) -> onnxruntime p50 (ms, batch 1) of the model with those groups cut."""
     from edgepipe.export.paddle_onnx import export_layer
-    from edgepipe.runtime.bench import BenchOptions, benchmark
+    from edgepipe.runtime.measure.bench import BenchOptions, benchmark
 
     opts = BenchOptions(warmup_iters=5, warmup_seconds=0.2, iters=50, min_seconds=0.5, max_seconds=5)
     sizes = {grp["root"]: g.spaces[grp["root"]].size for grp in doc["groups"]}

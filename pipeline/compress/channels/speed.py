@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepipe.runtime.atomic import temp_dir
+from edgepipe.devices.base.atomic import temp_dir
 
 
 def channel_multiple() -> tuple[int, str]:

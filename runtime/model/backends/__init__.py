@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.runtime.modelfile import check_model_file
+from edgepipe.runtime.model.modelfile import check_model_file
 
 BACKENDS = ("onnxruntime", "openvino")
 PRECISIONS = ("auto", "f32", "bf16", "f16")  # auto: the backend's default for the file
@@ -18,7 +18,7 @@ def available(name: str) -> tuple[bool, str]:
     if name == "onnxruntime":
         return True, ""
     if name == "openvino":
-        from edgepipe.runtime.backends.openvino import available as ov_available
+        from edgepipe.runtime.model.backends.openvino import available as ov_available
 
         return ov_available()
     return False, f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})"
@@ -46,11 +46,11 @@ def open_model(model: str | Path, backend: str = "onnxruntime", threads: int = 1
     if problem:
         raise EdgepipeError(f"precision {problem}")
     if backend == "onnxruntime":
-        from edgepipe.runtime.session import open_session
+        from edgepipe.runtime.model.session import open_session
 
         return open_session(model, threads=threads, inter_threads=inter_threads, providers=providers, optimization=optimization,
                             spin=spin)
-    from edgepipe.runtime.backends.openvino import OpenVINOSession
+    from edgepipe.runtime.model.backends.openvino import OpenVINOSession
 
     gate = check_model_file(model)
     return OpenVINOSession(gate.path, gate.metadata, threads=threads, device=device, precision=precision)
@@ -62,8 +62,8 @@ def describe(session, model: str | Path) -> dict:
         return session.describe()
     import onnxruntime as ort
 
-    from edgepipe.runtime.modelfile import file_precision
-    from edgepipe.runtime.session import GPU_PROVIDERS
+    from edgepipe.runtime.model.modelfile import file_precision
+    from edgepipe.runtime.model.session import GPU_PROVIDERS
 
     used = session.get_providers()
     return {"name": "onnxruntime", "version": ort.__version__, "device": "GPU" if any(p in used for p in GPU_PROVIDERS) else "CPU",

@@ -22,8 +22,7 @@ import types
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from edgepipe.devices import EdgepipeError
-from edgepipe.devices.errors import FieldError
+from edgepipe.devices.base.errors import EdgepipeError, FieldError
 
 
 class ConfigError(EdgepipeError):

@@ -7,9 +7,9 @@ import numpy as np
 import onnxruntime as ort
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.runtime.modelfile import check_model_file
+from edgepipe.runtime.model.modelfile import check_model_file
 
-ort.disable_telemetry_events()  # and ORT_DISABLE_TELEMETRY, set by edgepipe.devices before onnxruntime loads
+ort.disable_telemetry_events()  # and ORT_DISABLE_TELEMETRY, set by edgepipe.devices.base.telemetry before onnxruntime loads
 
 _NP_TYPES = {
     "tensor(float)": np.float32,
@@ -142,7 +142,7 @@ def resolve_feed(session: ort.InferenceSession, arrays: dict[str, np.ndarray], s
     if len(names) == 1 and names[0] not in arrays and "x" in arrays:
         arrays = {names[0]: arrays["x"]}
     elif "x" in arrays and "x" not in names:  # a detector's image; its im_shape / scale_factor follow from it
-        from edgepipe.runtime.feeds import DERIVED, derived_inputs, image_input, signature
+        from edgepipe.runtime.inputs.feeds import DERIVED, derived_inputs, image_input, signature
 
         spec = signature(session)
         image = image_input(spec)

@@ -27,7 +27,7 @@ _OPERANDS = {"QLinearConv": (0, 3), "QLinearMatMul": (0, 3)}
 def load_onnx(path: str | Path):
     import onnx
 
-    from edgepipe.runtime.modelfile import check_model_file
+    from edgepipe.runtime.model.modelfile import check_model_file
 
     path = check_model_file(path).path  # external data only from regular files inside its folder
     try:
@@ -106,7 +106,7 @@ def _runtime_shapes(model, names: list[str], inputs: dict | None = None) -> dict
     The fallback where static inference stops (e.g. a flatten written as Shape/Slice/Concat/
     Reshape over initializers, which ONNX's data propagation does not follow).
     """
-    from edgepipe.runtime.feeds import random_feeds, signature
+    from edgepipe.runtime.inputs.feeds import random_feeds, signature
 
     sess, _, names = probe_session(model, names)
     outs = sess.run(names, random_feeds(signature(sess), 1, inputs, what="counting MACs")[0])

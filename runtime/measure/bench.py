@@ -15,10 +15,10 @@ from typing import Literal
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.devices.errors import FieldError
-from edgepipe.runtime.backends import describe, open_model, precision_problem
-from edgepipe.runtime.hostload import HostLoad
-from edgepipe.runtime.session import input_feed, resolve_feed, usable_providers
+from edgepipe.devices.base.errors import FieldError
+from edgepipe.runtime.measure.hostload import HostLoad
+from edgepipe.runtime.model.backends import describe, open_model, precision_problem
+from edgepipe.runtime.model.session import input_feed, resolve_feed, usable_providers
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class BenchOptions:
     max_seconds: float = 30.0
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     dims: tuple[str, ...] = ()  # values for named dynamic dims, "name=value"
-    shapes: tuple[str, ...] = ()  # shapes of inputs with dynamic dims, "name=1x3x48x320" (runtime/feeds.parse_shapes)
+    shapes: tuple[str, ...] = ()  # shapes of inputs with dynamic dims, "name=1x3x48x320" (runtime/inputs/feeds.parse_shapes)
     backend: Literal["onnxruntime", "openvino"] = "onnxruntime"
     precision: Literal["auto", "f32", "bf16", "f16"] = "auto"  # OpenVINO's inference precision; auto = its default
     device: str = "CPU"  # OpenVINO device
@@ -160,7 +160,7 @@ class Bench:
         self.out_names = [o.name for o in self.session.get_outputs()]
 
     def feed(self, batch: int, arrays: dict[str, np.ndarray] | None = None, source: str = "inputs") -> dict:
-        from edgepipe.runtime.feeds import batch_size, parse_shapes, random_feeds, signature
+        from edgepipe.runtime.inputs.feeds import batch_size, parse_shapes, random_feeds, signature
 
         spec = signature(self.session)
         if batch_size(spec, batch) != batch:

@@ -4,7 +4,7 @@ u8×s8) and 3×3 convolutions (Conv fp32, QLinearConv u8×s8) at two shapes, the
 matmul layers end up in. A convolution's weights come from ConstantOfShape, which onnxruntime folds
 into a constant (so its kernels pre-pack them as a model's), keeping each file a few hundred bytes.
 
-    python runtime/kernels/make_kernels.py      # rewrites every *.onnx here
+    python runtime/measure/kernels/make_kernels.py      # rewrites every *.onnx here
 """
 from pathlib import Path
 

@@ -3,7 +3,7 @@ sessions opened in one process, timed at batch 1 in interleaved rounds (each rou
 candidate, in a rotated order, so drift on a shared machine hits them alike), and each one's
 accuracy measured through the same session on the same labelled inputs.
 
-    python -m edgepipe.runtime.compare SPEC.json OUT.json   # paddle-free; what the deploy stage runs
+    python -m edgepipe.runtime.measure.compare SPEC.json OUT.json   # paddle-free; what the deploy stage runs
 
 SPEC: {"candidates": [{"id", "model", "backend", "precision"}], "inputs": "test.npz", "threads": 1,
        "rounds": 5, "seconds": 0.3}
@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
-from edgepipe.runtime.atomic import write_json_atomic
-from edgepipe.runtime.backends import describe, open_model
-from edgepipe.runtime.bench import timed_runs
-from edgepipe.runtime.feeds import from_array, signature
-from edgepipe.runtime.session import resolve_feed
+from edgepipe.devices.base.atomic import write_json_atomic
+from edgepipe.runtime.inputs.feeds import from_array, signature
+from edgepipe.runtime.measure.bench import timed_runs
+from edgepipe.runtime.model.backends import describe, open_model
+from edgepipe.runtime.model.session import resolve_feed
 
 
 def measure(candidates: list[dict], x: np.ndarray, y: np.ndarray | None, threads: int = 1, rounds: int = 5,

@@ -218,7 +218,7 @@ def _grouped(per_sample: list[Feed], labels, batch: int):
 def folder_feeds(root, contract, spec: list[InputSpec], batch: int = 32, progress=None):
     """A folder of images as feeds for the model's image input under `contract` (the derived detector
     inputs from each image's resize): (feeds, labels or None in feed order, files in feed order)."""
-    from edgepipe.runtime.images import folder_samples
+    from edgepipe.runtime.inputs.images import folder_samples
 
     image = image_input(spec)
     if image is None:
@@ -275,7 +275,7 @@ def npz_feeds(arrays: dict[str, np.ndarray], spec: list[InputSpec], source: str,
 def model_contract(session, args=None, shape: tuple | None = None, note=None):
     """The contract images are decoded by for a session's model: its own, with the contract flags of
     `args` (if any) laid over it (images.contract_from_args; `shape` is a --shape given for its image input)."""
-    from edgepipe.runtime.images import contract_from_args, contract_of
+    from edgepipe.runtime.inputs.images import contract_from_args, contract_of
 
     own = contract_of(session)
     if args is None:

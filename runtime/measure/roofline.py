@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from edgepipe.runtime.atomic import write_json_atomic
-from edgepipe.runtime.modelfile import INT8_OPS
+from edgepipe.devices.base.atomic import write_json_atomic
+from edgepipe.devices.base.cache import cache_dir
+from edgepipe.runtime.model.modelfile import INT8_OPS
 
 KERNELS = Path(__file__).with_name("kernels")
 # (file, MACs per run, what it is) per precision; the peak is the best of them (a model's convolutions
@@ -30,12 +30,6 @@ PEAK_KERNELS = {
              ("conv_int8_64x56.onnx", 64 * 64 * 9 * 56 * 56, "QLinearConv u8×s8 3×3 64→64 on 56×56"),
              ("conv_int8_256x14.onnx", 256 * 256 * 9 * 14 * 14, "QLinearConv u8×s8 3×3 256→256 on 14×14")),
 }
-
-
-def cache_dir() -> Path:
-    if os.environ.get("EDGEPIPE_CACHE"):
-        return Path(os.environ["EDGEPIPE_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgepipe"
 
 
 def _kernel_feed(session, name: str, macs: int) -> dict:
@@ -52,8 +46,8 @@ def _kernel_feed(session, name: str, macs: int) -> dict:
 def kernel_rate(name: str, macs: int, threads: int, seconds: float = 0.3, backend: str = "onnxruntime",
                 precision: str = "auto") -> float:
     """Best MAC/s of one peak kernel: the fastest single run over `seconds`, after a warm-up run."""
-    from edgepipe.runtime.backends import open_model
-    from edgepipe.runtime.bench import timed_runs
+    from edgepipe.runtime.measure.bench import timed_runs
+    from edgepipe.runtime.model.backends import open_model
 
     session = open_model(KERNELS / name, backend, threads=threads, precision=precision)
     feed = _kernel_feed(session, name, macs)
@@ -80,7 +74,7 @@ def host_peaks(host: dict, threads: int, refresh: bool = False, backend: str = "
     'kernels': the best kernel of each, ...} for this host, backend and thread count, measured once
     and cached."""
     if backend == "openvino":
-        from edgepipe.runtime.backends.openvino import load_openvino
+        from edgepipe.runtime.model.backends.openvino import load_openvino
 
         version = load_openvino().__version__
     else:
@@ -90,7 +84,7 @@ def host_peaks(host: dict, threads: int, refresh: bool = False, backend: str = "
     float_name = precision if backend == "openvino" and precision in ("bf16", "fp16") else "fp32"
     hint = "auto"
     if backend == "openvino":
-        from edgepipe.runtime.backends.openvino import PRECISION_NAMES
+        from edgepipe.runtime.model.backends.openvino import PRECISION_NAMES
 
         hint = next(h for h, n in PRECISION_NAMES.items() if n == float_name)
     key_src = json.dumps([host.get("arch"), host.get("cpu_model"), host.get("flags"), backend, version, threads, hint, 2])
@@ -105,7 +99,7 @@ def host_peaks(host: dict, threads: int, refresh: bool = False, backend: str = "
     fl, i8 = peak("fp32", threads, backend, hint), peak("int8", threads, backend)
     peaks = {float_name: fl["macs_per_s"], "int8": i8["macs_per_s"], "kernels": {float_name: fl["kernel"], "int8": i8["kernel"]},
              "rates": {float_name: fl["rates"], "int8": i8["rates"]}, "threads": threads, "backend": backend, "version": version,
-             "method": f"best of the GEMM and 3×3 conv kernels in runtime/kernels/, run through {backend} {version}"}
+             "method": f"best of the GEMM and 3×3 conv kernels in runtime/measure/kernels/, run through {backend} {version}"}
     try:
         write_json_atomic(path, peaks)
     except OSError:
@@ -122,7 +116,7 @@ def model_costs(model: Path, macs: int | None = None) -> tuple[int | None, str, 
     try:
         import onnx  # noqa: F401  (analysis imports it lazily; check here)
 
-        from edgepipe.runtime.cost import count_macs, load_onnx
+        from edgepipe.runtime.model.cost import count_macs, load_onnx
     except ImportError:
         return None, precision, "unknown: the onnx package is not installed here; pass --macs N (from the pipeline's report)"
     from edgepipe.devices import EdgepipeError

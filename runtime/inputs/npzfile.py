@@ -307,7 +307,7 @@ class ShapeGroups(ArrayInputs):
 
 def load_npz(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """(input arrays, labels or None) of an inputs file, read whole into memory, checked as the runner checks them."""
-    from edgepipe.runtime.session import check_arrays
+    from edgepipe.runtime.model.session import check_arrays
 
     src = NpzInputs(path, scan=False)
     arrays = {k: src.reader.read(k, check=False) for k in src.names}
