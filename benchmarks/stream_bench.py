@@ -13,6 +13,7 @@ for a camera's stream, not camera footage. Each run also watches for digit 7 (--
 Prints a table (median over rounds, with the min–max spread) and writes JSON
 (default benchmarks/results/stream_bench.json).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-MODELS = {"student fp32": ["export/student.onnx"], "student int8": ["quantize/student.int8.onnx"],
-          "deployment": ["--deployment", "deploy/deploy.json"]}
+MODELS = {
+    "student fp32": ["export/student.onnx"],
+    "student int8": ["quantize/student.int8.onnx"],
+    "deployment": ["--deployment", "deploy/deploy.json"],
+}
 WATCH = "7"
 
 
@@ -50,9 +54,31 @@ def make_video(run: Path, path: Path, digits: int, hold: int, seed: int = 0) -> 
 
 def runner(model_args: list[str], video: Path, fps: float | None, seconds: float, tmp: Path) -> dict:
     out, events = tmp / "r.json", tmp / "ev.jsonl"
-    cmd = [sys.executable, "-m", "edgepipe.runtime", *model_args, "--stream", str(video), "--seconds", str(seconds),
-           "--watch", WATCH, "--threshold", "0.9", "--consecutive", "3", "--events", str(events),
-           "--energy-seconds", "1", "--idle-seconds", "0", "--json", str(out), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgepipe.runtime",
+        *model_args,
+        "--stream",
+        str(video),
+        "--seconds",
+        str(seconds),
+        "--watch",
+        WATCH,
+        "--threshold",
+        "0.9",
+        "--consecutive",
+        "3",
+        "--events",
+        str(events),
+        "--energy-seconds",
+        "1",
+        "--idle-seconds",
+        "0",
+        "--json",
+        str(out),
+        "--quiet",
+    ]
     if fps:
         cmd += ["--fps", str(fps)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -69,24 +95,31 @@ def score_events(events: list[dict], labels: list[int], hold: int, frames_seen: 
     raised = [e["frame"] for e in events if e["event"] == "raised"]
     hits = {f // hold for f in raised if f < len(labels) and labels[f] == int(WATCH)}
     shown = sum(labels[k * hold] == int(WATCH) for k in range(min(frames_seen, len(labels)) // hold))
-    return {"raised": len(raised), "on_a_7": len(hits), "sevens_shown": shown,
-            "false_alarms": sum(labels[f] != int(WATCH) for f in raised if f < len(labels))}
+    return {
+        "raised": len(raised),
+        "on_a_7": len(hits),
+        "sevens_shown": shown,
+        "false_alarms": sum(labels[f] != int(WATCH) for f in raised if f < len(labels)),
+    }
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
+    """The command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, default=Path("runs/mnist-kd"), help="a finished run of the default recipe")
-    ap.add_argument("--fps", type=float, nargs="+", default=[5, 15, 30], help="camera clocks (plus one run as fast as it goes)")
+    ap.add_argument(
+        "--fps", type=float, nargs="+", default=[5, 15, 30], help="camera clocks (plus one run as fast as it goes)"
+    )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=4.0, help="length of each stream run")
     ap.add_argument("--digits", type=int, default=60)
     ap.add_argument("--hold", type=int, default=6, help="frames each digit stays in view")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stream_bench.json")
-    args = ap.parse_args()
-    need = [args.run / "bench" / "test_split.npz"] + [args.run / m[-1] for m in MODELS.values()]
-    missing = [str(p) for p in need if not p.is_file()]
-    if missing:
-        sys.exit(f"stream_bench: {missing[0]} not found; run `make demo` first (or pass --run)")
+    return ap.parse_args()
+
+
+def measure(args) -> dict:
+    """Every model at every clock in interleaved rounds: {(model, fps asked): [runner results]}."""
     rates = [*args.fps, None]
     raw = {(m, f): [] for m in MODELS for f in rates}
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,31 +131,60 @@ def main() -> int:
                 for label, margs in MODELS.items():
                     model_args = [str(args.run / a) if a.endswith((".onnx", ".json")) else a for a in margs]
                     r = runner(model_args, video, f, args.seconds, tmp)
-                    r["event_score"] = score_events(r["events"], labels, args.hold, r["frames_processed"] + r["frames_dropped"])
+                    r["event_score"] = score_events(
+                        r["events"], labels, args.hold, r["frames_processed"] + r["frames_dropped"]
+                    )
                     raw[(label, f)].append(r)
-                    print(f"round {k + 1}/{args.rounds}: {label} at {f or 'max'} fps: {r['sustained_fps']:.1f} fps, "
-                          f"{r['frames_dropped']} dropped", file=sys.stderr, flush=True)
-    rows = []
-    for (label, f), rs in raw.items():
-        def med(key, rs=rs):
-            v = [key(r) for r in rs]
-            return {"median": statistics.median(v), "min": min(v), "max": max(v)}
-        e = [r["energy"]["primary"] for r in rs if r.get("energy") and r["energy"]["primary"]]
-        rows.append({"model": label, "model_file": Path(rs[0]["model"]).name, "backend": rs[0]["backend"]["name"],
-                     "fps_asked": f, "rounds": len(rs), "frames_processed": med(lambda r: r["frames_processed"]),
-                     "frames_dropped": med(lambda r: r["frames_dropped"]), "sustained_fps": med(lambda r: r["sustained_fps"]),
-                     "p50_ms": med(lambda r: r["latency_ms"]["p50"]), "p99_ms": med(lambda r: r["latency_ms"]["p99"]),
-                     "inference_share": med(lambda r: r["share"]["inference"]), "cpu": med(lambda r: r["cpu_utilisation"]),
-                     "peak_rss_mb": med(lambda r: r["memory"]["peak_rss_mb"]),
-                     "mj_per_frame": statistics.median(x["mj_per_frame"] for x in e) if e else None,
-                     "net_mj_per_frame": statistics.median(x["net_mj_per_frame"] for x in e)
-                     if e and all(x["net_mj_per_frame"] is not None for x in e) else None,
-                     "energy_method": e[0]["method"] if e else None,
-                     "events": [r["event_score"] for r in rs]})
-    print(f"\nstream mode on {args.digits} bundled test digits as 224×224 MJPEG frames, each held {args.hold} frames; "
-          f"{args.seconds:g} s per run, median of {args.rounds} interleaved rounds [min–max]\n")
-    head = f"{'model':<14} {'file':<24} {'clock':>6} {'sustained fps':>20} {'dropped':>8} {'p50 ms':>7} {'p99 ms':>16} " \
-           f"{'infer':>6} {'CPU':>5} {'mJ/frame':>9} {'above idle':>10} {'7s raised':>10}"
+                    print(
+                        f"round {k + 1}/{args.rounds}: {label} at {f or 'max'} fps: {r['sustained_fps']:.1f} fps, "
+                        f"{r['frames_dropped']} dropped",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    return raw
+
+
+def summarise(label: str, f: float | None, rs: list[dict]) -> dict:
+    """One table row: the median [min, max] over rounds of one model at one clock."""
+
+    def med(key, rs=rs):
+        v = [key(r) for r in rs]
+        return {"median": statistics.median(v), "min": min(v), "max": max(v)}
+
+    e = [r["energy"]["primary"] for r in rs if r.get("energy") and r["energy"]["primary"]]
+    return {
+        "model": label,
+        "model_file": Path(rs[0]["model"]).name,
+        "backend": rs[0]["backend"]["name"],
+        "fps_asked": f,
+        "rounds": len(rs),
+        "frames_processed": med(lambda r: r["frames_processed"]),
+        "frames_dropped": med(lambda r: r["frames_dropped"]),
+        "sustained_fps": med(lambda r: r["sustained_fps"]),
+        "p50_ms": med(lambda r: r["latency"]["p50_ms"]),
+        "p99_ms": med(lambda r: r["latency"]["p99_ms"]),
+        "inference_share": med(lambda r: r["share"]["inference"]),
+        "cpu": med(lambda r: r["cpu_utilisation"]),
+        "peak_rss_mb": med(lambda r: r["memory"]["peak_rss_mb"]),
+        "mj_per_frame": statistics.median(x["mj_per_frame"] for x in e) if e else None,
+        "net_mj_per_frame": statistics.median(x["net_mj_per_frame"] for x in e)
+        if e and all(x["net_mj_per_frame"] is not None for x in e)
+        else None,
+        "energy_method": e[0]["method"] if e else None,
+        "events": [r["event_score"] for r in rs],
+    }
+
+
+def print_table(rows: list[dict], args) -> None:
+    """Print the results table."""
+    print(
+        f"\nstream mode on {args.digits} bundled test digits as 224×224 MJPEG frames, each held {args.hold} frames; "
+        f"{args.seconds:g} s per run, median of {args.rounds} interleaved rounds [min–max]\n"
+    )
+    head = (
+        f"{'model':<14} {'file':<24} {'clock':>6} {'sustained fps':>20} {'dropped':>8} {'p50 ms':>7} {'p99 ms':>16} "
+        f"{'infer':>6} {'CPU':>5} {'mJ/frame':>9} {'above idle':>10} {'7s raised':>10}"
+    )
     print(head)
     print("-" * len(head))
     for r in sorted(rows, key=lambda r: (r["fps_asked"] or 1e9, list(MODELS).index(r["model"]))):
@@ -130,15 +192,45 @@ def main() -> int:
         mj = f"{r['mj_per_frame']:.1f}" if r["mj_per_frame"] is not None else "—"
         net = f"{r['net_mj_per_frame']:.2f}" if r["net_mj_per_frame"] is not None else "—"
         ev = r["events"][0]
-        sevens = f"{ev['on_a_7']}/{ev['sevens_shown']}" + (f" +{ev['false_alarms']} false" if ev["false_alarms"] else "")
-        print(f"{r['model']:<14} {r['model_file']:<24} {('%g' % r['fps_asked']) if r['fps_asked'] else 'max':>6} "
-              f"{s['median']:>7.1f} [{s['min']:.1f}–{s['max']:.1f}] {r['frames_dropped']['median']:>8.0f} "
-              f"{r['p50_ms']['median']:>7.2f} {p99['median']:>6.2f} [{p99['min']:.2f}–{p99['max']:.2f}] "
-              f"{100 * r['inference_share']['median']:>5.0f}% {100 * r['cpu']['median']:>4.0f}% {mj:>9} {net:>10} {sevens:>10}")
+        sevens = f"{ev['on_a_7']}/{ev['sevens_shown']}" + (
+            f" +{ev['false_alarms']} false" if ev["false_alarms"] else ""
+        )
+        print(
+            f"{r['model']:<14} {r['model_file']:<24} {('%g' % r['fps_asked']) if r['fps_asked'] else 'max':>6} "
+            f"{s['median']:>7.1f} [{s['min']:.1f}–{s['max']:.1f}] {r['frames_dropped']['median']:>8.0f} "
+            f"{r['p50_ms']['median']:>7.2f} {p99['median']:>6.2f} [{p99['min']:.2f}–{p99['max']:.2f}] "
+            f"{100 * r['inference_share']['median']:>5.0f}% {100 * r['cpu']['median']:>4.0f}% "
+            f"{mj:>9} {net:>10} {sevens:>10}"
+        )
+
+
+def write_result(rows: list[dict], args) -> None:
+    """Write the JSON result to --out."""
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"data": f"{args.digits} bundled MNIST test digits, 224x224 MJPEG, each held {args.hold} frames",
-                                    "seconds_per_run": args.seconds, "rounds": args.rounds, "rows": rows}, indent=1))
+    args.out.write_text(
+        json.dumps(
+            {
+                "data": f"{args.digits} bundled MNIST test digits, 224x224 MJPEG, each held {args.hold} frames",
+                "seconds_per_run": args.seconds,
+                "rounds": args.rounds,
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
     print(f"\nwrote {args.out}")
+
+
+def main() -> int:
+    args = parse_args()
+    need = [args.run / "bench" / "test_split.npz"] + [args.run / m[-1] for m in MODELS.values()]
+    missing = [str(p) for p in need if not p.is_file()]
+    if missing:
+        sys.exit(f"stream_bench: {missing[0]} not found; run `make demo` first (or pass --run)")
+    raw = measure(args)
+    rows = [summarise(label, f, rs) for (label, f), rs in raw.items()]
+    print_table(rows, args)
+    write_result(rows, args)
     return 0
 
 

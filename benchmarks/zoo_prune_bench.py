@@ -11,6 +11,7 @@ spread of the per-round speed-ups.
 
 --only measures those models again and replaces their rows in an existing results file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,10 +47,21 @@ def measure(name: str, rounds: int) -> dict:
     big = macs0 > 2e9  # VGG, AlexNet at 224: fewer iterations per round
     speed = compare(parent, model, shape, rounds=rounds, seconds=0.1 if big else 0.3, iters=3 if big else 20)
     left = Counter(r["skip"].split(" (")[0] for r in rows if "skip" in r)
-    return {"model": name, "input": list(shape), "round_to": rule.round_to, "round_to_from": channel_multiple()[1],
-            "groups": len(rows), "groups_pruned": sum("kept" in r and r["kept"] < r["channels"] for r in rows),
-            "groups_left_alone": sum("skip" in r for r in rows), "left_alone_because": left.most_common(3),
-            "layers_cut": len(changes), "params": [params0, params1], "macs": [macs0, macs1], "cut_s": cut_s, "speed": speed}
+    return {
+        "model": name,
+        "input": list(shape),
+        "round_to": rule.round_to,
+        "round_to_from": channel_multiple()[1],
+        "groups": len(rows),
+        "groups_pruned": sum("kept" in r and r["kept"] < r["channels"] for r in rows),
+        "groups_left_alone": sum("skip" in r for r in rows),
+        "left_alone_because": left.most_common(3),
+        "layers_cut": len(changes),
+        "params": [params0, params1],
+        "macs": [macs0, macs1],
+        "cut_s": cut_s,
+        "speed": speed,
+    }
 
 
 def _m(n: float) -> str:
@@ -63,13 +75,17 @@ def table(results: list[dict]) -> None:
     for r in results:
         s = r["speed"]
         lo, hi = s["speedup_range"]
-        print(f"| {r['model']} | {r['input'][1]}×{r['input'][2]} | {r['groups_pruned']} / {r['groups_left_alone']} | "
-              f"{r['params'][0] / 1e6:.2f}M → {r['params'][1] / 1e6:.2f}M | {_m(r['macs'][0])} → {_m(r['macs'][1])} "
-              f"({r['macs'][1] / r['macs'][0]:.2f}×) | {s['p50_before_ms']:.2f} → {s['p50_after_ms']:.2f} | "
-              f"×{s['speedup']:.2f} ({lo:.2f}–{hi:.2f}){' SLOWER' if s['slower'] else ''} |")
+        print(
+            f"| {r['model']} | {r['input'][1]}×{r['input'][2]} | {r['groups_pruned']} / {r['groups_left_alone']} | "
+            f"{r['params'][0] / 1e6:.2f}M → {r['params'][1] / 1e6:.2f}M | {_m(r['macs'][0])} → {_m(r['macs'][1])} "
+            f"({r['macs'][1] / r['macs'][0]:.2f}×) | {s['p50_before_ms']:.2f} → {s['p50_after_ms']:.2f} | "
+            f"×{s['speedup']:.2f} ({lo:.2f}–{hi:.2f}){' SLOWER' if s['slower'] else ''} |"
+        )
     for r in results:
         if r["left_alone_because"]:
-            print(f"  {r['model']}: left alone because " + "; ".join(f"{why} ×{n}" for why, n in r["left_alone_because"]))
+            print(
+                f"  {r['model']}: left alone because " + "; ".join(f"{why} ×{n}" for why, n in r["left_alone_because"])
+            )
 
 
 def main() -> int:
@@ -94,7 +110,9 @@ def main() -> int:
     from edgepipe.runtime.runner import environment
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"models": results, "rounds": args.rounds, "environment": environment()}, indent=1) + "\n")
+    args.out.write_text(
+        json.dumps({"models": results, "rounds": args.rounds, "environment": environment()}, indent=1) + "\n"
+    )
     print(f"\nwrote {args.out}")
     return 0
 

@@ -11,6 +11,7 @@ which inherit the environment): onnxruntime 1.29 and later report session events
 from Linux builds too, unless ORT_DISABLE_TELEMETRY is set before the library loads
 (devices/base/telemetry.py). A user who sets it to 0 keeps that choice.
 """
+
 from edgepipe.devices.base import EdgepipeError, os_error_line
 from edgepipe.devices.host import HostInfo, detect_host
 

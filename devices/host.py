@@ -1,4 +1,5 @@
 """Detect the host: architecture, CPU model, the CPU flags that decide int8 speed, cores."""
+
 from __future__ import annotations
 
 import os

@@ -7,6 +7,7 @@ onnxruntime execution providers to use (in order), the int8 preset that suits th
 device's kernels (with the one-line reason), a power model for energy estimates when no sensor
 is readable, and the budgets every benchmark result is judged against.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -84,8 +85,11 @@ class Backend:
     device: str = "CPU"  # OpenVINO device
 
     def __post_init__(self):
-        require(self.name == "openvino" or self.precision in ("auto", "f32"), "precision",
-                "onnxruntime runs the precision the file stores; give precision only for openvino")
+        require(
+            self.name == "openvino" or self.precision in ("auto", "f32"),
+            "precision",
+            "onnxruntime runs the precision the file stores; give precision only for openvino",
+        )
 
 
 @dataclass(frozen=True)
@@ -182,10 +186,17 @@ def presets_table(presets: list[DeviceProfile], found: DeviceProfile | None) -> 
     rows = [("profile", "arch", "cores", "threads", "backends", "providers", "int8 preset", "p90 budget")]
     for p in presets:
         q = p.quantization
-        rows.append((("* " if found and p.name == found.name else "  ") + p.name, p.arch, str(p.cores), str(p.threads),
-                     ",".join(b.name + (f":{b.precision}" if b.precision != "auto" else "") for b in p.backends),
-                     ",".join(x.removesuffix("ExecutionProvider") for x in p.providers),
-                     f"{q.format} {q.activation_type}{q.weight_type}{' rr' if q.reduce_range else ''}",
-                     f"{p.budgets.latency_p90_ms:g} ms" if p.budgets.latency_p90_ms else "—"))
+        rows.append(
+            (
+                ("* " if found and p.name == found.name else "  ") + p.name,
+                p.arch,
+                str(p.cores),
+                str(p.threads),
+                ",".join(b.name + (f":{b.precision}" if b.precision != "auto" else "") for b in p.backends),
+                ",".join(x.removesuffix("ExecutionProvider") for x in p.providers),
+                f"{q.format} {q.activation_type}{q.weight_type}{' rr' if q.reduce_range else ''}",
+                f"{p.budgets.latency_p90_ms:g} ms" if p.budgets.latency_p90_ms else "—",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

@@ -5,6 +5,7 @@ paddle2onnx aborts the whole process on some ops (SIGABRT), so it never runs in 
 process. The program is first made convertible (export/pir_fix.py). optimize_tool="None": its
 default (polygraphy) pip-installs packages at run time; onnxruntime folds constants itself.
 """
+
 import sys
 import tempfile
 from pathlib import Path
@@ -22,8 +23,13 @@ def main() -> int:
             print(f"note: {fixed} interpolation scale attribute(s) retyped as float for paddle2onnx", file=sys.stderr)
         try:
             paddle2onnx.export(
-                str(graph), str(params), save_file=out, opset_version=int(opset),
-                auto_upgrade_opset=False, enable_onnx_checker=True, optimize_tool="None",
+                str(graph),
+                str(params),
+                save_file=out,
+                opset_version=int(opset),
+                auto_upgrade_opset=False,
+                enable_onnx_checker=True,
+                optimize_tool="None",
             )
         except SystemExit as exc:  # paddle2onnx exits on a failed conversion, after logging why
             return int(exc.code) if isinstance(exc.code, int) and exc.code else 1

@@ -10,6 +10,7 @@ value_info and doc strings (onnxruntime infers shapes itself). Operators, attrib
 initializers and metadata are untouched; compact_in_place keeps the result only if every output
 is exactly what the file gave before.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,11 +28,18 @@ def compact_names(src: str | Path, dst: str | Path, keep_nodes: tuple[str, ...] 
     model = onnx.load(str(src), load_external_data=False)
     g = model.graph
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute):
-        raise EdgepipeError(f"{src}: compact_names does not handle subgraphs (If/Loop/Scan); leave it off for this model")
-    if len(g.sparse_initializer) or len(model.functions) or any(
-            t.data_location == onnx.TensorProto.EXTERNAL for t in g.initializer):
-        raise EdgepipeError(f"{src}: compact_names handles self-contained graphs only (no external data, sparse "
-                            "initializers or local functions); leave it off for this model")
+        raise EdgepipeError(
+            f"{src}: compact_names does not handle subgraphs (If/Loop/Scan); leave it off for this model"
+        )
+    if (
+        len(g.sparse_initializer)
+        or len(model.functions)
+        or any(t.data_location == onnx.TensorProto.EXTERNAL for t in g.initializer)
+    ):
+        raise EdgepipeError(
+            f"{src}: compact_names handles self-contained graphs only (no external data, sparse "
+            "initializers or local functions); leave it off for this model"
+        )
     keep = {v.name for v in g.input} | {v.name for v in g.output}
     used = set(keep) | {n.name for n in g.node if n.name in keep_nodes}
     names: dict[str, str] = {}

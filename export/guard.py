@@ -8,6 +8,7 @@ quantization does the damage (its weights, or a per-tensor input range stretched
 outlier channel, which flattens the others); it is excluded from quantization. Without labels the
 drop is measured as top-1 disagreement with the fp32 model.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -65,8 +66,12 @@ def compare_outputs(ref: dict, got: dict) -> dict:
         if agreement is None and not isinstance(r, list) and r.ndim == 2 and r.shape[1] > 1 and r.shape == g.shape:
             agreement = fidelity(r, g)["top1_agreement"]
     measured = [v for v in per.values() if v is not None]
-    return {"agreement": agreement, "output_sqnr_db": min(measured) if measured else None, "outputs_sqnr_db": per,
-            **({"outputs_changed_size": changed} if changed else {})}
+    return {
+        "agreement": agreement,
+        "output_sqnr_db": min(measured) if measured else None,
+        "outputs_sqnr_db": per,
+        **({"outputs_changed_size": changed} if changed else {}),
+    }
 
 
 def _folded_activation(f_model) -> dict[str, tuple[float, float]]:
@@ -86,15 +91,8 @@ def _folded_activation(f_model) -> dict[str, tuple[float, float]]:
     return out
 
 
-def node_errors(fp32_model: str | Path, qdq_model: str | Path, x: np.ndarray, batch: int = 8) -> list[dict]:
-    """Per compute node of the QDQ model, how much noise quantizing it adds (its weights, its Q/DQ'd
-    inputs): noise-to-signal power of its output against the float model, minus that of its inputs
-    before their Q/DQ pairs, split into what the input pairs add and what the node adds. Largest
-    first; statistics accumulate over batches of `batch`."""
-    from edgepipe.runtime.model.cost import load_onnx
-
-    f, q = load_onnx(fp32_model), load_onnx(qdq_model)
-    f_made = {o for n in f.graph.node for o in n.output}
+def _dq_sources(f_made: set, q) -> dict[str, str]:
+    """Each tensor of the QDQ model that went through a Q/DQ pair -> the tensor before the pair."""
     q_params = {t.name for t in q.graph.initializer}
     made_by = {o: n for n in q.graph.node for o in n.output}
     source = {}  # dequantized tensor -> the tensor before its Q/DQ pair
@@ -105,8 +103,17 @@ def node_errors(fp32_model: str | Path, qdq_model: str | Path, x: np.ndarray, ba
                 source[n.output[0]] = qn.input[0]
     for n in q.graph.node:  # a quantized graph output: its producer now writes "<name>_QuantizeLinear_Input"
         for o in n.output:
-            if o.endswith("_QuantizeLinear_Input") and o not in f_made and o.removesuffix("_QuantizeLinear_Input") in f_made:
+            if (
+                o.endswith("_QuantizeLinear_Input")
+                and o not in f_made
+                and o.removesuffix("_QuantizeLinear_Input") in f_made
+            ):
                 source[o] = o.removesuffix("_QuantizeLinear_Input")
+    return source
+
+
+def _compute_nodes(q, source: dict, f_made: set) -> list[tuple]:
+    """The QDQ model's compute nodes, each with the inputs it reads and the outputs the float model also makes."""
     nodes = []
     for n in q.graph.node:
         if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
@@ -115,15 +122,13 @@ def node_errors(fp32_model: str | Path, qdq_model: str | Path, x: np.ndarray, ba
         outs = [o for o in n.output if source.get(o, o) in f_made]
         if outs:
             nodes.append((n, ins, outs))
-    # (float tensor, QDQ-model tensor) pairs: each input before and after its Q/DQ pair, each output
-    pairs = sorted({(source.get(t, t), t) for _, ins, outs in nodes for t in ins}
-                   | {(source[t], source[t]) for _, ins, _ in nodes for t in ins if t in source}
-                   | {(source.get(o, o), o) for _, _, outs in nodes for o in outs})
-    if not pairs:
-        return []
+    return nodes
+
+
+def _noise_sums(f, q, pairs: list, folded: dict, x, batch: int) -> dict[tuple, list]:
+    """Signal and noise power of each (float, QDQ) tensor pair over batches: whole-tensor, then per channel."""
     f_names = sorted({a for a, _ in pairs})
     q_names = sorted({b for _, b in pairs})
-    folded = {t: r for t, r in _folded_activation(f).items() if made_by.get(t) is not None and made_by[t].op_type not in ("Relu", "Clip")}
     fs, _, _ = probe_session(f, f_names)
     qs, _, _ = probe_session(q, q_names)
     sums: dict[tuple, list] = {}
@@ -139,25 +144,66 @@ def node_errors(fp32_model: str | Path, qdq_model: str | Path, x: np.ndarray, ba
             for k, per_channel in ((0, False), (2, True)):
                 sig, err = channel_sums(fv[a], test, per_channel=per_channel)
                 acc[k], acc[k + 1] = acc[k] + sig, acc[k + 1] + err
+    return sums
 
-    def nsr(sig, err):  # noise-to-signal power; noise adds up along the graph
-        keep = sig > 0
-        return float((err[keep] / sig[keep]).mean()) if keep.any() else 0.0
 
-    noise = {k: nsr(v[0], v[1]) for k, v in sums.items()}
-    noise_pc = {k: nsr(v[2], v[3]) for k, v in sums.items()}
-    out = []
-    for n, ins, outs in nodes:
-        before = max((noise[(source[t], source[t])] if t in source else noise[(t, t)] for t in ins), default=0.0)
-        after = max((noise[(source.get(t, t), t)] for t in ins), default=0.0)  # what the node reads
-        n_out = max(noise[(source.get(o, o), o)] for o in outs)
-        # an input pair that alone leaves its channels below 10 dB SQNR on average
-        damaging = [source[t] for t in ins if t in source and noise_pc[(source[t], t)] - noise_pc[(source[t], source[t])] > 0.1]
-        out.append({"node": n.name, "op": n.op_type, "added_noise": max(n_out - before, 0.0),
-                    "by_input_qdq": max(after - before, 0.0), "by_node": max(n_out - after, 0.0),
-                    "in_sqnr_db": _db(before), "out_sqnr_db": _db(n_out),
-                    # producers of inputs whose own Q/DQ pair flattens their channels
-                    "input_producers": [made_by[t].name for t in damaging if t in made_by]})
+def _nsr(sig, err) -> float:
+    """Noise-to-signal power, averaged over the channels with signal; noise adds up along the graph."""
+    keep = sig > 0
+    return float((err[keep] / sig[keep]).mean()) if keep.any() else 0.0
+
+
+def _node_noise(n, ins: list, outs: list, source: dict, made_by: dict, noise: dict, noise_pc: dict) -> dict:
+    """One node's added noise, split into what its inputs' Q/DQ pairs add and what the node itself adds."""
+    before = max((noise[(source[t], source[t])] if t in source else noise[(t, t)] for t in ins), default=0.0)
+    after = max((noise[(source.get(t, t), t)] for t in ins), default=0.0)  # what the node reads
+    n_out = max(noise[(source.get(o, o), o)] for o in outs)
+    # an input pair that alone leaves its channels below 10 dB SQNR on average
+    damaging = [
+        source[t] for t in ins if t in source and noise_pc[(source[t], t)] - noise_pc[(source[t], source[t])] > 0.1
+    ]
+    return {
+        "node": n.name,
+        "op": n.op_type,
+        "added_noise": max(n_out - before, 0.0),
+        "by_input_qdq": max(after - before, 0.0),
+        "by_node": max(n_out - after, 0.0),
+        "in_sqnr_db": _db(before),
+        "out_sqnr_db": _db(n_out),
+        # producers of inputs whose own Q/DQ pair flattens their channels
+        "input_producers": [made_by[t].name for t in damaging if t in made_by],
+    }
+
+
+def node_errors(fp32_model: str | Path, qdq_model: str | Path, x: np.ndarray, batch: int = 8) -> list[dict]:
+    """Per compute node of the QDQ model, how much noise quantizing it adds (its weights, its Q/DQ'd
+    inputs): noise-to-signal power of its output against the float model, minus that of its inputs
+    before their Q/DQ pairs, split into what the input pairs add and what the node adds. Largest
+    first; statistics accumulate over batches of `batch`."""
+    from edgepipe.runtime.model.cost import load_onnx
+
+    f, q = load_onnx(fp32_model), load_onnx(qdq_model)
+    f_made = {o for n in f.graph.node for o in n.output}
+    made_by = {o: n for n in q.graph.node for o in n.output}
+    source = _dq_sources(f_made, q)
+    nodes = _compute_nodes(q, source, f_made)
+    # (float tensor, QDQ-model tensor) pairs: each input before and after its Q/DQ pair, each output
+    pairs = sorted(
+        {(source.get(t, t), t) for _, ins, outs in nodes for t in ins}
+        | {(source[t], source[t]) for _, ins, _ in nodes for t in ins if t in source}
+        | {(source.get(o, o), o) for _, _, outs in nodes for o in outs}
+    )
+    if not pairs:
+        return []
+    folded = {
+        t: r
+        for t, r in _folded_activation(f).items()
+        if made_by.get(t) is not None and made_by[t].op_type not in ("Relu", "Clip")
+    }
+    sums = _noise_sums(f, q, pairs, folded, x, batch)
+    noise = {k: _nsr(v[0], v[1]) for k, v in sums.items()}
+    noise_pc = {k: _nsr(v[2], v[3]) for k, v in sums.items()}
+    out = [_node_noise(n, ins, outs, source, made_by, noise, noise_pc) for n, ins, outs in nodes]
     return sorted(out, key=lambda e: -e["added_noise"])
 
 
@@ -187,23 +233,38 @@ def measure(ref: dict, q_model: str | Path, x, y: np.ndarray | None) -> dict:
 def _latency_ms(model: Path, feed: dict) -> float:
     from edgepipe.runtime.measure.bench import BenchOptions, benchmark
 
-    r = benchmark(model, BenchOptions(warmup_iters=5, warmup_seconds=0.05, iters=30, min_seconds=0.2, max_seconds=2), feed)
+    r = benchmark(
+        model, BenchOptions(warmup_iters=5, warmup_seconds=0.05, iters=30, min_seconds=0.2, max_seconds=2), feed
+    )
     return r["runs"][0]["latency"]["p50_ms"]
 
 
-def guarded_quantize(fp32: str | Path, out: str | Path, calibration: np.ndarray, opts: QuantOptions,
-                     x: np.ndarray, y: np.ndarray | None, max_drop: float | None, max_float_layers: int = 4,
-                     tensor_overrides: dict | None = None, probe_samples: int = 64) -> dict:
+def guarded_quantize(
+    fp32: str | Path,
+    out: str | Path,
+    calibration: np.ndarray,
+    opts: QuantOptions,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    max_drop: float | None,
+    max_float_layers: int = 4,
+    tensor_overrides: dict | None = None,
+    probe_samples: int = 64,
+) -> dict:
     """Quantize `fp32` to `out`; keep layers in float while the drop exceeds `max_drop` points.
     Returns the steps taken (what was kept float, drop, agreement, p50 latency at batch 1 after each)."""
     from edgepipe.devices import EdgepipeError
 
     fp32, out = Path(fp32), Path(out)
     ref = run_outputs(fp32, x)
-    if max_drop is not None and not any(not isinstance(r, list) and r.ndim == 2 and r.shape[1] > 1 for r in ref.values()):
-        raise EdgepipeError(f"{fp32.name}: an accuracy budget needs an output of class scores (N×classes); this model's "
-                            f"outputs are {', '.join(f'{k} {_shape_text(v)}' for k, v in ref.items())}. Quantize without "
-                            "the budget and judge it by the SQNR of each output that is printed")
+    if max_drop is not None and not any(
+        not isinstance(r, list) and r.ndim == 2 and r.shape[1] > 1 for r in ref.values()
+    ):
+        raise EdgepipeError(
+            f"{fp32.name}: an accuracy budget needs an output of class scores (N×classes); this model's "
+            f"outputs are {', '.join(f'{k} {_shape_text(v)}' for k, v in ref.items())}. Quantize without "
+            "the budget and judge it by the SQNR of each output that is printed"
+        )
     excluded: list[str] = list(opts.nodes_to_exclude)
     one = fd.first(as_feeds(fp32, x[:1]) if isinstance(x, np.ndarray) else list(x), 1)[0]  # timed at batch 1
     steps = []
@@ -232,6 +293,12 @@ def guarded_quantize(fp32: str | Path, out: str | Path, calibration: np.ndarray,
 
         write_bytes_atomic(out, cand.read_bytes())
     final = steps[-1]
-    return {"steps": steps, "kept_float": final["kept_float"], "met": max_drop is None or final["drop_points"] <= max_drop,
-            "max_drop": max_drop, "drop_points": final["drop_points"], "agreement": final["agreement"],
-            "latency_cost_ms": final["p50_ms"] - steps[0]["p50_ms"]}
+    return {
+        "steps": steps,
+        "kept_float": final["kept_float"],
+        "met": max_drop is None or final["drop_points"] <= max_drop,
+        "max_drop": max_drop,
+        "drop_points": final["drop_points"],
+        "agreement": final["agreement"],
+        "latency_cost_ms": final["p50_ms"] - steps[0]["p50_ms"],
+    }

@@ -1,5 +1,6 @@
 """Metadata an exported ONNX file carries for the device (metadata_props): the input contract the
 model was trained with (runtime/inputs/images.py), kept through every quantization."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,7 +22,11 @@ def edgepipe_metadata(path: str | Path) -> dict[str, str]:
     """The edgepipe.* metadata_props of an ONNX file."""
     import onnx
 
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props if p.key.startswith(PREFIX)}
+    return {
+        p.key: p.value
+        for p in onnx.load(str(path), load_external_data=False).metadata_props
+        if p.key.startswith(PREFIX)
+    }
 
 
 def write_metadata(path: str | Path, props: dict[str, str]) -> None:

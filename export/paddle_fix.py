@@ -7,6 +7,7 @@ check compares the ONNX file with the original layer.
   with zero strides, which onnxruntime rejects. It becomes two MatMuls with the averaging matrices
   Paddle's adaptive pooling uses (window i spans floor(i·in/out) … ceil((i+1)·in/out)).
 """
+
 from __future__ import annotations
 
 import math
@@ -53,6 +54,7 @@ def uneven_adaptive_pools(layer, input_shape: tuple[int, ...]):
     def record(name):
         def hook(_, inputs):  # a pre-hook that returns something replaces the inputs: return None
             seen[name] = tuple(inputs[0].shape[2:])
+
         return hook
 
     subs = dict(layer.named_sublayers())

@@ -5,6 +5,7 @@
 the program allows, which `paddle.jit.load` (Paddle 3) does not: it cannot read released legacy
 folders and refuses dynamic dimensions beyond the batch.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,8 +29,10 @@ class PaddlePredictor:
             self._p = pi.create_predictor(config)
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
-            raise EdgepipeError(f"{graph}: Paddle Inference cannot load this model ({first[:200]}); is it a complete "
-                                "inference model (the .pdmodel/.json with its .pdiparams)?") from None
+            raise EdgepipeError(
+                f"{graph}: Paddle Inference cannot load this model ({first[:200]}); is it a complete "
+                "inference model (the .pdmodel/.json with its .pdiparams)?"
+            ) from None
         self.input_names = list(self._p.get_input_names())
         self.output_names = list(self._p.get_output_names())
         self.graph = Path(graph)
@@ -37,7 +40,9 @@ class PaddlePredictor:
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         missing = [n for n in self.input_names if n not in feed]
         if missing:
-            raise EdgepipeError(f"{self.graph}: Paddle's program takes inputs {self.input_names}; no value for {missing}")
+            raise EdgepipeError(
+                f"{self.graph}: Paddle's program takes inputs {self.input_names}; no value for {missing}"
+            )
         for name in self.input_names:
             arr = np.ascontiguousarray(feed[name])
             handle = self._p.get_input_handle(name)
@@ -48,6 +53,8 @@ class PaddlePredictor:
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
             shapes = {k: list(v.shape) for k, v in feed.items()}
-            raise EdgepipeError(f"{self.graph}: Paddle Inference failed at input shapes {shapes} ({first[:200]}); "
-                                "give the sizes the model is used at with --shape NAME=1x3xHxW") from None
+            raise EdgepipeError(
+                f"{self.graph}: Paddle Inference failed at input shapes {shapes} ({first[:200]}); "
+                "give the sizes the model is used at with --shape NAME=1x3xHxW"
+            ) from None
         return [self._p.get_output_handle(n).copy_to_cpu() for n in self.output_names]

@@ -1,4 +1,5 @@
 """Paddle Layer -> ONNX, always followed by a parity check against Paddle (optimum's habit)."""
+
 from __future__ import annotations
 
 import os
@@ -28,15 +29,19 @@ def _run_paddle2onnx(model_json: Path, params: Path, out: Path, opset: int, name
         return
     ansi = re.compile(r"\x1b\[[0-9;]*m")
     tail = [ansi.sub("", ln).strip() for ln in (proc.stdout + "\n" + proc.stderr).splitlines() if ln.strip()]
-    tail = [ln for ln in tail if not re.match(r"(.*\[(WARNING|INFO)\])|([WI]\d{4} )", ln)]  # paddle's and glog's chatter
+    tail = [
+        ln for ln in tail if not re.match(r"(.*\[(WARNING|INFO)\])|([WI]\d{4} )", ln)
+    ]  # paddle's and glog's chatter
     hint = next((ln for ln in tail if "[ERROR]" in ln), None) or next(
         (ln for ln in tail if ("rror:" in ln and "signal` is detected" not in ln) or "not support" in ln.lower()),
-        tail[-1] if tail else "")
+        tail[-1] if tail else "",
+    )
     if proc.returncode < 0:
         sig = signal.Signals(-proc.returncode).name
         raise EdgepipeError(
             f"paddle2onnx crashed ({sig}) converting {name}: {hint[:240]}; "
-            "the model uses an op paddle2onnx cannot convert - replace that op, or export the float model and quantize in ONNX"
+            "the model uses an op paddle2onnx cannot convert - replace that op, "
+            "or export the float model and quantize in ONNX"
         )
     raise EdgepipeError(f"paddle2onnx failed converting {name}: {hint[:240]}")
 
@@ -80,7 +85,12 @@ def basic_optimize(src: Path, dst: Path) -> Path:
 
 
 def export_layer(
-    layer, input_shape: tuple[int, ...], out: str | Path, *, opset: int = DEFAULT_OPSET, name: str = "model",
+    layer,
+    input_shape: tuple[int, ...],
+    out: str | Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    name: str = "model",
     metadata: dict[str, str] | None = None,
 ) -> Path:
     """jit.save `layer` (batch dim dynamic) and convert it to ONNX at `out`, atomically, with
@@ -93,8 +103,11 @@ def export_layer(
     layer.eval()
     layer, replaced = uneven_adaptive_pools(layer, tuple(input_shape))
     if replaced:
-        print(f"{name}: adaptive pooling of {', '.join(replaced)} exported as matrix products (paddle2onnx's AveragePool "
-              "would have zero strides at this input size)", file=sys.stderr)
+        print(
+            f"{name}: adaptive pooling of {', '.join(replaced)} exported as matrix products (paddle2onnx's AveragePool "
+            "would have zero strides at this input size)",
+            file=sys.stderr,
+        )
     with temp_dir("export") as tmp:
         prefix = os.path.join(tmp, "model")
         spec = [InputSpec([None, *input_shape], "float32", "x")]
@@ -109,8 +122,15 @@ def export_layer(
         return export_saved(model_json, Path(prefix + ".pdiparams"), out, opset=opset, name=name, metadata=metadata)
 
 
-def export_saved(graph: Path, params: Path, out: str | Path, *, opset: int = DEFAULT_OPSET, name: str = "model",
-                 metadata: dict[str, str] | None = None) -> Path:
+def export_saved(
+    graph: Path,
+    params: Path,
+    out: str | Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    name: str = "model",
+    metadata: dict[str, str] | None = None,
+) -> Path:
     """Convert a paddle.jit.save output (NAME.json or NAME.pdmodel + NAME.pdiparams) to ONNX at `out`,
     atomically: paddle2onnx in a child process, weights as initializers, basic optimisations, checker,
     `metadata` in its metadata_props."""
@@ -138,20 +158,27 @@ def export_saved(graph: Path, params: Path, out: str | Path, *, opset: int = DEF
     return out
 
 
-def _compare(got: np.ndarray, reference: np.ndarray, *, atol: float, rtol: float, name: str, output: str,
-             samples: int) -> float:
+def _compare(
+    got: np.ndarray, reference: np.ndarray, *, atol: float, rtol: float, name: str, output: str, samples: int
+) -> float:
     """The largest |difference| of one output against Paddle's; ParityError when a shape, a non-finite
     value or a difference beyond atol + rtol*|ref| says the conversion is wrong."""
     if got.shape != reference.shape:
         raise ParityError(f"{name}: ONNX {output} has shape {list(got.shape)}, Paddle gave {list(reference.shape)}")
     for label, arr in (("Paddle's", reference), ("onnxruntime's", got)):
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():  # NaN compares false to everything: a NaN model would pass
-            raise ParityError(f"{name}: {label} {output} holds NaN or inf on {samples} held-out inputs; the model's "
-                              "weights are not finite (did training diverge?), so nothing is exported")
+        if (
+            arr.dtype.kind == "f" and not np.isfinite(arr).all()
+        ):  # NaN compares false to everything: a NaN model would pass
+            raise ParityError(
+                f"{name}: {label} {output} holds NaN or inf on {samples} held-out inputs; the model's "
+                "weights are not finite (did training diverge?), so nothing is exported"
+            )
     if got.dtype.kind not in "fc":
         if not np.array_equal(got, reference):
-            raise ParityError(f"{name}: ONNX {output} ({got.dtype}) differs from Paddle's on {samples} inputs; "
-                              "the exporter mis-converted an op - check paddle2onnx's warnings or try another opset")
+            raise ParityError(
+                f"{name}: ONNX {output} ({got.dtype}) differs from Paddle's on {samples} inputs; "
+                "the exporter mis-converted an op - check paddle2onnx's warnings or try another opset"
+            )
         return 0.0
     diff = np.abs(got.astype(np.float64) - reference)
     allowed = atol + rtol * np.abs(reference)
@@ -166,7 +193,12 @@ def _compare(got: np.ndarray, reference: np.ndarray, *, atol: float, rtol: float
 
 
 def check_parity(
-    onnx_path: str | Path, reference: np.ndarray, inputs: np.ndarray, *, atol: float = 1e-4, rtol: float = 1e-3,
+    onnx_path: str | Path,
+    reference: np.ndarray,
+    inputs: np.ndarray,
+    *,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
     name: str = "model",
 ) -> dict:
     """Compare onnxruntime's output on `inputs` with Paddle's `reference`; raise ParityError if off."""
@@ -176,8 +208,15 @@ def check_parity(
     return {"max_abs_diff": worst, "samples": int(len(inputs)), "top1_agreement": agree, "atol": atol, "rtol": rtol}
 
 
-def check_parity_feeds(onnx_path: str | Path, reference: list[list[np.ndarray]], feeds: list[dict], *,
-                       atol: float = 1e-4, rtol: float = 1e-3, name: str = "model") -> dict:
+def check_parity_feeds(
+    onnx_path: str | Path,
+    reference: list[list[np.ndarray]],
+    feeds: list[dict],
+    *,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    name: str = "model",
+) -> dict:
     """Every output of onnxruntime on each feed against Paddle's `reference` outputs for it (by position:
     paddle2onnx renames them); raise ParityError at the first one off."""
     from edgepipe.runtime.inputs import feeds as fd
@@ -194,5 +233,12 @@ def check_parity_feeds(onnx_path: str | Path, reference: list[list[np.ndarray]],
         if got[0].ndim == 2 and got[0].shape[1] > 1:
             agree.append(got[0].argmax(1) == ref[0].argmax(1))
     shapes = sorted({"x".join(map(str, v.shape[1:])) for f in feeds for v in f.values() if v.ndim > 1})
-    return {"max_abs_diff": worst, "samples": n, "outputs": len(reference[0]) if reference else 0, "input_shapes": shapes,
-            "top1_agreement": float(np.concatenate(agree).mean()) if agree else None, "atol": atol, "rtol": rtol}
+    return {
+        "max_abs_diff": worst,
+        "samples": n,
+        "outputs": len(reference[0]) if reference else 0,
+        "input_shapes": shapes,
+        "top1_agreement": float(np.concatenate(agree).mean()) if agree else None,
+        "atol": atol,
+        "rtol": rtol,
+    }

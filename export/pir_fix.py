@@ -9,6 +9,7 @@
   detector's `nearest_interp_v2`). A copy of the json gets those elements typed as floats: a
   legacy program stores them as float32, so nothing is lost.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,11 +51,15 @@ def legacy_to_pir(pdmodel: Path, pdiparams: Path, out_dir: Path) -> tuple[Path, 
     with paddle.static.scope_guard(paddle.static.Scope()):
         exe = paddle.static.Executor(paddle.CPUPlace())
         with paddle.pir_utils.OldIrGuard():
-            prog, _, _ = paddle.static.load_inference_model(None, exe, model_filename=Path(pdmodel).read_bytes(),
-                                                            params_filename=Path(pdiparams).read_bytes())
+            prog, _, _ = paddle.static.load_inference_model(
+                None, exe, model_filename=Path(pdmodel).read_bytes(), params_filename=Path(pdiparams).read_bytes()
+            )
         pir_prog = paddle.pir.translate_to_pir(prog.desc)
-        params = [v for v in pir_prog.list_vars() if v.persistable and (
-            v.is_parameter or v.get_defining_op().name() in ("builtin.parameter", "pd_op.data"))]
+        params = [
+            v
+            for v in pir_prog.list_vars()
+            if v.persistable and (v.is_parameter or v.get_defining_op().name() in ("builtin.parameter", "pd_op.data"))
+        ]
         paddle.base.libpaddle.pir.create_loaded_parameter(params, paddle.static.global_scope(), exe._default_executor)
         feeds, fetches = [], []
         for op in pir_prog.global_block().ops:

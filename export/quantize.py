@@ -6,6 +6,7 @@ jit.save path is broken (wrong outputs, None zero-points). Defaults come from a 
 quantization preset (see `QuantOptions.from_profile`), so an AVX2 box without VNNI gets
 reduce_range and a Pi 5 gets s8s8, each with its reason.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,8 +47,13 @@ class QuantOptions:
     def from_profile(cls, profile, **overrides) -> "QuantOptions":
         """The profile's preset (format, per-channel, reduce_range, u8/s8), then any overrides."""
         q = profile.quantization
-        base = cls(format=q.format, per_channel=q.per_channel, reduce_range=q.reduce_range,
-                   activation_type=q.activation_type, weight_type=q.weight_type)
+        base = cls(
+            format=q.format,
+            per_channel=q.per_channel,
+            reduce_range=q.reduce_range,
+            activation_type=q.activation_type,
+            weight_type=q.weight_type,
+        )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
     @property
@@ -58,17 +64,21 @@ class QuantOptions:
 def _qtype(name: str):
     from onnxruntime.quantization import QuantType
 
-    return {"u8": QuantType.QUInt8, "s8": QuantType.QInt8, "u16": QuantType.QUInt16, "s16": QuantType.QInt16,
-            "s4": QuantType.QInt4, "u4": QuantType.QUInt4}[name]
+    return {
+        "u8": QuantType.QUInt8,
+        "s8": QuantType.QInt8,
+        "u16": QuantType.QUInt16,
+        "s16": QuantType.QInt16,
+        "s4": QuantType.QInt4,
+        "u4": QuantType.QUInt4,
+    }[name]
 
 
 class ArrayCalibrationReader:
     """onnxruntime CalibrationDataReader over an array, one batch per get_next()."""
 
     def __init__(self, input_name: str, data: np.ndarray, batch: int = 32):
-        self._batches: Iterator[dict] = iter(
-            [{input_name: data[i : i + batch]} for i in range(0, len(data), batch)]
-        )
+        self._batches: Iterator[dict] = iter([{input_name: data[i : i + batch]} for i in range(0, len(data), batch)])
 
     def get_next(self) -> dict | None:
         return next(self._batches, None)
@@ -100,8 +110,10 @@ def upgraded(model):
         up = version_converter.convert_version(model, MIN_OPSET)
         onnx.checker.check_model(up)
     except Exception as exc:
-        raise EdgepipeError(f"the model is opset {opset}; per-channel int8 needs opset {MIN_OPSET} and onnx's converter "
-                            f"failed ({str(exc).splitlines()[0][:160]}); quantize with --per-tensor") from None
+        raise EdgepipeError(
+            f"the model is opset {opset}; per-channel int8 needs opset {MIN_OPSET} and onnx's converter "
+            f"failed ({str(exc).splitlines()[0][:160]}); quantize with --per-tensor"
+        ) from None
     return up
 
 
@@ -146,8 +158,13 @@ def _input_name(model: Path) -> str:
     return open_session(model).get_inputs()[0].name  # also validates the file
 
 
-def quantize_static(fp32: str | Path, out: str | Path, calibration, opts: QuantOptions = QuantOptions(),
-                    tensor_overrides: dict | None = None) -> Path:
+def quantize_static(
+    fp32: str | Path,
+    out: str | Path,
+    calibration,
+    opts: QuantOptions = QuantOptions(),
+    tensor_overrides: dict | None = None,
+) -> Path:
     """Static quantization calibrated on `calibration` (an N×C×H×W array, or feeds of any signature:
     several inputs, samples of several sizes). `tensor_overrides` (tensor name -> rmin/rmax) replaces
     calibrated ranges, e.g. with the ranges quantization-aware training learned. An opset-11/12 model
@@ -167,10 +184,16 @@ def quantize_static(fp32: str | Path, out: str | Path, calibration, opts: QuantO
     feeds = regroup(as_feeds(fp32, calibration), batch_size(spec, 32 if opts.calibration == "minmax" else 1))
     if count(feeds) == 0:
         raise EdgepipeError("calibration data is empty; give the quantizer at least one sample")
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     extra = {"CalibPercentile": opts.percentile}
     if tensor_overrides:
-        extra["TensorQuantOverrides"] = {k: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for k, (lo, hi) in tensor_overrides.items()}
+        extra["TensorQuantOverrides"] = {
+            k: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for k, (lo, hi) in tensor_overrides.items()
+        }
     with temp_dir("quant") as tmp, quiet_ort_logging():
         src = fp32
         up = upgraded(onnx.load(str(fp32))) if opts.per_channel else None
@@ -181,11 +204,16 @@ def quantize_static(fp32: str | Path, out: str | Path, calibration, opts: QuantO
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         q = Path(tmp) / "q.onnx"
         ort_quantize_static(
-            str(pre), str(q), FeedsCalibrationReader(feeds),
+            str(pre),
+            str(q),
+            FeedsCalibrationReader(feeds),
             quant_format=QuantFormat.QDQ if opts.format == "qdq" else QuantFormat.QOperator,
-            per_channel=opts.per_channel, activation_type=_qtype(opts.activation_type),
-            weight_type=_qtype(opts.weight_type), reduce_range=opts.reduce_range,
-            calibrate_method=methods[opts.calibration], nodes_to_exclude=list(opts.nodes_to_exclude),
+            per_channel=opts.per_channel,
+            activation_type=_qtype(opts.activation_type),
+            weight_type=_qtype(opts.weight_type),
+            reduce_range=opts.reduce_range,
+            calibrate_method=methods[opts.calibration],
+            nodes_to_exclude=list(opts.nodes_to_exclude),
             extra_options=extra,
         )
         _save(out, q, fp32)
@@ -201,12 +229,15 @@ def conv_mac_share(model: str | Path) -> float:
     return sum(v for k, v in by_op.items() if k in _CONV) / total if total else 0.0
 
 
-DYNAMIC_CONV_WARNING = ("dynamic quantization turns Conv into ConvInteger, which onnxruntime runs several times "
-                        "slower than fp32 on CPU; this model is {share:.0%} convolution by MACs, so use static int8")
+DYNAMIC_CONV_WARNING = (
+    "dynamic quantization turns Conv into ConvInteger, which onnxruntime runs several times "
+    "slower than fp32 on CPU; this model is {share:.0%} convolution by MACs, so use static int8"
+)
 
 
-def quantize_dynamic(fp32: str | Path, out: str | Path, weight_type: Literal["s8", "u8"] = "s8",
-                     per_channel: bool = False) -> list[str]:
+def quantize_dynamic(
+    fp32: str | Path, out: str | Path, weight_type: Literal["s8", "u8"] = "s8", per_channel: bool = False
+) -> list[str]:
     """Dynamic int8 (weights ahead of time, activations at run time): for MatMul/Gemm-heavy models.
     Returns warnings, e.g. when the model is conv-dominated."""
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
@@ -236,8 +267,10 @@ def convert_fp16(fp32: str | Path, out: str | Path) -> list[str]:
     model.topological_sort()  # the converter appends its input casts after their consumers
     onnx.checker.check_model(model.model)
     _save(out, model.model, fp32)
-    return ["fp16 halves the file; onnxruntime's CPU provider has few fp16 kernels and inserts casts, "
-            "so expect no speed-up on CPU (GPUs and some NPUs gain)"]
+    return [
+        "fp16 halves the file; onnxruntime's CPU provider has few fp16 kernels and inserts casts, "
+        "so expect no speed-up on CPU (GPUs and some NPUs gain)"
+    ]
 
 
 def quantize_matmul_4bit(fp32: str | Path, out: str | Path, block_size: int = 32, symmetric: bool = True) -> int:
@@ -249,7 +282,9 @@ def quantize_matmul_4bit(fp32: str | Path, out: str | Path, block_size: int = 32
 
     model = load_onnx(fp32)
     with quiet_ort_logging():
-        q = MatMulNBitsQuantizer(model, algo_config=DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric))
+        q = MatMulNBitsQuantizer(
+            model, algo_config=DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric)
+        )
         q.process()
     result = q.model.model
     converted = sum(n.op_type == "MatMulNBits" for n in result.graph.node)

@@ -3,6 +3,7 @@
 Each repair is a small graph rewrite that keeps the computation and says what it changed; the
 export's parity check against Paddle then proves the result. A new converter bug is one more function.
 """
+
 from __future__ import annotations
 
 
@@ -30,9 +31,9 @@ def scalar_concat_inputs(model) -> list[str]:
     sliced dimension (a scalar after its `decrease_axis`) with constants becomes a Concat of a rank-0
     and rank-1 tensors, which onnxruntime refuses ("All inputs to Concat must have same rank").
     Each scalar input gets an Unsqueeze to shape [1]."""
+    import numpy as np
     import onnx
     from onnx import helper, numpy_helper
-    import numpy as np
 
     ranks = _ranks(model)
     g = model.graph
@@ -49,9 +50,13 @@ def scalar_concat_inputs(model) -> list[str]:
                 for k, (name, r) in enumerate(zip(list(node.input), ins)):
                     if r == 0:
                         out = f"{name}.edgepipe_1d.{node.name or len(fixed)}"
-                        new_nodes.append(helper.make_node("Unsqueeze", [name, axes_name], [out], name=f"{node.name}.unsqueeze{k}")
-                                         if opset >= 13 else
-                                         helper.make_node("Unsqueeze", [name], [out], name=f"{node.name}.unsqueeze{k}", axes=[0]))
+                        new_nodes.append(
+                            helper.make_node("Unsqueeze", [name, axes_name], [out], name=f"{node.name}.unsqueeze{k}")
+                            if opset >= 13
+                            else helper.make_node(
+                                "Unsqueeze", [name], [out], name=f"{node.name}.unsqueeze{k}", axes=[0]
+                            )
+                        )
                         node.input[k] = out
                 fixed.append(node.name or node.output[0])
         new_nodes.append(node)
@@ -71,5 +76,7 @@ def repair(model) -> list[str]:
     for fn in REPAIRS:
         changed = fn(model)
         if changed:
-            notes.append(f"{fn.__name__}: {len(changed)} node(s) ({', '.join(changed[:3])}{', …' if len(changed) > 3 else ''})")
+            notes.append(
+                f"{fn.__name__}: {len(changed)} node(s) ({', '.join(changed[:3])}{', …' if len(changed) > 3 else ''})"
+            )
     return notes

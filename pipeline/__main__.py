@@ -1,4 +1,5 @@
 """`python -m edgepipe.pipeline`: the `edgepipe` command."""
+
 import sys
 
 from edgepipe.pipeline.cli.main import main

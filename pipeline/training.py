@@ -1,5 +1,6 @@
 """The training loop every stage and data-driven technique shares: seeded, Adam with cosine decay,
 the data's augmentation per batch, a progress bar showing loss and accuracy and evaluation."""
+
 from __future__ import annotations
 
 import math
@@ -66,8 +67,14 @@ def fit(
         model.train()
         order = rng.permutation(len(x))
         total_loss, correct, seen = 0.0, 0, 0
-        bar = tqdm(range(0, len(x), batch_size), desc=f"{desc} {epoch + 1}/{epochs}", leave=False,
-                   file=sys.stderr, dynamic_ncols=True, disable=None)
+        bar = tqdm(
+            range(0, len(x), batch_size),
+            desc=f"{desc} {epoch + 1}/{epochs}",
+            leave=False,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            disable=None,
+        )
         for start in bar:
             idx = order[start : start + batch_size]
             xb = paddle.to_tensor(augment(x[idx], rng) if augment is not None else x[idx])
@@ -77,8 +84,10 @@ def fit(
             value = float(loss)
             if not math.isfinite(value):  # one step further and every weight is NaN
                 bar.close()
-                raise EdgepipeError(f"{desc}: the loss became {value} at epoch {epoch + 1}, step {start // batch_size + 1} "
-                                    f"(lr {lr:g}); training diverged: lower lr, or check the data for NaN or huge values")
+                raise EdgepipeError(
+                    f"{desc}: the loss became {value} at epoch {epoch + 1}, step {start // batch_size + 1} "
+                    f"(lr {lr:g}); training diverged: lower lr, or check the data for NaN or huge values"
+                )
             loss.backward()
             opt.step()
             opt.clear_grad()

@@ -1,4 +1,5 @@
 """`python -m edgepipe.runtime`: the on-device runner (`edgepipe-runner`)."""
+
 import sys
 
 from edgepipe.runtime.runner import main

@@ -1,6 +1,7 @@
 """deploy.json, the deploy stage's choice, read by the runner: `edgepipe-runner --deployment
 deploy.json` runs its model on its backend, precision, threads and profile, each overridable by
 the command line."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,9 @@ def apply_deployment(args: argparse.Namespace) -> None:
         return
     path = Path(args.deployment)
     if not path.is_file():
-        raise EdgepipeError(f"--deployment {path}: not found; give the deploy.json a deploy stage wrote (runs/NAME/deploy/)")
+        raise EdgepipeError(
+            f"--deployment {path}: not found; give the deploy.json a deploy stage wrote (runs/NAME/deploy/)"
+        )
     try:
         d = json.loads(path.read_text())
     except ValueError:

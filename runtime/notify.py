@@ -5,6 +5,7 @@ error status) and logging each failure as one line on stderr. An event unsent af
 is counted as lost; at the end of the stream the thread is given a bounded time to finish.
 Only the URL the user names is contacted.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,12 @@ class Notifier:
         self.q.put(event)
 
     def _post(self, event: dict) -> None:
-        req = urllib.request.Request(self.url, data=json.dumps(event).encode(), method="POST",
-                                     headers={"Content-Type": "application/json", "User-Agent": "edgepipe-runner"})
+        req = urllib.request.Request(
+            self.url,
+            data=json.dumps(event).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "edgepipe-runner"},
+        )
         with urllib.request.urlopen(req, timeout=self.timeout) as resp:
             resp.read()
 
@@ -59,15 +64,22 @@ class Notifier:
                     break
                 except (urllib.error.URLError, OSError, ValueError) as exc:
                     self.failed_posts += 1
-                    why = f"HTTP {exc.code}" if isinstance(exc, urllib.error.HTTPError) else str(getattr(exc, "reason", exc))
+                    why = (
+                        f"HTTP {exc.code}"
+                        if isinstance(exc, urllib.error.HTTPError)
+                        else str(getattr(exc, "reason", exc))
+                    )
                     last = attempt == self.retries or self.stopping.is_set()
-                    print(f"edgepipe-runner: notify: POST {self.url} failed ({why}) for the {event.get('event')} event at "
-                          f"frame {event.get('frame')}; " + ("giving up on it" if last else
-                                                             f"retrying in {self.backoff * 2 ** attempt:g} s"),
-                          file=self.log, flush=True)
+                    print(
+                        f"edgepipe-runner: notify: POST {self.url} failed ({why}) "
+                        f"for the {event.get('event')} event at frame {event.get('frame')}; "
+                        + ("giving up on it" if last else f"retrying in {self.backoff * 2**attempt:g} s"),
+                        file=self.log,
+                        flush=True,
+                    )
                     if last:
                         break
-                    self.stopping.wait(self.backoff * 2 ** attempt)
+                    self.stopping.wait(self.backoff * 2**attempt)
 
     def close(self, wait: float = 10.0) -> dict:
         """Let the queue drain for up to `wait` seconds (back-off waits are cut short once that is up)."""
@@ -76,5 +88,10 @@ class Notifier:
         if self.thread.is_alive():
             self.stopping.set()
             self.thread.join(self.timeout + 1)
-        return {"url": self.url, "events": self.queued, "sent": self.sent, "failed_posts": self.failed_posts,
-                "lost": self.queued - self.sent}
+        return {
+            "url": self.url,
+            "events": self.queued,
+            "sent": self.sent,
+            "failed_posts": self.failed_posts,
+            "lost": self.queued - self.sent,
+        }

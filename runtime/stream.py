@@ -12,6 +12,7 @@ it falls below, one JSON line each (stdout or --events FILE), and POSTed to `--n
 over the whole stream — on a camera's clock that includes the idle time between frames, which is
 what a frame costs there — and the verdict judges the profile's `fps` budget (verdict.judge_stream).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,6 +24,7 @@ import numpy as np
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.runtime.inputs.images import SUFFIXES, Contract
+from edgepipe.runtime.measure.bench import latency_stats
 from edgepipe.runtime.model.session import GPU_PROVIDERS, softmax
 
 PARTS = ("decode", "preprocess", "inference", "postprocess")
@@ -32,8 +34,9 @@ def _cv2():
     try:
         import cv2
     except ImportError:
-        raise EdgepipeError("--stream reads frames with OpenCV: pip install 'edgepipe[camera]' "
-                            "(opencv-python-headless)") from None
+        raise EdgepipeError(
+            "--stream reads frames with OpenCV: pip install 'edgepipe[camera]' (opencv-python-headless)"
+        ) from None
     return cv2
 
 
@@ -56,8 +59,14 @@ class Source:
             raise EdgepipeError(f"--stream {spec}: no such file, folder or camera")
         self.cap = cv2.VideoCapture(int(spec) if spec.isdigit() else spec)
         if not self.cap.isOpened():
-            raise EdgepipeError(f"--stream {spec}: " + ("the camera cannot be opened (is it connected, and may this user "
-                                                         "read it?)" if camera else "OpenCV cannot open it as a video"))
+            raise EdgepipeError(
+                f"--stream {spec}: "
+                + (
+                    "the camera cannot be opened (is it connected, and may this user read it?)"
+                    if camera
+                    else "OpenCV cannot open it as a video"
+                )
+            )
         self.kind = "camera" if camera else "video"
 
     def skip(self, n: int) -> int:
@@ -95,10 +104,13 @@ def preprocess(cv2, frame: np.ndarray, contract: Contract) -> np.ndarray:
     h, w = contract.size
     if contract.resize:
         scale = contract.resize / min(img.shape[:2])
-        img = cv2.resize(img, (max(w, round(img.shape[1] * scale)), max(h, round(img.shape[0] * scale))),
-                         interpolation=cv2.INTER_LINEAR)
+        img = cv2.resize(
+            img,
+            (max(w, round(img.shape[1] * scale)), max(h, round(img.shape[0] * scale))),
+            interpolation=cv2.INTER_LINEAR,
+        )
         top, left = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
-        img = img[top:top + h, left:left + w]
+        img = img[top : top + h, left : left + w]
     elif img.shape[:2] != (h, w):
         img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
     return contract.normalize(img[None])
@@ -108,17 +120,32 @@ class Watch:
     """Raise when `cls` scores above `threshold` on `consecutive` frames in a row; clear below it."""
 
     def __init__(self, cls: int, name: str, threshold: float, consecutive: int, out, notify=None):
-        self.cls, self.name, self.threshold, self.k, self.out, self.notify = cls, name, threshold, consecutive, out, notify
+        self.cls, self.name, self.threshold, self.k, self.out, self.notify = (
+            cls,
+            name,
+            threshold,
+            consecutive,
+            out,
+            notify,
+        )
         self.run, self.active, self.events = 0, False, []
 
     def see(self, index: int, t: float, probs: np.ndarray, latency_ms: float) -> None:
         score = float(probs[self.cls])
         self.run = self.run + 1 if score > self.threshold else 0
-        kind = "raised" if self.run >= self.k and not self.active else "cleared" if self.active and self.run == 0 else None
+        kind = (
+            "raised" if self.run >= self.k and not self.active else "cleared" if self.active and self.run == 0 else None
+        )
         if kind:
             self.active = kind == "raised"
-            ev = {"event": kind, "time_s": round(t, 4), "frame": index, "class": self.name, "score": round(score, 4),
-                  "latency_ms": round(latency_ms, 3)}
+            ev = {
+                "event": kind,
+                "time_s": round(t, 4),
+                "frame": index,
+                "class": self.name,
+                "score": round(score, 4),
+                "latency_ms": round(latency_ms, 3),
+            }
             self.events.append(ev)
             self.out.write(json.dumps(ev) + "\n")
             self.out.flush()
@@ -131,19 +158,56 @@ def watched_class(watch: str, classes: tuple) -> tuple[int, str]:
         return classes.index(watch), watch
     if watch.isdigit():
         return int(watch), classes[int(watch)] if int(watch) < len(classes) else watch
-    raise EdgepipeError(f"--watch {watch}: not a class of this model ({', '.join(map(str, classes)) or 'it names none'}); "
-                        "give a class name or index")
+    raise EdgepipeError(
+        f"--watch {watch}: not a class of this model ({', '.join(map(str, classes)) or 'it names none'}); "
+        "give a class name or index"
+    )
 
 
-def stream(session, contract: Contract, spec: str, fps: float | None = None, frames: int | None = None,
-           seconds: float | None = None, watch: Watch | None = None, meters: tuple | None = None,
-           idle_seconds: float = 0.0) -> dict:
+def _pace(src: Source, fps: float, index: int, now: float) -> tuple[int, bool]:
+    """On the camera's clock: wait for frame `index`, or drop all but the newest frame that arrived meanwhile."""
+    due = index / fps
+    if due > now:
+        time.sleep(due - now)
+        return 0, False
+    behind = max(int(now * fps) - index, 0)  # they arrived while the last one was processed: gone
+    skipped = src.skip(behind)
+    return skipped, skipped < behind
+
+
+def _run_frame(src: Source, session, name: str, contract: Contract):
+    """Decode, preprocess, run and post-process the next frame: (probs, top class, 5 time stamps), None at the end."""
+    a = time.perf_counter()
+    frame = src.read()
+    if frame is None:
+        return None
+    b = time.perf_counter()
+    x = preprocess(src.cv2, frame, contract)
+    c = time.perf_counter()
+    logits = session.run(None, {name: x})[0][0]
+    d = time.perf_counter()
+    probs = softmax(logits)
+    top = int(probs.argmax())
+    e = time.perf_counter()
+    return probs, top, (a, b, c, d, e)
+
+
+def stream(
+    session,
+    contract: Contract,
+    spec: str,
+    fps: float | None = None,
+    frames: int | None = None,
+    seconds: float | None = None,
+    watch: Watch | None = None,
+    meters: tuple | None = None,
+    idle_seconds: float = 0.0,
+) -> dict:
     """Run the loop until the source ends, `frames` have been processed or `seconds` have passed;
     `meters` (what energy.probe_meters returns) run over the whole loop, after an idle baseline for the sensors."""
     from edgepipe.runtime.measure.energy import energy_summary, idle_baseline, readings_of
 
     src = Source(spec)
-    cv2 = src.cv2
     name = session.get_inputs()[0].name
     times = {p: [] for p in PARTS}
     dropped, done, index, predicted = 0, 0, 0, {}
@@ -158,27 +222,14 @@ def stream(session, contract: Contract, spec: str, fps: float | None = None, fra
             if seconds is not None and now >= seconds or frames is not None and done >= frames:
                 break
             if fps:
-                due = index / fps
-                if due > now:
-                    time.sleep(due - now)
-                else:  # frames that arrived while the last one was processed are gone, but the newest
-                    behind = max(int(now * fps) - index, 0)
-                    skipped = src.skip(behind)
-                    dropped, index = dropped + skipped, index + skipped
-                    if skipped < behind:  # the source ended among them
-                        break
-            a = time.perf_counter()
-            frame = src.read()
-            if frame is None:
+                skipped, ended = _pace(src, fps, index, now)
+                dropped, index = dropped + skipped, index + skipped
+                if ended:  # the source ended among the frames passed by
+                    break
+            step = _run_frame(src, session, name, contract)
+            if step is None:
                 break
-            b = time.perf_counter()
-            x = preprocess(cv2, frame, contract)
-            c = time.perf_counter()
-            logits = session.run(None, {name: x})[0][0]
-            d = time.perf_counter()
-            probs = softmax(logits)
-            top = int(probs.argmax())
-            e = time.perf_counter()
+            probs, top, (a, b, c, d, e) = step
             for part, (s, f) in zip(PARTS, ((a, b), (b, c), (c, d), (d, e))):
                 times[part].append((f - s) * 1e3)
             if watch is not None:
@@ -193,43 +244,62 @@ def stream(session, contract: Contract, spec: str, fps: float | None = None, fra
     if done == 0:
         raise EdgepipeError(f"--stream {spec}: no frame could be read from it")
     energy = energy_summary(readings_of(meters, wall, done, idle_w, failed, unit="frame"), failed) if meters else None
+    return _result(src, fps, done, dropped, wall, cpu, times, predicted, watch, energy)
+
+
+def _result(
+    src: Source, fps, done: int, dropped: int, wall: float, cpu: float, times: dict, predicted: dict, watch, energy
+) -> dict:
+    """The stream's figures: frames and rates, latency per frame and per part, CPU, classes, events and energy."""
     total = np.sum([times[p] for p in PARTS], axis=0)
-    pct = np.percentile(total, [50, 90, 99])
     sums = {p: float(np.sum(times[p])) for p in PARTS}
-    return {"source": {"spec": spec, "kind": src.kind}, "fps_asked": fps, "frames_processed": done, "frames_dropped": dropped,
-            "seconds": wall, "throughput_fps": done / wall,
-            # the frames kept up with: on the camera's clock its rate × the share not dropped, else the throughput
-            "sustained_fps": fps * done / (done + dropped) if fps else done / wall,
-            "latency_ms": {"p50": float(pct[0]), "p90": float(pct[1]), "p99": float(pct[2]), "mean": float(total.mean()),
-                           "max": float(total.max())},
-            "share": {p: sums[p] / max(sum(sums.values()), 1e-12) for p in PARTS},
-            "part_p50_ms": {p: float(np.median(times[p])) for p in PARTS},
-            "cpu_utilisation": cpu / wall,  # this process, all its threads
-            "predicted": {str(k): v for k, v in sorted(predicted.items())}, "events": watch.events if watch else [],
-            "energy": energy}
+    return {
+        "source": {"spec": src.spec, "kind": src.kind},
+        "fps_asked": fps,
+        "frames_processed": done,
+        "frames_dropped": dropped,
+        "seconds": wall,
+        "throughput_fps": done / wall,
+        # the frames kept up with: on the camera's clock its rate × the share not dropped, else the throughput
+        "sustained_fps": fps * done / (done + dropped) if fps else done / wall,
+        "latency": latency_stats(total * 1e6),  # per frame: decode + preprocess + inference + postprocess
+        "share": {p: sums[p] / max(sum(sums.values()), 1e-12) for p in PARTS},
+        "part_p50_ms": {p: float(np.median(times[p])) for p in PARTS},
+        "cpu_utilisation": cpu / wall,  # this process, all its threads
+        "predicted": {str(k): v for k, v in sorted(predicted.items())},
+        "events": watch.events if watch else [],
+        "energy": energy,
+    }
 
 
 def summary(r: dict) -> str:
-    lat = r["latency_ms"]
+    lat = r["latency"]
     paced = f" ({r['throughput_fps']:.1f} fps processed)" if r["fps_asked"] else ""
-    lines = [f"stream     {r['source']['spec']} ({r['source']['kind']}), "
-             + (f"camera clock {r['fps_asked']:g} fps" if r["fps_asked"] else "as fast as it goes"),
-             f"frames     {r['frames_processed']} processed, {r['frames_dropped']} dropped, in {r['seconds']:.2f} s: "
-             f"{r['sustained_fps']:.1f} fps sustained{paced}; CPU {100 * r['cpu_utilisation']:.0f}% of one core",
-             f"per frame  p50 {lat['p50']:.3f} ms  p90 {lat['p90']:.3f}  p99 {lat['p99']:.3f}  (decode + preprocess + "
-             "inference + post-processing)",
-             "share      " + ", ".join(f"{p} {100 * r['share'][p]:.0f}%" for p in PARTS),
-             f"memory     peak RSS {r['memory']['peak_rss_mb']:.1f} MB"]
+    lines = [
+        f"stream     {r['source']['spec']} ({r['source']['kind']}), "
+        + (f"camera clock {r['fps_asked']:g} fps" if r["fps_asked"] else "as fast as it goes"),
+        f"frames     {r['frames_processed']} processed, {r['frames_dropped']} dropped, in {r['seconds']:.2f} s: "
+        f"{r['sustained_fps']:.1f} fps sustained{paced}; CPU {100 * r['cpu_utilisation']:.0f}% of one core",
+        f"per frame  p50 {lat['p50_ms']:.3f} ms  p90 {lat['p90_ms']:.3f}  p99 {lat['p99_ms']:.3f}  "
+        "(decode + preprocess + inference + post-processing)",
+        "share      " + ", ".join(f"{p} {100 * r['share'][p]:.0f}%" for p in PARTS),
+        f"memory     peak RSS {r['memory']['peak_rss_mb']:.1f} MB",
+    ]
     if r.get("energy"):
         from edgepipe.runtime.measure.energy import energy_lines
 
         lines += energy_lines(r["energy"], unit="frame")
     if r["events"]:
-        lines.append(f"events     {len(r['events'])}: " + ", ".join(f"{e['event']} at frame {e['frame']}" for e in r["events"][:6]))
+        lines.append(
+            f"events     {len(r['events'])}: "
+            + ", ".join(f"{e['event']} at frame {e['frame']}" for e in r["events"][:6])
+        )
     if r.get("notify"):
         n = r["notify"]
-        lines.append(f"notify     {n['sent']} of {n['events']} events POSTed to {n['url']}"
-                     + (f" ({n['failed_posts']} failed tries, {n['lost']} lost)" if n["failed_posts"] else ""))
+        lines.append(
+            f"notify     {n['sent']} of {n['events']} events POSTed to {n['url']}"
+            + (f" ({n['failed_posts']} failed tries, {n['lost']} lost)" if n["failed_posts"] else "")
+        )
     if r.get("verdict"):
         from edgepipe.runtime.judge.verdict import verdict_lines
 
@@ -256,11 +326,15 @@ def run_stream(args, threads: int, backend: str, precision: str, device: str, no
     if args.notify:
         check_url(args.notify)
     # paced by a camera, the worker threads would otherwise spin between frames: a core busy for nothing
-    session = open_model(args.model, backend, threads=threads, precision=precision, device=device, spin=args.fps is None)
+    session = open_model(
+        args.model, backend, threads=threads, precision=precision, device=device, spin=args.fps is None
+    )
     contract = contract_of(session)
     if contract is None:
-        raise EdgepipeError(f"{args.model}: carries no input contract, so frames cannot be preprocessed for it; "
-                            "export it with edgepipe (which records one)")
+        raise EdgepipeError(
+            f"{args.model}: carries no input contract, so frames cannot be preprocessed for it; "
+            "export it with edgepipe (which records one)"
+        )
     meters = None
     if args.energy_seconds > 0:
         gpu = any(p in GPU_PROVIDERS for p in getattr(session, "get_providers", list)())
@@ -272,8 +346,17 @@ def run_stream(args, threads: int, backend: str, precision: str, device: str, no
             out = open(args.events, "w") if args.events else sys.stdout
             notifier = Notifier(args.notify) if args.notify else None
             watch = Watch(cls, name, threshold, args.consecutive or 1, out, notify=notifier)
-        r = stream(session, contract, str(args.stream), fps=args.fps, frames=args.frames, seconds=args.seconds, watch=watch,
-                   meters=meters, idle_seconds=args.idle_seconds)
+        r = stream(
+            session,
+            contract,
+            str(args.stream),
+            fps=args.fps,
+            frames=args.frames,
+            seconds=args.seconds,
+            watch=watch,
+            meters=meters,
+            idle_seconds=args.idle_seconds,
+        )
         ok = True
     finally:
         sent = notifier.close() if notifier is not None else None
@@ -282,9 +365,17 @@ def run_stream(args, threads: int, backend: str, precision: str, device: str, no
             if not ok:  # no events file from a stream that did not run
                 Path(args.events).unlink(missing_ok=True)
     rss, how = peak_rss()
-    r = {"schema": "edgepipe-stream/1", "model": str(args.model), "backend": describe(session, args.model),
-         "threads": threads, "model_bytes": Path(args.model).stat().st_size, **r, "notify": sent,
-         "memory": {"peak_rss_mb": rss, "peak_rss_source": how}, "notes": notes}
+    r = {
+        "schema": "edgepipe-stream/1",
+        "model": str(args.model),
+        "backend": describe(session, args.model),
+        "threads": threads,
+        "model_bytes": Path(args.model).stat().st_size,
+        **r,
+        "notify": sent,
+        "memory": {"peak_rss_mb": rss, "peak_rss_source": how},
+        "notes": notes,
+    }
     if profile is not None:
         from edgepipe.runtime.judge.verdict import judge_stream
 

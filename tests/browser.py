@@ -4,6 +4,7 @@ requests the page itself made (from Chromium's net log).
 
     python tests/browser.py runs/mnist-kd/report/report.html OUT_DIR   # desktop and phone PNGs
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,18 @@ from pathlib import Path
 
 # Chromium's own background traffic (updates, sync, time, accounts) stays off or is told apart
 # below; these are the flags a closed network needs (the page must not wait on refused connections).
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--disable-extensions")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--disable-extensions",
+)
 SIZES = {"desktop": (1280, 12000), "phone": (390, 20000)}  # taller than the page; the PNG is cropped to it
 
 
@@ -29,8 +40,12 @@ def _run(page: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProc
     if exe is None:
         raise FileNotFoundError("chromium not found (Debian: apt-get install chromium)")
     with tempfile.TemporaryDirectory(prefix="edgepipe-chromium-") as profile:
-        return subprocess.run([exe, *FLAGS, f"--user-data-dir={profile}", *args, page.resolve().as_uri()],
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [exe, *FLAGS, f"--user-data-dir={profile}", *args, page.resolve().as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
 
 def screenshot(page: Path, png: Path, width: int, height: int, netlog: Path | None = None) -> None:

@@ -13,10 +13,12 @@ seed: 0
 data: {{train_limit: 800, test: 300, val: 100, calibration: 64}}
 stages:
   - train: {{model: {{conv: [8, 16], fc: [32]}}, epochs: 2}}
-  - distill: {{student: {{conv: [4, 8], fc: [16]}}, teacher: teacher, epochs: 2, features: [{{teacher_layer: fc1, student_layer: fc1}}]}}
+  - distill: {{student: {{conv: [4, 8], fc: [16]}}, teacher: teacher, epochs: 2,
+      features: [{{teacher_layer: fc1, student_layer: fc1}}]}}
   - export: {{parity_samples: 64}}
   - quantize: {{calibration_samples: 64, max_accuracy_drop: null}}
-  - bench: {{iters: 20, min_seconds: 0.05, warmup_iters: 2, warmup_seconds: 0.01, energy_seconds: 0.2, idle_seconds: 0.0}}
+  - bench: {{iters: 20, min_seconds: 0.05, warmup_iters: 2, warmup_seconds: 0.01, energy_seconds: 0.2,
+      idle_seconds: 0.0}}
   - deploy: {{rounds: 3, seconds: 0.05, max_accuracy_drop: 100}}
   - report: {{}}
 """
@@ -25,8 +27,14 @@ stages:
 def edgepipe(*args, cwd=None, timeout=600):
     """Run the real CLI in a fresh interpreter, as a user would."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-m", "edgepipe.pipeline", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "edgepipe.pipeline", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def one_line_error(proc) -> str:
@@ -44,13 +52,37 @@ def outside_connections(log: Path, runner_args, env: dict) -> list[str]:
     strace = shutil.which("strace")
     if strace is None:
         pytest.skip("strace is not installed here; the check needs it to see connect() calls")
-    proc = subprocess.run([strace, "-f", "-qq", "-e", "trace=connect,sendto,sendmsg,sendmmsg", "-o", str(log), sys.executable,
-                           "-m", "edgepipe.runtime", *map(str, runner_args)], capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        [
+            strace,
+            "-f",
+            "-qq",
+            "-e",
+            "trace=connect,sendto,sendmsg,sendmmsg",
+            "-o",
+            str(log),
+            sys.executable,
+            "-m",
+            "edgepipe.runtime",
+            *map(str, runner_args),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     if proc.returncode != 0 and "ptrace" in proc.stderr.lower():
         pytest.skip(f"strace cannot trace here: {proc.stderr.strip().splitlines()[-1]}")
     assert proc.returncode == 0, proc.stderr
-    return [ln for ln in log.read_text().splitlines() if ("connect(" in ln or "send" in ln) and "AF_UNIX" not in ln
-            and "127.0.0.1" not in ln and "::1" not in ln and "AF_NETLINK" not in ln]
+    return [
+        ln
+        for ln in log.read_text().splitlines()
+        if ("connect(" in ln or "send" in ln)
+        and "AF_UNIX" not in ln
+        and "127.0.0.1" not in ln
+        and "::1" not in ln
+        and "AF_NETLINK" not in ln
+    ]
 
 
 def run_recipe(tmp_path, text: str, name: str):
@@ -84,7 +116,6 @@ def short_run(tmp_path_factory):
     proc = edgepipe("run", recipe, "--runs-dir", root / "runs")
     assert proc.returncode == 0, proc.stderr
     return root / "runs" / "short", proc
-
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,4 +1,5 @@
 """Tiny ONNX graphs built in the tests themselves (no paddle needed)."""
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -19,7 +20,8 @@ def conv_mlp(path, batch_dim="N", seed=0):
         helper.make_node("Add", ["mm", "c"], ["y"], name="add"),
     ]
     graph = helper.make_graph(
-        nodes, "conv_mlp",
+        nodes,
+        "conv_mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch_dim, 1, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch_dim, 10])],
         [w, b, m, c],
@@ -42,8 +44,12 @@ def outlier_mlp(path, seed=0):
     spends its whole range on that channel and flattens the rest, so int8 outputs go wrong there,
     while fc0 and fc3 quantize well."""
     rng = np.random.default_rng(seed)
-    w = {"w0": rng.standard_normal((16, 16)), "w1": rng.standard_normal((16, 32)),
-         "w2": rng.standard_normal((32, 16)), "w3": rng.standard_normal((16, 10))}
+    w = {
+        "w0": rng.standard_normal((16, 16)),
+        "w1": rng.standard_normal((16, 32)),
+        "w2": rng.standard_normal((32, 16)),
+        "w3": rng.standard_normal((16, 10)),
+    }
     w = {k: (v / np.sqrt(v.shape[0])).astype(np.float32) for k, v in w.items()}
     w["w1"][:, 0] = np.abs(w["w1"][:, 0]) * 1000.0
     w["w2"][0, :] *= 0.001
@@ -57,7 +63,8 @@ def outlier_mlp(path, seed=0):
         helper.make_node("MatMul", ["h2", "w3"], ["y"], name="fc3"),
     ]
     graph = helper.make_graph(
-        nodes, "outlier_mlp",
+        nodes,
+        "outlier_mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
         [numpy_helper.from_array(v, k) for k, v in w.items()],
@@ -72,9 +79,13 @@ def outlier_mlp(path, seed=0):
 def mnist_linear(path, seed=0):
     """x[N,1,28,28] -> Flatten -> MatMul(784x10) -> y[N,10]: the bundled digits' input shape."""
     w = numpy_helper.from_array(np.random.default_rng(seed).standard_normal((784, 10)).astype(np.float32), "w")
-    graph = helper.make_graph([helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], [w])
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        [w],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -85,14 +96,20 @@ def nms_detector(path, seed=0):
     """A detector ending in NonMaxSuppression, as PaddleDetection exports them with NMS: image[1,3,32,32] and
     scale_factor[1,2] in; boxes[k,4] (scaled back by scale_factor) and scores[k] out, k varying with the image."""
     rng = np.random.default_rng(seed)
-    inits = [numpy_helper.from_array(rng.standard_normal((5, 3, 4, 4)).astype(np.float32), "w"),
-             numpy_helper.from_array(np.array([1, 5, 64], np.int64), "flat"),
-             numpy_helper.from_array(np.array([0], np.int64), "zero"), numpy_helper.from_array(np.array([4], np.int64), "four"),
-             numpy_helper.from_array(np.array([5], np.int64), "five"), numpy_helper.from_array(np.array([2], np.int64), "two"),
-             numpy_helper.from_array(np.array([1], np.int64), "one"),
-             numpy_helper.from_array(np.array([3], np.int64), "three"), numpy_helper.from_array(np.array([10], np.int64), "keep"),
-             numpy_helper.from_array(np.array([0.5], np.float32), "iou"), numpy_helper.from_array(np.array([0.5], np.float32), "thr"),
-             numpy_helper.from_array(np.array([32.0], np.float32), "px")]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((5, 3, 4, 4)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([1, 5, 64], np.int64), "flat"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(np.array([4], np.int64), "four"),
+        numpy_helper.from_array(np.array([5], np.int64), "five"),
+        numpy_helper.from_array(np.array([2], np.int64), "two"),
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+        numpy_helper.from_array(np.array([3], np.int64), "three"),
+        numpy_helper.from_array(np.array([10], np.int64), "keep"),
+        numpy_helper.from_array(np.array([0.5], np.float32), "iou"),
+        numpy_helper.from_array(np.array([0.5], np.float32), "thr"),
+        numpy_helper.from_array(np.array([32.0], np.float32), "px"),
+    ]
     nodes = [
         helper.make_node("Conv", ["image", "w"], ["feat"], strides=[4, 4], name="head"),
         helper.make_node("Reshape", ["feat", "flat"], ["f3"]),  # [1, 5, 64]
@@ -110,15 +127,21 @@ def nms_detector(path, seed=0):
         helper.make_node("Gather", ["boxes0", "idx"], ["picked"], axis=0),  # [k, 4]
         helper.make_node("Concat", ["scale_factor", "scale_factor"], ["sf4"], axis=1),  # [1, 4]
         helper.make_node("Div", ["picked", "sf4"], ["det_boxes"]),
-        helper.make_node("Squeeze", ["score", "zero"], ["s1"]), helper.make_node("Squeeze", ["s1", "zero"], ["s0"]),  # [64]
+        helper.make_node("Squeeze", ["score", "zero"], ["s1"]),
+        helper.make_node("Squeeze", ["s1", "zero"], ["s0"]),  # [64]
         helper.make_node("Gather", ["s0", "idx"], ["det_scores"], axis=0),
     ]
     graph = helper.make_graph(
-        nodes, "nms_detector",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 32, 32]),
-         helper.make_tensor_value_info("scale_factor", TensorProto.FLOAT, [1, 2])],
-        [helper.make_tensor_value_info("det_boxes", TensorProto.FLOAT, ["k", 4]),
-         helper.make_tensor_value_info("det_scores", TensorProto.FLOAT, ["k"])],
+        nodes,
+        "nms_detector",
+        [
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 32, 32]),
+            helper.make_tensor_value_info("scale_factor", TensorProto.FLOAT, [1, 2]),
+        ],
+        [
+            helper.make_tensor_value_info("det_boxes", TensorProto.FLOAT, ["k", 4]),
+            helper.make_tensor_value_info("det_scores", TensorProto.FLOAT, ["k"]),
+        ],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])

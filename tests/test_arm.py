@@ -8,6 +8,7 @@ emulation mean nothing and are not compared; outputs, accuracy and the result fo
 
 Needs root (debootstrap, chroot, mount) and binfmt_misc; skips with the reason otherwise.
 """
+
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "devices" / "image"))
-from build import MIRROR, RUNNER_ARGS, SUITE, arm_emulation_problem, chroot_run, sh, wheelhouse_command  # noqa: E402  (devices/image/build.py)
+from emulation import MIRROR, RUNNER_ARGS, SUITE, arm_emulation_problem, chroot_run, sh, wheelhouse_command  # noqa: E402  (devices/image/emulation.py)
 
 # the first run debootstraps the root and may run the demo (their own limits: 3600 s and 1800 s), past the
 # suite's per-test timeout
@@ -31,8 +32,14 @@ ROOT = ARM / "rootfs"
 
 
 def chroot(*cmd, timeout=1800) -> subprocess.CompletedProcess:
-    return chroot_run(ROOT, list(cmd), path="/opt/venv/bin:/usr/bin:/bin", home="/root",
-                      env={"EDGEPIPE_CACHE": "/tmp/edgepipe-cache"}, timeout=timeout)
+    return chroot_run(
+        ROOT,
+        list(cmd),
+        path="/opt/venv/bin:/usr/bin:/bin",
+        home="/root",
+        env={"EDGEPIPE_CACHE": "/tmp/edgepipe-cache"},
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +51,31 @@ def arm_root():
         shutil.rmtree(ROOT, ignore_errors=True)
         ROOT.parent.mkdir(parents=True, exist_ok=True)
         print(f"debootstrap --arch=arm64 {SUITE} into {ROOT} (a few minutes, once)", file=sys.stderr)
-        sh("debootstrap", "--arch=arm64", "--variant=minbase", "--include=python3,python3-venv", SUITE, ROOT, MIRROR,
-           timeout=3600)
+        sh(
+            "debootstrap",
+            "--arch=arm64",
+            "--variant=minbase",
+            "--include=python3,python3-venv",
+            SUITE,
+            ROOT,
+            MIRROR,
+            timeout=3600,
+        )
         (ROOT / ".edgepipe-debootstrap-done").touch()
     wheels = ROOT / "opt/wheels"
     shutil.rmtree(wheels, ignore_errors=True)
     wheels.mkdir(parents=True)
     sh(*wheelhouse_command(wheels))  # the same download as `make image-arm`: pyproject's requirements, pins and all
     sh(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheels, REPO)
-    proc = chroot("/bin/sh", "-c", "test -x /opt/venv/bin/python || python3 -m venv /opt/venv; "
-                  "/opt/venv/bin/pip install -q --no-index --find-links /opt/wheels --force-reinstall --no-deps /opt/wheels/edgepipe-*.whl && "
-                  "/opt/venv/bin/pip install -q --no-index --find-links /opt/wheels /opt/wheels/edgepipe-*.whl && "
-                  "/opt/venv/bin/pip list --format=json")
+    proc = chroot(
+        "/bin/sh",
+        "-c",
+        "test -x /opt/venv/bin/python || python3 -m venv /opt/venv; "
+        "/opt/venv/bin/pip install -q --no-index --find-links /opt/wheels --force-reinstall --no-deps "
+        "/opt/wheels/edgepipe-*.whl && "
+        "/opt/venv/bin/pip install -q --no-index --find-links /opt/wheels /opt/wheels/edgepipe-*.whl && "
+        "/opt/venv/bin/pip list --format=json",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     installed = {p["name"].lower() for p in json.loads(proc.stdout.strip().splitlines()[-1])}
     assert {"edgepipe", "onnxruntime", "numpy", "psutil", "pyyaml"} <= installed
@@ -76,8 +96,25 @@ def demo_model():
 def test_int8_runner_on_arm64_matches_x86(arm_root, demo_model, tmp_path):
     model, data = demo_model
     x86_json, x86_out = tmp_path / "x86.json", tmp_path / "x86.npz"
-    proc = subprocess.run([sys.executable, "-m", "edgepipe.runtime", model, "--inputs", data, "--profile", "x86-avx2",
-                           "--json", x86_json, "--save-outputs", x86_out, *RUNNER_ARGS], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgepipe.runtime",
+            model,
+            "--inputs",
+            data,
+            "--profile",
+            "x86-avx2",
+            "--json",
+            x86_json,
+            "--save-outputs",
+            x86_out,
+            *RUNNER_ARGS,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
 
     xchg = ROOT / "tmp/edgepipe-arm"
@@ -85,9 +122,19 @@ def test_int8_runner_on_arm64_matches_x86(arm_root, demo_model, tmp_path):
     xchg.mkdir(parents=True)
     shutil.copy(model, xchg / model.name)
     shutil.copy(data, xchg / "test_split.npz")
-    proc = chroot("/opt/venv/bin/edgepipe-runner", f"/tmp/edgepipe-arm/{model.name}", "--inputs", "/tmp/edgepipe-arm/test_split.npz",
-                  "--profile", "arm-camera-a53", "--json", "/tmp/edgepipe-arm/arm.json",
-                  "--save-outputs", "/tmp/edgepipe-arm/arm.npz", *RUNNER_ARGS)
+    proc = chroot(
+        "/opt/venv/bin/edgepipe-runner",
+        f"/tmp/edgepipe-arm/{model.name}",
+        "--inputs",
+        "/tmp/edgepipe-arm/test_split.npz",
+        "--profile",
+        "arm-camera-a53",
+        "--json",
+        "/tmp/edgepipe-arm/arm.json",
+        "--save-outputs",
+        "/tmp/edgepipe-arm/arm.npz",
+        *RUNNER_ARGS,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     print(proc.stdout)
 
@@ -101,9 +148,16 @@ def test_int8_runner_on_arm64_matches_x86(arm_root, demo_model, tmp_path):
     agreement = float((la.argmax(1) == lb.argmax(1)).mean())
     max_diff = float(np.abs(la - lb).max())
     scale = float(np.abs(lb).max())
-    summary = {"samples": int(len(la)), "top1_agreement": agreement, "max_abs_diff": max_diff, "logit_scale": scale,
-               "accuracy_arm64": arm["accuracy"], "accuracy_x86": x86["accuracy"],
-               "verdict_arm64": arm["verdict"]["overall"], "energy_method_arm64": arm["energy"]["primary"]["method"]}
+    summary = {
+        "samples": int(len(la)),
+        "top1_agreement": agreement,
+        "max_abs_diff": max_diff,
+        "logit_scale": scale,
+        "accuracy_arm64": arm["accuracy"],
+        "accuracy_x86": x86["accuracy"],
+        "verdict_arm64": arm["verdict"]["overall"],
+        "energy_method_arm64": arm["energy"]["primary"]["method"],
+    }
     (ARM / "last-result.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     # int8 kernels differ between x86 and ARM only in rounding of the requantisation

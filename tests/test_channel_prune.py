@@ -130,7 +130,9 @@ def test_frozen_channels_say_why_and_are_left_alone():
 def test_every_op_kind_has_a_handler_and_one_that_fails_freezes_what_it_reads(monkeypatch):
     from edgepipe.pipeline.compress.channels import ops
 
-    assert {"conv2d", "matmul", "batch_norm", "add", "relu", "concat", "split", "reshape", "flatten"} <= set(ops.HANDLERS)
+    assert {"conv2d", "matmul", "batch_norm", "add", "relu", "concat", "split", "reshape", "flatten"} <= set(
+        ops.HANDLERS
+    )
     model, shape = make("residual")
     stem = next(sp for sp in trace(model, shape).groups().values() if ("stem", "conv") in sp.producers)
     assert stem.frozen is None and ("conv", "conv") in stem.producers  # tied through the residual add
@@ -147,8 +149,11 @@ def test_every_op_kind_has_a_handler_and_one_that_fails_freezes_what_it_reads(mo
 
 def test_round_to_and_skip_and_per_layer_ratios():
     model, shape = make("resnet18")
-    model, changes, rows = prune_channels(model, shape, ChannelRule(
-        ratio=0.5, round_to=8, skip=("layer4.*",), per_layer=(LayerRatio("layer1.0.conv1", 0.25),)))
+    model, changes, rows = prune_channels(
+        model,
+        shape,
+        ChannelRule(ratio=0.5, round_to=8, skip=("layer4.*",), per_layer=(LayerRatio("layer1.0.conv1", 0.25),)),
+    )
     kept = {r["group"][0]: r for r in rows}
     assert kept["layer1.0.conv1"]["kept"] == 48
     assert all(r["kept"] % 8 == 0 for r in rows if "kept" in r)
@@ -174,7 +179,9 @@ def test_pruned_model_exports_smaller_onnx_that_runs(name, tmp_path):
 
     model, shape = make(name)
     export_layer(model, shape, tmp_path / "dense.onnx", name=name)
-    model, _, _ = prune_channels(model, shape, ChannelRule(round_to=1, ratio=0.5, criterion="fpgm" if name == "resnet18" else "l2"))
+    model, _, _ = prune_channels(
+        model, shape, ChannelRule(round_to=1, ratio=0.5, criterion="fpgm" if name == "resnet18" else "l2")
+    )
     model.eval()
     export_layer(model, shape, tmp_path / "pruned.onnx", name=name)
     dense, pruned = describe(tmp_path / "dense.onnx"), describe(tmp_path / "pruned.onnx")

@@ -1,4 +1,5 @@
 """The CLI as a user meets it: bad input gets one line, a non-zero exit, nothing half-written."""
+
 import json
 
 import pytest
@@ -36,7 +37,9 @@ def test_truncated_onnx_to_bench(tmp_path):
     proc = edgepipe("bench", cut, "--json", out)
     assert proc.returncode != 0 and not out.exists()
     assert "cut.onnx: not an ONNX model (it does not parse)" in proc.stderr and proc.stderr.strip().count("\n") == 0
-    proc = edgepipe("bench", good, "--json", out, "--iters", "5", "--min-seconds", "0", "--energy-seconds", "0", "--no-roofline")
+    proc = edgepipe(
+        "bench", good, "--json", out, "--iters", "5", "--min-seconds", "0", "--energy-seconds", "0", "--no-roofline"
+    )
     assert proc.returncode == 0 and json.loads(out.read_text())["runs"][0]["latency"]["n"] >= 5
 
 
@@ -44,8 +47,20 @@ def test_report_and_verify_on_a_non_run(tmp_path):
     assert "no manifest.json here" in one_line_error(edgepipe("report", tmp_path))
 
 
-COMMANDS = ["run", "export", "quantize", "contract", "prune", "frames", "explain", "bench", "deploy", "devices", "report",
-            "verify"]
+COMMANDS = [
+    "run",
+    "export",
+    "quantize",
+    "contract",
+    "prune",
+    "frames",
+    "explain",
+    "bench",
+    "deploy",
+    "devices",
+    "report",
+    "verify",
+]
 
 
 def test_the_help_test_covers_every_command():

@@ -27,26 +27,44 @@ def test_unknown_key_names_its_path_and_suggests():
 
 
 def test_unknown_nested_key_and_top_level_key():
-    assert error_of(recipe_with(0, "train", {"model": {"convs": [1]}})).startswith("stages[0].train.model.convs: unknown key; did you mean 'conv'?")
+    assert error_of(recipe_with(0, "train", {"model": {"convs": [1]}})).startswith(
+        "stages[0].train.model.convs: unknown key; did you mean 'conv'?"
+    )
     assert error_of({**BASE, "seeed": 1}) == "seeed: unknown key; did you mean 'seed'?"
 
 
 def test_wrong_types_are_rejected_with_path():
-    assert error_of(recipe_with(0, "train", {"epochs": "ten"})) == "stages[0].train.epochs: expected an integer, got 'ten'"
-    assert error_of(recipe_with(0, "train", {"epochs": True})) == "stages[0].train.epochs: expected an integer, got True"
-    assert "stages[0].train.model.conv[1]: expected an integer" in error_of(recipe_with(0, "train", {"model": {"conv": [8, "x"]}}))
-    assert error_of({**BASE, "data": {"source": "bundle"}}) == "data.source: 'bundle' is not one of 'bundled', 'idx', 'paddle', 'imagefolder', 'npz', 'frames'; did you mean 'bundled'?"
+    assert (
+        error_of(recipe_with(0, "train", {"epochs": "ten"})) == "stages[0].train.epochs: expected an integer, got 'ten'"
+    )
+    assert (
+        error_of(recipe_with(0, "train", {"epochs": True})) == "stages[0].train.epochs: expected an integer, got True"
+    )
+    assert "stages[0].train.model.conv[1]: expected an integer" in error_of(
+        recipe_with(0, "train", {"model": {"conv": [8, "x"]}})
+    )
+    assert (
+        error_of({**BASE, "data": {"source": "bundle"}})
+        == "data.source: 'bundle' is not one of 'bundled', 'idx', 'paddle', 'imagefolder', 'npz', 'frames'; "
+        "did you mean 'bundled'?"
+    )
 
 
 def test_value_checks_name_the_field():
     assert error_of(recipe_with(1, "distill", {"alpha": 1.5})) == "stages[1].distill.alpha: must be between 0 and 1"
-    assert error_of({**BASE, "data": {"source": "idx"}}) == "data.path: source 'idx' needs path: a folder of MNIST IDX files"
+    assert (
+        error_of({**BASE, "data": {"source": "idx"}})
+        == "data.path: source 'idx' needs path: a folder of MNIST IDX files"
+    )
 
 
 def test_unknown_stage_and_broken_wiring():
     assert error_of(recipe_with(2, "exprot", {})) == "stages[2]: unknown stage type 'exprot'; did you mean 'export'?"
     msg = error_of(recipe_with(2, "export", {"models": ["studnt"]}))
-    assert msg == "stages[2].export.models[0]: no earlier stage produces 'studnt' (available: teacher, student, student_scratch)"
+    assert (
+        msg == "stages[2].export.models[0]: no earlier stage produces 'studnt' "
+        "(available: teacher, student, student_scratch)"
+    )
     assert error_of({"name": "t", "stages": []}).startswith("stages: the recipe has no stages")
 
 
@@ -69,7 +87,9 @@ def test_default_recipe_is_the_seed_example():
     assert r.data.source == "bundled"
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).parents[1] / "pipeline" / "recipes").glob("*.yaml")))
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (Path(__file__).parents[1] / "pipeline" / "recipes").glob("*.yaml"))
+)
 def test_every_shipped_recipe_loads_and_passes_its_preflight(name):
     """The study recipes are run by hand (minutes each), so their configs are checked here: every key
     known, every model reference wired, every stage's preflight passed."""
@@ -79,19 +99,31 @@ def test_every_shipped_recipe_loads_and_passes_its_preflight(name):
     preflight(r)
     assert r.name and r.stages
     if name == "mnist_max.yaml":  # the chain the README's table measures, hop by hop
-        assert [s.kind for s in r.stages] == ["train", "distill", "prune", "lowrank", "qat", "export", "quantize", "bench", "report"]
+        assert [s.kind for s in r.stages] == [
+            "train",
+            "distill",
+            "prune",
+            "lowrank",
+            "qat",
+            "export",
+            "quantize",
+            "bench",
+            "report",
+        ]
         q = r.stages[6].config
         assert q.model == "student_qat8.onnx" and q.compact_names and q.max_accuracy_drop == 1.0
 
 
 def test_recipe_file_errors_name_the_file(tmp_path):
     bad = tmp_path / "broken.yaml"
-    bad.write_text(textwrap.dedent("""\
+    bad.write_text(
+        textwrap.dedent("""\
         name: x
         stages:
           - train: {}
           - distill: {temprature: 2}
-        """))
+        """)
+    )
     with pytest.raises(ConfigError, match=r"broken.yaml: stages\[1\].distill.temprature: unknown key"):
         load_recipe(bad)
     with pytest.raises(ConfigError, match="recipe file not found"):
@@ -111,10 +143,16 @@ def test_a_source_mapping_is_chosen_by_its_key_and_unused_optional_keys_leave_th
     from edgepipe.pipeline.models.builtin import ModelSpec
     from edgepipe.pipeline.models.sources import PythonModel, ZooModel
 
-    stages = parse_recipe({"name": "t", "stages": [
-        {"train": {"model": {"conv": [8]}}},
-        {"train": {"model": {"zoo": "resnet18", "kwargs": {"num_classes": 10, "width": 32}}, "output": "z"}},
-        {"train": {"model": {"python": "nets:build", "kwargs": {"depth": {"a": [1, 2]}}}, "output": "p"}}]}).stages
+    stages = parse_recipe(
+        {
+            "name": "t",
+            "stages": [
+                {"train": {"model": {"conv": [8]}}},
+                {"train": {"model": {"zoo": "resnet18", "kwargs": {"num_classes": 10, "width": 32}}, "output": "z"}},
+                {"train": {"model": {"python": "nets:build", "kwargs": {"depth": {"a": [1, 2]}}}, "output": "p"}},
+            ],
+        }
+    ).stages
     assert [type(s.config.model) for s in stages] == [ModelSpec, ZooModel, PythonModel]
     assert stages[1].config.model.kwargs == {"num_classes": 10, "width": 32}
     assert stages[2].config.model.kwargs == {"depth": {"a": [1, 2]}}
@@ -123,7 +161,10 @@ def test_a_source_mapping_is_chosen_by_its_key_and_unused_optional_keys_leave_th
     plain = parse_recipe({"name": "t", "stages": [{"train": {"model": {"conv": [8]}}}]}).stages[0]
     explicit = parse_recipe({"name": "t", "stages": [{"train": {"model": {"conv": [8], "weights": None}}}]}).stages[0]
     assert plain.sha == explicit.sha
-    assert error_of(recipe_with(0, "train", {"model": {"zoo": "resnet18", "conv": [8]}})) == \
-        "stages[0].train.model.conv: unknown key; known keys: zoo, kwargs, pretrained, weights"
+    assert (
+        error_of(recipe_with(0, "train", {"model": {"zoo": "resnet18", "conv": [8]}}))
+        == "stages[0].train.model.conv: unknown key; known keys: zoo, kwargs, pretrained, weights"
+    )
     assert error_of(recipe_with(0, "train", {"model": {"zoo": "resnet18", "kwargs": [1]}})).startswith(
-        "stages[0].train.model.kwargs: expected a mapping of keys")
+        "stages[0].train.model.kwargs: expected a mapping of keys"
+    )

@@ -89,14 +89,21 @@ def test_frames_with_renderings_hold_test_and_val_digits_out_of_training(tmp_pat
     assert r["images"] == 10 * (2 + 1 + 3 * 3)
     digits = {s: {p.name.split("-")[0] for p in (tmp_path / "f" / s).rglob("*.png")} for s in ("train", "val", "test")}
     assert len(digits["test"]) == 20 and len(digits["val"]) == 10 and len(digits["train"]) == 30
-    assert not (digits["train"] & digits["test"]) and not (digits["train"] & digits["val"]) and not (digits["val"] & digits["test"])
+    assert (
+        not (digits["train"] & digits["test"])
+        and not (digits["train"] & digits["val"])
+        and not (digits["val"] & digits["test"])
+    )
     a, b = (np.asarray(Image.open(p)) for p in sorted((tmp_path / "f" / "train" / "0").glob("*.png"))[:2])
     assert a.shape == (16, 16, 3) and not np.array_equal(a, b)  # two renderings of one digit differ
     with pytest.raises(EdgepipeError, match="held-out"):
         make_frames(tmp_path / "g", size=16, per_class=6, renderings=2)
     # as a data source: the held-out folders become the test and val splits
-    ds = load_dataset(DataConfig(source="frames", size=(16, 16), channels=3, test=0.34, val=0.17,
-                                 frames=Frames(per_class=6, renderings=2)))
+    ds = load_dataset(
+        DataConfig(
+            source="frames", size=(16, 16), channels=3, test=0.34, val=0.17, frames=Frames(per_class=6, renderings=2)
+        )
+    )
     counts = ds.counts()
     assert counts["test"] == 20 and counts["val"] == 10 and counts["train"] + counts["calibration"] == 10 * 3 * 2
     assert "held out" in ds.source and Path(ds.source.split(" in ")[-1].rstrip(")")).name.endswith("-r2-t2-v1")

@@ -1,5 +1,6 @@
 """The deploy stage: the fastest model × backend × precision that keeps the accuracy and the budgets,
 measured side by side, written as deploy.json, and run as chosen by the runner."""
+
 import json
 import subprocess
 import sys
@@ -8,19 +9,33 @@ from pathlib import Path
 import pytest
 from conftest import one_line_error
 
-from edgepipe.pipeline.core.run import verify_run
+from edgepipe.pipeline.core.manifest import verify_run
 from edgepipe.pipeline.stages.deploy import choose, resolution_note, too_many_flips
 from edgepipe.runtime.model.backends import available
 
 
 def cand(name, acc, p50, precision="fp32", backend="onnxruntime", p90=None, nbytes=1000, preds=None, n=None):
-    return {"name": name, "backend": backend, "accuracy": acc, "p50_ms": p50, "p90_ms": p90 or p50 * 1.2, "bytes": nbytes,
-            "ran": {"precision": precision}, "predictions": preds, "accuracy_samples": n}
+    return {
+        "name": name,
+        "backend": backend,
+        "accuracy": acc,
+        "p50_ms": p50,
+        "p90_ms": p90 or p50 * 1.2,
+        "bytes": nbytes,
+        "ran": {"precision": precision},
+        "predictions": preds,
+        "accuracy_samples": n,
+    }
 
 
 def test_choose_takes_the_fastest_that_keeps_accuracy_and_budgets():
-    cands = [cand("float.onnx", 0.970, 0.10), cand("int8.onnx", 0.975, 0.15, "int8"), cand("tiny.onnx", 0.950, 0.05),
-             cand("fast_big.onnx", 0.971, 0.06, nbytes=10**9), cand("slow_tail.onnx", 0.97, 0.07, p90=30.0)]
+    cands = [
+        cand("float.onnx", 0.970, 0.10),
+        cand("int8.onnx", 0.975, 0.15, "int8"),
+        cand("tiny.onnx", 0.950, 0.05),
+        cand("fast_big.onnx", 0.971, 0.06, nbytes=10**9),
+        cand("slow_tail.onnx", 0.97, 0.07, p90=30.0),
+    ]
     best, table = choose(cands, max_drop=1.0, budgets={"latency_p90_ms": 20.0, "model_bytes": 10**8})
     assert best["name"] == "float.onnx" and [c["name"] for c in table if c["chosen"]] == ["float.onnx"]
     why = {c["name"]: " ".join(c["why_not"]) for c in table}
@@ -37,8 +52,11 @@ def test_a_lucky_bf16_run_neither_raises_the_bar_nor_passes_when_it_changes_the_
     20.3% on 128 validation digits while agreeing with fp32 on under half of them."""
     fp32 = [i % 10 for i in range(100)]
     flipped = [(p + 1) % 10 if i % 2 else p for i, p in enumerate(fp32)]  # half the predictions changed
-    cands = [cand("net.onnx", 0.203, 6.0, preds=fp32), cand("net.onnx", 0.203, 6.2, "fp32", "openvino", preds=fp32),
-             cand("net.onnx", 0.242, 3.6, "bf16", "openvino", preds=flipped)]
+    cands = [
+        cand("net.onnx", 0.203, 6.0, preds=fp32),
+        cand("net.onnx", 0.203, 6.2, "fp32", "openvino", preds=fp32),
+        cand("net.onnx", 0.242, 3.6, "bf16", "openvino", preds=flipped),
+    ]
     best, table = choose(cands, max_drop=1.0, budgets={})
     assert best is cands[0] and cands[0]["reference"]  # the floor is fp32's 20.3% − 1, not bf16's 24.2% − 1
     assert "bf16 changes the predictions" in " ".join(cands[2]["why_not"]) and "50.0%" in " ".join(cands[2]["why_not"])
@@ -52,11 +70,17 @@ def test_without_labels_the_floor_is_agreement_with_the_first_fp32_model():
     ref = [i % 10 for i in range(200)]
     close = [(p + 1) % 10 if i < 1 else p for i, p in enumerate(ref)]  # 99.5% agreement
     far = [(p + 1) % 10 if i < 10 else p for i, p in enumerate(ref)]  # 95%
-    cands = [cand("float.onnx", None, 1.0, preds=ref), cand("int8.onnx", None, 0.5, "int8", preds=far),
-             cand("pruned.onnx", None, 0.7, preds=close)]
+    cands = [
+        cand("float.onnx", None, 1.0, preds=ref),
+        cand("int8.onnx", None, 0.5, "int8", preds=far),
+        cand("pruned.onnx", None, 0.7, preds=close),
+    ]
     best, _ = choose(cands, max_drop=1.0, budgets={})
     assert best["name"] == "pruned.onnx" and cands[0]["reference"]
-    assert "agrees with float.onnx on onnxruntime (fp32) on 95.0% of the inputs: more changes than 1% allows" in " ".join(cands[1]["why_not"])
+    assert (
+        "agrees with float.onnx on onnxruntime (fp32) on 95.0% of the inputs: more changes than 1% allows"
+        in " ".join(cands[1]["why_not"])
+    )
     assert choose(cands, max_drop=5.0, budgets={})[0]["name"] == "int8.onnx"
 
 
@@ -81,15 +105,36 @@ def test_short_run_deploys_its_fastest_candidate_and_the_runner_runs_it(short_ru
     assert backends == ({"onnxruntime", "openvino"} if available("openvino")[0] else {"onnxruntime"})
     assert len(table) == 4 * len({(c["backend"], c["precision"]) for c in table})  # every model on every pairing
     chosen = [c for c in table if c["chosen"]]
-    assert len(chosen) == 1 and chosen[0]["time_vs_reference"] == min(c["time_vs_reference"] for c in table if c["eligible"])
+    assert len(chosen) == 1 and chosen[0]["time_vs_reference"] == min(
+        c["time_vs_reference"] for c in table if c["eligible"]
+    )
     ref = [c for c in table if c["reference"]]
     assert len(ref) == 1 and ref[0]["time_vs_reference"] == 1.0 and ref[0]["ran"]["precision"] == "fp32"
     assert d["input_contract"] and "deployment:" in proc.stdout
     assert verify_run(run_dir) == []
     out = tmp_path / "r.json"
-    r = subprocess.run([sys.executable, "-m", "edgepipe.runtime", "--deployment", run_dir / "deploy" / "deploy.json",
-                        "--inputs", run_dir / "bench" / "test_split.npz", "--iters", "5", "--min-seconds", "0",
-                        "--energy-seconds", "0", "--json", out], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgepipe.runtime",
+            "--deployment",
+            run_dir / "deploy" / "deploy.json",
+            "--inputs",
+            run_dir / "bench" / "test_split.npz",
+            "--iters",
+            "5",
+            "--min-seconds",
+            "0",
+            "--energy-seconds",
+            "0",
+            "--json",
+            out,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     res = json.loads(out.read_text())
     assert res["backend"]["name"] == d["backend"] and res["options"]["threads"] == d["threads"]
@@ -101,8 +146,9 @@ def test_short_run_deploys_its_fastest_candidate_and_the_runner_runs_it(short_ru
 def test_a_bad_deployment_file_is_one_line(tmp_path):
     bad = tmp_path / "deploy.json"
     bad.write_text('{"schema": "edgepipe-deployment/1", "model": "../x.onnx"}')
-    r = subprocess.run([sys.executable, "-m", "edgepipe.runtime", "--deployment", bad], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "edgepipe.runtime", "--deployment", bad], capture_output=True, text=True, timeout=120
+    )
     assert "must be a file name beside deploy.json" in one_line_error(r)
     r = subprocess.run([sys.executable, "-m", "edgepipe.runtime"], capture_output=True, text=True, timeout=120)
     assert "--deployment" in one_line_error(r)
@@ -113,8 +159,20 @@ def test_deploy_command_on_a_finished_run(short_run, tmp_path):
 
     run_dir, _ = short_run
     out = tmp_path / "dep"
-    proc = edgepipe("deploy", run_dir, "--rounds", "1", "--seconds", "0.02", "--max-drop", "100", "--backend", "onnxruntime",
-                    "-o", out)
+    proc = edgepipe(
+        "deploy",
+        run_dir,
+        "--rounds",
+        "1",
+        "--seconds",
+        "0.02",
+        "--max-drop",
+        "100",
+        "--backend",
+        "onnxruntime",
+        "-o",
+        out,
+    )
     assert proc.returncode == 0, proc.stderr
     d = json.loads((out / "deploy.json").read_text())
     assert (out / d["model"]).is_file() and {c["backend"] for c in d["candidates"]} == {"onnxruntime"}
@@ -161,8 +219,11 @@ def test_the_reference_and_the_checks_hold_when_candidates_are_odd():
     assert best["name"] == "f.onnx" and "no predictions to compare" in d["why_not"][0]
     # the bf16 run is held to the same backend's fp32 run when there is one
     ov = [p if i else (p + 1) % 10 for i, p in enumerate(ref)]  # OpenVINO f32 differs from onnxruntime on one input
-    cands = [cand("f.onnx", 0.9, 1.0, preds=ref), cand("f.onnx", 0.9, 1.1, "fp32", "openvino", preds=ov),
-             cand("f.onnx", 0.9, 0.5, "bf16", "openvino", preds=ov)]
+    cands = [
+        cand("f.onnx", 0.9, 1.0, preds=ref),
+        cand("f.onnx", 0.9, 1.1, "fp32", "openvino", preds=ov),
+        cand("f.onnx", 0.9, 0.5, "bf16", "openvino", preds=ov),
+    ]
     best, _ = choose(cands, 0.0, {})
     assert best is cands[2]  # identical to its own backend's fp32 run, so no change is charged to it
 
@@ -172,8 +233,15 @@ def test_peers_bench_against_counts_the_ratios_that_moved(tmp_path):
     from peers_bench import against
 
     def row(peer, r, kept):
-        return {"model": "m", "threads": 1, "peer": peer, "ratio_to_fastest_peer": r, "ratio_to_fastest_accurate_peer": kept,
-                "host_load": {"max_busy_share": 0.0}}
+        return {
+            "model": "m",
+            "threads": 1,
+            "peer": peer,
+            "ratio_to_fastest_peer": r,
+            "ratio_to_fastest_accurate_peer": kept,
+            "host_load": {"max_busy_share": 0.0},
+        }
+
     old = [row("a", 1.0, 1.0), row("b", 2.0, 1.0)]
     new = [row("a", 1.0, 1.0), row("b", 2.6, 1.1)]
     text = against(new, old, tmp_path / "old.json")

@@ -1,4 +1,5 @@
 """Device profiles: presets load and say why, detection picks the right one, bad files fail clearly."""
+
 import pytest
 from conftest import edgepipe
 
@@ -11,7 +12,15 @@ REQUIRED = {"x86-avx2", "x86-vnni", "x86-amx", "nvidia-gpu", "jetson-orin-nano",
 
 
 def host(arch="x86_64", flags=(), board=None, gpus=()):
-    return HostInfo(arch=arch, cpu_model="test", physical_cores=4, logical_cores=4, flags=tuple(flags), board=board, gpus=tuple(gpus))
+    return HostInfo(
+        arch=arch,
+        cpu_model="test",
+        physical_cores=4,
+        logical_cores=4,
+        flags=tuple(flags),
+        board=board,
+        gpus=tuple(gpus),
+    )
 
 
 def test_every_preset_loads_with_a_reason_a_power_model_and_budgets():
@@ -35,18 +44,29 @@ def test_vnni_and_plain_avx2_get_different_int8_presets():
     assert load_profile("nvidia-gpu").quantization.activation_type == "s8"  # TensorRT: symmetric
 
 
-@pytest.mark.parametrize("h, expected", [
-    (host(flags=["avx2"]), "x86-avx2"),
-    (host(flags=["avx2", "avx512f", "avx512_vnni"]), "x86-vnni"),
-    (host(flags=["avx2", "avx_vnni"]), "x86-vnni"),
-    (host(flags=["avx2", "avx512f", "avx512_vnni", "amx_int8", "avx512_bf16", "amx_bf16"]), "x86-amx"),
-    (host(flags=["avx2"], gpus=["NVIDIA L4"]), "nvidia-gpu"),
-    (host("aarch64", ["asimddp"], board="Raspberry Pi 5 Model B Rev 1.0"), "rpi5"),
-    (host("aarch64", [], board="Raspberry Pi 4 Model B Rev 1.4"), "rpi4"),
-    (host("aarch64", ["asimddp"], board="NVIDIA Jetson Orin Nano Developer Kit", gpus=["NVIDIA Tegra (integrated)"]), "jetson-orin-nano"),
-    (host("aarch64", [], board="Acme IPC board"), "arm-camera-a53"),
-    (host("riscv64"), None),
-])
+@pytest.mark.parametrize(
+    "h, expected",
+    [
+        (host(flags=["avx2"]), "x86-avx2"),
+        (host(flags=["avx2", "avx512f", "avx512_vnni"]), "x86-vnni"),
+        (host(flags=["avx2", "avx_vnni"]), "x86-vnni"),
+        (host(flags=["avx2", "avx512f", "avx512_vnni", "amx_int8", "avx512_bf16", "amx_bf16"]), "x86-amx"),
+        (host(flags=["avx2"], gpus=["NVIDIA L4"]), "nvidia-gpu"),
+        (host("aarch64", ["asimddp"], board="Raspberry Pi 5 Model B Rev 1.0"), "rpi5"),
+        (host("aarch64", [], board="Raspberry Pi 4 Model B Rev 1.4"), "rpi4"),
+        (
+            host(
+                "aarch64",
+                ["asimddp"],
+                board="NVIDIA Jetson Orin Nano Developer Kit",
+                gpus=["NVIDIA Tegra (integrated)"],
+            ),
+            "jetson-orin-nano",
+        ),
+        (host("aarch64", [], board="Acme IPC board"), "arm-camera-a53"),
+        (host("riscv64"), None),
+    ],
+)
 def test_detection_picks_the_most_specific_preset(h, expected):
     found = detect_profile(h)
     assert (found.name if found else None) == expected
@@ -70,7 +90,9 @@ def test_user_profile_errors_name_the_file_and_key(tmp_path):
     text["budgets"]["latency_p90"] = 10
     bad = tmp_path / "cam.yaml"
     bad.write_text(yaml.safe_dump(text))
-    with pytest.raises(EdgepipeError, match=r"cam.yaml: budgets.latency_p90: unknown key; did you mean 'latency_p90_ms'\?"):
+    with pytest.raises(
+        EdgepipeError, match=r"cam.yaml: budgets.latency_p90: unknown key; did you mean 'latency_p90_ms'\?"
+    ):
         load_profile(bad)
     text["budgets"].pop("latency_p90")
     text["threads"] = 9
@@ -78,9 +100,12 @@ def test_user_profile_errors_name_the_file_and_key(tmp_path):
     with pytest.raises(EdgepipeError, match=r"cam.yaml: threads: must be between 1 and cores \(4\)"):
         load_profile(bad)
     text["threads"] = 4
-    for backends, message in (([{"name": "onnxruntime"}, {"name": "onnxruntime"}], "backends: list each backend once"),
-                              ([{"name": "onnxruntime", "precision": "bf16"}], "backends.*precision: onnxruntime runs"),
-                              ([{"name": "tensorrt"}], "backends.*name"), ([], "backends: list at least one")):
+    for backends, message in (
+        ([{"name": "onnxruntime"}, {"name": "onnxruntime"}], "backends: list each backend once"),
+        ([{"name": "onnxruntime", "precision": "bf16"}], "backends.*precision: onnxruntime runs"),
+        ([{"name": "tensorrt"}], "backends.*name"),
+        ([], "backends: list at least one"),
+    ):
         text["backends"] = backends
         bad.write_text(yaml.safe_dump(text))
         with pytest.raises(EdgepipeError, match=message):
@@ -104,15 +129,21 @@ def test_devices_command_lists_presets_and_this_host(tmp_path):
 
 
 def _result(p90=10.0, rss=100.0, nbytes=1000, mj=None, unc=0.5):
-    r = {"runs": [{"batch": 8, "latency": {"p90_ms": 99.0}}, {"batch": 1, "latency": {"p90_ms": p90}}],
-         "memory": {"peak_rss_mb": rss}, "model_bytes": nbytes}
+    r = {
+        "runs": [{"batch": 8, "latency": {"p90_ms": 99.0}}, {"batch": 1, "latency": {"p90_ms": p90}}],
+        "memory": {"peak_rss_mb": rss},
+        "model_bytes": nbytes,
+    }
     if mj is not None:
         r["energy"] = {"primary": {"mj_per_inference": mj, "uncertainty_rel": unc, "method": "estimate", "batch": 1}}
     return r
 
 
 def test_verdict_statuses_and_margins():
-    prof = {"name": "cam", "budgets": {"latency_p90_ms": 20.0, "peak_rss_mb": 128, "model_bytes": 4000, "energy_mj_per_inference": 10.0}}
+    prof = {
+        "name": "cam",
+        "budgets": {"latency_p90_ms": 20.0, "peak_rss_mb": 128, "model_bytes": 4000, "energy_mj_per_inference": 10.0},
+    }
     v = judge(_result(mj=5.0), prof)
     assert v["overall"] == "pass"
     lat = next(c for c in v["checks"] if c["budget"] == "latency_p90_ms")

@@ -94,8 +94,10 @@ def test_mutual_loss_matches_hand_computation_and_keeps_peer_gradients_apart():
     for p in cohort.parameters():
         p.clear_gradient()
     outs = [p(x) for p in peers]
-    own = (kd_loss(outs[0], outs[1].detach(), paddle.to_tensor(y), T, alpha)
-           + kd_loss(outs[0], outs[2].detach(), paddle.to_tensor(y), T, alpha)) / 2
+    own = (
+        kd_loss(outs[0], outs[1].detach(), paddle.to_tensor(y), T, alpha)
+        + kd_loss(outs[0], outs[2].detach(), paddle.to_tensor(y), T, alpha)
+    ) / 2
     own.backward()
     np.testing.assert_allclose(g_all, peers[0].fc2.weight.grad.numpy(), rtol=1e-4, atol=1e-7)
     names = [p.name for p in cohort.parameters()]
@@ -134,15 +136,21 @@ def test_teacher_logits_cache_is_keyed_by_the_teacher(tmp_path, monkeypatch):
     assert not cached_teacher_logits(teacher, tmp_path / "t", x, "data-b")[1]["hit"]
 
 
-@pytest.mark.parametrize("body, message", [
-    ({}, "distill.teacher: mode offline needs teacher"),
-    ({"mode": "online", "teacher": "teacher"}, "distill.teacher: mode online trains without a pre-trained teacher"),
-    ({"mode": "self", "features": [{}]}, "distill.features: feature hints need a teacher"),
-    ({"teacher": "teacher", "cache_teacher_logits": True}, "distill.cache_teacher_logits: cached logits are for the unshifted images"),
-    ({"mode": "online", "peers": 2, "keep": 2}, "distill.keep: must be 'best' or a peer index below 2"),
-    ({"mode": "online", "keep": "worst"}, "distill.keep: expected int or one of 'best'"),
-    ({"teacher": "teacher", "seeds": [1, 1]}, "distill.seeds: must not repeat"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({}, "distill.teacher: mode offline needs teacher"),
+        ({"mode": "online", "teacher": "teacher"}, "distill.teacher: mode online trains without a pre-trained teacher"),
+        ({"mode": "self", "features": [{}]}, "distill.features: feature hints need a teacher"),
+        (
+            {"teacher": "teacher", "cache_teacher_logits": True},
+            "distill.cache_teacher_logits: cached logits are for the unshifted images",
+        ),
+        ({"mode": "online", "peers": 2, "keep": 2}, "distill.keep: must be 'best' or a peer index below 2"),
+        ({"mode": "online", "keep": "worst"}, "distill.keep: expected int or one of 'best'"),
+        ({"teacher": "teacher", "seeds": [1, 1]}, "distill.seeds: must not repeat"),
+    ],
+)
 def test_distill_config_errors_name_the_key(body, message):
     from edgepipe.pipeline.core.config import ConfigError
     from edgepipe.pipeline.core.recipe import parse_recipe

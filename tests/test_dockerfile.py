@@ -1,5 +1,6 @@
 """Dockerfile.arm: lint-clean, non-root, the runner as entrypoint, and what it copies is enough to
 build a wheel that carries the device profiles and roofline kernels (no Docker engine needed)."""
+
 import shutil
 import subprocess
 import sys
@@ -31,10 +32,17 @@ def test_copied_sources_build_a_wheel_with_profiles_and_kernels(tmp_path):
         if line.startswith("COPY ") and "--from" not in line:
             for item in line.split()[1:-1]:
                 p = REPO / item.rstrip("/")
-                (shutil.copytree(p, src / p.name, ignore=shutil.ignore_patterns("__pycache__"))
-                 if p.is_dir() else shutil.copy(p, src / p.name))
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "w"), str(src)],
-                          capture_output=True, text=True, timeout=600)
+                (
+                    shutil.copytree(p, src / p.name, ignore=shutil.ignore_patterns("__pycache__"))
+                    if p.is_dir()
+                    else shutil.copy(p, src / p.name)
+                )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "w"), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = (tmp_path / "w").glob("edgepipe-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -72,7 +80,14 @@ def test_install_step_takes_the_wheelhouse_only_when_given(tmp_path):
 
     assert pip_args() == ["install", "--no-cache-dir", "--prefix=/install", "."]
     assert pip_args(WHEELHOUSE=".image/wheelhouse", EXTRAS="camera") == [
-        "install", "--no-cache-dir", "--prefix=/install", "--no-index", "--find-links", "/context/.image/wheelhouse", ".[camera]"]
+        "install",
+        "--no-cache-dir",
+        "--prefix=/install",
+        "--no-index",
+        "--find-links",
+        "/context/.image/wheelhouse",
+        ".[camera]",
+    ]
 
 
 def test_wheelhouse_holds_what_the_install_needs_for_aarch64():
@@ -85,9 +100,16 @@ def test_wheelhouse_holds_what_the_install_needs_for_aarch64():
     cmd = wheelhouse_command(Path("/tmp/w"), extras=("camera",))
     assert cmd[1:4] == ["-m", "pip", "download"] and "--only-binary=:all:" in cmd
     assert "manylinux2014_aarch64" in cmd and cmd[cmd.index("--python-version") + 1] == "3.11"
-    reqs = cmd[cmd.index("/tmp/w") + 1:]
+    reqs = cmd[cmd.index("/tmp/w") + 1 :]
     # the same onnxruntime and numpy as this host: the emulated run's outputs are compared with x86's
     assert f"onnxruntime=={onnxruntime.__version__}" in reqs and f"numpy=={numpy.__version__}" in reqs
     names = {r.split("=")[0].split(">")[0] for r in reqs}
-    assert {"psutil", "PyYAML", "protobuf", "opencv-python-headless", "setuptools", "wheel"} <= names  # + the build backend
+    assert {
+        "psutil",
+        "PyYAML",
+        "protobuf",
+        "opencv-python-headless",
+        "setuptools",
+        "wheel",
+    } <= names  # + the build backend
     assert not any("paddle" in n for n in names)

@@ -2,6 +2,7 @@
 the site builds offline with `mkdocs build --strict`, every recipe key and every CLI flag is documented,
 the generated reference pages are current, and every `edgepipe`/`edgepipe-runner`/`make` command the
 pages show exists, with flags its parser takes."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,8 @@ def pages() -> dict[Path, str]:
 
 
 def section(text: str, heading: str) -> str:
-    """The text under a markdown heading (its own line, e.g. '## edgepipe quantize'), up to the next one of its level."""
+    """The text under a markdown heading (its own line, e.g. '## edgepipe quantize'), up to the next one
+    of its level."""
     level = heading.split(" ", 1)[0]
     lines = text.splitlines()
     start = lines.index(heading)
@@ -43,16 +45,22 @@ def section(text: str, heading: str) -> str:
 
 def test_readme_is_a_short_front_page():
     size = len(README.read_bytes())
-    assert size <= README_LIMIT, f"README.md is {size:,} bytes; the front page stays within {README_LIMIT:,} (move detail to docs/)"
+    assert size <= README_LIMIT, (
+        f"README.md is {size:,} bytes; the front page stays within {README_LIMIT:,} (move detail to docs/)"
+    )
 
 
 def test_readme_relative_links_point_to_files():
     text = README.read_text(encoding="utf-8")
     links = re.findall(r"\]\(([^)\s]+)\)", text)
     assert links, "README.md has no links into the docs"
-    broken = [link for link in links
-              if not re.match(r"[a-z][a-z0-9+.-]*:", link) and not link.startswith("#")
-              and not (REPO / link.split("#", 1)[0]).exists()]
+    broken = [
+        link
+        for link in links
+        if not re.match(r"[a-z][a-z0-9+.-]*:", link)
+        and not link.startswith("#")
+        and not (REPO / link.split("#", 1)[0]).exists()
+    ]
     assert not broken, f"README.md links to files that do not exist: {broken}"
 
 
@@ -64,11 +72,23 @@ def test_site_builds_offline_and_strict(tmp_path):
         pytest.skip("mkdocs / mkdocs-material are not installed (the `docs` extra: pip install -e '.[docs]')")
     site = tmp_path / "site"
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    run = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert run.returncode == 0, f"mkdocs build --strict failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
-    for page in ("index.html", "getting-started.html", "reference/recipes.html", "reference/cli.html",
-                 "report-desktop.png", "report-phone.png"):
+    for page in (
+        "index.html",
+        "getting-started.html",
+        "reference/recipes.html",
+        "reference/cli.html",
+        "report-desktop.png",
+        "report-phone.png",
+    ):
         assert (site / page).is_file(), f"the site lacks {page}"
     # nothing a page loads comes from elsewhere: no web fonts, no remote script or stylesheet
     remote = set()
@@ -87,16 +107,22 @@ def test_reference_pages_are_current(tmp_path):
 
     written = docs_ref.write(tmp_path)
     assert written
-    stale = [p.name for p in written if (DOCS / "reference" / p.name).read_text(encoding="utf-8") != p.read_text(encoding="utf-8")]
-    assert not stale, (f"docs/reference/{', '.join(stale)} differ from the code; regenerate with "
-                       "`.venv/bin/python -m edgepipe.pipeline.cli.docs_ref` (or `make docs`) and commit them")
+    stale = [
+        p.name
+        for p in written
+        if (DOCS / "reference" / p.name).read_text(encoding="utf-8") != p.read_text(encoding="utf-8")
+    ]
+    assert not stale, (
+        f"docs/reference/{', '.join(stale)} differ from the code; regenerate with "
+        "`.venv/bin/python -m edgepipe.pipeline.cli.docs_ref` (or `make docs`) and commit them"
+    )
 
 
 def config_classes() -> dict[str, type]:
     """{where it is documented: dataclass} for the recipe's top level, data:, every stage and every nested mapping."""
+    from edgepipe.pipeline.cli.docs_ref import project_stages
     from edgepipe.pipeline.core.dataspec import DataConfig
     from edgepipe.pipeline.core.recipe import _Top
-    from edgepipe.pipeline.cli.docs_ref import project_stages
 
     found = {"## Top level": _Top, "## data": DataConfig}
     found.update({f"### {kind}": d.config_cls for kind, d in project_stages().items()})
@@ -133,8 +159,11 @@ def test_every_recipe_key_is_documented():
                 missing.append(f"{cls.__module__}.{cls.__name__} (no section)")
                 continue
             text = section(ref, heading)
-        missing += [f"{where if isinstance(where, str) else cls.__name__}: {f.name}"
-                    for f in dataclasses.fields(cls) if f"| `{f.name}` |" not in text]
+        missing += [
+            f"{where if isinstance(where, str) else cls.__name__}: {f.name}"
+            for f in dataclasses.fields(cls)
+            if f"| `{f.name}` |" not in text
+        ]
     assert not missing, f"recipe keys missing from docs/reference/recipes.md: {missing}"
     assert "stages" in section(ref, "## Top level")
     stage_page = (DOCS / "recipes.md").read_text(encoding="utf-8")
@@ -168,8 +197,11 @@ def test_every_cli_flag_is_documented():
     missing = []
     for cmd, parser in parsers().items():
         text = section(ref, f"## {cmd}")
-        missing += [f"{cmd} {flag}" for flag in sorted(flags(parser)) if flag.startswith("--")
-                    and (f"`{flag}`" not in text or flag not in everything)]
+        missing += [
+            f"{cmd} {flag}"
+            for flag in sorted(flags(parser))
+            if flag.startswith("--") and (f"`{flag}`" not in text or flag not in everything)
+        ]
     assert not missing, f"flags missing from docs/reference/cli.md: {missing}"
 
 
@@ -198,7 +230,11 @@ def shown_commands(text: str) -> list[str]:
         if current:
             out.append(current)
     text_only = re.sub(r"```.*?```", "", text, flags=re.S)
-    out += [span for span in re.findall(r"`([^`\n]+)`", text_only) if re.match(r"(edgepipe|edgepipe-runner|make) [a-z-]", span)]
+    out += [
+        span
+        for span in re.findall(r"`([^`\n]+)`", text_only)
+        if re.match(r"(edgepipe|edgepipe-runner|make) [a-z-]", span)
+    ]
     return out
 
 

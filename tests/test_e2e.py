@@ -1,4 +1,5 @@
 """A short recipe end to end on the bundled data, through the real CLI, plus kill -9 recovery."""
+
 import json
 import os
 import signal
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import edgepipe, run_recipe
 
-from edgepipe.pipeline.core.run import verify_run
+from edgepipe.pipeline.core.manifest import verify_run
 from edgepipe.runtime.model.session import open_session, predict
 
 pytestmark = pytest.mark.slow
@@ -38,7 +39,9 @@ def test_short_recipe_end_to_end(short_run):
     kd = fp32["fidelity"]
     assert kd == arts["student"]["meta"]["fidelity"]
     test = np.load(run_dir / "bench" / "test_split.npz")
-    teacher_top1, student_top1 = (predict(open_session(run_dir / "export" / f), test["x"]).argmax(1) for f in ("teacher.onnx", "student.onnx"))
+    teacher_top1, student_top1 = (
+        predict(open_session(run_dir / "export" / f), test["x"]).argmax(1) for f in ("teacher.onnx", "student.onnx")
+    )
     assert kd["top1_agreement"] == pytest.approx((teacher_top1 == student_top1).mean(), abs=0.01)
     assert "fidelity" not in arts["teacher.onnx"]["meta"]  # nothing to compare a trained-from-scratch model with
     report = (run_dir / "report" / "report.md").read_text()
@@ -51,8 +54,11 @@ def test_short_recipe_end_to_end(short_run):
     hops = report.split("## What each hop bought: teacher → student → student.int8")[1].split("\n## ")[0]
     hop = [line for line in hops.splitlines() if line.startswith("| ")][-1]  # the last model: the int8 file
     cells = [c.strip() for c in hop.strip("|").split("|")]
-    assert cells[1:4] == [f"{int8['bytes']:,}", f"{int8['deflated_bytes']:,}",
-                          f"×{teacher['bytes'] / int8['bytes']:.1f} (deflated ×{teacher['deflated_bytes'] / int8['deflated_bytes']:.1f})"]
+    assert cells[1:4] == [
+        f"{int8['bytes']:,}",
+        f"{int8['deflated_bytes']:,}",
+        f"×{teacher['bytes'] / int8['bytes']:.1f} (deflated ×{teacher['deflated_bytes'] / int8['deflated_bytes']:.1f})",
+    ]
     assert cells[5] == f"{100 * (int8['accuracy'] - teacher['accuracy']):+.2f} pt"
     assert "what each hop bought" in proc.stdout
     assert verify_run(run_dir) == []
@@ -65,7 +71,9 @@ def test_second_run_reuses_every_stage(short_run):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("reused (config and inputs unchanged)") == 7
     after = json.loads((run_dir / "manifest.json").read_text())
-    assert {k: v["outputs"] for k, v in before["stages"].items()} == {k: v["outputs"] for k, v in after["stages"].items()}
+    assert {k: v["outputs"] for k, v in before["stages"].items()} == {
+        k: v["outputs"] for k, v in after["stages"].items()
+    }
 
 
 def test_report_command_rebuilds_table(short_run, tmp_path):
@@ -86,7 +94,9 @@ def test_export_and_quantize_commands_on_a_run(short_run, tmp_path):
     assert (tmp_path / "s.int8.onnx").is_file() and "reduce_range=True" in proc.stdout and "x86-avx2" in proc.stdout
     assert "top-1 agreement with fp32" in proc.stdout
     proc = edgepipe("quantize", out, "--mode", "dynamic")
-    assert proc.returncode == 0 and "ConvInteger" in proc.stderr and "convolution by MACs" in proc.stderr  # conv-dominated
+    assert (
+        proc.returncode == 0 and "ConvInteger" in proc.stderr and "convolution by MACs" in proc.stderr
+    )  # conv-dominated
     for mode, suffix in (("fp16", "fp16"), ("matmul4", "mm4")):
         proc = edgepipe("quantize", out, "--mode", mode)
         assert proc.returncode == 0 and (tmp_path / f"s.{suffix}.onnx").stat().st_size < out.stat().st_size, proc.stderr
@@ -115,7 +125,9 @@ def kill_during(stage, cmd, run_dir, timeout=300):
     return False
 
 
-@pytest.mark.parametrize("stage,extra", [("train", []), ("export", ["--from", "export"]), ("quantize", ["--from", "quantize"])])
+@pytest.mark.parametrize(
+    "stage,extra", [("train", []), ("export", ["--from", "export"]), ("quantize", ["--from", "quantize"])]
+)
 def test_kill_9_mid_stage_then_same_command_finishes(stage, extra, short_recipe, short_run, tmp_path):
     import shutil
 
@@ -137,10 +149,31 @@ def test_kill_9_mid_stage_then_same_command_finishes(stage, extra, short_recipe,
 def test_report_merges_a_device_result(short_run, tmp_path):
     run_dir, _ = short_run
     result = tmp_path / "cam.json"
-    proc = subprocess.run([sys.executable, "-m", "edgepipe.runtime", run_dir / "quantize" / "student.int8.onnx",
-                           "--inputs", run_dir / "bench" / "test_split.npz", "--profile", "arm-camera-a53",
-                           "--iters", "5", "--min-seconds", "0", "--energy-seconds", "0.1", "--idle-seconds", "0",
-                           "--json", result], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgepipe.runtime",
+            run_dir / "quantize" / "student.int8.onnx",
+            "--inputs",
+            run_dir / "bench" / "test_split.npz",
+            "--profile",
+            "arm-camera-a53",
+            "--iters",
+            "5",
+            "--min-seconds",
+            "0",
+            "--energy-seconds",
+            "0.1",
+            "--idle-seconds",
+            "0",
+            "--json",
+            result,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     r = json.loads(result.read_text())
     md = tmp_path / "report.md"
@@ -171,11 +204,17 @@ stages:
 
 def test_qat_model_with_the_wrong_weight_bits_is_refused(tmp_path):
     recipe = tmp_path / "q.yaml"
-    recipe.write_text(QAT_RECIPE.replace("weight_type: s4, max_accuracy_drop: null, profile: x86-avx2",
-                                         "weight_type: s8, max_accuracy_drop: null"))
+    recipe.write_text(
+        QAT_RECIPE.replace(
+            "weight_type: s4, max_accuracy_drop: null, profile: x86-avx2", "weight_type: s8, max_accuracy_drop: null"
+        )
+    )
     proc = edgepipe("run", recipe, "--runs-dir", tmp_path / "runs")
     assert proc.returncode == 2
-    assert "quantize.weight_type: student_qat4.onnx was trained by QAT for 4-bit signed weights; use weight_type: s4" in proc.stderr
+    assert (
+        "quantize.weight_type: student_qat4.onnx was trained by QAT for 4-bit signed weights; use weight_type: s4"
+        in proc.stderr
+    )
 
 
 def test_qat_recipe_reaches_onnxruntime_with_its_ranges(tmp_path):
@@ -194,7 +233,11 @@ def test_qat_recipe_reaches_onnxruntime_with_its_ranges(tmp_path):
     assert "QAT trained the weights on the full grid" in q4["options_source"]["note"]
     assert m["stages"]["quantize"]["metrics"]["options"]["calibration"] == "entropy"
     arts = {n: a["meta"] for s in m["stages"].values() for n, a in s.get("artifacts", {}).items()}
-    assert arts["student_qat4.int4.onnx"]["bytes"] < arts["student.int8.onnx"]["bytes"] < arts["student.fp16.onnx"]["bytes"]
+    assert (
+        arts["student_qat4.int4.onnx"]["bytes"]
+        < arts["student.int8.onnx"]["bytes"]
+        < arts["student.fp16.onnx"]["bytes"]
+    )
     # the deployed int4 model is about as accurate as QAT's own simulation of it
     assert abs(arts["student_qat4.int4.onnx"]["accuracy"] - qat["test_acc_simulated"]) <= 0.03
     report = (tmp_path / "runs" / "qshort" / "report" / "report.md").read_text()
@@ -207,9 +250,12 @@ seed: 0
 data: {train_limit: 600, test: 300, val: 100, calibration: 64}
 stages:
   - train: {model: {conv: [8, 16], fc: [32]}, epochs: 2}
-  - distill: {teacher: teacher, student: {conv: [4, 8], fc: [16]}, epochs: 1, seeds: [0, 1], cache_teacher_logits: true, augment_shift: 0}
-  - distill: {mode: online, student: {conv: [4, 8], fc: [16]}, epochs: 1, seeds: [0, 1], output: student_dml, baseline: null}
-  - distill: {mode: self, student: {conv: [4, 8], fc: [16]}, epochs: 1, generations: 2, output: student_ban, baseline: ban0}
+  - distill: {teacher: teacher, student: {conv: [4, 8], fc: [16]}, epochs: 1, seeds: [0, 1],
+      cache_teacher_logits: true, augment_shift: 0}
+  - distill: {mode: online, student: {conv: [4, 8], fc: [16]}, epochs: 1, seeds: [0, 1],
+      output: student_dml, baseline: null}
+  - distill: {mode: self, student: {conv: [4, 8], fc: [16]}, epochs: 1, generations: 2,
+      output: student_ban, baseline: ban0}
   - lowrank: {model: student, layers: [{name: fc1, rank: 4}, {name: conv2, energy: 0.8}], epochs: 1, teacher: previous}
   - export: {models: [student, student_lowrank], parity_samples: 64}
   - quantize: {model: student_lowrank.onnx, calibration_samples: 64, max_accuracy_drop: null}

@@ -1,11 +1,21 @@
 """Energy meters read against fixture sysfs trees and command outputs shaped like the real ones."""
+
 import os
 import time
 
 import pytest
 
 from edgepipe.devices.profiles import PowerModel
-from edgepipe.runtime.measure.energy import EstimateMeter, Ina3221Meter, NvmlMeter, PmicMeter, RaplMeter, integrate, measure, parse_pmic, probe_meters
+from edgepipe.runtime.measure.energy import measure, probe_meters
+from edgepipe.runtime.measure.meters import (
+    EstimateMeter,
+    Ina3221Meter,
+    NvmlMeter,
+    PmicMeter,
+    RaplMeter,
+    integrate,
+    parse_pmic,
+)
 
 
 def rapl_tree(root, energy_uj, max_range=262143328850):
@@ -49,7 +59,10 @@ def test_unreadable_rapl_is_reported_with_what_to_do(tmp_path, monkeypatch):
     meters, missing = probe_meters(None, sysfs=tmp_path)
     assert meters == []
     (rapl,) = [u for u in missing if u.method == "rapl"]
-    assert rapl.reason == f"{target}: permission denied (root-only on this kernel; run as root or `chmod o+r` it to measure)"
+    assert (
+        rapl.reason
+        == f"{target}: permission denied (root-only on this kernel; run as root or `chmod o+r` it to measure)"
+    )
 
 
 def test_ina3221_prefers_the_board_input_rail(tmp_path):
@@ -175,7 +188,8 @@ def test_a_meter_failing_mid_measurement_is_reported_not_fatal():
 
     flaky = Flaky(run=lambda: PMIC)
     failed = []
-    readings = measure([flaky, EstimateMeter(PowerModel(1.0, 1.0), "t")], lambda: 1, seconds=0.15, idle_seconds=0,
-                       failed=failed)
+    readings = measure(
+        [flaky, EstimateMeter(PowerModel(1.0, 1.0), "t")], lambda: 1, seconds=0.15, idle_seconds=0, failed=failed
+    )
     assert [r["method"] for r in readings] == ["estimate"]
     assert failed[0].method == "pmic" and "ADC read failed" in failed[0].reason

@@ -77,7 +77,9 @@ def test_static_int8_is_smaller_and_close(tmp_path):
     path = conv_mlp(tmp_path / "m.onnx")
     rng = np.random.default_rng(0)
     calib = rng.standard_normal((64, 1, 8, 8)).astype(np.float32)
-    out = quantize_static(path, tmp_path / "m.int8.onnx", calib, QuantOptions.from_profile(profile) if profile else QuantOptions())
+    out = quantize_static(
+        path, tmp_path / "m.int8.onnx", calib, QuantOptions.from_profile(profile) if profile else QuantOptions()
+    )
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     d32, d8 = describe(path), describe(out)
@@ -99,12 +101,19 @@ def test_adaptive_pool_that_does_not_divide_its_input_exports_as_an_equivalent_g
     from edgepipe.export.paddle_fix import averaging_matrix, uneven_adaptive_pools
 
     paddle.seed(0)
-    layer = nn.Sequential(nn.Conv2D(3, 4, 3, padding=1), nn.AdaptiveMaxPool2D(side), nn.AdaptiveAvgPool2D(grid),
-                          nn.Flatten(), nn.Linear(4 * grid * grid, 5))
+    layer = nn.Sequential(
+        nn.Conv2D(3, 4, 3, padding=1),
+        nn.AdaptiveMaxPool2D(side),
+        nn.AdaptiveAvgPool2D(grid),
+        nn.Flatten(),
+        nn.Linear(4 * grid * grid, 5),
+    )
     layer.eval()
     x = np.random.default_rng(0).standard_normal((6, 3, 10, 10)).astype(np.float32)
     fixed, replaced = uneven_adaptive_pools(layer, (3, 10, 10))
-    assert replaced == ["2"] and fixed is not layer and isinstance(layer[2], nn.AdaptiveAvgPool2D)  # the original untouched
+    assert (
+        replaced == ["2"] and fixed is not layer and isinstance(layer[2], nn.AdaptiveAvgPool2D)
+    )  # the original untouched
     path = export_layer(layer, (3, 10, 10), tmp_path / "p.onnx", name="pool")
     parity = check_parity(path, predict_logits(layer, x), x)
     assert parity["max_abs_diff"] < 1e-4

@@ -1,6 +1,7 @@
 """Property-based fuzzing of everything that parses what a user hands edgepipe: recipes, device
 profiles and ONNX files. Every outcome must be a valid object or one clean line (EdgepipeError
 without a newline) — never another exception, never a traceback."""
+
 from pathlib import Path
 
 import pytest
@@ -10,34 +11,124 @@ from hypothesis import strategies as st
 
 from edgepipe.devices import EdgepipeError
 
-SETTINGS = settings(max_examples=300, deadline=None, derandomize=True,  # the same cases on every CI run
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,  # the same cases on every CI run
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 # Keys that exist somewhere in a recipe or a profile, so the fuzzer reaches past "unknown key".
-RECIPE_KEYS = ["name", "seed", "data", "stages", "source", "path", "test", "val", "calibration", "size", "channels",
-               "train_limit", "augment", "frames", "per_class", "train", "distill", "prune", "export", "quantize",
-               "bench", "report", "lowrank", "qat", "model", "conv", "fc", "family", "zoo", "kwargs", "epochs", "lr",
-               "batch_size", "output", "teacher", "student", "temperature", "alpha", "ratio", "mode", "models",
-               "weights", "baseline", "seeds", "crop", "mean", "std", "resize"]
-PROFILE_KEYS = ["name", "arch", "threads", "providers", "quant", "power", "budgets", "detect", "per_channel",
-                "reduce_range", "activation_type", "weight_type", "format", "latency_p90_ms", "peak_rss_mb",
-                "model_bytes", "energy_mj_per_inference", "idle_w", "active_w", "uncertainty", "flags_all", "cpu_model"]
+RECIPE_KEYS = [
+    "name",
+    "seed",
+    "data",
+    "stages",
+    "source",
+    "path",
+    "test",
+    "val",
+    "calibration",
+    "size",
+    "channels",
+    "train_limit",
+    "augment",
+    "frames",
+    "per_class",
+    "train",
+    "distill",
+    "prune",
+    "export",
+    "quantize",
+    "bench",
+    "report",
+    "lowrank",
+    "qat",
+    "model",
+    "conv",
+    "fc",
+    "family",
+    "zoo",
+    "kwargs",
+    "epochs",
+    "lr",
+    "batch_size",
+    "output",
+    "teacher",
+    "student",
+    "temperature",
+    "alpha",
+    "ratio",
+    "mode",
+    "models",
+    "weights",
+    "baseline",
+    "seeds",
+    "crop",
+    "mean",
+    "std",
+    "resize",
+]
+PROFILE_KEYS = [
+    "name",
+    "arch",
+    "threads",
+    "providers",
+    "quant",
+    "power",
+    "budgets",
+    "detect",
+    "per_channel",
+    "reduce_range",
+    "activation_type",
+    "weight_type",
+    "format",
+    "latency_p90_ms",
+    "peak_rss_mb",
+    "model_bytes",
+    "energy_mj_per_inference",
+    "idle_w",
+    "active_w",
+    "uncertainty",
+    "flags_all",
+    "cpu_model",
+]
 
-scalars = (st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True, allow_infinity=True)
-           | st.text(max_size=12) | st.sampled_from(["teacher", "student", "..", "/etc/passwd", "x86_64", "qdq", "u8"]))
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+    | st.sampled_from(["teacher", "student", "..", "/etc/passwd", "x86_64", "qdq", "u8"])
+)
 
 
 def documents(keys):
     key = st.sampled_from(keys) | st.text(max_size=8)
-    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(key, inner, max_size=5),
-                        max_leaves=25)
+    return st.recursive(
+        scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(key, inner, max_size=5), max_leaves=25
+    )
 
 
 def recipes():
-    stage = st.dictionaries(st.sampled_from(["train", "distill", "prune", "export", "quantize", "bench", "report",
-                                             "lowrank", "qat", "nope"]), documents(RECIPE_KEYS), min_size=1, max_size=1)
-    return st.fixed_dictionaries({}, optional={"name": scalars, "seed": scalars, "data": documents(RECIPE_KEYS),
-                                               "stages": st.lists(stage, max_size=3) | documents(RECIPE_KEYS)})
+    stage = st.dictionaries(
+        st.sampled_from(
+            ["train", "distill", "prune", "export", "quantize", "bench", "report", "lowrank", "qat", "nope"]
+        ),
+        documents(RECIPE_KEYS),
+        min_size=1,
+        max_size=1,
+    )
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "name": scalars,
+            "seed": scalars,
+            "data": documents(RECIPE_KEYS),
+            "stages": st.lists(stage, max_size=3) | documents(RECIPE_KEYS),
+        },
+    )
 
 
 def clean(exc: EdgepipeError) -> None:
@@ -70,8 +161,12 @@ def test_any_text_as_a_recipe_file_loads_or_fails_in_one_line(tmp_path, text):
 
 
 @SETTINGS
-@given(documents(PROFILE_KEYS) | st.fixed_dictionaries({"name": st.text(min_size=1, max_size=8)},
-                                                        optional={k: documents(PROFILE_KEYS) for k in PROFILE_KEYS[1:8]}))
+@given(
+    documents(PROFILE_KEYS)
+    | st.fixed_dictionaries(
+        {"name": st.text(min_size=1, max_size=8)}, optional={k: documents(PROFILE_KEYS) for k in PROFILE_KEYS[1:8]}
+    )
+)
 def test_any_device_profile_loads_or_fails_in_one_line(tmp_path, doc):
     from edgepipe.devices.profiles import load_profile
 

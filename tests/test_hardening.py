@@ -4,6 +4,7 @@ Every test here failed before the change it guards (the crafted pickle ran, the 
 was copied, `lr: .inf` was accepted, `output: ../../x` wrote outside the run, a killed parent left
 its child running, `--threads 4096` ran 4096 threads, NaN inputs were scored, outputs were 0600).
 """
+
 import json
 import os
 import pickle
@@ -25,15 +26,34 @@ from edgepipe.devices import EdgepipeError
 
 def runner(*args, timeout=120):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-m", "edgepipe.runtime", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "edgepipe.runtime", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
-FAST = ("--profile", "none", "--iters", "5", "--min-seconds", "0", "--warmup", "1", "--warmup-seconds", "0",
-        "--energy-seconds", "0", "--no-roofline")
+FAST = (
+    "--profile",
+    "none",
+    "--iters",
+    "5",
+    "--min-seconds",
+    "0",
+    "--warmup",
+    "1",
+    "--warmup-seconds",
+    "0",
+    "--energy-seconds",
+    "0",
+    "--no-roofline",
+)
 
 
 # 1. weights that cannot run code -------------------------------------------------------------------------
+
 
 class _Payload:
     def __init__(self, marker):
@@ -60,8 +80,10 @@ def test_a_crafted_pdparams_runs_nothing_and_is_refused_in_one_line(tmp_path):
 def test_the_cli_refuses_a_crafted_pdparams_given_as_weights(tmp_path):
     marker = tmp_path / "pwned"
     (tmp_path / "w.pdparams").write_bytes(pickle.dumps({"w": _Payload(marker)}, protocol=4))
-    (tmp_path / "r.yaml").write_text("name: evil\ndata: {train_limit: 200, test: 50, val: 20, calibration: 16}\nstages:\n"
-                                     "  - train: {model: {conv: [4], fc: [8], weights: w.pdparams}, epochs: 1}\n")
+    (tmp_path / "r.yaml").write_text(
+        "name: evil\ndata: {train_limit: 200, test: 50, val: 20, calibration: 16}\nstages:\n"
+        "  - train: {model: {conv: [4], fc: [8], weights: w.pdparams}, epochs: 1}\n"
+    )
     line = one_line_error(edgepipe("run", tmp_path / "r.yaml", "--runs-dir", tmp_path / "runs"))
     assert "w.pdparams: refused" in line and "could run code" in line
     assert not marker.exists()
@@ -118,15 +140,20 @@ def test_non_finite_weights_are_refused_when_loaded(tmp_path):
 
 # 2. one ONNX loading gate ---------------------------------------------------------------------------------
 
+
 def _external_model(folder: Path, secret: Path) -> Path:
     """A MatMul model whose weight lives in external data `w.data`, a symlink to `secret`."""
     from onnx import TensorProto, helper, numpy_helper
 
     folder.mkdir(parents=True, exist_ok=True)
     w = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        [w],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, str(folder / "m.onnx"), save_as_external_data=True, location="w.data", size_threshold=0)
@@ -172,6 +199,7 @@ def test_the_gate_refuses_absolute_and_parent_locations_and_admits_a_plain_file(
 
 # 3. numerics -----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value", [".inf", ".nan", "-.inf"])
 def test_a_non_finite_learning_rate_is_a_config_error(tmp_path, value):
     (tmp_path / "r.yaml").write_text(f"name: r\nstages:\n  - train: {{lr: {value}}}\n")
@@ -216,11 +244,14 @@ def test_export_with_no_parity_samples_is_refused_and_writes_nothing(tmp_path):
     assert not (tmp_path / "m" / "model.onnx").exists()
 
 
-@pytest.mark.parametrize("make, needle", [
-    (lambda: {"x": np.full((4, 1, 8, 8), np.nan, np.float32)}, "NaN or infinite"),
-    (lambda: {"x": np.zeros((0, 1, 8, 8), np.float32)}, "no rows"),
-    (lambda: {"x": np.array([["a"] * 64] * 4)}, "not a numeric array"),
-])
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda: {"x": np.full((4, 1, 8, 8), np.nan, np.float32)}, "NaN or infinite"),
+        (lambda: {"x": np.zeros((0, 1, 8, 8), np.float32)}, "no rows"),
+        (lambda: {"x": np.array([["a"] * 64] * 4)}, "not a numeric array"),
+    ],
+)
 def test_the_runner_refuses_bad_inputs_in_one_line(tmp_path, make, needle):
     model = conv_mlp(tmp_path / "m.onnx")
     np.savez(tmp_path / "in.npz", **make())
@@ -237,6 +268,7 @@ def test_float64_inputs_are_converted_and_scored(tmp_path):
 
 
 # 4. paths ---------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("output", ["../../x", "/tmp/x", ".hidden", "a/b"])
 def test_a_stage_output_outside_its_folder_is_refused(tmp_path, output):
@@ -264,7 +296,9 @@ def test_verify_on_a_missing_folder_is_one_line_with_exit_2(tmp_path):
     assert proc.returncode == 2 and "no such run directory" in one_line_error(proc)
 
 
-def test_verify_reports_a_file_the_manifest_does_not_list_and_a_damaged_manifest_says_how_to_recover(short_run, tmp_path):
+def test_verify_reports_a_file_the_manifest_does_not_list_and_a_damaged_manifest_says_how_to_recover(
+    short_run, tmp_path
+):
     run_dir = tmp_path / "copy"
     shutil.copytree(short_run[0], run_dir)
     (run_dir / "train" / "planted.txt").write_text("x")
@@ -344,6 +378,7 @@ def test_scratch_folders_live_under_the_run_directory_during_a_run(tmp_path):
 
 # 6. errors ----------------------------------------------------------------------------------------------------
 
+
 def test_threads_above_the_cpus_are_capped_with_a_note(tmp_path):
     model = conv_mlp(tmp_path / "m.onnx")
     t0 = time.perf_counter()
@@ -355,10 +390,15 @@ def test_threads_above_the_cpus_are_capped_with_a_note(tmp_path):
     assert time.perf_counter() - t0 < 60
 
 
-@pytest.mark.parametrize("args, needle", [
-    (("--macs", "-5"), "argument --macs: -5 must be at least 1"), (("--threads", "0"), "argument --threads: 0 must be"),
-    (("--iters", "x"), "argument --iters: 'x' is not an integer"), (("--energy-seconds", "inf"), "argument --energy-seconds"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("--macs", "-5"), "argument --macs: -5 must be at least 1"),
+        (("--threads", "0"), "argument --threads: 0 must be"),
+        (("--iters", "x"), "argument --iters: 'x' is not an integer"),
+        (("--energy-seconds", "inf"), "argument --energy-seconds"),
+    ],
+)
 def test_bad_numbers_are_refused_by_the_parser(tmp_path, args, needle):
     proc = runner(conv_mlp(tmp_path / "m.onnx"), *args)
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
@@ -380,16 +420,21 @@ def test_a_profile_missing_a_field_names_the_field(tmp_path):
 
 # 10. file modes ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
 def test_outputs_honour_the_umask(tmp_path, umask, mode):
     """Files get 0666 less the umask of the process writing them, not mkstemp's 0600. edgepipe reads the
     umask once, on import, so each umask is set in a fresh process first; the modes expected are literals."""
-    code = ("import os, sys; os.umask(int(sys.argv[1], 8)); from pathlib import Path; import numpy as np; "
-            "from edgepipe.pipeline.core.weights import write_state; from edgepipe.devices.base.atomic import write_bytes_atomic; "
-            "d = Path(sys.argv[2]); write_bytes_atomic(d / 'a.bin', b'x'); "
-            "write_state(d / 'w.safetensors', {'w': np.ones(2, np.float32)})")
-    proc = subprocess.run([sys.executable, "-c", code, f"{umask:o}", str(tmp_path)], capture_output=True, text=True,
-                          timeout=120)
+    code = (
+        "import os, sys; os.umask(int(sys.argv[1], 8)); from pathlib import Path; import numpy as np; "
+        "from edgepipe.pipeline.core.weights import write_state; "
+        "from edgepipe.devices.base.atomic import write_bytes_atomic; "
+        "d = Path(sys.argv[2]); write_bytes_atomic(d / 'a.bin', b'x'); "
+        "write_state(d / 'w.safetensors', {'w': np.ones(2, np.float32)})"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, f"{umask:o}", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     for name in ("a.bin", "w.safetensors"):
         assert oct((tmp_path / name).stat().st_mode & 0o777) == oct(mode), name
@@ -397,11 +442,15 @@ def test_outputs_honour_the_umask(tmp_path, umask, mode):
 
 # no telemetry ------------------------------------------------------------------------------------------------
 
+
 def test_the_runner_makes_no_network_connection(tmp_path):
     model = conv_mlp(tmp_path / "m.onnx")
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "ORT_DISABLE_TELEMETRY")}
-    calls = outside_connections(tmp_path / "trace.txt", [model, "--profile", "none", "--min-seconds", "10", "--max-seconds",
-                                                         "11", "--energy-seconds", "0", "--quiet"], env)
+    calls = outside_connections(
+        tmp_path / "trace.txt",
+        [model, "--profile", "none", "--min-seconds", "10", "--max-seconds", "11", "--energy-seconds", "0", "--quiet"],
+        env,
+    )
     assert not calls, calls[:3]
 
 
@@ -410,15 +459,24 @@ def test_a_killed_run_leaves_no_live_runner_and_its_rerun_no_leftovers(tmp_path)
 
     mnist_linear(tmp_path / "m.onnx")
     recipe = tmp_path / "k.yaml"
-    body = ("name: k\ndata: {{train_limit: 200, test: 50, val: 20, calibration: 16}}\nstages:\n"
-            "  - bench: {{models: [{{onnx: m.onnx}}], warmup_iters: 1, warmup_seconds: 0, iters: 1, min_seconds: {s},"
-            " max_seconds: {s}, energy_seconds: 0, idle_seconds: 0, roofline: false, profile: none}}\n")
+    body = (
+        "name: k\ndata: {{train_limit: 200, test: 50, val: 20, calibration: 16}}\nstages:\n"
+        "  - bench: {{models: [{{onnx: m.onnx}}], warmup_iters: 1, warmup_seconds: 0, iters: 1, min_seconds: {s},"
+        " max_seconds: {s}, energy_seconds: 0, idle_seconds: 0, roofline: false, profile: none}}\n"
+    )
     recipe.write_text(body.format(s=60))
-    parent = subprocess.Popen([sys.executable, "-m", "edgepipe.pipeline", "run", str(recipe), "--runs-dir", str(tmp_path / "runs")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "edgepipe.pipeline", "run", str(recipe), "--runs-dir", str(tmp_path / "runs")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     child = None
     for _ in range(600):  # the runner starts once the data is loaded
-        kids = [p for p in psutil.Process(parent.pid).children(recursive=True) if "edgepipe.runtime" in " ".join(p.cmdline())]
+        kids = [
+            p
+            for p in psutil.Process(parent.pid).children(recursive=True)
+            if "edgepipe.runtime" in " ".join(p.cmdline())
+        ]
         if kids:
             child = kids[0]
             break
@@ -462,8 +520,12 @@ assert np.dtype('f4').names is None and not np.dtype('f4').hasobject  # numpy's 
 
 @pytest.mark.parametrize("copy", ["True", "False"])
 def test_a_pickled_dtype_cannot_become_an_object_array(tmp_path, copy):
-    proc = subprocess.run([sys.executable, "-c", _DTYPE_ATTACK.format(copy=copy), str(tmp_path / "w.pdparams")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _DTYPE_ATTACK.format(copy=copy), str(tmp_path / "w.pdparams")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-500:]  # a crash (segfault) or the float32 check would fail here
     assert "refused: " in proc.stdout and "could run code" in proc.stdout
 
@@ -489,7 +551,9 @@ def test_the_gate_refuses_two_locations_and_the_in_memory_marker(tmp_path):
 
 def test_a_number_too_large_for_a_float_is_a_config_error(tmp_path):
     (tmp_path / "r.yaml").write_text("name: r\nstages:\n  - train: {lr: " + "9" * 400 + "}\n")
-    assert "too large for a number" in one_line_error(edgepipe("run", tmp_path / "r.yaml", "--runs-dir", tmp_path / "runs"))
+    assert "too large for a number" in one_line_error(
+        edgepipe("run", tmp_path / "r.yaml", "--runs-dir", tmp_path / "runs")
+    )
 
 
 def test_the_sweep_skips_a_pid_no_process_can_have(tmp_path):

@@ -1,6 +1,7 @@
 """A user's images: an image folder (and an .npz of pixels) under a declared input contract, through
 train -> prune -> export -> quantize -> bench -> report with the real CLI, the contract carried in
 the ONNX metadata, and the on-device runner decoding the same folder by it."""
+
 import json
 
 import numpy as np
@@ -26,7 +27,9 @@ def build(num_classes=10, width=8, channels=3):
                          nn.AdaptiveAvgPool2D(1), nn.Flatten(), nn.Linear(2 * width, num_classes))
 """
 DATA = "{source: imagefolder, path: frames, size: [32, 32], channels: 3, test: 0.2, val: 0.2, calibration: 0.1}"
-QUICK_BENCH = "{iters: 10, min_seconds: 0.05, warmup_iters: 2, warmup_seconds: 0.01, energy_seconds: 0, idle_seconds: 0}"
+QUICK_BENCH = (
+    "{iters: 10, min_seconds: 0.05, warmup_iters: 2, warmup_seconds: 0.01, energy_seconds: 0, idle_seconds: 0}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,22 +55,52 @@ stages:
     _, run_dir, s = run_recipe(frames, recipe, "cam")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     contract = manifest["data"]["contract"]
-    assert contract["size"] == [32, 32] and contract["channels"] == 3 and contract["classes"] == [str(d) for d in range(10)]
+    assert (
+        contract["size"] == [32, 32]
+        and contract["channels"] == 3
+        and contract["classes"] == [str(d) for d in range(10)]
+    )
     assert manifest["data"]["counts"] == {"test": 40, "val": 40, "calibration": 20, "train": 100}
-    ds = load_dataset(DataConfig(source="imagefolder", path=str(frames / "frames"), size=(32, 32), channels=3,
-                                 test=0.2, val=0.2, calibration=0.1))
+    ds = load_dataset(
+        DataConfig(
+            source="imagefolder",
+            path=str(frames / "frames"),
+            size=(32, 32),
+            channels=3,
+            test=0.2,
+            val=0.2,
+            calibration=0.1,
+        )
+    )
     assert np.bincount(ds.labels[ds.splits["test"]]).tolist() == [4] * 10  # stratified
     assert ds.fingerprint() == manifest["data"]["sha256"]
     assert json.loads((run_dir / "train" / "teacher" / "model.json").read_text())["contract"] == contract
     assert s["export"]["metrics"]["teacher_pruned"]["params"] < s["export"]["metrics"]["teacher"]["params"]
     int8 = run_dir / "quantize" / "teacher_pruned.int8.onnx"
-    for model in (run_dir / "export" / "teacher.onnx", int8):  # the contract rides in the metadata, through quantization
+    for model in (
+        run_dir / "export" / "teacher.onnx",
+        int8,
+    ):  # the contract rides in the metadata, through quantization
         meta = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
         assert json.loads(meta[CONTRACT_KEY]) == contract
     # the device decodes the folder by the model's own contract: the same inputs the pipeline made
     out = frames / "pred.csv"
-    proc = edgepipe("bench", int8, "--images", frames / "frames", "--predictions", out, "--iters", "5", "--min-seconds", "0",
-                    "--energy-seconds", "0", "--json", frames / "r.json")
+    proc = edgepipe(
+        "bench",
+        int8,
+        "--images",
+        frames / "frames",
+        "--predictions",
+        out,
+        "--iters",
+        "5",
+        "--min-seconds",
+        "0",
+        "--energy-seconds",
+        "0",
+        "--json",
+        frames / "r.json",
+    )
     assert proc.returncode == 0, proc.stderr
     r = json.loads((frames / "r.json").read_text())
     x, y = ds.contract.normalize(ds.images), ds.labels
@@ -79,21 +112,34 @@ stages:
 
 
 def test_a_model_of_another_input_is_refused_before_any_stage(frames):
-    for model, message in [("{conv: [8]}", "stages[0].train.model: the model takes inputs of shape [1, 28, 28] (channels, height, "
-                                           "width), the data gives [3, 32, 32]"),
-                           ('{python: "nets:build", kwargs: {channels: 1}}', "stages[0].train.model: python: build: the model "
-                                                                            "cannot take the data's inputs of shape [3, 32, 32]")]:
+    for model, message in [
+        (
+            "{conv: [8]}",
+            "stages[0].train.model: the model takes inputs of shape [1, 28, 28] (channels, height, "
+            "width), the data gives [3, 32, 32]",
+        ),
+        (
+            '{python: "nets:build", kwargs: {channels: 1}}',
+            "stages[0].train.model: python: build: the model cannot take the data's inputs of shape [3, 32, 32]",
+        ),
+    ]:
         (frames / "m.yaml").write_text(f"name: m\ndata: {DATA}\nstages:\n  - train: {{model: {model}, epochs: 1}}\n")
         assert message in one_line_error(edgepipe("run", frames / "m.yaml", "--runs-dir", frames / "mruns"))
         assert not (frames / "mruns").exists()
-    (frames / "m.yaml").write_text(f"name: m\ndata: {DATA}\nstages:\n  - distill: {{teacher: {{python: 'nets:build'}}, "
-                                   "student: {python: 'nets:build'}, epochs: 1, baseline: null}\n")
+    (frames / "m.yaml").write_text(
+        f"name: m\ndata: {DATA}\nstages:\n  - distill: {{teacher: {{python: 'nets:build'}}, "
+        "student: {python: 'nets:build'}, epochs: 1, baseline: null}\n"
+    )
     assert "stages[0].distill.teacher: a teacher given as a source needs its trained weights" in one_line_error(
-        edgepipe("run", frames / "m.yaml", "--runs-dir", frames / "mruns"))
-    (frames / "m.yaml").write_text(f"name: m\ndata: {DATA}\nstages:\n  - train: {{model: {{in_channels: 3, input_size: 32, "
-                                   "conv: [8], num_classes: 5}, epochs: 1}\n")
+        edgepipe("run", frames / "m.yaml", "--runs-dir", frames / "mruns")
+    )
+    (frames / "m.yaml").write_text(
+        f"name: m\ndata: {DATA}\nstages:\n  - train: {{model: {{in_channels: 3, input_size: 32, "
+        "conv: [8], num_classes: 5}, epochs: 1}\n"
+    )
     assert "train: family convnet has num_classes: 5, the data has 10 classes; set num_classes: 10" in one_line_error(
-        edgepipe("run", frames / "m.yaml", "--runs-dir", frames / "mruns"))
+        edgepipe("run", frames / "m.yaml", "--runs-dir", frames / "mruns")
+    )
 
 
 def test_npz_pixels_calibration_folders_and_bad_images(frames, tmp_path):
@@ -102,8 +148,17 @@ def test_npz_pixels_calibration_folders_and_bad_images(frames, tmp_path):
     pixels = np.stack([load_image(f, contract) for f in files])  # N×H×W×C uint8
     labels = np.array([int(f.parent.name) for f in files])
     np.savez(tmp_path / "px.npz", x=pixels.transpose(0, 3, 1, 2), y=labels)  # written NCHW
-    base = {"source": "npz", "path": str(tmp_path / "px.npz"), "size": (32, 32), "channels": 3, "mean": (0.5,) * 3,
-            "std": (0.25,) * 3, "test": 0.2, "val": 0.2, "calibration": 0.1}
+    base = {
+        "source": "npz",
+        "path": str(tmp_path / "px.npz"),
+        "size": (32, 32),
+        "channels": 3,
+        "mean": (0.5,) * 3,
+        "std": (0.25,) * 3,
+        "test": 0.2,
+        "val": 0.2,
+        "calibration": 0.1,
+    }
     with pytest.raises(EdgepipeError, match="state how x is laid out with data.layout"):
         load_dataset(DataConfig(**base))
     ds = load_dataset(DataConfig(**base, layout="nchw"))
@@ -126,16 +181,26 @@ def test_npz_pixels_calibration_folders_and_bad_images(frames, tmp_path):
     with pytest.raises(EdgepipeError, match="broken.png: not a readable image"):
         load_dataset(DataConfig(**{**base, "calibration": str(calib)}, layout="nchw"))
     with pytest.raises(EdgepipeError, match="not found"):
-        parse_recipe({"name": "x", "data": {"source": "imagefolder", "path": "nowhere", "size": [32, 32]},
-                      "stages": [{"train": {}}]}, tmp_path)
+        parse_recipe(
+            {
+                "name": "x",
+                "data": {"source": "imagefolder", "path": "nowhere", "size": [32, 32]},
+                "stages": [{"train": {}}],
+            },
+            tmp_path,
+        )
 
 
 def test_quantize_and_runner_commands_take_image_folders(frames, tmp_path):
-    recipe = f"name: q\ndata: {DATA}\nstages:\n  - train: {{model: {{python: 'nets:build'}}, epochs: 1, augment_shift: 0}}\n" \
-             "  - export: {models: [teacher], parity_samples: 8}\n"
+    recipe = (
+        f"name: q\ndata: {DATA}\nstages:\n  - train: {{model: {{python: 'nets:build'}}, epochs: 1, augment_shift: 0}}\n"
+        "  - export: {models: [teacher], parity_samples: 8}\n"
+    )
     _, run_dir, _ = run_recipe(frames, recipe, "q")
     fp32 = run_dir / "export" / "teacher.onnx"
-    assert "calibration data needed for a model taking x ?x3x32x32" in one_line_error(edgepipe("quantize", fp32, "-o", tmp_path / "a.onnx"))
+    assert "calibration data needed for a model taking x ?x3x32x32" in one_line_error(
+        edgepipe("quantize", fp32, "-o", tmp_path / "a.onnx")
+    )
     assert not (tmp_path / "a.onnx").exists()
     proc = edgepipe("quantize", fp32, "--calibration", frames / "frames", "--samples", "50", "-o", tmp_path / "b.onnx")
     assert proc.returncode == 0 and (tmp_path / "b.onnx").is_file(), proc.stderr
@@ -145,7 +210,9 @@ def test_quantize_and_runner_commands_take_image_folders(frames, tmp_path):
     bare = onnx.load(str(fp32))
     del bare.metadata_props[:]
     onnx.save(bare, str(tmp_path / "bare.onnx"))
-    line = one_line_error(edgepipe("bench", tmp_path / "bare.onnx", "--images", frames / "frames", "--energy-seconds", "0"))
+    line = one_line_error(
+        edgepipe("bench", tmp_path / "bare.onnx", "--images", frames / "frames", "--energy-seconds", "0")
+    )
     assert "carries no input contract" in line
 
 
@@ -173,14 +240,30 @@ def test_a_saved_graph_gets_its_contract_at_export_and_runs_on_images(frames, tm
     net = importlib.import_module("nets").build()
     net.eval()
     paddle.jit.save(net, str(tmp_path / "saved" / "model"), input_spec=[InputSpec([None, 3, 32, 32], "float32", "x")])
-    proc = edgepipe("export", tmp_path / "saved", "--classes", frames / "frames", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25")
+    proc = edgepipe(
+        "export", tmp_path / "saved", "--classes", frames / "frames", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"
+    )
     assert proc.returncode == 0 and "input contract: 3×32×32, mean [0.5, 0.5, 0.5]" in proc.stderr, proc.stderr
     fp32 = tmp_path / "saved" / "model.onnx"
-    meta = json.loads(ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map[CONTRACT_KEY])
+    meta = json.loads(
+        ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+        .get_modelmeta()
+        .custom_metadata_map[CONTRACT_KEY]
+    )
     assert meta["classes"] == [str(d) for d in range(10)] and meta["std"] == [0.25] * 3 and meta["size"] == [32, 32]
     assert edgepipe("quantize", fp32, "--calibration", frames / "frames", "--samples", "40").returncode == 0
-    proc = edgepipe("bench", tmp_path / "saved" / "model.int8.onnx", "--images", frames / "frames", "--iters", "5",
-                    "--min-seconds", "0", "--energy-seconds", "0")
+    proc = edgepipe(
+        "bench",
+        tmp_path / "saved" / "model.int8.onnx",
+        "--images",
+        frames / "frames",
+        "--iters",
+        "5",
+        "--min-seconds",
+        "0",
+        "--energy-seconds",
+        "0",
+    )
     assert proc.returncode == 0 and "on 200 labelled inputs" in proc.stdout, proc.stderr
 
 
@@ -188,7 +271,9 @@ def test_frames_source_is_made_once_as_an_image_folder_and_read_back(tmp_path, m
     monkeypatch.setenv("EDGEPIPE_CACHE", str(tmp_path / "cache"))
     from edgepipe.pipeline.core.dataspec import Frames
 
-    cfg = DataConfig(source="frames", size=(24, 24), frames=Frames(per_class=8, seed=3), test=0.25, val=0.25, calibration=0.125)
+    cfg = DataConfig(
+        source="frames", size=(24, 24), frames=Frames(per_class=8, seed=3), test=0.25, val=0.25, calibration=0.125
+    )
     ds = load_dataset(cfg)
     folder = tmp_path / "cache" / "frames" / "24-8-3"
     pngs = sorted(folder.rglob("*.png"))
@@ -220,8 +305,9 @@ def test_folder_quirks_mixed_pixel_types_and_small_shares(frames, tmp_path):
         (tiny / str(d)).mkdir(parents=True)
         for f in sorted((frames / "frames" / str(d)).glob("*.png"))[:5]:
             shutil.copy(f, tiny / str(d) / f.name)
-    counts = load_dataset(DataConfig(source="imagefolder", path=str(tiny), size=(32, 32), val=0.01, test=0.2,
-                                     calibration=0.01)).counts()
+    counts = load_dataset(
+        DataConfig(source="imagefolder", path=str(tiny), size=(32, 32), val=0.01, test=0.2, calibration=0.01)
+    ).counts()
     assert counts == {"test": 2, "val": 1, "calibration": 1, "train": 6}
     # test pixels as floats in [0, 1] beside uint8 training pixels: both on one scale
     contract = Contract(size=(32, 32), channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
@@ -229,8 +315,18 @@ def test_folder_quirks_mixed_pixel_types_and_small_shares(frames, tmp_path):
     y = np.repeat(np.arange(10), 20)
     np.savez(tmp_path / "train.npz", x=px, y=y)
     np.savez(tmp_path / "test.npz", x=px[:20].astype(np.float32) / 255.0, y=y[:20])
-    ds = load_dataset(DataConfig(source="npz", path=str(tmp_path / "train.npz"), test=str(tmp_path / "test.npz"),
-                                 layout="nhwc", size=(32, 32), channels=3, mean=(0.5,) * 3, std=(0.25,) * 3))
+    ds = load_dataset(
+        DataConfig(
+            source="npz",
+            path=str(tmp_path / "train.npz"),
+            test=str(tmp_path / "test.npz"),
+            layout="nhwc",
+            size=(32, 32),
+            channels=3,
+            mean=(0.5,) * 3,
+            std=(0.25,) * 3,
+        )
+    )
     x_test, _ = ds.split("test")
     x_same, _ = ds.split("train")
     assert np.allclose(x_test, contract.normalize(px[:20]), atol=1e-5)  # the float copy reads as the uint8 one

@@ -1,5 +1,6 @@
 """Layer (block) pruning: which blocks can become the identity, greedy removal by measured effect,
 replay from the artifact, export of the shorter model."""
+
 import copy
 
 import numpy as np
@@ -24,7 +25,11 @@ def tiny_resnet():
 
 
 def test_removable_blocks_are_the_shape_keeping_ones():
-    assert removable_blocks(tiny_resnet(), SPEC.input_shape) == ["stage1.0", "stage1.1", "stage2.1"]  # stage2.0 downsamples
+    assert removable_blocks(tiny_resnet(), SPEC.input_shape) == [
+        "stage1.0",
+        "stage1.1",
+        "stage2.1",
+    ]  # stage2.0 downsamples
     r18 = paddle.vision.models.resnet18(num_classes=10)
     assert removable_blocks(r18, (3, 32, 32)) == ["layer1.0", "layer1.1", "layer2.1", "layer3.1", "layer4.1"]
     mv2 = paddle.vision.models.mobilenet_v2(num_classes=10)
@@ -59,8 +64,10 @@ def test_removed_blocks_replay_export_and_run(tmp_path):
     rebuilt.eval()
     ref = model(paddle.to_tensor(x)).numpy()
     np.testing.assert_allclose(rebuilt(paddle.to_tensor(x)).numpy(), ref, atol=1e-5)
-    full, short = export_layer(tiny_resnet(), SPEC.input_shape, tmp_path / "full.onnx"), \
-        export_layer(model, SPEC.input_shape, tmp_path / "short.onnx")
+    full, short = (
+        export_layer(tiny_resnet(), SPEC.input_shape, tmp_path / "full.onnx"),
+        export_layer(model, SPEC.input_shape, tmp_path / "short.onnx"),
+    )
     assert short.stat().st_size < full.stat().st_size
     sess = ort.InferenceSession(str(short), providers=["CPUExecutionProvider"])
     out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
@@ -75,7 +82,9 @@ def test_resnet18_blocks_bypassed_export(tmp_path):
     path = export_layer(short, (3, 32, 32), tmp_path / "r18.onnx")
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype("float32")
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x})[0], short(paddle.to_tensor(x)).numpy(), atol=1e-3)
+    np.testing.assert_allclose(
+        sess.run(None, {sess.get_inputs()[0].name: x})[0], short(paddle.to_tensor(x)).numpy(), atol=1e-3
+    )
     assert count_parameters(short) < count_parameters(r18) - 4_000_000
 
 

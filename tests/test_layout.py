@@ -1,9 +1,12 @@
 """The layout is the architecture: every import of the project's modules (read with `ast`, lazy
 imports inside functions included) runs one way, and no two modules import each other in a circle.
 
-    devices.base  <-  devices  <-  runtime  <-  export  <-  pipeline   (devices.base: imported by every layer, imports none)
+    devices.base  <-  devices  <-  runtime  <-  export  <-  pipeline
+    (devices.base: imported by every layer, imports none)
+    runtime: its top modules (runner, stream, ...) -> measure -> model -> inputs;  judge imports none of them
     pipeline: cli -> stages -> compress -> training -> models / data -> core  (report: stages -> report -> core)
 """
+
 import ast
 import sys
 from pathlib import Path
@@ -16,22 +19,43 @@ MAX_LINES = 400
 
 # Which parts each part may import (besides itself). A part is a top-level folder, devices/base/ (the
 # foundation), or a package (or the training module) inside pipeline/.
-BELOW_PIPELINE = {"devices.base", "devices", "runtime", "export"}
+RUNTIME = {"runtime", "runtime.measure", "runtime.model", "runtime.inputs", "runtime.judge"}
+BELOW_RUNTIME = {"devices", "devices.base"}
+BELOW_PIPELINE = {"export"} | RUNTIME | BELOW_RUNTIME
 ALLOWED = {
     "devices.base": set(),
     "devices": {"devices.base"},
-    "runtime": {"devices", "devices.base"},
-    "export": {"runtime", "devices", "devices.base"},
-    "pipeline.core": {"runtime", "devices", "devices.base"},
-    "pipeline.data": {"pipeline.core", "runtime", "devices", "devices.base"},
-    "pipeline.models": {"pipeline.core", "runtime", "devices", "devices.base"},
-    "pipeline.training": {"pipeline.data", "pipeline.models", "pipeline.core", "runtime", "devices", "devices.base"},
+    "runtime.inputs": BELOW_RUNTIME,
+    "runtime.model": {"runtime.inputs"} | BELOW_RUNTIME,
+    "runtime.measure": {"runtime.model", "runtime.inputs"} | BELOW_RUNTIME,
+    "runtime.judge": BELOW_RUNTIME,
+    "runtime": RUNTIME | BELOW_RUNTIME,
+    "export": RUNTIME | BELOW_RUNTIME,
+    "pipeline.core": RUNTIME | BELOW_RUNTIME,
+    "pipeline.data": {"pipeline.core"} | RUNTIME | BELOW_RUNTIME,
+    "pipeline.models": {"pipeline.core"} | RUNTIME | BELOW_RUNTIME,
+    "pipeline.training": {"pipeline.data", "pipeline.models", "pipeline.core"} | RUNTIME | BELOW_RUNTIME,
     "pipeline.compress": {"pipeline.training", "pipeline.models", "pipeline.data", "pipeline.core"} | BELOW_PIPELINE,
-    "pipeline.report": {"pipeline.core", "runtime", "devices", "devices.base"},
-    "pipeline.stages": {"pipeline.compress", "pipeline.training", "pipeline.models", "pipeline.data", "pipeline.report",
-                        "pipeline.core"} | BELOW_PIPELINE,
-    "pipeline.cli": {"pipeline.stages", "pipeline.compress", "pipeline.training", "pipeline.models", "pipeline.data",
-                     "pipeline.report", "pipeline.core"} | BELOW_PIPELINE,
+    "pipeline.report": {"pipeline.core"} | RUNTIME | BELOW_RUNTIME,
+    "pipeline.stages": {
+        "pipeline.compress",
+        "pipeline.training",
+        "pipeline.models",
+        "pipeline.data",
+        "pipeline.report",
+        "pipeline.core",
+    }
+    | BELOW_PIPELINE,
+    "pipeline.cli": {
+        "pipeline.stages",
+        "pipeline.compress",
+        "pipeline.training",
+        "pipeline.models",
+        "pipeline.data",
+        "pipeline.report",
+        "pipeline.core",
+    }
+    | BELOW_PIPELINE,
     "pipeline": {"pipeline.cli"},  # edgepipe.pipeline itself and its __main__
 }
 
@@ -52,10 +76,13 @@ MODULES = module_files()
 
 
 def part_of(module: str) -> str:
-    """The part a module belongs to: 'runtime', 'devices.base', 'pipeline.core', 'pipeline' (for the package itself)..."""
+    """The part a module belongs to: 'runtime', 'runtime.model', 'devices.base', 'pipeline.core', 'pipeline'
+    (for the package itself)..."""
     parts = module.split(".")[1:]
     if parts[:2] == ["devices", "base"]:
         return "devices.base"
+    if parts[0] == "runtime" and len(parts) > 2:  # runtime/<package>/<module>
+        return f"runtime.{parts[1]}"
     if parts[0] != "pipeline" or len(parts) == 1 or parts[1] == "__main__":
         return parts[0]
     return f"pipeline.{parts[1]}"
@@ -97,8 +124,12 @@ def test_every_module_belongs_to_a_known_part():
 
 
 def test_imports_run_one_way():
-    wrong = sorted(f"{m} imports {dep}" for m, deps in GRAPH.items() for dep in deps
-                   if part_of(dep) != part_of(m) and part_of(dep) not in ALLOWED[part_of(m)])
+    wrong = sorted(
+        f"{m} imports {dep}"
+        for m, deps in GRAPH.items()
+        for dep in deps
+        if part_of(dep) != part_of(m) and part_of(dep) not in ALLOWED[part_of(m)]
+    )
     assert not wrong, "imports against the layout:\n" + "\n".join(wrong)
 
 
@@ -145,9 +176,25 @@ def test_no_import_circle():
 def test_modules_fit_in_one_read_and_say_what_they_hold():
     long = {str(p.relative_to(REPO)): n for p in MODULES.values() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
-    undocumented = [str(p.relative_to(REPO)) for p in MODULES.values()
-                    if not ast.get_docstring(ast.parse(p.read_text()))]
+    undocumented = [
+        str(p.relative_to(REPO)) for p in MODULES.values() if not ast.get_docstring(ast.parse(p.read_text()))
+    ]
     assert not undocumented, f"modules without an opening docstring: {undocumented}"
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def test_functions_fit_in_one_read():
+    """No function (docstring included) of the project or its benchmarks is longer than MAX_FUNCTION_LINES."""
+    files = [*MODULES.values(), *sorted((REPO / "benchmarks").glob("*.py"))]
+    long = [
+        f"{p.relative_to(REPO)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)"
+        for p in files
+        for n in ast.walk(ast.parse(p.read_text()))
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    assert not long, "functions over {} lines:\n{}".format(MAX_FUNCTION_LINES, "\n".join(long))
 
 
 def test_every_package_is_installed():
@@ -155,7 +202,9 @@ def test_every_package_is_installed():
     tomllib = pytest.importorskip("tomllib")
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     packages = {m for m, p in MODULES.items() if p.name == "__init__.py"}
-    assert packages == listed, f"not listed: {sorted(packages - listed)}; listed but absent: {sorted(listed - packages)}"
+    assert packages == listed, (
+        f"not listed: {sorted(packages - listed)}; listed but absent: {sorted(listed - packages)}"
+    )
 
 
 def test_entry_points_register_every_stage_and_transform():

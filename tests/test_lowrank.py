@@ -43,11 +43,14 @@ def test_truncated_svd_error_is_the_discarded_singular_values():
     assert np.linalg.norm(w - a @ b) ** 2 == pytest.approx((s[7:] ** 2).sum(), rel=1e-4)
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(kernel_size=3, padding=1),
-    dict(kernel_size=(3, 5), stride=2, padding=(1, 2)),
-    dict(kernel_size=3, stride=(2, 1), padding=2, dilation=2),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(kernel_size=3, padding=1),
+        dict(kernel_size=(3, 5), stride=2, padding=(1, 2)),
+        dict(kernel_size=3, stride=(2, 1), padding=2, dilation=2),
+    ],
+)
 @pytest.mark.parametrize("method", ["tucker2", "spatial"])
 def test_conv_decompositions_at_full_rank_reproduce_the_layer(method, kwargs):
     paddle.seed(2)
@@ -68,7 +71,7 @@ def test_rank_rules_pick_what_they_promise():
     s = np.linalg.svd(fc.weight.numpy().astype(np.float64), compute_uv=False)
     plan = plan_layer(fc, LayerRank("fc", energy=0.5))
     r = plan["ranks"][0]
-    share = np.cumsum(s ** 2) / (s ** 2).sum()
+    share = np.cumsum(s**2) / (s**2).sum()
     assert share[r - 1] >= 0.5 > share[r - 2]  # the smallest rank that keeps half the energy
     assert plan["energy_kept"] == pytest.approx(share[r - 1])
 
@@ -91,7 +94,10 @@ def test_layers_that_would_not_get_cheaper_or_cannot_be_factorised_are_left_alon
 
 def test_bad_layer_names_and_ranks_are_clear_errors():
     model = build_model(ModelSpec(conv=(4, 8), fc=(16,)))
-    with pytest.raises(EdgepipeError, match=r"layers\[0\].name: 'fcx' matches no Linear or Conv2D layer \(layers: conv1, conv2, fc1, fc2\)"):
+    with pytest.raises(
+        EdgepipeError,
+        match=r"layers\[0\].name: 'fcx' matches no Linear or Conv2D layer \(layers: conv1, conv2, fc1, fc2\)",
+    ):
         factorize(model, (LayerRank("fcx", rank=2),))
     with pytest.raises(EdgepipeError, match="layer 'fc1': rank 99 exceeds the layer's full rank 16"):
         factorize(model, (LayerRank("fc1", rank=99),))
@@ -104,7 +110,9 @@ def test_factorised_artifact_reloads_by_replaying_its_transforms(tmp_path):
     model.eval()
     x = paddle.randn([4, 1, 28, 28])
     before = model(x).numpy()
-    model, transforms, report = factorize(model, (LayerRank("fc1", rank=8), LayerRank("conv2", method="tucker2", ranks=(8, 4))))
+    model, transforms, report = factorize(
+        model, (LayerRank("fc1", rank=8), LayerRank("conv2", method="tucker2", ranks=(8, 4)))
+    )
     assert [t["params"]["layer"] for t in transforms] == ["fc1", "conv2"]
     assert report[0]["params_before"] == 16 * 7 * 7 * 64 and report[0]["params_after"] == 8 * (16 * 7 * 7 + 64)
     names = [p.name for p in model.parameters()]
@@ -157,9 +165,11 @@ def test_layer_graphs_compute_what_the_paddle_layers_compute():
     for layer in (conv, fc):
         layer.bias.set_value(paddle.randn(layer.bias.shape))  # a misplaced bias must show
     rng = np.random.default_rng(1)
-    cases = [(conv, "conv", {**_conv_geometry(conv), "bias": True}, rng.standard_normal((1, 6, 11, 13)), "spatial", [4]),
-             (conv, "conv", {**_conv_geometry(conv), "bias": True}, rng.standard_normal((1, 6, 11, 13)), "tucker2", [5, 3]),
-             (fc, "linear", {"in": 12, "out": 7, "bias": True}, rng.standard_normal((1, 12)), "svd", [4])]
+    cases = [
+        (conv, "conv", {**_conv_geometry(conv), "bias": True}, rng.standard_normal((1, 6, 11, 13)), "spatial", [4]),
+        (conv, "conv", {**_conv_geometry(conv), "bias": True}, rng.standard_normal((1, 6, 11, 13)), "tucker2", [5, 3]),
+        (fc, "linear", {"in": 12, "out": 7, "bias": True}, rng.standard_normal((1, 12)), "svd", [4]),
+    ]
     for layer, kind, geo, x, method, ranks in cases:
         x = x.astype(np.float32)
         chain = factored_copy(layer, method, ranks)
@@ -170,7 +180,9 @@ def test_layer_graphs_compute_what_the_paddle_layers_compute():
             assert tuple(init.dims) == w.shape, method
             init.CopyFrom(numpy_helper.from_array(w, init.name))
         sess = ort.InferenceSession(g.SerializeToString(), providers=["CPUExecutionProvider"])
-        np.testing.assert_allclose(sess.run(None, {"x": x})[0], chain(paddle.to_tensor(x)).numpy(), atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(
+            sess.run(None, {"x": x})[0], chain(paddle.to_tensor(x)).numpy(), atol=1e-4, rtol=1e-4
+        )
 
 
 def test_target_latency_keeps_a_factorisation_only_where_it_measures_faster():
@@ -191,6 +203,7 @@ def test_target_latency_ratio_picks_the_largest_rank_within_the_measured_budget(
     def fake(times):  # times(name, graph) -> the three rounds' p50s
         def time_graphs(graphs, **kw):
             return {n: {"p50_ms": float(np.median(times(n, g))), "rounds_ms": times(n, g)} for n, g in graphs.items()}
+
         return time_graphs
 
     def ms_by_rank(n, g):  # the layer: 1.0 ms; a factorisation: proportional to its first weight's rank
@@ -211,5 +224,7 @@ def test_target_latency_ratio_picks_the_largest_rank_within_the_measured_budget(
     assert report[0]["latency"]["candidates"][0]["p50_ms"] == 2.0
     # faster in the median but not in every round: noise, so the layer stays
     monkeypatch.setattr(layer_timing, "time_graphs", fake(lambda n, g: [1.0] * 3 if n == "layer" else [0.8, 0.9, 1.1]))
-    _, transforms, report = factorize(nn.Sequential(nn.Linear(200, 100)), (LayerRank("0", rank=8, target="latency"),), (200,))
+    _, transforms, report = factorize(
+        nn.Sequential(nn.Linear(200, 100)), (LayerRank("0", rank=8, target="latency"),), (200,)
+    )
     assert not transforms and "skip" in report[0]

@@ -40,6 +40,7 @@ def test_transforms_are_replayed_on_load(tmp_path):
     import paddle.nn as nn
 
     if "test_widen_fc1" not in TRANSFORMS:
+
         @register_transform("test_widen_fc1")
         def widen(layer, out_features):
             layer.fc1 = nn.Linear(layer.fc1.weight.shape[0], out_features)
@@ -67,7 +68,9 @@ def test_broken_artifacts_give_clear_errors(tmp_path):
     params.unlink()
     with pytest.raises(EdgepipeError, match="weights not found"):
         load_model(tmp_path / "m")
-    (tmp_path / "m" / "model.json").write_text('{"format": "edgepipe-model/1", "spec": {"conv": [4, 8], "fc": [16]}, "transforms": [{"type": "nope"}]}')
+    (tmp_path / "m" / "model.json").write_text(
+        '{"format": "edgepipe-model/1", "spec": {"conv": [4, 8], "fc": [16]}, "transforms": [{"type": "nope"}]}'
+    )
     with pytest.raises(EdgepipeError, match="unknown transform 'nope'"):
         load_model(tmp_path / "m")
 

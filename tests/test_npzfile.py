@@ -1,6 +1,7 @@
 """The runner's .npz inputs, read by rows (runtime/inputs/npzfile.py): headers without data, row slices as
 np.load gives them, floats checked chunk by chunk, bad files refused in one line; and the runner's
 peak RSS, measured in a fresh process, is the model's and not the inputs file's."""
+
 import json
 import subprocess
 import sys
@@ -11,17 +12,21 @@ from conftest import one_line_error
 from onnx_models import mnist_linear
 
 from edgepipe.devices import EdgepipeError
+from edgepipe.runtime.inputs.checks import check_arrays
 from edgepipe.runtime.inputs.npzfile import NpzInputs, NpzReader, load_npz
-from edgepipe.runtime.model.session import check_arrays, open_session, predict
+from edgepipe.runtime.model.session import open_session, predict
 
 SAVERS = [np.savez, np.savez_compressed]
 
 
 def arrays():
     rng = np.random.default_rng(0)
-    return {"x": rng.standard_normal((1000, 3, 5, 7)).astype(np.float32),
-            "u": rng.integers(0, 255, (1000, 9), np.uint8),
-            "h": rng.standard_normal((1000, 4)).astype(np.float16), "y": rng.integers(0, 10, 1000)}
+    return {
+        "x": rng.standard_normal((1000, 3, 5, 7)).astype(np.float32),
+        "u": rng.integers(0, 255, (1000, 9), np.uint8),
+        "h": rng.standard_normal((1000, 4)).astype(np.float16),
+        "y": rng.integers(0, 10, 1000),
+    }
 
 
 @pytest.mark.parametrize("save", SAVERS, ids=["stored", "deflated"])
@@ -90,8 +95,9 @@ def test_bad_files_are_refused_in_one_line(tmp_path):
     np.savez(tmp_path / "obj.npz", x=x, o=np.array([{"a": 1}, None], dtype=object))  # pickled: never loaded
     assert "obj.npz: 'o' holds Python objects (dtype object), which are never unpickled" in error(tmp_path / "obj.npz")
     np.savez(tmp_path / "fortran.npz", x=np.asfortranarray(np.ones((8, 3), np.float32)))
-    assert ("fortran.npz: 'x' is saved in Fortran order, so its rows cannot be read a batch at a time"
-            in error(tmp_path / "fortran.npz"))
+    assert "fortran.npz: 'x' is saved in Fortran order, so its rows cannot be read a batch at a time" in error(
+        tmp_path / "fortran.npz"
+    )
     assert load_npz(tmp_path / "fortran.npz")[0]["x"].shape == (8, 3)  # read whole, it still loads
     np.savez(tmp_path / "a.npz", a=x, y=np.zeros(8, np.int64))
     line = error(tmp_path / "a.npz", lambda p: NpzReader(p).rows("x"))
@@ -125,10 +131,38 @@ def test_the_runner_reports_the_models_memory_not_the_inputs_file(tmp_path):
     del x
     file_mb = (tmp_path / "in.npz").stat().st_size / 2**20
     assert file_mb > 200
-    proc = subprocess.run([sys.executable, "-m", "edgepipe.runtime", model, "--inputs", tmp_path / "in.npz",
-                           "--json", tmp_path / "r.json", "--profile", "none", "--energy-seconds", "0", "--no-roofline",
-                           "--iters", "5", "--min-seconds", "0", "--warmup", "1", "--warmup-seconds", "0",
-                           "--batch", "1", "--batch", "32"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgepipe.runtime",
+            model,
+            "--inputs",
+            tmp_path / "in.npz",
+            "--json",
+            tmp_path / "r.json",
+            "--profile",
+            "none",
+            "--energy-seconds",
+            "0",
+            "--no-roofline",
+            "--iters",
+            "5",
+            "--min-seconds",
+            "0",
+            "--warmup",
+            "1",
+            "--warmup-seconds",
+            "0",
+            "--batch",
+            "1",
+            "--batch",
+            "32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     r = json.loads((tmp_path / "r.json").read_text())
     mem = r["memory"]
@@ -142,7 +176,23 @@ def test_the_runner_reports_the_models_memory_not_the_inputs_file(tmp_path):
 def test_the_runner_names_a_missing_input_in_one_line(tmp_path):
     model = mnist_linear(tmp_path / "m.onnx")
     np.savez(tmp_path / "in.npz", a=np.zeros((4, 1, 28, 28), np.float32), y=np.zeros(4, np.int64))
-    proc = subprocess.run([sys.executable, "-m", "edgepipe.runtime", model, "--inputs", tmp_path / "in.npz",
-                           "--profile", "none", "--energy-seconds", "0", "--json", tmp_path / "r.json"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgepipe.runtime",
+            model,
+            "--inputs",
+            tmp_path / "in.npz",
+            "--profile",
+            "none",
+            "--energy-seconds",
+            "0",
+            "--json",
+            tmp_path / "r.json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "in.npz: no array named 'x' (has: a)" in one_line_error(proc) and not (tmp_path / "r.json").exists()

@@ -76,7 +76,8 @@ stages:
   - train: {model: {conv: [8, 16], fc: [32]}, epochs: 2, output: student}
   - prune: {model: student, sparsity: 0.8, schedule: gradual, frequency: 5, epochs: 2, teacher: previous}
   - prune: {model: student, threshold: 0.05, epochs: 0, output: student_thresh}
-  - prune: {model: student, channels: {ratio: 0.5, round_to: 1, per_layer: [{name: fc1, ratio: 0.25}]}, epochs: 1, teacher: previous, output: student_slim}
+  - prune: {model: student, channels: {ratio: 0.5, round_to: 1, per_layer: [{name: fc1, ratio: 0.25}]},
+      epochs: 1, teacher: previous, output: student_slim}
   - export: {models: [student, student_pruned, student_thresh, student_slim], parity_samples: 64}
   - report: {}
 """
@@ -104,11 +105,19 @@ def test_prune_stage_holds_masks_through_fine_tuning_and_exports(tmp_path):
     kept = {g["group"][0]: g.get("kept") for g in slim["groups"]}
     assert kept == {"conv1": 4, "conv2": 8, "fc1": 24, "fc2": None}  # 8, 16 and 32 channels; fc2 makes the logits
     assert slim["params_after"] < 0.5 * slim["params_before"] and len(slim["history"]) == 1
-    assert arts["student_slim.onnx"]["bytes"] < 0.5 * dense["bytes"] and arts["student_slim.onnx"]["macs"] < 0.5 * dense["macs"]
+    assert (
+        arts["student_slim.onnx"]["bytes"] < 0.5 * dense["bytes"]
+        and arts["student_slim.onnx"]["macs"] < 0.5 * dense["macs"]
+    )
     assert arts["student_slim.onnx"]["parity"]["max_abs_diff"] < 1e-3
     assert "| conv2 | — | 16 | 8 |" in report and "| fc2 | — | 10 | — | model output |" in report
     sp = slim["speed"]  # measured, both models, interleaved; reported with its spread and where round_to came from
-    assert sp["rounds"] == 5 and sp["p50_before_ms"] > 0 and sp["p50_after_ms"] > 0 and slim["rule"]["channels"]["round_to"] == 1
+    assert (
+        sp["rounds"] == 5
+        and sp["p50_before_ms"] > 0
+        and sp["p50_after_ms"] > 0
+        and slim["rule"]["channels"]["round_to"] == 1
+    )
     assert f"×{sp['speedup']:.2f}" in report and "round to 1 from recipe" in report
     # the slim artifact reloads in a fresh process by replaying prune_channels
     again = tmp_path / "again.onnx"
@@ -126,7 +135,8 @@ seed: 0
 data: {train_limit: 600, test: 300, val: 100, calibration: 64}
 stages:
   - train: {model: {family: resnet, conv: [8, 16], fc: [], blocks: 2}, epochs: 1, output: res}
-  - prune: {model: res, channels: {criterion: taylor, samples: 128, round_to: 1, target: {macs: 0.6}}, sensitivity: {ratios: [0.25, 0.5, 0.75]}, epochs: 1, teacher: previous, output: res_slim}
+  - prune: {model: res, channels: {criterion: taylor, samples: 128, round_to: 1, target: {macs: 0.6}},
+      sensitivity: {ratios: [0.25, 0.5, 0.75]}, epochs: 1, teacher: previous, output: res_slim}
   - prune: {model: res, blocks: {count: 1}, epochs: 1, output: res_short}
   - export: {models: [res, res_slim, res_short], parity_samples: 32}
   - report: {}
@@ -151,10 +161,15 @@ def test_residual_model_sensitivity_target_and_block_removal(tmp_path):
     short = s["prune2"]["metrics"]
     assert len(short["removed"]) == 1 and short["removed"][0] in {"stage1.0", "stage1.1", "stage2.1"}
     assert {c["block"] for c in short["rounds"][0]["candidates"]} == {"stage1.0", "stage1.1", "stage2.1"}
-    assert short["params_after"] < short["params_before"] and arts["res_short.onnx"]["bytes"] < arts["res.onnx"]["bytes"]
+    assert (
+        short["params_after"] < short["params_before"] and arts["res_short.onnx"]["bytes"] < arts["res.onnx"]["bytes"]
+    )
     report = (run_dir / "report" / "report.md").read_text()
     assert "`prune/sensitivity.json`, `prune/sensitivity.png`" in report and "Chosen for the target: " in report
-    assert f"blocks replaced by the identity, chosen by validation accuracy lost when each is bypassed alone: {short['removed'][0]}" in report
+    assert (
+        "blocks replaced by the identity, chosen by validation accuracy lost when each is bypassed alone: "
+        f"{short['removed'][0]}" in report
+    )
     again = tmp_path / "again.onnx"  # both artifacts replay their transforms in a fresh process
     for name, folder in (("res_short", "prune2/res_short"), ("res_slim", "prune/res_slim")):
         proc = edgepipe("export", run_dir / folder, "-o", again)
@@ -162,33 +177,65 @@ def test_residual_model_sensitivity_target_and_block_removal(tmp_path):
         assert again.stat().st_size == arts[f"{name}.onnx"]["bytes"]
     # the sensitivity analysis alone, from the command line
     out = tmp_path / "sens"
-    proc = edgepipe("prune", run_dir / "train" / "res", "--sensitivity", "-o", out, "--ratios", "0.5", "--val-samples", "50",
-                    "--target", "params=0.7")
+    proc = edgepipe(
+        "prune",
+        run_dir / "train" / "res",
+        "--sensitivity",
+        "-o",
+        out,
+        "--ratios",
+        "0.5",
+        "--val-samples",
+        "50",
+        "--target",
+        "params=0.7",
+    )
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["sensitivity.json", "sensitivity.png"]
     assert "per_layer for the prune stage" in proc.stdout and "left alone: fc1 (model output)" in proc.stdout
-    for args, message in [((), "add --sensitivity"), (("--sensitivity", "--criterion", "tailor"), "did you mean 'taylor'"),
-                          (("--sensitivity", "--ratios", "0.5,x"), "--ratios 0.5,x"),
-                          (("--sensitivity", "--target", "params=0.01", "--ratios", "0.5"), "target params 0.01")]:
+    for args, message in [
+        ((), "add --sensitivity"),
+        (("--sensitivity", "--criterion", "tailor"), "did you mean 'taylor'"),
+        (("--sensitivity", "--ratios", "0.5,x"), "--ratios 0.5,x"),
+        (("--sensitivity", "--target", "params=0.01", "--ratios", "0.5"), "target params 0.01"),
+    ]:
         bad = tmp_path / "bad"
         proc = edgepipe("prune", run_dir / "train" / "res", "-o", bad, *args)
         assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, (args, proc.stderr)
         assert not bad.exists()
 
 
-@pytest.mark.parametrize("stage, message", [
-    ("{threshold: 0.1, sparsity: 0.5}", "stages[1].prune.sparsity: give exactly one of threshold"),
-    ("{channels: {ratio: 0.5}, schedule: gradual}", "stages[1].prune.schedule: channel and block pruning are one-shot"),
-    ("{channels: {ratio: 0.5, criterion: tailor}}", "stages[1].prune.channels.criterion: 'tailor' is not one of"),
-    ("{channels: {target: {macs: 0.5, params: 0.5}}}", "stages[1].prune.channels.target.target: give exactly one of params"),
-    ("{sparsity: 0.5, sensitivity: {}}", "stages[1].prune.sensitivity: the sensitivity analysis is for structured pruning"),
-    ("{channels: {}, sensitivity: {ratios: [0.5, 0.3]}}", "stages[1].prune.sensitivity.ratios: list them in increasing order"),
-    ("{blocks: {count: 1}, threshold: 0.1}", "stages[1].prune.sparsity: give exactly one of"),
-    ("{channels: {ratio: 1.0}}", "stages[1].prune.channels.ratio: must be in (0, 1)"),
-    ("{threshold: 0.1, scope: global}", "stages[1].prune.scope: global scope ranks weights by sparsity"),
-    ("{sparsity: 0.5, schedule: gradual, epochs: 0}", "stages[1].prune.schedule: gradual pruning happens during fine-tuning"),
-    ("{sparsity: 1.5}", "stages[1].prune.sparsity: must be in (0, 1)"),
-])
+@pytest.mark.parametrize(
+    "stage, message",
+    [
+        ("{threshold: 0.1, sparsity: 0.5}", "stages[1].prune.sparsity: give exactly one of threshold"),
+        (
+            "{channels: {ratio: 0.5}, schedule: gradual}",
+            "stages[1].prune.schedule: channel and block pruning are one-shot",
+        ),
+        ("{channels: {ratio: 0.5, criterion: tailor}}", "stages[1].prune.channels.criterion: 'tailor' is not one of"),
+        (
+            "{channels: {target: {macs: 0.5, params: 0.5}}}",
+            "stages[1].prune.channels.target.target: give exactly one of params",
+        ),
+        (
+            "{sparsity: 0.5, sensitivity: {}}",
+            "stages[1].prune.sensitivity: the sensitivity analysis is for structured pruning",
+        ),
+        (
+            "{channels: {}, sensitivity: {ratios: [0.5, 0.3]}}",
+            "stages[1].prune.sensitivity.ratios: list them in increasing order",
+        ),
+        ("{blocks: {count: 1}, threshold: 0.1}", "stages[1].prune.sparsity: give exactly one of"),
+        ("{channels: {ratio: 1.0}}", "stages[1].prune.channels.ratio: must be in (0, 1)"),
+        ("{threshold: 0.1, scope: global}", "stages[1].prune.scope: global scope ranks weights by sparsity"),
+        (
+            "{sparsity: 0.5, schedule: gradual, epochs: 0}",
+            "stages[1].prune.schedule: gradual pruning happens during fine-tuning",
+        ),
+        ("{sparsity: 1.5}", "stages[1].prune.sparsity: must be in (0, 1)"),
+    ],
+)
 def test_prune_config_errors_name_the_key(tmp_path, stage, message):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text(f"name: bad\nstages:\n  - train: {{output: student}}\n  - prune: {stage}\n")

@@ -1,5 +1,6 @@
 """QAT: the fake quantizers reproduce onnxruntime's integer arithmetic, so a QAT-trained float model
 quantized by onnxruntime with the learned ranges computes what training simulated."""
+
 import numpy as np
 import pytest
 

@@ -1,6 +1,7 @@
 """Quantization: options from device profiles, 16/8/4-bit static, the accuracy guard rescuing a
 model with an outlier activation, explain on a graph with one unfusable op, and QAT whose fake
 quantization reproduces the integers onnxruntime computes."""
+
 import numpy as np
 import pytest
 from onnx_models import conv_mlp, outlier_mlp
@@ -22,14 +23,17 @@ def test_options_come_from_the_profile_then_overrides():
         QuantOptions(format="qoperator", weight_type="s4")
 
 
-@pytest.mark.parametrize("opts, weight_dtype", [
-    (QuantOptions(), np.int8),
-    (QuantOptions(weight_type="s4"), None),  # int4 weights: stored packed, read back as int8 by onnx
-    (QuantOptions(activation_type="u16"), np.int8),
-    (QuantOptions(calibration="percentile", percentile=99.9), np.int8),
-    (QuantOptions(calibration="entropy"), np.int8),
-    (QuantOptions(format="qoperator", per_channel=False), np.int8),
-])
+@pytest.mark.parametrize(
+    "opts, weight_dtype",
+    [
+        (QuantOptions(), np.int8),
+        (QuantOptions(weight_type="s4"), None),  # int4 weights: stored packed, read back as int8 by onnx
+        (QuantOptions(activation_type="u16"), np.int8),
+        (QuantOptions(calibration="percentile", percentile=99.9), np.int8),
+        (QuantOptions(calibration="entropy"), np.int8),
+        (QuantOptions(format="qoperator", per_channel=False), np.int8),
+    ],
+)
 def test_static_variants_run_and_stay_close(tmp_path, opts, weight_dtype):
     model = conv_mlp(tmp_path / "m.onnx")
     x = np.random.default_rng(0).standard_normal((64, 1, 8, 8)).astype(np.float32)
@@ -65,7 +69,9 @@ def test_guard_keeps_the_outlier_layer_in_float_and_meets_the_budget(tmp_path):
     assert g["met"] and g["drop_points"] <= 3.0 and g["kept_float"] == ["fc2", "fc1"]
     assert g["steps"][0]["worst_node"]["node"] == "fc2" and "p50_ms" in g["steps"][-1]
     weights = {n.name: n.input[1] for n in load_onnx(tmp_path / "g.onnx").graph.node if n.op_type == "MatMul"}
-    assert weights["fc0"].endswith("DequantizeLinear_Output") and weights["fc3"].endswith("DequantizeLinear_Output")  # int8
+    assert weights["fc0"].endswith("DequantizeLinear_Output") and weights["fc3"].endswith(
+        "DequantizeLinear_Output"
+    )  # int8
     assert (weights["fc1"], weights["fc2"]) == ("w1", "w2")  # float weights
     inputs = {n.name: n.input[0] for n in load_onnx(tmp_path / "g.onnx").graph.node if n.op_type == "MatMul"}
     assert inputs["fc2"] == "h"  # h is never quantized
@@ -74,7 +80,9 @@ def test_guard_keeps_the_outlier_layer_in_float_and_meets_the_budget(tmp_path):
 def test_guard_gives_up_at_its_limit_and_says_so(tmp_path):
     model = outlier_mlp(tmp_path / "o.onnx")
     x = np.random.default_rng(1).standard_normal((300, 16)).astype(np.float32)
-    g = guarded_quantize(model, tmp_path / "g.onnx", x[:100], QuantOptions(), x[100:], None, max_drop=0.0, max_float_layers=0)
+    g = guarded_quantize(
+        model, tmp_path / "g.onnx", x[:100], QuantOptions(), x[100:], None, max_drop=0.0, max_float_layers=0
+    )
     assert not g["met"] and len(g["steps"]) == 1
 
 
@@ -89,13 +97,20 @@ def test_explain_lists_the_op_that_could_not_be_fused(tmp_path):
     model = conv_mlp(tmp_path / "m.onnx")
     x = np.random.default_rng(0).standard_normal((32, 1, 8, 8)).astype(np.float32)
     with quiet_ort_logging():
-        ort_quantize_static(str(model), str(tmp_path / "mixed.onnx"), ArrayCalibrationReader("x", x), quant_format=QuantFormat.QDQ,
-                            extra_options={"TensorQuantOverrides": {"x": [{"quant_type": QuantType.QUInt16}]}})
+        ort_quantize_static(
+            str(model),
+            str(tmp_path / "mixed.onnx"),
+            ArrayCalibrationReader("x", x),
+            quant_format=QuantFormat.QDQ,
+            extra_options={"TensorQuantOverrides": {"x": [{"quant_type": QuantType.QUInt16}]}},
+        )
     r = explain(tmp_path / "mixed.onnx", seconds=0.05, min_runs=5)
     assert [k["node"] for k in r["integer_kernels"]] and {k["op"] for k in r["integer_kernels"]} == {"QLinearMatMul"}
     assert [f["node"] for f in r["float_compute"]] == ["conv"]
     into_conv = [u for u in r["unfused_qdq"] if u["feeds"] == "Conv 'conv'"]
-    assert {u["kind"] for u in into_conv} == {"activation", "weight"} and all(u["consumer_runs_in_float"] for u in into_conv)
+    assert {u["kind"] for u in into_conv} == {"activation", "weight"} and all(
+        u["consumer_runs_in_float"] for u in into_conv
+    )
     assert abs(sum(r["time_by_kind"].values()) - 1.0) < 1e-6
     r8 = explain(quantize_static(model, tmp_path / "q8.onnx", x), seconds=0.05, min_runs=5)
     ops = {k["op"] for k in r8["integer_kernels"]}
@@ -142,8 +157,23 @@ def test_compact_names_keeps_the_graph_and_its_outputs_in_fewer_bytes(tmp_path):
     # the CLI flag: the same compaction, reported
     out = tmp_path / "cli.onnx"
     np.savez(tmp_path / "calib.npz", x=x)
-    proc = subprocess.run([sys.executable, "-m", "edgepipe.pipeline", "quantize", str(model), "-o", str(out), "--calibration",
-                           str(tmp_path / "calib.npz"), "--compact-names"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgepipe.pipeline",
+            "quantize",
+            str(model),
+            "-o",
+            str(out),
+            "--calibration",
+            str(tmp_path / "calib.npz"),
+            "--compact-names",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "outputs checked identical" in proc.stdout and out.stat().st_size < size
 
@@ -158,9 +188,13 @@ def test_compact_names_never_reuses_a_name_the_graph_keeps(tmp_path):
     from edgepipe.runtime.model.session import open_session
 
     w = numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "W")
-    g = helper.make_graph([helper.make_node("Add", ["t0", "W"], ["n0"], name="add"), helper.make_node("Relu", ["n0"], ["y"])],
-                          "g", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [1, 2])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], initializer=[w])
+    g = helper.make_graph(
+        [helper.make_node("Add", ["t0", "W"], ["n0"], name="add"), helper.make_node("Relu", ["n0"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        initializer=[w],
+    )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, tmp_path / "m.onnx")

@@ -5,6 +5,7 @@ files are read). Images are text lines rendered here with matplotlib's DejaVu Sa
 
 And a Paddle detector-shaped model made here with a fixed batch of 1, two inputs (image, scale_factor)
 and several outputs, through export, quantize and bench."""
+
 import importlib.util
 import json
 from pathlib import Path
@@ -22,7 +23,9 @@ OCR_NORM = ["--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--bgr"]  # PaddleO
 def _models(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"{package} is not installed (make test installs it: the PaddleOCR models it ships are the test material)")
+        pytest.skip(
+            f"{package} is not installed (make test installs it: the PaddleOCR models it ships are the test material)"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
@@ -43,10 +46,17 @@ def text(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("folder,shape", [("ch_ppocr_mobile_v2_cls_infer", "x=1x3x48x192"),
-                                          ("ch_PP-OCRv4_rec_infer", "x=1x3x48x320"),
-                                          ("ch_PP-OCRv4_det_infer", "x=1x3x320x480")])
-def test_released_inference_folders_export_as_shipped_and_match_paddle_inference(paddle_models, tmp_path, folder, shape):
+@pytest.mark.parametrize(
+    "folder,shape",
+    [
+        ("ch_ppocr_mobile_v2_cls_infer", "x=1x3x48x192"),
+        ("ch_PP-OCRv4_rec_infer", "x=1x3x48x320"),
+        ("ch_PP-OCRv4_det_infer", "x=1x3x320x480"),
+    ],
+)
+def test_released_inference_folders_export_as_shipped_and_match_paddle_inference(
+    paddle_models, tmp_path, folder, shape
+):
     out = tmp_path / f"{folder}.onnx"
     proc = edgepipe("export", paddle_models / folder, "-o", out, "--shape", shape, "--parity-samples", "2")
     assert proc.returncode == 0, proc.stderr
@@ -70,12 +80,39 @@ def test_a_dynamic_inference_folder_without_shape_is_one_line_naming_the_flag(pa
 def test_ocr_onnx_files_quantize_from_images_with_dynamic_shapes(onnx_models, text, tmp_path):
     """The opset 11/12 files as shipped: per-channel int8 that loads (onnxruntime, OpenVINO), dynamic axes kept."""
     cases = [
-        ("ch_ppocr_mobile_v2.0_cls_infer.onnx", ["--calibration", text / "orientation", "--eval", text / "orientation",
-                                                 "--size", "48x192", "--keep-ratio", "--classes", "0,180", *OCR_NORM]),
-        ("ch_PP-OCRv4_rec_infer.onnx", ["--calibration", text / "lines", "--samples", "8", "--size", "48x320",
-                                        "--keep-ratio", *OCR_NORM]),
-        ("ch_PP-OCRv4_det_infer.onnx", ["--calibration", text / "pages", "--size", "320x320", "--keep-ratio", "--no-pad",
-                                        "--multiple", "32", "--bgr"]),
+        (
+            "ch_ppocr_mobile_v2.0_cls_infer.onnx",
+            [
+                "--calibration",
+                text / "orientation",
+                "--eval",
+                text / "orientation",
+                "--size",
+                "48x192",
+                "--keep-ratio",
+                "--classes",
+                "0,180",
+                *OCR_NORM,
+            ],
+        ),
+        (
+            "ch_PP-OCRv4_rec_infer.onnx",
+            ["--calibration", text / "lines", "--samples", "8", "--size", "48x320", "--keep-ratio", *OCR_NORM],
+        ),
+        (
+            "ch_PP-OCRv4_det_infer.onnx",
+            [
+                "--calibration",
+                text / "pages",
+                "--size",
+                "320x320",
+                "--keep-ratio",
+                "--no-pad",
+                "--multiple",
+                "32",
+                "--bgr",
+            ],
+        ),
     ]
     for name, flags in cases:
         out = tmp_path / name.replace(".onnx", ".int8.onnx")
@@ -96,15 +133,39 @@ def test_ocr_onnx_files_quantize_from_images_with_dynamic_shapes(onnx_models, te
         except ImportError:
             continue
         compiled = ov.Core().compile_model(str(out), "CPU")
-        x = np.random.default_rng(1).standard_normal((1, 3, 320 if "det" in name else 48, 192 if "cls" in name else 320))
+        x = np.random.default_rng(1).standard_normal(
+            (1, 3, 320 if "det" in name else 48, 192 if "cls" in name else 320)
+        )
         assert np.isfinite(compiled(x.astype(np.float32))[0]).all()
 
 
 def test_the_classifier_is_scored_on_labelled_images_by_bench_with_the_contract_flags(onnx_models, text, tmp_path):
-    proc = edgepipe("bench", onnx_models / "ch_ppocr_mobile_v2.0_cls_infer.onnx", "--images", text / "orientation",
-                    "--size", "48x192", "--keep-ratio", *OCR_NORM, "--classes", "0,180", "--profile", "none",
-                    "--energy-seconds", "0", "--iters", "5", "--min-seconds", "0", "--warmup", "1", "--warmup-seconds", "0",
-                    "--json", tmp_path / "r.json")
+    proc = edgepipe(
+        "bench",
+        onnx_models / "ch_ppocr_mobile_v2.0_cls_infer.onnx",
+        "--images",
+        text / "orientation",
+        "--size",
+        "48x192",
+        "--keep-ratio",
+        *OCR_NORM,
+        "--classes",
+        "0,180",
+        "--profile",
+        "none",
+        "--energy-seconds",
+        "0",
+        "--iters",
+        "5",
+        "--min-seconds",
+        "0",
+        "--warmup",
+        "1",
+        "--warmup-seconds",
+        "0",
+        "--json",
+        tmp_path / "r.json",
+    )
     assert proc.returncode == 0, proc.stderr
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["accuracy_samples"] == 48
@@ -150,8 +211,11 @@ def fixed_batch_detector(tmp_path_factory):
         import heads
 
         paddle.seed(0)
-        paddle.jit.save(heads.Head(), str(root / "picodet" / "model"),
-                        input_spec=[InputSpec([1, 3, 64, 64], "float32", "image"), InputSpec([1, 2], "float32", "scale_factor")])
+        paddle.jit.save(
+            heads.Head(),
+            str(root / "picodet" / "model"),
+            input_spec=[InputSpec([1, 3, 64, 64], "float32", "image"), InputSpec([1, 2], "float32", "scale_factor")],
+        )
     finally:
         sys.path.remove(str(root))
     return root
@@ -173,14 +237,44 @@ def test_a_fixed_batch_multi_output_detector_goes_through_export_quantize_and_be
     q = ort.InferenceSession(str(int8))
     assert len(q.get_outputs()) == 4 and [i.shape for i in q.get_inputs()] == [[1, 3, 64, 64], [1, 2]]
     np.savez(tmp_path / "inputs.npz", image=x[:3], scale_factor=np.ones((3, 2), np.float32))
-    proc = edgepipe("bench", int8, "--inputs", tmp_path / "inputs.npz", "--profile", "none", "--energy-seconds", "0",
-                    "--iters", "5", "--min-seconds", "0", "--warmup", "1", "--warmup-seconds", "0", "--json", tmp_path / "b.json")
+    proc = edgepipe(
+        "bench",
+        int8,
+        "--inputs",
+        tmp_path / "inputs.npz",
+        "--profile",
+        "none",
+        "--energy-seconds",
+        "0",
+        "--iters",
+        "5",
+        "--min-seconds",
+        "0",
+        "--warmup",
+        "1",
+        "--warmup-seconds",
+        "0",
+        "--json",
+        tmp_path / "b.json",
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "b.json").read_text())["runs"][0]["batch"] == 1
     # an accuracy budget asks for class scores, which this head does not give: one line, no file
     bad = tmp_path / "budget.int8.onnx"
-    line = one_line_error(edgepipe("quantize", fp32, "-o", bad, "--calibration", tmp_path / "calib.npz", "--eval",
-                                   tmp_path / "calib.npz", "--max-drop", "1"))
+    line = one_line_error(
+        edgepipe(
+            "quantize",
+            fp32,
+            "-o",
+            bad,
+            "--calibration",
+            tmp_path / "calib.npz",
+            "--eval",
+            tmp_path / "calib.npz",
+            "--max-drop",
+            "1",
+        )
+    )
     assert "class scores" in line and not bad.exists()
 
 
@@ -191,9 +285,33 @@ def test_bench_measures_each_size_of_a_mixed_folder_under_a_keep_ratio_contract(
     mixed.mkdir()
     for i, f in enumerate(sorted((text / "pages").glob("*.png"))):  # portrait and landscape pages
         Image.open(f).resize((480, 640) if i % 2 else (640, 480)).save(mixed / f"{i}.png")
-    proc = edgepipe("bench", onnx_models / "ch_PP-OCRv4_det_infer.onnx", "--images", mixed, "--size", "256x256",
-                    "--keep-ratio", "--no-pad", "--multiple", "32", "--bgr", "--profile", "none", "--energy-seconds", "0",
-                    "--iters", "3", "--min-seconds", "0", "--warmup", "1", "--warmup-seconds", "0", "--json", tmp_path / "r.json")
+    proc = edgepipe(
+        "bench",
+        onnx_models / "ch_PP-OCRv4_det_infer.onnx",
+        "--images",
+        mixed,
+        "--size",
+        "256x256",
+        "--keep-ratio",
+        "--no-pad",
+        "--multiple",
+        "32",
+        "--bgr",
+        "--profile",
+        "none",
+        "--energy-seconds",
+        "0",
+        "--iters",
+        "3",
+        "--min-seconds",
+        "0",
+        "--warmup",
+        "1",
+        "--warmup-seconds",
+        "0",
+        "--json",
+        tmp_path / "r.json",
+    )
     assert proc.returncode == 0, proc.stderr
     r = json.loads((tmp_path / "r.json").read_text())
     assert sorted(run["input_shape"] for run in r["runs"]) == ["3x192x256", "3x256x192"]
@@ -212,8 +330,24 @@ def test_a_detector_ending_in_nms_quantizes_and_benches_from_its_image_alone(tmp
     proc = edgepipe("quantize", fp32, "-o", int8, "--calibration", tmp_path / "x.npz")
     assert proc.returncode == 0, proc.stderr
     assert "det_boxes" in proc.stdout and "det_scores" in proc.stdout
-    proc = edgepipe("bench", int8, "--inputs", tmp_path / "x.npz", "--profile", "none", "--energy-seconds", "0",
-                    "--iters", "3", "--min-seconds", "0", "--warmup", "1", "--warmup-seconds", "0")
+    proc = edgepipe(
+        "bench",
+        int8,
+        "--inputs",
+        tmp_path / "x.npz",
+        "--profile",
+        "none",
+        "--energy-seconds",
+        "0",
+        "--iters",
+        "3",
+        "--min-seconds",
+        "0",
+        "--warmup",
+        "1",
+        "--warmup-seconds",
+        "0",
+    )
     assert proc.returncode == 0, proc.stderr
     line = one_line_error(edgepipe("bench", int8, "--batch", "2", "--profile", "none", "--energy-seconds", "0"))
     assert "fixes its batch at 1" in line

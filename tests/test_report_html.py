@@ -1,5 +1,6 @@
 """report.html: one self-contained file with the figures a user decides from, checked by a strict
 HTML parser and, where Debian's Chromium is installed, rendered in a real browser."""
+
 import json
 import re
 import sys
@@ -58,8 +59,13 @@ def test_report_html_is_strict_self_contained_and_has_every_figure(short_run):
     assert figures_by_section(doc) == EXPECTED
     assert "<script" not in text.lower()
     # the figures say what they show, in text the DOM holds (svg.fonttype none)
-    for words in ("accuracy against latency", "teacher → student → student.int8", "µs per inference (benchmark p50)",
-                  "% of the profile's budget", "energy per inference"):
+    for words in (
+        "accuracy against latency",
+        "teacher → student → student.int8",
+        "µs per inference (benchmark p50)",
+        "% of the profile's budget",
+        "energy per inference",
+    ):
         assert words in text, words
     # the latency budget is drawn, from the profile the verdict used
     m = json.loads((run_dir / "manifest.json").read_text())
@@ -113,16 +119,20 @@ def test_report_command_writes_html(short_run, tmp_path):
     assert "r.md" in line and ".html" in line and not (tmp_path / "r.md").exists()
 
 
-needs_chromium = pytest.mark.skipif(browser.chromium() is None,
-                                    reason="Debian's chromium is not installed (apt-get install chromium; `make test-browser` does)")
+needs_chromium = pytest.mark.skipif(
+    browser.chromium() is None,
+    reason="Debian's chromium is not installed (apt-get install chromium; `make test-browser` does)",
+)
 
 
 @needs_chromium
 def test_the_net_log_check_sees_a_page_that_fetches(tmp_path):
     """The no-request check below can fail: a page with an external image and stylesheet is caught."""
     page = tmp_path / "fetches.html"
-    page.write_text('<!DOCTYPE html><html><head><link rel="stylesheet" href="https://fonts.example.com/f.css"></head>'
-                    '<body><img src="http://198.51.100.7/x.png" alt=""><p>x</p></body></html>')
+    page.write_text(
+        '<!DOCTYPE html><html><head><link rel="stylesheet" href="https://fonts.example.com/f.css"></head>'
+        '<body><img src="http://198.51.100.7/x.png" alt=""><p>x</p></body></html>'
+    )
     log = tmp_path / "net.json"
     browser.screenshot(page, tmp_path / "f.png", 400, 300, netlog=log)
     assert sorted(browser.page_requests(log)) == ["http://198.51.100.7/x.png", "https://fonts.example.com/f.css"]
@@ -149,9 +159,13 @@ def test_report_renders_in_chromium_at_desktop_and_phone_width(short_run, tmp_pa
 def test_sensitivity_figure_draws_each_group_from_the_prune_metrics():
     from edgepipe.pipeline.report.figures import sensitivity
 
-    sens = {"baseline": {"accuracy": 0.98}, "groups": [
-        {"group": ["conv1"], "channels": 16, "accuracy": {"0.25": 0.97, "0.5": 0.9}},
-        {"group": ["conv2", "bn2", "fc1"], "channels": 32, "accuracy": {"0.5": 0.96, "0.25": 0.979}}]}
+    sens = {
+        "baseline": {"accuracy": 0.98},
+        "groups": [
+            {"group": ["conv1"], "channels": 16, "accuracy": {"0.25": 0.97, "0.5": 0.9}},
+            {"group": ["conv2", "bn2", "fc1"], "channels": 32, "accuracy": {"0.5": 0.96, "0.25": 0.979}},
+        ],
+    }
     svg = sensitivity(sens, "pruning sensitivity (prune)")
     assert svg.startswith("<svg") and "conv1 (16 ch)" in svg and "conv2, bn2 +1 (32 ch)" in svg
     parse_strict(f"<!DOCTYPE html><html><head><title>t</title></head><body>{svg}</body></html>")

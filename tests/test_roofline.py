@@ -1,5 +1,6 @@
 """Roofline context: the shipped GEMM graphs are what the generator makes, the peak is measured and
 cached per host, and the achieved fraction is arithmetic on those figures."""
+
 import sys
 
 import pytest
@@ -63,9 +64,29 @@ def test_no_model_runs_faster_than_the_peak_of_its_own_kernel(tmp_path):
     model = tmp_path / "conv.onnx"
     shutil.copy(KERNELS / "conv_fp32_256x14.onnx", model)
     out = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, "-m", "edgepipe.runtime", model, "--threads", "1", "--iters", "30", "--min-seconds",
-                           "0.3", "--energy-seconds", "0", "--profile", "none", "--json", out], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgepipe.runtime",
+            model,
+            "--threads",
+            "1",
+            "--iters",
+            "30",
+            "--min-seconds",
+            "0.3",
+            "--energy-seconds",
+            "0",
+            "--profile",
+            "none",
+            "--json",
+            out,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     roof = json.loads(out.read_text())["runs"][0]["roofline"]
     assert roof["macs_per_inference"] == 256 * 256 * 9 * 14 * 14

@@ -1,5 +1,6 @@
 """The run engine: manifest, reuse, --force/--from, crash safety, verify. Uses two light
 stages registered through the real registry, so these tests need no training."""
+
 import json
 import os
 from dataclasses import dataclass
@@ -8,9 +9,10 @@ import pytest
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.devices.base.atomic import write_bytes_atomic, write_json_atomic
+from edgepipe.pipeline.core.manifest import verify_run
 from edgepipe.pipeline.core.recipe import parse_recipe
 from edgepipe.pipeline.core.registry import STAGES, register_stage
-from edgepipe.pipeline.core.run import StageResult, run_recipe, verify_run
+from edgepipe.pipeline.core.run import StageResult, run_recipe
 
 CALLS = []
 
@@ -41,6 +43,7 @@ class UpperConfig:
 
 
 if "t_make" not in STAGES:
+
     @register_stage("t_make", MakeConfig)
     def _make(cfg, ctx):
         CALLS.append("make")
@@ -86,7 +89,9 @@ def test_second_run_reuses_everything_with_same_hashes(tmp_path):
     CALLS.clear()
     _, second = run_recipe(recipe(), tmp_path)
     assert CALLS == []
-    assert {k: v["outputs"] for k, v in first["stages"].items()} == {k: v["outputs"] for k, v in second["stages"].items()}
+    assert {k: v["outputs"] for k, v in first["stages"].items()} == {
+        k: v["outputs"] for k, v in second["stages"].items()
+    }
 
 
 def test_changed_config_redoes_that_stage_and_what_depends_on_it(tmp_path):
@@ -145,7 +150,6 @@ def test_corrupt_manifest_is_a_clear_error(tmp_path):
 def test_atomic_write_never_leaves_half_a_file(tmp_path):
     target = tmp_path / "a.json"
     write_json_atomic(target, {"v": 1})
-
 
     with pytest.raises(TypeError):
         write_json_atomic(target, {"v": object()})

@@ -11,8 +11,9 @@ from onnx_models import CONV_MLP_MACS, conv_mlp
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.devices.host import parse_cpuinfo
+from edgepipe.runtime.inputs.checks import input_feed
 from edgepipe.runtime.measure.bench import Bench, BenchOptions, benchmark, latency_stats
-from edgepipe.runtime.model.session import input_feed, open_session
+from edgepipe.runtime.model.session import open_session
 
 
 def test_latency_stats_on_known_values():
@@ -57,8 +58,19 @@ def test_max_seconds_caps_the_measured_phase(tmp_path):
 
 def test_batch_sweep_shares_one_cold_start_and_reports_throughput(tmp_path):
     model = conv_mlp(tmp_path / "m.onnx")
-    r = benchmark(model, BenchOptions(batches=(1, 16), warmup_iters=2, warmup_seconds=0, iters=20, min_seconds=0.0,
-                                      graph_optimization="basic", threads=2, inter_threads=1))
+    r = benchmark(
+        model,
+        BenchOptions(
+            batches=(1, 16),
+            warmup_iters=2,
+            warmup_seconds=0,
+            iters=20,
+            min_seconds=0.0,
+            graph_optimization="basic",
+            threads=2,
+            inter_threads=1,
+        ),
+    )
     assert [run["batch"] for run in r["runs"]] == [1, 16]
     for run in r["runs"]:
         assert run["throughput_per_s"] == pytest.approx(run["batch"] * 1000 / run["latency"]["mean_ms"])
@@ -68,7 +80,9 @@ def test_batch_sweep_shares_one_cold_start_and_reports_throughput(tmp_path):
 def test_given_inputs_are_cut_or_repeated_to_the_batch(tmp_path):
     model = conv_mlp(tmp_path / "m.onnx")
     x = np.random.default_rng(0).standard_normal((3, 1, 8, 8)).astype(np.float32)
-    r = benchmark(model, BenchOptions(batches=(2, 7), warmup_iters=0, warmup_seconds=0, iters=3, min_seconds=0), {"x": x})
+    r = benchmark(
+        model, BenchOptions(batches=(2, 7), warmup_iters=0, warmup_seconds=0, iters=3, min_seconds=0), {"x": x}
+    )
     assert [run["batch"] for run in r["runs"]] == [2, 7]
 
 
@@ -85,13 +99,20 @@ def test_named_dynamic_dims_come_from_options(tmp_path):
 
 def test_profile_providers_missing_from_the_build_are_reported_not_hidden(tmp_path):
     model = conv_mlp(tmp_path / "m.onnx")
-    opts = BenchOptions(providers=("XnnpackFakeExecutionProvider", "CPUExecutionProvider"), iters=2, min_seconds=0,
-                        warmup_iters=0, warmup_seconds=0)
+    opts = BenchOptions(
+        providers=("XnnpackFakeExecutionProvider", "CPUExecutionProvider"),
+        iters=2,
+        min_seconds=0,
+        warmup_iters=0,
+        warmup_seconds=0,
+    )
     with pytest.raises(EdgepipeError, match="XnnpackFakeExecutionProvider is not in this onnxruntime build"):
         Bench(model, opts, strict_providers=True)  # named by the user: an error
     b = Bench(model, opts, strict_providers=False)  # a profile's preference order: skipped and reported
     assert b.providers["used"] == ["CPUExecutionProvider"]
-    assert b.providers["unavailable"] == [{"provider": "XnnpackFakeExecutionProvider", "reason": "not in this onnxruntime build"}]
+    assert b.providers["unavailable"] == [
+        {"provider": "XnnpackFakeExecutionProvider", "reason": "not in this onnxruntime build"}
+    ]
     with pytest.raises(EdgepipeError):
         Bench(model, BenchOptions(providers=("XnnpackFakeExecutionProvider",)), strict_providers=False)
 
@@ -111,7 +132,9 @@ def test_dynamic_batch_resolved_and_bad_files_rejected(tmp_path):
 
 
 def run_runner(*args):
-    return subprocess.run([sys.executable, "-m", "edgepipe.runtime", *map(str, args)], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "edgepipe.runtime", *map(str, args)], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_runner_cli_json_accuracy_and_memory(tmp_path):
@@ -122,9 +145,31 @@ def test_runner_cli_json_accuracy_and_memory(tmp_path):
     np.savez(tmp_path / "data.npz", x=x, y=y)
     out = tmp_path / "r.json"
     csv_out, saved = tmp_path / "r.csv", tmp_path / "outputs.npz"
-    proc = run_runner(model, "--inputs", tmp_path / "data.npz", "--json", out, "--csv", csv_out, "--iters", "10",
-                      "--min-seconds", "0.01", "--batch", "1", "--batch", "4", "--profile", "rpi4",
-                      "--energy-seconds", "0.2", "--idle-seconds", "0", "--save-outputs", saved)
+    proc = run_runner(
+        model,
+        "--inputs",
+        tmp_path / "data.npz",
+        "--json",
+        out,
+        "--csv",
+        csv_out,
+        "--iters",
+        "10",
+        "--min-seconds",
+        "0.01",
+        "--batch",
+        "1",
+        "--batch",
+        "4",
+        "--profile",
+        "rpi4",
+        "--energy-seconds",
+        "0.2",
+        "--idle-seconds",
+        "0",
+        "--save-outputs",
+        saved,
+    )
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
     assert r["schema"] == "edgepipe-bench/1"
@@ -189,7 +234,9 @@ def test_host_load_counts_other_processes_and_not_this_one():
         child.wait(timeout=30)
     cpus = len(os.sched_getaffinity(0))
     assert other.others * cpus > 0.6  # most of one CPU went to the child
-    assert (other.others - own.others) * cpus > 0.4 and other.steal is not None  # and this process's own work is not counted
+    assert (
+        other.others - own.others
+    ) * cpus > 0.4 and other.steal is not None  # and this process's own work is not counted
     d = other.as_dict()
     assert d["cpus"] == cpus and contended(d, threads=cpus)  # a run on every CPU had to share one
     assert not contended({"others_cpu_share": 0.0, "steal_share": 0.0, "cpus": cpus}, threads=1)

@@ -1,5 +1,6 @@
 """Data-driven channel scorers (taylor, apoz, activation), the sensitivity analysis, and the
 per-group ratios chosen from it to meet a target."""
+
 import copy
 
 import numpy as np
@@ -51,7 +52,9 @@ def test_data_scorers_remove_the_channels_that_carry_nothing(criterion):
     silence(model, "conv1", dead, consumer="conv2" if criterion == "taylor" else None)
     x, y = samples()
     before = model(paddle.to_tensor(x)).numpy()
-    model, changes, rows = prune_channels(model, SHAPE, ChannelRule(round_to=1, ratio=0.5, layers=("conv1",), criterion=criterion), (x, y))
+    model, changes, rows = prune_channels(
+        model, SHAPE, ChannelRule(round_to=1, ratio=0.5, layers=("conv1",), criterion=criterion), (x, y)
+    )
     assert changes["conv1"]["out"] == [1, 3, 5, 7]  # the silenced half went, the live half stayed
     after = model(paddle.to_tensor(x)).numpy()
     if criterion == "taylor":  # nothing downstream read the removed channels: same function
@@ -109,7 +112,9 @@ def test_sensitivity_writes_json_and_png(tmp_path):
         assert grp["points"][0]["params"] > grp["points"][-1]["params"]
     # each point is the cut model's real accuracy on val
     p = doc["groups"][0]["points"][1]
-    model2, _, _ = prune_channels(copy.deepcopy(model), SHAPE, ChannelRule(round_to=1, ratio=0.5, layers=tuple(doc["groups"][0]["group"])))
+    model2, _, _ = prune_channels(
+        copy.deepcopy(model), SHAPE, ChannelRule(round_to=1, ratio=0.5, layers=tuple(doc["groups"][0]["group"]))
+    )
     from edgepipe.pipeline.training import evaluate
 
     assert evaluate(model2, *val) == pytest.approx(p["accuracy"])
@@ -121,7 +126,9 @@ def test_sensitivity_writes_json_and_png(tmp_path):
 
 def test_allocation_thins_the_insensitive_group_first():
     model = seed_cnn()
-    doc, g, aux = analyse(model, SHAPE, ChannelRule(round_to=1), Sensitivity(ratios=(0.25, 0.5, 0.75)), samples(50, seed=2))
+    doc, g, aux = analyse(
+        model, SHAPE, ChannelRule(round_to=1), Sensitivity(ratios=(0.25, 0.5, 0.75)), samples(50, seed=2)
+    )
     base = doc["baseline"]["accuracy"]
     for grp in doc["groups"]:  # fc1 costs nothing to thin, the convs cost a lot
         for p in grp["points"]:
@@ -137,7 +144,11 @@ def test_allocation_thins_the_insensitive_group_first():
 
 
 def test_target_and_sensitivity_settings_are_checked():
-    for bad, match in [({}, "exactly one"), ({"macs": 0.5, "params": 0.5}, "not params and macs"), ({"macs": 1.5}, "macs")]:
+    for bad, match in [
+        ({}, "exactly one"),
+        ({"macs": 0.5, "params": 0.5}, "not params and macs"),
+        ({"macs": 1.5}, "macs"),
+    ]:
         with pytest.raises(EdgepipeError, match=match):
             Target(**bad)
     with pytest.raises(EdgepipeError, match="increasing"):
@@ -148,7 +159,9 @@ def test_target_and_sensitivity_settings_are_checked():
 
 def test_latency_target_bisects_the_greedy_path_with_measured_times():
     model = seed_cnn()
-    doc, g, aux = analyse(model, SHAPE, ChannelRule(round_to=1), Sensitivity(ratios=(0.25, 0.5, 0.75)), samples(50, seed=2))
+    doc, g, aux = analyse(
+        model, SHAPE, ChannelRule(round_to=1), Sensitivity(ratios=(0.25, 0.5, 0.75)), samples(50, seed=2)
+    )
     from edgepipe.pipeline.compress.channels.sensitivity import latency_probe
 
     probe = latency_probe(model, SHAPE, g, aux, doc, ChannelRule(round_to=1))

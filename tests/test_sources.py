@@ -1,5 +1,6 @@
 """A user's own model: a `python:` factory beside the recipe, a `zoo:` model, `weights:` state dicts,
 a paddle.jit.save output and an ONNX file, through recipes and commands run with the real CLI."""
+
 import json
 import textwrap
 
@@ -22,7 +23,8 @@ USER_NETS = textwrap.dedent("""\
             super().__init__()
             self.features = nn.Sequential(
                 nn.Conv2D(channels, width, 3, padding=1), nn.BatchNorm2D(width), nn.ReLU(), nn.MaxPool2D(2),
-                nn.Conv2D(width, 2 * width, 3, padding=1), nn.BatchNorm2D(2 * width), nn.ReLU(), nn.AdaptiveAvgPool2D(1))
+                nn.Conv2D(width, 2 * width, 3, padding=1), nn.BatchNorm2D(2 * width), nn.ReLU(),
+                nn.AdaptiveAvgPool2D(1))
             self.head = nn.Linear(2 * width, num_classes)
 
         def forward(self, x):
@@ -70,7 +72,11 @@ stages:
 """
     _, run_dir, s = run_recipe(user_dir, recipe, "mine")
     info = json.loads((run_dir / "prune" / "teacher_pruned" / "model.json").read_text())
-    assert info["spec"] == {"python": "mynets:build", "kwargs": {"num_classes": 10, "width": 16}, "search_path": str(user_dir)}
+    assert info["spec"] == {
+        "python": "mynets:build",
+        "kwargs": {"num_classes": 10, "width": 16},
+        "search_path": str(user_dir),
+    }
     assert info["input_shape"] == [1, 28, 28] and info["transforms"][0]["type"] == "prune_channels"
     full, pruned = s["export"]["metrics"]["teacher"], s["export"]["metrics"]["teacher_pruned"]
     assert pruned["params"] < full["params"] and pruned["macs"] < full["macs"]
@@ -87,8 +93,11 @@ stages:
 
 
 def prune_recipe(name: str, weights: str) -> str:
-    return (f"name: {name}\ndata: {DATA_YAML}\nstages:\n  - prune: {{model: {{python: 'mynets:build', kwargs: {{width: 16}}, "
-            f"weights: {weights}}}, channels: {{ratio: 0.3}}, epochs: 0}}\n")
+    return (
+        f"name: {name}\ndata: {DATA_YAML}\nstages:\n"
+        f"  - prune: {{model: {{python: 'mynets:build', kwargs: {{width: 16}}, "
+        f"weights: {weights}}}, channels: {{ratio: 0.3}}, epochs: 0}}\n"
+    )
 
 
 def test_user_weights_are_loaded_hashed_and_checked(user_dir):
@@ -101,7 +110,9 @@ def test_user_weights_are_loaded_hashed_and_checked(user_dir):
     paddle.save(trained.state_dict(), str(user_dir / "w.pdparams"))
     _, run_dir, s = run_recipe(user_dir, prune_recipe("w", "w.pdparams"), "w")
     x, y = load_dataset(DataConfig(**DATA)).split("test")
-    assert s["prune"]["metrics"]["test_acc_before"] == pytest.approx(evaluate(trained.eval(), x, y))  # the user's weights
+    assert s["prune"]["metrics"]["test_acc_before"] == pytest.approx(
+        evaluate(trained.eval(), x, y)
+    )  # the user's weights
     assert (run_dir / "prune" / "build_pruned" / "model.json").is_file()
     assert "reused" in edgepipe("run", user_dir / "w.yaml", "--runs-dir", user_dir / "runs").stderr
     paddle.save(user_net(16, seed=2).state_dict(), str(user_dir / "w.pdparams"))  # the file changes: the stage reruns
@@ -111,7 +122,10 @@ def test_user_weights_are_loaded_hashed_and_checked(user_dir):
     paddle.save(user_net(8, seed=0).state_dict(), str(user_dir / "narrow.pdparams"))  # another architecture
     (user_dir / "bad.yaml").write_text(prune_recipe("bad", "narrow.pdparams"))
     line = one_line_error(edgepipe("run", user_dir / "bad.yaml", "--runs-dir", user_dir / "runs"))
-    assert "narrow.pdparams: weights do not match the model spec" in line and "shapes ['features.0.weight [8, 1, 3, 3] vs [16, 1, 3, 3]'" in line
+    assert (
+        "narrow.pdparams: weights do not match the model spec" in line
+        and "shapes ['features.0.weight [8, 1, 3, 3] vs [16, 1, 3, 3]'" in line
+    )
     assert not (user_dir / "runs" / "bad" / "prune").exists()
     assert not [p for p in (user_dir / "runs" / "bad").iterdir() if ".partial-" in p.name]
     (user_dir / "gone.yaml").write_text(prune_recipe("gone", "missing.pdparams"))
@@ -125,11 +139,13 @@ def test_zoo_models_build_and_misspellings_are_named():
     import paddle
 
     assert list(layer(paddle.zeros([2, 1, 28, 28])).shape) == [2, 10]
-    for bad, message in [({"zoo": "mobilenetv3_small"}, "did you mean 'mobilenet_v3_small'"),
-                         ({"zoo": "LeNet", "pretrained": True, "weights": "w.pdparams"}, "pretrained: true or weights:"),
-                         ({"zoo": "LeNet", "python": "a:b"}, "give exactly one of family, zoo, python, inference, onnx"),
-                         ({"python": "no colon"}, "write it as 'module:callable'"),
-                         ({"onnx": "model.pdmodel"}, "must be an .onnx file")]:
+    for bad, message in [
+        ({"zoo": "mobilenetv3_small"}, "did you mean 'mobilenet_v3_small'"),
+        ({"zoo": "LeNet", "pretrained": True, "weights": "w.pdparams"}, "pretrained: true or weights:"),
+        ({"zoo": "LeNet", "python": "a:b"}, "give exactly one of family, zoo, python, inference, onnx"),
+        ({"python": "no colon"}, "write it as 'module:callable'"),
+        ({"onnx": "model.pdmodel"}, "must be an .onnx file"),
+    ]:
         with pytest.raises(EdgepipeError, match=message):
             parse_source(bad)
     with pytest.raises(EdgepipeError, match="LeNet.*unexpected keyword argument"):
@@ -154,7 +170,10 @@ def test_a_saved_graph_and_an_onnx_file_go_through_export_quantize_and_bench(use
     net = user_net(8, seed=0)
     net.eval()
     paddle.jit.save(net, str(user_dir / "saved" / "model"), input_spec=[InputSpec([None, 1, 28, 28], "float32", "x")])
-    bench = "{iters: 10, min_seconds: 0.05, warmup_iters: 2, warmup_seconds: 0.01, energy_seconds: 0, idle_seconds: 0, roofline: false}"
+    bench = (
+        "{iters: 10, min_seconds: 0.05, warmup_iters: 2, warmup_seconds: 0.01, energy_seconds: 0, idle_seconds: 0, "
+        "roofline: false}"
+    )
     recipe = f"""\
 name: saved
 data: {DATA_YAML}
@@ -174,7 +193,8 @@ name: fromonnx
 data: {DATA_YAML}
 stages:
   - quantize: {{model: {{onnx: {exported}}}, calibration_samples: 32, max_accuracy_drop: null}}
-  - bench: {{models: [saved.int8.onnx, {{onnx: {exported}}}], iters: 10, min_seconds: 0.05, warmup_iters: 2, warmup_seconds: 0.01, energy_seconds: 0, idle_seconds: 0, roofline: false}}
+  - bench: {{models: [saved.int8.onnx, {{onnx: {exported}}}], iters: 10, min_seconds: 0.05, warmup_iters: 2,
+      warmup_seconds: 0.01, energy_seconds: 0, idle_seconds: 0, roofline: false}}
 """
     _, _, s2 = run_recipe(user_dir, recipe, "fromonnx")
     assert s2["quantize"]["metrics"]["accuracy"] == pytest.approx(s["quantize"]["metrics"]["accuracy"])
@@ -187,20 +207,33 @@ stages:
 def test_refusals_are_one_line_before_or_at_the_stage(user_dir):
     (user_dir / "saved").mkdir()
     for stages, message in [
-        ("- prune: {model: {inference: saved}, channels: {ratio: 0.3}}", "stages[0].prune.model: inference: a saved graph cannot be changed"),
-        ("- train: {model: {onnx: m.onnx}}", "stages[0].train.model: a saved graph (inference:, onnx:) cannot be trained"),
+        (
+            "- prune: {model: {inference: saved}, channels: {ratio: 0.3}}",
+            "stages[0].prune.model: inference: a saved graph cannot be changed",
+        ),
+        (
+            "- train: {model: {onnx: m.onnx}}",
+            "stages[0].train.model: a saved graph (inference:, onnx:) cannot be trained",
+        ),
         ("- quantize: {model: {python: 'mynets:build'}}", "stages[0].quantize.model: quantize takes an ONNX model"),
-        ("- train: {model: {conv: [8], in_channels: 3, input_size: 32}}", "stages[0].train.model: the model takes inputs of shape [3, 32, 32]"),
+        (
+            "- train: {model: {conv: [8], in_channels: 3, input_size: 32}}",
+            "stages[0].train.model: the model takes inputs of shape [3, 32, 32]",
+        ),
         ("- export: {models: [{inference: saved}]}", "saved: expected one paddle.jit.save output"),
     ]:
         (user_dir / "r.yaml").write_text(f"name: r\ndata: {DATA_YAML}\nstages:\n  {stages}\n")
         assert message in one_line_error(edgepipe("run", user_dir / "r.yaml", "--runs-dir", user_dir / "runs"))
         assert not (user_dir / "runs").exists()
-    for model, message in [('{python: "mynets:not_a_layer"}', "returned int, not a paddle.nn.Layer"),
-                           ('{python: "nonesuch:build"}', "cannot import 'nonesuch'"),
-                           ('{python: "mynets:build", kwargs: {channels: 3}}', "cannot take the data's inputs of shape [1, 28, 28]"),
-                           ('{python: "mynets:build", kwargs: {num_classes: 4}}', "set num_classes: 10")]:
-        (user_dir / "r.yaml").write_text(f"name: r\ndata: {DATA_YAML}\nstages:\n  - train: {{model: {model}, epochs: 1}}\n")
+    for model, message in [
+        ('{python: "mynets:not_a_layer"}', "returned int, not a paddle.nn.Layer"),
+        ('{python: "nonesuch:build"}', "cannot import 'nonesuch'"),
+        ('{python: "mynets:build", kwargs: {channels: 3}}', "cannot take the data's inputs of shape [1, 28, 28]"),
+        ('{python: "mynets:build", kwargs: {num_classes: 4}}', "set num_classes: 10"),
+    ]:
+        (user_dir / "r.yaml").write_text(
+            f"name: r\ndata: {DATA_YAML}\nstages:\n  - train: {{model: {model}, epochs: 1}}\n"
+        )
         assert message in one_line_error(edgepipe("run", user_dir / "r.yaml", "--runs-dir", user_dir / "runs"))
         assert not (user_dir / "runs" / "r" / "train").exists()
 

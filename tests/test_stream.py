@@ -1,5 +1,6 @@
 """The runner's camera mode: frames from a folder or a video, the camera's clock with dropped frames,
 events raised and cleared on a known run of one class, and bad sources as one line."""
+
 import http.server
 import io
 import json
@@ -23,7 +24,9 @@ from edgepipe.runtime.stream import preprocess  # noqa: E402
 
 
 def runner(*args):
-    return subprocess.run([sys.executable, "-m", "edgepipe.runtime", *map(str, args)], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "edgepipe.runtime", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +41,9 @@ def material(short_run, tmp_path_factory):
     px = np.clip((z["x"][:, 0] * contract.std[0] + contract.mean[0]) * 255, 0, 255).round().astype(np.uint8)
     frames = [cv2.cvtColor(cv2.resize(p, (112, 112), interpolation=cv2.INTER_NEAREST), cv2.COLOR_GRAY2BGR) for p in px]
     s = open_model(model)
-    probs = np.stack([softmax(s.run(None, {s.get_inputs()[0].name: preprocess(cv2, f, contract)})[0][0]) for f in frames])
+    probs = np.stack(
+        [softmax(s.run(None, {s.get_inputs()[0].name: preprocess(cv2, f, contract)})[0][0]) for f in frames]
+    )
     top = probs.argmax(1)
     cls = int(np.bincount(top, minlength=probs.shape[1]).argmax())
     ranked = np.argsort(probs[:, cls])
@@ -67,21 +72,45 @@ def test_folder_and_video_streams_count_every_frame(material, tmp_path):
         assert r["schema"] == "edgepipe-stream/1" and r["source"]["kind"] == kind
         assert r["frames_processed"] == 15 and r["frames_dropped"] == 0
         assert sum(r["predicted"].values()) == 15 and abs(sum(r["share"].values()) - 1) < 1e-9
-        assert 0 < r["latency_ms"]["p50"] <= r["latency_ms"]["p99"] and r["memory"]["peak_rss_mb"] > 10
+        assert 0 < r["latency"]["p50_ms"] <= r["latency"]["p99_ms"] and r["memory"]["peak_rss_mb"] > 10
         assert "fps sustained" in proc.stdout and "decode" in proc.stdout
-    proc = runner(model, "--stream", root / "frames", "--frames", "4", "--profile", "none", "--json", tmp_path / "r.json")
+    proc = runner(
+        model, "--stream", root / "frames", "--frames", "4", "--profile", "none", "--json", tmp_path / "r.json"
+    )
     assert proc.returncode == 0 and json.loads((tmp_path / "r.json").read_text())["frames_processed"] == 4
 
 
 def test_a_camera_clock_faster_than_the_model_drops_frames(material, tmp_path):
     model, root, _, _ = material
-    proc = runner(model, "--stream", root / "seq.avi", "--fps", "100000", "--profile", "none", "--threads", "1",
-                  "--json", tmp_path / "r.json")
+    proc = runner(
+        model,
+        "--stream",
+        root / "seq.avi",
+        "--fps",
+        "100000",
+        "--profile",
+        "none",
+        "--threads",
+        "1",
+        "--json",
+        tmp_path / "r.json",
+    )
     assert proc.returncode == 0, proc.stderr
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["frames_dropped"] > 0 and r["frames_processed"] + r["frames_dropped"] <= 15
-    proc = runner(model, "--stream", root / "seq.avi", "--fps", "30", "--threads", "2", "--profile", "none",
-                  "--json", tmp_path / "r.json")
+    proc = runner(
+        model,
+        "--stream",
+        root / "seq.avi",
+        "--fps",
+        "30",
+        "--threads",
+        "2",
+        "--profile",
+        "none",
+        "--json",
+        tmp_path / "r.json",
+    )
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["frames_dropped"] == 0 and r["frames_processed"] == 15 and r["seconds"] >= 14 / 30  # on the clock
     # paced by the clock, onnxruntime's second worker sleeps between frames instead of spinning (which
@@ -120,8 +149,27 @@ def test_watch_raises_and_clears_on_the_known_run(material, tmp_path, webhook):
     events = tmp_path / "ev.jsonl"
     url = f"http://127.0.0.1:{webhook.server_port}/hook"
     # the lossless PNG frames: the threshold was set from their scores (the video is MJPEG)
-    proc = runner(model, "--stream", root / "frames", "--fps", "30", "--watch", cls, "--threshold", threshold, "--consecutive", "3",
-                  "--events", events, "--notify", url, "--profile", "x86-avx2", "--json", tmp_path / "r.json")
+    proc = runner(
+        model,
+        "--stream",
+        root / "frames",
+        "--fps",
+        "30",
+        "--watch",
+        cls,
+        "--threshold",
+        threshold,
+        "--consecutive",
+        "3",
+        "--events",
+        events,
+        "--notify",
+        url,
+        "--profile",
+        "x86-avx2",
+        "--json",
+        tmp_path / "r.json",
+    )
     assert proc.returncode == 0, proc.stderr
     ev = [json.loads(line) for line in events.read_text().splitlines()]
     assert [(e["event"], e["frame"]) for e in ev] == [("raised", 7), ("cleared", 10)]  # frames 5-9 show the class
@@ -154,7 +202,13 @@ def test_a_failing_webhook_never_stops_the_loop():
     for i in range(3):
         n.send({"event": "raised", "frame": i})
     assert time.perf_counter() - t0 < 0.05  # sending queues; it never waits on the network
-    assert n.close(wait=10) == {"url": f"http://127.0.0.1:{port}/", "events": 3, "sent": 0, "failed_posts": 9, "lost": 3}
+    assert n.close(wait=10) == {
+        "url": f"http://127.0.0.1:{port}/",
+        "events": 3,
+        "sent": 0,
+        "failed_posts": 9,
+        "lost": 3,
+    }
     lines = log.getvalue().splitlines()
     assert len(lines) == 9 and sum("giving up" in line for line in lines) == 3
 
@@ -163,8 +217,14 @@ def test_stream_verdict_judges_the_frames_kept_up_with():
     prof = {"name": "cam", "budgets": {"fps": 15, "peak_rss_mb": 128}}
 
     def res(asked, done, dropped, p90=10.0):
-        return {"fps_asked": asked, "frames_processed": done, "frames_dropped": dropped, "latency_ms": {"p90": p90},
-                "sustained_fps": asked * done / (done + dropped) if asked else 1e3 / 8, "memory": {"peak_rss_mb": 100}}
+        return {
+            "fps_asked": asked,
+            "frames_processed": done,
+            "frames_dropped": dropped,
+            "latency": {"p90_ms": p90},
+            "sustained_fps": asked * done / (done + dropped) if asked else 1e3 / 8,
+            "memory": {"peak_rss_mb": 100},
+        }
 
     def fps(r):
         return next(c for c in judge_stream(r, prof)["checks"] if c["budget"] == "fps")
@@ -182,14 +242,16 @@ def test_bad_sources_and_options_are_one_line(material, tmp_path):
     model, root, _, _ = material
     (tmp_path / "empty").mkdir()
     (tmp_path / "junk.avi").write_text("not a video")
-    for args, words in (((tmp_path / "none.avi",), "no such file, folder or camera"),
-                        ((tmp_path / "junk.avi",), "OpenCV cannot open it as a video"),
-                        ((tmp_path / "empty",), "the folder holds no images"),
-                        ((root / "frames", "--watch", "cat"), "--watch cat: not a class of this model"),
-                        ((root / "frames", "--fps", "0"), "--fps 0"),
-                        ((root / "frames", "--threshold", "0.5"), "go with --watch"),
-                        ((root / "frames", "--notify", "http://127.0.0.1:1/"), "go with --watch"),
-                        ((root / "frames", "--watch", "0", "--notify", "ftp://host/x"), "--notify ftp://host/x: give a webhook"),
-                        ((tmp_path / "none.avi", "--watch", "0", "--events", tmp_path / "ev.jsonl"), "no such file")):
+    for args, words in (
+        ((tmp_path / "none.avi",), "no such file, folder or camera"),
+        ((tmp_path / "junk.avi",), "OpenCV cannot open it as a video"),
+        ((tmp_path / "empty",), "the folder holds no images"),
+        ((root / "frames", "--watch", "cat"), "--watch cat: not a class of this model"),
+        ((root / "frames", "--fps", "0"), "--fps 0"),
+        ((root / "frames", "--threshold", "0.5"), "go with --watch"),
+        ((root / "frames", "--notify", "http://127.0.0.1:1/"), "go with --watch"),
+        ((root / "frames", "--watch", "0", "--notify", "ftp://host/x"), "--notify ftp://host/x: give a webhook"),
+        ((tmp_path / "none.avi", "--watch", "0", "--events", tmp_path / "ev.jsonl"), "no such file"),
+    ):
         assert words in one_line_error(runner(model, "--stream", *args, "--profile", "none"))
     assert not (tmp_path / "ev.jsonl").exists()  # no events file from a stream that did not run

@@ -5,6 +5,7 @@ that fails midway leaves the model exactly as it was.
 Random weights (no download here): what is checked is structure, not accuracy. The large networks
 (hundreds of MB of fp32 weights, or 224×224 inputs) are marked `zoo` and run by `make test-zoo`.
 """
+
 import numpy as np
 import pytest
 
@@ -26,7 +27,10 @@ def _zoo(name):
         "densenet121": (lambda: M.densenet121(num_classes=10), (3, 64, 64)),
         "resnext50_32x4d": (lambda: M.resnext50_32x4d(num_classes=10), (3, 64, 64)),
         "wide_resnet50_2": (lambda: M.wide_resnet50_2(num_classes=10), (3, 64, 64)),
-        "vgg11": (lambda: M.vgg11(num_classes=10), (3, 224, 224)),  # paddle2onnx: adaptive pool 2x2 -> 7x7 has no ONNX form
+        "vgg11": (
+            lambda: M.vgg11(num_classes=10),
+            (3, 224, 224),
+        ),  # paddle2onnx: adaptive pool 2x2 -> 7x7 has no ONNX form
         "alexnet": (lambda: M.alexnet(num_classes=10), (3, 224, 224)),  # fixed-size pooling: its own input size
         "googlenet": (lambda: M.googlenet(num_classes=10), (3, 224, 224)),
         "inception_v3": (lambda: M.inception_v3(num_classes=10), (3, 96, 96)),
@@ -34,8 +38,18 @@ def _zoo(name):
 
 
 LARGE = {"resnext50_32x4d", "wide_resnet50_2", "vgg11", "alexnet", "googlenet", "inception_v3"}
-NAMES = ["lenet", "resnet18", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
-         "shufflenet_v2", "squeezenet", "densenet121", *sorted(LARGE)]
+NAMES = [
+    "lenet",
+    "resnet18",
+    "mobilenet_v1",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "shufflenet_v2",
+    "squeezenet",
+    "densenet121",
+    *sorted(LARGE),
+]
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.zoo) if n in LARGE else n for n in NAMES])
@@ -234,8 +248,11 @@ def test_a_users_model_with_split_concat_se_and_grouped_convs_prunes(tmp_path):
     model.eval()
     base = describe(export_layer(model, shape, tmp_path / "base.onnx"))
     model, changes, rows = prune_channels(model, shape, ChannelRule(ratio=0.5, round_to=1))
-    # the grouped conv loses whole groups (64 channels in groups of 8 -> 4 of them kept), its producer and consumer follow
-    assert len(changes["g2"]["depthwise"]) == 32 and model.g2._groups == 4 and list(model.g2.weight.shape) == [32, 8, 3, 3]
+    # the grouped conv loses whole groups (64 channels in groups of 8 -> 4 of them kept), its producer and
+    # consumer follow
+    assert (
+        len(changes["g2"]["depthwise"]) == 32 and model.g2._groups == 4 and list(model.g2.weight.shape) == [32, 8, 3, 3]
+    )
     assert len(changes["g1"]["out"]) == 32 and len(changes["g3"]["in"]) == 32 and len(changes["se1"]["out"]) == 4
     assert any("split through a channel group" in r.get("skip", "") for r in rows)  # the stem the split cuts in half
     out = export_layer(model, shape, tmp_path / "pruned.onnx")

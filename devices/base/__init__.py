@@ -8,6 +8,7 @@ never paddle or onnxruntime).
   child      child processes that die with their parent
   cache      the cache directory ($EDGEPIPE_CACHE, else the user's cache directory)
 """
+
 from edgepipe.devices.base import telemetry  # noqa: F401  (first: before anything can load onnxruntime)
 from edgepipe.devices.base.errors import EdgepipeError, FieldError, os_error_line
 

@@ -9,6 +9,7 @@ Temp folders: `temp_dir` makes edgepipe's scratch folders under one root (the ru
 `.tmp/` during a run, else the system's), named with the owning process id, so `sweep_temp` can
 remove those a killed process left behind without touching a live one's.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,6 +1,7 @@
 """edgepipe's cache directory: $EDGEPIPE_CACHE where it is set (and not empty), else the user's
 cache directory for edgepipe (platformdirs; on Linux $XDG_CACHE_HOME/edgepipe, by default
 ~/.cache/edgepipe). Roofline peaks, teacher logits and generated frames are kept there."""
+
 from __future__ import annotations
 
 import os

@@ -1,6 +1,7 @@
 """Child processes that never outlive edgepipe: on Linux each child asks the kernel for SIGKILL when
 its parent dies (PR_SET_PDEATHSIG), so a killed `edgepipe run` cannot leave a bench runner measuring
 beside the rerun's, or writing into a run directory after it finished."""
+
 from __future__ import annotations
 
 import signal

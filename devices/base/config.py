@@ -11,6 +11,7 @@ holds; a mapping with none takes the class whose tag has a default. Fields decla
 `field(metadata=OPTIONAL)` are left out of `to_dict` while at their default, so adding one to a
 config leaves the config sha of every existing recipe unchanged.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -82,8 +83,10 @@ def convert(tp, value, path: str):
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping of keys, got {type(value).__name__} {value!r}")
-        key_t, val_t = (args or (str, Any))
-        return {convert(key_t, k, f"{path}.{_key(k)}"): convert(val_t, v, f"{path}.{_key(k)}") for k, v in value.items()}
+        key_t, val_t = args or (str, Any)
+        return {
+            convert(key_t, k, f"{path}.{_key(k)}"): convert(val_t, v, f"{path}.{_key(k)}") for k, v in value.items()
+        }
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
@@ -103,7 +106,9 @@ def convert(tp, value, path: str):
         try:
             value = float(value)
         except OverflowError:
-            raise ConfigError(f"{path}: {str(value)[:20]}… is too large for a number; give an ordinary number") from None
+            raise ConfigError(
+                f"{path}: {str(value)[:20]}… is too large for a number; give an ordinary number"
+            ) from None
         if not math.isfinite(value):  # YAML's .inf / .nan: a learning rate or weight that can only diverge
             raise ConfigError(f"{path}: {value!r} is not a finite number; give an ordinary number")
         return value
@@ -122,8 +127,11 @@ def _pick_tagged(classes, value: dict, path: str):
         raise ConfigError(f"{path}: give exactly one of {', '.join(tags)}, not {' and '.join(c.TAG for c in present)}")
     if present:
         return present[0]
-    default = [c for c in classes if any(f.name == c.TAG and f.default is not dataclasses.MISSING
-                                         for f in dataclasses.fields(c))]
+    default = [
+        c
+        for c in classes
+        if any(f.name == c.TAG and f.default is not dataclasses.MISSING for f in dataclasses.fields(c))
+    ]
     if not default:
         raise ConfigError(f"{path}: give one of {', '.join(tags)}")
     return default[0]
@@ -150,11 +158,19 @@ def from_dict(cls, data, path: str = ""):
     except FieldError as exc:
         raise ConfigError(f"{path + '.' if path else ''}{exc.field}: {exc.message}") from None
     except TypeError as exc:  # a required key is missing
-        missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in kwargs
-                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.init
+            and f.name not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
         if missing:
-            raise ConfigError(f"{where}: missing key{'s' if len(missing) > 1 else ''} {', '.join(repr(m) for m in missing)}; "
-                              f"add {'them' if len(missing) > 1 else 'it'}") from None
+            raise ConfigError(
+                f"{where}: missing key{'s' if len(missing) > 1 else ''} {', '.join(repr(m) for m in missing)}; "
+                f"add {'them' if len(missing) > 1 else 'it'}"
+            ) from None
         raise ConfigError(f"{where}: {exc}") from None
 
 
@@ -167,8 +183,11 @@ def _at_default(f, value) -> bool:
 def to_dict(cfg) -> dict:
     def plain(v):
         if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)
-                    if not (f.metadata.get("omit_default") and _at_default(f, getattr(v, f.name)))}
+            return {
+                f.name: plain(getattr(v, f.name))
+                for f in dataclasses.fields(v)
+                if not (f.metadata.get("omit_default") and _at_default(f, getattr(v, f.name)))
+            }
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         if isinstance(v, dict):

@@ -6,6 +6,7 @@ to 0 keeps that choice.
 Every edgepipe module imports edgepipe.devices first, whose package imports this one first, so the
 variable is set before anything of ours can load onnxruntime.
 """
+
 import os
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")

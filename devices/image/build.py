@@ -22,108 +22,34 @@ they cannot be had (it tries apt-get for the packages).
 
     sudo make image-arm            # or: .venv/bin/python devices/image/build.py [--extras camera]
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from crosscheck import compare, compare_stream, write_frames
+from emulation import (
+    DEBIAN_TOOLS,
+    MIRROR,
+    REPO,
+    RUNNER_ARGS,
+    SUITE,
+    arm_emulation_problem,
+    chroot_run,
+    sh,
+    wheelhouse_command,
+)
+
 WORK = Path(os.environ.get("EDGEPIPE_IMAGE_DIR", REPO / ".image"))
 BASE = "docker.io/library/python:3.11-slim-bookworm"
 TAG = "localhost/edgepipe-runner:arm64"
-SUITE = "bookworm"  # Debian 12: Python 3.11, as the official base image has
-MIRROR = os.environ.get("EDGEPIPE_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64")
-RUNNER_ARGS = ["--iters", "3", "--min-seconds", "0", "--warmup", "1", "--warmup-seconds", "0",
-               "--energy-seconds", "0.2", "--idle-seconds", "0", "--no-roofline"]
-DEBIAN_TOOLS = ("debootstrap", "qemu-user-static", "binfmt-support")
-
-
-def sh(*cmd, timeout: float = 3600, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(c) for c in cmd], text=True, capture_output=True, timeout=timeout, **kw)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, cmd[:5]))} ... failed ({proc.returncode}): {proc.stderr.strip()[-1500:]}")
-    return proc
-
-
-def arm_emulation_problem(tools: tuple[str, ...] = DEBIAN_TOOLS, binaries: tuple[str, ...] = ("debootstrap",)) -> str | None:
-    """Why arm64 binaries cannot be run in a chroot here, or None: root, the Debian packages (installed
-    with apt-get where missing), and an enabled qemu-aarch64 entry in binfmt_misc on x86."""
-    if platform.machine() not in ("x86_64", "aarch64"):
-        return f"host architecture {platform.machine()} is not supported by this target"
-    if os.geteuid() != 0:
-        return "needs root (debootstrap, chroot and mount); run it with sudo"
-    if any(not shutil.which(b) for b in binaries) or not Path("/usr/bin/qemu-aarch64-static").exists():
-        if not shutil.which("apt-get"):
-            return f"{', '.join(tools)} are missing and there is no apt-get to install them"
-        proc = subprocess.run(["apt-get", "install", "-y", "-q", *tools], capture_output=True, text=True,
-                              env=os.environ | {"DEBIAN_FRONTEND": "noninteractive"})
-        if proc.returncode != 0:
-            return f"could not install {', '.join(tools)}: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
-    if platform.machine() == "x86_64":
-        binfmt = Path("/proc/sys/fs/binfmt_misc")
-        if not (binfmt / "register").exists():
-            subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(binfmt)], capture_output=True)
-        if not (binfmt / "qemu-aarch64").exists():
-            subprocess.run(["update-binfmts", "--enable", "qemu-aarch64"], capture_output=True)
-        entry = binfmt / "qemu-aarch64"
-        if not entry.exists() or "enabled" not in entry.read_text():
-            return "binfmt_misc has no enabled qemu-aarch64 entry (mount binfmt_misc; update-binfmts --enable qemu-aarch64)"
-    return None
-
-
-def chroot_run(root: Path, cmd: list, path: str, home: str, user: str | None = None, env: dict | None = None,
-               timeout: float = 1800) -> subprocess.CompletedProcess:
-    """Run in an arm64 root with /proc mounted (psutil and the host facts read it), as `user` (uid[:gid])
-    where given. The host's /sys is not bound in: its x86 CPU topology makes onnxruntime's cpuinfo
-    crash under emulation."""
-    mounted = []
-    try:
-        target = root / "proc"
-        target.mkdir(exist_ok=True)
-        if subprocess.run(["mountpoint", "-q", str(target)]).returncode != 0:
-            sh("mount", "-t", "proc", "proc", target)
-            mounted.append(target)
-        who = [f"--userspec={user}"] if user else []
-        extra = [f"{k}={v}" for k, v in (env or {}).items()]
-        return subprocess.run(["chroot", *who, str(root), "/usr/bin/env", "-i", f"PATH={path}", f"HOME={home}", *extra,
-                               *map(str, cmd)], text=True, capture_output=True, timeout=timeout)
-    finally:
-        for t in reversed(mounted):
-            subprocess.run(["umount", "-l", str(t)], capture_output=True)
-
-
-def requirements(extras: tuple[str, ...] = ()) -> list[str]:
-    """The device install's requirements from pyproject.toml, onnxruntime and numpy pinned to this
-    host's versions (so that x86 and arm64 run the same kernels), plus the build backend."""
-    import numpy
-    import onnxruntime
-    import tomllib
-
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    reqs = list(project["project"]["dependencies"])
-    for extra in extras:
-        reqs += project["project"]["optional-dependencies"][extra]
-    pins = {"onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__}
-    out = []
-    for r in reqs:
-        name = r.split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip()
-        out.append(f"{name}=={pins[name]}" if name in pins else r)
-    return out + project["build-system"]["requires"]
-
-
-def wheelhouse_command(dest: Path, extras: tuple[str, ...] = ()) -> list[str]:
-    """The host pip's download of aarch64 CPython 3.11 wheels (binary only) for the image's install."""
-    plats = [a for p in PLATFORMS for a in ("--platform", p)]
-    return [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--implementation", "cp",
-            "--python-version", "3.11", *plats, "-d", str(dest), *requirements(extras)]
 
 
 class Buildah:
@@ -136,7 +62,9 @@ class Buildah:
         return sh("buildah", *self.opts, *args, timeout=timeout).stdout.strip()
 
     def image(self, name: str) -> dict | None:
-        proc = subprocess.run(["buildah", *self.opts, "inspect", "--type", "image", name], capture_output=True, text=True)
+        proc = subprocess.run(
+            ["buildah", *self.opts, "inspect", "--type", "image", name], capture_output=True, text=True
+        )
         return json.loads(proc.stdout) if proc.returncode == 0 else None
 
 
@@ -150,14 +78,33 @@ def make_base(b: Buildah, work: Path) -> str:
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
         print(f"image-arm: debootstrap --arch=arm64 {SUITE} for the stand-in base (several minutes, once)", flush=True)
-        sh("debootstrap", "--arch=arm64", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
-           SUITE, root, MIRROR, timeout=5400)
-        proc = chroot_run(root, ["/bin/sh", "-c", "python3 -m venv /usr/local && /usr/local/bin/pip --version"],
-                          path="/usr/bin:/bin", home="/root")
+        sh(
+            "debootstrap",
+            "--arch=arm64",
+            "--variant=minbase",
+            "--include=python3,python3-venv,ca-certificates",
+            SUITE,
+            root,
+            MIRROR,
+            timeout=5400,
+        )
+        proc = chroot_run(
+            root,
+            ["/bin/sh", "-c", "python3 -m venv /usr/local && /usr/local/bin/pip --version"],
+            path="/usr/bin:/bin",
+            home="/root",
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"the stand-in base's venv at /usr/local failed: {proc.stderr.strip()[-800:]}")
-        for junk in ("var/lib/apt/lists", "var/cache/apt", "usr/share/doc", "usr/share/man", "usr/share/locale",
-                     "usr/share/info", "var/log"):
+        for junk in (
+            "var/lib/apt/lists",
+            "var/cache/apt",
+            "usr/share/doc",
+            "usr/share/man",
+            "usr/share/locale",
+            "usr/share/info",
+            "var/log",
+        ):
             shutil.rmtree(root / junk, ignore_errors=True)
             (root / junk).mkdir(parents=True, exist_ok=True)
         (root / ".edgepipe-debootstrap-done").touch()
@@ -167,10 +114,23 @@ def make_base(b: Buildah, work: Path) -> str:
         sh("cp", "-a", f"{root}/.", str(mnt))
         (mnt / ".edgepipe-debootstrap-done").unlink()
         b("umount", ctr)
-        b("config", "--arch", "arm64", "--os", "linux", "--env",
-          "PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin", "--env", "LANG=C.UTF-8",
-          "--cmd", "python3", "--label", "org.opencontainers.image.description=edgepipe stand-in for "
-          "python:3.11-slim-bookworm: Debian bookworm arm64 packages, a Python 3.11 venv at /usr/local", ctr)
+        b(
+            "config",
+            "--arch",
+            "arm64",
+            "--os",
+            "linux",
+            "--env",
+            "PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "--env",
+            "LANG=C.UTF-8",
+            "--cmd",
+            "python3",
+            "--label",
+            "org.opencontainers.image.description=edgepipe stand-in for "
+            "python:3.11-slim-bookworm: Debian bookworm arm64 packages, a Python 3.11 venv at /usr/local",
+            ctr,
+        )
         b("commit", "--rm", ctr, BASE)
     except Exception:
         subprocess.run(["buildah", *b.opts, "rm", ctr], capture_output=True)
@@ -186,9 +146,26 @@ def build_image(b: Buildah, work: Path, extras: tuple[str, ...]) -> Path:
     house.mkdir(parents=True)
     print(f"image-arm: aarch64 wheels into {house.relative_to(REPO)} (the host's pip)", flush=True)
     sh(*wheelhouse_command(house, extras), timeout=1800)
-    args = ["bud", "--isolation", "chroot", "--arch", "arm64", "--os", "linux", "--pull=false", "--layers=false",
-            "--build-arg", f"WHEELHOUSE={house.relative_to(REPO)}", "--build-arg", f"EXTRAS={','.join(extras)}",
-            "-f", str(REPO / "Dockerfile.arm"), "-t", TAG, str(REPO)]
+    args = [
+        "bud",
+        "--isolation",
+        "chroot",
+        "--arch",
+        "arm64",
+        "--os",
+        "linux",
+        "--pull=false",
+        "--layers=false",
+        "--build-arg",
+        f"WHEELHOUSE={house.relative_to(REPO)}",
+        "--build-arg",
+        f"EXTRAS={','.join(extras)}",
+        "-f",
+        str(REPO / "Dockerfile.arm"),
+        "-t",
+        TAG,
+        str(REPO),
+    ]
     print("image-arm: buildah " + " ".join(args[:-3]) + " ... (the RUN steps under qemu: minutes)", flush=True)
     b(*args)
     archive = work / "edgepipe-runner-arm64.oci.tar"
@@ -207,6 +184,72 @@ def demo_model() -> tuple[Path, Path]:
     return model, data
 
 
+def _stage_inputs(mnt: Path, model: Path, data: Path) -> Path:
+    """Copy the model and test split into the image's /tmp/edgepipe-image, a folder its user may write to."""
+    xchg = mnt / "tmp/edgepipe-image"
+    xchg.mkdir(parents=True, exist_ok=True)
+    xchg.chmod(0o777)
+    shutil.copy(model, xchg / model.name)
+    shutil.copy(data, xchg / data.name)
+    return xchg
+
+
+def _run_entrypoint(mnt: Path, entry: list, env: dict, home: str, uid: str, model: Path, data: Path):
+    """The entrypoint on the test split as the image's user; its result and outputs stay in /tmp/edgepipe-image."""
+    proc = chroot_run(
+        mnt,
+        [
+            *entry,
+            f"/tmp/edgepipe-image/{model.name}",
+            "--inputs",
+            f"/tmp/edgepipe-image/{data.name}",
+            "--profile",
+            "arm-camera-a53",
+            "--json",
+            "/tmp/edgepipe-image/arm.json",
+            "--save-outputs",
+            "/tmp/edgepipe-image/arm.npz",
+            *RUNNER_ARGS,
+        ],
+        path=env.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        home=home,
+        user=f"{uid}:{uid}",
+        env={"LANG": env.get("LANG", "C.UTF-8")},
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"the image's entrypoint failed under qemu: {proc.stderr.strip()[-1500:]}")
+    return proc
+
+
+def _run_stream(mnt: Path, entry: list, env: dict, home: str, uid: str, model: Path, data: Path, out: Path):
+    """The entrypoint's camera mode on frames made from the same digits; its result and the frames go to `out`."""
+    xchg = mnt / "tmp/edgepipe-image"
+    frames = write_frames(data, xchg / "frames")
+    proc = chroot_run(
+        mnt,
+        [
+            *entry,
+            f"/tmp/edgepipe-image/{model.name}",
+            "--stream",
+            "/tmp/edgepipe-image/frames",
+            "--profile",
+            "arm-camera-a53",
+            "--energy-seconds",
+            "0",
+            "--json",
+            "/tmp/edgepipe-image/stream.json",
+        ],
+        path=env.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        home=home,
+        user=f"{uid}:{uid}",
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"the image's --stream failed under qemu: {proc.stderr.strip()[-1500:]}")
+    shutil.copy(xchg / "stream.json", out / "arm-stream.json")
+    shutil.copytree(frames, out / "frames", dirs_exist_ok=True)
+    return proc
+
+
 def run_in_image(b: Buildah, model: Path, data: Path, out: Path) -> dict:
     """The image's entrypoint on its own root filesystem, as its user, under qemu; returns what the
     checks need (the outputs land in `out`)."""
@@ -218,81 +261,29 @@ def run_in_image(b: Buildah, model: Path, data: Path, out: Path) -> dict:
         mnt = Path(b("mount", ctr))
         site = [p.name.lower() for p in (mnt / "usr/local/lib/python3.11/site-packages").iterdir()]
         root_bytes = int(sh("du", "-sb", "--one-file-system", mnt).stdout.split()[0])
-        xchg = mnt / "tmp/edgepipe-image"
-        xchg.mkdir(parents=True, exist_ok=True)
-        xchg.chmod(0o777)
-        shutil.copy(model, xchg / model.name)
-        shutil.copy(data, xchg / data.name)
+        xchg = _stage_inputs(mnt, model, data)
         uid = user.split(":")[0]
-        ids = chroot_run(mnt, ["/usr/bin/id", "-un"], path=env.get("PATH", "/usr/bin:/bin"), home=home, user=f"{uid}:{uid}")
-        proc = chroot_run(mnt, [*entry, f"/tmp/edgepipe-image/{model.name}", "--inputs", f"/tmp/edgepipe-image/{data.name}",
-                                "--profile", "arm-camera-a53", "--json", "/tmp/edgepipe-image/arm.json",
-                                "--save-outputs", "/tmp/edgepipe-image/arm.npz", *RUNNER_ARGS],
-                          path=env.get("PATH", "/usr/local/bin:/usr/bin:/bin"), home=home, user=f"{uid}:{uid}",
-                          env={"LANG": env.get("LANG", "C.UTF-8")})
-        if proc.returncode != 0:
-            raise RuntimeError(f"the image's entrypoint failed under qemu: {proc.stderr.strip()[-1500:]}")
+        ids = chroot_run(
+            mnt, ["/usr/bin/id", "-un"], path=env.get("PATH", "/usr/bin:/bin"), home=home, user=f"{uid}:{uid}"
+        )
+        proc = _run_entrypoint(mnt, entry, env, home, uid, model, data)
         shutil.copy(xchg / "arm.json", out / "arm.json")
         shutil.copy(xchg / "arm.npz", out / "arm.npz")
         opencv = any(n.startswith("cv2") or n.startswith("opencv") for n in site)
         if opencv:  # the camera mode too, on a folder of frames made from the same digits
-            frames = write_frames(data, xchg / "frames")
-            proc = chroot_run(mnt, [*entry, f"/tmp/edgepipe-image/{model.name}", "--stream", "/tmp/edgepipe-image/frames",
-                                    "--profile", "arm-camera-a53", "--energy-seconds", "0", "--json", "/tmp/edgepipe-image/stream.json"],
-                              path=env.get("PATH", "/usr/local/bin:/usr/bin:/bin"), home=home, user=f"{uid}:{uid}")
-            if proc.returncode != 0:
-                raise RuntimeError(f"the image's --stream failed under qemu: {proc.stderr.strip()[-1500:]}")
-            shutil.copy(xchg / "stream.json", out / "arm-stream.json")
-            shutil.copytree(frames, out / "frames", dirs_exist_ok=True)
-        return {"rootfs_bytes": root_bytes, "entrypoint": entry, "user": user, "user_name": ids.stdout.strip(), "stdout": proc.stdout,
-                "paddle_inside": sorted(n for n in site if "paddle" in n),
-                "opencv_inside": opencv}
+            proc = _run_stream(mnt, entry, env, home, uid, model, data, out)
+        return {
+            "rootfs_bytes": root_bytes,
+            "entrypoint": entry,
+            "user": user,
+            "user_name": ids.stdout.strip(),
+            "stdout": proc.stdout,  # the last run's: the camera mode's where it ran
+            "paddle_inside": sorted(n for n in site if "paddle" in n),
+            "opencv_inside": opencv,
+        }
     finally:
         subprocess.run(["buildah", *b.opts, "umount", ctr], capture_output=True)
         subprocess.run(["buildah", *b.opts, "rm", ctr], capture_output=True)
-
-
-def write_frames(data: Path, folder: Path, n: int = 30) -> Path:
-    """The first n test digits as 112×112 PNG frames (grey on black), for the camera mode's check."""
-    import numpy as np
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    with np.load(data) as z:
-        x = z["x"][:n, 0]
-    px = np.clip((x - x.min()) / (x.max() - x.min()) * 255, 0, 255).round().astype(np.uint8)
-    for i, p in enumerate(px):
-        Image.fromarray(p).resize((112, 112), Image.NEAREST).save(folder / f"{i:03d}.png")
-    return folder
-
-
-def compare_stream(model: Path, out: Path) -> dict:
-    """The camera mode on the same frames on x86: the same frames processed, the same predictions."""
-    proc = subprocess.run([sys.executable, "-m", "edgepipe.runtime", model, "--stream", out / "frames", "--profile", "x86-avx2",
-                           "--energy-seconds", "0", "--json", out / "x86-stream.json"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the x86 runner's --stream failed: {proc.stderr.strip()[-800:]}")
-    arm, x86 = (json.loads((out / f).read_text()) for f in ("arm-stream.json", "x86-stream.json"))
-    return {"stream_frames_image": arm["frames_processed"], "stream_frames_x86": x86["frames_processed"],
-            "stream_predictions_match": arm["predicted"] == x86["predicted"]}
-
-
-def compare(model: Path, data: Path, out: Path) -> dict:
-    import numpy as np
-
-    proc = subprocess.run([sys.executable, "-m", "edgepipe.runtime", model, "--inputs", data, "--profile", "x86-avx2",
-                           "--json", out / "x86.json", "--save-outputs", out / "x86.npz", *RUNNER_ARGS],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the x86 runner failed: {proc.stderr.strip()[-800:]}")
-    arm, x86 = json.loads((out / "arm.json").read_text()), json.loads((out / "x86.json").read_text())
-    with np.load(out / "arm.npz") as a, np.load(out / "x86.npz") as b:
-        la, lb = a["outputs"], b["outputs"]
-    return {"samples": int(len(la)), "arch_image": arm["environment"]["host"]["arch"],
-            "onnxruntime_image": arm["environment"]["onnxruntime"], "onnxruntime_x86": x86["environment"]["onnxruntime"],
-            "max_abs_diff": float(np.abs(la - lb).max()), "logit_scale": float(np.abs(lb).max()),
-            "top1_agreement": float((la.argmax(1) == lb.argmax(1)).mean()),
-            "accuracy_image": arm["accuracy"], "accuracy_x86": x86["accuracy"]}
 
 
 def main() -> int:
@@ -319,27 +310,55 @@ def main() -> int:
     if ran["opencv_inside"]:
         cmp |= compare_stream(model, out)
     layers = b.image(TAG)["OCIv1"].get("rootfs", {}).get("diff_ids", [])
-    result = {"archive": str(archive.relative_to(REPO)), "archive_bytes": archive.stat().st_size,
-              "layers": len(layers), "base": f"{BASE} (stand-in: Debian {SUITE} arm64 packages)", "extras": list(extras),
-              "model": str(model.relative_to(REPO)), **cmp, **{k: v for k, v in ran.items() if k != "stdout"},
-              "seconds": round(time.perf_counter() - t0, 1)}
+    result = {
+        "archive": str(archive.relative_to(REPO)),
+        "archive_bytes": archive.stat().st_size,
+        "layers": len(layers),
+        "base": f"{BASE} (stand-in: Debian {SUITE} arm64 packages)",
+        "extras": list(extras),
+        "model": str(model.relative_to(REPO)),
+        **cmp,
+        **{k: v for k, v in ran.items() if k != "stdout"},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     (WORK / "last-result.json").write_text(json.dumps(result, indent=2) + "\n")
     print(ran["stdout"])
     mb = result["archive_bytes"] / 1e6
-    print(f"image      {TAG} for linux/arm64 -> {result['archive']}: {mb:.1f} MB (OCI archive, {result['layers']} gzip "
-          f"layers; goal <= 150 MB), {ran['rootfs_bytes'] / 1e6:.0f} MB unpacked")
+    print(
+        f"image      {TAG} for linux/arm64 -> {result['archive']}: {mb:.1f} MB (OCI archive, {result['layers']} gzip "
+        f"layers; goal <= 150 MB), {ran['rootfs_bytes'] / 1e6:.0f} MB unpacked"
+    )
     print(f"base       {result['base']}")
-    print(f"entrypoint {' '.join(ran['entrypoint'])} as user {ran['user']} ({ran['user_name']}); paddle inside: "
-          f"{', '.join(ran['paddle_inside']) or 'none'}; OpenCV inside: {'yes' if ran['opencv_inside'] else 'no'}")
-    print(f"vs x86     {cmp['samples']} test digits: max |diff| {cmp['max_abs_diff']:.2e} (logits up to {cmp['logit_scale']:.1f}), "
-          f"top-1 agreement {100 * cmp['top1_agreement']:.2f}%, accuracy {100 * cmp['accuracy_image']:.2f}% (arm64 image) vs "
-          f"{100 * cmp['accuracy_x86']:.2f}% (x86); onnxruntime {cmp['onnxruntime_image']} on both")
+    print(
+        f"entrypoint {' '.join(ran['entrypoint'])} as user {ran['user']} ({ran['user_name']}); paddle inside: "
+        f"{', '.join(ran['paddle_inside']) or 'none'}; OpenCV inside: {'yes' if ran['opencv_inside'] else 'no'}"
+    )
+    print(
+        f"vs x86     {cmp['samples']} test digits: max |diff| {cmp['max_abs_diff']:.2e} "
+        f"(logits up to {cmp['logit_scale']:.1f}), "
+        f"top-1 agreement {100 * cmp['top1_agreement']:.2f}%, "
+        f"accuracy {100 * cmp['accuracy_image']:.2f}% (arm64 image) vs "
+        f"{100 * cmp['accuracy_x86']:.2f}% (x86); onnxruntime {cmp['onnxruntime_image']} on both"
+    )
     if ran["opencv_inside"]:
-        print(f"--stream   {cmp['stream_frames_image']} frames in the image, {cmp['stream_frames_x86']} on x86; predictions "
-              f"{'identical' if cmp['stream_predictions_match'] else 'DIFFERENT'}")
-    ok = (cmp.get("stream_predictions_match", True) and cmp["arch_image"] == "aarch64" and cmp["top1_agreement"] >= 0.995 and cmp["max_abs_diff"] <= 0.05 * cmp["logit_scale"]
-          and abs(cmp["accuracy_image"] - cmp["accuracy_x86"]) <= 0.005 and not ran["paddle_inside"] and ran["user"] not in ("0", "root"))
-    print(f"image-arm: {'OK' if ok else 'FAILED'} in {result['seconds']:.0f} s; details in {WORK.relative_to(REPO)}/last-result.json")
+        print(
+            f"--stream   {cmp['stream_frames_image']} frames in the image, "
+            f"{cmp['stream_frames_x86']} on x86; predictions "
+            f"{'identical' if cmp['stream_predictions_match'] else 'DIFFERENT'}"
+        )
+    ok = (
+        cmp.get("stream_predictions_match", True)
+        and cmp["arch_image"] == "aarch64"
+        and cmp["top1_agreement"] >= 0.995
+        and cmp["max_abs_diff"] <= 0.05 * cmp["logit_scale"]
+        and abs(cmp["accuracy_image"] - cmp["accuracy_x86"]) <= 0.005
+        and not ran["paddle_inside"]
+        and ran["user"] not in ("0", "root")
+    )
+    print(
+        f"image-arm: {'OK' if ok else 'FAILED'} in {result['seconds']:.0f} s; "
+        f"details in {WORK.relative_to(REPO)}/last-result.json"
+    )
     return 0 if ok else 1
 
 

@@ -1,8 +1,8 @@
 """What each `edgepipe` command does (cmd_<name>(args) -> exit code). Heavy imports (paddle, onnx,
 onnxruntime) happen inside each command, so `--help` is instant."""
+
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 
@@ -17,8 +17,9 @@ def cmd_run(args) -> int:
         from dataclasses import replace
 
         recipe = replace(recipe, name=args.name)
-    run_dir, manifest = run_recipe(recipe, Path(args.runs_dir), force=args.force, from_stage=args.from_stage,
-                                   load_data=load_dataset)
+    run_dir, manifest = run_recipe(
+        recipe, Path(args.runs_dir), force=args.force, from_stage=args.from_stage, load_data=load_dataset
+    )
     print(table_text(manifest))
     reports = [p for p in (run_dir / "report" / "report.md", run_dir / "report" / "report.html") if p.is_file()]
     print(f"\nrun directory: {run_dir}" + "".join(f"\nreport: {p}" for p in reports))
@@ -26,22 +27,50 @@ def cmd_run(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    import shutil
-    import tempfile
-
+    """Run a channel-sensitivity analysis of a model folder, write it and print its table."""
     from edgepipe.devices import EdgepipeError
-    from edgepipe.devices.base.config import ConfigError, from_dict
     from edgepipe.pipeline.compress.channels.importance import DATA_SCORERS
-    from edgepipe.pipeline.compress.channels.prune import ChannelRule
-    from edgepipe.pipeline.compress.channels.sensitivity import Sensitivity, analyse, choose_ratios, write
+    from edgepipe.pipeline.compress.channels.sensitivity import analyse, choose_ratios
     from edgepipe.pipeline.core.progress import progress_bar
     from edgepipe.pipeline.core.recipe import DataConfig
     from edgepipe.pipeline.data.load import load_dataset
     from edgepipe.pipeline.models.load import load_model
 
     if not args.sensitivity:
-        raise EdgepipeError("edgepipe prune: add --sensitivity (this command runs the analysis alone; pruning and "
-                            "fine-tuning happen in a recipe's prune stage)")
+        raise EdgepipeError(
+            "edgepipe prune: add --sensitivity (this command runs the analysis alone; pruning and "
+            "fine-tuning happen in a recipe's prune stage)"
+        )
+    rule, sens = _prune_settings(args)
+    model_dir = Path(args.model)
+    layer, info = load_model(model_dir)
+    shape = tuple(info["input_shape"])
+    data = load_dataset(data_for(info, Path(args.data), args.layout) if args.data else DataConfig())
+    train = data.split("train") if rule.criterion in DATA_SCORERS else None
+    if tuple(data.input_shape) != shape:
+        raise EdgepipeError(
+            f"{model_dir}: the model takes inputs of shape {list(shape)}, the "
+            + (f"data in {args.data}" if args.data else "bundled MNIST splits")
+            + f" are {list(data.input_shape)}; "
+            "give --data: an image folder or .npz of the model's input"
+        )
+    doc, g, aux = analyse(layer, shape, rule, sens, data.split("val"), train, progress=progress_bar("sensitivity"))
+    if rule.target is not None:
+        choose_ratios(layer, shape, doc, g, aux, rule)
+    out = Path(args.output or model_dir / "sensitivity")
+    files = _write_sensitivity(doc, out, sens.plot)
+    _print_sensitivity(doc)
+    print(f"wrote {', '.join(str(out / f.name) for f in files)}")
+    return 0
+
+
+def _prune_settings(args):
+    """(the ChannelRule, the Sensitivity settings) that `edgepipe prune`'s flags ask for."""
+    from edgepipe.devices import EdgepipeError
+    from edgepipe.devices.base.config import ConfigError, from_dict
+    from edgepipe.pipeline.compress.channels.prune import ChannelRule
+    from edgepipe.pipeline.compress.channels.sensitivity import Sensitivity
+
     target = None
     if args.target:
         kind, _, value = args.target.partition("=")
@@ -50,54 +79,82 @@ def cmd_prune(args) -> int:
         except ValueError:
             raise EdgepipeError(f"--target {args.target}: write KIND=SHARE, e.g. macs=0.5") from None
     try:
-        rule = from_dict(ChannelRule, {"criterion": args.criterion, "round_to": args.round_to, "skip": args.skip or [],
-                                       "layers": args.layers or ["*"], "samples": args.samples, "target": target})
-        sens = from_dict(Sensitivity, {"ratios": [float(r) for r in args.ratios.split(",")] if args.ratios else list(
-            Sensitivity().ratios), "samples": args.val_samples, "plot": not args.no_plot})
+        rule = from_dict(
+            ChannelRule,
+            {
+                "criterion": args.criterion,
+                "round_to": args.round_to,
+                "skip": args.skip or [],
+                "layers": args.layers or ["*"],
+                "samples": args.samples,
+                "target": target,
+            },
+        )
+        sens = from_dict(
+            Sensitivity,
+            {
+                "ratios": [float(r) for r in args.ratios.split(",")] if args.ratios else list(Sensitivity().ratios),
+                "samples": args.val_samples,
+                "plot": not args.no_plot,
+            },
+        )
     except ValueError as exc:
         raise EdgepipeError(f"--ratios {args.ratios}: {exc}") from None
     except ConfigError as exc:
         raise EdgepipeError(f"edgepipe prune: {exc}") from None
-    model_dir = Path(args.model)
-    layer, info = load_model(model_dir)
-    shape = tuple(info["input_shape"])
-    data = load_dataset(data_for(info, Path(args.data), args.layout) if args.data else DataConfig())
-    train = data.split("train") if rule.criterion in DATA_SCORERS else None
-    if tuple(data.input_shape) != shape:
-        raise EdgepipeError(f"{model_dir}: the model takes inputs of shape {list(shape)}, the "
-                            + (f"data in {args.data}" if args.data else "bundled MNIST splits") + f" are {list(data.input_shape)}; "
-                            "give --data: an image folder or .npz of the model's input")
-    doc, g, aux = analyse(layer, shape, rule, sens, data.split("val"), train, progress=progress_bar("sensitivity"))
-    if rule.target is not None:
-        choose_ratios(layer, shape, doc, g, aux, rule)
-    out = Path(args.output or model_dir / "sensitivity")
+    return rule, sens
+
+
+def _write_sensitivity(doc: dict, out: Path, plot: bool) -> list[Path]:
+    """Write a sensitivity analysis into `out` (through a temporary folder beside it); its files' names."""
+    import shutil
+    import tempfile
+
+    from edgepipe.pipeline.compress.channels.sensitivity import write
+
     tmp = Path(tempfile.mkdtemp(prefix=".sensitivity-", dir=out.parent if out.parent.is_dir() else None))
     try:
-        files = write(doc, tmp, plot=sens.plot)
+        files = write(doc, tmp, plot=plot)
         out.mkdir(parents=True, exist_ok=True)
         for f in files:
             shutil.move(str(f), str(out / f.name))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return files
+
+
+def _print_sensitivity(doc: dict) -> None:
+    """Print a sensitivity analysis: its baseline, each group's accuracy per ratio, and any allocation."""
     base = doc["baseline"]
-    print(f"validation accuracy {100 * base['accuracy']:.2f}% on {doc['val_samples']} samples; "
-          f"{base['params']:,} params, {base['macs']:,} MACs; criterion {doc['criterion']}")
+    print(
+        f"validation accuracy {100 * base['accuracy']:.2f}% on {doc['val_samples']} samples; "
+        f"{base['params']:,} params, {base['macs']:,} MACs; criterion {doc['criterion']}"
+    )
     ratios = doc["ratios"]
     print(f"{'group (first layer)':<28} {'ch':>5} " + " ".join(f"{r:>6.2f}" for r in ratios))
     for grp in doc["groups"]:
-        print(f"{grp['group'][0][:28]:<28} {grp['channels']:>5} " + " ".join(f"{100 * p['accuracy']:>6.1f}" for p in grp["points"]))
+        print(
+            f"{grp['group'][0][:28]:<28} {grp['channels']:>5} "
+            + " ".join(f"{100 * p['accuracy']:>6.1f}" for p in grp["points"])
+        )
     for fz in doc["frozen"]:
         print(f"  left alone: {', '.join(fz['group'])} ({fz['skip']})")
     if "allocation" in doc:
         a = doc["allocation"]
         lat = a.get("latency")
-        print(f"target {', '.join(f'{k} {v:g}' for k, v in a['target'].items())}: {a['params']:,} params, {a['macs']:,} MACs"
-              + (f", p50 {lat['pruned_ms']:.3f} ms vs {lat['unpruned_ms']:.3f} ms unpruned ({lat['probes']} probes)" if lat else "")
-              + f"; predicted loss {100 * a['predicted_loss']:.2f} pt (sum of the groups' losses alone); per_layer for the prune stage:")
+        print(
+            f"target {', '.join(f'{k} {v:g}' for k, v in a['target'].items())}: "
+            f"{a['params']:,} params, {a['macs']:,} MACs"
+            + (
+                f", p50 {lat['pruned_ms']:.3f} ms vs {lat['unpruned_ms']:.3f} ms unpruned ({lat['probes']} probes)"
+                if lat
+                else ""
+            )
+            + f"; predicted loss {100 * a['predicted_loss']:.2f} pt (sum of the groups' losses alone); "
+            "per_layer for the prune stage:"
+        )
         for name, r in a["ratios"].items():
             print(f"  - {{name: {name}, ratio: {r}}}")
-    print(f"wrote {', '.join(str(out / f.name) for f in files)}")
-    return 0
 
 
 def data_for(info: dict, path: Path, layout: str | None):
@@ -109,10 +166,19 @@ def data_for(info: dict, path: Path, layout: str | None):
 
     c = info.get("contract") or {}
     channels, h, w = info["input_shape"]
-    fields = {"source": "imagefolder" if path.is_dir() else "npz", "path": str(path), "size": [h, w], "channels": channels,
-              "test": 0.1, "val": 0.2, "calibration": 1}
+    fields = {
+        "source": "imagefolder" if path.is_dir() else "npz",
+        "path": str(path),
+        "size": [h, w],
+        "channels": channels,
+        "test": 0.1,
+        "val": 0.2,
+        "calibration": 1,
+    }
     if c:
-        fields |= {"mean": list(c["mean"]), "std": list(c["std"])} | ({"resize": c["resize"]} if c.get("resize") and path.is_dir() else {})
+        fields |= {"mean": list(c["mean"]), "std": list(c["std"])} | (
+            {"resize": c["resize"]} if c.get("resize") and path.is_dir() else {}
+        )
     if fields["source"] == "npz":
         fields["layout"] = layout
     try:
@@ -126,11 +192,20 @@ def cmd_frames(args) -> int:
     from edgepipe.pipeline.data.frames import make_frames
 
     held = dict(zip(("test", "val"), args.held_out)) if args.held_out else None
-    r = make_frames(Path(args.output), size=args.size, per_class=args.per_class, seed=args.seed, progress=progress_bar("frames"),
-                    renderings=args.renderings, holdout=held)
-    print(f"{r['path']}: {r['images']} RGB frames of {r['size']}×{r['size']} ({r['per_class']} digits per class"
-          + (f"; test/val digits held out: {held}; {r['renderings']} per training digit" if held else "")
-          + ") made from the bundled MNIST digits — a stand-in for a camera's classes")
+    r = make_frames(
+        Path(args.output),
+        size=args.size,
+        per_class=args.per_class,
+        seed=args.seed,
+        progress=progress_bar("frames"),
+        renderings=args.renderings,
+        holdout=held,
+    )
+    print(
+        f"{r['path']}: {r['images']} RGB frames of {r['size']}×{r['size']} ({r['per_class']} digits per class"
+        + (f"; test/val digits held out: {held}; {r['renderings']} per training digit" if held else "")
+        + ") made from the bundled MNIST digits — a stand-in for a camera's classes"
+    )
     return 0
 
 
@@ -156,12 +231,21 @@ def cmd_bench(args) -> int:
 def cmd_deploy(args) -> int:
     from edgepipe.pipeline.stages.deploy import DeployConfig, deploy_finished_run
 
-    cfg = DeployConfig(backends=tuple(args.backend) if args.backend else None, profile=args.profile, threads=args.threads,
-                       max_accuracy_drop=args.max_drop, rounds=args.rounds, seconds=args.seconds)
+    cfg = DeployConfig(
+        backends=tuple(args.backend) if args.backend else None,
+        profile=args.profile,
+        threads=args.threads,
+        max_accuracy_drop=args.max_drop,
+        rounds=args.rounds,
+        seconds=args.seconds,
+    )
     run_dir = Path(args.run_dir)
     out = Path(args.output or run_dir / "deployment")  # beside manifest.json, not in a stage's folder
     d = deploy_finished_run(run_dir, Path(args.inputs or run_dir / "bench" / "test_split.npz"), out, cfg)
-    print(f"deployment: {d['model']} on {d['backend']} ({d['ran']['precision']}); run it: edgepipe-runner --deployment {out / 'deploy.json'}")
+    print(
+        f"deployment: {d['model']} on {d['backend']} ({d['ran']['precision']}); "
+        f"run it: edgepipe-runner --deployment {out / 'deploy.json'}"
+    )
     return 0
 
 
@@ -178,11 +262,17 @@ def cmd_devices(args) -> int:
     presets = all_presets()
     found = detect_profile(host, presets)
     print(presets_table(presets, found))
-    print(f"\nthis host: {host.cpu_model} ({host.arch}), {host.logical_cores} logical cores, "
-          f"{host.memory_mb} MB; int8/bf16 flags: {', '.join(host.flags) or 'none'}"
-          + (f"; board: {host.board}" if host.board else "") + (f"; GPU: {', '.join(host.gpus)}" if host.gpus else ""))
-    print(f"detected profile: {found.name} (marked *) — {found.quantization.reason}" if found else
-          "detected profile: none matches; copy the closest preset (`edgepipe devices --show NAME`) and edit it")
+    print(
+        f"\nthis host: {host.cpu_model} ({host.arch}), {host.logical_cores} logical cores, "
+        f"{host.memory_mb} MB; int8/bf16 flags: {', '.join(host.flags) or 'none'}"
+        + (f"; board: {host.board}" if host.board else "")
+        + (f"; GPU: {', '.join(host.gpus)}" if host.gpus else "")
+    )
+    print(
+        f"detected profile: {found.name} (marked *) — {found.quantization.reason}"
+        if found
+        else "detected profile: none matches; copy the closest preset (`edgepipe devices --show NAME`) and edit it"
+    )
     return 0
 
 
@@ -212,7 +302,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from edgepipe.pipeline.core.run import verify_run
+    from edgepipe.pipeline.core.manifest import verify_run
 
     problems = verify_run(Path(args.run_dir))
     for p in problems:

@@ -1,6 +1,7 @@
 """The `edgepipe` commands that take one model file: export (an edgepipe model folder or a Paddle inference
 model to ONNX), quantize and contract — with the helpers they share to read a model's signature, its
 input contract and the feeds of its calibration and evaluation data. Heavy imports happen inside each."""
+
 from __future__ import annotations
 
 import sys
@@ -20,15 +21,20 @@ def cmd_export(args) -> int:
     rng = np.random.default_rng(0)
     common = dict(opset=args.opset, atol=args.atol, rtol=args.rtol, name=str(model))
     if args.parity_samples < 1:
-        raise EdgepipeError(f"--parity-samples {args.parity_samples}: the export is checked against Paddle on at least "
-                            "1 sample (default 64); an unchecked ONNX file is never written")
+        raise EdgepipeError(
+            f"--parity-samples {args.parity_samples}: the export is checked against Paddle on at least "
+            "1 sample (default 64); an unchecked ONNX file is never written"
+        )
     saved = weights_file(model) is None and (
-        model.is_dir() or any(Path(f"{model}{suffix}").is_file() for suffix in (".json", ".pdmodel")))
+        model.is_dir() or any(Path(f"{model}{suffix}").is_file() for suffix in (".json", ".pdmodel"))
+    )
     if not saved:  # an edgepipe model folder
         flags = [f"--{k.replace('_', '-')}" for k in (*CONTRACT_FLAGS, "shape") if getattr(args, k, None)]
         if flags:
-            raise EdgepipeError(f"{' '.join(flags)}: an edgepipe model folder carries its own input contract and shape; "
-                                "these flags are for Paddle inference models")
+            raise EdgepipeError(
+                f"{' '.join(flags)}: an edgepipe model folder carries its own input contract and shape; "
+                "these flags are for Paddle inference models"
+            )
         out = Path(args.output or model / "model.onnx")
         _onnx_name(out)
         shape = read_model_info(model)["input_shape"]
@@ -40,20 +46,27 @@ def cmd_export(args) -> int:
         except EdgepipeError as exc:
             if "not beside it" in str(exc):
                 raise
-            raise EdgepipeError(f"{model}: neither an edgepipe model folder (model.json + model.safetensors) nor a "
-                                "Paddle inference model (NAME.json or NAME.pdmodel + NAME.pdiparams)") from None
+            raise EdgepipeError(
+                f"{model}: neither an edgepipe model folder (model.json + model.safetensors) nor a "
+                "Paddle inference model (NAME.json or NAME.pdmodel + NAME.pdiparams)"
+            ) from None
         out = Path(args.output or graph.with_suffix(".onnx"))
         _onnx_name(out)
         facts = export_saved_checked(graph, params, out, shapes=args.shape, samples=args.parity_samples, **common)
         try:
-            contract = saved_contract(out, args)
+            saved_contract(out, args)
         except BaseException:
             out.unlink(missing_ok=True)
             raise
-    macs = f"{facts['macs']:,} MACs" + (f" at {'x'.join(map(str, next(iter(facts['macs_at'].values()))))}" if facts.get("macs_at") else "")
-    print(f"{out}: {facts['bytes']:,} bytes, {facts['params']:,} params, {macs if facts['macs'] is not None else 'MACs unknown'}; "
-          f"parity max |diff| {facts['parity']['max_abs_diff']:.2e} on {facts['parity']['samples']} random inputs"
-          + (f" of {', '.join(facts['parity']['input_shapes'])}" if facts["parity"].get("input_shapes") else ""))
+    macs = f"{facts['macs']:,} MACs" + (
+        f" at {'x'.join(map(str, next(iter(facts['macs_at'].values()))))}" if facts.get("macs_at") else ""
+    )
+    print(
+        f"{out}: {facts['bytes']:,} bytes, {facts['params']:,} params, "
+        f"{macs if facts['macs'] is not None else 'MACs unknown'}; "
+        f"parity max |diff| {facts['parity']['max_abs_diff']:.2e} on {facts['parity']['samples']} random inputs"
+        + (f" of {', '.join(facts['parity']['input_shapes'])}" if facts["parity"].get("input_shapes") else "")
+    )
     return 0
 
 
@@ -61,6 +74,7 @@ def saved_contract(out: Path, args):
     """Write the input contract of an exported inference model into its metadata (its image input's
     fixed size and channels, or --size / --shape, with the normalisation given or the default) and
     say what it is; a model whose image size nobody gives gets none, with a note."""
+    from edgepipe.devices import EdgepipeError
     from edgepipe.export.metadata import write_metadata
     from edgepipe.pipeline.stages.export import contract_metadata
     from edgepipe.runtime.inputs import feeds as fd
@@ -70,8 +84,10 @@ def saved_contract(out: Path, args):
     spec = fd.signature(open_session(out))
     image = fd.image_input(spec)
     if image is None:
-        print(f"no input contract written: the model has no single image input ({', '.join(s.name for s in spec)})",
-              file=sys.stderr)
+        print(
+            f"no input contract written: the model has no single image input ({', '.join(s.name for s in spec)})",
+            file=sys.stderr,
+        )
         return None
     shape = fd.parse_shapes(args.shape, spec).get(image.name)
     channels = (shape or image.shape)[3 if (args.layout or "").lower() == "nhwc" else 1]
@@ -86,10 +102,16 @@ def saved_contract(out: Path, args):
         return None
     write_metadata(out, contract_metadata(contract.to_dict()))
     c = contract
-    print(f"input contract: {c.channels}×{c.size[0]}×{c.size[1]}{' (keep ratio)' if c.keep_ratio else ''}, mean {list(c.mean)}, "
-          f"std {list(c.std)}" + (f", resize {c.resize}" if c.resize else "") + (", BGR" if c.bgr else "")
-          + (f", classes {', '.join(c.classes[:5])}{'…' if len(c.classes) > 5 else ''}" if c.classes else "")
-          + " (give --size/--mean/--std/--keep-ratio/--classes… if it was trained otherwise)", file=sys.stderr)
+    print(
+        f"input contract: {c.channels}×{c.size[0]}×{c.size[1]}{' (keep ratio)' if c.keep_ratio else ''}, "
+        f"mean {list(c.mean)}, "
+        f"std {list(c.std)}"
+        + (f", resize {c.resize}" if c.resize else "")
+        + (", BGR" if c.bgr else "")
+        + (f", classes {', '.join(c.classes[:5])}{'…' if len(c.classes) > 5 else ''}" if c.classes else "")
+        + " (give --size/--mean/--std/--keep-ratio/--classes… if it was trained otherwise)",
+        file=sys.stderr,
+    )
     return contract
 
 
@@ -101,56 +123,32 @@ def _onnx_name(out: Path) -> None:
 
 
 def cmd_quantize(args) -> int:
+    """Quantize an ONNX file (static int8 under the accuracy guard, dynamic, fp16 or 4-bit MatMul weights)."""
     from edgepipe.devices import EdgepipeError
     from edgepipe.export.quantize import convert_fp16, quantize_dynamic, quantize_matmul_4bit
-    from edgepipe.pipeline.stages.quantize import QuantizeConfig, resolve_options
+    from edgepipe.pipeline.stages.quantize import QuantizeConfig
     from edgepipe.runtime.model.cost import describe
 
     src = Path(args.model)
-    cfg = QuantizeConfig(model=src.name, mode=args.mode, profile=args.profile, format=args.format,
-                         per_channel=False if args.per_tensor else None, calibration=args.method,
-                         percentile=args.percentile, calibration_samples=args.samples,
-                         activation_type=args.activation_type, weight_type=args.weight_type,
-                         reduce_range=True if args.reduce_range else None, max_accuracy_drop=args.max_drop)
+    cfg = QuantizeConfig(
+        model=src.name,
+        mode=args.mode,
+        profile=args.profile,
+        format=args.format,
+        per_channel=False if args.per_tensor else None,
+        calibration=args.method,
+        percentile=args.percentile,
+        calibration_samples=args.samples,
+        activation_type=args.activation_type,
+        weight_type=args.weight_type,
+        reduce_range=True if args.reduce_range else None,
+        max_accuracy_drop=args.max_drop,
+    )
     out = Path(args.output or src.with_name(cfg.output_name))
     if out.suffix != ".onnx":
         raise EdgepipeError(f"{out}: the output name must end in .onnx")
-    contract = None
     if args.mode == "static":
-        from edgepipe.export.guard import guarded_quantize
-        from edgepipe.runtime.inputs import feeds as fd
-
-        spec, contract, shapes = model_signature(src, args)
-        calib = fd.first(calibration_for(src, args.calibration, contract, spec), args.samples)
-        opts, source = resolve_options(cfg)
-        if args.exclude:
-            from dataclasses import replace
-
-            opts = replace(opts, nodes_to_exclude=tuple(args.exclude))
-        x = y = None
-        if args.eval:
-            x, y = feeds_from(Path(args.eval), contract, spec, "--eval")
-        elif args.max_drop is not None:
-            raise EdgepipeError("--max-drop needs --eval: held-out images (class folders give labels) or an .npz of inputs")
-        g = guarded_quantize(src, out, calib, opts, x if x is not None else fd.first(calib, 64), y,
-                             args.max_drop, max_float_layers=args.max_float_layers)
-        print(f"options: {opts.format} {opts.bits}, per-channel={opts.per_channel}, reduce_range={opts.reduce_range}, "
-              f"{opts.calibration} calibration on {fd.count(calib)} samples"
-              + (f" (preset of profile '{source['profile']}': {source['reason']})" if source["profile"] else ""))
-        last = g["steps"][-1]
-        print(f"on {args.eval or 'the calibration samples'}: "
-              + (f"top-1 agreement with fp32 {100 * last['agreement']:.2f}%, " if last["agreement"] is not None else "")
-              + "output SQNR " + ", ".join(f"{k} {v:.1f} dB" if v is not None else f"{k} —"
-                                           for k, v in last["outputs_sqnr_db"].items())
-              + "".join(f"; {k} changed size on {n} input(s) (e.g. NMS kept other boxes)"
-                        for k, n in last.get("outputs_changed_size", {}).items())
-              + (f", accuracy {100 * last['accuracy']:.2f}% ({-last['drop_points']:+.2f} points)" if "accuracy" in last else ""))
-        if g["kept_float"]:
-            print(f"accuracy guard kept in float: {', '.join(g['kept_float'])} ({1e3 * g['latency_cost_ms']:+.0f} µs at batch 1)")
-        if not g["met"]:
-            out.unlink(missing_ok=True)
-            raise EdgepipeError(f"{out.name}: drop {g['drop_points']:.2f} points exceeds --max-drop {args.max_drop} even with "
-                                f"{len(g['kept_float'])} node(s) in float; try --method entropy/percentile or QAT")
+        _quantize_static(src, out, cfg, args)
     elif args.mode == "dynamic":
         for w in quantize_dynamic(src, out):
             print(f"warning: {w}", file=sys.stderr)
@@ -160,22 +158,98 @@ def cmd_quantize(args) -> int:
     else:
         n = quantize_matmul_4bit(src, out)
         print(f"{n} MatMul weight(s) converted to 4-bit blocks")
-    if contract is not None and args.mode == "static":  # the contract it was calibrated under travels with it
+    if args.compact_names:
+        _compact_names(src, out, args)
+    facts = describe(out)
+    print(f"{out}: {facts['bytes']:,} bytes ({facts['bytes'] / src.stat().st_size:.2f}× of {src.name})")
+    return 0
+
+
+def _quantize_static(src: Path, out: Path, cfg, args) -> None:
+    """Quantize `src` to static int8 at `out` under the accuracy guard, with the input contract it was
+    calibrated under written into it; the output is removed when the guard cannot meet --max-drop."""
+    from edgepipe.devices import EdgepipeError
+    from edgepipe.export.guard import guarded_quantize
+    from edgepipe.pipeline.stages.quantize import resolve_options
+    from edgepipe.runtime.inputs import feeds as fd
+
+    spec, contract, shapes = model_signature(src, args)
+    calib = fd.first(calibration_for(src, args.calibration, contract, spec), args.samples)
+    opts, source = resolve_options(cfg)
+    if args.exclude:
+        from dataclasses import replace
+
+        opts = replace(opts, nodes_to_exclude=tuple(args.exclude))
+    x = y = None
+    if args.eval:
+        x, y = feeds_from(Path(args.eval), contract, spec, "--eval")
+    elif args.max_drop is not None:
+        raise EdgepipeError("--max-drop needs --eval: held-out images (class folders give labels) or an .npz of inputs")
+    g = guarded_quantize(
+        src,
+        out,
+        calib,
+        opts,
+        x if x is not None else fd.first(calib, 64),
+        y,
+        args.max_drop,
+        max_float_layers=args.max_float_layers,
+    )
+    _print_guarded(g, opts, source, fd.count(calib), args.eval)
+    if not g["met"]:
+        out.unlink(missing_ok=True)
+        raise EdgepipeError(
+            f"{out.name}: drop {g['drop_points']:.2f} points exceeds --max-drop {args.max_drop} even with "
+            f"{len(g['kept_float'])} node(s) in float; try --method entropy/percentile or QAT"
+        )
+    if contract is not None:  # the contract it was calibrated under travels with it
         from edgepipe.export.metadata import write_metadata
         from edgepipe.pipeline.stages.export import contract_metadata
 
         write_metadata(out, contract_metadata(contract.to_dict()))
-    if args.compact_names:
-        from edgepipe.export.compact import compact_in_place
-        from edgepipe.runtime.inputs import feeds as fd
 
-        spec = fd.signature(open_session_of(src))
-        c = compact_in_place(out, fd.random_feeds(spec, 8, fd.parse_shapes(args.shape, spec), what=str(src)))
-        print(f"compact names: {c['tensors_renamed']} tensors renamed, {c['bytes_before']:,} → {c['bytes_after']:,} bytes "
-              "(outputs checked identical)")
-    facts = describe(out)
-    print(f"{out}: {facts['bytes']:,} bytes ({facts['bytes'] / src.stat().st_size:.2f}× of {src.name})")
-    return 0
+
+def _print_guarded(g: dict, opts, source: dict, samples: int, evaluated: str | None) -> None:
+    """Print a guarded quantization's options, its last step's fidelity and the nodes it kept in float."""
+    print(
+        f"options: {opts.format} {opts.bits}, per-channel={opts.per_channel}, reduce_range={opts.reduce_range}, "
+        f"{opts.calibration} calibration on {samples} samples"
+        + (f" (preset of profile '{source['profile']}': {source['reason']})" if source["profile"] else "")
+    )
+    last = g["steps"][-1]
+    print(
+        f"on {evaluated or 'the calibration samples'}: "
+        + (f"top-1 agreement with fp32 {100 * last['agreement']:.2f}%, " if last["agreement"] is not None else "")
+        + "output SQNR "
+        + ", ".join(f"{k} {v:.1f} dB" if v is not None else f"{k} —" for k, v in last["outputs_sqnr_db"].items())
+        + "".join(
+            f"; {k} changed size on {n} input(s) (e.g. NMS kept other boxes)"
+            for k, n in last.get("outputs_changed_size", {}).items()
+        )
+        + (
+            f", accuracy {100 * last['accuracy']:.2f}% ({-last['drop_points']:+.2f} points)"
+            if "accuracy" in last
+            else ""
+        )
+    )
+    if g["kept_float"]:
+        print(
+            f"accuracy guard kept in float: {', '.join(g['kept_float'])} "
+            f"({1e3 * g['latency_cost_ms']:+.0f} µs at batch 1)"
+        )
+
+
+def _compact_names(src: Path, out: Path, args) -> None:
+    """Rename the tensors of the quantized `out` to short names, checked against random feeds of `src`'s inputs."""
+    from edgepipe.export.compact import compact_in_place
+    from edgepipe.runtime.inputs import feeds as fd
+
+    spec = fd.signature(open_session_of(src))
+    c = compact_in_place(out, fd.random_feeds(spec, 8, fd.parse_shapes(args.shape, spec), what=str(src)))
+    print(
+        f"compact names: {c['tensors_renamed']} tensors renamed, "
+        f"{c['bytes_before']:,} → {c['bytes_after']:,} bytes (outputs checked identical)"
+    )
 
 
 def open_session_of(src: Path):
@@ -193,8 +267,12 @@ def model_signature(src: Path, args):
     spec = fd.signature(session)
     shapes = fd.parse_shapes(getattr(args, "shape", None), spec)
     image = fd.image_input(spec)
-    contract = fd.model_contract(session, args, shapes.get(image.name) if image else None,
-                              note=lambda text: print(f"note: {text}", file=sys.stderr))
+    contract = fd.model_contract(
+        session,
+        args,
+        shapes.get(image.name) if image else None,
+        note=lambda text: print(f"note: {text}", file=sys.stderr),
+    )
     return spec, contract, shapes
 
 
@@ -204,13 +282,15 @@ def feeds_from(path: Path, contract, spec, what: str):
     from edgepipe.devices import EdgepipeError
     from edgepipe.pipeline.core.progress import progress_bar
     from edgepipe.runtime.inputs import feeds as fd
-    from edgepipe.runtime.runner import load_npz
+    from edgepipe.runtime.inputs.npzfile import load_npz
 
     if path.is_dir():
         if contract is None:
-            raise EdgepipeError(f"{path}: {what}: decoding images needs the model's input contract, which this model does "
-                                "not carry: give it with --size HxW (and --mean/--std/--keep-ratio/--bgr as the model was "
-                                "trained), or write it once with `edgepipe contract MODEL.onnx …`")
+            raise EdgepipeError(
+                f"{path}: {what}: decoding images needs the model's input contract, which this model does "
+                "not carry: give it with --size HxW (and --mean/--std/--keep-ratio/--bgr as the model was "
+                "trained), or write it once with `edgepipe contract MODEL.onnx …`"
+            )
         feeds, labels, _ = fd.folder_feeds(path, contract, spec, progress=progress_bar(what.lstrip("-")))
         return feeds, labels
     arrays, labels = load_npz(path)
@@ -232,10 +312,15 @@ def calibration_for(src: Path, given: str | None, contract, spec):
 
         print("calibration: the bundled MNIST calibration split (the model takes 1×28×28 inputs)", file=sys.stderr)
         return fd.from_array(spec, load_dataset(DataConfig()).split("calibration")[0])
-    how = f"a folder of images (decoded by the input contract: {contract.channels}×{contract.size[0]}×{contract.size[1]})" \
-        if contract else "a folder of images with the input contract's flags (--size HxW …), or an .npz of model inputs"
-    raise EdgepipeError(f"{src}: calibration data needed for a model taking "
-                        f"{', '.join(f'{s.name} {s.text()}' for s in spec)}: give --calibration, {how}")
+    how = (
+        f"a folder of images (decoded by the input contract: {contract.channels}×{contract.size[0]}×{contract.size[1]})"
+        if contract
+        else "a folder of images with the input contract's flags (--size HxW …), or an .npz of model inputs"
+    )
+    raise EdgepipeError(
+        f"{src}: calibration data needed for a model taking "
+        f"{', '.join(f'{s.name} {s.text()}' for s in spec)}: give --calibration, {how}"
+    )
 
 
 def cmd_contract(args) -> int:
@@ -262,8 +347,10 @@ def cmd_contract(args) -> int:
             raise
         print(f"{out}: input contract written")
     elif contract is None:
-        raise EdgepipeError(f"{src}: carries no input contract; write one with --size HxW (and --mean/--std/--keep-ratio/"
-                            "--bgr/--classes as the model was trained)")
+        raise EdgepipeError(
+            f"{src}: carries no input contract; write one with --size HxW (and --mean/--std/--keep-ratio/"
+            "--bgr/--classes as the model was trained)"
+        )
     print(f"inputs: {', '.join(f'{s.name} {s.text()}' for s in spec)}")
     print("contract: " + ", ".join(f"{k} {v}" for k, v in contract.to_dict().items() if v not in ((), [], None)))
     return 0

@@ -7,6 +7,7 @@ change of the logits) when that block alone is bypassed. Blocks are removed gree
 important first, re-measuring the rest after every removal; the removal is recorded as a
 `remove_layers` transform so the artifact rebuilds the same architecture.
 """
+
 from __future__ import annotations
 
 import copy
@@ -43,9 +44,22 @@ def removable_blocks(model, input_shape: tuple[int, ...], patterns: tuple[str, .
 
     subs = dict(model.named_sublayers())
     seen: dict[str, list] = {}
-    probe_forward(model, input_shape, {layer: lambda lay, inp, out, name=name: seen.setdefault(name, []).append(
-        (len([t for t in inp if isinstance(t, paddle.Tensor)]), [list(t.shape) for t in inp if isinstance(t, paddle.Tensor)],
-         list(out.shape) if isinstance(out, paddle.Tensor) else None)) for name, layer in subs.items()}, batch=2)
+    probe_forward(
+        model,
+        input_shape,
+        {
+            layer: lambda lay, inp, out, name=name: seen.setdefault(name, []).append(
+                (
+                    len([t for t in inp if isinstance(t, paddle.Tensor)]),
+                    [list(t.shape) for t in inp if isinstance(t, paddle.Tensor)],
+                    list(out.shape) if isinstance(out, paddle.Tensor) else None,
+                )
+            )
+            for name, layer in subs.items()
+        },
+        batch=2,
+    )
+
     def in_sequence(n: str) -> bool:
         parent = subs.get(n.rsplit(".", 1)[0]) if "." in n else model
         return isinstance(parent, (nn.Sequential, nn.LayerList))
@@ -93,11 +107,14 @@ def remove_blocks(model, input_shape, rule: BlockRule, val: tuple, progress=None
         raise EdgepipeError("blocks: the validation split is empty; give the recipe's data a val: count")
     blocks = removable_blocks(model, input_shape, rule.layers)
     if not blocks:
-        raise EdgepipeError("prune: no removable block matches " + ", ".join(rule.layers) + " (a block must keep its "
-                            "input's shape and sit in a Sequential or LayerList, or be named exactly)")
+        raise EdgepipeError(
+            "prune: no removable block matches " + ", ".join(rule.layers) + " (a block must keep its "
+            "input's shape and sit in a Sequential or LayerList, or be named exactly)"
+        )
     if rule.count > len(blocks):
-        raise EdgepipeError(f"blocks.count: {rule.count} asked, but only {len(blocks)} blocks can be removed "
-                            f"({', '.join(blocks)})")
+        raise EdgepipeError(
+            f"blocks.count: {rule.count} asked, but only {len(blocks)} blocks can be removed ({', '.join(blocks)})"
+        )
     rounds = []
     for step in range(rule.count):
         ref_acc = evaluate(model, x, y)

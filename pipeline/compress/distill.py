@@ -11,6 +11,7 @@ Also here: teacher logits cached on disk keyed by the teacher's hash, and deep m
 (online distillation between peers trained together). How a stage fine-tunes with a teacher
 is edgepipe.pipeline.stages.finetune.
 """
+
 from __future__ import annotations
 
 from edgepipe.devices import EdgepipeError
@@ -20,7 +21,9 @@ def kd_loss(student_logits, teacher_logits, labels, temperature: float, alpha: f
     import paddle.nn.functional as F
 
     t = temperature
-    soft = F.kl_div(F.log_softmax(student_logits / t, axis=-1), F.softmax(teacher_logits / t, axis=-1), reduction="batchmean")
+    soft = F.kl_div(
+        F.log_softmax(student_logits / t, axis=-1), F.softmax(teacher_logits / t, axis=-1), reduction="batchmean"
+    )
     hard = F.cross_entropy(student_logits, labels)
     return alpha * (t * t) * soft + (1.0 - alpha) * hard
 
@@ -28,7 +31,9 @@ def kd_loss(student_logits, teacher_logits, labels, temperature: float, alpha: f
 def sublayer(model, name: str, role: str):
     layers = dict(model.named_sublayers())
     if name not in layers:
-        raise EdgepipeError(f"{role} has no layer named '{name}' (layers: {', '.join(n for n in layers if '.' not in n)})")
+        raise EdgepipeError(
+            f"{role} has no layer named '{name}' (layers: {', '.join(n for n in layers if '.' not in n)})"
+        )
     return layers[name]
 
 
@@ -41,8 +46,12 @@ class FeatureHint:
 
         self.t_out, self.s_out = {}, {}
         self._hooks = [
-            sublayer(teacher, teacher_layer, "teacher").register_forward_post_hook(lambda l, i, o: self.t_out.__setitem__("v", o)),
-            sublayer(student, student_layer, "student").register_forward_post_hook(lambda l, i, o: self.s_out.__setitem__("v", o)),
+            sublayer(teacher, teacher_layer, "teacher").register_forward_post_hook(
+                lambda l, i, o: self.t_out.__setitem__("v", o)
+            ),
+            sublayer(student, student_layer, "student").register_forward_post_hook(
+                lambda l, i, o: self.s_out.__setitem__("v", o)
+            ),
         ]
         with paddle.no_grad():  # one probe batch to learn both shapes
             teacher.eval()
@@ -51,8 +60,10 @@ class FeatureHint:
             student(probe)
         ts, ss = self.t_out["v"].shape, self.s_out["v"].shape
         if len(ts) != len(ss) or len(ts) not in (2, 4):
-            raise EdgepipeError(f"feature hint: teacher '{teacher_layer}' gives {ts}, student '{student_layer}' gives {ss}; "
-                                "pick two dense layers or two conv layers")
+            raise EdgepipeError(
+                f"feature hint: teacher '{teacher_layer}' gives {ts}, student '{student_layer}' gives {ss}; "
+                "pick two dense layers or two conv layers"
+            )
         # Own name space: it shares the student's optimizer, whose state is keyed by parameter
         # name, and models number their parameters from 0 (see models.builtin.build_model).
         with paddle.utils.unique_name.guard(f"hint{index}_adapter_"):

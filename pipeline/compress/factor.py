@@ -2,6 +2,7 @@
 SVD of a Linear weight, Tucker-2 by HOSVD on a conv's output and input channel modes, spatial SVD
 of a conv's kernel reshaped to [I·kh, O·kw], and ranks from the share of squared singular values.
 SVDs in float64; the factors come back as float32."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,9 +46,14 @@ def factor_tucker2(w: np.ndarray, ro: int, ri: int):
     """W [O, I, kh, kw] -> (first [R_in, I, 1, 1], core [R_out, R_in, kh, kw], last [O, R_out, 1, 1])."""
     (u_o, _), (u_i, _) = mode_svds(w)
     u_o, u_i = u_o[:, :ro], u_i[:, :ri]
-    core = np.einsum("oikl,or,is->rskl", w.astype(np.float64), u_o, u_i, optimize=True)  # two GEMMs, not one O·I·R·R loop
-    return (u_i.T[:, :, None, None].astype(np.float32), core.astype(np.float32),
-            u_o[:, :, None, None].astype(np.float32))
+    core = np.einsum(
+        "oikl,or,is->rskl", w.astype(np.float64), u_o, u_i, optimize=True
+    )  # two GEMMs, not one O·I·R·R loop
+    return (
+        u_i.T[:, :, None, None].astype(np.float32),
+        core.astype(np.float32),
+        u_o[:, :, None, None].astype(np.float32),
+    )
 
 
 def factor_spatial(w: np.ndarray, r: int):

@@ -11,6 +11,7 @@ still comes from the bench stage; graphs are built with onnx.helper rather than 
 because a rank search needs dozens of them per layer and the exporter takes seconds per call.
 time_graphs is also the prune stage's before/after timer (compress/channels/speed.py).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,8 +30,11 @@ def _conv_nodes(x: str, g: dict, method: str, ranks: list[int], rng, inits: list
         steps = [(g["out"], g["in"], kh, kw, (sh, sw), (ph, pw), (dh, dw))]
     elif method == "tucker2":
         ro, ri = ranks
-        steps = [(ri, g["in"], 1, 1, (1, 1), (0, 0), (1, 1)), (ro, ri, kh, kw, (sh, sw), (ph, pw), (dh, dw)),
-                 (g["out"], ro, 1, 1, (1, 1), (0, 0), (1, 1))]
+        steps = [
+            (ri, g["in"], 1, 1, (1, 1), (0, 0), (1, 1)),
+            (ro, ri, kh, kw, (sh, sw), (ph, pw), (dh, dw)),
+            (g["out"], ro, 1, 1, (1, 1), (0, 0), (1, 1)),
+        ]
     else:  # spatial
         (r,) = ranks
         steps = [(r, g["in"], kh, 1, (sh, 1), (ph, 0), (dh, 1)), (g["out"], r, 1, kw, (1, sw), (0, pw), (1, dw))]
@@ -43,13 +47,24 @@ def _conv_nodes(x: str, g: dict, method: str, ranks: list[int], rng, inits: list
             inits.append(numpy_helper.from_array(np.zeros(o, np.float32), f"b{k}"))
             ins.append(f"b{k}")
         out = f"y{k}"
-        nodes.append(helper.make_node("Conv", ins, [out], kernel_shape=[a, b], strides=list(stride),
-                                      pads=[pad[0], pad[1], pad[0], pad[1]], dilations=list(dil)))
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                ins,
+                [out],
+                kernel_shape=[a, b],
+                strides=list(stride),
+                pads=[pad[0], pad[1], pad[0], pad[1]],
+                dilations=list(dil),
+            )
+        )
         cur = out
     return nodes, cur
 
 
-def _linear_nodes(x: str, n_in: int, n_out: int, ranks: list[int] | None, bias: bool, rng, inits: list) -> tuple[list, str]:
+def _linear_nodes(
+    x: str, n_in: int, n_out: int, ranks: list[int] | None, bias: bool, rng, inits: list
+) -> tuple[list, str]:
     from onnx import helper, numpy_helper
 
     shapes = [(n_in, n_out)] if ranks is None else [(n_in, ranks[0]), (ranks[0], n_out)]
@@ -65,7 +80,9 @@ def _linear_nodes(x: str, n_in: int, n_out: int, ranks: list[int] | None, bias: 
     return nodes, cur
 
 
-def layer_graph(kind: str, x_shape: tuple[int, ...], geometry: dict, method: str, ranks: list[int] | None, seed: int = 0):
+def layer_graph(
+    kind: str, x_shape: tuple[int, ...], geometry: dict, method: str, ranks: list[int] | None, seed: int = 0
+):
     """A one-layer ONNX model: `kind` 'linear' (geometry: in, out, bias) or 'conv' (the conv
     geometry of compress/lowrank.py, plus bias), dense (method 'dense') or factorised."""
     import onnx
@@ -73,19 +90,32 @@ def layer_graph(kind: str, x_shape: tuple[int, ...], geometry: dict, method: str
 
     rng, inits = np.random.default_rng(seed), []
     if kind == "linear":
-        nodes, y = _linear_nodes("x", geometry["in"], geometry["out"], None if method == "dense" else ranks,
-                                 geometry.get("bias", True), rng, inits)
+        nodes, y = _linear_nodes(
+            "x",
+            geometry["in"],
+            geometry["out"],
+            None if method == "dense" else ranks,
+            geometry.get("bias", True),
+            rng,
+            inits,
+        )
     else:
         nodes, y = _conv_nodes("x", geometry, method, ranks or [], rng, inits)
-    graph = helper.make_graph(nodes, "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
-                              [helper.make_tensor_value_info(y, TensorProto.FLOAT, None)], initializer=inits)
+    graph = helper.make_graph(
+        nodes,
+        "layer",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, None)],
+        initializer=inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return onnx.shape_inference.infer_shapes(model)
 
 
-def time_graphs(graphs: dict[str, object], rounds: int = 3, seconds: float = 0.05, iters: int = 20,
-                warmup_seconds: float = 0.02) -> dict[str, dict]:
+def time_graphs(
+    graphs: dict[str, object], rounds: int = 3, seconds: float = 0.05, iters: int = 20, warmup_seconds: float = 0.02
+) -> dict[str, dict]:
     """{name: {p50_ms (median over rounds), rounds_ms}} for ONNX models (ModelProtos or files) timed
     by onnxruntime (fp32, batch 1, one thread) in interleaved rounds, the order rotating each round
     (for two models: alternating who goes first)."""
@@ -93,8 +123,13 @@ def time_graphs(graphs: dict[str, object], rounds: int = 3, seconds: float = 0.0
 
     from edgepipe.runtime.measure.bench import Bench, BenchOptions
 
-    opts = BenchOptions(warmup_iters=min(5, iters), warmup_seconds=warmup_seconds, iters=iters, min_seconds=seconds,
-                        max_seconds=5 * seconds + 1)
+    opts = BenchOptions(
+        warmup_iters=min(5, iters),
+        warmup_seconds=warmup_seconds,
+        iters=iters,
+        min_seconds=seconds,
+        max_seconds=5 * seconds + 1,
+    )
     names = list(graphs)
     with temp_dir("layer-timing") as tmp:
         benches = {}
@@ -107,7 +142,7 @@ def time_graphs(graphs: dict[str, object], rounds: int = 3, seconds: float = 0.0
         feeds = {n: b.feed(1) for n, b in benches.items()}
         got: dict[str, list[float]] = {n: [] for n in names}
         for r in range(rounds):
-            order = names[r % len(names):] + names[: r % len(names)]
+            order = names[r % len(names) :] + names[: r % len(names)]
             for n in order:
                 got[n].append(benches[n].measure(feeds[n])["latency"]["p50_ms"])
     return {n: {"p50_ms": float(np.median(v)), "rounds_ms": v} for n, v in got.items()}
@@ -119,7 +154,19 @@ def time_candidates(kind: str, geometry: dict, x_shape: tuple[int, ...], cands: 
     graphs = {"layer": layer_graph(kind, x_shape, geometry, "dense", None)}
     graphs.update({f"c{k}": layer_graph(kind, x_shape, geometry, c["method"], c["ranks"]) for k, c in enumerate(cands)})
     t = time_graphs(graphs)
-    return {"input_shape": list(x_shape), "layer_ms": t["layer"]["p50_ms"], "layer_rounds_ms": t["layer"]["rounds_ms"],
-            "limit": limit, "how": "the layer alone, onnxruntime fp32, batch 1, 1 thread, 3 interleaved rounds",
-            "candidates": [{"method": c["method"], "ranks": c["ranks"], "p50_ms": t[f"c{k}"]["p50_ms"],
-                            "rounds_ms": t[f"c{k}"]["rounds_ms"]} for k, c in enumerate(cands)]}
+    return {
+        "input_shape": list(x_shape),
+        "layer_ms": t["layer"]["p50_ms"],
+        "layer_rounds_ms": t["layer"]["rounds_ms"],
+        "limit": limit,
+        "how": "the layer alone, onnxruntime fp32, batch 1, 1 thread, 3 interleaved rounds",
+        "candidates": [
+            {
+                "method": c["method"],
+                "ranks": c["ranks"],
+                "p50_ms": t[f"c{k}"]["p50_ms"],
+                "rounds_ms": t[f"c{k}"]["rounds_ms"],
+            }
+            for k, c in enumerate(cands)
+        ],
+    }

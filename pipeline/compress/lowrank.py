@@ -17,25 +17,16 @@ wins), and under any rule a factorisation that is not faster than the layer is l
 measured times in the report.
 The result is a `lowrank` transform per layer (core/artifact.py replays it when a model is loaded).
 """
+
 from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
-
 from edgepipe.devices import EdgepipeError
-from edgepipe.pipeline.compress.factor import (
-    energy_kept,
-    factor_linear,
-    factor_spatial,
-    factor_tucker2,
-    mode_svds,
-    rank_by_energy,
-    spatial_matrix,
-    svd,
-)
+from edgepipe.pipeline.compress.factor import factor_linear, factor_spatial, factor_tucker2
+from edgepipe.pipeline.compress.lowrank_plan import _conv_geometry, plan_layer
 from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_transform
 from edgepipe.pipeline.models.layers import input_shapes, replace_sublayer
@@ -59,8 +50,11 @@ class LayerRank:
         given = [k for k in ("rank", "ranks", "energy", "ratio") if getattr(self, k) is not None]
         require(len(given) <= 1, "rank", f"give one of rank, ranks, energy or ratio, not {', '.join(given)}")
         require(self.rank is None or self.rank >= 1, "rank", "must be at least 1")
-        require(self.ranks is None or (len(self.ranks) == 2 and min(self.ranks) >= 1), "ranks",
-                "tucker2 takes two positive ranks: [R_out, R_in]")
+        require(
+            self.ranks is None or (len(self.ranks) == 2 and min(self.ranks) >= 1),
+            "ranks",
+            "tucker2 takes two positive ranks: [R_out, R_in]",
+        )
         require(self.ranks is None or self.method in ("tucker2", "auto"), "ranks", "only tucker2 takes two ranks")
         require(self.energy is None or 0.0 < self.energy <= 1.0, "energy", "must be in (0, 1]")
         require(self.ratio is None or 0.0 < self.ratio < 1.0, "ratio", "must be in (0, 1)")
@@ -74,145 +68,8 @@ class LayerRank:
         return {"energy": 0.9}
 
 
-# ---------------------------------------------------------------- layer geometry and costs
-
-def _conv_geometry(conv) -> dict:
-    """kernel, stride, symmetric padding, dilation of a Conv2D; raises ValueError if unsupported."""
-    def pair(v, what):
-        v = [v, v] if isinstance(v, int) else list(v)
-        if len(v) == 4 and v[0] == v[1] and v[2] == v[3]:  # [top, bottom, left, right], symmetric
-            v = [v[0], v[2]]
-        if len(v) != 2 or not all(isinstance(a, int) for a in v):
-            raise ValueError(f"{what} {v} is not supported (need symmetric integer {what})")
-        return v
-
-    if getattr(conv, "_groups", 1) != 1:
-        raise ValueError(f"grouped/depthwise conv (groups={conv._groups}) has no channel mode to factorise")
-    if getattr(conv, "_data_format", "NCHW") != "NCHW" or getattr(conv, "_padding_mode", "zeros") != "zeros":
-        raise ValueError("only NCHW convs with zero padding are supported")
-    if isinstance(conv._padding, str):
-        raise ValueError(f"padding '{conv._padding}' is not supported (need integer padding)")
-    o, i, kh, kw = conv.weight.shape
-    return {"out": o, "in": i, "kernel": [kh, kw], "stride": pair(conv._stride, "stride"),
-            "padding": pair(conv._padding, "padding"), "dilation": pair(conv._dilation, "dilation")}
-
-
-def _macs_per_out_pixel(g: dict, method: str, ranks) -> int:
-    """MACs per output position (×H_out·W_out for the layer's total; the same for every method)."""
-    o, i, (kh, kw), (sh, sw) = g["out"], g["in"], g["kernel"], g["stride"]
-    if method == "dense":
-        return o * i * kh * kw
-    if method == "tucker2":  # the first 1×1 runs at the input resolution
-        ro, ri = ranks
-        return i * ri * sh * sw + ri * ro * kh * kw + ro * o
-    if method == "spatial":  # the k×1 conv keeps every input column
-        (r,) = ranks
-        return r * i * kh * sw + o * r * kw
-    raise AssertionError(method)
-
-
-def _params(g: dict, method: str, ranks) -> int:
-    o, i, (kh, kw) = g["out"], g["in"], g["kernel"]
-    if method == "dense":
-        return o * i * kh * kw
-    if method == "tucker2":
-        ro, ri = ranks
-        return i * ri + ri * ro * kh * kw + ro * o
-    (r,) = ranks
-    return r * i * kh + o * r * kw
-
-
-# ---------------------------------------------------------------- choosing a method and ranks
-
-def plan_layer(layer, rule: LayerRank) -> dict:
-    """Decide method and ranks for one layer; {'skip': reason} when factorising would not pay."""
-    import paddle.nn as nn
-
-    w = layer.weight.numpy()
-    r_rule = rule.rule
-    if isinstance(layer, nn.Linear):
-        if rule.method not in ("auto", "svd"):
-            return {"skip": f"method {rule.method} applies to Conv2D layers; Linear layers take svd"}
-        n_in, n_out = w.shape
-        full = min(n_in, n_out)
-        s = svd(w)[1]
-        dense = n_in * n_out
-        if "rank" in r_rule:
-            r = r_rule["rank"]
-        elif "energy" in r_rule:
-            r = rank_by_energy(s, r_rule["energy"])
-        elif "ratio" in r_rule:
-            r = int(r_rule["ratio"] * dense // (n_in + n_out))
-        else:
-            return {"skip": "ranks (two values) are for tucker2 convs"}
-        if r > full:
-            raise EdgepipeError(f"rank {r} exceeds the layer's full rank {full} ({n_in}×{n_out})")
-        cost = max(r, 1) * (n_in + n_out)
-        plan = {"method": "svd", "ranks": [max(r, 1)], "energy_kept": energy_kept(s, max(r, 1)),
-                "params_before": dense, "params_after": cost, "macs_before": dense, "macs_after": cost}
-        if cost >= dense:
-            return {**plan, "skip": f"rank {r} costs {cost:,} MACs, not less than the dense {dense:,}"}
-        return plan
-    if isinstance(layer, nn.Conv2D):
-        try:
-            g = _conv_geometry(layer)
-        except ValueError as exc:
-            return {"skip": str(exc)}
-        o, i, (kh, kw) = g["out"], g["in"], g["kernel"]
-        methods = {"auto": ["tucker2", "spatial"], "tucker2": ["tucker2"], "spatial": ["spatial"],
-                   "svd": []}[rule.method]
-        if not methods:
-            return {"skip": "svd applies to Linear layers; Conv2D layers take tucker2 or spatial"}
-        if kh * kw == 1:
-            methods = [m for m in methods if m == "tucker2"]
-        if "ranks" in r_rule:
-            methods = ["tucker2"]
-        dense = _macs_per_out_pixel(g, "dense", None)
-        candidates = []
-        (u_o, s_o), (u_i, s_i) = mode_svds(w) if "tucker2" in methods else ((None, None), (None, None))
-        s_sp = svd(spatial_matrix(w))[1] if "spatial" in methods else None
-        for m in methods:
-            if m == "tucker2":
-                if "ranks" in r_rule:
-                    ranks = list(r_rule["ranks"])
-                elif "rank" in r_rule:
-                    ranks = [r_rule["rank"], r_rule["rank"]]
-                elif "energy" in r_rule:
-                    ranks = [rank_by_energy(s_o, r_rule["energy"]), rank_by_energy(s_i, r_rule["energy"])]
-                else:  # ratio: scale both channel counts by the same factor until the cost fits
-                    ranks = [1, 1]
-                    for f in np.linspace(1.0, 0.01, 100):
-                        cand = [max(1, round(f * o)), max(1, round(f * i))]
-                        if _macs_per_out_pixel(g, "tucker2", cand) <= r_rule["ratio"] * dense:
-                            ranks = cand
-                            break
-                if ranks[0] > o or ranks[1] > i:
-                    raise EdgepipeError(f"tucker2 ranks {ranks} exceed the layer's channels [{o}, {i}]")
-                kept = (energy_kept(s_o, ranks[0]) + energy_kept(s_i, ranks[1])) / 2
-            else:
-                full = min(i * kh, o * kw)
-                if "rank" in r_rule:
-                    r = r_rule["rank"]
-                elif "energy" in r_rule:
-                    r = rank_by_energy(s_sp, r_rule["energy"])
-                else:
-                    per_rank = i * kh * g["stride"][1] + o * kw
-                    r = max(1, int(r_rule["ratio"] * dense // per_rank))
-                if r > full:
-                    raise EdgepipeError(f"spatial rank {r} exceeds the layer's full rank {full}")
-                ranks, kept = [r], energy_kept(s_sp, r)
-            candidates.append({"method": m, "ranks": ranks, "energy_kept": kept,
-                               "params_before": _params(g, "dense", None), "params_after": _params(g, m, ranks),
-                               "macs_before": dense, "macs_after": _macs_per_out_pixel(g, m, ranks)})
-        best = min(candidates, key=lambda c: c["macs_after"])
-        if best["macs_after"] >= dense:
-            return {**best, "skip": f"{best['method']} at ranks {best['ranks']} costs {best['macs_after']:,} "
-                                    f"MACs per output pixel, not less than the original {dense:,}"}
-        return best
-    return {"skip": f"{type(layer).__name__} has no low-rank form (Linear and Conv2D only)"}
-
-
 # ---------------------------------------------------------------- building the replacement layers
+
 
 def build_factored(layer, method: str, ranks: list[int], prefix: str):
     """The empty replacement chain for `layer` (shapes only; weights are set by the caller or loaded)."""
@@ -222,8 +79,10 @@ def build_factored(layer, method: str, ranks: list[int], prefix: str):
     with paddle.utils.unique_name.guard(prefix):  # own parameter names: optimizer state is keyed by them
         if method == "svd":
             n_in, n_out = layer.weight.shape
-            return nn.Sequential(nn.Linear(n_in, ranks[0], bias_attr=False),
-                                 nn.Linear(ranks[0], n_out, bias_attr=None if layer.bias is not None else False))
+            return nn.Sequential(
+                nn.Linear(n_in, ranks[0], bias_attr=False),
+                nn.Linear(ranks[0], n_out, bias_attr=None if layer.bias is not None else False),
+            )
         g = _conv_geometry(layer)
         bias = None if layer.bias is not None else False
         (sh, sw), (ph, pw), (dh, dw), (kh, kw) = g["stride"], g["padding"], g["dilation"], g["kernel"]
@@ -232,12 +91,14 @@ def build_factored(layer, method: str, ranks: list[int], prefix: str):
             return nn.Sequential(
                 nn.Conv2D(g["in"], ri, 1, bias_attr=False),
                 nn.Conv2D(ri, ro, (kh, kw), stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), bias_attr=False),
-                nn.Conv2D(ro, g["out"], 1, bias_attr=bias))
+                nn.Conv2D(ro, g["out"], 1, bias_attr=bias),
+            )
         if method == "spatial":
             (r,) = ranks
             return nn.Sequential(
                 nn.Conv2D(g["in"], r, (kh, 1), stride=(sh, 1), padding=(ph, 0), dilation=(dh, 1), bias_attr=False),
-                nn.Conv2D(r, g["out"], (1, kw), stride=(1, sw), padding=(0, pw), dilation=(1, dw), bias_attr=bias))
+                nn.Conv2D(r, g["out"], (1, kw), stride=(1, sw), padding=(0, pw), dilation=(1, dw), bias_attr=bias),
+            )
     raise EdgepipeError(f"unknown low-rank method '{method}' (svd, tucker2, spatial)")
 
 
@@ -299,14 +160,23 @@ def _latency_plan(layer, rule: LayerRank, plan: dict, x_shape: tuple[int, ...]) 
 
     cands, limit = ([] if "skip" in plan else [plan]), 1.0
     if rule.ratio is not None:  # candidates along the MACs budget; the measured time decides
-        limit, cands = rule.ratio, [plan_layer(layer, LayerRank(rule.name, method=rule.method, ratio=q))
-                                    for q in (0.9, 0.75, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05)]
-        cands = [c for k, c in enumerate(cands) if "skip" not in c and c["ranks"] not in [d["ranks"] for d in cands[:k]]]
+        limit, cands = (
+            rule.ratio,
+            [
+                plan_layer(layer, LayerRank(rule.name, method=rule.method, ratio=q))
+                for q in (0.9, 0.75, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05)
+            ],
+        )
+        cands = [
+            c for k, c in enumerate(cands) if "skip" not in c and c["ranks"] not in [d["ranks"] for d in cands[:k]]
+        ]
     if not cands:
         return plan
     linear = isinstance(layer, nn.Linear)
     geo = {"in": layer.weight.shape[0], "out": layer.weight.shape[1]} if linear else _conv_geometry(layer)
-    measured = time_candidates("linear" if linear else "conv", {**geo, "bias": layer.bias is not None}, x_shape, cands, limit)
+    measured = time_candidates(
+        "linear" if linear else "conv", {**geo, "bias": layer.bias is not None}, x_shape, cands, limit
+    )
 
     def fits(m):  # within ratio × the layer's time; "faster" alone (limit 1) must hold in every round, not by noise
         if limit < 1.0:
@@ -316,15 +186,20 @@ def _latency_plan(layer, rule: LayerRank, plan: dict, x_shape: tuple[int, ...]) 
     ok = [c for c, m in zip(cands, measured["candidates"]) if fits(m)]
     if not ok:
         f = min(measured["candidates"], key=lambda c: c["p50_ms"])
-        return {**cands[0], "latency": measured,
-                "skip": f"no factorisation runs within {limit:g}× the layer's measured {measured['layer_ms']:.4f} ms here "
-                        f"(fastest: {f['method']} at ranks {f['ranks']}, {f['p50_ms']:.4f} ms)"}
+        return {
+            **cands[0],
+            "latency": measured,
+            "skip": f"no factorisation runs within {limit:g}× the layer's measured {measured['layer_ms']:.4f} ms here "
+            f"(fastest: {f['method']} at ranks {f['ranks']}, {f['p50_ms']:.4f} ms)",
+        }
     best = max(ok, key=lambda c: c["macs_after"])
     ms = measured["candidates"][cands.index(best)]["p50_ms"]
     return {**best, "latency": {**measured, "chosen_ms": ms, "speedup": measured["layer_ms"] / ms}}
 
 
-def factorize(model, rules: tuple[LayerRank, ...], input_shape: tuple[int, ...] | None = None) -> tuple[object, list[dict], list[dict]]:
+def factorize(
+    model, rules: tuple[LayerRank, ...], input_shape: tuple[int, ...] | None = None
+) -> tuple[object, list[dict], list[dict]]:
     """Factorise the layers the rules name, in place. Returns (model, transforms, per-layer report).
     `input_shape` (without the batch) is needed by rules with `target: latency`.
     The SVDs run on one BLAS thread: the matrices are small, and a BLAS pool sized to the host's
@@ -346,7 +221,10 @@ def _factorize(model, rules: tuple[LayerRank, ...], input_shape) -> tuple[object
         try:
             plan = plan_layer(layer, rule)
             if rule.target == "latency" and name not in shapes:
-                plan = {**plan, "skip": "target: latency, but one forward pass of the model never reached this layer to time it"}
+                plan = {
+                    **plan,
+                    "skip": "target: latency, but one forward pass of the model never reached this layer to time it",
+                }
             elif rule.target == "latency":
                 plan = _latency_plan(layer, rule, plan, shapes[name])
         except EdgepipeError as exc:
@@ -358,5 +236,7 @@ def _factorize(model, rules: tuple[LayerRank, ...], input_shape) -> tuple[object
         chain = build_factored(layer, plan["method"], plan["ranks"], _prefix(name))
         fill_factored(chain, layer, plan["method"], plan["ranks"])
         replace_sublayer(model, name, chain)
-        transforms.append({"type": "lowrank", "params": {"layer": name, "method": plan["method"], "ranks": plan["ranks"]}})
+        transforms.append(
+            {"type": "lowrank", "params": {"layer": name, "method": plan["method"], "ranks": plan["ranks"]}}
+        )
     return model, transforms, report

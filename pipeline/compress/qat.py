@@ -12,6 +12,7 @@ trained weights are the ones training saw:
   average of the batch min/max, the range always containing 0, as onnxruntime's u8 activations;
 - gradients pass straight through inside the range and stop outside it (clipped STE).
 """
+
 from __future__ import annotations
 
 import paddle
@@ -107,8 +108,15 @@ def learned_ranges(order: list, model) -> list[dict]:
     out = []
     for q in order:
         c = q.inner
-        out.append({"layer": names.get(id(q), "?"), "op": "conv" if isinstance(c, nn.Conv2D) else "linear",
-                    "weight_shape": list(c.weight.shape), "rmin": q.act.rmin, "rmax": q.act.rmax})
+        out.append(
+            {
+                "layer": names.get(id(q), "?"),
+                "op": "conv" if isinstance(c, nn.Conv2D) else "linear",
+                "weight_shape": list(c.weight.shape),
+                "rmin": q.act.rmin,
+                "rmax": q.act.rmax,
+            }
+        )
     return out
 
 
@@ -119,15 +127,21 @@ def onnx_overrides(onnx_path, layers: list[dict]) -> dict[str, tuple[float, floa
 
     m = load_onnx(onnx_path)
     shapes = {t.name: list(t.dims) for t in m.graph.initializer}
-    nodes = [n for n in m.graph.node if n.op_type in ("Conv", "MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in shapes]
+    nodes = [
+        n for n in m.graph.node if n.op_type in ("Conv", "MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in shapes
+    ]
     if len(nodes) != len(layers):
-        raise EdgepipeError(f"{onnx_path}: {len(nodes)} Conv/MatMul nodes but QAT trained {len(layers)} layers; "
-                            "export the QAT model itself (its .onnx) before quantizing with its ranges")
+        raise EdgepipeError(
+            f"{onnx_path}: {len(nodes)} Conv/MatMul nodes but QAT trained {len(layers)} layers; "
+            "export the QAT model itself (its .onnx) before quantizing with its ranges"
+        )
     out = {}
     for node, layer in zip(nodes, layers):
         if shapes[node.input[1]] != layer["weight_shape"]:
-            raise EdgepipeError(f"{onnx_path}: node '{node.name}' has weight {shapes[node.input[1]]}, QAT layer "
-                                f"'{layer['layer']}' has {layer['weight_shape']}; the graph does not follow the model's order")
+            raise EdgepipeError(
+                f"{onnx_path}: node '{node.name}' has weight {shapes[node.input[1]]}, QAT layer "
+                f"'{layer['layer']}' has {layer['weight_shape']}; the graph does not follow the model's order"
+            )
         if layer["rmin"] is None:
             raise EdgepipeError(f"QAT layer '{layer['layer']}' never ran, so it has no learned range")
         out[node.input[0]] = (min(layer["rmin"], 0.0), max(layer["rmax"], 0.0))

@@ -17,6 +17,7 @@ What it buys, honestly: the dense ONNX file keeps every zero, so its bytes and i
 dense kernels are unchanged; the file compresses better (see `deflated_bytes` in the artifact
 facts) and a sparse encoding would be smaller. Structured pruning is what makes models faster.
 """
+
 from __future__ import annotations
 
 import fnmatch

@@ -6,6 +6,7 @@ A stage that changes the architecture (pruning, low-rank) appends a transform wi
 parameters (kept channel indices, ranks); loading rebuilds the source (edgepipe.pipeline.models
 builds it), replays the transforms in order (found through the registry), then loads the weights.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,23 +48,33 @@ def apply_transforms(layer, transforms: list[dict]):
     return layer
 
 
-def save_model(folder: str | Path, layer, spec, transforms: list[dict] | None = None, meta: dict | None = None,
-               input_shape: tuple[int, ...] | None = None, contract: dict | None = None) -> Path:
+def save_model(
+    folder: str | Path,
+    layer,
+    spec,
+    transforms: list[dict] | None = None,
+    meta: dict | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    contract: dict | None = None,
+) -> Path:
     """Write the weights and model.json. `spec` is what rebuilds the architecture: a source config
     (to_dict(), input_shape) or the mapping a model folder recorded (then give input_shape);
     `contract` is the input contract of the data it was trained on (size, channels, mean, std...)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_state(folder / WEIGHTS, layer.state_dict())
-    write_json_atomic(folder / "model.json", {
-        "format": FORMAT,
-        "spec": spec if isinstance(spec, dict) else spec.to_dict(),
-        "transforms": list(transforms or []),
-        "input_shape": list(input_shape or spec.input_shape),
-        "params": count_parameters(layer),
-        "meta": meta or {},
-        **({"contract": contract} if contract else {}),
-    })
+    write_json_atomic(
+        folder / "model.json",
+        {
+            "format": FORMAT,
+            "spec": spec if isinstance(spec, dict) else spec.to_dict(),
+            "transforms": list(transforms or []),
+            "input_shape": list(input_shape or spec.input_shape),
+            "params": count_parameters(layer),
+            "meta": meta or {},
+            **({"contract": contract} if contract else {}),
+        },
+    )
     return folder
 
 
@@ -71,11 +82,15 @@ def read_model_info(folder: str | Path) -> dict:
     folder = Path(folder)
     info_path = folder / "model.json"
     if not info_path.is_file():
-        raise EdgepipeError(f"{info_path}: model description not found; pass a folder written by edgepipe (model.json + {WEIGHTS})")
+        raise EdgepipeError(
+            f"{info_path}: model description not found; pass a folder written by edgepipe (model.json + {WEIGHTS})"
+        )
     try:
         info = json.loads(info_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise EdgepipeError(f"{info_path}: not valid JSON; the artifact is damaged, re-run the stage that made it") from None
+        raise EdgepipeError(
+            f"{info_path}: not valid JSON; the artifact is damaged, re-run the stage that made it"
+        ) from None
     if info.get("format") != FORMAT:
         raise EdgepipeError(f"{info_path}: format {info.get('format')!r} is not {FORMAT!r}")
     return info
@@ -105,8 +120,11 @@ def load_state(layer, params_path: Path, fix: str):
     unexpected = [k for k in got if k not in want]
     shapes = [f"{k} {got[k]} vs {want[k]}" for k in want if k in got and got[k] != want[k]]
     if missing or unexpected or shapes:
-        parts = [f"{label} {items[:3]}" + (f" and {len(items) - 3} more" if len(items) > 3 else "")
-                 for label, items in (("missing", missing), ("unexpected", unexpected), ("shapes", shapes)) if items]
+        parts = [
+            f"{label} {items[:3]}" + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+            for label, items in (("missing", missing), ("unexpected", unexpected), ("shapes", shapes))
+            if items
+        ]
         raise EdgepipeError(f"{params_path}: weights do not match the model spec ({'; '.join(parts)}); {fix}")
     bad = [k for k, v in state.items() if v.dtype.kind in "fc" and not np.isfinite(v).all()]
     if bad:

@@ -1,6 +1,7 @@
 """Recipe config loading: the typed loader lives in edgepipe.devices.base.config (the device side
 loads profiles with it and must not import the pipeline); this module is the pipeline's name for it,
 plus how a recipe's paths resolve."""
+
 from pathlib import Path
 
 from edgepipe.devices.base.config import (
@@ -21,4 +22,14 @@ def resolve_path(base: Path | None, p: str) -> Path:
     return q if q.is_absolute() or base is None else base / q
 
 
-__all__ = ["resolve_path", "ConfigError", "FieldError", "OPTIONAL", "require", "from_dict", "to_dict", "config_sha", "read_yaml"]
+__all__ = [
+    "resolve_path",
+    "ConfigError",
+    "FieldError",
+    "OPTIONAL",
+    "require",
+    "from_dict",
+    "to_dict",
+    "config_sha",
+    "read_yaml",
+]

@@ -1,16 +1,18 @@
 """The recipe's `data:` mapping: which source (bundled MNIST, IDX files, Paddle's downloader, an
-image folder, an .npz, camera-like frames made from the bundled digits), how it is split, the input contract every model of the run is trained
-with (size, channels, resize + center crop, mean, std) and the training augmentation of images."""
+image folder, an .npz, camera-like frames made from the bundled digits), how it is split, the input
+contract every model of the run is trained with (size, channels, resize + center crop, mean, std)
+and the training augmentation of images."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
 
 from edgepipe.pipeline.core.config import OPTIONAL, require
+from edgepipe.runtime.inputs.images import IMAGENET_MEAN, IMAGENET_STD, default_normalisation  # noqa: F401
 
 MNIST_SOURCES = ("bundled", "idx", "paddle")
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-from edgepipe.runtime.inputs.images import IMAGENET_MEAN, IMAGENET_STD, default_normalisation  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -21,8 +23,11 @@ class Augment:
     crop: tuple[float, float] | None = None  # random resized crop: the share of the area kept, e.g. [0.6, 1.0]
 
     def __post_init__(self):
-        require(self.crop is None or (len(self.crop) == 2 and 0.05 <= self.crop[0] <= self.crop[1] <= 1.0), "crop",
-                "give [min, max] shares of the image area kept, 0.05 <= min <= max <= 1, e.g. [0.6, 1.0]")
+        require(
+            self.crop is None or (len(self.crop) == 2 and 0.05 <= self.crop[0] <= self.crop[1] <= 1.0),
+            "crop",
+            "give [min, max] shares of the image area kept, 0.05 <= min <= max <= 1, e.g. [0.6, 1.0]",
+        )
 
 
 @dataclass(frozen=True)
@@ -30,9 +35,13 @@ class Frames:
     """source: frames — camera-like RGB frames made from the bundled digits (a stand-in for a camera's
     classes), written once as an image folder of PNGs under $EDGEPIPE_CACHE/frames and read back."""
 
-    per_class: int = 500  # digits per class drawn (the bundled digits hold 500 of each); one frame each, or see renderings
+    per_class: int = (
+        500  # digits per class drawn (the bundled digits hold 500 of each); one frame each, or see renderings
+    )
     seed: int = 0
-    renderings: int = field(default=1, metadata=OPTIONAL)  # frames per training digit; >1 holds test/val digits out first
+    renderings: int = field(
+        default=1, metadata=OPTIONAL
+    )  # frames per training digit; >1 holds test/val digits out first
 
     def __post_init__(self):
         require(1 <= self.per_class <= 500, "per_class", "must be between 1 and 500 (the bundled digits per class)")
@@ -43,9 +52,13 @@ class Frames:
 class DataConfig:
     source: Literal["bundled", "idx", "paddle", "imagefolder", "npz", "frames"] = "bundled"
     path: str | None = None  # idx: a folder of MNIST IDX files; imagefolder: root/<class>/*.png; npz: a file (x, y)
-    test: int | float | str | None = None  # samples, a share (0.2), or a folder / .npz of its own; MNIST 1000, images 0.2
+    test: int | float | str | None = (
+        None  # samples, a share (0.2), or a folder / .npz of its own; MNIST 1000, images 0.2
+    )
     val: int | float | str | None = None  # MNIST 300, images 0.1
-    calibration: int | float | str | None = None  # or a folder of unlabeled images / an .npz of 'x'; MNIST 200, images 0.1
+    calibration: int | float | str | None = (
+        None  # or a folder of unlabeled images / an .npz of 'x'; MNIST 200, images 0.1
+    )
     train_limit: int | None = None  # use at most this many training samples (quick runs)
     split_seed: int = 0
     # the input contract (MNIST sources: 1×28×28, MNIST's mean/std)
@@ -64,10 +77,17 @@ class DataConfig:
             if getattr(self, name) is None:  # the source's default, filled in so the resolved recipe shows it
                 object.__setattr__(self, name, counts if mnist else share)
         require(self.source != "idx" or bool(self.path), "path", "source 'idx' needs path: a folder of MNIST IDX files")
-        require(mnist or self.source == "frames" or bool(self.path), "path", f"source '{self.source}' needs path: "
-                + ("root/<class>/*.png" if self.source == "imagefolder" else "an .npz file with arrays x and y"))
-        require(self.source != "frames" or self.path is None, "path", "frames are made into $EDGEPIPE_CACHE/frames; "
-                "to use a folder of your own, give source: imagefolder")
+        require(
+            mnist or self.source == "frames" or bool(self.path),
+            "path",
+            f"source '{self.source}' needs path: "
+            + ("root/<class>/*.png" if self.source == "imagefolder" else "an .npz file with arrays x and y"),
+        )
+        require(
+            self.source != "frames" or self.path is None,
+            "path",
+            "frames are made into $EDGEPIPE_CACHE/frames; to use a folder of your own, give source: imagefolder",
+        )
         require(self.frames is None or self.source == "frames", "frames", "applies to source: frames")
         for name in ("test", "val", "calibration"):
             v = getattr(self, name)
@@ -80,19 +100,35 @@ class DataConfig:
         require(self.train_limit is None or self.train_limit >= 1, "train_limit", "must be at least 1")
         if mnist:
             for key in ("size", "channels", "resize", "mean", "std", "layout", "augment"):
-                require(getattr(self, key) is None, key, f"MNIST sources are 1×28×28 digits with MNIST's normalisation; "
-                        f"{key}: needs source: imagefolder or npz")
+                require(
+                    getattr(self, key) is None,
+                    key,
+                    f"MNIST sources are 1×28×28 digits with MNIST's normalisation; "
+                    f"{key}: needs source: imagefolder or npz",
+                )
             return
-        require(self.size is not None and len(self.size) == 2 and min(self.size) >= 8, "size",
-                f"source '{self.source}' needs size: [height, width] (at least 8 each), the input the models take")
+        require(
+            self.size is not None and len(self.size) == 2 and min(self.size) >= 8,
+            "size",
+            f"source '{self.source}' needs size: [height, width] (at least 8 each), the input the models take",
+        )
         require(self.channels in (None, 1, 3), "channels", "must be 1 (grey) or 3 (RGB)")
-        require(self.resize is None or self.resize >= max(self.size), "resize", "the shorter side must be at least the "
-                "crop size (resize, then center crop to size)")
-        require(self.resize is None or self.source in ("imagefolder", "frames"), "resize", "applies to decoded images "
-                "(imagefolder, frames)")
-        require(self.source != "frames" or (self.size[0] == self.size[1] and (self.channels or 3) == 3
-                                             and 16 <= self.size[0] <= 512), "size",
-                "frames are square RGB images of 16 to 512 pixels: give size: [S, S] and channels: 3")
+        require(
+            self.resize is None or self.resize >= max(self.size),
+            "resize",
+            "the shorter side must be at least the crop size (resize, then center crop to size)",
+        )
+        require(
+            self.resize is None or self.source in ("imagefolder", "frames"),
+            "resize",
+            "applies to decoded images (imagefolder, frames)",
+        )
+        require(
+            self.source != "frames"
+            or (self.size[0] == self.size[1] and (self.channels or 3) == 3 and 16 <= self.size[0] <= 512),
+            "size",
+            "frames are square RGB images of 16 to 512 pixels: give size: [S, S] and channels: 3",
+        )
         c = self.input_shape[0]
         for key in ("mean", "std"):
             v = getattr(self, key)
@@ -115,7 +151,10 @@ class DataConfig:
         """size, channels, resize, mean, std of an image source's input contract, defaults filled in."""
         c, h, w = self.input_shape
         mean, std = default_normalisation(c)
-        return {"size": (h, w), "channels": c, "resize": self.resize, "mean": tuple(self.mean or mean),
-                "std": tuple(self.std or std)}
-
-
+        return {
+            "size": (h, w),
+            "channels": c,
+            "resize": self.resize,
+            "mean": tuple(self.mean or mean),
+            "std": tuple(self.std or std),
+        }

@@ -1,4 +1,5 @@
 """Progress on long work: a callback (done, total) that draws a tqdm bar on stderr."""
+
 from __future__ import annotations
 
 

@@ -1,5 +1,6 @@
 """The recipe: data, seed and an ordered list of stages, each `- <type>: {config}`, parsed into
 typed configs and checked (keys, types, which earlier stage makes each input) before anything runs."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -51,15 +52,23 @@ class _Top:
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self):
-        require(plain_name(self.name), "name", "use letters, digits, '-', '_' or '.', not starting with '.' "
-                "(it names the run folder)")
+        require(
+            plain_name(self.name),
+            "name",
+            "use letters, digits, '-', '_' or '.', not starting with '.' (it names the run folder)",
+        )
 
 
 def plain_name(name) -> bool:
     """A name that stays one entry inside its folder: letters, digits, '-', '_', '.', not starting
     with '.' (so never '..', a hidden file, a path or an absolute path)."""
-    return isinstance(name, str) and 0 < len(name) <= 128 and not name.startswith(".") \
-        and name.replace("-", "").replace("_", "").replace(".", "").isalnum() and name.isascii()
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 128
+        and not name.startswith(".")
+        and name.replace("-", "").replace("_", "").replace(".", "").isalnum()
+        and name.isascii()
+    )
 
 
 def parse_recipe(raw, base: str | Path | None = None) -> Recipe:
@@ -82,7 +91,7 @@ def parse_recipe(raw, base: str | Path | None = None) -> Recipe:
     for i, item in enumerate(raw_stages):
         if not isinstance(item, dict) or len(item) != 1:
             raise ConfigError(f"stages[{i}]: each stage is one mapping '<type>: {{config}}', got {item!r}")
-        (kind, body), = item.items()
+        ((kind, body),) = item.items()
         path = f"stages[{i}].{kind}"
         if kind not in stages_def:
             import difflib
@@ -97,19 +106,24 @@ def parse_recipe(raw, base: str | Path | None = None) -> Recipe:
                 raise ConfigError(f"{path}.{key}: no earlier stage produces '{art}' (available: {have})")
         for key, shape in getattr(cfg, "input_shapes", dict)().items():
             if tuple(shape) != top.data.input_shape:
-                raise ConfigError(f"{path}.{key}: the model takes inputs of shape {list(shape)} (channels, height, width), "
-                                  f"the data gives {list(top.data.input_shape)}; make in_channels and input_size match the data")
+                raise ConfigError(
+                    f"{path}.{key}: the model takes inputs of shape {list(shape)} (channels, height, width), "
+                    f"the data gives {list(top.data.input_shape)}; make in_channels and input_size match the data"
+                )
         for key, file in stage_files(cfg, base, path).items():
             _must_exist(f"{path}.{key}", file, base)
         seen[kind] = seen.get(kind, 0) + 1
         name = kind if seen[kind] == 1 else f"{kind}{seen[kind]}"
         for art, art_kind in cfg.outputs().items():
             if not plain_name(art):
-                raise ConfigError(f"{path}.output: {art!r} is not a plain file name (letters, digits, '-', '_', '.', "
-                                  "not starting with '.'); outputs stay inside the stage's folder of the run directory")
+                raise ConfigError(
+                    f"{path}.output: {art!r} is not a plain file name (letters, digits, '-', '_', '.', "
+                    "not starting with '.'); outputs stay inside the stage's folder of the run directory"
+                )
             if art in produced:
-                raise ConfigError(f"{path}.output: '{art}' is already produced by an earlier stage; give this one "
-                                  "another output name")
+                raise ConfigError(
+                    f"{path}.output: '{art}' is already produced by an earlier stage; give this one another output name"
+                )
             produced[art] = art_kind
         entries.append(StageEntry(name, kind, cfg))
     return Recipe(top.name, top.seed, top.data, tuple(entries), str(base) if base else None)

@@ -7,6 +7,7 @@ points (groups `edgepipe.stages` and `edgepipe.transforms`), which are imported 
 A plugin package adds a stage or a transform the same way. Adding a stage = a dataclass with
 `inputs()`/`outputs()` + a handler registered here + one entry point.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -56,8 +57,10 @@ def _load_group(group: str, table: dict) -> None:
 
     eps = entry_points(group=group)
     if not eps:
-        raise RuntimeError(f"no '{group}' entry points are installed; install edgepipe (pip install -e .) "
-                           "rather than running it from a source folder")
+        raise RuntimeError(
+            f"no '{group}' entry points are installed; install edgepipe (pip install -e .) "
+            "rather than running it from a source folder"
+        )
     for ep in eps:
         ep.load()
         if ep.name not in table:

@@ -7,6 +7,7 @@ Reuse: a stage is skipped when its config, the hashes of its inputs, and the has
 recorded outputs are all unchanged. The data a stage trains on comes from the `load_data`
 function the caller passes (the CLI passes edgepipe.pipeline.data.load.load_dataset).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -22,12 +23,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from edgepipe.devices import EdgepipeError, detect_host
+from edgepipe.devices import EdgepipeError
 from edgepipe.devices.base.atomic import sweep_temp, temp_root, write_json_atomic, write_text_atomic
+from edgepipe.pipeline.core.manifest import (
+    MANIFEST,
+    artifact_sha,
+    environment,
+    hash_tree,
+    output_problems,
+    read_manifest,
+    tree_sha,
+    versions,
+)
 from edgepipe.pipeline.core.recipe import Recipe, plain_name, stage_files
 from edgepipe.pipeline.core.registry import stages
-
-MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -50,8 +59,16 @@ class StageResult:
 
 
 class StageContext:
-    def __init__(self, recipe: Recipe, run_dir: Path, name: str, out_dir: Path, artifacts: dict[str, Artifact], manifest: dict,
-                 data=None):
+    def __init__(
+        self,
+        recipe: Recipe,
+        run_dir: Path,
+        name: str,
+        out_dir: Path,
+        artifacts: dict[str, Artifact],
+        manifest: dict,
+        data=None,
+    ):
         self.recipe, self.run_dir, self.name, self.out_dir = recipe, run_dir, name, out_dir
         self.artifacts, self.manifest = artifacts, manifest
         self._data = data
@@ -82,112 +99,6 @@ class StageContext:
         return Artifact(name, kind, f"{self.name}/{rel}", meta)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def tree_sha(path: Path) -> str:
-    """sha256 of a user's file, or of every file under a folder (names and contents)."""
-    if path.is_file():
-        return sha256_file(path)
-    if not path.is_dir():
-        raise EdgepipeError(f"{path}: not found; the recipe names it")
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    return hashlib.sha256(json.dumps({str(p.relative_to(path)): sha256_file(p) for p in files}).encode()).hexdigest()
-
-
-def hash_tree(run_dir: Path, rel: str) -> dict[str, str]:
-    """sha256 of every file under run_dir/rel (a file or a folder), keyed by relative path."""
-    root = run_dir / rel
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-    return {str(p.relative_to(run_dir)): sha256_file(p) for p in files}
-
-
-def artifact_sha(run_dir: Path, art: Artifact, stages: dict) -> str:
-    """Digest of an artifact's files, from the hashes its producing stage recorded.
-
-    Those hashes were computed when the stage ran, or re-verified against the disk when it
-    was reused, so the files are not read again here.
-    """
-    outputs = stages[art.path.split("/", 1)[0]]["outputs"]
-    tree = {rel: sha for rel, sha in outputs.items() if rel == art.path or rel.startswith(art.path + "/")}
-    if not tree:
-        raise EdgepipeError(f"{run_dir / art.path}: artifact '{art.name}' is missing; re-run with --force")
-    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
-
-
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("edgepipe", "paddlepaddle", "paddle2onnx", "onnx", "onnxruntime", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def environment() -> dict:
-    return {"versions": versions(), "host": detect_host().to_dict()}
-
-
-def read_manifest(run_dir: Path, *, force: bool = False) -> dict:
-    """The run's manifest ({"stages": {}} when there is none yet; with force, also when it is damaged)."""
-    path = run_dir / MANIFEST
-    if not path.exists():
-        return {"stages": {}}
-    try:
-        data = json.loads(path.read_text())
-        if not isinstance(data.get("stages"), dict):
-            raise ValueError
-        return data
-    except (ValueError, UnicodeDecodeError, AttributeError):
-        if force:
-            return {"stages": {}}
-        raise EdgepipeError(f"{path}: not a valid edgepipe manifest (damaged or edited); to recover, remove that file "
-                            "(every stage is redone on the next run; its outputs are re-checked, not trusted) or run "
-                            "with --force, or use another --name") from None
-
-
-def verify_run(run_dir: Path) -> list[str]:
-    """Re-hash every output recorded in the manifest; returns the problems found (empty = all good)."""
-    if not run_dir.is_dir():
-        raise EdgepipeError(f"{run_dir}: no such run directory; give the folder `edgepipe run` printed (runs/<name>)")
-    if not (run_dir / MANIFEST).is_file():
-        raise EdgepipeError(f"{run_dir}: holds no {MANIFEST}, so it is not an edgepipe run directory (or no stage "
-                            "has finished in it yet)")
-    manifest = read_manifest(run_dir)
-    if not manifest["stages"]:
-        return [f"{run_dir / MANIFEST}: no finished stages recorded"]
-    problems = [p for name, entry in manifest["stages"].items() for p in output_problems(run_dir, name, entry)]
-    for name, entry in manifest["stages"].items():  # files a stage folder holds that its entry does not list
-        listed = set(entry.get("outputs", {}))
-        folder = run_dir / name
-        if folder.is_dir():
-            for f in sorted(folder.rglob("*")):
-                rel = str(f.relative_to(run_dir))
-                if (f.is_file() or f.is_symlink()) and rel not in listed:
-                    problems.append(f"{rel}: not recorded in the manifest (stage {name}); something else wrote it")
-    return problems
-
-
-def output_problems(run_dir: Path, name: str, entry: dict) -> list[str]:
-    """Outputs a stage's manifest entry records that are missing or changed on disk."""
-    problems = []
-    for rel, sha in entry.get("outputs", {}).items():
-        p = run_dir / rel
-        if not p.is_file():
-            problems.append(f"{rel}: missing (stage {name})")
-        elif sha256_file(p) != sha:
-            problems.append(f"{rel}: sha256 differs from the manifest (stage {name})")
-    return problems
-
-
 class _Lock:
     def __init__(self, run_dir: Path):
         self.path = run_dir / ".lock"
@@ -198,7 +109,9 @@ class _Lock:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self.fd)
-            raise EdgepipeError(f"{self.path.parent}: another edgepipe run is using this run directory; wait for it or use --name") from None
+            raise EdgepipeError(
+                f"{self.path.parent}: another edgepipe run is using this run directory; wait for it or use --name"
+            ) from None
         return self
 
     def __exit__(self, *exc):
@@ -208,7 +121,11 @@ class _Lock:
 
 def _clean_leftovers(run_dir: Path) -> None:
     for p in run_dir.iterdir():
-        if p.name != ".tmp" and p.name.startswith(".") and (".partial-" in p.name or ".trash-" in p.name or p.name.endswith(".tmp")):
+        if (
+            p.name != ".tmp"
+            and p.name.startswith(".")
+            and (".partial-" in p.name or ".trash-" in p.name or p.name.endswith(".tmp"))
+        ):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
@@ -242,25 +159,26 @@ def preflight(recipe: Recipe) -> None:
             raise EdgepipeError(f"stages[{i}].{entry.kind}.{exc}") from None
 
 
-def run_recipe(recipe: Recipe, runs_dir: Path, *, force: bool = False, from_stage: str | None = None,
-               load_data: Callable | None = None) -> tuple[Path, dict]:
+def run_recipe(
+    recipe: Recipe,
+    runs_dir: Path,
+    *,
+    force: bool = False,
+    from_stage: str | None = None,
+    load_data: Callable | None = None,
+) -> tuple[Path, dict]:
     """Run (or reuse) every stage in order; load_data(recipe.data, recipe folder) -> dataset, called
     once, for the stages that use data. Returns the run directory and the manifest."""
     names = [s.name for s in recipe.stages]
     if from_stage is not None and from_stage not in names:
         raise EdgepipeError(f"--from {from_stage}: no such stage in this recipe (stages: {', '.join(names)})")
     if not plain_name(recipe.name):
-        raise EdgepipeError(f"run name {recipe.name!r}: use letters, digits, '-', '_' or '.', not starting with '.' "
-                            "(it names one folder inside the runs directory)")
+        raise EdgepipeError(
+            f"run name {recipe.name!r}: use letters, digits, '-', '_' or '.', not starting with '.' "
+            "(it names one folder inside the runs directory)"
+        )
     preflight(recipe)  # before the run directory exists: a model that cannot run leaves nothing behind
-    run_dir = Path(runs_dir) / recipe.name
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-probe-{os.getpid()}.tmp"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise EdgepipeError(f"{run_dir}: cannot write there ({exc.strerror}); give a writable --runs-dir") from None
+    run_dir = _writable_run_dir(Path(runs_dir) / recipe.name)
     with _Lock(run_dir), temp_root(run_dir / ".tmp"):
         _clean_leftovers(run_dir)
         sweep_temp(run_dir / ".tmp")  # the lock says no other run uses this run directory
@@ -271,67 +189,117 @@ def run_recipe(recipe: Recipe, runs_dir: Path, *, force: bool = False, from_stag
         manifest = read_manifest(run_dir, force=force)
         old_stages = manifest.get("stages", {})
         # Entries of stages not reached yet are kept until redone, so a crash loses nothing.
-        manifest = {"edgepipe": versions().get("edgepipe"), "recipe": recipe.name, "environment": environment(),
-                    "data": manifest.get("data"), "stages": {n: old_stages[n] for n in names if n in old_stages}}
-        ctx_data = None
-        artifacts: dict[str, Artifact] = {}
+        manifest = {
+            "edgepipe": versions().get("edgepipe"),
+            "recipe": recipe.name,
+            "environment": environment(),
+            "data": manifest.get("data"),
+            "stages": {n: old_stages[n] for n in names if n in old_stages},
+        }
+        state = _RunState(recipe, run_dir, manifest, load_data)
         redo_from = names.index(from_stage) if from_stage else None
         for i, entry in enumerate(recipe.stages):
-            stage_def = stages()[entry.kind]
             tag = f"[{i + 1}/{len(names)}] {entry.name}"
-            inputs = {}
-            if getattr(entry.config, "uses_data", False):
-                if ctx_data is None:
-                    if load_data is None:
-                        raise EdgepipeError(f"stage {entry.name} uses data: pass run_recipe(..., load_data=...) "
-                                            "(edgepipe.pipeline.data.load.load_dataset)")
-                    ctx_data = load_data(recipe.data, recipe.base_dir)
-                    manifest["data"] = ctx_data.summary()
-                inputs["data"] = manifest["data"]["sha256"]
-            for art_name in entry.config.inputs({n: a.kind for n, a in artifacts.items()}).values():
-                inputs[art_name] = artifact_sha(run_dir, artifacts[art_name], manifest["stages"])
-            for key, path in stage_files(entry.config, recipe.base_dir, entry.name).items():
-                inputs[f"file:{key}"] = tree_sha(path)
-            if getattr(entry.config, "uses_manifest", False):  # e.g. report: depends on earlier metrics
-                upstream = {n: {k: e.get(k) for k in ("config_sha", "outputs", "metrics")}
-                            for n, e in manifest["stages"].items() if n in names[:i]}
-                inputs["manifest"] = hashlib.sha256(json.dumps(upstream, sort_keys=True).encode()).hexdigest()
+            inputs = state.stage_inputs(i, entry)
             prev = old_stages.get(entry.name)
             redo = force or (redo_from is not None and i >= redo_from)
-            if not redo and prev and prev.get("config_sha") == entry.sha and prev.get("inputs") == inputs \
-                    and not output_problems(run_dir, entry.name, prev):
+            if not redo and state.reusable(entry, prev, inputs):
                 for art_name, a in prev.get("artifacts", {}).items():
-                    artifacts[art_name] = Artifact(art_name, a["kind"], a["path"], a.get("meta", {}))
+                    state.artifacts[art_name] = Artifact(art_name, a["kind"], a["path"], a.get("meta", {}))
                 manifest["stages"][entry.name] = prev
                 log(f"{tag}: reused (config and inputs unchanged)")
                 continue
             log(f"{tag}: running")
-            partial = run_dir / f".{entry.name}.partial-{os.getpid()}"
-            partial.mkdir()
-            ctx = StageContext(recipe, run_dir, entry.name, partial, artifacts, manifest, data=ctx_data)
-            t0 = time.perf_counter()
-            try:
-                result = stage_def.handler(entry.config, ctx)
-            except BaseException:
-                shutil.rmtree(partial, ignore_errors=True)
-                raise
-            wall = time.perf_counter() - t0
-            swap_in(run_dir, partial, entry.name)
-            for a in result.artifacts:
-                artifacts[a.name] = a
-            manifest["stages"][entry.name] = {
-                "type": entry.kind,
-                "config": recipe.to_dict()["stages"][i][entry.kind],
-                "config_sha": entry.sha,
-                "inputs": inputs,
-                "outputs": hash_tree(run_dir, entry.name),
-                "artifacts": {a.name: a.to_dict() for a in result.artifacts},
-                "metrics": result.metrics,
-                "wall_s": round(wall, 3),
-                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "environment": manifest["environment"],
-            }
+            wall = state.run_stage(i, entry, inputs)
             write_json_atomic(run_dir / MANIFEST, manifest)
             log(f"{tag}: done in {wall:.1f}s")
         write_json_atomic(run_dir / MANIFEST, manifest)
     return run_dir, manifest
+
+
+def _writable_run_dir(run_dir: Path) -> Path:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-probe-{os.getpid()}.tmp"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise EdgepipeError(f"{run_dir}: cannot write there ({exc.strerror}); give a writable --runs-dir") from None
+    return run_dir
+
+
+class _RunState:
+    """What the stages of one run share as it goes: the manifest, the artifacts made so far and the data
+    (loaded once, by the first stage that uses it)."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, manifest: dict, load_data: Callable | None):
+        self.recipe, self.run_dir, self.manifest, self.load_data = recipe, run_dir, manifest, load_data
+        self.names = [s.name for s in recipe.stages]
+        self.artifacts: dict[str, Artifact] = {}
+        self.data = None
+
+    def stage_inputs(self, i: int, entry) -> dict:
+        """What a stage's result depends on besides its config: the data's hash, its input artifacts'
+        hashes, the files its config names, and (for the report) the metrics of the stages before it."""
+        inputs, manifest = {}, self.manifest
+        if getattr(entry.config, "uses_data", False):
+            if self.data is None:
+                if self.load_data is None:
+                    raise EdgepipeError(
+                        f"stage {entry.name} uses data: pass run_recipe(..., load_data=...) "
+                        "(edgepipe.pipeline.data.load.load_dataset)"
+                    )
+                self.data = self.load_data(self.recipe.data, self.recipe.base_dir)
+                manifest["data"] = self.data.summary()
+            inputs["data"] = manifest["data"]["sha256"]
+        for art_name in entry.config.inputs({n: a.kind for n, a in self.artifacts.items()}).values():
+            inputs[art_name] = artifact_sha(self.run_dir, self.artifacts[art_name], manifest["stages"])
+        for key, path in stage_files(entry.config, self.recipe.base_dir, entry.name).items():
+            inputs[f"file:{key}"] = tree_sha(path)
+        if getattr(entry.config, "uses_manifest", False):  # e.g. report: depends on earlier metrics
+            upstream = {
+                n: {k: e.get(k) for k in ("config_sha", "outputs", "metrics")}
+                for n, e in manifest["stages"].items()
+                if n in self.names[:i]
+            }
+            inputs["manifest"] = hashlib.sha256(json.dumps(upstream, sort_keys=True).encode()).hexdigest()
+        return inputs
+
+    def reusable(self, entry, prev: dict | None, inputs: dict) -> bool:
+        """A stage's earlier result stands when its config and inputs are unchanged and its outputs intact."""
+        return bool(
+            prev
+            and prev.get("config_sha") == entry.sha
+            and prev.get("inputs") == inputs
+            and not output_problems(self.run_dir, entry.name, prev)
+        )
+
+    def run_stage(self, i: int, entry, inputs: dict) -> float:
+        """Run one stage into a partial folder, swap it in whole, record it in the manifest; its wall time."""
+        run_dir = self.run_dir
+        partial = run_dir / f".{entry.name}.partial-{os.getpid()}"
+        partial.mkdir()
+        ctx = StageContext(self.recipe, run_dir, entry.name, partial, self.artifacts, self.manifest, data=self.data)
+        t0 = time.perf_counter()
+        try:
+            result = stages()[entry.kind].handler(entry.config, ctx)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        wall = time.perf_counter() - t0
+        swap_in(run_dir, partial, entry.name)
+        for a in result.artifacts:
+            self.artifacts[a.name] = a
+        self.manifest["stages"][entry.name] = {
+            "type": entry.kind,
+            "config": self.recipe.to_dict()["stages"][i][entry.kind],
+            "config_sha": entry.sha,
+            "inputs": inputs,
+            "outputs": hash_tree(run_dir, entry.name),
+            "artifacts": {a.name: a.to_dict() for a in result.artifacts},
+            "metrics": result.metrics,
+            "wall_s": round(wall, 3),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "environment": self.manifest["environment"],
+        }
+        return wall

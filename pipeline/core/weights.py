@@ -6,6 +6,7 @@ safetensors — is a pickle, and unpickling runs whatever the file names; so it 
 unpickler that admits only the numpy reconstructors Paddle's `paddle.save(state_dict)` writes and
 plain containers, and refuses anything else in one line naming the file and the object it asked for.
 """
+
 from __future__ import annotations
 
 import io
@@ -20,9 +21,12 @@ from edgepipe.devices.base.atomic import atomic_path
 # What paddle.save(layer.state_dict()) pickles (Paddle 2.x and 3.x, numpy 1 and 2): ndarrays rebuilt
 # by numpy's own reconstructor, numpy scalars, and ordered dicts. Nothing here calls user code.
 _ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
     ("collections", "OrderedDict"),
 }
 # Bookkeeping entries paddle.save adds beside the tensors; they are not weights.
@@ -62,8 +66,13 @@ class _StateUnpickler(pickle._Unpickler):  # the Python one, so BUILD can be che
         # A dtype's state can give it fields, flags or an object type, after which an array's raw bytes
         # would be read as pointers: a dtype's state must be a plain number's, checked before it applies.
         obj, state = self.stack[-2], self.stack[-1]
-        if isinstance(obj, np.dtype) and not (isinstance(state, tuple) and len(state) == 8 and state[0] == 3
-                                              and state[1] in ("<", ">", "|", "=") and state[2:] == (None, None, None, -1, -1, 0)):
+        if isinstance(obj, np.dtype) and not (
+            isinstance(state, tuple)
+            and len(state) == 8
+            and state[0] == 3
+            and state[1] in ("<", ">", "|", "=")
+            and state[2:] == (None, None, None, -1, -1, 0)
+        ):
             raise _Refused(f"an array type with the state {str(state)[:80]}")
         pickle._Unpickler.load_build(self)
         if isinstance(obj, np.dtype) and not _plain(obj):
@@ -72,7 +81,6 @@ class _StateUnpickler(pickle._Unpickler):  # the Python one, so BUILD can be che
             raise _Refused(f"an array of {str(obj.dtype)[:60]!r}")
 
     dispatch[pickle.BUILD[0]] = load_build
-
 
 
 class _Refused(Exception):
@@ -85,22 +93,30 @@ def _from_pickle(path: Path) -> dict:
         state = _StateUnpickler(io.BytesIO(data)).load()
     except _Refused as exc:
         if "_codecs" in str(exc):
-            raise EdgepipeError(f"{path}: written with pickle protocol 2 (paddle.save(..., protocol=2)), which edgepipe "
-                                "does not read; re-save it with the default protocol 4") from None
-        raise EdgepipeError(f"{path}: refused: the pickle asks for {exc}, which a Paddle state dict never holds "
-                            "(loading it could run code); re-save the weights with paddle.save(model.state_dict(), "
-                            "PATH) or as .safetensors") from None
+            raise EdgepipeError(
+                f"{path}: written with pickle protocol 2 (paddle.save(..., protocol=2)), which edgepipe "
+                "does not read; re-save it with the default protocol 4"
+            ) from None
+        raise EdgepipeError(
+            f"{path}: refused: the pickle asks for {exc}, which a Paddle state dict never holds "
+            "(loading it could run code); re-save the weights with paddle.save(model.state_dict(), "
+            "PATH) or as .safetensors"
+        ) from None
     if not isinstance(state, dict):
         raise EdgepipeError(f"{path}: holds a {type(state).__name__}, not a state dict; save model.state_dict()")
     if "UnpackBigParamInfor@@" in state:
-        raise EdgepipeError(f"{path}: written with pickle protocol 2/3 slicing of big tensors; re-save it with "
-                            "paddle.save(model.state_dict(), PATH) (protocol 4, the default)")
+        raise EdgepipeError(
+            f"{path}: written with pickle protocol 2/3 slicing of big tensors; re-save it with "
+            "paddle.save(model.state_dict(), PATH) (protocol 4, the default)"
+        )
     out = {}
     for k, v in state.items():
         if k in _PADDLE_EXTRA:
             continue
         if not isinstance(k, str) or not isinstance(v, np.ndarray) or not _plain(v.dtype):
-            raise EdgepipeError(f"{path}: entry {str(k)[:60]!r} is a {type(v).__name__}, not a tensor; save model.state_dict()")
+            raise EdgepipeError(
+                f"{path}: entry {str(k)[:60]!r} is a {type(v).__name__}, not a tensor; save model.state_dict()"
+            )
         out[k] = v
     return out
 
@@ -125,8 +141,11 @@ def read_state(path: str | Path) -> dict:
     except EdgepipeError:
         raise
     except Exception as exc:
-        raise EdgepipeError(f"{path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); "
-                            "the file is damaged or not a state dict") from None
+        raise EdgepipeError(
+            f"{path}: cannot read weights "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); "
+            "the file is damaged or not a state dict"
+        ) from None
 
 
 def write_state(path: str | Path, state: dict) -> None:

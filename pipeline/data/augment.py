@@ -1,5 +1,6 @@
 """Training augmentation on batches of model inputs (N×C×H×W float32): the MNIST recipes' shift by
 a few pixels, and for images a random resized crop and a horizontal flip (Pillow resamples)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,6 +5,7 @@ pixels into the N×C×H×W float32 the models take — the same one the device a
 MNIST: 28×28 grey digits normalised with MNIST's mean/std. Image folders and .npz files: the
 size, channels, resize + center crop and mean/std the recipe's `data:` declares.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,7 +18,9 @@ from edgepipe.pipeline.core.dataspec import MNIST_MEAN, MNIST_STD, DataConfig
 from edgepipe.runtime.inputs.images import Contract
 
 SPLITS = ("train", "val", "test", "calibration")
-MNIST_CONTRACT = Contract(size=(28, 28), channels=1, mean=(MNIST_MEAN,), std=(MNIST_STD,), classes=tuple(str(d) for d in range(10)))
+MNIST_CONTRACT = Contract(
+    size=(28, 28), channels=1, mean=(MNIST_MEAN,), std=(MNIST_STD,), classes=tuple(str(d) for d in range(10))
+)
 
 
 @dataclass
@@ -113,7 +116,9 @@ def make_splits(n: int, cfg: DataConfig, n_official_test: int = 0) -> dict[str, 
         perm = rng.permutation(n)
         test, rest = perm[:n_t], perm[n_t:]
     if len(rest) < n_v + n_c + 1:
-        raise EdgepipeError(f"data: {n} samples cannot hold test={n_t}, val={n_v}, calibration={n_c} and a training set")
+        raise EdgepipeError(
+            f"data: {n} samples cannot hold test={n_t}, val={n_v}, calibration={n_c} and a training set"
+        )
     val, calib, train = rest[:n_v], rest[n_v : n_v + n_c], rest[n_v + n_c :]
     if cfg.train_limit:
         train = train[: cfg.train_limit]
@@ -124,7 +129,9 @@ def stratified_splits(labels: np.ndarray, cfg: DataConfig, fixed: dict[str, np.n
     """Image data: test / val / calibration drawn class by class in proportion (seeded), except the
     splits given as folders of their own (`fixed`: their indices); the rest is the training set."""
     rng = np.random.default_rng(cfg.split_seed)
-    pool = np.setdiff1d(np.arange(len(labels)), np.concatenate([np.asarray(v, dtype=np.int64) for v in fixed.values()] or [[]]))
+    pool = np.setdiff1d(
+        np.arange(len(labels)), np.concatenate([np.asarray(v, dtype=np.int64) for v in fixed.values()] or [[]])
+    )
     keys = np.empty(len(pool))
     for c in np.unique(labels[pool]):  # evenly spaced positions per class, classes interleaved
         members = np.flatnonzero(labels[pool] == c)
@@ -139,8 +146,11 @@ def stratified_splits(labels: np.ndarray, cfg: DataConfig, fixed: dict[str, np.n
         out[name] = np.sort(order[start : start + k])
         start += k
     if start >= len(order):
-        raise EdgepipeError(f"data: {len(pool)} images cannot hold " + ", ".join(f"{k}={len(v)}" for k, v in out.items())
-                            + " and a training set; give shares (test: 0.2) or fewer samples")
+        raise EdgepipeError(
+            f"data: {len(pool)} images cannot hold "
+            + ", ".join(f"{k}={len(v)}" for k, v in out.items())
+            + " and a training set; give shares (test: 0.2) or fewer samples"
+        )
     train = order[start:]
     out["train"] = np.sort(train[: cfg.train_limit] if cfg.train_limit else train)
     return out

@@ -9,6 +9,7 @@ digit is rendered once into root/<split>/<digit>/, every other digit `renderings
 background, scale, position and colours each time) into root/train/<digit>/ — so no test digit is
 ever seen in training under another background.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +26,7 @@ def _frame(digit: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray
     c0, c1 = rng.uniform(0, 200, 3), rng.uniform(0, 200, 3)
     angle = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1)
-    t = (np.cos(angle) * xx + np.sin(angle) * yy)
+    t = np.cos(angle) * xx + np.sin(angle) * yy
     t = (t - t.min()) / (np.ptp(t) + 1e-9)
     bg = c0 * (1 - t[..., None]) + c1 * t[..., None]
     cy, cx, r = rng.uniform(0, size, 2).tolist() + [rng.uniform(0.1, 0.4) * size]
@@ -43,7 +44,9 @@ def _frame(digit: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray
     return np.clip(bg, 0, 255).astype(np.uint8)
 
 
-def _class_jobs(chosen: np.ndarray, d: int, renderings: int, holdout: dict[str, int] | None) -> list[tuple[str, int, int]]:
+def _class_jobs(
+    chosen: np.ndarray, d: int, renderings: int, holdout: dict[str, int] | None
+) -> list[tuple[str, int, int]]:
     """(folder under out, digit index, rendering) for every frame of class d, from its chosen digits."""
     if holdout is None:
         return [(str(d), int(i), 0) for i in chosen]
@@ -54,8 +57,15 @@ def _class_jobs(chosen: np.ndarray, d: int, renderings: int, holdout: dict[str, 
     return jobs + [(f"train/{d}", int(i), r) for i in chosen[start:] for r in range(renderings)]
 
 
-def make_frames(out: Path, size: int = 96, per_class: int = 100, seed: int = 0, progress=None,
-                renderings: int = 1, holdout: dict[str, int] | None = None) -> dict:
+def make_frames(
+    out: Path,
+    size: int = 96,
+    per_class: int = 100,
+    seed: int = 0,
+    progress=None,
+    renderings: int = 1,
+    holdout: dict[str, int] | None = None,
+) -> dict:
     """Write per_class frames of each digit to out/<digit>/<n>.png — or, with `holdout`, the held-out
     digits once each to out/<split>/<digit>/ and the rest `renderings` times to out/train/<digit>/;
     returns what was written."""
@@ -70,10 +80,15 @@ def make_frames(out: Path, size: int = 96, per_class: int = 100, seed: int = 0, 
     if not 1 <= per_class <= counts.min():
         raise EdgepipeError(f"--per-class {per_class}: the bundled digits hold {counts.min()} of each class")
     if renderings < 1 or (renderings > 1 and holdout is None):
-        raise EdgepipeError(f"renderings {renderings}: more than one rendering per digit needs held-out test/val digits")
-    if holdout is not None and (not holdout or set(holdout) - {"test", "val"} or min(holdout.values()) < 1
-                                or sum(holdout.values()) >= per_class):
-        raise EdgepipeError(f"holdout {holdout}: give test/val digits per class, at least 1 each, fewer than {per_class} in all")
+        raise EdgepipeError(
+            f"renderings {renderings}: more than one rendering per digit needs held-out test/val digits"
+        )
+    if holdout is not None and (
+        not holdout or set(holdout) - {"test", "val"} or min(holdout.values()) < 1 or sum(holdout.values()) >= per_class
+    ):
+        raise EdgepipeError(
+            f"holdout {holdout}: give test/val digits per class, at least 1 each, fewer than {per_class} in all"
+        )
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise EdgepipeError(f"{out}: not empty; give a new folder")
@@ -110,5 +125,13 @@ def make_frames(out: Path, size: int = 96, per_class: int = 100, seed: int = 0, 
 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {"path": str(out), "classes": 10, "per_class": per_class, "size": size, "seed": seed, "images": written,
-            "renderings": renderings, "holdout": holdout}
+    return {
+        "path": str(out),
+        "classes": 10,
+        "per_class": per_class,
+        "size": size,
+        "seed": seed,
+        "images": written,
+        "renderings": renderings,
+        "holdout": holdout,
+    }

@@ -6,6 +6,7 @@ separate test / val folders; and calibration inputs given apart from the data.
 Pixels: uint8, other integers in 0..255, or floats in [0, 1]. An .npz given as calibration holds
 model inputs already (N×C×H×W float32, as the runner's --inputs does).
 """
+
 from __future__ import annotations
 
 import sys
@@ -36,14 +37,15 @@ def _pixels(x: np.ndarray, where: str) -> np.ndarray:
     if x.size and not np.isfinite(x).all():
         raise EdgepipeError(f"{where}: x holds NaN or infinite values")
     if x.size and (x.min() < -1e-3 or x.max() > 1 + 1e-3):
-        raise EdgepipeError(f"{where}: float pixels must lie in [0, 1], found {x.min():.3g}..{x.max():.3g}; "
-                            "divide by 255 or give uint8")
+        raise EdgepipeError(
+            f"{where}: float pixels must lie in [0, 1], found {x.min():.3g}..{x.max():.3g}; divide by 255 or give uint8"
+        )
     return np.clip(x, 0.0, 1.0).astype(np.float32)
 
 
 def read_npz_pixels(path: Path, cfg: DataConfig, contract: Contract | None = None, labelled: bool = True):
     """(N×H×W×C pixels, labels or None) from an .npz of arrays x and y, checked against the contract."""
-    from edgepipe.runtime.runner import load_npz
+    from edgepipe.runtime.inputs.npzfile import load_npz
 
     arrays, y = load_npz(path)  # labels: y (or labels, label)
     if "x" not in arrays:
@@ -59,14 +61,18 @@ def read_npz_pixels(path: Path, cfg: DataConfig, contract: Contract | None = Non
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     want = (*cfg.input_shape[1:], cfg.input_shape[0])
     if tuple(x.shape[1:]) != want:
-        raise EdgepipeError(f"{path}: images are {list(x.shape[1:])} (H, W, C as laid out by data.layout: {cfg.layout}), "
-                            f"the data's size and channels say {list(want)}")
+        raise EdgepipeError(
+            f"{path}: images are {list(x.shape[1:])} (H, W, C as laid out by data.layout: {cfg.layout}), "
+            f"the data's size and channels say {list(want)}"
+        )
     if labelled:
         if y is None:
             raise EdgepipeError(f"{path}: no labels 'y'; a training data set needs them")
         y = np.asarray(y).reshape(-1)
         if len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
-            raise EdgepipeError(f"{path}: y must be {len(x)} non-negative integer labels, got {y.dtype} of shape {list(y.shape)}")
+            raise EdgepipeError(
+                f"{path}: y must be {len(x)} non-negative integer labels, got {y.dtype} of shape {list(y.shape)}"
+            )
         y = y.astype(np.int64)
     return _pixels(x, str(path)), y
 
@@ -78,7 +84,9 @@ def load_image_data(cfg: DataConfig, base: Path | None = None) -> Dataset:
         root = resolve_path(base, cfg.path)
         files, labels, classes = scan_folder(root)
         if labels is None:
-            raise EdgepipeError(f"{root}: put the images in class folders, root/<class>/*.png; their names are the labels")
+            raise EdgepipeError(
+                f"{root}: put the images in class folders, root/<class>/*.png; their names are the labels"
+            )
         contract = contract_for(cfg, classes)
         parts.append((files, labels))
         for name in ("test", "val"):
@@ -86,13 +94,18 @@ def load_image_data(cfg: DataConfig, base: Path | None = None) -> Dataset:
             if isinstance(v, str):
                 f2, l2, _ = scan_folder(resolve_path(base, v), classes)
                 if l2 is None:
-                    raise EdgepipeError(f"{resolve_path(base, v)}: data.{name}: put its images in the same class folders as {cfg.path}")
+                    raise EdgepipeError(
+                        f"{resolve_path(base, v)}: data.{name}: put its images in the same class folders as {cfg.path}"
+                    )
                 start = sum(len(p[0]) for p in parts)
                 fixed[name] = np.arange(start, start + len(f2))
                 parts.append((f2, l2))
         all_files = [f for p in parts for f in p[0]]
-        print(f"  decoding {len(all_files)} images ({contract.channels}×{contract.size[0]}×{contract.size[1]})",
-              file=sys.stderr, flush=True)
+        print(
+            f"  decoding {len(all_files)} images ({contract.channels}×{contract.size[0]}×{contract.size[1]})",
+            file=sys.stderr,
+            flush=True,
+        )
         images = read_images(all_files, contract, progress_bar("decode"))
         labels = np.concatenate([p[1] for p in parts])
         source = f"image folder {cfg.path} ({len(classes)} classes, {len(all_files)} images)"
@@ -113,8 +126,15 @@ def load_image_data(cfg: DataConfig, base: Path | None = None) -> Dataset:
         classes = tuple(str(i) for i in range(int(labels.max()) + 1)) if len(labels) else ()
         contract = contract_for(cfg, classes)
         source = f".npz {cfg.path} ({len(labels)} images)"
-    ds = Dataset(images, labels, stratified_splits(labels, cfg, fixed), source, contract,
-                 details={"classes": list(contract.classes)}, augment_options=cfg.augment)
+    ds = Dataset(
+        images,
+        labels,
+        stratified_splits(labels, cfg, fixed),
+        source,
+        contract,
+        details={"classes": list(contract.classes)},
+        augment_options=cfg.augment,
+    )
     if isinstance(cfg.calibration, str):
         ds.calibration = calibration_inputs(cfg, contract, base)
     return ds
@@ -125,19 +145,22 @@ def calibration_inputs(cfg: DataConfig, contract: Contract, base: Path | None = 
     return model_inputs(resolve_path(base, cfg.calibration), contract, "data.calibration")[0]
 
 
-def model_inputs(path: Path, contract: Contract | None, what: str = "inputs",
-                 shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def model_inputs(
+    path: Path, contract: Contract | None, what: str = "inputs", shape: tuple[int, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(model inputs, labels or None) from a folder of images (decoded by `contract`; class folders
     give labels) or an .npz of 'x' (N×C×H×W float32, labels 'y' optional), checked against the
     model's input `shape` (default: the contract's)."""
     from edgepipe.pipeline.core.progress import progress_bar
     from edgepipe.runtime.inputs.images import folder_inputs
-    from edgepipe.runtime.runner import load_npz
+    from edgepipe.runtime.inputs.npzfile import load_npz
 
     if path.is_dir():
         if contract is None:
-            raise EdgepipeError(f"{path}: {what}: decoding images needs the model's input contract (size, channels, "
-                                "mean, std), which this model does not carry; give an .npz of model inputs instead")
+            raise EdgepipeError(
+                f"{path}: {what}: decoding images needs the model's input contract (size, channels, "
+                "mean, std), which this model does not carry; give an .npz of model inputs instead"
+            )
         x, y, _ = folder_inputs(path, contract, progress_bar(what.lstrip("-")))
     else:
         arrays, y = load_npz(path)

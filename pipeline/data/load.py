@@ -1,4 +1,5 @@
 """The recipe's data: the source its `data:` names, loaded, split and under its input contract."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +29,10 @@ def load_dataset(cfg: DataConfig, base: Path | None = None) -> Dataset:
         images, labels, n_test = load_paddle()
         source = "MNIST via paddle.vision.datasets (downloaded)"
     if labels.min() < 0 or labels.max() > 9 or images.shape[1:] != (28, 28):
-        raise EdgepipeError(f"data: expected 28×28 digits with labels 0-9, got images {images.shape}, labels {labels.min()}..{labels.max()}")
+        raise EdgepipeError(
+            f"data: expected 28×28 digits with labels 0-9, got images {images.shape}, "
+            f"labels {labels.min()}..{labels.max()}"
+        )
     ds = Dataset(images, labels, make_splits(len(labels), cfg, n_test), source)
     if isinstance(cfg.calibration, str):
         ds.calibration = calibration_inputs(cfg, ds.contract, base)
@@ -56,18 +60,36 @@ def load_frames(cfg: DataConfig, base: Path | None = None) -> Dataset:
         from edgepipe.pipeline.core.progress import progress_bar
 
         print(f"  making frames of {cfg.size[0]}×{cfg.size[0]} in {folder}", file=sys.stderr, flush=True)
-        make_frames(folder, size=cfg.size[0], per_class=spec.per_class, seed=spec.seed, progress=progress_bar("frames"),
-                    renderings=spec.renderings, holdout=holdout)
+        make_frames(
+            folder,
+            size=cfg.size[0],
+            per_class=spec.per_class,
+            seed=spec.seed,
+            progress=progress_bar("frames"),
+            renderings=spec.renderings,
+            holdout=holdout,
+        )
     if holdout:
-        flat = replace(cfg, source="imagefolder", path=str(folder / "train"), test=str(folder / "test"),
-                       val=str(folder / "val"), frames=None)
+        flat = replace(
+            cfg,
+            source="imagefolder",
+            path=str(folder / "train"),
+            test=str(folder / "test"),
+            val=str(folder / "val"),
+            frames=None,
+        )
     else:
         flat = replace(cfg, source="imagefolder", path=str(folder), frames=None)  # test/val folders: the recipe's
     ds = load_image_data(flat, base)
-    how = (f"{spec.renderings} renderings of each training digit, test and val digits held out" if holdout
-           else "one frame per digit")
-    ds.source = (f"camera-like frames made from the bundled MNIST digits, a stand-in for a camera's classes "
-                 f"({how}; RGB {cfg.size[0]}×{cfg.size[0]} PNGs in {folder})")
+    how = (
+        f"{spec.renderings} renderings of each training digit, test and val digits held out"
+        if holdout
+        else "one frame per digit"
+    )
+    ds.source = (
+        f"camera-like frames made from the bundled MNIST digits, a stand-in for a camera's classes "
+        f"({how}; RGB {cfg.size[0]}×{cfg.size[0]} PNGs in {folder})"
+    )
     return ds
 
 
@@ -75,6 +97,8 @@ def _per_class(v, per_class: int, key: str) -> int:
     """data.test / data.val for frames with several renderings: digits held out per class — a share
     of per_class, or a total count split over the 10 classes (rounded up to whole digits per class)."""
     if isinstance(v, str):
-        raise EdgepipeError(f"data.{key}: frames with renderings > 1 hold their own {key} digits out; give a share or a count")
+        raise EdgepipeError(
+            f"data.{key}: frames with renderings > 1 hold their own {key} digits out; give a share or a count"
+        )
     n = round(v * per_class) if isinstance(v, float) else -(-v // 10)
     return max(1, n)

@@ -1,5 +1,6 @@
 """MNIST from three sources: the bundled 5k subset (mnist_5k.npz beside this module, see
 PROVENANCE.md), the standard IDX files in a folder, or paddle's downloader (needs internet)."""
+
 from __future__ import annotations
 
 import gzip
@@ -31,7 +32,9 @@ def read_idx(path: Path) -> np.ndarray:
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     offset = 4 + 4 * ndim
     if len(raw) - offset != int(np.prod(dims)):
-        raise EdgepipeError(f"{path}: IDX header says {dims} but the file holds {len(raw) - offset} bytes; it is truncated")
+        raise EdgepipeError(
+            f"{path}: IDX header says {dims} but the file holds {len(raw) - offset} bytes; it is truncated"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
 
 
@@ -46,7 +49,10 @@ def load_idx(folder: Path) -> tuple[np.ndarray, np.ndarray, int]:
     """Returns images, labels, and how many trailing samples are the official test set."""
     if not folder.is_dir():
         raise EdgepipeError(f"{folder}: data folder not found; point data.path at a folder of MNIST IDX files")
-    pairs = [("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]
+    pairs = [
+        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    ]
     parts, n_test = [], 0
     for i, (img, lab) in enumerate(pairs):
         pi, pl = _find(folder, img), _find(folder, lab)
@@ -69,7 +75,8 @@ def load_paddle() -> tuple[np.ndarray, np.ndarray, int]:
         sets = [MNIST(mode=m, download=True, backend="cv2") for m in ("train", "test")]
     except Exception as exc:
         raise EdgepipeError(
-            f"paddle's MNIST downloader failed ({type(exc).__name__}); this needs internet - use data.source: bundled or idx"
+            f"paddle's MNIST downloader failed ({type(exc).__name__}); "
+            "this needs internet - use data.source: bundled or idx"
         ) from None
     xs = [np.asarray(s.images, dtype=np.uint8).reshape(-1, 28, 28) for s in sets]
     ys = [np.asarray(s.labels, dtype=np.int64).reshape(-1) for s in sets]

@@ -3,11 +3,13 @@ documents an OCR model reads, made because no OCR data set can be downloaded on 
 
 Each line is drawn with the DejaVu Sans font that matplotlib ships (mpl-data/fonts/ttf), dark text
 on a light, slightly noisy background, at a random size and position. `render_lines` writes
-`OUT/lines/NNNN.png` and `OUT/labels.json` ({file: string}); with `orientation=True` also
-`OUT/orientation/0/` and `OUT/orientation/180/` (the same lines upright and upside down: the
-classes of a text direction classifier), and `pages=True` `OUT/pages/` with several lines on one
-page (for a text detector).
+`OUT/lines/NNNN.png` with `OUT/lines/labels.tsv` (PaddleOCR's `image<TAB>text`) and `OUT/labels.json`
+({file: string}); with `orientation=True` also `OUT/orientation/0/` and `OUT/orientation/180/` (the
+same lines upright and upside down: the classes of a text direction classifier), and with `pages`
+`OUT/pages/` with several lines on one page (for a text detector), its `labels.tsv` in PaddleOCR's
+detection format (`image<TAB>[{"transcription", "points"}]`, the box around each line's ink).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +22,30 @@ import numpy as np
 
 from edgepipe.devices import EdgepipeError
 
-WORDS = ("edge", "camera", "parcel", "door", "model", "paddle", "label", "front", "garden", "delivery", "order",
-         "box", "street", "north", "south", "device", "window", "light", "motion", "alert", "zone", "track")
+WORDS = (
+    "edge",
+    "camera",
+    "parcel",
+    "door",
+    "model",
+    "paddle",
+    "label",
+    "front",
+    "garden",
+    "delivery",
+    "order",
+    "box",
+    "street",
+    "north",
+    "south",
+    "device",
+    "window",
+    "light",
+    "motion",
+    "alert",
+    "zone",
+    "track",
+)
 
 
 def font_path() -> Path:
@@ -73,13 +97,20 @@ def draw_page(lines: list, rng: np.random.Generator, size=(480, 640)):
             break
         x = int(rng.integers(10, max(11, w - line.width - 10)))
         page.paste(line, (x, y))
-        boxes.append([x, y, x + line.width, y + line.height])
+        ink = np.nonzero(np.asarray(line.convert("L")) < 128)  # the text itself, not the line's margins
+        if ink[0].size:
+            boxes.append(
+                [x + int(ink[1].min()), y + int(ink[0].min()), x + int(ink[1].max()) + 1, y + int(ink[0].max()) + 1]
+            )
+        else:
+            boxes.append([x, y, x + line.width, y + line.height])
         y += line.height + int(rng.integers(10, 50))
     return page, boxes
 
 
-def render_lines(out: str | Path, n: int = 40, seed: int = 0, height: int = 48, orientation: bool = False,
-                 pages: int = 0) -> dict:
+def render_lines(
+    out: str | Path, n: int = 40, seed: int = 0, height: int = 48, orientation: bool = False, pages: int = 0
+) -> dict:
     """Write n text lines (and the orientation classes, and `pages` pages) to a new folder `out`."""
     out = Path(out)
     if out.exists():
@@ -110,8 +141,21 @@ def render_lines(out: str | Path, n: int = 40, seed: int = 0, height: int = 48, 
                 page, b = draw_page(chosen, rng)
                 page.save(tmp / "pages" / f"{p:04d}.png")
                 boxes[f"pages/{p:04d}.png"] = b
-        (tmp / "labels.json").write_text(json.dumps({"font": font_path().name, "lines": labels, "boxes": boxes}, indent=1))
+        # PaddleOCR's label files: image<TAB>text for recognition, image<TAB>[{transcription, points}] for detection
+        (tmp / "lines" / "labels.tsv").write_text("".join(f"{k[6:]}\t{v}\n" for k, v in labels.items()))
+        if pages:
+            (tmp / "pages" / "labels.tsv").write_text(
+                "".join(f"{k[6:]}\t{json.dumps(_regions(b))}\n" for k, b in boxes.items())
+            )
+        (tmp / "labels.json").write_text(
+            json.dumps({"font": font_path().name, "lines": labels, "boxes": boxes}, indent=1)
+        )
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"path": str(out), "lines": n, "pages": pages, "orientation": orientation}
+
+
+def _regions(boxes: list) -> list[dict]:
+    """Axis-aligned boxes as PaddleOCR's detection labels: four corners clockwise from the top-left."""
+    return [{"transcription": "", "points": [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]} for x0, y0, x1, y1 in boxes]

@@ -5,6 +5,7 @@ Teacher: conv [32, 64], fc [128] -> 10.  Student: conv [16, 32], fc [128] -> 10.
 Sublayers are named conv1.., fc1.. so recipes can point at them (feature distillation,
 and later pruning / low-rank transforms).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,11 +28,16 @@ class ModelSpec:
     weights: str | None = field(default=None, metadata=OPTIONAL)  # a state dict (.pdparams) to start from
 
     def __post_init__(self):
-        require(len(self.conv) >= 1 and all(c >= 1 for c in self.conv), "conv", "needs at least one positive channel count")
+        require(
+            len(self.conv) >= 1 and all(c >= 1 for c in self.conv), "conv", "needs at least one positive channel count"
+        )
         require(all(f >= 1 for f in self.fc), "fc", "sizes must be positive")
         require(self.kernel % 2 == 1, "kernel", "must be odd (padding keeps the size)")
-        require(self.family != "convnet" or self.input_size % (2 ** len(self.conv)) == 0, "input_size",
-                f"must be divisible by 2**{len(self.conv)} (one 2× pool per conv)")
+        require(
+            self.family != "convnet" or self.input_size % (2 ** len(self.conv)) == 0,
+            "input_size",
+            f"must be divisible by 2**{len(self.conv)} (one 2× pool per conv)",
+        )
         require(self.blocks >= 1, "blocks", "must be at least 1")
         require(self.num_classes >= 2, "num_classes", "must be at least 2")
 
@@ -54,6 +60,19 @@ class ModelSpec:
 
 
 def build_model(spec: ModelSpec, name_prefix: str | None = None):
+    """The built-in network a ModelSpec describes: the seed's plain conv net or a small ResNet."""
+    import paddle
+
+    # A fresh name counter per model: parameter names (which paddle2onnx writes into the ONNX
+    # file and paddle.save into .pdparams) then do not depend on how many layers the process
+    # built before, so a stage produces the same bytes in a full run and in a --from run.
+    # name_prefix keeps several models trained by one optimizer apart (deep mutual learning).
+    with paddle.utils.unique_name.guard(name_prefix):
+        return _resnet(spec) if spec.family == "resnet" else _convnet(spec)
+
+
+def _convnet(spec: ModelSpec):
+    """conv-ReLU-maxpool blocks, then Linear layers (the seed's LeNet-like teacher and student)."""
     import paddle
     import paddle.nn as nn
 
@@ -62,7 +81,9 @@ def build_model(spec: ModelSpec, name_prefix: str | None = None):
             super().__init__()
             chans = [spec.in_channels, *spec.conv]
             for i in range(len(spec.conv)):
-                self.add_sublayer(f"conv{i + 1}", nn.Conv2D(chans[i], chans[i + 1], spec.kernel, padding=spec.kernel // 2))
+                self.add_sublayer(
+                    f"conv{i + 1}", nn.Conv2D(chans[i], chans[i + 1], spec.kernel, padding=spec.kernel // 2)
+                )
             self.n_conv = len(spec.conv)
             side = spec.input_size // 2 ** len(spec.conv)
             dims = [spec.conv[-1] * side * side, *spec.fc, spec.num_classes]
@@ -82,6 +103,14 @@ def build_model(spec: ModelSpec, name_prefix: str | None = None):
                     x = self.relu(x)
             return x
 
+    return ConvNet()
+
+
+def _resnet(spec: ModelSpec):
+    """A stem, stages of BasicBlocks (stride 2 from the second on), global average pool, Linear layers."""
+    import paddle
+    import paddle.nn as nn
+
     class BasicBlock(nn.Layer):
         """conv-BN-ReLU-conv-BN plus the shortcut (a strided 1×1 conv + BN where the shape changes)."""
 
@@ -95,7 +124,9 @@ def build_model(spec: ModelSpec, name_prefix: str | None = None):
             self.relu = nn.ReLU()
             self.downsample = None
             if stride != 1 or cin != cout:
-                self.downsample = nn.Sequential(nn.Conv2D(cin, cout, 1, stride=stride, bias_attr=False), nn.BatchNorm2D(cout))
+                self.downsample = nn.Sequential(
+                    nn.Conv2D(cin, cout, 1, stride=stride, bias_attr=False), nn.BatchNorm2D(cout)
+                )
 
         def forward(self, x):
             short = x if self.downsample is None else self.downsample(x)
@@ -105,11 +136,16 @@ def build_model(spec: ModelSpec, name_prefix: str | None = None):
         def __init__(self):
             super().__init__()
             k = spec.kernel
-            self.stem = nn.Sequential(nn.Conv2D(spec.in_channels, spec.conv[0], k, padding=k // 2, bias_attr=False),
-                                      nn.BatchNorm2D(spec.conv[0]), nn.ReLU())
+            self.stem = nn.Sequential(
+                nn.Conv2D(spec.in_channels, spec.conv[0], k, padding=k // 2, bias_attr=False),
+                nn.BatchNorm2D(spec.conv[0]),
+                nn.ReLU(),
+            )
             cin = spec.conv[0]
             for i, w in enumerate(spec.conv):
-                blocks = [BasicBlock(cin if j == 0 else w, w, 2 if (i > 0 and j == 0) else 1) for j in range(spec.blocks)]
+                blocks = [
+                    BasicBlock(cin if j == 0 else w, w, 2 if (i > 0 and j == 0) else 1) for j in range(spec.blocks)
+                ]
                 self.add_sublayer(f"stage{i + 1}", nn.Sequential(*blocks))
                 cin = w
             self.n_stage = len(spec.conv)
@@ -131,9 +167,4 @@ def build_model(spec: ModelSpec, name_prefix: str | None = None):
                     x = self.relu(x)
             return x
 
-    # A fresh name counter per model: parameter names (which paddle2onnx writes into the ONNX
-    # file and paddle.save into .pdparams) then do not depend on how many layers the process
-    # built before, so a stage produces the same bytes in a full run and in a --from run.
-    # name_prefix keeps several models trained by one optimizer apart (deep mutual learning).
-    with paddle.utils.unique_name.guard(name_prefix):
-        return ResNet() if spec.family == "resnet" else ConvNet()
+    return ResNet()

@@ -1,5 +1,6 @@
 """Helpers on any paddle Layer: one observed forward with hooks, and replacing a named sublayer
 (the surgery pruning and low-rank factorisation do)."""
+
 from __future__ import annotations
 
 from edgepipe.devices import EdgepipeError
@@ -42,6 +43,7 @@ def input_shapes(model, input_shape: tuple[int, ...], names: list[str]) -> dict[
     def record(n):
         def hook(layer, inputs, output):  # returns None: a post hook's return value would replace the output
             shapes.setdefault(n, tuple(int(d) for d in inputs[0].shape))
+
         return hook
 
     probe_forward(model, input_shape, {subs[n]: record(n) for n in names})

@@ -8,6 +8,7 @@ technique that must rebuild the architecture refuses them with one line. Relativ
 relative to the recipe's folder (`base`); an artifact records its source's architecture
 (`architecture`), so it is rebuilt in a fresh process and its transforms replayed on top.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -41,8 +42,12 @@ class ZooModel:
     def __post_init__(self):
         names = zoo_names()
         close = difflib.get_close_matches(self.zoo, names, n=1)
-        require(self.zoo in names, "zoo", f"'{self.zoo}' is not a model of paddle.vision.models"
-                + (f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(names)})"))
+        require(
+            self.zoo in names,
+            "zoo",
+            f"'{self.zoo}' is not a model of paddle.vision.models"
+            + (f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(names)})"),
+        )
         require("pretrained" not in self.kwargs, "kwargs", "give pretrained: as its own key, not inside kwargs")
         require(not (self.pretrained and self.weights), "pretrained", "give pretrained: true or weights:, not both")
 
@@ -61,9 +66,12 @@ class PythonModel:
 
     def __post_init__(self):
         mod, _, fn = self.python.partition(":")
-        require(bool(mod) and bool(fn) and all(p.isidentifier() for p in mod.split(".") + fn.split(".")), "python",
-                f"'{self.python}': write it as 'module:callable' (e.g. mynets:build), the module importable "
-                "from the recipe's folder or the Python path")
+        require(
+            bool(mod) and bool(fn) and all(p.isidentifier() for p in mod.split(".") + fn.split(".")),
+            "python",
+            f"'{self.python}': write it as 'module:callable' (e.g. mynets:build), the module importable "
+            "from the recipe's folder or the Python path",
+        )
 
     @property
     def name(self) -> str:
@@ -73,7 +81,9 @@ class PythonModel:
 @dataclass(frozen=True)
 class InferenceModel:
     TAG: ClassVar[str] = "inference"
-    inference: str = ""  # a paddle.jit.save output: its folder, or its path prefix (model.json / model.pdmodel + .pdiparams)
+    inference: str = (
+        ""  # a paddle.jit.save output: its folder, or its path prefix (model.json / model.pdmodel + .pdiparams)
+    )
 
     @property
     def name(self) -> str:
@@ -153,11 +163,16 @@ def inference_files(p: Path) -> tuple[Path, Path]:
         graphs = [g for g in found if g.with_suffix(".pdiparams").is_file()]
         lone = [g for g in found if g.suffix == ".pdmodel" and g not in graphs]
         if not graphs and lone:
-            raise EdgepipeError(f"{lone[0]}: its weights, {lone[0].with_suffix('.pdiparams').name}, are not beside it; "
-                                "copy the whole inference folder")
+            raise EdgepipeError(
+                f"{lone[0]}: its weights, {lone[0].with_suffix('.pdiparams').name}, are not beside it; "
+                "copy the whole inference folder"
+            )
         if len(graphs) != 1:
-            raise EdgepipeError(f"{p}: expected one paddle.jit.save output (NAME.json or NAME.pdmodel beside "
-                                f"NAME.pdiparams), found {len(graphs) or 'none'}" + (f": {', '.join(g.name for g in graphs)}" if graphs else ""))
+            raise EdgepipeError(
+                f"{p}: expected one paddle.jit.save output (NAME.json or NAME.pdmodel beside "
+                f"NAME.pdiparams), found {len(graphs) or 'none'}"
+                + (f": {', '.join(g.name for g in graphs)}" if graphs else "")
+            )
         return graphs[0], graphs[0].with_suffix(".pdiparams")
     prefix = Path(str(p).removesuffix(".json").removesuffix(".pdmodel").removesuffix(".pdiparams"))
     for suffix in (".json", ".pdmodel"):
@@ -179,7 +194,9 @@ def _import_factory(source: PythonModel, base: Path | None):
         module = importlib.import_module(mod_name)
     except Exception as exc:
         where = f" (looked in {', '.join(search)} and the Python path)" if search else ""
-        raise EdgepipeError(f"python: cannot import '{mod_name}'{where}: {type(exc).__name__}: {str(exc)[:200]}") from None
+        raise EdgepipeError(
+            f"python: cannot import '{mod_name}'{where}: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
     finally:
         for p in added:
             if p in sys.path:
@@ -194,7 +211,9 @@ def _import_factory(source: PythonModel, base: Path | None):
     return obj, module
 
 
-def build(source: ModelSource, base: Path | None = None, *, technique: str = "this stage", name_prefix: str | None = None):
+def build(
+    source: ModelSource, base: Path | None = None, *, technique: str = "this stage", name_prefix: str | None = None
+):
     """The float Layer of a source, with fresh parameter names (see builtin.build_model; name_prefix
     keeps several models trained by one optimizer apart); no weights loaded."""
     import paddle
@@ -203,8 +222,10 @@ def build(source: ModelSource, base: Path | None = None, *, technique: str = "th
     if isinstance(source, ModelSpec):
         return build_model(source, name_prefix)
     if isinstance(source, (InferenceModel, OnnxModel)):
-        raise EdgepipeError(f"{source.TAG}: {getattr(source, source.TAG)} is a saved graph: {technique} must rebuild the "
-                            "architecture; give its python: or zoo: source with weights: instead")
+        raise EdgepipeError(
+            f"{source.TAG}: {getattr(source, source.TAG)} is a saved graph: {technique} must rebuild the "
+            "architecture; give its python: or zoo: source with weights: instead"
+        )
     with paddle.utils.unique_name.guard(name_prefix):
         if isinstance(source, ZooModel):
             import paddle.vision.models as zoo
@@ -215,18 +236,24 @@ def build(source: ModelSource, base: Path | None = None, *, technique: str = "th
                 raise EdgepipeError(f"zoo: {source.zoo}({', '.join(source.kwargs)}): {exc}") from None
             except Exception as exc:
                 if source.pretrained:
-                    raise EdgepipeError(f"zoo: {source.zoo}: Paddle could not download its pretrained weights "
-                                        f"({type(exc).__name__}); offline, download them elsewhere and give weights: PATH.pdparams") from None
+                    raise EdgepipeError(
+                        f"zoo: {source.zoo}: Paddle could not download its pretrained weights "
+                        f"({type(exc).__name__}); offline, download them elsewhere and give weights: PATH.pdparams"
+                    ) from None
                 raise
         else:
             factory, _ = _import_factory(source, base)
             try:
                 layer = factory(**source.kwargs)
             except Exception as exc:
-                raise EdgepipeError(f"python: {source.python}(**kwargs) failed: {type(exc).__name__}: {str(exc)[:200]}") from None
+                raise EdgepipeError(
+                    f"python: {source.python}(**kwargs) failed: {type(exc).__name__}: {str(exc)[:200]}"
+                ) from None
     if not isinstance(layer, nn.Layer):
-        raise EdgepipeError(f"{source.TAG}: {source.python if isinstance(source, PythonModel) else source.zoo} returned "
-                            f"{type(layer).__name__}, not a paddle.nn.Layer")
+        raise EdgepipeError(
+            f"{source.TAG}: {source.python if isinstance(source, PythonModel) else source.zoo} returned "
+            f"{type(layer).__name__}, not a paddle.nn.Layer"
+        )
     return layer
 
 

@@ -1,11 +1,16 @@
 """What the report's figures and tables read, gathered once from manifest.json: one entry per ONNX
 model (its metadata and its bench results), each model's parent (the model it was made from), the
 chains of hops from a root model to each final one, and the run's last model."""
+
 from __future__ import annotations
 
 # The budgets a verdict judges, in report order, with the name the report gives each.
-BUDGETS = {"latency_p90_ms": "latency p90", "peak_rss_mb": "peak RSS", "model_bytes": "bytes",
-           "energy_mj_per_inference": "energy / inference"}
+BUDGETS = {
+    "latency_p90_ms": "latency p90",
+    "peak_rss_mb": "peak RSS",
+    "model_bytes": "bytes",
+    "energy_mj_per_inference": "energy / inference",
+}
 # Stages that change the Paddle model their `model:` names (distill starts from its `teacher:`).
 CHANGES_MODEL = {"prune", "lowrank", "qat"}
 
@@ -23,13 +28,25 @@ def onnx_models(manifest: dict) -> list[dict]:
             if art["kind"] != "onnx":
                 continue
             m = art["meta"]
-            out.append({"name": name, "stage": stage_name, "stage_type": s["type"],
-                        "label": f"{m.get('label', name)} {m.get('precision', '')}".strip(),
-                        "short": name.removesuffix(".onnx"), "precision": m.get("precision"), "accuracy": m.get("accuracy"),
-                        "fidelity": m.get("fidelity"),
-                        "params": m.get("params"), "macs": m.get("macs"), "bytes": m.get("bytes"),
-                        "deflated_bytes": m.get("deflated_bytes"), "source": m.get("source"),
-                        "bench": bench.get(name), "p50_ms": ((bench.get(name) or {}).get("latency") or {}).get("p50_ms")})
+            out.append(
+                {
+                    "name": name,
+                    "stage": stage_name,
+                    "stage_type": s["type"],
+                    "label": f"{m.get('label', name)} {m.get('precision', '')}".strip(),
+                    "short": name.removesuffix(".onnx"),
+                    "precision": m.get("precision"),
+                    "accuracy": m.get("accuracy"),
+                    "fidelity": m.get("fidelity"),
+                    "params": m.get("params"),
+                    "macs": m.get("macs"),
+                    "bytes": m.get("bytes"),
+                    "deflated_bytes": m.get("deflated_bytes"),
+                    "source": m.get("source"),
+                    "bench": bench.get(name),
+                    "p50_ms": ((bench.get(name) or {}).get("latency") or {}).get("p50_ms"),
+                }
+            )
     return out
 
 

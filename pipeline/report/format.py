@@ -1,4 +1,5 @@
 """Plain-text and markdown tables from rows of cells."""
+
 from __future__ import annotations
 
 

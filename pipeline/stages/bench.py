@@ -1,5 +1,6 @@
 """bench: latency and peak memory of every ONNX model, each in a fresh process running the
 on-device runner (so peak RSS is that of a clean process with onnxruntime only)."""
+
 from __future__ import annotations
 
 import json
@@ -54,12 +55,35 @@ class BenchConfig(BenchOptions, TakesModels):
 
 
 def runner_command(model, out_json, cfg: BenchConfig, inputs=None) -> list[str]:
-    cmd = [sys.executable, "-m", "edgepipe.runtime", str(model), "--json", str(out_json), "--quiet",
-           "--threads", str(cfg.threads), "--inter-threads", str(cfg.inter_threads),
-           "--optimization", cfg.graph_optimization, "--warmup", str(cfg.warmup_iters),
-           "--warmup-seconds", str(cfg.warmup_seconds), "--iters", str(cfg.iters),
-           "--min-seconds", str(cfg.min_seconds), "--max-seconds", str(cfg.max_seconds),
-           "--energy-seconds", str(cfg.energy_seconds), "--idle-seconds", str(cfg.idle_seconds)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgepipe.runtime",
+        str(model),
+        "--json",
+        str(out_json),
+        "--quiet",
+        "--threads",
+        str(cfg.threads),
+        "--inter-threads",
+        str(cfg.inter_threads),
+        "--optimization",
+        cfg.graph_optimization,
+        "--warmup",
+        str(cfg.warmup_iters),
+        "--warmup-seconds",
+        str(cfg.warmup_seconds),
+        "--iters",
+        str(cfg.iters),
+        "--min-seconds",
+        str(cfg.min_seconds),
+        "--max-seconds",
+        str(cfg.max_seconds),
+        "--energy-seconds",
+        str(cfg.energy_seconds),
+        "--idle-seconds",
+        str(cfg.idle_seconds),
+    ]
     cmd += [a for b in cfg.batches for a in ("--batch", str(b))]
     cmd += [a for p in cfg.providers for a in ("--provider", p)] if cfg.backend == "onnxruntime" else []
     cmd += ["--backend", cfg.backend, "--precision", cfg.precision, "--device", cfg.device]
@@ -75,10 +99,16 @@ def time_by_kind(path, cfg: BenchConfig) -> dict:
     from edgepipe.export.explain import explain
 
     r = explain(path, threads=cfg.threads, seconds=cfg.explain_seconds, batch=cfg.batches[0])
-    return {"runs": r["runs"], "batch": r["batch"], "threads": r["threads"], "ms_by_kind": r["ms_by_kind"],
-            "top_ops": [{k: x[k] for k in ("op", "kind", "ms_per_run")} for x in r["time_by_op"][:8]],
-            "unfused_qdq": len(r["unfused_qdq"]), "integer_kernels": len(r["integer_kernels"]),
-            "how": "onnxruntime profiler, kernel time per run (the graph as executed, after fusions)"}
+    return {
+        "runs": r["runs"],
+        "batch": r["batch"],
+        "threads": r["threads"],
+        "ms_by_kind": r["ms_by_kind"],
+        "top_ops": [{k: x[k] for k in ("op", "kind", "ms_per_run")} for x in r["time_by_op"][:8]],
+        "unfused_qdq": len(r["unfused_qdq"]),
+        "integer_kernels": len(r["integer_kernels"]),
+        "how": "onnxruntime profiler, kernel time per run (the graph as executed, after fusions)",
+    }
 
 
 @register_stage("bench", BenchConfig)
@@ -101,15 +131,33 @@ def run_bench(cfg: BenchConfig, ctx) -> StageResult:
             raise EdgepipeError(f"bench {name}: the runner failed: {last}")
         r = json.loads(out.read_text())
         first = r["runs"][0]
-        metrics[name] = {"latency": first["latency"], "cold_start": r["cold_start"], "memory": r["memory"],
-                         "throughput_per_s": first["throughput_per_s"], "runs": r["runs"],
-                         "device_accuracy": r.get("accuracy"), "model_bytes": r["model_bytes"],
-                         "energy": (r.get("energy") or {}).get("primary"), "verdict": r.get("verdict"),
-                         "profile": r["profile"]["name"], "providers": r["providers"]["used"], "backend": r["backend"]}
+        metrics[name] = {
+            "latency": first["latency"],
+            "cold_start": r["cold_start"],
+            "memory": r["memory"],
+            "throughput_per_s": first["throughput_per_s"],
+            "runs": r["runs"],
+            "device_accuracy": r.get("accuracy"),
+            "model_bytes": r["model_bytes"],
+            "energy": (r.get("energy") or {}).get("primary"),
+            "verdict": r.get("verdict"),
+            "profile": r["profile"]["name"],
+            "providers": r["providers"]["used"],
+            "backend": r["backend"],
+        }
         if cfg.explain_seconds > 0 and cfg.backend == "onnxruntime":  # the profile is onnxruntime's
             metrics[name]["explain"] = time_by_kind(path, cfg)
         e = metrics[name]["energy"]
-        print(f"  {name}: p50 {first['latency']['p50_ms']:.3f} ms, peak RSS {r['memory']['peak_rss_mb']:.1f} MB"
-              + (f", {e['mj_per_inference']:.3f} mJ/inference ({e['method']})" if e else "")
-              + (f", verdict {r['verdict']['overall']} ({r['profile']['name']})" if r.get("verdict") else ""), file=sys.stderr)
-    return StageResult(metrics={"models": metrics, "host": ctx.manifest["environment"]["host"], "options": vars(cfg) | {"models": names}})
+        print(
+            f"  {name}: p50 {first['latency']['p50_ms']:.3f} ms, peak RSS {r['memory']['peak_rss_mb']:.1f} MB"
+            + (f", {e['mj_per_inference']:.3f} mJ/inference ({e['method']})" if e else "")
+            + (f", verdict {r['verdict']['overall']} ({r['profile']['name']})" if r.get("verdict") else ""),
+            file=sys.stderr,
+        )
+    return StageResult(
+        metrics={
+            "models": metrics,
+            "host": ctx.manifest["environment"]["host"],
+            "options": vars(cfg) | {"models": names},
+        }
+    )

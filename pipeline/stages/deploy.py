@@ -6,6 +6,7 @@ must also keep its own fp32 run's predictions) and inside the profile's latency 
 chosen. deploy/ then holds the chosen file and deploy.json
 (model, backend, precision, threads, input contract, the whole candidate table), which
 `edgepipe-runner --deployment deploy/deploy.json` runs as chosen."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,11 @@ class DeployConfig:
         require(self.rounds >= 1, "rounds", "must be at least 1")
         require(self.seconds > 0, "seconds", "must be positive")
         require(self.threads is None or self.threads >= 1, "threads", "must be at least 1")
-        require(self.backends is None or set(self.backends) <= {"onnxruntime", "openvino"}, "backends",
-                "choose from onnxruntime, openvino")
+        require(
+            self.backends is None or set(self.backends) <= {"onnxruntime", "openvino"},
+            "backends",
+            "choose from onnxruntime, openvino",
+        )
 
     def names(self, available) -> list[str]:
         return list(self.models) if self.models is not None else [n for n, k in available.items() if k == "onnx"]
@@ -104,8 +108,18 @@ def too_many_flips(agreement: float, n: int, max_drop: float) -> bool:
         return False
     if p <= 0:
         return True
-    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
-            for i in range(k, n + 1)] if p < 1 else [0.0]
+    logs = (
+        [
+            math.lgamma(n + 1)
+            - math.lgamma(i + 1)
+            - math.lgamma(n - i + 1)
+            + i * math.log(p)
+            + (n - i) * math.log1p(-p)
+            for i in range(k, n + 1)
+        ]
+        if p < 1
+        else [0.0]
+    )
     top = max(logs)
     return top + math.log(sum(math.exp(v - top) for v in logs)) < math.log(0.05)
 
@@ -115,7 +129,11 @@ def reference(cands: list[dict]) -> dict | None:
     fp16 runs approximate a float model, so a lucky one must not raise the bar; only when no candidate
     ran in fp32, the most accurate float one, then the most accurate of all); without labels, the
     first of those (the run's first model), whose predictions the others must keep."""
-    for pool in ([c for c in cands if c["ran"]["precision"] == "fp32"], [c for c in cands if c["ran"]["precision"] in FLOAT], cands):
+    for pool in (
+        [c for c in cands if c["ran"]["precision"] == "fp32"],
+        [c for c in cands if c["ran"]["precision"] in FLOAT],
+        cands,
+    ):
         if pool:
             scored = [c for c in pool if c["accuracy"] is not None]
             return max(scored, key=lambda c: c["accuracy"]) if scored else pool[0]
@@ -149,16 +167,20 @@ def choose(cands: list[dict], max_drop: float, budgets: dict) -> tuple[dict | No
             if problem == "missing":
                 why.append("no predictions to compare with the reference's (no labels: fidelity is the floor)")
             elif problem == "changed":
-                why.append(f"agrees with {what} on {100 * agree:.1f}% of the inputs: more changes than {max_drop:g}% "
-                           "allows (no labels: fidelity is the floor)")
+                why.append(
+                    f"agrees with {what} on {100 * agree:.1f}% of the inputs: more changes than {max_drop:g}% "
+                    "allows (no labels: fidelity is the floor)"
+                )
         base = own_fp32.get((c["name"], c["backend"])) or own_fp32.get(c["name"])
         if base is not None and c["ran"]["precision"] in ("bf16", "fp16"):
             own, problem = _fidelity(c, base, max_drop)
             if problem == "missing":
                 why.append("no predictions to compare with this file's fp32 run's")
             elif problem == "changed":
-                why.append(f"{c['ran']['precision']} changes the predictions: agrees with this file's fp32 run on "
-                           f"{base['backend']} on {100 * own:.1f}% of the inputs, more changes than {max_drop:g}% allows")
+                why.append(
+                    f"{c['ran']['precision']} changes the predictions: agrees with this file's fp32 run on "
+                    f"{base['backend']} on {100 * own:.1f}% of the inputs, more changes than {max_drop:g}% allows"
+                )
         if budgets.get("latency_p90_ms") and c["p90_ms"] > budgets["latency_p90_ms"]:
             why.append(f"p90 {c['p90_ms']:.3f} ms over the {budgets['latency_p90_ms']:g} ms budget")
         if budgets.get("model_bytes") and c["bytes"] > budgets["model_bytes"]:
@@ -194,9 +216,12 @@ def resolution_note(best: dict, ref: dict | None, max_drop: float) -> str | None
     if 2 * se <= max_drop:
         return None
     diff = 100 * (best["accuracy"] - ref["accuracy"])
-    return (f"the chosen model's accuracy {'gain' if diff > 0 else 'drop'} against {ref['name']} ({diff:+.2f} pt) is measured "
-            f"on {n} inputs, on {round((1 - agree) * n)} of which the two disagree: known to about ±{2 * se:.1f} pt, wider "
-            f"than the {max_drop:g} pt budget; more test inputs would resolve it")
+    return (
+        f"the chosen model's accuracy {'gain' if diff > 0 else 'drop'} against {ref['name']} "
+        f"({diff:+.2f} pt) is measured "
+        f"on {n} inputs, on {round((1 - agree) * n)} of which the two disagree: known to about ±{2 * se:.1f} pt, wider "
+        f"than the {max_drop:g} pt budget; more test inputs would resolve it"
+    )
 
 
 def deploy(models: dict, x: np.ndarray, y: np.ndarray | None, cfg: DeployConfig, out_dir) -> dict:
@@ -205,8 +230,7 @@ def deploy(models: dict, x: np.ndarray, y: np.ndarray | None, cfg: DeployConfig,
     from pathlib import Path
 
     from edgepipe.devices import detect_host
-    from edgepipe.devices.base.atomic import temp_dir, write_json_atomic
-    from edgepipe.devices.base.child import run_child
+    from edgepipe.devices.base.atomic import write_json_atomic
     from edgepipe.devices.profiles import detect_profile, load_profile
     from edgepipe.runtime.deployment import SCHEMA
     from edgepipe.runtime.inputs.images import CONTRACT_KEY
@@ -217,30 +241,31 @@ def deploy(models: dict, x: np.ndarray, y: np.ndarray | None, cfg: DeployConfig,
     if not models:
         raise EdgepipeError("deploy: the run has no ONNX model to choose from; export one first")
     pairs, notes = backend_precisions(cfg.backends, profile)
-    cands = [{"id": f"{n}|{b}|{p}", "name": n, "model": str(path), "backend": b, "precision": p}
-             for n, path in models.items() for b, p in pairs]
-    print(f"  deploy: {len(cands)} candidates ({len(models)} models × {len(pairs)} backend/precision), "
-          f"{cfg.rounds} interleaved rounds of {cfg.seconds:g} s each, {threads} thread(s)", file=sys.stderr)
-    with temp_dir("deploy") as tmp:
-        np.savez(f"{tmp}/test.npz", x=x, **({"y": y} if y is not None else {}))
-        spec = {"candidates": cands, "inputs": f"{tmp}/test.npz", "threads": threads, "rounds": cfg.rounds,
-                "seconds": cfg.seconds}
-        Path(f"{tmp}/spec.json").write_text(json.dumps(spec))
-        proc = run_child([sys.executable, "-m", "edgepipe.runtime.measure.compare", f"{tmp}/spec.json", f"{tmp}/out.json"])
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise EdgepipeError(f"deploy: measuring the candidates failed: {last}")
-        measured = json.loads(Path(f"{tmp}/out.json").read_text())["candidates"]
+    cands = [
+        {"id": f"{n}|{b}|{p}", "name": n, "model": str(path), "backend": b, "precision": p}
+        for n, path in models.items()
+        for b, p in pairs
+    ]
+    print(
+        f"  deploy: {len(cands)} candidates ({len(models)} models × {len(pairs)} backend/precision), "
+        f"{cfg.rounds} interleaved rounds of {cfg.seconds:g} s each, {threads} thread(s)",
+        file=sys.stderr,
+    )
+    measured = measure_candidates(cands, x, y, threads, cfg)
     budgets = profile.to_dict()["budgets"] if profile else {}
     best, table = choose(measured, cfg.max_accuracy_drop, budgets)
     if y is None and all(c.get("predictions") is None for c in table):
-        notes.append("no labels, and the outputs are not one row of class scores per input: neither accuracy nor "
-                     "fidelity was checked, only speed and the budgets; give --inputs with labels y to check accuracy")
+        notes.append(
+            "no labels, and the outputs are not one row of class scores per input: neither accuracy nor "
+            "fidelity was checked, only speed and the budgets; give --inputs with labels y to check accuracy"
+        )
     for c in table:
         c.pop("predictions", None)  # used for agreement; not part of the record
     if best is None:
-        raise EdgepipeError("deploy: no candidate keeps the accuracy and the budgets: "
-                            + "; ".join(f"{c['name']} on {c['backend']}: {', '.join(c['why_not'])}" for c in table[:4]))
+        raise EdgepipeError(
+            "deploy: no candidate keeps the accuracy and the budgets: "
+            + "; ".join(f"{c['name']} on {c['backend']}: {', '.join(c['why_not'])}" for c in table[:4])
+        )
     src = Path(models[best["name"]])
     gate = check_model_file(src)
     if gate.external:
@@ -251,15 +276,55 @@ def deploy(models: dict, x: np.ndarray, y: np.ndarray | None, cfg: DeployConfig,
         print(f"  deploy: note: {note}", file=sys.stderr)
     out_dir = Path(out_dir)
     shutil.copyfile(src, out_dir / best["name"])
-    deployment = {"schema": SCHEMA, "model": best["name"], "source": str(src), "backend": best["backend"],
-                  "precision": best["precision"], "ran": best["ran"], "threads": threads,
-                  "profile": profile.name if profile else None, "input_contract": gate.metadata.get(CONTRACT_KEY),
-                  "accuracy": best["accuracy"], "p50_ms": best["p50_ms"], "max_accuracy_drop": cfg.max_accuracy_drop,
-                  "candidates": table, "notes": notes}
+    deployment = {
+        "schema": SCHEMA,
+        "model": best["name"],
+        "source": str(src),
+        "backend": best["backend"],
+        "precision": best["precision"],
+        "ran": best["ran"],
+        "threads": threads,
+        "profile": profile.name if profile else None,
+        "input_contract": gate.metadata.get(CONTRACT_KEY),
+        "accuracy": best["accuracy"],
+        "p50_ms": best["p50_ms"],
+        "max_accuracy_drop": cfg.max_accuracy_drop,
+        "candidates": table,
+        "notes": notes,
+    }
     write_json_atomic(out_dir / "deploy.json", deployment)
-    print(f"  deploy: chose {best['name']} on {best['backend']} ({best['ran']['precision']}), p50 {best['p50_ms']:.3f} ms"
-          + (f", accuracy {100 * best['accuracy']:.2f}%" if best["accuracy"] is not None else ""), file=sys.stderr)
+    print(
+        f"  deploy: chose {best['name']} on {best['backend']} ({best['ran']['precision']}), p50 {best['p50_ms']:.3f} ms"
+        + (f", accuracy {100 * best['accuracy']:.2f}%" if best["accuracy"] is not None else ""),
+        file=sys.stderr,
+    )
     return deployment
+
+
+def measure_candidates(cands: list[dict], x: np.ndarray, y: np.ndarray | None, threads: int, cfg: DeployConfig):
+    """Every candidate timed in interleaved rounds in one clean child process (runtime/measure/compare.py),
+    on the inputs x (and labels y) written to a temporary .npz."""
+    from pathlib import Path
+
+    from edgepipe.devices.base.atomic import temp_dir
+    from edgepipe.devices.base.child import run_child
+
+    with temp_dir("deploy") as tmp:
+        np.savez(f"{tmp}/test.npz", x=x, **({"y": y} if y is not None else {}))
+        spec = {
+            "candidates": cands,
+            "inputs": f"{tmp}/test.npz",
+            "threads": threads,
+            "rounds": cfg.rounds,
+            "seconds": cfg.seconds,
+        }
+        Path(f"{tmp}/spec.json").write_text(json.dumps(spec))
+        cmd = [sys.executable, "-m", "edgepipe.runtime.measure.compare", f"{tmp}/spec.json", f"{tmp}/out.json"]
+        proc = run_child(cmd)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise EdgepipeError(f"deploy: measuring the candidates failed: {last}")
+        return json.loads(Path(f"{tmp}/out.json").read_text())["candidates"]
 
 
 def deploy_finished_run(run_dir, inputs, out, cfg: DeployConfig) -> dict:
@@ -269,11 +334,15 @@ def deploy_finished_run(run_dir, inputs, out, cfg: DeployConfig) -> dict:
 
     from edgepipe.pipeline.core.run import swap_in
     from edgepipe.pipeline.report.tables import load
-    from edgepipe.runtime.runner import load_npz
+    from edgepipe.runtime.inputs.npzfile import load_npz
 
     run_dir, inputs, out = Path(run_dir), Path(inputs), Path(out)
-    models = {n: run_dir / a["path"] for s in load(run_dir)["stages"].values()
-              for n, a in s.get("artifacts", {}).items() if a["kind"] == "onnx"}
+    models = {
+        n: run_dir / a["path"]
+        for s in load(run_dir)["stages"].values()
+        for n, a in s.get("artifacts", {}).items()
+        if a["kind"] == "onnx"
+    }
     if not inputs.is_file():
         raise EdgepipeError(f"{inputs}: test inputs not found; run the bench stage or give --inputs FILE.npz (x, y)")
     arrays, y = load_npz(inputs)  # the runner's reader: numeric, finite, labels one integer per input
@@ -298,9 +367,23 @@ def run_deploy(cfg: DeployConfig, ctx) -> StageResult:
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     d = deploy({n: ctx.path_of(n) for n in names}, x, y, cfg, ctx.out_dir)
     best = next(c for c in d["candidates"] if c["chosen"])
-    return StageResult(metrics={"chosen": {k: best[k] for k in ("name", "backend", "precision", "p50_ms", "p90_ms", "accuracy",
-                                                              "bytes")} | {"ran_precision": best["ran"]["precision"]},
-                                "threads": d["threads"], "profile": d["profile"], "candidates": d["candidates"],
-                                "notes": d["notes"]},
-                       artifacts=[ctx.artifact("deployment", "file", "deploy.json", model=best["name"],
-                                               backend=best["backend"], precision=best["ran"]["precision"])])
+    return StageResult(
+        metrics={
+            "chosen": {k: best[k] for k in ("name", "backend", "precision", "p50_ms", "p90_ms", "accuracy", "bytes")}
+            | {"ran_precision": best["ran"]["precision"]},
+            "threads": d["threads"],
+            "profile": d["profile"],
+            "candidates": d["candidates"],
+            "notes": d["notes"],
+        },
+        artifacts=[
+            ctx.artifact(
+                "deployment",
+                "file",
+                "deploy.json",
+                model=best["name"],
+                backend=best["backend"],
+                precision=best["ran"]["precision"],
+            )
+        ],
+    )

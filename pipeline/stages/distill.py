@@ -11,6 +11,7 @@
 With `seeds: [0, 1, 2]` every mode (and the from-scratch baseline) is trained once per seed;
 metrics carry each seed's test accuracy and mean ± std, the saved models are the first seed's.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,16 +23,14 @@ from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
 from edgepipe.pipeline.models.sources import LAYER_SOURCES, ModelSource, ModelSpec
 from edgepipe.pipeline.stages.finetune import check_teacher
-from edgepipe.pipeline.stages.modelref import (
-    ModelRef,
-    TakesModels,
-    load_ref,
-    record,
-    ref_inputs,
-)
+from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, load_ref, record, ref_inputs
 from edgepipe.pipeline.stages.train import train_model
 
-MODE_LABELS = {"offline": "offline KD", "online": "online KD (deep mutual learning)", "self": "self-distillation (born-again)"}
+MODE_LABELS = {
+    "offline": "offline KD",
+    "online": "online KD (deep mutual learning)",
+    "self": "self-distillation (born-again)",
+}
 
 
 @dataclass(frozen=True)
@@ -76,18 +75,34 @@ class DistillConfig(TakesModels):
         require(self.baseline != self.output, "baseline", "must differ from output")
         require(len(set(self.seeds)) == len(self.seeds), "seeds", "must not repeat")
         if self.mode == "offline":
-            require(self.teacher is not None, "teacher", "mode offline needs teacher: the trained artifact to distil from")
+            require(
+                self.teacher is not None, "teacher", "mode offline needs teacher: the trained artifact to distil from"
+            )
         else:
-            require(self.teacher is None, "teacher", f"mode {self.mode} trains without a pre-trained teacher; remove teacher:")
+            require(
+                self.teacher is None,
+                "teacher",
+                f"mode {self.mode} trains without a pre-trained teacher; remove teacher:",
+            )
             require(not self.features, "features", "feature hints need a teacher (mode offline)")
             require(not self.cache_teacher_logits, "cache_teacher_logits", "only mode offline has a teacher to cache")
-        require(not self.cache_teacher_logits or self.augment_shift == 0, "cache_teacher_logits",
-                "cached logits are for the unshifted images; set augment_shift: 0")
+        require(
+            not self.cache_teacher_logits or self.augment_shift == 0,
+            "cache_teacher_logits",
+            "cached logits are for the unshifted images; set augment_shift: 0",
+        )
         require(self.peers >= 2, "peers", "mutual learning needs at least 2 peers")
-        require(self.keep == "best" or 0 <= self.keep < self.peers, "keep", f"must be 'best' or a peer index below {self.peers}")
+        require(
+            self.keep == "best" or 0 <= self.keep < self.peers,
+            "keep",
+            f"must be 'best' or a peer index below {self.peers}",
+        )
         require(self.generations >= 1, "generations", "must be at least 1")
-        require(isinstance(self.student, LAYER_SOURCES), "student", "a saved graph (inference:, onnx:) cannot be "
-                "trained; give its family:, zoo: or python: source")
+        require(
+            isinstance(self.student, LAYER_SOURCES),
+            "student",
+            "a saved graph (inference:, onnx:) cannot be trained; give its family:, zoo: or python: source",
+        )
         check_teacher(self.teacher)
 
     def inputs(self, available) -> dict[str, str]:
@@ -110,9 +125,11 @@ def source_fingerprint(source, files: dict) -> str:
     import json
 
     from edgepipe.pipeline.core.config import to_dict
-    from edgepipe.pipeline.core.run import tree_sha
+    from edgepipe.pipeline.core.manifest import tree_sha
 
-    blob = json.dumps(to_dict(source), sort_keys=True) + "".join(tree_sha(p) for k, p in sorted(files.items()) if k.startswith("teacher"))
+    blob = json.dumps(to_dict(source), sort_keys=True) + "".join(
+        tree_sha(p) for k, p in sorted(files.items()) if k.startswith("teacher")
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -120,12 +137,17 @@ def _stats(values: list[float]) -> dict:
     import numpy as np
 
     a = np.asarray(values, dtype=np.float64)
-    return {"per_seed": [float(v) for v in a], "mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0}
+    return {
+        "per_seed": [float(v) for v in a],
+        "mean": float(a.mean()),
+        "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+    }
 
 
 @dataclass
 class _Shared:
     """What every seed of one distill stage shares, and how it trains a student."""
+
     cfg: DistillConfig
     ctx: object
     extra: dict = field(default_factory=dict)  # stage metrics a strategy adds (teacher_cache, feature_hints)
@@ -135,8 +157,18 @@ class _Shared:
 
     def train(self, seed: int, desc: str, **loss):
         cfg = self.cfg
-        return train_model(cfg.student, self.ctx.data, base=self.ctx.base, seed=seed, desc=desc, epochs=cfg.epochs,
-                           batch_size=cfg.batch_size, lr=cfg.lr, augment_shift=cfg.augment_shift, **loss)
+        return train_model(
+            cfg.student,
+            self.ctx.data,
+            base=self.ctx.base,
+            seed=seed,
+            desc=desc,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            augment_shift=cfg.augment_shift,
+            **loss,
+        )
 
 
 def _load_teacher(s: _Shared) -> None:
@@ -147,9 +179,14 @@ def _load_teacher(s: _Shared) -> None:
     layer, info, s.teacher_label = load_ref(ctx, cfg.teacher, "distill")
     s.teacher = freeze(layer)
     if cfg.cache_teacher_logits:
-        ident = ctx.path_of(cfg.teacher) if isinstance(cfg.teacher, str) else source_fingerprint(cfg.teacher, cfg.files(ctx.base))
-        s.cached, s.extra["teacher_cache"] = cached_teacher_logits(s.teacher, ident, ctx.data.split("train")[0],
-                                                                   ctx.data.fingerprint())
+        ident = (
+            ctx.path_of(cfg.teacher)
+            if isinstance(cfg.teacher, str)
+            else source_fingerprint(cfg.teacher, cfg.files(ctx.base))
+        )
+        s.cached, s.extra["teacher_cache"] = cached_teacher_logits(
+            s.teacher, ident, ctx.data.split("train")[0], ctx.data.fingerprint()
+        )
 
 
 def _offline(s: _Shared, seed: int, base) -> tuple:
@@ -163,8 +200,10 @@ def _offline(s: _Shared, seed: int, base) -> tuple:
     def make_loss(student):
         soft = soft_target_loss(teacher, cfg.temperature, cfg.alpha, cached)
         probe = paddle.to_tensor(s.ctx.data.split("val")[0][:2])
-        hints[:] = [FeatureHint(teacher, student, f.teacher_layer, f.student_layer, probe, index=k)
-                    for k, f in enumerate(cfg.features)]
+        hints[:] = [
+            FeatureHint(teacher, student, f.teacher_layer, f.student_layer, probe, index=k)
+            for k, f in enumerate(cfg.features)
+        ]
         s.extra["feature_hints"] = [h.shapes for h in hints]
 
         def loss(logits, xb, yb, idx):
@@ -192,12 +231,24 @@ def _online(s: _Shared, seed: int, base) -> tuple:
 
     cfg, data = s.cfg, s.ctx.data
     rng = seed_everything(seed)
-    peers = [load_source(cfg.student, s.ctx.base, technique="distill", name_prefix=f"peer{k}_") for k in range(cfg.peers)]
+    peers = [
+        load_source(cfg.student, s.ctx.base, technique="distill", name_prefix=f"peer{k}_") for k in range(cfg.peers)
+    ]
     cohort = build_cohort(peers, keep=0 if cfg.keep == "best" else cfg.keep)
     x, y = data.split("train")
-    hist = fit(cohort, x, y, rng=rng, loss_fn=mutual_loss(cohort, cfg.temperature, cfg.alpha),
-               desc=f"{cfg.output} dml seed {seed}", val=data.split("val"), epochs=cfg.epochs, batch_size=cfg.batch_size,
-               lr=cfg.lr, augment=data.augmenter(cfg.augment_shift))
+    hist = fit(
+        cohort,
+        x,
+        y,
+        rng=rng,
+        loss_fn=mutual_loss(cohort, cfg.temperature, cfg.alpha),
+        desc=f"{cfg.output} dml seed {seed}",
+        val=data.split("val"),
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        augment=data.augmenter(cfg.augment_shift),
+    )
     val = [evaluate(p, *data.split("val")) for p in peers]
     test = [evaluate(p, *data.split("test")) for p in peers]
     k = max(range(cfg.peers), key=lambda i: val[i]) if cfg.keep == "best" else cfg.keep
@@ -229,7 +280,10 @@ def run_distill(cfg: DistillConfig, ctx) -> StageResult:
     """Offline KD (soft targets, feature hints, cached logits), online DML or born-again self-distillation."""
     s = _Shared(cfg, ctx)
     seeds = list(cfg.seeds) or [ctx.recipe.seed]
-    label = cfg.label or {"offline": "student (distilled)", "online": "student (DML)", "self": "student (born-again)"}[cfg.mode]
+    label = (
+        cfg.label
+        or {"offline": "student (distilled)", "online": "student (DML)", "self": "student (born-again)"}[cfg.mode]
+    )
     if cfg.mode == "offline":
         _load_teacher(s)
     results, baselines = [], []
@@ -246,8 +300,13 @@ def run_distill(cfg: DistillConfig, ctx) -> StageResult:
     if cfg.teacher:
         meta["teacher"] = s.teacher_label
     save_model(ctx.out(cfg.output), model, meta=meta, **record(ctx, cfg.student))
-    student = {"test_acc": acc, "val_acc": hist[-1]["val_acc"], "params": params, "history": hist,
-               **_stats([r[2] for r in results])}
+    student = {
+        "test_acc": acc,
+        "val_acc": hist[-1]["val_acc"],
+        "params": params,
+        "history": hist,
+        **_stats([r[2] for r in results]),
+    }
     for key in {k for r in results for k in r[3]}:
         student[key] = [r[3][key] for r in results]
     fid = {}
@@ -256,14 +315,29 @@ def run_distill(cfg: DistillConfig, ctx) -> StageResult:
         from edgepipe.runtime.judge.fidelity import fidelity
 
         x_test = ctx.data.split("test")[0]
-        student["fidelity"] = fid["fidelity"] = fidelity(predict_logits(s.teacher, x_test), predict_logits(model, x_test))
+        student["fidelity"] = fid["fidelity"] = fidelity(
+            predict_logits(s.teacher, x_test), predict_logits(model, x_test)
+        )
     metrics = {"mode": cfg.mode, "seeds": seeds, "student": student, **s.extra}
     arts = [ctx.artifact(cfg.output, "paddle", cfg.output, label=label, paddle_test_acc=acc, params=params, **fid)]
     if cfg.baseline:
         bmodel, bhist, bacc = baselines[0]
         save_model(ctx.out(cfg.baseline), bmodel, meta={"label": "student (from scratch)"}, **record(ctx, cfg.student))
-        metrics["baseline"] = {"test_acc": bacc, "val_acc": bhist[-1]["val_acc"], "params": params, "history": bhist,
-                               **_stats([b[2] for b in baselines])}
-        arts.append(ctx.artifact(cfg.baseline, "paddle", cfg.baseline, label="student (from scratch)",
-                                 paddle_test_acc=bacc, params=params))
+        metrics["baseline"] = {
+            "test_acc": bacc,
+            "val_acc": bhist[-1]["val_acc"],
+            "params": params,
+            "history": bhist,
+            **_stats([b[2] for b in baselines]),
+        }
+        arts.append(
+            ctx.artifact(
+                cfg.baseline,
+                "paddle",
+                cfg.baseline,
+                label="student (from scratch)",
+                paddle_test_acc=bacc,
+                params=params,
+            )
+        )
     return StageResult(metrics=metrics, artifacts=arts)

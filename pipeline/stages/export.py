@@ -1,6 +1,7 @@
 """export: Paddle models -> ONNX, each checked against Paddle on held-out inputs, then
 measured with onnxruntime on the test split. A model is an earlier stage's artifact or a source
 (`model:` mapping), a saved paddle.jit.save graph included."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,11 +27,17 @@ class ExportConfig(TakesModels):
         require(len(self.models) >= 1, "models", "list at least one model artifact")
         require(7 <= self.opset <= 21, "opset", "must be between 7 and 21")
         require(self.parity_samples >= 1, "parity_samples", "must be at least 1")
-        require(not any(graph_kind(m) == "onnx" for m in self.models), "models",
-                "an onnx: model is ONNX already; give it to quantize or bench")
+        require(
+            not any(graph_kind(m) == "onnx" for m in self.models),
+            "models",
+            "an onnx: model is ONNX already; give it to quantize or bench",
+        )
         names = [ref_name(m) for m in self.models]
-        require(len(set(names)) == len(names), "models", f"two models would both be written as one file ({names}); "
-                "export them in two stages or rename one")
+        require(
+            len(set(names)) == len(names),
+            "models",
+            f"two models would both be written as one file ({names}); export them in two stages or rename one",
+        )
 
     def inputs(self, available) -> dict[str, str]:
         return {k: v for i, m in enumerate(self.models) for k, v in ref_inputs(f"models[{i}]", m).items()}
@@ -71,12 +78,22 @@ def export_checked(model_dir, out, x, *, opset: int, atol: float, rtol: float, n
     from edgepipe.pipeline.models.load import load_model
 
     layer, info = load_model(model_dir)
-    return export_layer_checked(layer, tuple(info["input_shape"]), out, x, opset=opset, atol=atol, rtol=rtol, name=name,
-                                contract=info.get("contract"))
+    return export_layer_checked(
+        layer,
+        tuple(info["input_shape"]),
+        out,
+        x,
+        opset=opset,
+        atol=atol,
+        rtol=rtol,
+        name=name,
+        contract=info.get("contract"),
+    )
 
 
-def export_layer_checked(layer, input_shape, out, x, *, opset: int, atol: float, rtol: float, name: str,
-                         contract: dict | None = None) -> dict:
+def export_layer_checked(
+    layer, input_shape, out, x, *, opset: int, atol: float, rtol: float, name: str, contract: dict | None = None
+) -> dict:
     from edgepipe.export.paddle_onnx import export_layer
     from edgepipe.pipeline.training import predict_logits
 
@@ -84,8 +101,20 @@ def export_layer_checked(layer, input_shape, out, x, *, opset: int, atol: float,
     return checked(out, predict_logits(layer, x), x, atol=atol, rtol=rtol, name=name)
 
 
-def export_saved_checked(graph: Path, params: Path, out, *, opset: int, atol: float, rtol: float, name: str,
-                         x=None, shapes: dict | None = None, samples: int = 64, contract: dict | None = None) -> dict:
+def export_saved_checked(
+    graph: Path,
+    params: Path,
+    out,
+    *,
+    opset: int,
+    atol: float,
+    rtol: float,
+    name: str,
+    x=None,
+    shapes: dict | None = None,
+    samples: int = 64,
+    contract: dict | None = None,
+) -> dict:
     """A Paddle inference model (the legacy .pdmodel or Paddle 3's .json, with its .pdiparams) to ONNX
     through paddle2onnx's own loader, checked output by output against Paddle Inference on the same
     inputs: `x` (held-out data for the model's image input) or `samples` random inputs at `shapes`
@@ -104,17 +133,24 @@ def export_saved_checked(graph: Path, params: Path, out, *, opset: int, atol: fl
         if x is not None:
             image = fd.image_input(spec)
             if image is None or not image.accepts((1, *x.shape[1:])):
-                raise EdgepipeError(f"{graph}: the model takes {', '.join(f'{s.name} {s.text()}' for s in spec)}; the data "
-                                    f"gives images of {list(x.shape[1:])}; use data of the model's input size")
+                raise EdgepipeError(
+                    f"{graph}: the model takes {', '.join(f'{s.name} {s.text()}' for s in spec)}; the data "
+                    f"gives images of {list(x.shape[1:])}; use data of the model's input size"
+                )
             feeds = fd.from_array(spec, x, batch=8)
         else:
-            feeds = fd.random_feeds(spec, samples, fd.parse_shapes(shapes, spec) if isinstance(shapes, list) else shapes,
-                                    what=str(graph))
+            feeds = fd.random_feeds(
+                spec, samples, fd.parse_shapes(shapes, spec) if isinstance(shapes, list) else shapes, what=str(graph)
+            )
         predictor = PaddlePredictor(graph, params)
         reference = [predictor.run(f) for f in feeds]
         parity = check_parity_feeds(out, reference, feeds, atol=atol, rtol=rtol, name=name)
         at = {k: v.shape for k, v in feeds[0].items()} if any(None in s.shape[1:] for s in spec) else None
-        return {**describe(out, at), "parity": parity, "inputs": [{"name": s.name, "shape": list(s.shape)} for s in spec]}
+        return {
+            **describe(out, at),
+            "parity": parity,
+            "inputs": [{"name": s.name, "shape": list(s.shape)} for s in spec],
+        }
     except BaseException:
         out.unlink(missing_ok=True)
         raise
@@ -135,13 +171,21 @@ def run_export(cfg: ExportConfig, ctx) -> StageResult:
         rel = f"{name}.onnx"
         if graph_kind(m) == "inference":
             graph, params = inference_files(resolve(ctx.base, m.inference))
-            facts = export_saved_checked(graph, params, ctx.out(rel), x=x_val, name=name, contract=ctx.data.contract_record,
-                                         **common)
+            facts = export_saved_checked(
+                graph, params, ctx.out(rel), x=x_val, name=name, contract=ctx.data.contract_record, **common
+            )
             label = name
         else:
             layer, info, label = load_ref(ctx, m, "export")
-            facts = export_layer_checked(layer, info["input_shape"], ctx.out(rel), x_val, name=name,
-                                         contract=info.get("contract") or ctx.data.contract_record, **common)
+            facts = export_layer_checked(
+                layer,
+                info["input_shape"],
+                ctx.out(rel),
+                x_val,
+                name=name,
+                contract=info.get("contract") or ctx.data.contract_record,
+                **common,
+            )
         facts["accuracy"] = accuracy(open_session(ctx.out(rel)), *ctx.data.split("test"))
         if isinstance(m, str) and "fidelity" in ctx.artifacts[m].meta:  # a compressed model, against its float parent
             facts["fidelity"] = ctx.artifacts[m].meta["fidelity"]

@@ -1,6 +1,7 @@
 """What the stages that change a model and then recover its accuracy (prune, lowrank, qat) share:
 the checks of their fine-tuning fields, their inputs (the model, an optional teacher), and the
 fine-tuning itself, distilled from the teacher when one is given (`previous` = the stage's input)."""
+
 from __future__ import annotations
 
 from edgepipe.pipeline.core.config import require
@@ -36,10 +37,18 @@ def stage_teacher(ctx, teacher, model):
 
 def check_teacher(teacher) -> None:
     """A teacher named as a source must be one Paddle can run, with trained weights."""
-    require(teacher is None or is_layer(teacher), "teacher", "a saved graph (inference:, onnx:) cannot teach in Paddle; "
-            "give its family:, zoo: or python: source with weights:")
-    require(not trained_less(teacher), "teacher", "a teacher given as a source needs its trained weights: (or "
-            "pretrained: true for a zoo model); untrained, it would teach noise")
+    require(
+        teacher is None or is_layer(teacher),
+        "teacher",
+        "a saved graph (inference:, onnx:) cannot teach in Paddle; "
+        "give its family:, zoo: or python: source with weights:",
+    )
+    require(
+        not trained_less(teacher),
+        "teacher",
+        "a teacher given as a source needs its trained weights: (or "
+        "pretrained: true for a zoo model); untrained, it would teach noise",
+    )
 
 
 def judged(layer, test, ref) -> tuple[float, dict]:
@@ -61,8 +70,12 @@ def check_fine_tune(cfg) -> None:
     require(cfg.temperature > 0, "temperature", "must be positive")
     require(0.0 <= cfg.alpha <= 1.0, "alpha", "must be between 0 and 1")
     require(cfg.teacher is None or cfg.epochs > 0, "teacher", "a teacher needs fine-tuning epochs > 0")
-    require(is_layer(cfg.model), "model", f"{getattr(cfg.model, 'TAG', '')}: a saved graph cannot be changed in Paddle; "
-            "give its python: or zoo: source with weights: (export, quantize and bench take saved graphs)")
+    require(
+        is_layer(cfg.model),
+        "model",
+        f"{getattr(cfg.model, 'TAG', '')}: a saved graph cannot be changed in Paddle; "
+        "give its python: or zoo: source with weights: (export, quantize and bench take saved graphs)",
+    )
     check_teacher(cfg.teacher)
 
 
@@ -78,7 +91,18 @@ def fine_tune(cfg, ctx, layer, rng, desc: str, after_step=None):
     teacher, teacher_label = stage_teacher(ctx, cfg.teacher, cfg.model)
     loss = soft_target_loss(teacher, cfg.temperature, cfg.alpha) if teacher is not None else None
     x, y = ctx.data.split("train")
-    history = fit(layer, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, rng=rng,
-                  augment=ctx.data.augmenter(cfg.augment_shift), loss_fn=loss, desc=desc, val=ctx.data.split("val"),
-                  after_step=after_step)
+    history = fit(
+        layer,
+        x,
+        y,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        rng=rng,
+        augment=ctx.data.augmenter(cfg.augment_shift),
+        loss_fn=loss,
+        desc=desc,
+        val=ctx.data.split("val"),
+        after_step=after_step,
+    )
     return history, teacher_label

@@ -4,6 +4,7 @@ optionally distilling from the unfactorised model (`teacher: previous`).
 The output artifact records one `lowrank` transform per factorised layer (method and ranks), so
 it reloads and exports like any other model. See compress/lowrank.py for the arithmetic.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -65,20 +66,43 @@ def run_lowrank(cfg: LowRankConfig, ctx) -> StageResult:
     params_before, acc_before = count_parameters(layer), float((ref.argmax(1) == test[1]).mean())
     layer, transforms, per_layer = factorize(layer, cfg.layers, info["input_shape"])
     if not transforms:
-        raise EdgepipeError("lowrank: no layer was factorised (" + "; ".join(f"{r['layer']}: {r['skip']}" for r in per_layer)
-                            + "); lower the rank or name other layers")
+        raise EdgepipeError(
+            "lowrank: no layer was factorised ("
+            + "; ".join(f"{r['layer']}: {r['skip']}" for r in per_layer)
+            + "); lower the rank or name other layers"
+        )
     acc_factored = evaluate(layer, *test)
     history, teacher_label = fine_tune(cfg, ctx, layer, rng, "lowrank fine-tune")
     acc_after, fid = judged(layer, test, ref)
     params_after = count_parameters(layer)
     label = source_label + " low-rank"
-    save_model(ctx.out(cfg.output_name), layer, info["spec"], [*info.get("transforms", []), *transforms],
-               meta={"label": label, "lowrank": per_layer}, input_shape=info["input_shape"],
-               contract=ctx.data.contract_record)
-    metrics = {"layers": per_layer, "params_before": params_before, "params_after": params_after,
-               "test_acc_before": acc_before, "test_acc_factored": acc_factored, "test_acc_after": acc_after,
-               "fidelity": fid,
-               "teacher": teacher_label, "history": history}
-    art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after, params=params_after,
-                       fidelity=metrics["fidelity"])
+    save_model(
+        ctx.out(cfg.output_name),
+        layer,
+        info["spec"],
+        [*info.get("transforms", []), *transforms],
+        meta={"label": label, "lowrank": per_layer},
+        input_shape=info["input_shape"],
+        contract=ctx.data.contract_record,
+    )
+    metrics = {
+        "layers": per_layer,
+        "params_before": params_before,
+        "params_after": params_after,
+        "test_acc_before": acc_before,
+        "test_acc_factored": acc_factored,
+        "test_acc_after": acc_after,
+        "fidelity": fid,
+        "teacher": teacher_label,
+        "history": history,
+    }
+    art = ctx.artifact(
+        cfg.output_name,
+        "paddle",
+        cfg.output_name,
+        label=label,
+        paddle_test_acc=acc_after,
+        params=params_after,
+        fidelity=metrics["fidelity"],
+    )
     return StageResult(metrics=metrics, artifacts=[art])

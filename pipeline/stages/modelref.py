@@ -2,6 +2,7 @@
 family, a zoo model, the user's own factory, a saved inference model or an ONNX file; see
 models/sources.py). One set of helpers gives every stage the same wiring: what it depends on,
 which user files are hashed into its inputs, what its output is called, and the loaded Layer."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -89,8 +90,10 @@ def check_classes(source, layer, data, technique: str) -> None:
 
     if isinstance(source, ModelSpec):
         if source.num_classes < data.classes:
-            raise EdgepipeError(f"{technique}: family {source.family} has num_classes: {source.num_classes}, the data has "
-                                f"{data.classes} classes; set num_classes: {data.classes}")
+            raise EdgepipeError(
+                f"{technique}: family {source.family} has num_classes: {source.num_classes}, the data has "
+                f"{data.classes} classes; set num_classes: {data.classes}"
+            )
         return
     check_fits(layer, data.input_shape, data.classes, f"{technique}: {source.TAG}: {source.name}")
 

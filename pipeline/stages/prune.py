@@ -9,6 +9,7 @@ every layer tied to them; the artifact records the kept channels as a `prune_cha
 transform, and the exported ONNX is smaller and faster. Blocks (compress/blocks.py): whole
 blocks replaced by the identity, recorded as a `remove_layers` transform.
 """
+
 from __future__ import annotations
 
 import sys
@@ -51,19 +52,46 @@ class PruneConfig(TakesModels):
 
     def __post_init__(self):
         given = [k for k in ("threshold", "sparsity", "channels", "blocks") if getattr(self, k) is not None]
-        require(len(given) == 1, "sparsity", "give exactly one of threshold (|w| below it is zeroed), sparsity (share of "
-                "weights zeroed), channels (structured: share of channels removed) or blocks (whole blocks removed)"
-                + (f", not {' and '.join(given)}" if given else ""))
+        require(
+            len(given) == 1,
+            "sparsity",
+            "give exactly one of threshold (|w| below it is zeroed), sparsity (share of "
+            "weights zeroed), channels (structured: share of channels removed) or blocks (whole blocks removed)"
+            + (f", not {' and '.join(given)}" if given else ""),
+        )
         structured = self.channels is not None or self.blocks is not None
-        require(not structured or self.schedule == "oneshot", "schedule", "channel and block pruning are one-shot; remove schedule")
-        require(not structured or self.layers == ("*",), "layers", "for channel or block pruning, give layers inside channels: or blocks:")
-        require(self.sensitivity is None or self.channels is not None, "sensitivity",
-                "the sensitivity analysis is for structured pruning; give channels: too")
+        require(
+            not structured or self.schedule == "oneshot",
+            "schedule",
+            "channel and block pruning are one-shot; remove schedule",
+        )
+        require(
+            not structured or self.layers == ("*",),
+            "layers",
+            "for channel or block pruning, give layers inside channels: or blocks:",
+        )
+        require(
+            self.sensitivity is None or self.channels is not None,
+            "sensitivity",
+            "the sensitivity analysis is for structured pruning; give channels: too",
+        )
         require(self.threshold is None or self.threshold > 0, "threshold", "must be positive")
         require(self.sparsity is None or 0.0 < self.sparsity < 1.0, "sparsity", "must be in (0, 1)")
-        require(self.scope == "layer" or self.sparsity is not None, "scope", "global scope ranks weights by sparsity; a threshold is already global")
-        require(self.schedule == "oneshot" or self.sparsity is not None, "schedule", "gradual pruning ramps up to a sparsity; give sparsity")
-        require(self.schedule == "oneshot" or self.epochs > 0, "schedule", "gradual pruning happens during fine-tuning; set epochs > 0")
+        require(
+            self.scope == "layer" or self.sparsity is not None,
+            "scope",
+            "global scope ranks weights by sparsity; a threshold is already global",
+        )
+        require(
+            self.schedule == "oneshot" or self.sparsity is not None,
+            "schedule",
+            "gradual pruning ramps up to a sparsity; give sparsity",
+        )
+        require(
+            self.schedule == "oneshot" or self.epochs > 0,
+            "schedule",
+            "gradual pruning happens during fine-tuning; set epochs > 0",
+        )
         require(self.frequency >= 1, "frequency", "must be at least 1")
         check_fine_tune(self)
         require(len(self.layers) >= 1, "layers", "name at least one layer (a name or a glob such as 'conv*')")
@@ -122,15 +150,31 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
     per_layer = sparsity_report(targets)
     zeros, total = sum(r["zeros"] for r in per_layer), sum(r["weights"] for r in per_layer)
     label = source_label + f" pruned {100 * zeros / total:.0f}%"
-    save_model(ctx.out(cfg.output_name), layer, info["spec"], info.get("transforms", []), input_shape=info["input_shape"],
-               meta={"label": label, "pruned": {"zeros": zeros, "weights": total}}, contract=ctx.data.contract_record)
-    metrics = {"rule": {"threshold": cfg.threshold, "sparsity": cfg.sparsity, "scope": cfg.scope, "schedule": cfg.schedule},
-               "layers": per_layer, "sparsity": zeros / total, "zeros": zeros, "weights": total,
-               "test_acc_before": acc_before, "test_acc_pruned": acc_pruned, "test_acc_after": acc_after,
-               "fidelity": fid,
-               "teacher": teacher_label, "history": history}
-    art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after,
-                       fidelity=metrics["fidelity"])
+    save_model(
+        ctx.out(cfg.output_name),
+        layer,
+        info["spec"],
+        info.get("transforms", []),
+        input_shape=info["input_shape"],
+        meta={"label": label, "pruned": {"zeros": zeros, "weights": total}},
+        contract=ctx.data.contract_record,
+    )
+    metrics = {
+        "rule": {"threshold": cfg.threshold, "sparsity": cfg.sparsity, "scope": cfg.scope, "schedule": cfg.schedule},
+        "layers": per_layer,
+        "sparsity": zeros / total,
+        "zeros": zeros,
+        "weights": total,
+        "test_acc_before": acc_before,
+        "test_acc_pruned": acc_pruned,
+        "test_acc_after": acc_after,
+        "fidelity": fid,
+        "teacher": teacher_label,
+        "history": history,
+    }
+    art = ctx.artifact(
+        cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after, fidelity=metrics["fidelity"]
+    )
     return StageResult(metrics=metrics, artifacts=[art])
 
 
@@ -140,10 +184,8 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_
     from edgepipe.devices import EdgepipeError
     from edgepipe.pipeline.compress.channels.importance import DATA_SCORERS
     from edgepipe.pipeline.compress.channels.prune import prune_channels, resolved
-    from edgepipe.pipeline.compress.channels.sensitivity import analyse, choose_ratios, write
-    from edgepipe.pipeline.compress.channels.speed import channel_multiple, compare
+    from edgepipe.pipeline.compress.channels.speed import channel_multiple
     from edgepipe.pipeline.core.artifact import count_parameters, save_model
-    from edgepipe.pipeline.core.progress import progress_bar
     from edgepipe.pipeline.stages.finetune import fine_tune
     from edgepipe.pipeline.training import evaluate
 
@@ -153,53 +195,61 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_
     round_source = "recipe" if cfg.channels.round_to is not None else channel_multiple()[1]
     parent = copy.deepcopy(layer) if cfg.speed_check else None
     train = ctx.data.split("train") if rule.criterion in DATA_SCORERS else None
-    ratios, graph, stats, sens_metrics = None, None, None, None
-    if cfg.sensitivity is not None or rule.target is not None:
-        sens = cfg.sensitivity or Sensitivity(plot=False)
-        doc, graph, aux = analyse(layer, shape, rule, sens, ctx.data.split("val"), train, progress=progress_bar("sensitivity"))
-        stats = aux["stats"]
-        if rule.target is not None:
-            ratios = choose_ratios(layer, shape, doc, graph, aux, rule)
-        files = write(doc, ctx.out_dir, plot=cfg.sensitivity is not None and cfg.sensitivity.plot) \
-            if cfg.sensitivity is not None else []
-        sens_metrics = {"files": [f.name for f in files], "baseline": doc["baseline"], "allocation": doc.get("allocation"),
-                        "groups": [{"group": grp["group"], "channels": grp["channels"],
-                                    "accuracy": {str(p["ratio"]): p["accuracy"] for p in grp["points"]}} for grp in doc["groups"]]}
+    ratios, graph, stats, sens_metrics = _sensitivity(cfg, ctx, layer, shape, rule, train)
     layer, changes, groups = prune_channels(layer, shape, rule, train, ratios=ratios, graph=graph, stats=stats)
     if not changes:
-        raise EdgepipeError("prune: no channel group could be pruned (" + "; ".join(
-            f"{', '.join(g['group'])}: {g.get('skip', 'nothing to remove at this ratio')}" for g in groups) + ")")
+        raise EdgepipeError(
+            "prune: no channel group could be pruned ("
+            + "; ".join(f"{', '.join(g['group'])}: {g.get('skip', 'nothing to remove at this ratio')}" for g in groups)
+            + ")"
+        )
     acc_pruned = evaluate(layer, *test)
-    speed = None
-    if parent is not None:
-        try:
-            speed = compare(parent, layer, shape)
-        except Exception as exc:  # e.g. a model paddle2onnx cannot export: the pruning itself stands
-            speed = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"}
-            print(f"  prune: the speed check could not run ({speed['error']})", file=sys.stderr)
-    if speed is not None and "error" not in speed:
-        lo, hi = speed["speedup_range"]
-        print(f"  prune: fp32 p50 {speed['p50_before_ms']:.3f} -> {speed['p50_after_ms']:.3f} ms, "
-              f"speed-up x{speed['speedup']:.2f} ({lo:.2f}-{hi:.2f} over {speed['rounds']} rounds)"
-              + (" — SLOWER than the unpruned model in every round; try round_to: 8 or 16" if speed["slower"] else ""),
-              file=sys.stderr)
+    speed = _speed_check(parent, layer, shape) if parent is not None else None
     history, teacher_label = fine_tune(cfg, ctx, layer, rng, "prune fine-tune")
     acc_after, fid = judged(layer, test, ref)
     params_after = count_parameters(layer)
     label = source_label + f" pruned {100 * (1 - params_after / params_before):.0f}% params"
     transform = {"type": "prune_channels", "params": {"layers": changes}}
-    save_model(ctx.out(cfg.output_name), layer, info["spec"], [*info.get("transforms", []), transform], input_shape=shape,
-               meta={"label": label, "pruned_channels": groups}, contract=ctx.data.contract_record)
-    metrics = {"rule": {"channels": {"ratio": None if rule.target else rule.ratio, "criterion": rule.criterion,
-                                     "round_to": rule.round_to, "round_to_from": round_source,
-                                     "target": {rule.target.kind: rule.target.share} if rule.target else None}},
-               "sensitivity": sens_metrics,
-               "groups": groups, "params_before": params_before, "params_after": params_after,
-               "test_acc_before": acc_before, "test_acc_pruned": acc_pruned, "test_acc_after": acc_after,
-               "fidelity": fid, "speed": speed,
-               "teacher": teacher_label, "history": history}
-    art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after,
-                       fidelity=metrics["fidelity"], params=params_after)
+    save_model(
+        ctx.out(cfg.output_name),
+        layer,
+        info["spec"],
+        [*info.get("transforms", []), transform],
+        input_shape=shape,
+        meta={"label": label, "pruned_channels": groups},
+        contract=ctx.data.contract_record,
+    )
+    metrics = {
+        "rule": {
+            "channels": {
+                "ratio": None if rule.target else rule.ratio,
+                "criterion": rule.criterion,
+                "round_to": rule.round_to,
+                "round_to_from": round_source,
+                "target": {rule.target.kind: rule.target.share} if rule.target else None,
+            }
+        },
+        "sensitivity": sens_metrics,
+        "groups": groups,
+        "params_before": params_before,
+        "params_after": params_after,
+        "test_acc_before": acc_before,
+        "test_acc_pruned": acc_pruned,
+        "test_acc_after": acc_after,
+        "fidelity": fid,
+        "speed": speed,
+        "teacher": teacher_label,
+        "history": history,
+    }
+    art = ctx.artifact(
+        cfg.output_name,
+        "paddle",
+        cfg.output_name,
+        label=label,
+        paddle_test_acc=acc_after,
+        fidelity=metrics["fidelity"],
+        params=params_after,
+    )
     return StageResult(metrics=metrics, artifacts=[art])
 
 
@@ -219,13 +269,88 @@ def _prune_blocks(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_be
     removed = [r["removed"] for r in rounds]
     label = source_label + f" −{len(removed)} block{'s' if len(removed) > 1 else ''}"
     transform = {"type": "remove_layers", "params": {"layers": removed}}
-    save_model(ctx.out(cfg.output_name), layer, info["spec"], [*info.get("transforms", []), transform], input_shape=shape,
-               meta={"label": label, "removed_blocks": removed}, contract=ctx.data.contract_record)
-    metrics = {"rule": {"blocks": {"count": cfg.blocks.count, "measure": cfg.blocks.measure}}, "removed": removed,
-               "rounds": rounds, "params_before": params_before, "params_after": params_after,
-               "test_acc_before": acc_before, "test_acc_pruned": acc_pruned, "test_acc_after": acc_after,
-               "fidelity": fid,
-               "teacher": teacher_label, "history": history}
-    art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after,
-                       fidelity=metrics["fidelity"], params=params_after)
+    save_model(
+        ctx.out(cfg.output_name),
+        layer,
+        info["spec"],
+        [*info.get("transforms", []), transform],
+        input_shape=shape,
+        meta={"label": label, "removed_blocks": removed},
+        contract=ctx.data.contract_record,
+    )
+    metrics = {
+        "rule": {"blocks": {"count": cfg.blocks.count, "measure": cfg.blocks.measure}},
+        "removed": removed,
+        "rounds": rounds,
+        "params_before": params_before,
+        "params_after": params_after,
+        "test_acc_before": acc_before,
+        "test_acc_pruned": acc_pruned,
+        "test_acc_after": acc_after,
+        "fidelity": fid,
+        "teacher": teacher_label,
+        "history": history,
+    }
+    art = ctx.artifact(
+        cfg.output_name,
+        "paddle",
+        cfg.output_name,
+        label=label,
+        paddle_test_acc=acc_after,
+        fidelity=metrics["fidelity"],
+        params=params_after,
+    )
     return StageResult(metrics=metrics, artifacts=[art])
+
+
+def _sensitivity(cfg: PruneConfig, ctx, layer, shape, rule, train):
+    """With a sensitivity study or a target: the per-group accuracy curves, the ratios the target gives,
+    the traced graph and statistics (reused by the cut) and the study's metrics; else all None."""
+    from edgepipe.pipeline.compress.channels.sensitivity import analyse, choose_ratios, write
+    from edgepipe.pipeline.core.progress import progress_bar
+
+    if cfg.sensitivity is None and rule.target is None:
+        return None, None, None, None
+    sens = cfg.sensitivity or Sensitivity(plot=False)
+    doc, graph, aux = analyse(
+        layer, shape, rule, sens, ctx.data.split("val"), train, progress=progress_bar("sensitivity")
+    )
+    ratios = choose_ratios(layer, shape, doc, graph, aux, rule) if rule.target is not None else None
+    files = write(doc, ctx.out_dir, plot=cfg.sensitivity.plot) if cfg.sensitivity is not None else []
+    groups = [
+        {
+            "group": g["group"],
+            "channels": g["channels"],
+            "accuracy": {str(p["ratio"]): p["accuracy"] for p in g["points"]},
+        }
+        for g in doc["groups"]
+    ]
+    metrics = {
+        "files": [f.name for f in files],
+        "baseline": doc["baseline"],
+        "allocation": doc.get("allocation"),
+        "groups": groups,
+    }
+    return ratios, graph, aux["stats"], metrics
+
+
+def _speed_check(parent, layer, shape) -> dict:
+    """The pruned model's fp32 latency against the unpruned one's, in interleaved rounds (said loudly when
+    slower); {"error": ...} when it cannot run (the pruning itself stands)."""
+    from edgepipe.pipeline.compress.channels.speed import compare
+
+    try:
+        speed = compare(parent, layer, shape)
+    except Exception as exc:  # e.g. a model paddle2onnx cannot export
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        speed = {"error": f"{type(exc).__name__}: {first}"}
+        print(f"  prune: the speed check could not run ({speed['error']})", file=sys.stderr)
+        return speed
+    lo, hi = speed["speedup_range"]
+    print(
+        f"  prune: fp32 p50 {speed['p50_before_ms']:.3f} -> {speed['p50_after_ms']:.3f} ms, "
+        f"speed-up x{speed['speedup']:.2f} ({lo:.2f}-{hi:.2f} over {speed['rounds']} rounds)"
+        + (" — SLOWER than the unpruned model in every round; try round_to: 8 or 16" if speed["slower"] else ""),
+        file=sys.stderr,
+    )
+    return speed

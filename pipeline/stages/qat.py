@@ -4,6 +4,7 @@ The output is a float Paddle model (export it like any other) whose meta carries
 ranges QAT learned; the quantize stage hands those to onnxruntime as TensorQuantOverrides, so the
 int8/int4 ONNX uses what training learned. See compress/qat.py for the arithmetic.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -79,12 +80,32 @@ def run_qat(cfg: QatConfig, ctx) -> StageResult:
     float_after, fid = judged(layer, test, ref)
     label = source_label + f" QAT w{cfg.weight_bits}"
     qat = {"weight_bits": cfg.weight_bits, "activation_bits": 8, "layers": ranges}
-    save_model(ctx.out(cfg.output_name), layer, info["spec"], info.get("transforms"),
-               meta={"label": label, "qat": qat}, input_shape=info["input_shape"],
-               contract=ctx.data.contract_record)
-    metrics = {"test_acc_before": float_before, "test_acc_simulated": simulated, "test_acc_float_after": float_after,
-               "fidelity": fid,
-               "history": history, "layers": ranges, "teacher": teacher_label}
-    art = ctx.artifact(cfg.output_name, "paddle", cfg.output_name, label=label, qat=qat,
-                       paddle_test_acc=float_after, simulated_test_acc=simulated, fidelity=metrics["fidelity"])
+    save_model(
+        ctx.out(cfg.output_name),
+        layer,
+        info["spec"],
+        info.get("transforms"),
+        meta={"label": label, "qat": qat},
+        input_shape=info["input_shape"],
+        contract=ctx.data.contract_record,
+    )
+    metrics = {
+        "test_acc_before": float_before,
+        "test_acc_simulated": simulated,
+        "test_acc_float_after": float_after,
+        "fidelity": fid,
+        "history": history,
+        "layers": ranges,
+        "teacher": teacher_label,
+    }
+    art = ctx.artifact(
+        cfg.output_name,
+        "paddle",
+        cfg.output_name,
+        label=label,
+        qat=qat,
+        paddle_test_acc=float_after,
+        simulated_test_acc=simulated,
+        fidelity=metrics["fidelity"],
+    )
     return StageResult(metrics=metrics, artifacts=[art])

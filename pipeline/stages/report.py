@@ -1,4 +1,5 @@
 """report: report.md and report.html in the run directory (the summary table is also printed by the CLI)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

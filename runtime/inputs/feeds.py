@@ -9,6 +9,7 @@ for every command); a single-input model takes the shape without its name.
 The inputs a Paddle detector derives from the preprocessing (`im_shape`, `scale_factor`) are
 filled from the image input when a feed does not give them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,8 +22,13 @@ from edgepipe.devices import EdgepipeError
 Feed = dict[str, np.ndarray]
 
 NP_TYPES = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8,
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
     "tensor(bool)": np.bool_,
 }
 DERIVED = ("im_shape", "scale_factor")  # Paddle detectors: the resized image's H, W and its scale
@@ -77,8 +83,10 @@ def parse_shapes(items: Iterable[str] | None, spec: list[InputSpec] | None = Non
             raise EdgepipeError(f"--shape {item}: write NAME=1x3x48x320 (positive sizes joined by x)")
         if not sep:
             if spec is not None and len(spec) != 1:
-                raise EdgepipeError(f"--shape {item}: the model has {len(spec)} inputs ({', '.join(s.name for s in spec)}); "
-                                    "name the one you mean, NAME=" + dims)
+                raise EdgepipeError(
+                    f"--shape {item}: the model has {len(spec)} inputs ({', '.join(s.name for s in spec)}); "
+                    "name the one you mean, NAME=" + dims
+                )
             name = spec[0].name if spec else ""
         shapes[name] = shape
     for name, shape in shapes.items():
@@ -86,10 +94,14 @@ def parse_shapes(items: Iterable[str] | None, spec: list[InputSpec] | None = Non
             continue
         match = next((s for s in spec if s.name == name), None)
         if match is None:
-            raise EdgepipeError(f"--shape {name}=…: the model has no input '{name}' (it has: {', '.join(s.name for s in spec)})")
+            raise EdgepipeError(
+                f"--shape {name}=…: the model has no input '{name}' (it has: {', '.join(s.name for s in spec)})"
+            )
         if not match.accepts(shape):
-            raise EdgepipeError(f"--shape {name}={'x'.join(map(str, shape))}: the model's input '{name}' is "
-                                f"{match.text()} (? = any size)")
+            raise EdgepipeError(
+                f"--shape {name}={'x'.join(map(str, shape))}: the model's input '{name}' is "
+                f"{match.text()} (? = any size)"
+            )
     return shapes
 
 
@@ -103,8 +115,14 @@ def derived_inputs(spec: list[InputSpec], image: np.ndarray, scale: tuple[float,
     return {s.name: np.tile(np.asarray(values[s.name], dtype=s.dtype), (n, 1)) for s in spec if s.name in DERIVED}
 
 
-def random_feeds(spec: list[InputSpec], samples: int, shapes: dict[str, tuple[int, ...]] | None = None,
-                 batch: int = 8, seed: int = 0, what: str = "the model") -> list[Feed]:
+def random_feeds(
+    spec: list[InputSpec],
+    samples: int,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    batch: int = 8,
+    seed: int = 0,
+    what: str = "the model",
+) -> list[Feed]:
     """`samples` random samples at the given or fixed shapes (standard normal floats; the derived
     detector inputs from the image's shape), in feeds of at most `batch` (or the model's fixed batch)."""
     shapes = shapes or {}
@@ -120,8 +138,10 @@ def random_feeds(spec: list[InputSpec], samples: int, shapes: dict[str, tuple[in
             concrete[s.name] = s.shape[1:]
         else:
             example = "x".join(str(d or (1 if k == 0 else 224)) for k, d in enumerate(s.shape))
-            raise EdgepipeError(f"{what}: input '{s.name}' is {s.text()} (? = dynamic); give the size to use with "
-                                f"--shape {s.name}={example}")
+            raise EdgepipeError(
+                f"{what}: input '{s.name}' is {s.text()} (? = dynamic); give the size to use with "
+                f"--shape {s.name}={example}"
+            )
     per = min(batch_size(spec, batch), shapes.get(spec[0].name, (batch,))[0] if spec[0].name in shapes else batch)
     feeds, left = [], samples
     while left > 0:
@@ -148,7 +168,9 @@ def batch_size(spec: list[InputSpec], wanted: int) -> int:
     """How many samples a feed may hold: the model's fixed batch where it has one, else `wanted`."""
     fixed = {s.fixed_batch for s in spec if s.fixed_batch is not None}
     if len(fixed) > 1:
-        raise EdgepipeError(f"the model's inputs fix different batch sizes ({sorted(fixed)}); edgepipe feeds them together")
+        raise EdgepipeError(
+            f"the model's inputs fix different batch sizes ({sorted(fixed)}); edgepipe feeds them together"
+        )
     return fixed.pop() if fixed else wanted
 
 
@@ -185,8 +207,10 @@ def from_array(spec: list[InputSpec], x: np.ndarray, batch: int = 32) -> list[Fe
     """A single-image-input model's inputs from one N×C×H×W array (the derived detector inputs added)."""
     image = image_input(spec) if len(spec) > 1 else spec[0]
     if image is None:
-        raise EdgepipeError(f"the model takes {len(spec)} inputs ({', '.join(s.name for s in spec)}); give an .npz "
-                            "with one array per input name")
+        raise EdgepipeError(
+            f"the model takes {len(spec)} inputs ({', '.join(s.name for s in spec)}); give an .npz "
+            "with one array per input name"
+        )
     per = batch_size(spec, batch)
     feeds = []
     for i in range(0, len(x), per):
@@ -222,19 +246,25 @@ def folder_feeds(root, contract, spec: list[InputSpec], batch: int = 32, progres
 
     image = image_input(spec)
     if image is None:
-        raise EdgepipeError(f"{root}: the model has no single image input ({', '.join(s.name for s in spec)}); give an "
-                            ".npz with one array per input name")
+        raise EdgepipeError(
+            f"{root}: the model has no single image input ({', '.join(s.name for s in spec)}); give an "
+            ".npz with one array per input name"
+        )
     others = [s.name for s in spec if s.name != image.name and s.name not in DERIVED]
     if others:
-        raise EdgepipeError(f"{root}: images fill the input '{image.name}'; the model also takes {others}, which images "
-                            "cannot give: pass an .npz with one array per input name")
+        raise EdgepipeError(
+            f"{root}: images fill the input '{image.name}'; the model also takes {others}, which images "
+            "cannot give: pass an .npz with one array per input name"
+        )
     samples, labels, files = folder_samples(root, contract, progress)
     per = []
     for (x, scale), f in zip(samples, files):
         if not image.accepts((1, *x.shape)):
-            raise EdgepipeError(f"{f}: preprocessed to {list(x.shape)} by the input contract, the model's input "
-                                f"'{image.name}' is {image.text()}; give the contract's --size (and --keep-ratio) it was "
-                                "trained with")
+            raise EdgepipeError(
+                f"{f}: preprocessed to {list(x.shape)} by the input contract, the model's input "
+                f"'{image.name}' is {image.text()}; give the contract's --size (and --keep-ratio) it was "
+                "trained with"
+            )
         xb = x[None].astype(image.dtype, copy=False)
         per.append({image.name: xb} | derived_inputs(spec, xb, scale))
     feeds, labels, order = _grouped(per, labels, batch_size(spec, batch))
@@ -260,8 +290,10 @@ def npz_feeds(arrays: dict[str, np.ndarray], spec: list[InputSpec], source: str,
         if s.name in arrays:
             a = arrays[s.name]
             if len(a) != n or not s.accepts((1, *a.shape[1:])):
-                raise EdgepipeError(f"{source}: '{s.name}' has shape {list(a.shape)}, the model's input is {s.text()} "
-                                    f"(? = any size; {n} samples)")
+                raise EdgepipeError(
+                    f"{source}: '{s.name}' has shape {list(a.shape)}, the model's input is {s.text()} "
+                    f"(? = any size; {n} samples)"
+                )
     per = batch_size(spec, batch)
     feeds = []
     for i in range(0, n, per):

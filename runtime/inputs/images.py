@@ -1,11 +1,13 @@
 """Images in, model inputs out. The input contract — size (H, W), channels (1 grey, 3 RGB or BGR), an
 optional resize of the shorter side before a center crop or a keep-ratio resize (padded to the size,
 as OCR recognizers and letterboxing detectors take it, or left at its own size for dynamic-shape
-models), mean and std, NCHW or NHWC float32, and the class names — is what a model was trained with; it is saved in every exported ONNX file's
-metadata, so the device decodes and preprocesses a folder of images exactly as training did.
+models), mean and std, NCHW or NHWC float32, and the class names — is what a model was trained with;
+it is saved in every exported ONNX file's metadata, so the device decodes and preprocesses a folder
+of images exactly as training did.
 
 Decoding is Pillow's (an optional extra on the device: `pip install 'edgepipe[images]'`).
 """
+
 from __future__ import annotations
 
 import json
@@ -45,7 +47,9 @@ class Contract:
         if self.layout not in ("NCHW", "NHWC"):
             raise EdgepipeError(f"input contract: layout must be NCHW or NHWC, not {self.layout}")
         if self.resize and self.keep_ratio:
-            raise EdgepipeError("input contract: give resize (shorter side, then a center crop) or keep_ratio, not both")
+            raise EdgepipeError(
+                "input contract: give resize (shorter side, then a center crop) or keep_ratio, not both"
+            )
         if self.multiple < 1:
             raise EdgepipeError(f"input contract: multiple must be at least 1, not {self.multiple}")
         if self.channels not in (1, 3):
@@ -74,10 +78,20 @@ class Contract:
         d = json.loads(text)
         if len(d["size"]) != 2 or not all(isinstance(v, int) and v > 0 for v in d["size"]):
             raise ValueError(f"size {d['size']} is not [height, width]")
-        return cls(size=tuple(d["size"]), channels=d["channels"], mean=tuple(d["mean"]), std=tuple(d["std"]),
-                   resize=d.get("resize"), classes=tuple(d.get("classes", ())), layout=d.get("layout", "NCHW"),
-                   dtype=d.get("dtype", "float32"), keep_ratio=bool(d.get("keep_ratio", False)),
-                   pad=bool(d.get("pad", True)), multiple=int(d.get("multiple", 1)), bgr=bool(d.get("bgr", False)))
+        return cls(
+            size=tuple(d["size"]),
+            channels=d["channels"],
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+            resize=d.get("resize"),
+            classes=tuple(d.get("classes", ())),
+            layout=d.get("layout", "NCHW"),
+            dtype=d.get("dtype", "float32"),
+            keep_ratio=bool(d.get("keep_ratio", False)),
+            pad=bool(d.get("pad", True)),
+            multiple=int(d.get("multiple", 1)),
+            bgr=bool(d.get("bgr", False)),
+        )
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
         """N×H×W×C (or N×H×W) pixels — uint8, or floats in [0, 1] — to the model's N×C×H×W (or NHWC) float32."""
@@ -144,7 +158,12 @@ def load_image(path: Path, contract: Contract, with_scale: bool = False):
             elif im.size != (w, h):
                 im = im.resize((w, h), Image.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # UnidentifiedImageError is an OSError
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+    ) as exc:  # UnidentifiedImageError is an OSError
         raise EdgepipeError(f"{path}: not a readable image ({type(exc).__name__}); remove or replace it") from None
     arr = arr[..., None] if arr.ndim == 2 else (arr[..., ::-1] if contract.bgr else arr)
     if with_scale:
@@ -157,15 +176,20 @@ def image_files(root: Path) -> list[Path]:
     return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
 
 
-def scan_folder(root: Path, classes: tuple[str, ...] | None = None) -> tuple[list[Path], np.ndarray | None, tuple[str, ...]]:
+def scan_folder(
+    root: Path, classes: tuple[str, ...] | None = None
+) -> tuple[list[Path], np.ndarray | None, tuple[str, ...]]:
     """(files, labels, class names) of an image folder. With class subfolders (root/<class>/*.png) the
     sorted folder names are the classes; `classes` (a model's) fixes their order and refuses others.
     Images directly in root, with no class folders, are unlabeled (labels None)."""
     root = Path(root)
     if not root.is_dir():
         raise EdgepipeError(f"{root}: image folder not found")
-    found = sorted(d.name for d in root.iterdir()  # hidden and tool folders (.ipynb_checkpoints, __MACOSX) are not classes
-                   if d.is_dir() and not d.name.startswith((".", "__")) and image_files(d))
+    found = sorted(
+        d.name
+        for d in root.iterdir()  # hidden and tool folders (.ipynb_checkpoints, __MACOSX) are not classes
+        if d.is_dir() and not d.name.startswith((".", "__")) and image_files(d)
+    )
     loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES]
     if not found:
         files = image_files(root)
@@ -173,12 +197,16 @@ def scan_folder(root: Path, classes: tuple[str, ...] | None = None) -> tuple[lis
             raise EdgepipeError(f"{root}: no images ({', '.join(SUFFIXES)}) here or in class folders")
         return files, None, tuple(classes or ())
     if loose:
-        raise EdgepipeError(f"{root}: {len(loose)} image(s) lie beside the class folders (e.g. {loose[0].name}); "
-                            "move them into a class folder or out of the data")
+        raise EdgepipeError(
+            f"{root}: {len(loose)} image(s) lie beside the class folders (e.g. {loose[0].name}); "
+            "move them into a class folder or out of the data"
+        )
     names = tuple(classes) if classes else tuple(found)
     unknown = [c for c in found if c not in names]
     if unknown:
-        raise EdgepipeError(f"{root}: class folder(s) {unknown[:3]} are not among the model's classes {list(names)[:10]}")
+        raise EdgepipeError(
+            f"{root}: class folder(s) {unknown[:3]} are not among the model's classes {list(names)[:10]}"
+        )
     files, labels = [], []
     for i, name in enumerate(names):
         for f in image_files(root / name) if (root / name).is_dir() else []:
@@ -215,8 +243,10 @@ def folder_inputs(root: Path, contract: Contract, progress=None) -> tuple[np.nda
     if not contract.fixed_size or contract.keep_ratio:
         samples, labels, files = folder_samples(root, contract, progress)
         if not contract.fixed_size:
-            raise EdgepipeError(f"{root}: the input contract keeps each image at its own size (keep_ratio without pad); "
-                                "these inputs cannot form one array")
+            raise EdgepipeError(
+                f"{root}: the input contract keeps each image at its own size (keep_ratio without pad); "
+                "these inputs cannot form one array"
+            )
         return np.stack([s for s, _ in samples]), labels, files
     files, labels, _ = scan_folder(root, contract.classes or None)
     return contract.normalize(read_images(files, contract, progress)), labels, files
@@ -235,12 +265,24 @@ def folder_samples(root: Path, contract: Contract, progress=None):
     return out, labels, files
 
 
+CONTRACT_FLAGS = (
+    "size",
+    "channels",
+    "resize",
+    "keep_ratio",
+    "no_pad",
+    "multiple",
+    "mean",
+    "std",
+    "layout",
+    "classes",
+    "bgr",
+)
 
-CONTRACT_FLAGS = ("size", "channels", "resize", "keep_ratio", "no_pad", "multiple", "mean", "std", "layout", "classes", "bgr")
 
-
-def contract_from_args(args, base: Contract | None, image_shape: tuple | None = None,
-                       shape: tuple | None = None, note=None) -> Contract | None:
+def contract_from_args(
+    args, base: Contract | None, image_shape: tuple | None = None, shape: tuple | None = None, note=None
+) -> Contract | None:
     """The input contract a command works under: the model's own (`base`), with any contract flags
     (runtime/args.add_contract_args) laid over it; a model without one gets it from the flags, its
     size and channels defaulting to the image input's fixed dimensions (`image_shape`, N×C×H×W with
@@ -252,28 +294,45 @@ def contract_from_args(args, base: Contract | None, image_shape: tuple | None = 
     nhwc = (given.get("layout") or (base.layout if base else "NCHW")).upper() == "NHWC"
     dims = tuple(shape or image_shape or ())
     c_axis, hw = (3, (1, 2)) if nhwc else (1, (2, 3))
-    size = _size(given["size"]) if "size" in given else base.size if base else (
-        tuple(dims[i] for i in hw) if len(dims) == 4 and all(dims[i] for i in hw) else None)
-    channels = given.get("channels") or (base.channels if base else (dims[c_axis] if len(dims) == 4 and dims[c_axis] else 3))
+    size = (
+        _size(given["size"])
+        if "size" in given
+        else base.size
+        if base
+        else (tuple(dims[i] for i in hw) if len(dims) == 4 and all(dims[i] for i in hw) else None)
+    )
+    channels = given.get("channels") or (
+        base.channels if base else (dims[c_axis] if len(dims) == 4 and dims[c_axis] else 3)
+    )
     if size is None:
-        raise EdgepipeError("the model's image size is dynamic and no input contract gives it: add --size HxW (the size "
-                            "images are brought to; with --keep-ratio the box they are fitted into)")
+        raise EdgepipeError(
+            "the model's image size is dynamic and no input contract gives it: add --size HxW (the size "
+            "images are brought to; with --keep-ratio the box they are fitted into)"
+        )
     mean, std = (base.mean, base.std) if base and base.channels == channels else default_normalisation(channels)
     classes = base.classes if base else ()
     if "classes" in given:
         folder = Path(given["classes"])
         classes = scan_folder(folder)[2] if folder.is_dir() else tuple(c.strip() for c in given["classes"].split(","))
-    fields = dict(size=size, channels=channels, mean=_floats(given.get("mean"), mean, "--mean"),
-                  std=_floats(given.get("std"), std, "--std"), classes=classes,
-                  resize=given.get("resize", base.resize if base and "keep_ratio" not in given else None),
-                  layout="NHWC" if nhwc else "NCHW",
-                  keep_ratio="keep_ratio" in given or bool(base and base.keep_ratio and "resize" not in given),
-                  pad=not given.get("no_pad", base is not None and not base.pad),
-                  multiple=given.get("multiple", base.multiple if base else 1), bgr=given.get("bgr", base.bgr if base else False))
+    fields = dict(
+        size=size,
+        channels=channels,
+        mean=_floats(given.get("mean"), mean, "--mean"),
+        std=_floats(given.get("std"), std, "--std"),
+        classes=classes,
+        resize=given.get("resize", base.resize if base and "keep_ratio" not in given else None),
+        layout="NHWC" if nhwc else "NCHW",
+        keep_ratio="keep_ratio" in given or bool(base and base.keep_ratio and "resize" not in given),
+        pad=not given.get("no_pad", base is not None and not base.pad),
+        multiple=given.get("multiple", base.multiple if base else 1),
+        bgr=given.get("bgr", base.bgr if base else False),
+    )
     contract = Contract(**fields)
     if base is not None and contract != base and note is not None:
-        note(f"input contract: the command line's ({', '.join(f'--{k.replace(chr(95), chr(45))}' for k in given)}) "
-             "replaces parts of the model's own")
+        note(
+            f"input contract: the command line's ({', '.join(f'--{k.replace(chr(95), chr(45))}' for k in given)}) "
+            "replaces parts of the model's own"
+        )
     return contract
 
 

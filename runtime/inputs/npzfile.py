@@ -10,6 +10,7 @@ NpzInputs keeps the runner's contract for an inputs file (labels under y/labels/
 per input, read whole; at least one numeric input array with rows, every float finite); `load_npz` is
 the same contract read whole into memory, for the callers that want the arrays.
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -96,8 +97,10 @@ class NpzReader:
         except Exception as exc:
             raise self.unreadable(type(exc).__name__) from None
         if dtype.hasobject:
-            raise EdgepipeError(f"{self.path}: '{name}' holds Python objects (dtype {dtype}), which are never "
-                                "unpickled; save numeric arrays")
+            raise EdgepipeError(
+                f"{self.path}: '{name}' holds Python objects (dtype {dtype}), which are never "
+                "unpickled; save numeric arrays"
+            )
         a = ArrayInfo(name, info.filename, tuple(shape), dtype, bool(fortran), offset)
         if info.file_size != offset + a.nbytes:
             raise self.unreadable(f"'{name}' holds {info.file_size - offset} bytes of data, its header says {a.nbytes}")
@@ -111,8 +114,10 @@ class NpzReader:
     def _by_rows(self, name: str) -> ArrayInfo:
         a = self.info(name)
         if a.fortran and len(a.shape) > 1:
-            raise EdgepipeError(f"{self.path}: '{name}' is saved in Fortran order, so its rows cannot be read a batch "
-                                "at a time; save it with numpy.ascontiguousarray(x)")
+            raise EdgepipeError(
+                f"{self.path}: '{name}' is saved in Fortran order, so its rows cannot be read a batch "
+                "at a time; save it with numpy.ascontiguousarray(x)"
+            )
         if not a.shape:
             raise EdgepipeError(f"{self.path}: '{name}' has shape []: no rows; give at least one input")
         return a
@@ -132,14 +137,16 @@ class NpzReader:
         buf = memoryview(out.reshape(-1).view(np.uint8))
         pos = 0
         while pos < len(buf):
-            got = f.readinto(buf[pos:pos + PIECE])
+            got = f.readinto(buf[pos : pos + PIECE])
             if not got:
                 raise EOFError
             pos += got
         if check and a.dtype.kind == "f" and not np.isfinite(out).all():
             bad = int(out.size - np.isfinite(out).sum())
-            raise EdgepipeError(f"{self.path}: '{a.name}' holds {bad} NaN or infinite values in rows {first}–"
-                                f"{first + count - 1}; inputs must be finite numbers")
+            raise EdgepipeError(
+                f"{self.path}: '{a.name}' holds {bad} NaN or infinite values in rows {first}–"
+                f"{first + count - 1}; inputs must be finite numbers"
+            )
         return out
 
     def rows(self, name: str, start: int = 0, stop: int | None = None, check: bool = True) -> np.ndarray:
@@ -165,8 +172,10 @@ class NpzReader:
                 z = stack.enter_context(self._zipfile())
                 files = [stack.enter_context(self._open(z, a)) for a in infos]
                 for start in range(0, n, max(1, size)):
-                    out = {a.name: self._fill(f, a, max(0, min(start + size, a.rows) - start), start, check)
-                           for a, f in zip(infos, files)}
+                    out = {
+                        a.name: self._fill(f, a, max(0, min(start + size, a.rows) - start), start, check)
+                        for a, f in zip(infos, files)
+                    }
                     yield start, out
                 for f in files:
                     f.read(1)  # at the end: zipfile checks the member's CRC there
@@ -202,8 +211,9 @@ class NpzReader:
                 v = part[k]
                 bad += int(v.size - np.isfinite(v).sum()) if v.dtype.kind == "f" else 0
             if bad:
-                raise EdgepipeError(f"{self.path}: '{k}' holds {bad} NaN or infinite values; inputs must be finite "
-                                    "numbers")
+                raise EdgepipeError(
+                    f"{self.path}: '{k}' holds {bad} NaN or infinite values; inputs must be finite numbers"
+                )
 
 
 def chunk_rows(row_bytes: int, budget: int) -> int:
@@ -227,16 +237,19 @@ class NpzInputs:
         for k in self.names:
             a = r.arrays[k]
             if a.dtype.kind not in "fiub":
-                raise EdgepipeError(f"{r.path}: '{k}' has dtype {a.dtype}, not a numeric array; save numbers "
-                                    "(float32 for images)")
+                raise EdgepipeError(
+                    f"{r.path}: '{k}' has dtype {a.dtype}, not a numeric array; save numbers (float32 for images)"
+                )
             if not a.shape or a.shape[0] == 0:
                 raise EdgepipeError(f"{r.path}: '{k}' has shape {list(a.shape)}: no rows; give at least one input")
         self.labels = None
         if label_key is not None:
             a = r.arrays[label_key]
             if a.dtype.kind not in "iu" or len(a.shape) != 1:
-                raise EdgepipeError(f"{r.path}: labels are {a.dtype} of shape {list(a.shape)}; save class indices "
-                                    "(integers, one per input)")
+                raise EdgepipeError(
+                    f"{r.path}: labels are {a.dtype} of shape {list(a.shape)}; save class indices "
+                    "(integers, one per input)"
+                )
             self.labels = r.read(label_key)
         if scan:
             r.scan(self.names)
@@ -278,7 +291,7 @@ class ArrayInputs:
     def chunks(self, budget: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         size = chunk_rows(self.row_bytes, budget)
         for start in range(0, self.n, size):
-            yield start, {k: v[start:start + size] for k, v in self.arrays.items()}
+            yield start, {k: v[start : start + size] for k, v in self.arrays.items()}
 
 
 class ShapeGroups(ArrayInputs):
@@ -307,7 +320,7 @@ class ShapeGroups(ArrayInputs):
 
 def load_npz(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """(input arrays, labels or None) of an inputs file, read whole into memory, checked as the runner checks them."""
-    from edgepipe.runtime.model.session import check_arrays
+    from edgepipe.runtime.inputs.checks import check_arrays
 
     src = NpzInputs(path, scan=False)
     arrays = {k: src.reader.read(k, check=False) for k in src.names}

@@ -1,6 +1,7 @@
 """How closely a compressed or quantized model's outputs follow its float model's on the same
 inputs — judged without labels, so it holds for any model, classifier or not: top-1 agreement,
 cosine similarity and SQNR (signal-to-quantization-noise ratio, dB)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,7 +38,13 @@ def fidelity(reference: np.ndarray, outputs: np.ndarray) -> dict:
     if ref.shape != out.shape:
         raise ValueError(f"outputs of shape {list(outputs.shape)} against a reference of shape {list(reference.shape)}")
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
-    cos = np.where(norms > 0, (ref * out).sum(axis=1) / np.maximum(norms, 1e-300), (np.abs(ref - out).sum(axis=1) == 0) * 1.0)
+    cos = np.where(
+        norms > 0, (ref * out).sum(axis=1) / np.maximum(norms, 1e-300), (np.abs(ref - out).sum(axis=1) == 0) * 1.0
+    )
     classifier = reference.ndim >= 2 and reference.shape[1] > 1
-    return {"top1_agreement": float((reference.argmax(1) == outputs.argmax(1)).mean()) if classifier else None,
-            "cosine": float(cos.mean()), "sqnr_db": sqnr_db(reference, outputs, per_channel=False), "samples": int(len(ref))}
+    return {
+        "top1_agreement": float((reference.argmax(1) == outputs.argmax(1)).mean()) if classifier else None,
+        "cosine": float(cos.mean()),
+        "sqnr_db": sqnr_db(reference, outputs, per_channel=False),
+        "samples": int(len(ref)),
+    }

@@ -5,6 +5,7 @@ measured phase stops at a maximum time); every iteration is timed with perf_coun
 cold start (session creation, first inference) is reported on its own, once per model; each
 batch size gets its own warm-up and measured phase on the same session.
 """
+
 from __future__ import annotations
 
 import time
@@ -16,9 +17,10 @@ import numpy as np
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.devices.base.errors import FieldError
+from edgepipe.runtime.inputs.checks import input_feed
 from edgepipe.runtime.measure.hostload import HostLoad
 from edgepipe.runtime.model.backends import describe, open_model, precision_problem
-from edgepipe.runtime.model.session import input_feed, resolve_feed, usable_providers
+from edgepipe.runtime.model.session import resolve_feed, usable_providers
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,9 @@ class BenchOptions:
     max_seconds: float = 30.0
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     dims: tuple[str, ...] = ()  # values for named dynamic dims, "name=value"
-    shapes: tuple[str, ...] = ()  # shapes of inputs with dynamic dims, "name=1x3x48x320" (runtime/inputs/feeds.parse_shapes)
+    shapes: tuple[
+        str, ...
+    ] = ()  # shapes of inputs with dynamic dims, "name=1x3x48x320" (runtime/inputs/feeds.parse_shapes)
     backend: Literal["onnxruntime", "openvino"] = "onnxruntime"
     precision: Literal["auto", "f32", "bf16", "f16"] = "auto"  # OpenVINO's inference precision; auto = its default
     device: str = "CPU"  # OpenVINO device
@@ -145,12 +149,22 @@ class Bench:
     def __init__(self, model: str | Path, opts: BenchOptions, strict_providers: bool = True):
         self.model, self.opts = Path(model), opts
         ort = opts.backend == "onnxruntime"
-        self.providers = usable_providers(opts.providers, strict=strict_providers) if ort else \
-            {"requested": [], "used": [], "unavailable": [], "build_offers": []}
+        self.providers = (
+            usable_providers(opts.providers, strict=strict_providers)
+            if ort
+            else {"requested": [], "used": [], "unavailable": [], "build_offers": []}
+        )
         t0 = time.perf_counter_ns()
-        self.session = open_model(model, opts.backend, threads=opts.threads, inter_threads=opts.inter_threads,
-                                  providers=tuple(self.providers["used"]), optimization=opts.graph_optimization,
-                                  precision=opts.precision, device=opts.device)
+        self.session = open_model(
+            model,
+            opts.backend,
+            threads=opts.threads,
+            inter_threads=opts.inter_threads,
+            providers=tuple(self.providers["used"]),
+            optimization=opts.graph_optimization,
+            precision=opts.precision,
+            device=opts.device,
+        )
         self.create_ms = (time.perf_counter_ns() - t0) / 1e6  # reading, compiling and the first allocation
         failed = [p for p in self.providers["used"] if p not in self.session.get_providers()]
         self.providers["failed_to_initialise"] = failed  # onnxruntime fell back past these
@@ -164,8 +178,10 @@ class Bench:
 
         spec = signature(self.session)
         if batch_size(spec, batch) != batch:
-            raise EdgepipeError(f"{self.model}: the model fixes its batch at {batch_size(spec, batch)}; it cannot run a "
-                                f"batch of {batch} (leave --batch out, or export it with a dynamic batch)")
+            raise EdgepipeError(
+                f"{self.model}: the model fixes its batch at {batch_size(spec, batch)}; it cannot run a "
+                f"batch of {batch} (leave --batch out, or export it with a dynamic batch)"
+            )
         if arrays is None and not self.opts.dims:  # random inputs at --shape (a detector's derived inputs made to fit)
             shapes = {k: (batch, *v[1:]) for k, v in parse_shapes(self.opts.shapes, spec).items()}
             return random_feeds(spec, batch, shapes, batch=batch, what=str(self.model))[0]
@@ -195,18 +211,35 @@ class Bench:
         stats = latency_stats(times)
         batch = int(next(iter(feed.values())).shape[0])
         shape = "x".join(map(str, next(iter(feed.values())).shape[1:]))  # the first input's, without the batch
-        return {"batch": batch, "input_shape": shape, "warmup_iters": len(warm), "warmup_ms": warm_ms, "measured_ms": measured_ms, "latency": stats,
-                "latency_ci95_ms": quantile_ci95(times), "histogram": latency_histogram(times),
-                "throughput_per_s": float(batch * 1000.0 / stats["mean_ms"]), "host_load": load.as_dict()}
+        return {
+            "batch": batch,
+            "input_shape": shape,
+            "warmup_iters": len(warm),
+            "warmup_ms": warm_ms,
+            "measured_ms": measured_ms,
+            "latency": stats,
+            "latency_ci95_ms": quantile_ci95(times),
+            "histogram": latency_histogram(times),
+            "throughput_per_s": float(batch * 1000.0 / stats["mean_ms"]),
+            "host_load": load.as_dict(),
+        }
 
     def cold_start(self) -> dict:
         return {"session_create_ms": self.create_ms, "first_inference_ms": self.first_ms}
 
 
-def benchmark(model: str | Path, opts: BenchOptions = BenchOptions(), arrays: dict | None = None,
-              feed_source: str = "inputs") -> dict:
+def benchmark(
+    model: str | Path, opts: BenchOptions = BenchOptions(), arrays: dict | None = None, feed_source: str = "inputs"
+) -> dict:
     """Cold start, then latency and throughput at each of opts.batches."""
     b = Bench(model, opts)
     runs = [b.measure(b.feed(n, arrays, feed_source)) for n in opts.batches]
-    return {"model": str(model), "model_bytes": Path(model).stat().st_size, "options": asdict(opts),
-            "backend": b.backend, "providers": b.providers, "cold_start": b.cold_start(), "runs": runs}
+    return {
+        "model": str(model),
+        "model_bytes": Path(model).stat().st_size,
+        "options": asdict(opts),
+        "backend": b.backend,
+        "providers": b.providers,
+        "cold_start": b.cold_start(),
+        "runs": runs,
+    }

@@ -8,6 +8,7 @@ accuracy measured through the same session on the same labelled inputs.
 SPEC: {"candidates": [{"id", "model", "backend", "precision"}], "inputs": "test.npz", "threads": 1,
        "rounds": 5, "seconds": 0.3}
 """
+
 from __future__ import annotations
 
 import json
@@ -20,13 +21,20 @@ import numpy as np
 from edgepipe.devices import EdgepipeError
 from edgepipe.devices.base.atomic import write_json_atomic
 from edgepipe.runtime.inputs.feeds import from_array, signature
-from edgepipe.runtime.measure.bench import timed_runs
+from edgepipe.runtime.measure.bench import latency_stats, timed_runs
 from edgepipe.runtime.model.backends import describe, open_model
 from edgepipe.runtime.model.session import resolve_feed
 
 
-def measure(candidates: list[dict], x: np.ndarray, y: np.ndarray | None, threads: int = 1, rounds: int = 5,
-            seconds: float = 0.3, warmup_seconds: float = 0.1) -> list[dict]:
+def measure(
+    candidates: list[dict],
+    x: np.ndarray,
+    y: np.ndarray | None,
+    threads: int = 1,
+    rounds: int = 5,
+    seconds: float = 0.3,
+    warmup_seconds: float = 0.1,
+) -> list[dict]:
     """Per candidate: p50 of each round (p50_rounds_ms), the median of those and their range, p90 over every timed run,
     the top-1 prediction for every input (for agreement between candidates; None when the output is
     not one row of class scores per input), accuracy (with labels), and what ran (backend, precision)."""
@@ -43,25 +51,49 @@ def measure(candidates: list[dict], x: np.ndarray, y: np.ndarray | None, threads
         scores = out is not None and out.ndim == 2 and out.shape[1] > 1 and len(out) == len(x)
         pred = out.argmax(axis=1) if scores else None  # class scores only (not an NMS output's k boxes)
         acc = None if y is None or pred is None else float((pred == y).mean())
-        opened.append({"c": c, "run": (lambda s=s, f=feed, n=names: s.run(n, f)), "create_ms": create_ms,
-                       "accuracy": acc, "predictions": None if pred is None else pred.tolist(), "ran": describe(s, c["model"]), "p50": [], "all": []})
+        opened.append(
+            {
+                "c": c,
+                "run": (lambda s=s, f=feed, n=names: s.run(n, f)),
+                "create_ms": create_ms,
+                "accuracy": acc,
+                "predictions": None if pred is None else pred.tolist(),
+                "ran": describe(s, c["model"]),
+                "p50": [],
+                "all": [],
+            }
+        )
     for o in opened:
         timed_runs(o["run"], 1, warmup_seconds)
     for r in range(rounds):
-        order = opened[r % len(opened):] + opened[: r % len(opened)]
+        order = opened[r % len(opened) :] + opened[: r % len(opened)]
         for o in order:
             ns = timed_runs(o["run"], 1, seconds)
             o["p50"].append(float(np.median(ns)) / 1e6)
             o["all"].extend(ns)
     out = []
     for o in opened:
-        p50 = o["p50"]
-        out.append({**o["c"], "p50_ms": float(np.median(p50)), "p50_range_ms": [min(p50), max(p50)], "rounds": rounds,
-                    "p50_rounds_ms": p50,
-                    "p90_ms": float(np.percentile(np.asarray(o["all"]) / 1e6, 90)), "runs": len(o["all"]),
-                    "session_create_ms": o["create_ms"], "accuracy": o["accuracy"], "predictions": o["predictions"],
-                    "accuracy_samples": None if y is None else int(len(y)), "ran": o["ran"],
-                    "bytes": Path(o["c"]["model"]).stat().st_size})
+        p50, lat = o["p50"], latency_stats(o["all"])
+        # p50_ms is the median of the rounds' p50s (what deploy pairs round by round); "latency" the summary
+        # over every timed run, with the key names of the runner's and the stream's
+        out.append(
+            {
+                **o["c"],
+                "p50_ms": float(np.median(p50)),
+                "p50_range_ms": [min(p50), max(p50)],
+                "rounds": rounds,
+                "p50_rounds_ms": p50,
+                "latency": lat,
+                "p90_ms": lat["p90_ms"],
+                "runs": lat["n"],
+                "session_create_ms": o["create_ms"],
+                "accuracy": o["accuracy"],
+                "predictions": o["predictions"],
+                "accuracy_samples": None if y is None else int(len(y)),
+                "ran": o["ran"],
+                "bytes": Path(o["c"]["model"]).stat().st_size,
+            }
+        )
     return out
 
 
@@ -75,7 +107,7 @@ def paired_ratio(a: list[float], b: list[float]) -> float:
         raise ValueError(f"paired_ratio: {len(a)} and {len(b)} rounds; give the same non-zero number")
     r = np.sort(np.log(np.asarray(a, dtype=float) / np.asarray(b, dtype=float)))
     cut = int(0.2 * len(r))
-    return float(np.exp(r[cut:len(r) - cut].mean()))
+    return float(np.exp(r[cut : len(r) - cut].mean()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,8 +116,14 @@ def main(argv: list[str] | None = None) -> int:
         spec = json.loads(Path(argv[0]).read_text())
         with np.load(spec["inputs"], allow_pickle=False) as z:
             x, y = z["x"], z["y"] if "y" in z.files else None
-        res = measure(spec["candidates"], x, y, threads=spec.get("threads", 1), rounds=spec.get("rounds", 5),
-                      seconds=spec.get("seconds", 0.3))
+        res = measure(
+            spec["candidates"],
+            x,
+            y,
+            threads=spec.get("threads", 1),
+            rounds=spec.get("rounds", 5),
+            seconds=spec.get("seconds", 0.3),
+        )
         write_json_atomic(argv[1], {"candidates": res})
     except EdgepipeError as exc:
         print(f"edgepipe-compare: error: {exc}", file=sys.stderr)

@@ -1,8 +1,9 @@
 """How busy the machine was while something was timed, from Linux's /proc/stat: the share of the CPU
-time of the CPUs this process may run on that other processes used (busy time minus this process's own) and the share the hypervisor
-stole. A timing taken while either was high says more about the neighbours than about the model;
-benchmarks record both so a rerun that disagrees can be told apart from a change in the code.
-Elsewhere (no /proc/stat) every figure is None."""
+time of the CPUs this process may run on that other processes used (busy time minus this process's
+own) and the share the hypervisor stole. A timing taken while either was high says more about the
+neighbours than about the model; benchmarks record both so a rerun that disagrees can be told apart
+from a change in the code. Elsewhere (no /proc/stat) every figure is None."""
+
 from __future__ import annotations
 
 import os
@@ -31,7 +32,9 @@ def _sample() -> tuple[int, int, int, float] | None:
     total = busy = steal = 0
     for line in lines:
         name, _, rest = line.partition(" ")
-        if not (name.startswith("cpu") and name[3:].isdigit()) or (allowed is not None and int(name[3:]) not in allowed):
+        if not (name.startswith("cpu") and name[3:].isdigit()) or (
+            allowed is not None and int(name[3:]) not in allowed
+        ):
             continue
         try:
             user, nice, system, idle, iowait, irq, softirq, st = ([int(v) for v in rest.split()] + [0] * 8)[:8]
@@ -64,8 +67,11 @@ class HostLoad:
         return False
 
     def as_dict(self) -> dict:
-        return {"others_cpu_share": None if self.others is None else round(self.others, 4),
-                "steal_share": None if self.steal is None else round(self.steal, 4), "cpus": len(_cpus() or ()) or os.cpu_count()}
+        return {
+            "others_cpu_share": None if self.others is None else round(self.others, 4),
+            "steal_share": None if self.steal is None else round(self.steal, 4),
+            "cpus": len(_cpus() or ()) or os.cpu_count(),
+        }
 
 
 def contended(load: dict, threads: int) -> bool:

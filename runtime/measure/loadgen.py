@@ -10,6 +10,7 @@ synthetic feed. LoadGen's log files
 `r.loadgen/`, written whole or not at all. The run lasts at least --loadgen-seconds and 1,024
 queries: LoadGen's own rules, not MLPerf's submission minimums (600 s), which the JSON states.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,9 @@ def _lg():
     try:
         import mlperf_loadgen
     except ImportError:
-        raise EdgepipeError("--loadgen drives MLPerf LoadGen: pip install 'edgepipe[loadgen]' (mlcommons-loadgen)") from None
+        raise EdgepipeError(
+            "--loadgen drives MLPerf LoadGen: pip install 'edgepipe[loadgen]' (mlcommons-loadgen)"
+        ) from None
     return mlperf_loadgen
 
 
@@ -41,8 +44,10 @@ def prepare(args) -> tuple[Path, float] | None:
     if args.stream is not None:
         raise EdgepipeError("--loadgen measures the model on its inputs; it does not go with --stream")
     if args.json is None:
-        raise EdgepipeError("--loadgen keeps LoadGen's log files beside the result: give --json FILE (they go in FILE's "
-                            "name with .loadgen/)")
+        raise EdgepipeError(
+            "--loadgen keeps LoadGen's log files beside the result: give --json FILE (they go in FILE's "
+            "name with .loadgen/)"
+        )
     if args.loadgen_seconds <= 0:
         raise EdgepipeError(f"--loadgen-seconds {args.loadgen_seconds}: give a positive duration")
     _lg()
@@ -55,7 +60,7 @@ def read_detail(path: Path) -> dict:
     for line in path.read_text().splitlines():
         if line.startswith(":::MLLOG "):
             try:
-                e = json.loads(line[len(":::MLLOG "):])
+                e = json.loads(line[len(":::MLLOG ") :])
             except ValueError:
                 continue
             out[e.get("key")] = e.get("value")
@@ -74,7 +79,7 @@ def single_stream(bench, arrays: dict | None, source: str, log_dir: Path, second
         feeds = [bench.feed(1)]
     else:
         n = sample_count(len(next(iter(arrays.values()))), sum(v[:1].nbytes for v in arrays.values()))
-        feeds = [bench.feed(1, {k: v[i:i + 1] for k, v in arrays.items()}, source) for i in range(n)]
+        feeds = [bench.feed(1, {k: v[i : i + 1] for k, v in arrays.items()}, source) for i in range(n)]
     session, names = bench.session, bench.out_names
     failures = []
 
@@ -123,20 +128,34 @@ def single_stream(bench, arrays: dict | None, source: str, log_dir: Path, second
         v = d.get(key)
         return None if v is None else float(v) / 1e6
 
-    return {"scenario": "SingleStream", "mode": "PerformanceOnly", "loadgen_version": d.get("loadgen_version"),
-            "validity": d["result_validity"], "queries": d.get("result_query_count"), "samples": len(feeds),
-            "p50_ms": ms("result_50.00_percentile_latency_ns"), "p90_ms": ms("result_90.00_percentile_latency_ns"),
-            "p99_ms": ms("result_99.00_percentile_latency_ns"), "mean_ms": ms("result_mean_latency_ns"),
-            "early_stopping_p90_ms": ms("early_stopping_latency_ss"), "early_stopping_met": d.get("early_stopping_met"),
-            "qps": d.get("result_qps_with_loadgen_overhead"),
-            "settings": {"min_duration_s": seconds, "min_query_count": MIN_QUERIES,
-                         "expected_latency_ms": settings.single_stream_expected_latency_ns / 1e6,
-                         "note": "LoadGen's rules with edgepipe's minimums, not MLPerf's submission minimums (600 s)"},
-            "log_dir": str(log_dir)}
+    return {
+        "scenario": "SingleStream",
+        "mode": "PerformanceOnly",
+        "loadgen_version": d.get("loadgen_version"),
+        "validity": d["result_validity"],
+        "queries": d.get("result_query_count"),
+        "samples": len(feeds),
+        "p50_ms": ms("result_50.00_percentile_latency_ns"),
+        "p90_ms": ms("result_90.00_percentile_latency_ns"),
+        "p99_ms": ms("result_99.00_percentile_latency_ns"),
+        "mean_ms": ms("result_mean_latency_ns"),
+        "early_stopping_p90_ms": ms("early_stopping_latency_ss"),
+        "early_stopping_met": d.get("early_stopping_met"),
+        "qps": d.get("result_qps_with_loadgen_overhead"),
+        "settings": {
+            "min_duration_s": seconds,
+            "min_query_count": MIN_QUERIES,
+            "expected_latency_ms": settings.single_stream_expected_latency_ns / 1e6,
+            "note": "LoadGen's rules with edgepipe's minimums, not MLPerf's submission minimums (600 s)",
+        },
+        "log_dir": str(log_dir),
+    }
 
 
 def summary_line(r: dict) -> str:
     es = r["early_stopping_p90_ms"]
-    return (f"loadgen    SingleStream {r['validity']}: p90 {r['p90_ms']:.4f} ms, early-stopping p90 estimate "
-            + (f"{es:.4f} ms" if es is not None else "—") + f", {r['queries']} queries on {r['samples']} samples; logs in {r['log_dir']}")
-
+    return (
+        f"loadgen    SingleStream {r['validity']}: p90 {r['p90_ms']:.4f} ms, early-stopping p90 estimate "
+        + (f"{es:.4f} ms" if es is not None else "—")
+        + f", {r['queries']} queries on {r['samples']} samples; logs in {r['log_dir']}"
+    )

@@ -1,5 +1,6 @@
 """This process's memory as the runner reports it: resident set now, its high-water mark, and the
 GPU memory it holds (through NVML)."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Works for float graphs and for QDQ int8 graphs (Conv/Gemm/MatMul fed by DequantizeLinear),
 and for QOperator graphs (QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger).
 """
+
 from __future__ import annotations
 
 import zlib
@@ -16,9 +17,13 @@ _CONV = {"Conv", "ConvInteger", "QLinearConv"}
 _MATMUL = {"MatMul", "MatMulInteger", "QLinearMatMul", "Gemm", "MatMulNBits"}
 # Inputs that hold quantization scales / zero points rather than parameters.
 _QPARAM_INPUTS = {
-    "QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2),
-    "QLinearConv": (1, 2, 4, 5, 6, 7), "QLinearMatMul": (1, 2, 4, 5, 6, 7),
-    "ConvInteger": (2, 3), "MatMulInteger": (2, 3), "MatMulNBits": (2, 3),
+    "QuantizeLinear": (1, 2),
+    "DequantizeLinear": (1, 2),
+    "QLinearConv": (1, 2, 4, 5, 6, 7),
+    "QLinearMatMul": (1, 2, 4, 5, 6, 7),
+    "ConvInteger": (2, 3),
+    "MatMulInteger": (2, 3),
+    "MatMulNBits": (2, 3),
 }
 # Operand positions of the data tensors for each op (input, weight).
 _OPERANDS = {"QLinearConv": (0, 3), "QLinearMatMul": (0, 3)}
@@ -48,8 +53,13 @@ def count_params(model) -> int:
     import onnx
 
     index_types = {onnx.TensorProto.INT64, onnx.TensorProto.BOOL}  # shapes, axes (int32 = quantized biases)
-    return int(sum(packed.get(t.name, int(np.prod(t.dims))) for t in model.graph.initializer
-                   if t.name not in qparams and t.data_type not in index_types))
+    return int(
+        sum(
+            packed.get(t.name, int(np.prod(t.dims)))
+            for t in model.graph.initializer
+            if t.name not in qparams and t.data_type not in index_types
+        )
+    )
 
 
 def _shapes(model, inputs: dict | None = None) -> dict[str, list[int]]:
@@ -120,9 +130,19 @@ def macs_by_op(model, inputs: dict | None = None) -> dict[str, int]:
     nodes = [n for n in model.graph.node if n.op_type in _CONV or n.op_type in _MATMUL]
     # input, weight and output of each node: a weight behind a contrib DequantizeLinear (4/16-bit)
     # has no shape until onnxruntime computes it
-    operands = lambda n: (n.input[_OPERANDS.get(n.op_type, (0, 1))[0]], n.input[_OPERANDS.get(n.op_type, (0, 1))[1]], n.output[0])
-    unknown = sorted({t for n in nodes for t in (operands(n) if n.op_type != "MatMulNBits" else n.output[:1])
-                      if not shapes.get(t) or 0 in shapes[t]})
+    operands = lambda n: (
+        n.input[_OPERANDS.get(n.op_type, (0, 1))[0]],
+        n.input[_OPERANDS.get(n.op_type, (0, 1))[1]],
+        n.output[0],
+    )
+    unknown = sorted(
+        {
+            t
+            for n in nodes
+            for t in (operands(n) if n.op_type != "MatMulNBits" else n.output[:1])
+            if not shapes.get(t) or 0 in shapes[t]
+        }
+    )
     if unknown:
         shapes.update(_runtime_shapes(model, unknown, inputs))
     total: dict[str, int] = {}
@@ -169,5 +189,10 @@ def describe(path: str | Path, inputs: dict | None = None) -> dict:
             raise
         macs, shape = None, None
     # deflated_bytes: what the file costs zipped (zeros from unstructured pruning compress; dense bytes do not change)
-    return {"params": count_params(model), "macs": macs, "bytes": len(raw), "deflated_bytes": len(zlib.compress(raw, 6)),
-            **({"macs_at": shape} if shape else {})}
+    return {
+        "params": count_params(model),
+        "macs": macs,
+        "bytes": len(raw),
+        "deflated_bytes": len(zlib.compress(raw, 6)),
+        **({"macs_at": shape} if shape else {}),
+    }

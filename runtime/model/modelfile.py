@@ -11,6 +11,7 @@ the way. It runs before onnxruntime, onnx or a quantizer opens the file, and nee
 The schema below is the subset of onnx.proto (field numbers from the ONNX IR spec) that locates
 tensors; every other field is skipped by protobuf as unknown.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,18 +25,46 @@ from edgepipe.devices import EdgepipeError
 # (message, [(field, number, type, label, message type)]); label 1 = optional, 3 = repeated
 _SCHEMA = [
     ("Entry", [("key", 1, "string", 1, None), ("value", 2, "string", 1, None)]),
-    ("Tensor", [("data_type", 2, "int32", 1, None), ("name", 8, "string", 1, None), ("external_data", 13, "message", 3, "Entry"),
-                ("data_location", 14, "int32", 1, None)]),
+    (
+        "Tensor",
+        [
+            ("data_type", 2, "int32", 1, None),
+            ("name", 8, "string", 1, None),
+            ("external_data", 13, "message", 3, "Entry"),
+            ("data_location", 14, "int32", 1, None),
+        ],
+    ),
     ("Sparse", [("values", 1, "message", 1, "Tensor"), ("indices", 2, "message", 1, "Tensor")]),
-    ("Attribute", [("t", 5, "message", 1, "Tensor"), ("g", 6, "message", 1, "Graph"),
-                   ("tensors", 10, "message", 3, "Tensor"), ("graphs", 11, "message", 3, "Graph"),
-                   ("sparse_tensor", 22, "message", 1, "Sparse"), ("sparse_tensors", 23, "message", 3, "Sparse")]),
+    (
+        "Attribute",
+        [
+            ("t", 5, "message", 1, "Tensor"),
+            ("g", 6, "message", 1, "Graph"),
+            ("tensors", 10, "message", 3, "Tensor"),
+            ("graphs", 11, "message", 3, "Graph"),
+            ("sparse_tensor", 22, "message", 1, "Sparse"),
+            ("sparse_tensors", 23, "message", 3, "Sparse"),
+        ],
+    ),
     ("Node", [("attribute", 5, "message", 3, "Attribute")]),
-    ("Graph", [("node", 1, "message", 3, "Node"), ("initializer", 5, "message", 3, "Tensor"),
-               ("sparse_initializer", 15, "message", 3, "Sparse")]),
+    (
+        "Graph",
+        [
+            ("node", 1, "message", 3, "Node"),
+            ("initializer", 5, "message", 3, "Tensor"),
+            ("sparse_initializer", 15, "message", 3, "Sparse"),
+        ],
+    ),
     ("Function", [("node", 7, "message", 3, "Node")]),
-    ("Model", [("ir_version", 1, "int64", 1, None), ("graph", 7, "message", 1, "Graph"),
-               ("metadata_props", 14, "message", 3, "Entry"), ("functions", 25, "message", 3, "Function")]),
+    (
+        "Model",
+        [
+            ("ir_version", 1, "int64", 1, None),
+            ("graph", 7, "message", 1, "Graph"),
+            ("metadata_props", 14, "message", 3, "Entry"),
+            ("functions", 25, "message", 3, "Function"),
+        ],
+    ),
 ]
 EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 INT8_OPS = (b"QLinearConv", b"QLinearMatMul", b"MatMulInteger", b"ConvInteger", b"DequantizeLinear")
@@ -103,25 +132,35 @@ def _check_location(model: Path, tensor, location: str) -> Path:
     where = f"{model}: tensor {tensor.name[:80]!r} keeps its data in {location!r}"
     parts = Path(location).parts
     if not _PLAIN.fullmatch(location or "-"):  # also refuses onnxruntime's "*/_ORT_MEM_ADDR_/*" in-memory marker
-        raise EdgepipeError(f"{where}; external data must be a plain relative file name (letters, digits, '.', '_', "
-                            "'-', '/'); re-save the model with onnx.save(..., location='NAME.data')")
+        raise EdgepipeError(
+            f"{where}; external data must be a plain relative file name (letters, digits, '.', '_', "
+            "'-', '/'); re-save the model with onnx.save(..., location='NAME.data')"
+        )
     if not location or os.path.isabs(location) or "\\" in location or ".." in parts or "\0" in location:
-        raise EdgepipeError(f"{where}, outside the model's folder; external data must be a relative path inside "
-                            "it (re-save the model with onnx.save(..., location='NAME.data'))")
+        raise EdgepipeError(
+            f"{where}, outside the model's folder; external data must be a relative path inside "
+            "it (re-save the model with onnx.save(..., location='NAME.data'))"
+        )
     folder = model.parent
     step = folder
     for part in parts:
         step = step / part
         if step.is_symlink():
-            raise EdgepipeError(f"{where}, and {step} is a symbolic link; external data must be a regular file in "
-                                "the model's folder, not a link (copy the data there)")
+            raise EdgepipeError(
+                f"{where}, and {step} is a symbolic link; external data must be a regular file in "
+                "the model's folder, not a link (copy the data there)"
+            )
     if not step.is_file():
-        raise EdgepipeError(f"{where}, which is {'not a regular file' if step.exists() else 'missing'}; copy that "
-                            "file beside the model, or re-export it")
+        raise EdgepipeError(
+            f"{where}, which is {'not a regular file' if step.exists() else 'missing'}; copy that "
+            "file beside the model, or re-export it"
+        )
     try:
         step.resolve().relative_to(folder.resolve())
     except ValueError:
-        raise EdgepipeError(f"{where}, which resolves outside the model's folder; copy the data beside the model") from None
+        raise EdgepipeError(
+            f"{where}, which resolves outside the model's folder; copy the data beside the model"
+        ) from None
     return step
 
 
@@ -146,8 +185,9 @@ def check_model_file(path: str | Path) -> ModelFile:
     try:
         model.ParseFromString(data)
     except Exception:  # google.protobuf.message.DecodeError, or RecursionError on a crafted nesting
-        raise EdgepipeError(f"{path}: not an ONNX model (it does not parse); the file is truncated or of another "
-                            "format, re-export it") from None
+        raise EdgepipeError(
+            f"{path}: not an ONNX model (it does not parse); the file is truncated or of another format, re-export it"
+        ) from None
     if not model.HasField("graph") or model.ir_version <= 0:
         raise EdgepipeError(f"{path}: not an ONNX model (no graph or IR version); re-export it")
     external = []
@@ -163,8 +203,10 @@ def check_model_file(path: str | Path) -> ModelFile:
             continue
         keys = [e.key for e in t.external_data]
         if len(keys) != len(set(keys)):  # readers disagree on which of two entries wins
-            raise EdgepipeError(f"{path}: tensor {t.name[:80]!r} names its external data twice ({', '.join(keys)}); "
-                                "re-save the model with onnx")
+            raise EdgepipeError(
+                f"{path}: tensor {t.name[:80]!r} names its external data twice ({', '.join(keys)}); "
+                "re-save the model with onnx"
+            )
         loc = next((e.value for e in t.external_data if e.key == "location"), "")
         external.append(_check_location(path, t, loc))
     floats: dict[str, int] = {}

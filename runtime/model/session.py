@@ -1,4 +1,5 @@
 """onnxruntime sessions and inputs, with one-line errors for the files users get wrong."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,19 +8,12 @@ import numpy as np
 import onnxruntime as ort
 
 from edgepipe.devices import EdgepipeError
+from edgepipe.runtime.inputs.checks import check_feed
+from edgepipe.runtime.inputs.feeds import NP_TYPES
 from edgepipe.runtime.model.modelfile import check_model_file
 
-ort.disable_telemetry_events()  # and ORT_DISABLE_TELEMETRY, set by edgepipe.devices.base.telemetry before onnxruntime loads
-
-_NP_TYPES = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(uint8)": np.uint8,
-    "tensor(int8)": np.int8,
-}
+# and ORT_DISABLE_TELEMETRY, set by edgepipe.devices.base.telemetry before onnxruntime loads
+ort.disable_telemetry_events()
 
 
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
@@ -45,9 +39,12 @@ def usable_providers(requested: tuple[str, ...], strict: bool = True) -> dict:
             f"execution provider {', '.join(missing)} is not in this onnxruntime build "
             f"(available: {', '.join(available)}); choose one of those"
         )
-    return {"requested": list(requested), "used": used,
-            "unavailable": [{"provider": p, "reason": "not in this onnxruntime build"} for p in missing],
-            "build_offers": available}
+    return {
+        "requested": list(requested),
+        "used": used,
+        "unavailable": [{"provider": p, "reason": "not in this onnxruntime build"} for p in missing],
+        "build_offers": available,
+    }
 
 
 def open_session(
@@ -80,61 +77,6 @@ def open_session(
         ) from None
 
 
-def input_feed(session: ort.InferenceSession, batch: int = 1, seed: int = 0,
-               dims: dict[str, int] | None = None) -> dict[str, np.ndarray]:
-    """Random inputs from the model's input signature. A dynamic dim named in `dims` takes that
-    value; any other dynamic first dim becomes `batch`."""
-    rng = np.random.default_rng(seed)
-    dims = dims or {}
-    feed = {}
-    for inp in session.get_inputs():
-        shape = []
-        for i, dim in enumerate(inp.shape):
-            if isinstance(dim, int) and dim > 0:
-                shape.append(dim)
-            elif isinstance(dim, str) and dim in dims:
-                shape.append(dims[dim])
-            elif i == 0:
-                shape.append(batch)
-            else:
-                raise EdgepipeError(
-                    f"input '{inp.name}' has dynamic dimension {i} ({dim!r}); "
-                    f"give it a value with --dim {dim or 'NAME'}=VALUE, or pass real inputs with --inputs FILE.npz"
-                )
-        dtype = _NP_TYPES.get(inp.type)
-        if dtype is None:
-            raise EdgepipeError(f"input '{inp.name}' has type {inp.type}, which the runner cannot generate")
-        feed[inp.name] = rng.standard_normal(shape).astype(dtype)
-    return feed
-
-
-def check_feed(session: ort.InferenceSession, feed: dict[str, np.ndarray], source: str) -> None:
-    """Fail with one line when given inputs do not match the model's signature."""
-    for inp in session.get_inputs():
-        if inp.name not in feed:
-            raise EdgepipeError(f"{source}: no array named '{inp.name}' (has: {', '.join(feed)})")
-        arr = feed[inp.name]
-        if len(arr.shape) != len(inp.shape) or any(
-            isinstance(d, int) and d > 0 and d != a for d, a in zip(inp.shape, arr.shape)
-        ):
-            raise EdgepipeError(
-                f"{source}: '{inp.name}' has shape {list(arr.shape)}, model expects {inp.shape}"
-            )
-
-
-def check_arrays(arrays: dict[str, np.ndarray], source: str) -> None:
-    """Inputs a model can be measured on: numeric, at least one row, every float finite. A NaN input
-    would be measured as if it were data (and scored: NaN logits argmax to class 0)."""
-    for k, v in arrays.items():
-        if v.dtype.kind not in "fiub":
-            raise EdgepipeError(f"{source}: '{k}' has dtype {v.dtype}, not a numeric array; save numbers (float32 for images)")
-        if v.ndim == 0 or v.shape[0] == 0:
-            raise EdgepipeError(f"{source}: '{k}' has shape {list(v.shape)}: no rows; give at least one input")
-        if v.dtype.kind == "f" and not np.isfinite(v).all():
-            bad = int(np.size(v) - np.isfinite(v).sum())
-            raise EdgepipeError(f"{source}: '{k}' holds {bad} NaN or infinite values; inputs must be finite numbers")
-
-
 def resolve_feed(session: ort.InferenceSession, arrays: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
     """Map arrays onto the model's inputs ('x' stands for the input of a single-input model) and check
     them; float arrays are cast to the float type the model takes (float64 files are common)."""
@@ -153,11 +95,13 @@ def resolve_feed(session: ort.InferenceSession, arrays: dict[str, np.ndarray], s
     check_feed(session, arrays, source)
     out = {}
     for inp in session.get_inputs():
-        arr, want = arrays[inp.name], _NP_TYPES.get(inp.type)
+        arr, want = arrays[inp.name], NP_TYPES.get(inp.type)
         if want is not None and arr.dtype != want:
             if arr.dtype.kind != "f" or np.dtype(want).kind != "f":
-                raise EdgepipeError(f"{source}: '{inp.name}' is {arr.dtype}, the model takes {np.dtype(want).name}; "
-                                    "save the inputs in that type")
+                raise EdgepipeError(
+                    f"{source}: '{inp.name}' is {arr.dtype}, the model takes {np.dtype(want).name}; "
+                    "save the inputs in that type"
+                )
             arr = arr.astype(want)
         out[inp.name] = arr
     return out

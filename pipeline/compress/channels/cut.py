@@ -1,6 +1,7 @@
 """How each layer type is cut: a new, smaller Conv2D / Linear / BatchNorm holding the surviving
 slices of the weights, the {layer: {role: kept indices}} changes that a plan implies, and the
 `prune_channels` transform that replays them when an artifact is loaded."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,9 +21,18 @@ def _cut_conv(layer, in_idx, out_idx, depthwise: bool):
         w, groups = w[out_idx], len(out_idx) // w.shape[1]
     else:
         w = w[out_idx][:, in_idx]
-    new = nn.Conv2D(len(in_idx), len(out_idx), layer._kernel_size, stride=layer._stride, padding=layer._padding,
-                    dilation=layer._dilation, groups=groups, padding_mode=layer._padding_mode,
-                    bias_attr=False if layer.bias is None else None, data_format=layer._data_format)
+    new = nn.Conv2D(
+        len(in_idx),
+        len(out_idx),
+        layer._kernel_size,
+        stride=layer._stride,
+        padding=layer._padding,
+        dilation=layer._dilation,
+        groups=groups,
+        padding_mode=layer._padding_mode,
+        bias_attr=False if layer.bias is None else None,
+        data_format=layer._data_format,
+    )
     new.weight.set_value(w)
     if layer.bias is not None:
         new.bias.set_value(layer.bias.numpy()[out_idx])
@@ -43,12 +53,24 @@ def _cut_bn(layer, idx):
     import paddle.nn as nn
 
     if isinstance(layer, nn.BatchNorm):  # the older API (DenseNet, Inception): its own constructor and attributes
-        new = nn.BatchNorm(len(idx), act=layer._act, momentum=layer._momentum, epsilon=layer._epsilon,
-                           data_layout=layer._data_layout, use_global_stats=layer._use_global_stats,
-                           trainable_statistics=layer._trainable_statistics)
+        new = nn.BatchNorm(
+            len(idx),
+            act=layer._act,
+            momentum=layer._momentum,
+            epsilon=layer._epsilon,
+            data_layout=layer._data_layout,
+            use_global_stats=layer._use_global_stats,
+            trainable_statistics=layer._trainable_statistics,
+        )
     else:
-        kwargs = {"use_global_stats": layer._use_global_stats} if getattr(layer, "_use_global_stats", None) is not None else {}
-        new = type(layer)(len(idx), momentum=layer._momentum, epsilon=layer._epsilon, data_format=layer._data_format, **kwargs)
+        kwargs = (
+            {"use_global_stats": layer._use_global_stats}
+            if getattr(layer, "_use_global_stats", None) is not None
+            else {}
+        )
+        new = type(layer)(
+            len(idx), momentum=layer._momentum, epsilon=layer._epsilon, data_format=layer._data_format, **kwargs
+        )
     for attr in ("weight", "bias", "_mean", "_variance"):
         getattr(new, attr).set_value(getattr(layer, attr).numpy()[idx])
     return new
@@ -100,9 +122,11 @@ def cut_layers(model, changes: dict[str, dict]) -> dict:
             with paddle.utils.unique_name.guard(f"cut_{name.replace('.', '_')}_"):
                 new = _cut_one(layer, c)
         except Exception as exc:
-            raise EdgepipeError(f"prune_channels: cannot cut {name} ({type(layer).__name__}: {type(exc).__name__}: "
-                                f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}); the model is "
-                                "unchanged") from None
+            raise EdgepipeError(
+                f"prune_channels: cannot cut {name} ({type(layer).__name__}: {type(exc).__name__}: "
+                f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}); the model is "
+                "unchanged"
+            ) from None
         if not layer.training:
             new.eval()
         built[name] = new
@@ -132,8 +156,12 @@ def _cut_one(layer, c: dict):
     if "depthwise" in c:
         return _cut_conv(layer, c["depthwise"], c["depthwise"], depthwise=True)
     if hasattr(layer, "_kernel_size"):
-        return _cut_conv(layer, c.get("in", np.arange(layer.weight.shape[1])), c.get("out", np.arange(layer.weight.shape[0])), False)
-    return _cut_linear(layer, c.get("in", np.arange(layer.weight.shape[0])), c.get("out", np.arange(layer.weight.shape[1])))
+        return _cut_conv(
+            layer, c.get("in", np.arange(layer.weight.shape[1])), c.get("out", np.arange(layer.weight.shape[0])), False
+        )
+    return _cut_linear(
+        layer, c.get("in", np.arange(layer.weight.shape[0])), c.get("out", np.arange(layer.weight.shape[1]))
+    )
 
 
 @register_transform("prune_channels")

@@ -17,6 +17,7 @@ shuffle, say); `frozen` says why, so a caller can report it instead of producing
 breaks later. Tracing never fails on an op: whatever cannot be modelled freezes what it touches.
 How each op kind acts on channels is in `ops`, one handler per kind.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,7 +56,9 @@ class Graph:
         if ra == rb:
             return
         if self.spaces[ra].size != self.spaces[rb].size:
-            raise EdgepipeError(f"channel spaces of sizes {self.spaces[ra].size} and {self.spaces[rb].size} are tied by an op")
+            raise EdgepipeError(
+                f"channel spaces of sizes {self.spaces[ra].size} and {self.spaces[rb].size} are tied by an op"
+            )
         self.parent[rb] = ra
         sa, sb = self.spaces[ra], self.spaces[rb]
         sa.producers += sb.producers
@@ -100,11 +103,15 @@ def _program_ops(model, input_shape: tuple[int, ...]) -> tuple[object, list]:
     try:
         with paddle.no_grad():  # static tracing does not check shapes; one real forward does
             model(paddle.zeros([1, *input_shape]))
-        static = paddle.jit.to_static(model.forward, input_spec=[InputSpec([1, *input_shape], "float32", "x")], full_graph=True)
+        static = paddle.jit.to_static(
+            model.forward, input_spec=[InputSpec([1, *input_shape], "float32", "x")], full_graph=True
+        )
         return static, static.concrete_program.main_program.global_block().ops
     except Exception as exc:  # a forward that cannot be traced cannot be pruned safely
-        raise EdgepipeError(f"cannot trace the model for input shape {tuple(input_shape)} ({type(exc).__name__}: "
-                            f"{str(exc).strip().splitlines()[0][:200]}); check the input shape") from None
+        raise EdgepipeError(
+            f"cannot trace the model for input shape {tuple(input_shape)} ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0][:200]}); check the input shape"
+        ) from None
     finally:
         if was_training:
             model.train()

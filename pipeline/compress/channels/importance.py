@@ -1,5 +1,6 @@
 """Which channels to keep: one importance score per channel of a group, from the weights (l1, l2,
 fpgm, bn_scale) or from data (taylor, apoz, activation statistics at the group's measure points)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,9 @@ def measure_points(g: Graph, root: int) -> list[str]:
     return [n for n, k in sp.followers if k == "bn"] or [n for n, _ in sp.producers]
 
 
-def activation_stats(model, g: Graph, roots, x: np.ndarray, y: np.ndarray | None, criterion: str, batch: int = 64) -> dict:
+def activation_stats(
+    model, g: Graph, roots, x: np.ndarray, y: np.ndarray | None, criterion: str, batch: int = 64
+) -> dict:
     """Per-channel statistics at each group's measure points over the samples `x`:
     taylor      |mean over positions of activation × gradient of the cross-entropy|, averaged over
                 samples — first-order estimate of the loss change when the channel is removed
@@ -51,12 +54,16 @@ def activation_stats(model, g: Graph, roots, x: np.ndarray, y: np.ndarray | None
         def hook(layer, inputs, output):
             if criterion == "taylor":
                 held[name] = output
-                output.register_hook(lambda grad: sums.__setitem__(name, sums[name] + per_channel(
-                    held[name].numpy() * grad.numpy(), lambda t: np.abs(t.mean(2)))))
+                output.register_hook(
+                    lambda grad: sums.__setitem__(
+                        name, sums[name] + per_channel(held[name].numpy() * grad.numpy(), lambda t: np.abs(t.mean(2)))
+                    )
+                )
             elif criterion == "apoz":
                 sums[name] = sums[name] + per_channel(output.numpy(), lambda t: (t > 0).mean(2))
             else:
                 sums[name] = sums[name] + per_channel(output.numpy(), lambda t: np.maximum(t, 0).mean(2))
+
         return hook
 
     was_training = model.training
@@ -97,7 +104,10 @@ def channel_scores(g: Graph, root: int, criterion: str, stats: dict | None = Non
     if criterion == "bn_scale":
         members = [(n, k) for n, k in sp.followers if k == "bn"]
         if not members:
-            raise EdgepipeError(f"criterion bn_scale: channels made by {', '.join(n for n, _ in sp.producers)} have no BatchNorm; use l1")
+            raise EdgepipeError(
+                f"criterion bn_scale: channels made by {', '.join(n for n, _ in sp.producers)} "
+                "have no BatchNorm; use l1"
+            )
         for n, _ in members:
             s = np.abs(g.layers[n].weight.numpy())
             total += s / (s.mean() + 1e-12)

@@ -7,6 +7,7 @@ freezing channel spaces of the `Graph` on the way. An op no handler models, or o
 handler cannot read (a conv without a known layer, say), goes to `other`, which freezes every channel
 group it touches. Ops that only name values (parameters, constants, outputs) go to `SOURCES` first.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,28 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-UNARY = {"relu", "relu6", "sigmoid", "hardswish", "hardsigmoid", "swish", "silu", "gelu", "tanh", "leaky_relu",
-         "elu", "pool2d", "dropout", "scale", "clip", "max_pool2d_with_index", "softplus", "mish", "cast", "assign"}
+UNARY = {
+    "relu",
+    "relu6",
+    "sigmoid",
+    "hardswish",
+    "hardsigmoid",
+    "swish",
+    "silu",
+    "gelu",
+    "tanh",
+    "leaky_relu",
+    "elu",
+    "pool2d",
+    "dropout",
+    "scale",
+    "clip",
+    "max_pool2d_with_index",
+    "softplus",
+    "mish",
+    "cast",
+    "assign",
+}
 CALLS = {"conv2d", "depthwise_conv2d", "matmul", "batch_norm"}
 BINARY = {"add", "subtract", "multiply", "divide", "maximum", "minimum"}
 
@@ -39,6 +60,7 @@ def _const(v):
 @dataclass
 class Tracer:
     """The state of one trace: the graph being built and what is known of the program's values."""
+
     g: object  # graph.Graph
     owners: dict  # parameter name -> (layer name, layer)
     layout: dict = field(default_factory=dict)  # value id -> segments
@@ -88,6 +110,7 @@ class Tracer:
 @dataclass
 class OpView:
     """What a handler reads of one op."""
+
     op: object
     kind: str
     operands: list  # its initialized operand values
@@ -98,6 +121,7 @@ class OpView:
 
 
 # -- ops that only name values -------------------------------------------------------------------
+
 
 def _skip(t: Tracer, op, operands) -> None:
     return None
@@ -111,11 +135,19 @@ def _combine(t: Tracer, op, operands) -> None:
     t.combined[op.result(0).id] = list(operands)
 
 
-SOURCES = {"parameter": _skip, "full": _skip, "full_int_array": _skip, "shadow_output": _skip, "fetch": _skip,
-           "data": _data, "combine": _combine}
+SOURCES = {
+    "parameter": _skip,
+    "full": _skip,
+    "full_int_array": _skip,
+    "shadow_output": _skip,
+    "fetch": _skip,
+    "data": _data,
+    "combine": _combine,
+}
 
 
 # -- layers --------------------------------------------------------------------------------------
+
 
 def _conv(t: Tracer, o: OpView) -> None:
     if o.owner is None or o.x is None:
@@ -170,6 +202,7 @@ def _batch_norm(t: Tracer, o: OpView) -> None:
 
 # -- element-wise ops ----------------------------------------------------------------------------
 
+
 def _unary(t: Tracer, o: OpView) -> None:
     if o.x is None:
         return other(t, o)
@@ -186,7 +219,13 @@ def _binary(t: Tracer, o: OpView) -> None:
     if len(o.tensors) == 2:
         b = t.layout[o.tensors[1].id]
         sa, sb = _shape(o.tensors[0]), _shape(o.tensors[1])
-        if len(sa) >= 2 and len(sb) >= 2 and sa[1] == sb[1] and len(a) == len(b) and all(p[1] == q[1] for p, q in zip(a, b)):
+        if (
+            len(sa) >= 2
+            and len(sb) >= 2
+            and sa[1] == sb[1]
+            and len(a) == len(b)
+            and all(p[1] == q[1] for p, q in zip(a, b))
+        ):
             for (s1, _), (s2, _) in zip(a, b):
                 t.g.union(s1, s2)
         else:
@@ -197,13 +236,17 @@ def _binary(t: Tracer, o: OpView) -> None:
 
 # -- shape ops -----------------------------------------------------------------------------------
 
+
 def _squeeze(t: Tracer, o: OpView) -> None:
     if o.x is None:
         return other(t, o)
     axes = _const(o.operands[1]) if len(o.operands) > 1 else None
     rank = len(_shape(o.operands[0]))
-    axes = [int(a) % (rank + (o.kind == "unsqueeze")) for a in (axes if isinstance(axes, list) else [axes])] \
-        if axes is not None else None
+    axes = (
+        [int(a) % (rank + (o.kind == "unsqueeze")) for a in (axes if isinstance(axes, list) else [axes])]
+        if axes is not None
+        else None
+    )
     if axes is not None and min(axes) >= 2:  # the batch and channel axes stay where they are
         t.layout[o.out.id] = o.x
     else:
@@ -238,8 +281,13 @@ def _concat(t: Tracer, o: OpView) -> None:
     axis = _const(o.operands[1]) if len(o.operands) > 1 else None
     axis = axis[0] if isinstance(axis, list) else axis
     shapes, shape_out = [_shape(q) for q in parts], _shape(o.out)
-    if all(q.id in t.layout for q in parts) and axis is not None and int(axis) % len(shapes[0]) == 1 and \
-            shape_out[1] == sum(sh[1] for sh in shapes) and all(sh[2:] == shape_out[2:] for sh in shapes):
+    if (
+        all(q.id in t.layout for q in parts)
+        and axis is not None
+        and int(axis) % len(shapes[0]) == 1
+        and shape_out[1] == sum(sh[1] for sh in shapes)
+        and all(sh[2:] == shape_out[2:] for sh in shapes)
+    ):
         t.layout[o.out.id] = [seg for q in parts for seg in t.layout[q.id]]
     else:
         for q in parts:
@@ -285,6 +333,7 @@ def _split_pieces(t: Tracer, o: OpView) -> None:
 
 # -- everything else -----------------------------------------------------------------------------
 
+
 def other(t: Tracer, o: OpView) -> None:
     """An op not modelled: nothing it touches may change shape (unless it reads no channels at all)."""
     if not o.tensors and not any(v.id in t.combined or v.id in t.splits for v in o.operands):
@@ -295,10 +344,19 @@ def other(t: Tracer, o: OpView) -> None:
 
 
 HANDLERS = {
-    "conv2d": _conv, "depthwise_conv2d": _conv, "matmul": _linear, "batch_norm": _batch_norm,
-    **{kind: _unary for kind in UNARY}, **{kind: _binary for kind in BINARY},
-    "squeeze": _squeeze, "unsqueeze": _squeeze, "flatten": _reshape, "reshape": _reshape,
-    "concat": _concat, "split": _split, "split_with_num": _split,
+    "conv2d": _conv,
+    "depthwise_conv2d": _conv,
+    "matmul": _linear,
+    "batch_norm": _batch_norm,
+    **{kind: _unary for kind in UNARY},
+    **{kind: _binary for kind in BINARY},
+    "squeeze": _squeeze,
+    "unsqueeze": _squeeze,
+    "flatten": _reshape,
+    "reshape": _reshape,
+    "concat": _concat,
+    "split": _split,
+    "split_with_num": _split,
 }
 
 

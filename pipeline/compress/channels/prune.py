@@ -8,6 +8,7 @@ convs and consumers tied through the traced program), and *how* one layer type i
 new, smaller layer with the surviving slices of the weights). The result is an ordinary, smaller
 Paddle model; the kept indices are returned as a transform so an artifact can be rebuilt.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -43,9 +44,15 @@ class Target:
 
     def __post_init__(self):
         given = [k for k in ("params", "macs", "latency") if getattr(self, k) is not None]
-        require(len(given) == 1, "target", "give exactly one of params, macs or latency (a share of the unpruned model, "
-                "e.g. macs: 0.5)" + (f", not {' and '.join(given)}" if given else ""))
-        require(0.0 < getattr(self, given[0]) < 1.0, given[0], "must be in (0, 1): the share of the unpruned model kept")
+        require(
+            len(given) == 1,
+            "target",
+            "give exactly one of params, macs or latency (a share of the unpruned model, "
+            "e.g. macs: 0.5)" + (f", not {' and '.join(given)}" if given else ""),
+        )
+        require(
+            0.0 < getattr(self, given[0]) < 1.0, given[0], "must be in (0, 1): the share of the unpruned model kept"
+        )
 
     @property
     def kind(self) -> str:
@@ -69,7 +76,11 @@ class ChannelRule:
 
     def __post_init__(self):
         require(0.0 < self.ratio < 1.0, "ratio", "must be in (0, 1)")
-        require(self.round_to is None or self.round_to >= 1, "round_to", "must be at least 1 (or null: the device profile's)")
+        require(
+            self.round_to is None or self.round_to >= 1,
+            "round_to",
+            "must be at least 1 (or null: the device profile's)",
+        )
         require(self.samples >= 1, "samples", "must be at least 1")
         require(len(self.layers) >= 1, "layers", "name at least one layer (or '*')")
 
@@ -98,8 +109,13 @@ def candidates(g: Graph, rule: ChannelRule) -> tuple[list[int], list[dict]]:
             rows.append({**row, "skip": f"skip: {hit[0]}"})
             continue
         if rule.criterion == "bn_scale" and not any(k == "bn" for _, k in sp.followers) and root in after_concat:
-            rows.append({**row, "skip": "criterion bn_scale: no BatchNorm of its own to score by (its channels are "
-                                        "normalised only after a concatenation)"})
+            rows.append(
+                {
+                    **row,
+                    "skip": "criterion bn_scale: no BatchNorm of its own to score by (its channels are "
+                    "normalised only after a concatenation)",
+                }
+            )
             continue
         roots.append(root)
         rows.append(row)
@@ -145,8 +161,9 @@ def group_ratio(g: Graph, root: int, rule: ChannelRule) -> float:
     return next((o.ratio for o in rule.per_layer if any(fnmatch.fnmatchcase(n, o.name) for n in names)), rule.ratio)
 
 
-def plan(g: Graph, rule: ChannelRule, stats: dict | None = None, ratios: dict[int, float] | None = None
-         ) -> tuple[dict[int, np.ndarray], list[dict]]:
+def plan(
+    g: Graph, rule: ChannelRule, stats: dict | None = None, ratios: dict[int, float] | None = None
+) -> tuple[dict[int, np.ndarray], list[dict]]:
     """Kept channel indices per group root, and one report row per group. `ratios` (group root ->
     ratio) overrides the rule's ratios, as a sensitivity-based allocation does."""
     kept = {}
@@ -154,7 +171,11 @@ def plan(g: Graph, rule: ChannelRule, stats: dict | None = None, ratios: dict[in
     by_root = dict(zip(roots, [r for r in rows if "skip" not in r]))
     for root in roots:
         ratio = ratios.get(root, 0.0) if ratios is not None else group_ratio(g, root, rule)
-        keep = keep_count(g.spaces[root].size, ratio, step_of(g, root, rule.round_to)) if ratio > 0 else g.spaces[root].size
+        keep = (
+            keep_count(g.spaces[root].size, ratio, step_of(g, root, rule.round_to))
+            if ratio > 0
+            else g.spaces[root].size
+        )
         by_root[root]["kept"] = keep
         if keep < g.spaces[root].size:
             kept[root] = top_channels(g, root, keep, channel_scores(g, root, rule.criterion, stats))
@@ -169,19 +190,30 @@ def scorer_stats(model, g: Graph, rule: ChannelRule, data) -> dict | None:
         raise EdgepipeError(f"criterion {rule.criterion} needs training samples; pass data to prune_channels")
     x, y = data
     roots, _ = candidates(g, rule)
-    return activation_stats(model, g, roots, x[: rule.samples], None if y is None else y[: rule.samples], rule.criterion)
+    return activation_stats(
+        model, g, roots, x[: rule.samples], None if y is None else y[: rule.samples], rule.criterion
+    )
 
 
-def prune_channels(model, input_shape: tuple[int, ...], rule: ChannelRule, data=None, ratios: dict[int, float] | None = None,
-                   graph: Graph | None = None, stats: dict | None = None):
+def prune_channels(
+    model,
+    input_shape: tuple[int, ...],
+    rule: ChannelRule,
+    data=None,
+    ratios: dict[int, float] | None = None,
+    graph: Graph | None = None,
+    stats: dict | None = None,
+):
     """Trace, plan, cut. Returns (model, changes, report rows); the model is changed in place.
     `data` = (x, y) training samples, needed by the taylor / apoz / activation criteria; `graph` and
     `stats` (from a sensitivity analysis of this model) spare tracing and scoring again."""
     import paddle
 
     if type(model).__name__ in ("TranslatedLayer", "PirTranslatedLayer"):  # what paddle.jit.load returns (2.x / 3.x)
-        raise EdgepipeError("a paddle.jit.load'ed model is a fixed program: its layers cannot be re-shaped, so channel "
-                            "pruning cannot apply; give the model's python: or zoo: source (and weights:) instead")
+        raise EdgepipeError(
+            "a paddle.jit.load'ed model is a fixed program: its layers cannot be re-shaped, so channel "
+            "pruning cannot apply; give the model's python: or zoo: source (and weights:) instead"
+        )
     rule = resolved(rule)
     g = graph or trace(model, input_shape)
     kept, rows = plan(g, rule, stats if stats is not None else scorer_stats(model, g, rule, data), ratios)
@@ -197,9 +229,11 @@ def prune_channels(model, input_shape: tuple[int, ...], rule: ChannelRule, data=
     except Exception as exc:
         restore(model, originals)
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise EdgepipeError(f"channel pruning produced a model that does not run ({type(exc).__name__}: {first}); "
-                            "the model is unchanged — an op the planner does not model ties these channels; "
-                            "exclude its layers with layers: / per_layer:, or report the architecture") from None
+        raise EdgepipeError(
+            f"channel pruning produced a model that does not run ({type(exc).__name__}: {first}); "
+            "the model is unchanged — an op the planner does not model ties these channels; "
+            "exclude its layers with layers: / per_layer:, or report the architecture"
+        ) from None
     finally:
         if was_training:
             model.train()

@@ -8,6 +8,7 @@ parameter) saved, until a target share of parameters, MACs or measured latency i
 predicted loss of a combination is the sum of its groups' losses measured alone (groups interact,
 so fine-tuning afterwards still matters).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgepipe.devices import EdgepipeError
+from edgepipe.devices.base.atomic import temp_dir
 from edgepipe.pipeline.compress.channels.cut import changes_for, cut_copy
 from edgepipe.pipeline.compress.channels.graph import Graph, trace
 from edgepipe.pipeline.compress.channels.importance import channel_scores
@@ -30,7 +32,6 @@ from edgepipe.pipeline.compress.channels.prune import (
     step_of,
     top_channels,
 )
-from edgepipe.devices.base.atomic import temp_dir
 from edgepipe.pipeline.core.config import require
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -56,9 +57,17 @@ def geometry(model, input_shape: tuple[int, ...]) -> dict[str, int]:
     from edgepipe.pipeline.models.layers import probe_forward
 
     hw: dict[str, int] = {}
-    probe_forward(model, input_shape, {
-        layer: lambda lay, inp, out, name=name: hw.__setitem__(name, int(np.prod(out.shape[2:])) if len(out.shape) == 4 else 1)
-        for name, layer in model.named_sublayers() if isinstance(layer, (nn.Conv2D, nn.Linear))})
+    probe_forward(
+        model,
+        input_shape,
+        {
+            layer: lambda lay, inp, out, name=name: hw.__setitem__(
+                name, int(np.prod(out.shape[2:])) if len(out.shape) == 4 else 1
+            )
+            for name, layer in model.named_sublayers()
+            if isinstance(layer, (nn.Conv2D, nn.Linear))
+        },
+    )
     return hw
 
 
@@ -98,8 +107,9 @@ def _top(g: Graph, root: int, keep: int, scores: dict) -> np.ndarray:
     return top_channels(g, root, keep, scores[root])
 
 
-def analyse(model, input_shape, rule: ChannelRule, sens: Sensitivity, val: tuple, train: tuple | None = None,
-            progress=None) -> tuple[dict, Graph, dict]:
+def analyse(
+    model, input_shape, rule: ChannelRule, sens: Sensitivity, val: tuple, train: tuple | None = None, progress=None
+) -> tuple[dict, Graph, dict]:
     """Accuracy on `val` with each prunable group cut alone at each ratio. Returns (the result
     document, the graph, {"scores": per group root, "hw": layer geometry, "stats": the criterion's
     activation statistics or None})."""
@@ -114,8 +124,11 @@ def analyse(model, input_shape, rule: ChannelRule, sens: Sensitivity, val: tuple
     g = trace(model, input_shape)
     roots, rows = candidates(g, rule)
     if not roots:
-        raise EdgepipeError("sensitivity: no channel group can be pruned (" + "; ".join(
-            f"{', '.join(r['group'])}: {r['skip']}" for r in rows if "skip" in r) + ")")
+        raise EdgepipeError(
+            "sensitivity: no channel group can be pruned ("
+            + "; ".join(f"{', '.join(r['group'])}: {r['skip']}" for r in rows if "skip" in r)
+            + ")"
+        )
     stats = scorer_stats(model, g, rule, train)
     scores = {r: channel_scores(g, r, rule.criterion, stats) for r in roots}
     hw = geometry(model, input_shape)
@@ -139,9 +152,15 @@ def analyse(model, input_shape, rule: ChannelRule, sens: Sensitivity, val: tuple
             progress(i + 1, len(todo))
     for root, row in zip(roots, [r for r in rows if "skip" not in r]):
         groups.append({**row, "root": root, "points": points[root]})
-    doc = {"criterion": rule.criterion, "round_to": rule.round_to, "ratios": list(sens.ratios), "val_samples": len(x),
-           "baseline": {"accuracy": base_acc, "params": base_params, "macs": base_macs},
-           "groups": groups, "frozen": [r for r in rows if "skip" in r]}
+    doc = {
+        "criterion": rule.criterion,
+        "round_to": rule.round_to,
+        "ratios": list(sens.ratios),
+        "val_samples": len(x),
+        "baseline": {"accuracy": base_acc, "params": base_params, "macs": base_macs},
+        "groups": groups,
+        "frozen": [r for r in rows if "skip" in r],
+    }
     return doc, g, {"scores": scores, "hw": hw, "stats": stats}
 
 
@@ -157,8 +176,11 @@ def allocate(model, doc: dict, g: Graph, aux: dict, target: Target, rule: Channe
         return 0.0 if lvl < 0 else max(0.0, base["accuracy"] - curves[root][lvl]["accuracy"])
 
     def cost(levels):
-        kept = {r: _top(g, r, curves[r][lv]["kept"], aux["scores"]) for r, lv in levels.items()
-                if lv >= 0 and curves[r][lv]["kept"] < g.spaces[r].size}
+        kept = {
+            r: _top(g, r, curves[r][lv]["kept"], aux["scores"])
+            for r, lv in levels.items()
+            if lv >= 0 and curves[r][lv]["kept"] < g.spaces[r].size
+        }
         params, macs = estimate(model, aux["hw"], changes_for(g, kept))
         return {"params": params, "macs": macs}
 
@@ -193,8 +215,10 @@ def allocate(model, doc: dict, g: Graph, aux: dict, target: Target, rule: Channe
         lo, hi = 0, len(path) - 1
         times = {}
         if (times.setdefault(hi, measure(ratios_of(path[hi][0])))) > target.share * base_ms:
-            raise EdgepipeError(f"target latency {target.share}: pruning every group to its largest ratio gives "
-                                f"{times[hi] / base_ms:.2f}× the unpruned latency; lower the target or add ratios")
+            raise EdgepipeError(
+                f"target latency {target.share}: pruning every group to its largest ratio gives "
+                f"{times[hi] / base_ms:.2f}× the unpruned latency; lower the target or add ratios"
+            )
         while hi - lo > 1:  # the first step along the path that is fast enough (latency falls along it)
             mid = (lo + hi) // 2
             if times.setdefault(mid, measure(ratios_of(path[mid][0]))) <= target.share * base_ms:
@@ -205,12 +229,20 @@ def allocate(model, doc: dict, g: Graph, aux: dict, target: Target, rule: Channe
         steps = hi
         measured = {"unpruned_ms": base_ms, "pruned_ms": times[hi], "probes": len(times) + 1}
     elif now[axis] > target.share * base[axis]:
-        raise EdgepipeError(f"target {target.kind} {target.share}: pruning every group to its largest ratio keeps "
-                            f"{now[axis] / base[axis]:.2f} of the {target.kind}; lower the target, add larger ratios or "
-                            "allow more layers")
-    return {"target": {target.kind: target.share}, "ratios": ratios_of(level),
-            "predicted_loss": sum(loss(r, lv) for r, lv in level.items()),
-            "params": now["params"], "macs": now["macs"], "steps": steps, "latency": measured}
+        raise EdgepipeError(
+            f"target {target.kind} {target.share}: pruning every group to its largest ratio keeps "
+            f"{now[axis] / base[axis]:.2f} of the {target.kind}; lower the target, add larger ratios or "
+            "allow more layers"
+        )
+    return {
+        "target": {target.kind: target.share},
+        "ratios": ratios_of(level),
+        "predicted_loss": sum(loss(r, lv) for r, lv in level.items()),
+        "params": now["params"],
+        "macs": now["macs"],
+        "steps": steps,
+        "latency": measured,
+    }
 
 
 def choose_ratios(model, input_shape, doc: dict, g: Graph, aux: dict, rule: ChannelRule) -> dict[int, float]:

@@ -6,6 +6,7 @@ into a constant (so its kernels pre-pack them as a model's), keeping each file a
 
     python runtime/measure/kernels/make_kernels.py      # rewrites every *.onnx here
 """
+
 from pathlib import Path
 
 import onnx
@@ -29,18 +30,32 @@ def conv(cin: int, cout: int, hw: int, quantized: bool) -> onnx.ModelProto:
     """A 3×3 convolution, cin -> cout channels on hw×hw (same padding), weights a constant fill."""
     w_type, value = (TensorProto.INT8, 1) if quantized else (TensorProto.FLOAT, 0.01)
     inits = [helper.make_tensor("wshape", TensorProto.INT64, [4], [cout, cin, 3, 3])]
-    nodes = [helper.make_node("ConstantOfShape", ["wshape"], ["w"], value=helper.make_tensor("v", w_type, [1], [value]))]
+    nodes = [
+        helper.make_node("ConstantOfShape", ["wshape"], ["w"], value=helper.make_tensor("v", w_type, [1], [value]))
+    ]
     if quantized:
-        inits += [helper.make_tensor("xs", TensorProto.FLOAT, [], [0.02]), helper.make_tensor("xz", TensorProto.UINT8, [], [128]),
-                  helper.make_tensor("ws", TensorProto.FLOAT, [], [0.01]), helper.make_tensor("wz", TensorProto.INT8, [], [0]),
-                  helper.make_tensor("ys", TensorProto.FLOAT, [], [0.5]), helper.make_tensor("yz", TensorProto.UINT8, [], [128])]
-        nodes.append(helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], pads=[1, 1, 1, 1]))
+        inits += [
+            helper.make_tensor("xs", TensorProto.FLOAT, [], [0.02]),
+            helper.make_tensor("xz", TensorProto.UINT8, [], [128]),
+            helper.make_tensor("ws", TensorProto.FLOAT, [], [0.01]),
+            helper.make_tensor("wz", TensorProto.INT8, [], [0]),
+            helper.make_tensor("ys", TensorProto.FLOAT, [], [0.5]),
+            helper.make_tensor("yz", TensorProto.UINT8, [], [128]),
+        ]
+        nodes.append(
+            helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], pads=[1, 1, 1, 1])
+        )
         io = TensorProto.UINT8
     else:
         nodes.append(helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]))
         io = TensorProto.FLOAT
-    graph = helper.make_graph(nodes, f"edgepipe_conv{cin}x{hw}_peak", [helper.make_tensor_value_info("x", io, [1, cin, hw, hw])],
-                              [helper.make_tensor_value_info("y", io, [1, cout, hw, hw])], inits)
+    graph = helper.make_graph(
+        nodes,
+        f"edgepipe_conv{cin}x{hw}_peak",
+        [helper.make_tensor_value_info("x", io, [1, cin, hw, hw])],
+        [helper.make_tensor_value_info("y", io, [1, cout, hw, hw])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="edgepipe")
     model.ir_version = 8
     onnx.checker.check_model(model)

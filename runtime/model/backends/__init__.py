@@ -2,6 +2,7 @@
 extra). `open_model` returns a session with the interface the runner uses — get_inputs(),
 get_outputs(), run(names, feed), get_providers(), get_modelmeta() — and `describe` says what
 really ran: backend, version, device, precision."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,14 +30,24 @@ def precision_problem(backend: str, precision: str) -> str | None:
     if precision not in PRECISIONS:
         return f"{precision!r}: choose from {', '.join(PRECISIONS)}"
     if backend == "onnxruntime" and precision not in ("auto", "f32"):
-        return (f"{precision}: onnxruntime runs the precision the file stores; quantize it "
-                "(edgepipe quantize --mode fp16 or static int8) or use the openvino backend")
+        return (
+            f"{precision}: onnxruntime runs the precision the file stores; quantize it "
+            "(edgepipe quantize --mode fp16 or static int8) or use the openvino backend"
+        )
     return None
 
 
-def open_model(model: str | Path, backend: str = "onnxruntime", threads: int = 1, inter_threads: int = 1,
-               providers: tuple[str, ...] = ("CPUExecutionProvider",), optimization: str = "all",
-               precision: str = "auto", device: str = "CPU", spin: bool = True):
+def open_model(
+    model: str | Path,
+    backend: str = "onnxruntime",
+    threads: int = 1,
+    inter_threads: int = 1,
+    providers: tuple[str, ...] = ("CPUExecutionProvider",),
+    optimization: str = "all",
+    precision: str = "auto",
+    device: str = "CPU",
+    spin: bool = True,
+):
     """A session for `model` on `backend`, after the ONNX gate (modelfile.py) has admitted the file.
     spin=False: onnxruntime's idle worker threads sleep instead of busy-waiting (for paced work)."""
     ok, why = available(backend)
@@ -48,8 +59,14 @@ def open_model(model: str | Path, backend: str = "onnxruntime", threads: int = 1
     if backend == "onnxruntime":
         from edgepipe.runtime.model.session import open_session
 
-        return open_session(model, threads=threads, inter_threads=inter_threads, providers=providers, optimization=optimization,
-                            spin=spin)
+        return open_session(
+            model,
+            threads=threads,
+            inter_threads=inter_threads,
+            providers=providers,
+            optimization=optimization,
+            spin=spin,
+        )
     from edgepipe.runtime.model.backends.openvino import OpenVINOSession
 
     gate = check_model_file(model)
@@ -66,11 +83,19 @@ def describe(session, model: str | Path) -> dict:
     from edgepipe.runtime.model.session import GPU_PROVIDERS
 
     used = session.get_providers()
-    return {"name": "onnxruntime", "version": ort.__version__, "device": "GPU" if any(p in used for p in GPU_PROVIDERS) else "CPU",
-        "providers": used, "precision": file_precision(Path(model)), "precision_asked": "auto"}
+    return {
+        "name": "onnxruntime",
+        "version": ort.__version__,
+        "device": "GPU" if any(p in used for p in GPU_PROVIDERS) else "CPU",
+        "providers": used,
+        "precision": file_precision(Path(model)),
+        "precision_asked": "auto",
+    }
 
 
-def resolve(backend: str | None, precision: str | None, device: str | None, profile, notes: list[str]) -> tuple[str, str, str]:
+def resolve(
+    backend: str | None, precision: str | None, device: str | None, profile, notes: list[str]
+) -> tuple[str, str, str]:
     """The backend given, else the profile's first backend installed here (each one skipped is
     noted), else onnxruntime; the precision and device given, else that backend's in the profile."""
     chosen = None

@@ -9,6 +9,7 @@ its package imports the model converter, whose telemetry counts a missing consen
 (measured with strace: a DNS lookup of www.google-analytics.com from a forked process). The
 converter falls back to its own no-op stub when `openvino_telemetry` cannot be imported, so that
 import is blocked, in this process only, before openvino is first imported here."""
+
 from __future__ import annotations
 
 import sys
@@ -20,8 +21,15 @@ import numpy as np
 
 from edgepipe.devices import EdgepipeError
 
-_ORT_TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "f64": "tensor(double)", "i64": "tensor(int64)",
-              "i32": "tensor(int32)", "u8": "tensor(uint8)", "i8": "tensor(int8)"}
+_ORT_TYPES = {
+    "f32": "tensor(float)",
+    "f16": "tensor(float16)",
+    "f64": "tensor(double)",
+    "i64": "tensor(int64)",
+    "i32": "tensor(int32)",
+    "u8": "tensor(uint8)",
+    "i8": "tensor(int8)",
+}
 PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}  # INFERENCE_PRECISION_HINT (= --precision) -> reported
 COMPUTE_LAYERS = ("Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution")
 
@@ -60,14 +68,17 @@ class _Meta:
 class OpenVINOSession:
     """A compiled OpenVINO model with one synchronous infer request (batch-1 latency, one stream)."""
 
-    def __init__(self, path: Path, metadata: dict[str, str], threads: int, device: str = "CPU", precision: str = "auto"):
+    def __init__(
+        self, path: Path, metadata: dict[str, str], threads: int, device: str = "CPU", precision: str = "auto"
+    ):
         ov = load_openvino()
 
         self.core = ov.Core()
         devices = self.core.available_devices
         if device.split(".")[0] not in {d.split(".")[0] for d in devices}:
-            raise EdgepipeError(f"OpenVINO device {device} is not present here (available: {', '.join(devices)}); "
-                                "use --device CPU")
+            raise EdgepipeError(
+                f"OpenVINO device {device} is not present here (available: {', '.join(devices)}); use --device CPU"
+            )
         config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         if device.startswith("CPU"):
             config["INFERENCE_NUM_THREADS"] = threads
@@ -78,8 +89,10 @@ class OpenVINOSession:
             self.compiled = self.core.compile_model(model, device, config)
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise EdgepipeError(f"{path}: OpenVINO cannot compile this model for {device} ({first[:200]}); "
-                                "run it with --backend onnxruntime") from None
+            raise EdgepipeError(
+                f"{path}: OpenVINO cannot compile this model for {device} ({first[:200]}); "
+                "run it with --backend onnxruntime"
+            ) from None
         self.device, self.precision_asked, self.threads = device, precision, threads
         self.request = self.compiled.create_infer_request()
         self._inputs = [self._port(p) for p in self.compiled.inputs]
@@ -126,11 +139,18 @@ class OpenVINOSession:
             if info["layerType"].astype(str) in COMPUTE_LAYERS:
                 layers[info["runtimePrecision"].astype(str)] += 1
         name = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
-        return {"name": "openvino", "version": ov.__version__.split("-")[0], "device": self.device,
-                "execution_devices": list(self.compiled.get_property("EXECUTION_DEVICES")),
-                "precision": _precision_name(name, layers), "inference_precision": PRECISION_NAMES.get(name, name),
-                "precision_asked": self.precision_asked, "compute_layer_precisions": dict(layers),
-                "threads": self.threads, "device_name": self.core.get_property(self.device.split(".")[0], "FULL_DEVICE_NAME")}
+        return {
+            "name": "openvino",
+            "version": ov.__version__.split("-")[0],
+            "device": self.device,
+            "execution_devices": list(self.compiled.get_property("EXECUTION_DEVICES")),
+            "precision": _precision_name(name, layers),
+            "inference_precision": PRECISION_NAMES.get(name, name),
+            "precision_asked": self.precision_asked,
+            "compute_layer_precisions": dict(layers),
+            "threads": self.threads,
+            "device_name": self.core.get_property(self.device.split(".")[0], "FULL_DEVICE_NAME"),
+        }
 
 
 def _precision_name(hint: str, layers: Counter) -> str:

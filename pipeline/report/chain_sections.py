@@ -1,0 +1,139 @@
+"""The report's sections on what a compression chain ends with, from manifest metrics: what each hop
+of a chain bought (bytes, accuracy, latency against the first model) and the deploy stage's
+candidates, the chosen one first, with why each other one lost."""
+
+from __future__ import annotations
+
+from edgepipe.pipeline.report.format import md
+
+DEPLOY_COLUMNS = (
+    "model",
+    "backend",
+    "ran as",
+    "p50 ms (range over rounds)",
+    "time vs the reference",
+    "p90 ms",
+    "accuracy",
+    "agreement with the reference",
+    "bytes",
+    "outcome",
+)
+
+
+def deployment_section(stages: dict) -> list[str]:
+    """The deploy stage's candidates, the chosen one first, with why each other one lost."""
+    out = []
+    for name, s in stages.items():
+        if s["type"] != "deploy":
+            continue
+        m, c = s["metrics"], s["config"]
+        ch = m["chosen"]
+        rows = []
+        for x in sorted(m["candidates"], key=lambda x: (not x["chosen"], x.get("time_vs_reference") or x["p50_ms"])):
+            lo, hi = x["p50_range_ms"]
+            acc = "—" if x["accuracy"] is None else f"{100 * x['accuracy']:.2f}%"
+            agree = "—" if x.get("agreement_with_reference") is None else f"{100 * x['agreement_with_reference']:.1f}%"
+            outcome = "**chosen**" if x["chosen"] else "; ".join(x["why_not"])
+            asked = {"f32": "fp32", "f16": "fp16"}.get(x["precision"], x["precision"])
+            ran = x["ran"]["precision"] + ("" if asked in ("auto", x["ran"]["precision"]) else f" (asked {asked})")
+            vs = "—" if x.get("time_vs_reference") is None else f"×{x['time_vs_reference']:.2f}"
+            rows.append(
+                [
+                    x["name"],
+                    x["backend"],
+                    ran,
+                    f"{x['p50_ms']:.3f} ({lo:.3f}–{hi:.3f})",
+                    vs,
+                    f"{x['p90_ms']:.3f}",
+                    acc,
+                    agree,
+                    f"{x['bytes']:,}",
+                    outcome + (" (the reference)" if x.get("reference") else ""),
+                ]
+            )
+        out += [
+            "## Deployment",
+            "",
+            f"`{name}`: **{ch['name']} on {ch['backend']} ({ch['ran_precision']})**, p50 {ch['p50_ms']:.3f} ms"
+            + (f", test accuracy {100 * ch['accuracy']:.2f}%" if ch["accuracy"] is not None else "")
+            + f" — the fastest of {len(m['candidates'])} candidates "
+            f"within {c['max_accuracy_drop']:g} point(s) of the best "
+            "fp32 one (the reference; a bf16/fp16 run must also keep its own fp32 run's top-1 predictions to that "
+            f"margin) and inside the `{m['profile']}` latency and bytes budgets. Measured here at batch 1, "
+            f"{m['threads']} thread(s), in one process: {c['rounds']} interleaved rounds of {c['seconds']:g} s per "
+            "candidate, ranked by each one's p50 over the reference's in the same round (a trimmed geometric "
+            "mean over rounds, so drift that slows a round cancels); accuracy through each candidate's own session "
+            "on the test split. "
+            f"`edgepipe-runner --deployment RUN_DIR/{name}/deploy.json` runs it as chosen."
+            + "".join(f" Note: {n}." for n in m.get("notes", [])),
+            "",
+            md(DEPLOY_COLUMNS, rows),
+            "",
+        ]
+    return out
+
+
+HOP_COLUMNS = (
+    "model",
+    "ONNX bytes",
+    "deflated bytes",
+    "smaller than the first",
+    "test accuracy",
+    "vs the first",
+    "p50 ms",
+    "speed-up",
+)
+
+
+def hop_rows(chain: list[dict]) -> list[list[str]]:
+    """One row per model of a chain (root first, each made from the one before): bytes and their
+    deflated copy, accuracy and p50, and from the second on the ratio to the first model."""
+    root = chain[0]
+
+    def ratio(a, b, spec=".1f"):
+        return "—" if not a or not b else f"×{a / b:{spec}}"
+
+    rows = []
+    for i, m in enumerate(chain):
+        acc, ms = m["accuracy"], m["p50_ms"]
+        dacc = "—" if i == 0 or acc is None or root["accuracy"] is None else f"{100 * (acc - root['accuracy']):+.2f} pt"
+        bytes_ratio = (
+            "—"
+            if i == 0
+            else ratio(root["bytes"], m["bytes"])
+            + " (deflated "
+            + ratio(root["deflated_bytes"], m["deflated_bytes"])
+            + ")"
+        )
+        rows.append(
+            [
+                m["label"],
+                "—" if m["bytes"] is None else f"{m['bytes']:,}",
+                "—" if m["deflated_bytes"] is None else f"{m['deflated_bytes']:,}",
+                bytes_ratio,
+                "—" if acc is None else f"{100 * acc:.2f}%",
+                dacc,
+                "—" if ms is None else f"{ms:.3f}",
+                "—" if i == 0 else ratio(root["p50_ms"], ms, ".2f"),
+            ]
+        )
+    return rows
+
+
+def hops_section(chains: list[list[dict]]) -> list[str]:
+    """A table per chain of compression hops, the run's last model's chain first."""
+    out = []
+    for chain in chains:
+        if len(chain) < 3:  # one hop is the model table's row already
+            continue
+        out += [
+            "## What each hop bought: " + " → ".join(m["short"] for m in chain),
+            "",
+            "Each model is made from the one above it. Bytes are the ONNX file's and its deflated (zlib level 6) "
+            "copy's; accuracy is top-1 on the test split with onnxruntime; p50 from the bench stage's runner; "
+            "ratios are to the first model (bytes: how many times smaller; p50: how many times faster).",
+            "",
+            md(HOP_COLUMNS, hop_rows(chain)),
+            "",
+        ]
+    return out
