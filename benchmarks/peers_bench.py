@@ -150,21 +150,18 @@ def rounds(peers: dict, x1: np.ndarray, n: int, seconds: float, settle: float) -
     peer's block, `settle` seconds of sleep (the previous peer's spinning threads go idle: on a 2-core
     host they would otherwise take the next peer's cores) and a short untimed warm-up. Also returns
     each round's host load (other processes' CPU share, hypervisor steal)."""
-    from edgepipe.runtime.measure.bench import timed_runs
+    from edgepipe.runtime.measure.bench import interleaved_rounds, timed_runs
 
     runs = {k: (lambda r=r: r(x1)) for k, r in peers.items()}
     for r in runs.values():
         timed_runs(r, 3, 0.2)  # warm-up
-    p50 = {k: [] for k in runs}
-    loads = []
-    names = list(runs)
-    for i in range(n):
-        with HostLoad() as load:
-            for k in names[i % len(names) :] + names[: i % len(names)]:
-                time.sleep(settle)
-                timed_runs(runs[k], 2, min(0.05, seconds / 4))
-                p50[k].append(float(np.median(timed_runs(runs[k], 3, seconds))) / 1e6)
-        loads.append(load.as_dict())
+
+    def settle_and_warm(k):
+        time.sleep(settle)
+        timed_runs(runs[k], 2, min(0.05, seconds / 4))
+
+    p50, _, loads = interleaved_rounds(runs, n, seconds, min_count=3, before_each=settle_and_warm, per_round=HostLoad)
+    loads = [load.as_dict() for load in loads]
     return p50, loads
 
 

@@ -281,7 +281,7 @@ def guarded_quantize(
             # the node whose quantization costs most, measured on a QDQ twin (whatever the format)
             twin = Path(tmp) / "twin.onnx"
             quantize_static(fp32, twin, calibration, replace(o, format="qdq"), tensor_overrides)
-            probe = x[:probe_samples] if isinstance(x, np.ndarray) else fd.first(list(x), probe_samples)
+            probe = x[:probe_samples] if isinstance(x, np.ndarray) else fd.spread(list(x), probe_samples)
             worst = next((e for e in node_errors(fp32, twin, probe) if e["node"] not in excluded), None)
             if worst is None:
                 break

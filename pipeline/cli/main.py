@@ -59,7 +59,12 @@ def _add_quantize(sub) -> None:
         "below give) or an .npz of inputs (one array per input name, or 'x'); default, for "
         "a 1×28×28 model only: the bundled MNIST calibration split",
     )
-    q.add_argument("--samples", type=int, default=200, help="calibration samples (default 200)")
+    q.add_argument(
+        "--samples",
+        type=int,
+        default=200,
+        help="calibration samples, taken evenly across the inputs (every size a folder holds; default 200)",
+    )
     q.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax", help="calibration method")
     q.add_argument("--percentile", type=float, default=99.999, help="for --method percentile (default 99.999)")
     q.add_argument("--format", choices=["qdq", "qoperator"], help="default: the profile's (qdq)")

@@ -174,7 +174,7 @@ def _quantize_static(src: Path, out: Path, cfg, args) -> None:
     from edgepipe.runtime.inputs import feeds as fd
 
     spec, contract, shapes = model_signature(src, args)
-    calib = fd.first(calibration_for(src, args.calibration, contract, spec), args.samples)
+    calib = fd.spread(calibration_for(src, args.calibration, contract, spec), args.samples)
     opts, source = resolve_options(cfg)
     if args.exclude:
         from dataclasses import replace
@@ -190,7 +190,7 @@ def _quantize_static(src: Path, out: Path, cfg, args) -> None:
         out,
         calib,
         opts,
-        x if x is not None else fd.first(calib, 64),
+        x if x is not None else fd.spread(calib, 64),
         y,
         args.max_drop,
         max_float_layers=args.max_float_layers,

@@ -121,7 +121,7 @@ def time_graphs(
     (for two models: alternating who goes first)."""
     import onnx
 
-    from edgepipe.runtime.measure.bench import Bench, BenchOptions
+    from edgepipe.runtime.measure.bench import Bench, BenchOptions, interleaved_rounds, timed_runs
 
     opts = BenchOptions(
         warmup_iters=min(5, iters),
@@ -140,11 +140,12 @@ def time_graphs(
                 onnx.save(graphs[name], str(path))
             benches[name] = Bench(path, opts)
         feeds = {n: b.feed(1) for n, b in benches.items()}
-        got: dict[str, list[float]] = {n: [] for n in names}
-        for r in range(rounds):
-            order = names[r % len(names) :] + names[: r % len(names)]
-            for n in order:
-                got[n].append(benches[n].measure(feeds[n])["latency"]["p50_ms"])
+        runs = {n: (lambda b=benches[n], f=feeds[n]: b.run_once(f)) for n in names}
+
+        def warm(n):
+            timed_runs(runs[n], min(5, iters), warmup_seconds)
+
+        got, _, _ = interleaved_rounds(runs, rounds, seconds, min_count=iters, before_each=warm)
     return {n: {"p50_ms": float(np.median(v)), "rounds_ms": v} for n, v in got.items()}
 
 

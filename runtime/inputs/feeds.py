@@ -203,6 +203,16 @@ def first(feeds: list[Feed], n: int) -> list[Feed]:
     return out
 
 
+def spread(feeds: list[Feed], n: int) -> list[Feed]:
+    """`n` samples taken evenly across all of the feeds (every size a folder holds is represented, not only
+    the first group's), regrouped in feeds of at most the largest feed's size; all of them when fewer."""
+    every = list(samples(feeds))
+    if len(every) <= n:
+        return feeds
+    pick = sorted({int(i) for i in np.linspace(0, len(every) - 1, n).round()})
+    return regroup([every[i] for i in pick], max(count([f]) for f in feeds))
+
+
 def from_array(spec: list[InputSpec], x: np.ndarray, batch: int = 32) -> list[Feed]:
     """A single-image-input model's inputs from one N×C×H×W array (the derived detector inputs added)."""
     image = image_input(spec) if len(spec) > 1 else spec[0]

@@ -8,10 +8,11 @@ batch size gets its own warm-up and measured phase on the same session.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -132,6 +133,34 @@ def timed_runs(run, min_count: int, min_s: float, max_s: float | None = None) ->
         if len(times) >= min_count and elapsed >= min_s:
             break
     return times
+
+
+def interleaved_rounds(
+    runs: dict[str, Callable[[], object]],
+    rounds: int,
+    seconds: float,
+    min_count: int = 1,
+    before_each: Callable[[str], None] | None = None,
+    per_round: Callable[[], contextlib.AbstractContextManager] | None = None,
+) -> tuple[dict[str, list[float]], dict[str, list[int]], list]:
+    """Each of `runs` timed in `rounds` rounds, their order rotated each round (drift that slows a round
+    slows them all): (the p50 in ms of each in each round, every timed run's ns, and what `per_round`'s
+    context gave for each round, e.g. the host load). `before_each(name)` runs untimed before each block
+    (a settle or a warm-up)."""
+    names = list(runs)
+    p50: dict[str, list[float]] = {k: [] for k in names}
+    every: dict[str, list[int]] = {k: [] for k in names}
+    contexts = []
+    for r in range(rounds):
+        with per_round() if per_round else contextlib.nullcontext() as ctx:
+            for k in names[r % len(names) :] + names[: r % len(names)]:
+                if before_each is not None:
+                    before_each(k)
+                ns = timed_runs(runs[k], min_count, seconds)
+                p50[k].append(float(np.median(ns)) / 1e6)
+                every[k].extend(ns)
+        contexts.append(ctx)
+    return p50, every, contexts
 
 
 def batch_of(arrays: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:

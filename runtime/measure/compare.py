@@ -21,7 +21,7 @@ import numpy as np
 from edgepipe.devices import EdgepipeError
 from edgepipe.devices.base.atomic import write_json_atomic
 from edgepipe.runtime.inputs.feeds import from_array, signature
-from edgepipe.runtime.measure.bench import latency_stats, timed_runs
+from edgepipe.runtime.measure.bench import interleaved_rounds, latency_stats, timed_runs
 from edgepipe.runtime.model.backends import describe, open_model
 from edgepipe.runtime.model.session import resolve_feed
 
@@ -65,12 +65,10 @@ def measure(
         )
     for o in opened:
         timed_runs(o["run"], 1, warmup_seconds)
-    for r in range(rounds):
-        order = opened[r % len(opened) :] + opened[: r % len(opened)]
-        for o in order:
-            ns = timed_runs(o["run"], 1, seconds)
-            o["p50"].append(float(np.median(ns)) / 1e6)
-            o["all"].extend(ns)
+    runs = {i: o["run"] for i, o in enumerate(opened)}
+    p50s, every, _ = interleaved_rounds(runs, rounds, seconds)
+    for i, o in enumerate(opened):
+        o["p50"], o["all"] = p50s[i], every[i]
     out = []
     for o in opened:
         p50, lat = o["p50"], latency_stats(o["all"])
