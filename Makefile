@@ -14,7 +14,7 @@ TEST_STAMP := $(VENV)/.testmodels-$(shell echo '$(TEST_MODELS)' | sha256sum | cu
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[pipeline,dev,openvino,camera,loadgen,docs]'
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[pipeline,dev,openvino,camera,loadgen,docs,tasks]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

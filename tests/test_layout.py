@@ -3,7 +3,7 @@ imports inside functions included) runs one way, and no two modules import each 
 
     devices.base  <-  devices  <-  runtime  <-  export  <-  pipeline
     (devices.base: imported by every layer, imports none)
-    runtime: its top modules (runner, stream, ...) -> measure -> model -> inputs;  judge imports none of them
+    runtime: its top modules (runner, stream, ...) -> measure -> model -> inputs;  tasks -> judge, inputs
     pipeline: cli -> stages -> compress -> training -> models / data -> core  (report: stages -> report -> core)
 """
 
@@ -19,7 +19,7 @@ MAX_LINES = 400
 
 # Which parts each part may import (besides itself). A part is a top-level folder, devices/base/ (the
 # foundation), or a package (or the training module) inside pipeline/.
-RUNTIME = {"runtime", "runtime.measure", "runtime.model", "runtime.inputs", "runtime.judge"}
+RUNTIME = {"runtime", "runtime.measure", "runtime.model", "runtime.inputs", "runtime.judge", "runtime.tasks"}
 BELOW_RUNTIME = {"devices", "devices.base"}
 BELOW_PIPELINE = {"export"} | RUNTIME | BELOW_RUNTIME
 ALLOWED = {
@@ -29,6 +29,7 @@ ALLOWED = {
     "runtime.model": {"runtime.inputs"} | BELOW_RUNTIME,
     "runtime.measure": {"runtime.model", "runtime.inputs"} | BELOW_RUNTIME,
     "runtime.judge": BELOW_RUNTIME,
+    "runtime.tasks": {"runtime.judge", "runtime.inputs"} | BELOW_RUNTIME,
     "runtime": RUNTIME | BELOW_RUNTIME,
     "export": RUNTIME | BELOW_RUNTIME,
     "pipeline.core": RUNTIME | BELOW_RUNTIME,

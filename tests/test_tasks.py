@@ -1,0 +1,205 @@
+"""The tasks' decoders and metrics on cases worked out by hand: CTC decoding and edit distance, polygon
+IoU and hmean, NMS, stride inference, GFL box decoding, and COCO mAP through pycocotools' COCOeval."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from edgepipe.devices import EdgepipeError
+from edgepipe.runtime.tasks import get_task, task_names
+from edgepipe.runtime.tasks.detect import classwise_nms, distribution_boxes, level_strides, nms
+from edgepipe.runtime.tasks.ocr_rec import edit_similarity
+from edgepipe.runtime.tasks.text_det import match, polygon_iou
+
+
+def out(name, shape):
+    return SimpleNamespace(name=name, shape=list(shape))
+
+
+def test_every_task_is_registered_and_an_unknown_one_is_one_line():
+    assert {"classify", "detect", "ocr-rec", "text-det", "fidelity"} <= set(task_names())
+    with pytest.raises(EdgepipeError, match="unknown; choose one of"):
+        get_task("segment")
+    with pytest.raises(EdgepipeError, match="unknown setting"):
+        get_task("detect", {"stride": 8})
+
+
+def test_classify_scores_top1_and_agreement():
+    t = get_task("classify")
+    t.configure([out("p", ["N", 3])], ["x"], {})
+    preds = [t.decode({"p": np.array([[0.1, 0.7, 0.2]])}, {}), t.decode({"p": np.array([[3.0, 1.0, 2.0]])}, {})]
+    assert preds == [1, 0]
+    s = t.score(preds, [1, 2])
+    assert s.value == 0.5 and s.per_sample.tolist() == [1.0, 0.0]
+    assert t.against(preds, [1, 0]).value == 1.0
+
+
+def ctc(indices, classes):
+    probs = np.full((len(indices), classes), 0.01, np.float32)
+    probs[np.arange(len(indices)), indices] = 0.9
+    return probs[None]
+
+
+def test_ctc_greedy_decoding_collapses_repeats_and_drops_blanks():
+    t = get_task("ocr-rec", {"characters": ["a", "b", "c"]})
+    t.configure([out("softmax", ["N", "T", 5])], ["x"], {})  # blank + 3 + a space
+    p = t.decode({"softmax": ctc([0, 1, 1, 0, 1, 2, 2, 4, 3, 0], 5)}, {})
+    assert p["text"] == "aab c" and p["confidence"] == pytest.approx(0.9)
+
+
+def test_the_dictionary_comes_from_the_metadata_and_must_fit_the_output():
+    t = get_task("ocr-rec")
+    t.configure([out("softmax", ["N", "T", 4])], ["x"], {"character": "a\nb\nc"})
+    assert t.decode({"softmax": ctc([3, 3, 2], 4)}, {})["text"] == "cb"
+    with pytest.raises(EdgepipeError, match="3 characters, the model's output is 9 wide"):
+        get_task("ocr-rec").configure([out("softmax", ["N", "T", 9])], ["x"], {"character": "a\nb\nc"})
+    with pytest.raises(EdgepipeError, match="dictionary=FILE"):
+        get_task("ocr-rec").configure([out("softmax", ["N", "T", 9])], ["x"], {})
+
+
+def test_word_accuracy_and_edit_similarity_by_hand():
+    assert edit_similarity("kitten", "sitting") == pytest.approx(1 - 3 / 7)  # three edits, the longer is 7
+    assert edit_similarity("", "") == 1.0
+    t = get_task("ocr-rec", {"characters": ["a"]})
+    s = t.score([{"text": "kitten"}, {"text": "abc"}], ["sitting", "abc"])
+    assert s.value == 0.5 and s.figures["edit_similarity"] == pytest.approx((1 - 3 / 7 + 1) / 2)
+
+
+def test_ocr_labels_are_read_from_a_tsv_beside_the_images(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "b.png").write_bytes(b"")
+    (tmp_path / "rec_gt.txt").write_text("train/a.png\thello\nb.png\tworld 42\n")
+    t = get_task("ocr-rec", {"characters": ["a"]})
+    assert t.read_labels(tmp_path, [tmp_path / "a.png", tmp_path / "b.png"]) == ["hello", "world 42"]
+    (tmp_path / "c.png").write_bytes(b"")
+    with pytest.raises(EdgepipeError, match="rec_gt.txt: has no line for the image c.png"):
+        t.read_labels(tmp_path, [tmp_path / "c.png"])
+
+
+def square(x0, y0, x1, y1):
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32)
+
+
+def test_polygon_iou_and_one_to_one_matching_by_hand():
+    assert polygon_iou(square(0, 0, 2, 2), square(1, 0, 3, 2)) == pytest.approx(2 / 6)
+    assert polygon_iou(square(0, 0, 2, 2), square(0, 0, 2, 2)) == pytest.approx(1.0)
+    gts = [square(0, 0, 10, 10), square(20, 0, 30, 10)]
+    dets = [square(0, 0, 10, 9), square(1, 0, 10, 10), square(50, 50, 60, 60)]  # two on the first, one stray
+    assert match(dets, gts, []) == (1, 3, 2)
+    assert match(dets, gts, [square(50, 50, 60, 60)]) == (1, 2, 2)  # the stray lies on an ignored region
+
+
+def test_text_det_hmean_and_db_decoding_of_a_probability_map():
+    t = get_task("text-det")
+    t.configure([out("map", ["N", 1, "H", "W"])], ["x"], {})
+    prob = np.zeros((1, 1, 64, 96), np.float32)
+    prob[0, 0, 12:18, 12:58] = 0.95  # DB predicts the text's shrunk kernel; unclip grows it back
+    prob[0, 0, 42:48, 32:78] = 0.9
+    p = t.decode({"map": prob}, {"scale": (0.5, 0.5)})  # the image was resized to half: boxes double
+    assert len(p["boxes"]) == 2
+    truth = [square(20, 20, 120, 40), square(60, 80, 160, 100)]
+    s = t.score([p], [{"boxes": truth}])
+    assert (s.value, s.figures["precision"], s.figures["recall"]) == (1.0, 1.0, 1.0)
+    s = t.score([{"boxes": p["boxes"][:1]}], [{"boxes": truth}])  # one of two found: P 1, R 0.5
+    assert s.value == pytest.approx(2 * 0.5 / 1.5)
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes_per_class():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], np.float32)
+    assert nms(boxes, np.array([0.9, 0.8, 0.7]), 0.5).tolist() == [0, 2]  # IoU(0, 1) = 81/100
+    scores = np.array([[0.9, 0.0], [0.0, 0.8], [0.7, 0.0]], np.float32)  # box 1 is another class: kept
+    det = classwise_nms(boxes, scores, 0.05, 0.5, 10)
+    assert det[:, 5].tolist() == [0, 1, 0] and det[:, 4].tolist() == pytest.approx([0.9, 0.8, 0.7])
+
+
+def test_strides_follow_from_the_levels_sizes():
+    assert level_strides([1600, 400, 100, 25], (320, 320)) == [8, 16, 32, 64]
+    assert level_strides([2125], (320, 320)) == [8, 16, 32, 64]  # the levels joined into one output
+    assert level_strides([1000], (320, 320)) is None
+
+
+def test_gfl_distribution_decodes_to_the_expected_sides():
+    bins = 8
+    logits = np.full((1, 4, bins), -30.0, np.float32)
+    logits[0, :, 2] = 30.0  # every side 2 strides from the centre
+    boxes = distribution_boxes(logits.reshape(1, -1), [8], [1], (8, 8), 0.5)
+    np.testing.assert_allclose(boxes, [[4 - 16, 4 - 16, 4 + 16, 4 + 16]], atol=1e-6)
+
+
+def test_a_picodet_head_is_recognised_from_its_output_shapes():
+    t = get_task("detect")
+    shapes = [("s0", [1, 1600, 80]), ("s1", [1, 400, 80]), ("b0", [1, 1600, 32]), ("b1", [1, 400, 32])]
+    t.configure([out(n, s) for n, s in shapes], ["image"], {})
+    assert t.settings["head"] == "distribution" and t.settings["reg_max"] == 7
+    assert t.box_outputs == ["b0", "b1"] and t.score_outputs == ["s0", "s1"]
+    amb = get_task("detect")
+    with pytest.raises(EdgepipeError, match="reg_max=N"):
+        amb.configure([out("a", [1, 100, 32]), out("b", [1, 100, 68])], ["image"], {})  # reg_max 7 or 16
+
+
+def coco(boxes, cats=(1,)):
+    images = [{"id": i + 1, "file_name": f"{i}.png"} for i in range(len(boxes))]
+    anns = [
+        {
+            "id": k + 1,
+            "image_id": i + 1,
+            "category_id": c,
+            "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "iscrowd": 0,
+            "area": (x1 - x0) * (y1 - y0),
+        }
+        for k, (i, (x0, y0, x1, y1, c)) in enumerate((i, b) for i, bs in enumerate(boxes) for b in bs)
+    ]
+    return {"images": images, "annotations": anns, "categories": [{"id": c} for c in cats]}
+
+
+def test_map_by_cocoeval_on_boxes_of_known_iou(tmp_path):
+    pytest.importorskip("pycocotools")
+    t = get_task("detect", {"head": "nms"})
+    t.configure([out("bbox", ["k", 6])], ["image"], {})
+    (tmp_path / "annotations.json").write_text(json.dumps(coco([[(0, 0, 100, 100, 1)]])))
+    labels = t.read_labels(tmp_path, [tmp_path / "0.png"])
+    exact = [np.array([[0, 0, 100, 100, 0.9, 0]], np.float32)]
+    assert t.score(exact, labels).value == pytest.approx(1.0)
+    # IoU 0.62 (a box shifted by 23.5 px): a hit at the thresholds .50, .55 and .60 of the ten
+    shifted = [np.array([[23.5, 0, 123.5, 100, 0.9, 0]], np.float32)]
+    s = t.score(shifted, labels)
+    assert s.figures["map50"] == pytest.approx(1.0) and s.value == pytest.approx(0.3)
+    with pytest.raises(EdgepipeError, match="lists no image 1.png"):
+        t.read_labels(tmp_path, [tmp_path / "1.png"])
+
+
+def test_detections_against_the_float_models_are_map_without_labels():
+    pytest.importorskip("pycocotools")
+    t = get_task("detect", {"head": "nms"})
+    ref = [np.array([[0, 0, 50, 50, 0.9, 1], [60, 60, 90, 90, 0.1, 0]], np.float32)]  # the second below 0.3
+    assert t.against(ref, ref).value == pytest.approx(1.0)
+    assert t.against([np.zeros((0, 6), np.float32)], ref).value == 0.0
+
+
+def test_the_task_and_its_settings_travel_in_the_metadata():
+    from edgepipe.runtime.tasks import task_of
+    from edgepipe.runtime.tasks.base import TASK_KEY
+
+    class Session:
+        def __init__(self, meta, outs):
+            self.meta, self.outs = meta, outs
+
+        def get_modelmeta(self):
+            return SimpleNamespace(custom_metadata_map=self.meta)
+
+        def get_outputs(self):
+            return self.outs
+
+        def get_inputs(self):
+            return [SimpleNamespace(name="image")]
+
+    t = get_task("detect", {"score_threshold": 0.5, "head": "nms"})
+    s = Session({TASK_KEY: t.to_metadata()}, [out("bbox", ["k", 6])])
+    got = task_of(s)
+    assert got.name == "detect" and got.settings["score_threshold"] == 0.5
+    assert task_of(Session({}, [out("p", ["N", 10])])).name == "classify"
+    assert task_of(Session({}, [out("map", ["N", 1, "H", "W"])])).name == "fidelity"
+    assert task_of(s, "fidelity").name == "fidelity"
