@@ -250,15 +250,20 @@ def guarded_quantize(
     max_float_layers: int = 4,
     tensor_overrides: dict | None = None,
     probe_samples: int = 64,
+    judge=None,
 ) -> dict:
     """Quantize `fp32` to `out`; keep layers in float while the drop exceeds `max_drop` points.
-    Returns the steps taken (what was kept float, drop, agreement, p50 latency at batch 1 after each)."""
+    Returns the steps taken (what was kept float, drop, agreement, p50 latency at batch 1 after each).
+    `judge(model file)` (runtime/tasks/evaluate.FolderJudge), when given, measures the drop in its task's
+    metric (word accuracy, mAP, hmean) instead of top-1."""
     from edgepipe.devices import EdgepipeError
 
     fp32, out = Path(fp32), Path(out)
     ref = run_outputs(fp32, x)
-    if max_drop is not None and not any(
-        not isinstance(r, list) and r.ndim == 2 and r.shape[1] > 1 for r in ref.values()
+    if (
+        max_drop is not None
+        and judge is None
+        and not any(not isinstance(r, list) and r.ndim == 2 and r.shape[1] > 1 for r in ref.values())
     ):
         raise EdgepipeError(
             f"{fp32.name}: an accuracy budget needs an output of class scores (N×classes); this model's "
@@ -274,6 +279,9 @@ def guarded_quantize(
             o = replace(opts, nodes_to_exclude=tuple(excluded))
             quantize_static(fp32, cand, calibration, o, tensor_overrides)
             step = {"kept_float": list(excluded), **measure(ref, cand, x, y), "p50_ms": _latency_ms(cand, one)}
+            if judge is not None:
+                step |= {"task_metric": judge(cand)}
+                step["drop_points"] = step["task_metric"]["drop_points"]
             steps.append(step)
             over = max_drop is not None and step["drop_points"] > max_drop
             if not over or len(steps) > max_float_layers:
@@ -282,7 +290,7 @@ def guarded_quantize(
             twin = Path(tmp) / "twin.onnx"
             quantize_static(fp32, twin, calibration, replace(o, format="qdq"), tensor_overrides)
             probe = x[:probe_samples] if isinstance(x, np.ndarray) else fd.spread(list(x), probe_samples)
-            worst = next((e for e in node_errors(fp32, twin, probe) if e["node"] not in excluded), None)
+            worst = next((e for e in node_errors(fp32, twin, probe) if e["node"] and e["node"] not in excluded), None)
             if worst is None:
                 break
             step["worst_node"] = worst
@@ -301,4 +309,5 @@ def guarded_quantize(
         "drop_points": final["drop_points"],
         "agreement": final["agreement"],
         "latency_cost_ms": final["p50_ms"] - steps[0]["p50_ms"],
+        **({"task_metric": final["task_metric"]} if "task_metric" in final else {}),
     }

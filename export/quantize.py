@@ -114,6 +114,15 @@ def upgraded(model):
             f"the model is opset {opset}; per-channel int8 needs opset {MIN_OPSET} and onnx's converter "
             f"failed ({str(exc).splitlines()[0][:160]}); quantize with --per-tensor"
         ) from None
+    used = {n.name for n in up.graph.node}
+    for i, node in enumerate(up.graph.node):  # the converter's new nodes have none; the guard excludes by name
+        if not node.name:
+            node.name = next(
+                f"{node.op_type}.opset{MIN_OPSET}.{i}.{k}"
+                for k in range(len(used) + 1)
+                if f"{node.op_type}.opset{MIN_OPSET}.{i}.{k}" not in used
+            )
+            used.add(node.name)
     return up
 
 

@@ -74,6 +74,23 @@ def add_contract_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_task_args(p: argparse.ArgumentParser) -> None:
+    """What the model is for, and its decoder's settings: how its outputs are scored (runtime/tasks/)."""
+    g = p.add_argument_group("task (what the model is for; default: the model's own, else classify or fidelity)")
+    g.add_argument(
+        "--task",
+        choices=["classify", "detect", "ocr-rec", "text-det", "fidelity"],
+        help="decode and score the outputs as this task (stored in the model's metadata by contract/quantize)",
+    )
+    g.add_argument(
+        "--task-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a task setting, repeatable (e.g. score_threshold=0.3, strides=[8,16,32,64], dictionary=keys.txt)",
+    )
+
+
 def add_shape_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--shape",
@@ -255,5 +272,6 @@ def build_parser(prog: str = "edgepipe-runner", add_help: bool = True) -> argpar
     _add_extra_args(p)
     _add_stream_args(p)
     add_contract_args(p)
+    add_task_args(p)
     _add_output_args(p)
     return p

@@ -30,15 +30,17 @@ def predictions(logits: np.ndarray, classes, labels, files, root) -> list[dict]:
 
 
 def predictions_text(rows: list[dict], path: Path) -> str:
-    """The predictions as CSV, or JSON when the file name ends in .json."""
-    if path.suffix == ".json":
-        import json
+    """The predictions as JSON when the file name ends in .json, else CSV (tab-separated for .tsv); in CSV a
+    nested value (a detector's boxes) is one JSON cell."""
+    import json
 
+    if path.suffix == ".json":
         return json.dumps(rows, indent=1) + "\n"
     out = io.StringIO()
-    w = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["input", "class", "score"], lineterminator="\n")
+    fields = list(rows[0]) if rows else ["input", "class", "score"]
+    w = csv.DictWriter(out, fieldnames=fields, lineterminator="\n", delimiter="\t" if path.suffix == ".tsv" else ",")
     w.writeheader()
-    w.writerows(rows)
+    w.writerows({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()} for r in rows)
     return out.getvalue()
 
 
@@ -174,6 +176,10 @@ def summary(r: dict) -> str:
         lines += energy_lines(r["energy"])
     if "accuracy" in r:
         lines.append(f"accuracy   {100 * r['accuracy']:.2f}% on {r['accuracy_samples']} labelled inputs")
+    if r.get("task"):
+        from edgepipe.runtime.tasks.evaluate import summary_line
+
+        lines.append(f"task       {r['task']['task']}: {summary_line(r['task'])}")
     elif r.get("predictions"):
         counts: dict = {}
         for row in r["predictions"]:

@@ -27,7 +27,7 @@ from edgepipe.runtime.inputs.npzfile import ShapeGroups
 from edgepipe.runtime.inputs.source import CHUNK_BYTES, Source, image_source, inputs_memory, npz_source
 from edgepipe.runtime.measure.bench import Bench, BenchOptions
 from edgepipe.runtime.measure.memory import gpu_memory_mb, peak_rss, rss_mb
-from edgepipe.runtime.model.session import GPU_PROVIDERS, predict
+from edgepipe.runtime.model.session import GPU_PROVIDERS
 from edgepipe.runtime.present import csv_text, predictions, predictions_text, summary  # noqa: F401
 
 SCHEMA = "edgepipe-bench/1"
@@ -76,6 +76,8 @@ class Request:
     want_predictions: bool = False
     loadgen: tuple[Path, float] | None = None  # (log folder, seconds)
     contract_args: object = None  # the contract flags, for a model that carries no contract
+    task: str | None = None  # --task: decode and score the outputs as this task (runtime/tasks/)
+    task_opt: tuple = ()  # --task-opt KEY=VALUE items
 
 
 def run(model: Path, opts: BenchOptions, req: Request | None = None) -> dict:
@@ -132,6 +134,7 @@ def run(model: Path, opts: BenchOptions, req: Request | None = None) -> dict:
         src.labels is not None or req.save_outputs or src.files is not None or req.want_predictions
     ):
         _outputs_pass(bench, src, req, result)
+    _task_pass(bench, src, req, result)
     profile = req.profile
     result["profile"] = {
         "name": profile.name if profile else None,
@@ -188,6 +191,33 @@ def _energy(bench: Bench, energy_feed: dict, batch: int, req: Request, gpu: bool
     return energy_summary(readings, missing)
 
 
+def _task_pass(bench: Bench, src: Source, req: Request, result: dict) -> None:
+    """With images and a task other than classify (given, or named by the model): each image decoded by
+    the task, scored by its metric against the folder's labels (result["task"]), and its prediction
+    recorded for --predictions."""
+    from edgepipe.runtime.inputs.feeds import signature
+    from edgepipe.runtime.tasks import task_from_args
+    from edgepipe.runtime.tasks.evaluate import labels_for, predict, sample_feeds, scored
+
+    task = task_from_args(bench.session, req.task, list(req.task_opt))
+    if task is None or task.name == "classify" or src.files is None or task.name == "fidelity":
+        if task is not None and task.name == "fidelity":
+            result.setdefault("notes", []).append("task fidelity: nothing to score without a float model to compare")
+        return
+    feeds, metas, files, class_labels = sample_feeds(src.origin, src.contract, signature(bench.session))
+    preds = predict(bench.session, task, feeds, metas)
+    labels = labels_for(task, src.origin, files, class_labels)
+    r = scored(task, preds, labels)
+    r.pop("per_sample", None)
+    result["task"] = r | {"settings": {k: v for k, v in task.settings.items() if k != "characters"}}
+    if labels is None:
+        result.setdefault("notes", []).append(f"task {task.name}: no labels in {src.origin} ({task.labels_hint})")
+    if req.want_predictions:
+        result["predictions"] = task.records(preds, files)
+    notes = [n for n in result.get("notes", []) if not n.startswith("no predictions: the model's output has shape")]
+    result["notes"] = notes  # the task decoded them
+
+
 def _outputs_pass(bench: Bench, src: Source, req: Request, result: dict) -> None:
     """Every input through the model once more, after memory was read: accuracy with labels, each input's
     top classes, and the raw outputs for --save-outputs."""
@@ -217,11 +247,17 @@ def _outputs_pass(bench: Bench, src: Source, req: Request, result: dict) -> None
 
 
 def outputs_of(bench: Bench, src, source: str) -> np.ndarray:
-    """The model's output for every input, fed CHUNK_BYTES of rows at a time through its first input."""
-    outs = []
+    """The model's first output for every input, fed CHUNK_BYTES of rows at a time (and at most the batch a
+    fixed-batch model takes) through its inputs."""
+    from edgepipe.runtime.inputs.feeds import batch_size, signature
+
+    spec, outs = signature(bench.session), []
     for _, part in src.chunks(CHUNK_BYTES):
-        x = next(iter(bench.feed(len(next(iter(part.values()))), part, source).values()))
-        outs.append(predict(bench.session, x))
+        n = len(next(iter(part.values())))
+        step = batch_size(spec, n)
+        for i in range(0, n, step):
+            rows = {k: v[i : i + step] for k, v in part.items()}
+            outs.append(bench.run_once(bench.feed(len(next(iter(rows.values()))), rows, source))[0])
     return np.concatenate(outs, axis=0) if len({o.shape[1:] for o in outs}) == 1 else None
 
 
@@ -298,6 +334,8 @@ def _execute(args: argparse.Namespace) -> int:
         want_predictions=bool(args.predictions),
         loadgen=loadgen,
         contract_args=args,
+        task=args.task,
+        task_opt=tuple(args.task_opt),
     )
     result = run(args.model, opts, req)
     result["notes"] = notes + result.get("notes", [])

@@ -149,3 +149,63 @@ def nms_detector(path, seed=0):
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def square_detector(path, size=64):
+    """A PicoDet-shaped head without post-processing, made by hand: image[1,3,S,S] in; per stride level
+    (8 and 16) class scores [1, cells, 2] and GFL box distributions [1, cells, 32] (reg_max 7) out, in
+    PaddleDetection's order (scores, then boxes). Class 0's score at stride 8 is a matched filter for a bright
+    16×16 square centred on the cell (a 16×16 mean, sharpened by a sigmoid); every box is one stride from
+    the cell's centre on each side. So an image of such squares has known boxes to find."""
+    inits = [
+        numpy_helper.from_array(np.array([1, -1, 1], np.int64), "flat"),  # [1, cells, 1]
+        numpy_helper.from_array(np.array([20.0], np.float32), "gain"),
+        numpy_helper.from_array(np.array([-15.0], np.float32), "bias"),
+    ]
+    dist = np.full((8,), -20.0, np.float32)
+    dist[1] = 20.0  # one stride
+    nodes = [helper.make_node("ReduceMean", ["image"], ["grey"], axes=[1], keepdims=1)]
+    outs, scores, boxes = [], [], []
+    for stride in (8, 16):
+        n = (size // stride) ** 2
+        s = f"s{stride}"
+        nodes += [
+            helper.make_node(
+                "AveragePool",
+                ["grey"],
+                [f"{s}_avg"],
+                kernel_shape=[2 * stride] * 2,
+                strides=[stride] * 2,
+                pads=[stride // 2] * 2 + [stride + stride // 2 - stride] * 2,
+                count_include_pad=1,
+            ),
+            helper.make_node("Reshape", [f"{s}_avg", "flat"], [f"{s}_cells"]),  # [1, cells, 1]
+            helper.make_node("Mul", [f"{s}_cells", "gain"], [f"{s}_g"]),
+            helper.make_node("Add", [f"{s}_g", "bias"], [f"{s}_b"]),
+        ]
+        # class 0: the square's filter at stride 8 (at 16 the mean never reaches the threshold), class 1: never
+        inits.append(numpy_helper.from_array(np.array([0.0 if stride == 8 else -40.0, -40.0], np.float32), f"{s}_off"))
+        nodes += [
+            helper.make_node("Add", [f"{s}_b", f"{s}_off"], [f"{s}_logit"]),  # [1, cells, 2]
+            helper.make_node("Sigmoid", [f"{s}_logit"], [f"score_{stride}"]),
+        ]
+        inits.append(
+            numpy_helper.from_array(np.tile(dist, 4)[None, None, :] * np.ones((1, n, 1), np.float32), f"box_{stride}_c")
+        )
+        nodes.append(helper.make_node("Mul", [f"box_{stride}_c", f"{s}_one"], [f"box_{stride}"]))
+        inits.append(numpy_helper.from_array(np.ones((1, 1, 1), np.float32), f"{s}_one"))
+        scores.append(helper.make_tensor_value_info(f"score_{stride}", TensorProto.FLOAT, [1, n, 2]))
+        boxes.append(helper.make_tensor_value_info(f"box_{stride}", TensorProto.FLOAT, [1, n, 32]))
+    outs = scores + boxes
+    graph = helper.make_graph(
+        nodes,
+        "square_detector",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, size, size])],
+        outs,
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

@@ -3,7 +3,7 @@ imports inside functions included) runs one way, and no two modules import each 
 
     devices.base  <-  devices  <-  runtime  <-  export  <-  pipeline
     (devices.base: imported by every layer, imports none)
-    runtime: its top modules (runner, stream, ...) -> measure -> model -> inputs;  tasks -> judge, inputs
+    runtime: its top modules (runner, stream, ...) -> measure -> model -> inputs;  tasks -> model, judge, inputs
     pipeline: cli -> stages -> compress -> training -> models / data -> core  (report: stages -> report -> core)
 """
 
@@ -29,7 +29,7 @@ ALLOWED = {
     "runtime.model": {"runtime.inputs"} | BELOW_RUNTIME,
     "runtime.measure": {"runtime.model", "runtime.inputs"} | BELOW_RUNTIME,
     "runtime.judge": BELOW_RUNTIME,
-    "runtime.tasks": {"runtime.judge", "runtime.inputs"} | BELOW_RUNTIME,
+    "runtime.tasks": {"runtime.model", "runtime.judge", "runtime.inputs"} | BELOW_RUNTIME,
     "runtime": RUNTIME | BELOW_RUNTIME,
     "export": RUNTIME | BELOW_RUNTIME,
     "pipeline.core": RUNTIME | BELOW_RUNTIME,

@@ -97,7 +97,25 @@ def test_ocr_onnx_files_quantize_from_images_with_dynamic_shapes(onnx_models, te
         ),
         (
             "ch_PP-OCRv4_rec_infer.onnx",
-            ["--calibration", text / "lines", "--samples", "8", "--size", "48x320", "--keep-ratio", *OCR_NORM],
+            # the guard judges it by word accuracy on the labelled lines (labels.tsv), one float layer at most
+            [
+                "--calibration",
+                text / "lines",
+                "--samples",
+                "8",
+                "--eval",
+                text / "lines",
+                "--task",
+                "ocr-rec",
+                "--max-drop",
+                "50",
+                "--max-float-layers",
+                "1",
+                "--size",
+                "48x320",
+                "--keep-ratio",
+                *OCR_NORM,
+            ],
         ),
         (
             "ch_PP-OCRv4_det_infer.onnx",
@@ -111,6 +129,8 @@ def test_ocr_onnx_files_quantize_from_images_with_dynamic_shapes(onnx_models, te
                 "--multiple",
                 "32",
                 "--bgr",
+                "--task",
+                "text-det",  # judged by hmean against the pages' boxes (their labels.tsv)
             ],
         ),
     ]
@@ -128,6 +148,14 @@ def test_ocr_onnx_files_quantize_from_images_with_dynamic_shapes(onnx_models, te
         meta = s.get_modelmeta().custom_metadata_map
         contract = json.loads(meta["edgepipe.input_contract"])  # the contract it was calibrated under travels with it
         assert contract["bgr"] is True and contract["keep_ratio"] is True
+        if "rec" in name:  # the task, and the dictionary under PaddleOCR's key, travel with it too
+            assert json.loads(meta["edgepipe.task"])["name"] == "ocr-rec" and len(meta["character"].split("\n")) == 6623
+            line = next(t for t in proc.stdout.splitlines() if t.startswith("task ocr-rec: word accuracy"))
+            fp32 = float(line.split("float model ")[1].split("%")[0])
+            assert fp32 >= 50, line  # PP-OCRv4 reads most of the rendered lines whole
+        if "det" in name:
+            line = next(t for t in proc.stdout.splitlines() if t.startswith("task text-det: hmean"))
+            assert float(line.split("float model ")[1].split("%")[0]) >= 80, line
         try:
             import openvino as ov
         except ImportError:
@@ -351,3 +379,40 @@ def test_a_detector_ending_in_nms_quantizes_and_benches_from_its_image_alone(tmp
     assert proc.returncode == 0, proc.stderr
     line = one_line_error(edgepipe("bench", int8, "--batch", "2", "--profile", "none", "--energy-seconds", "0"))
     assert "fixes its batch at 1" in line
+
+
+def test_the_recognizer_is_scored_by_word_accuracy_on_the_device_and_writes_its_texts(onnx_models, text, tmp_path):
+    """edgepipe-runner --task ocr-rec: CTC decoding with the dictionary the ONNX file carries, word accuracy
+    and edit similarity against the folder's labels.tsv, the texts as TSV."""
+    result, pred = tmp_path / "r.json", tmp_path / "texts.tsv"
+    proc = edgepipe(
+        "bench",
+        onnx_models / "ch_PP-OCRv4_rec_infer.onnx",
+        "--images",
+        text / "lines",
+        "--task",
+        "ocr-rec",
+        "--size",
+        "48x320",
+        "--keep-ratio",
+        *OCR_NORM,
+        "--iters",
+        "3",
+        "--min-seconds",
+        "0",
+        "--energy-seconds",
+        "0",
+        "--json",
+        result,
+        "--predictions",
+        pred,
+    )
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(result.read_text())["task"]
+    assert r["metric"] == "word accuracy" and r["samples"] == 24 and r["against"] == "labels"
+    assert r["value"] >= 0.5 and r["edit_similarity"] >= 0.9, r
+    rows = [line.split("\t") for line in pred.read_text().splitlines()]
+    truth = dict(line.split("\t") for line in (text / "lines" / "labels.tsv").read_text().splitlines())
+    assert rows[0] == ["file", "text", "confidence"] and len(rows) == 25
+    hits = sum(t == truth[Path(f).name] for f, t, _ in rows[1:])
+    assert hits == round(r["value"] * 24)  # the file's texts are the ones scored

@@ -203,3 +203,89 @@ def test_the_task_and_its_settings_travel_in_the_metadata():
     assert task_of(Session({}, [out("p", ["N", 10])])).name == "classify"
     assert task_of(Session({}, [out("map", ["N", 1, "H", "W"])])).name == "fidelity"
     assert task_of(s, "fidelity").name == "fidelity"
+
+
+def squares_folder(root, n=6, seed=0):
+    """Black 64×64 images with 1–3 white 16×16 squares on the stride-8 grid, and their COCO annotations. The
+    squares lie 3 cells apart, so no window of the detector's filter between two of them is lit whole."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root.mkdir()
+    images, anns = [], []
+    for k in range(n):
+        arr = np.zeros((64, 64, 3), np.uint8)
+        cells = rng.choice(4, int(rng.integers(1, 4)), replace=False)
+        for c in cells:
+            i, j = 1 + 3 * (int(c) // 2), 1 + 3 * (int(c) % 2)
+            x0, y0 = 8 * j - 4, 8 * i - 4
+            arr[y0 : y0 + 16, x0 : x0 + 16] = 255
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": k + 1,
+                    "category_id": 1,
+                    "bbox": [x0, y0, 16, 16],
+                    "area": 256,
+                    "iscrowd": 0,
+                }
+            )
+        Image.fromarray(arr).save(root / f"{k:03d}.png")
+        images.append({"id": k + 1, "file_name": f"{k:03d}.png", "width": 64, "height": 64})
+    doc = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "square"}, {"id": 2, "name": "x"}]}
+    (root / "annotations.json").write_text(json.dumps(doc))
+    return root
+
+
+def test_a_picodet_shaped_detector_is_scored_by_map_in_fp32_and_int8(tmp_path):
+    """No decoder flags: head, reg_max and strides come from the output shapes; mAP by COCOeval against
+    annotations, and against the float model's detections where there are none."""
+    pytest.importorskip("pycocotools")
+    from conftest import edgepipe
+    from onnx_models import square_detector
+
+    model = square_detector(tmp_path / "det.onnx")
+    images = squares_folder(tmp_path / "squares")
+    proc = edgepipe("contract", model, "--size", "64x64", "--mean", "0,0,0", "--std", "1,1,1", "--task", "detect")
+    assert proc.returncode == 0, proc.stderr
+    assert "task: detect (mAP@[.5:.95]); head distribution" in proc.stdout and "strides" not in proc.stdout
+
+    def bench(m, name):
+        r, p = tmp_path / f"{name}.json", tmp_path / f"{name}.pred.json"
+        proc = edgepipe(
+            "bench",
+            m,
+            "--images",
+            images,
+            "--iters",
+            "3",
+            "--min-seconds",
+            "0",
+            "--energy-seconds",
+            "0",
+            "--json",
+            r,
+            "--predictions",
+            p,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(r.read_text()), json.loads(p.read_text()), proc.stdout
+
+    r, preds, out = bench(model, "fp32")
+    assert r["task"]["value"] == pytest.approx(1.0) and r["task"]["map50"] == pytest.approx(1.0)
+    assert r["task"]["settings"]["strides"] == [8, 16] and r["task"]["settings"]["reg_max"] == 7
+    assert "task       detect: mAP@[.5:.95] 100.00%" in out
+    first = preds[0]["detections"][0]
+    assert first["class"] == 0 and first["score"] > 0.9 and first["box"][2] - first["box"][0] == pytest.approx(16)
+
+    int8 = tmp_path / "det.int8.onnx"
+    proc = edgepipe("quantize", model, "-o", int8, "--calibration", images, "--samples", "6", "--max-drop", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert "task detect: mAP@[.5:.95]" in proc.stdout and "against the labels" in proc.stdout
+    q, _, _ = bench(int8, "int8")
+    assert q["task"]["value"] >= 0.95, q["task"]
+
+    (images / "annotations.json").unlink()  # no labels: the int8 file against its float model's detections
+    proc = edgepipe("quantize", model, "-o", tmp_path / "again.onnx", "--calibration", images, "--samples", "6")
+    assert proc.returncode == 0, proc.stderr
+    assert "mAP against the float model" in proc.stdout and "against the float model" in proc.stdout

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgepipe.pipeline.cli import commands, model_commands
-from edgepipe.runtime.args import add_contract_args, add_shape_arg
+from edgepipe.pipeline.cli import commands, contract_command, model_commands
+from edgepipe.runtime.args import add_contract_args, add_shape_arg, add_task_args
 
 
 def _add_run(sub) -> None:
@@ -91,19 +91,21 @@ def _add_quantize(sub) -> None:
     )
     add_shape_arg(q)
     add_contract_args(q)
+    add_task_args(q)
     q.set_defaults(fn=model_commands.cmd_quantize)
 
 
 def _add_contract(sub) -> None:
     c = sub.add_parser(
         "contract",
-        help="show an ONNX file's input contract, or write one into its metadata once (for "
-        "models exported elsewhere), so every later command and the device use it",
+        help="show an ONNX file's input contract and task, or write them into its metadata once (for "
+        "models exported elsewhere), so every later command and the device use them",
     )
     c.add_argument("model", help=".onnx model")
     c.add_argument("-o", "--output", help="write the file with its contract here (default: in place)")
     add_contract_args(c)
-    c.set_defaults(fn=model_commands.cmd_contract)
+    add_task_args(c)
+    c.set_defaults(fn=contract_command.cmd_contract)
 
 
 def _add_prune(sub) -> None:

@@ -181,9 +181,10 @@ def _quantize_static(src: Path, out: Path, cfg, args) -> None:
 
         opts = replace(opts, nodes_to_exclude=tuple(args.exclude))
     x = y = None
+    task, judge = task_judge(src, args, contract)
     if args.eval:
         x, y = feeds_from(Path(args.eval), contract, spec, "--eval")
-    elif args.max_drop is not None:
+    elif args.max_drop is not None and judge is None:
         raise EdgepipeError("--max-drop needs --eval: held-out images (class folders give labels) or an .npz of inputs")
     g = guarded_quantize(
         src,
@@ -194,6 +195,7 @@ def _quantize_static(src: Path, out: Path, cfg, args) -> None:
         y,
         args.max_drop,
         max_float_layers=args.max_float_layers,
+        judge=judge,
     )
     _print_guarded(g, opts, source, fd.count(calib), args.eval)
     if not g["met"]:
@@ -202,11 +204,34 @@ def _quantize_static(src: Path, out: Path, cfg, args) -> None:
             f"{out.name}: drop {g['drop_points']:.2f} points exceeds --max-drop {args.max_drop} even with "
             f"{len(g['kept_float'])} node(s) in float; try --method entropy/percentile or QAT"
         )
-    if contract is not None:  # the contract it was calibrated under travels with it
-        from edgepipe.export.metadata import write_metadata
-        from edgepipe.pipeline.stages.export import contract_metadata
+    from edgepipe.export.metadata import write_metadata
+    from edgepipe.pipeline.stages.export import contract_metadata
 
-        write_metadata(out, contract_metadata(contract.to_dict()))
+    # the contract it was calibrated under, and the task it was judged by, travel with it
+    props = contract_metadata(contract.to_dict()) if contract is not None else {}
+    write_metadata(out, props | (task.metadata_props() if task is not None else {}))
+
+
+def task_judge(src: Path, args, contract):
+    """(the model's task or None, a FolderJudge of its metric or None): a task other than classify and
+    fidelity is judged on --eval's images, else on the --calibration folder's (against the float model)."""
+    from edgepipe.devices import EdgepipeError
+    from edgepipe.runtime.model.session import open_session
+    from edgepipe.runtime.tasks import task_from_args
+    from edgepipe.runtime.tasks.evaluate import FolderJudge
+
+    task = task_from_args(open_session(src), args.task, args.task_opt)
+    if task is None or task.name in ("classify", "fidelity"):
+        return task, None
+    folder = next((Path(p) for p in (args.eval, args.calibration) if p and Path(p).is_dir()), None)
+    if folder is None or contract is None:
+        raise EdgepipeError(
+            f"--task {task.name}: its metric ({task.metric}) is measured on images: give --eval DIR "
+            f"({task.labels_hint}) or a --calibration folder of images, with the model's input contract"
+        )
+    from edgepipe.pipeline.core.progress import progress_bar
+
+    return task, FolderJudge(task, folder, contract, src, progress=progress_bar(f"{task.name} reference"))
 
 
 def _print_guarded(g: dict, opts, source: dict, samples: int, evaluated: str | None) -> None:
@@ -232,6 +257,14 @@ def _print_guarded(g: dict, opts, source: dict, samples: int, evaluated: str | N
             else ""
         )
     )
+    if "task_metric" in last:
+        from edgepipe.runtime.tasks.evaluate import summary_line
+
+        t = last["task_metric"]
+        print(
+            f"task {t['task']}: {summary_line(t)}; float model {100 * t['reference_value']:.2f}%, "
+            f"drop {t['drop_points']:+.2f} points"
+        )
     if g["kept_float"]:
         print(
             f"accuracy guard kept in float: {', '.join(g['kept_float'])} "
@@ -321,36 +354,3 @@ def calibration_for(src: Path, given: str | None, contract, spec):
         f"{src}: calibration data needed for a model taking "
         f"{', '.join(f'{s.name} {s.text()}' for s in spec)}: give --calibration, {how}"
     )
-
-
-def cmd_contract(args) -> int:
-    """Show an ONNX file's input contract, or write one into its metadata (in place, or to -o)."""
-    from edgepipe.devices import EdgepipeError
-    from edgepipe.devices.base.atomic import write_bytes_atomic
-    from edgepipe.export.metadata import write_metadata
-    from edgepipe.pipeline.stages.export import contract_metadata
-    from edgepipe.runtime.inputs.images import CONTRACT_FLAGS
-
-    src = Path(args.model)
-    given = [k for k in CONTRACT_FLAGS if getattr(args, k, None) not in (None, False)]
-    spec, contract, _ = model_signature(src, args)
-    if given:
-        out = Path(args.output or src)
-        _onnx_name(out)
-        if out != src:
-            write_bytes_atomic(out, src.read_bytes())
-        try:
-            write_metadata(out, contract_metadata(contract.to_dict()))
-        except BaseException:
-            if out != src:
-                out.unlink(missing_ok=True)
-            raise
-        print(f"{out}: input contract written")
-    elif contract is None:
-        raise EdgepipeError(
-            f"{src}: carries no input contract; write one with --size HxW (and --mean/--std/--keep-ratio/"
-            "--bgr/--classes as the model was trained)"
-        )
-    print(f"inputs: {', '.join(f'{s.name} {s.text()}' for s in spec)}")
-    print("contract: " + ", ".join(f"{k} {v}" for k, v in contract.to_dict().items() if v not in ((), [], None)))
-    return 0

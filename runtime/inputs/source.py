@@ -23,6 +23,7 @@ class Source:
     files: list | None = None
     classes: tuple = ()
     origin: Path | None = None
+    contract: object = None  # the images' input contract
     notes: list = field(default_factory=list)
 
     @property
@@ -66,7 +67,7 @@ def image_source(model: Path, session, images: Path, contract_args) -> Source:
     else:  # each image at its own size
         groups, labels, files = folder_feeds(images, contract, signature(session), batch=1 << 30)
         rows = ShapeGroups(groups, labels)
-    return Source(rows=rows, files=files, classes=contract.classes, origin=images, notes=notes)
+    return Source(rows=rows, files=files, classes=contract.classes, origin=images, notes=notes, contract=contract)
 
 
 def inputs_memory(src, rows_held: int) -> dict:

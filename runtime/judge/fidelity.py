@@ -8,12 +8,15 @@ import numpy as np
 
 
 def channel_sums(ref: np.ndarray, test: np.ndarray, per_channel: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(signal power, error power), per channel (axis 1) or over the whole tensor."""
-    ref, test = ref.astype(np.float64), test.astype(np.float64)
+    """(signal power, error power), per channel (axis 1) or over the whole tensor. Squares are taken in
+    the tensors' own float type and summed in float64 (no float64 copies of large activations)."""
+    if ref.dtype.kind != "f" or ref.dtype.itemsize < 4:
+        ref, test = ref.astype(np.float32), test.astype(np.float32)
+    diff = np.subtract(ref, test, dtype=ref.dtype)
     if per_channel and ref.ndim >= 2:
         axes = tuple(i for i in range(ref.ndim) if i != 1)
-        return (ref**2).sum(axis=axes), ((ref - test) ** 2).sum(axis=axes)
-    return np.array([(ref**2).sum()]), np.array([((ref - test) ** 2).sum()])
+        return np.square(ref).sum(axis=axes, dtype=np.float64), np.square(diff).sum(axis=axes, dtype=np.float64)
+    return np.array([np.square(ref).sum(dtype=np.float64)]), np.array([np.square(diff).sum(dtype=np.float64)])
 
 
 def sqnr_from_sums(sig: np.ndarray, err: np.ndarray) -> float:

@@ -8,8 +8,19 @@ from edgepipe.runtime.tasks.base import (
     get_task,
     parse_settings,
     register_task,
+    task_from_args,
     task_names,
     task_of,
 )
 
-__all__ = ["TASK_KEY", "Score", "Task", "get_task", "parse_settings", "register_task", "task_names", "task_of"]
+__all__ = [
+    "TASK_KEY",
+    "Score",
+    "Task",
+    "get_task",
+    "parse_settings",
+    "register_task",
+    "task_from_args",
+    "task_names",
+    "task_of",
+]

@@ -100,6 +100,10 @@ class Task:
     def to_metadata(self) -> str:
         return json.dumps({"name": self.name, **{k: v for k, v in self.settings.items() if v is not None}})
 
+    def metadata_props(self) -> dict[str, str]:
+        """The ONNX metadata entries that carry this task to the device."""
+        return {TASK_KEY: self.to_metadata()}
+
 
 def get_task(name: str, settings: dict | None = None) -> Task:
     """The task named `name` with its settings; one line listing the known tasks for any other name."""
@@ -132,6 +136,14 @@ def task_of(session, override: str | None = None, settings: dict | None = None) 
     task = get_task(name, {**stored, **(settings or {})})
     task.configure(session.get_outputs(), [i.name for i in session.get_inputs()], dict(meta))
     return task
+
+
+def task_from_args(session, task: str | None = None, opts: list[str] | None = None) -> Task | None:
+    """The task of --task/--task-opt (over the model's own), the model's own when it names one, else None."""
+    meta = session.get_modelmeta().custom_metadata_map if hasattr(session, "get_modelmeta") else {}
+    if task is None and not opts and TASK_KEY not in meta:
+        return None
+    return task_of(session, task, parse_settings(opts))
 
 
 def parse_settings(items: list[str] | None) -> dict:

@@ -93,3 +93,29 @@ def summary_line(r: dict) -> str:
         + (f" on {n} samples" if n else "")
         + f", against the {r['against']}"
     )
+
+
+class FolderJudge:
+    """A task's metric of candidate models on a folder of images: against its labels where it has them,
+    else against the reference (float) model's predictions. Called with a model file, it returns
+    task_drop's figures (the metric, the reference's, the drop in points)."""
+
+    def __init__(self, task: Task, folder: Path, contract, reference: Path, progress=None):
+        from edgepipe.runtime.model.session import open_session
+
+        session = open_session(reference)
+        self.task, self.folder = task, Path(folder)
+        self.feeds, self.metas, files, class_labels = sample_feeds(
+            self.folder, contract, fd.signature(session), progress
+        )
+        self.labels = labels_for(task, self.folder, files, class_labels)
+        self.ref_preds = predict(session, task, self.feeds, self.metas)
+
+    def __call__(self, model: Path) -> dict:
+        from edgepipe.runtime.model.session import open_session
+
+        got = task_drop(
+            self.task, self.ref_preds, predict(open_session(model), self.task, self.feeds, self.metas), self.labels
+        )
+        got.pop("per_sample", None)
+        return got

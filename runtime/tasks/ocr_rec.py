@@ -90,5 +90,10 @@ class OcrRec(Task):
         path, table = found
         return match_files(path, table, Path(folder), files)
 
+    def metadata_props(self) -> dict[str, str]:
+        """The task, and the dictionary under PaddleOCR's own key `character` (blank and space left out)."""
+        chars = self.table[1:-1] if self.table[-1] == " " and len(self.table) > 2 else self.table[1:]
+        return super().metadata_props() | {"character": "\n".join(chars)}
+
     def records(self, preds, files):
         return [{"file": str(f), **p} for p, f in zip(preds, files)]
