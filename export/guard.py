@@ -311,3 +311,26 @@ def guarded_quantize(
         "latency_cost_ms": final["p50_ms"] - steps[0]["p50_ms"],
         **({"task_metric": final["task_metric"]} if "task_metric" in final else {}),
     }
+
+
+COMPUTE = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+def producers_of(model: str | Path, outputs: list[str]) -> list[str]:
+    """The last compute nodes (Conv, MatMul, Gemm) on the way to `outputs`, walking back through the ops
+    that only move, reshape or squash values: a head's final layers, to keep in float."""
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    made_by = {o: n for n in graph.node for o in n.output}
+    found, seen, todo = [], set(), list(outputs)
+    while todo:
+        node = made_by.get(todo.pop(0))  # breadth first: in the order of the outputs
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op_type in COMPUTE:
+            found.append(node.name)
+        else:
+            todo += list(node.input)
+    return [n for n in found if n]

@@ -189,11 +189,18 @@ def square_detector(path, size=64):
             helper.make_node("Add", [f"{s}_b", f"{s}_off"], [f"{s}_logit"]),  # [1, cells, 2]
             helper.make_node("Sigmoid", [f"{s}_logit"], [f"score_{stride}"]),
         ]
-        inits.append(
-            numpy_helper.from_array(np.tile(dist, 4)[None, None, :] * np.ones((1, n, 1), np.float32), f"box_{stride}_c")
-        )
-        nodes.append(helper.make_node("Mul", [f"box_{stride}_c", f"{s}_one"], [f"box_{stride}"]))
-        inits.append(numpy_helper.from_array(np.ones((1, 1, 1), np.float32), f"{s}_one"))
+        # the box branch: a 1×1 conv (zero weights, the distribution as its bias) on the level's map, then
+        # [1, 32, cells] -> [1, cells, 32] as PicoDet's export lays it out
+        inits += [
+            numpy_helper.from_array(np.zeros((32, 1, 1, 1), np.float32), f"{s}_bw"),
+            numpy_helper.from_array(np.tile(dist, 4), f"{s}_bb"),
+            numpy_helper.from_array(np.array([1, 32, -1], np.int64), f"{s}_bshape"),
+        ]
+        nodes += [
+            helper.make_node("Conv", [f"{s}_avg", f"{s}_bw", f"{s}_bb"], [f"{s}_bconv"], name=f"box_conv_{stride}"),
+            helper.make_node("Reshape", [f"{s}_bconv", f"{s}_bshape"], [f"{s}_b3"]),
+            helper.make_node("Transpose", [f"{s}_b3"], [f"box_{stride}"], perm=[0, 2, 1]),
+        ]
         scores.append(helper.make_tensor_value_info(f"score_{stride}", TensorProto.FLOAT, [1, n, 2]))
         boxes.append(helper.make_tensor_value_info(f"box_{stride}", TensorProto.FLOAT, [1, n, 32]))
     outs = scores + boxes

@@ -285,6 +285,14 @@ def test_a_picodet_shaped_detector_is_scored_by_map_in_fp32_and_int8(tmp_path):
     q, _, _ = bench(int8, "int8")
     assert q["task"]["value"] >= 0.95, q["task"]
 
+    proc = edgepipe(
+        "quantize", model, "-o", tmp_path / "head.onnx", "--calibration", images, "--samples", "6", "--float-box-head"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "box head kept in float: box_conv_8, box_conv_16 (before box_8, box_16)" in proc.stdout
+    kinds = {n.name: n.op_type for n in __import__("onnx").load(str(tmp_path / "head.onnx")).graph.node}
+    assert "box_conv_8" in kinds and "box_conv_8_quant" not in kinds and not any("bw_Dequant" in k for k in kinds)
+
     (images / "annotations.json").unlink()  # no labels: the int8 file against its float model's detections
     proc = edgepipe("quantize", model, "-o", tmp_path / "again.onnx", "--calibration", images, "--samples", "6")
     assert proc.returncode == 0, proc.stderr

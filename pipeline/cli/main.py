@@ -81,7 +81,15 @@ def _add_quantize(sub) -> None:
         "folders give labels) or an .npz of inputs (labels 'y' optional)",
     )
     q.add_argument(
-        "--max-drop", type=float, help="accuracy-guard budget in points (accuracy, or top-1 agreement without labels)"
+        "--max-drop",
+        type=float,
+        help="accuracy-guard budget in points of the task's metric (top-1 accuracy, word accuracy, mAP, hmean; "
+        "against the float model's predictions without labels)",
+    )
+    q.add_argument(
+        "--float-box-head",
+        action="store_true",
+        help="--task detect: keep the box-regression head's last layers in float (the usual cause of int8 mAP loss)",
     )
     q.add_argument("--max-float-layers", type=int, default=4, help="at most this many guard steps (default 4)")
     q.add_argument(

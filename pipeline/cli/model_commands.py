@@ -176,12 +176,14 @@ def _quantize_static(src: Path, out: Path, cfg, args) -> None:
     spec, contract, shapes = model_signature(src, args)
     calib = fd.spread(calibration_for(src, args.calibration, contract, spec), args.samples)
     opts, source = resolve_options(cfg)
-    if args.exclude:
-        from dataclasses import replace
+    from dataclasses import replace
 
+    if args.exclude:
         opts = replace(opts, nodes_to_exclude=tuple(args.exclude))
     x = y = None
     task, judge = task_judge(src, args, contract)
+    if args.float_box_head:
+        opts = replace(opts, nodes_to_exclude=tuple(opts.nodes_to_exclude) + box_head_nodes(src, task))
     if args.eval:
         x, y = feeds_from(Path(args.eval), contract, spec, "--eval")
     elif args.max_drop is not None and judge is None:
@@ -210,6 +212,22 @@ def _quantize_static(src: Path, out: Path, cfg, args) -> None:
     # the contract it was calibrated under, and the task it was judged by, travel with it
     props = contract_metadata(contract.to_dict()) if contract is not None else {}
     write_metadata(out, props | (task.metadata_props() if task is not None else {}))
+
+
+def box_head_nodes(src: Path, task) -> tuple[str, ...]:
+    """--float-box-head: the detector's box-regression layers (the last compute nodes before its box outputs)."""
+    from edgepipe.devices import EdgepipeError
+    from edgepipe.export.guard import producers_of
+
+    outputs = task.box_head_outputs() if task is not None and task.name == "detect" else None
+    if not outputs:
+        raise EdgepipeError(
+            "--float-box-head: needs --task detect on a model whose box regression is an output of its own "
+            "(a PicoDet/GFL distribution or decoded boxes; a graph ending in NMS has none to keep)"
+        )
+    nodes = tuple(producers_of(src, outputs))
+    print(f"box head kept in float: {', '.join(nodes) or 'no compute node found'} (before {', '.join(outputs)})")
+    return nodes
 
 
 def task_judge(src: Path, args, contract):

@@ -164,6 +164,14 @@ class Detect(Task):
         self.score_outputs = [n for n, s in zip(self.names, self.shapes) if s[-1] != box_w]
         self.settings["reg_max"] = box_w // 4 - 1
 
+    def box_head_outputs(self) -> list[str]:
+        """The outputs that carry box regression (the distribution or decoded-box branch); none after NMS."""
+        if self.settings["head"] == "distribution":
+            return list(self.box_outputs)
+        if self.settings["head"] == "boxes":
+            return [n for n, s in zip(self.names, self.shapes) if s[-1] == 4]
+        return []
+
     def decode(self, outputs, meta):
         head = self.settings["head"]
         if head == "nms":
