@@ -93,6 +93,9 @@ def run(model: Path, opts: BenchOptions, req: Request | None = None) -> dict:
     rss_session = rss_mb()
     if req.images is not None or (req.inputs is not None and req.inputs.is_dir()):
         src = image_source(model, bench.session, req.images or req.inputs, req.contract_args)
+    from edgepipe.runtime.tasks import task_from_args
+
+    task = task_from_args(bench.session, req.task, list(req.task_opt))  # its settings checked before measuring
     rows = src.rows
     held = [min(b, rows.n) for b in opts.batches] if rows is not None else []  # input rows in memory at once
 
@@ -134,7 +137,7 @@ def run(model: Path, opts: BenchOptions, req: Request | None = None) -> dict:
         src.labels is not None or req.save_outputs or src.files is not None or req.want_predictions
     ):
         _outputs_pass(bench, src, req, result)
-    _task_pass(bench, src, req, result)
+    _task_pass(bench, src, req, result, task)
     profile = req.profile
     result["profile"] = {
         "name": profile.name if profile else None,
@@ -191,15 +194,13 @@ def _energy(bench: Bench, energy_feed: dict, batch: int, req: Request, gpu: bool
     return energy_summary(readings, missing)
 
 
-def _task_pass(bench: Bench, src: Source, req: Request, result: dict) -> None:
+def _task_pass(bench: Bench, src: Source, req: Request, result: dict, task) -> None:
     """With images and a task other than classify (given, or named by the model): each image decoded by
     the task, scored by its metric against the folder's labels (result["task"]), and its prediction
     recorded for --predictions."""
     from edgepipe.runtime.inputs.feeds import signature
-    from edgepipe.runtime.tasks import task_from_args
     from edgepipe.runtime.tasks.evaluate import labels_for, predict, sample_feeds, scored
 
-    task = task_from_args(bench.session, req.task, list(req.task_opt))
     if task is None or task.name == "classify" or src.files is None or task.name == "fidelity":
         if task is not None and task.name == "fidelity":
             result.setdefault("notes", []).append("task fidelity: nothing to score without a float model to compare")

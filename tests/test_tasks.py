@@ -297,3 +297,36 @@ def test_a_picodet_shaped_detector_is_scored_by_map_in_fp32_and_int8(tmp_path):
     proc = edgepipe("quantize", model, "-o", tmp_path / "again.onnx", "--calibration", images, "--samples", "6")
     assert proc.returncode == 0, proc.stderr
     assert "mAP against the float model" in proc.stdout and "against the float model" in proc.stdout
+
+
+def test_bad_task_input_is_one_line_naming_the_setting_or_file(tmp_path):
+    from conftest import edgepipe, one_line_error
+    from onnx_models import square_detector
+
+    model = square_detector(tmp_path / "det.onnx")
+    images = squares_folder(tmp_path / "squares", n=2)
+    common = [
+        "--images",
+        images,
+        "--size",
+        "64x64",
+        "--mean",
+        "0,0,0",
+        "--std",
+        "1,1,1",
+        "--iters",
+        "2",
+        "--min-seconds",
+        "0",
+        "--energy-seconds",
+        "0",
+    ]
+    line = one_line_error(edgepipe("bench", model, *common, "--task", "detect", "--task-opt", "strides=[8]"))
+    assert "task detect strides" in line and "--task-opt strides=" in line
+    line = one_line_error(edgepipe("bench", model, *common, "--task", "detect", "--task-opt", "iou=0.5"))
+    assert "unknown setting(s) ['iou']" in line
+    line = one_line_error(edgepipe("bench", model, *common, "--task", "ocr-rec"))
+    assert "task ocr-rec" in line
+    (images / "annotations.json").write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    line = one_line_error(edgepipe("bench", model, *common, "--task", "detect"))
+    assert "annotations.json: lists no image 000.png" in line
