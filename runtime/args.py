@@ -89,6 +89,13 @@ def add_task_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a task setting, repeatable (e.g. score_threshold=0.3, strides=[8,16,32,64], dictionary=keys.txt)",
     )
+    g.add_argument(
+        "--reference",
+        type=Path,
+        metavar="MODEL.onnx",
+        help="with --images and no labels: score the model's predictions against this (float) model's on the "
+        "same images (mAP, hmean, word or top-1 agreement)",
+    )
 
 
 def add_shape_arg(p: argparse.ArgumentParser) -> None:

@@ -78,6 +78,7 @@ class Request:
     contract_args: object = None  # the contract flags, for a model that carries no contract
     task: str | None = None  # --task: decode and score the outputs as this task (runtime/tasks/)
     task_opt: tuple = ()  # --task-opt KEY=VALUE items
+    reference: Path | None = None  # --reference: the float model the task scores against without labels
 
 
 def run(model: Path, opts: BenchOptions, req: Request | None = None) -> dict:
@@ -201,22 +202,28 @@ def _task_pass(bench: Bench, src: Source, req: Request, result: dict, task) -> N
     from edgepipe.runtime.inputs.feeds import signature
     from edgepipe.runtime.tasks.evaluate import labels_for, predict, sample_feeds, scored
 
-    if task is None or task.name == "classify" or src.files is None or task.name == "fidelity":
-        if task is not None and task.name == "fidelity":
-            result.setdefault("notes", []).append("task fidelity: nothing to score without a float model to compare")
+    if task is None or src.files is None or (task.name == "classify" and req.reference is None):
         return
     feeds, metas, files, class_labels = sample_feeds(src.origin, src.contract, signature(bench.session))
     preds = predict(bench.session, task, feeds, metas)
     labels = labels_for(task, src.origin, files, class_labels)
-    r = scored(task, preds, labels)
+    reference = None
+    if labels is None and req.reference is not None:
+        from edgepipe.runtime.model.session import open_session
+
+        reference = predict(open_session(req.reference), task, feeds, metas)
+    r = scored(task, preds, labels, reference)
     r.pop("per_sample", None)
     result["task"] = r | {"settings": {k: v for k, v in task.settings.items() if k != "characters"}}
-    if labels is None:
-        result.setdefault("notes", []).append(f"task {task.name}: no labels in {src.origin} ({task.labels_hint})")
-    if req.want_predictions:
+    if labels is None and reference is None:
+        result.setdefault("notes", []).append(
+            f"task {task.name}: no labels in {src.origin} ({task.labels_hint}); --reference FLOAT.onnx scores "
+            "against a float model's predictions instead"
+        )
+    if req.want_predictions and task.name != "classify":  # a classifier's come from the outputs pass
         result["predictions"] = task.records(preds, files)
-    notes = [n for n in result.get("notes", []) if not n.startswith("no predictions: the model's output has shape")]
-    result["notes"] = notes  # the task decoded them
+        notes = [n for n in result.get("notes", []) if not n.startswith("no predictions: the model's output has")]
+        result["notes"] = notes  # the task decoded them
 
 
 def _outputs_pass(bench: Bench, src: Source, req: Request, result: dict) -> None:
@@ -337,6 +344,7 @@ def _execute(args: argparse.Namespace) -> int:
         contract_args=args,
         task=args.task,
         task_opt=tuple(args.task_opt),
+        reference=getattr(args, "reference", None),
     )
     result = run(args.model, opts, req)
     result["notes"] = notes + result.get("notes", [])

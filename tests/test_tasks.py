@@ -297,6 +297,26 @@ def test_a_picodet_shaped_detector_is_scored_by_map_in_fp32_and_int8(tmp_path):
     proc = edgepipe("quantize", model, "-o", tmp_path / "again.onnx", "--calibration", images, "--samples", "6")
     assert proc.returncode == 0, proc.stderr
     assert "mAP against the float model" in proc.stdout and "against the float model" in proc.stdout
+    r = tmp_path / "vs_float.json"
+    proc = edgepipe(
+        "bench",
+        int8,
+        "--images",
+        images,
+        "--reference",
+        model,
+        "--iters",
+        "3",
+        "--min-seconds",
+        "0",
+        "--energy-seconds",
+        "0",
+        "--json",
+        r,
+    )
+    assert proc.returncode == 0, proc.stderr
+    t = json.loads(r.read_text())["task"]
+    assert t["metric"] == "mAP against the float model" and t["against"] == "float model" and t["value"] >= 0.95
 
 
 def test_bad_task_input_is_one_line_naming_the_setting_or_file(tmp_path):
