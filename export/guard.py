@@ -251,11 +251,14 @@ def guarded_quantize(
     tensor_overrides: dict | None = None,
     probe_samples: int = 64,
     judge=None,
+    trials: int = 3,
 ) -> dict:
     """Quantize `fp32` to `out`; keep layers in float while the drop exceeds `max_drop` points.
     Returns the steps taken (what was kept float, drop, agreement, p50 latency at batch 1 after each).
     `judge(model file)` (runtime/tasks/evaluate.FolderJudge), when given, measures the drop in its task's
-    metric (word accuracy, mAP, hmean) instead of top-1."""
+    metric (word accuracy, mAP, hmean) instead of top-1, and each step tries the `trials` noisiest nodes in
+    float, keeping the one the metric likes best. The file written is the first step within the budget, or
+    the step that came closest."""
     from edgepipe.devices import EdgepipeError
 
     fp32, out = Path(fp32), Path(out)
@@ -270,39 +273,32 @@ def guarded_quantize(
             f"outputs are {', '.join(f'{k} {_shape_text(v)}' for k, v in ref.items())}. Quantize without "
             "the budget and judge it by the SQNR of each output that is printed"
         )
-    excluded: list[str] = list(opts.nodes_to_exclude)
     one = fd.first(as_feeds(fp32, x[:1]) if isinstance(x, np.ndarray) else list(x), 1)[0]  # timed at batch 1
-    steps = []
+    probe = x[:probe_samples] if isinstance(x, np.ndarray) else fd.spread(list(x), probe_samples)
+    steps, files = [], []
     with temp_dir("guard") as tmp:
-        cand = Path(tmp) / "q.onnx"
+        run = _Steps(fp32, calibration, opts, tensor_overrides, ref, x, y, one, judge, Path(tmp))
+        step, path = run.step(list(opts.nodes_to_exclude), "step0")
         while True:
-            o = replace(opts, nodes_to_exclude=tuple(excluded))
-            quantize_static(fp32, cand, calibration, o, tensor_overrides)
-            step = {"kept_float": list(excluded), **measure(ref, cand, x, y), "p50_ms": _latency_ms(cand, one)}
-            if judge is not None:
-                step |= {"task_metric": judge(cand)}
-                step["drop_points"] = step["task_metric"]["drop_points"]
             steps.append(step)
-            over = max_drop is not None and step["drop_points"] > max_drop
-            if not over or len(steps) > max_float_layers:
+            files.append(path)
+            if max_drop is None or step["drop_points"] <= max_drop or len(steps) > max_float_layers:
                 break
-            # the node whose quantization costs most, measured on a QDQ twin (whatever the format)
-            twin = Path(tmp) / "twin.onnx"
-            quantize_static(fp32, twin, calibration, replace(o, format="qdq"), tensor_overrides)
-            probe = x[:probe_samples] if isinstance(x, np.ndarray) else fd.spread(list(x), probe_samples)
-            worst = next((e for e in node_errors(fp32, twin, probe) if e["node"] and e["node"] not in excluded), None)
-            if worst is None:
+            found = run.next_step(step, probe, trials if judge is not None else 1, f"step{len(steps)}")
+            if found is None:
                 break
-            step["worst_node"] = worst
-            # the node itself, and where an input's Q/DQ pair is the damage, that input's producer,
-            # so the tensor stays float (onnxruntime quantizes a quantized node's output)
-            excluded += [n for n in [worst["node"], *worst["input_producers"]] if n not in excluded]
+            step, path = found
         from edgepipe.devices.base.atomic import write_bytes_atomic
 
-        write_bytes_atomic(out, cand.read_bytes())
-    final = steps[-1]
+        # the step that met the budget, else the one that came closest (float nodes can make it worse)
+        chosen = next((i for i, st in enumerate(steps) if max_drop is None or st["drop_points"] <= max_drop), None)
+        if chosen is None:
+            chosen = min(range(len(steps)), key=lambda i: (steps[i]["drop_points"], i))
+        write_bytes_atomic(out, files[chosen].read_bytes())
+    final = steps[chosen]
     return {
         "steps": steps,
+        "chosen_step": chosen,
         "kept_float": final["kept_float"],
         "met": max_drop is None or final["drop_points"] <= max_drop,
         "max_drop": max_drop,
@@ -311,6 +307,51 @@ def guarded_quantize(
         "latency_cost_ms": final["p50_ms"] - steps[0]["p50_ms"],
         **({"task_metric": final["task_metric"]} if "task_metric" in final else {}),
     }
+
+
+class _Steps:
+    """The guard's steps: each a quantized file with what it keeps in float, its fidelity to the float
+    model, its p50 at batch 1 and (with a judge) its task metric."""
+
+    def __init__(self, fp32, calibration, opts, overrides, ref, x, y, one, judge, tmp: Path):
+        self.fp32, self.calibration, self.opts, self.overrides = fp32, calibration, opts, overrides
+        self.ref, self.x, self.y, self.one, self.judge, self.tmp = ref, x, y, one, judge, tmp
+
+    def step(self, excluded: list[str], name: str) -> tuple[dict, Path]:
+        path = self.tmp / f"{name}.onnx"
+        o = replace(self.opts, nodes_to_exclude=tuple(excluded))
+        quantize_static(self.fp32, path, self.calibration, o, self.overrides)
+        step = {
+            "kept_float": list(excluded),
+            **measure(self.ref, path, self.x, self.y),
+            "p50_ms": _latency_ms(path, self.one),
+        }
+        if self.judge is not None:
+            step |= {"task_metric": self.judge(path)}
+            step["drop_points"] = step["task_metric"]["drop_points"]
+        return step, path
+
+    def next_step(self, prev: dict, probe, trials: int, name: str) -> tuple[dict, Path] | None:
+        """The next step: the `trials` nodes whose quantization adds most noise (measured on a QDQ twin,
+        whatever the format) each kept in float in turn, the one with the smallest drop taken; None when
+        no node is left. A node's group is itself and, where an input's Q/DQ pair is the damage, that
+        input's producer, so the tensor stays float (onnxruntime quantizes a quantized node's output)."""
+        excluded = prev["kept_float"]
+        twin = self.tmp / "twin.onnx"
+        o = replace(self.opts, nodes_to_exclude=tuple(excluded), format="qdq")
+        quantize_static(self.fp32, twin, self.calibration, o, self.overrides)
+        worst = [e for e in node_errors(self.fp32, twin, probe) if e["node"] and e["node"] not in excluded][:trials]
+        if not worst:
+            return None
+        tried = []
+        for k, e in enumerate(worst):
+            group = [n for n in [e["node"], *e["input_producers"]] if n not in excluded]
+            tried.append((*self.step(excluded + group, f"{name}.try{k}"), e))
+        step, path, e = min(tried, key=lambda t: t[0]["drop_points"])
+        prev["worst_node"] = e
+        if len(tried) > 1:  # what the metric said of each
+            prev["tried"] = [{"node": w["node"], "drop_points": t["drop_points"]} for t, _, w in tried]
+        return step, path
 
 
 COMPUTE = ("Conv", "ConvTranspose", "MatMul", "Gemm")

@@ -259,7 +259,7 @@ def _print_guarded(g: dict, opts, source: dict, samples: int, evaluated: str | N
         f"{opts.calibration} calibration on {samples} samples"
         + (f" (preset of profile '{source['profile']}': {source['reason']})" if source["profile"] else "")
     )
-    last = g["steps"][-1]
+    last = g["steps"][g.get("chosen_step", -1)]
     print(
         f"on {evaluated or 'the calibration samples'}: "
         + (f"top-1 agreement with fp32 {100 * last['agreement']:.2f}%, " if last["agreement"] is not None else "")
