@@ -76,7 +76,9 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--seconds", type=float, default=0.3)
-    ap.add_argument("--samples", type=int, default=24, help="rendered inputs per model (calibration and fidelity)")
+    ap.add_argument("--samples", type=int, default=24, help="rendered pages and calibration inputs per model")
+    ap.add_argument("--lines", type=int, default=200, help="rendered text lines (the recognizer's task metric)")
+    ap.add_argument("--max-drop", type=float, default=1.0, help="the guarded recognizer's budget, word-accuracy points")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "real_models_bench.json")
     return ap.parse_args()
 
@@ -100,8 +102,10 @@ def candidates(name: str, folder: str, onnx_file: str, size, kind: str, x, tmp: 
         samples=4,
     )
     int8, int8_pt = tmp / f"{kind}.int8.onnx", tmp / f"{kind}.int8pt.onnx"
-    quantize_static(ours, int8, x)  # per-channel weights (the opset-13 file: edgepipe's export)
-    quantize_static(onnx_dir / onnx_file, int8_pt, x, QuantOptions(per_channel=False))  # the shipped opset 11/12 file
+    calib = x[:CALIBRATION]
+    quantize_static(ours, int8, calib)  # per-channel weights (the opset-13 file: edgepipe's export)
+    # the shipped opset 11/12 file
+    quantize_static(onnx_dir / onnx_file, int8_pt, calib, QuantOptions(per_channel=False))
     shipped = onnx_dir / onnx_file
     cands = [
         {"id": "onnxruntime fp32 (shipped ONNX)", "model": str(shipped), "backend": "onnxruntime"},
@@ -114,8 +118,42 @@ def candidates(name: str, folder: str, onnx_file: str, size, kind: str, x, tmp: 
     return facts, cands
 
 
-def score_rows(cands: list[dict], timed: list[dict], x, kind: str) -> list[dict]:
-    """Each candidate's timing, and its outputs' fidelity to the first (shipped fp32) candidate's."""
+CALIBRATION = 32  # rendered inputs the int8 files are calibrated on
+
+
+def guarded(ours: Path, x, images: Path, contract, task, max_drop: float, tmp: Path) -> tuple[dict, dict]:
+    """edgepipe's int8 under the accuracy guard judged by the task's metric on the labelled images (what
+    `edgepipe quantize --task ocr-rec --eval DIR --max-drop N` does): (its candidate, the guard's record)."""
+    from edgepipe.export.guard import guarded_quantize
+    from edgepipe.export.quantize import QuantOptions
+    from edgepipe.runtime.tasks.evaluate import FolderJudge
+
+    out = tmp / "guarded.int8.onnx"
+    judge = FolderJudge(task, images, contract, ours)
+    g = guarded_quantize(ours, out, x[:CALIBRATION], QuantOptions(), x[:CALIBRATION], None, max_drop, judge=judge)
+    cand = {"id": f"onnxruntime int8 (edgepipe, guard {max_drop:g} pt)", "model": str(out), "backend": "onnxruntime"}
+    record = {k: g[k] for k in ("kept_float", "met", "max_drop", "drop_points", "latency_cost_ms")}
+    record["steps"] = [
+        {"kept_float": st["kept_float"], "drop_points": st["drop_points"], "p50_ms": st["p50_ms"]} for st in g["steps"]
+    ]
+    return cand, record
+
+
+def task_scores(task, outputs: np.ndarray, metas: list[dict], labels) -> dict | None:
+    """The task's metric of one candidate's outputs (one row per labelled image) against the labels."""
+    from edgepipe.runtime.tasks.evaluate import scored
+
+    if task is None or labels is None:
+        return None
+    preds = [task.decode({"out": outputs[i : i + 1]}, m) for i, m in enumerate(metas)]
+    r = scored(task, preds, labels)
+    r.pop("per_sample", None)
+    return r
+
+
+def score_rows(cands: list[dict], timed: list[dict], x, kind: str, scoring=None) -> list[dict]:
+    """Each candidate's timing, its outputs' fidelity to the first (shipped fp32) candidate's, and (`scoring`:
+    task, metas, labels) its task metric against the labels."""
     from edgepipe.runtime.judge.fidelity import sqnr_db
     from edgepipe.runtime.measure.compare import paired_ratio
     from edgepipe.runtime.model.backends import open_model
@@ -140,6 +178,7 @@ def score_rows(cands: list[dict], timed: list[dict], x, kind: str) -> list[dict]
                 "sqnr_db": sqnr_db(ref, out, per_channel=False),
                 "agreement": agreement(kind, ref, out),
                 "accuracy": t["accuracy"],
+                "task": task_scores(*scoring[:1], out, *scoring[1:]) if scoring else None,
             }
         )
     return rows
@@ -154,18 +193,36 @@ def bench_model(name: str, spec: tuple, tmp: Path, args, dirs: tuple) -> dict:
     print(f"{name}: export, quantize, measure", file=sys.stderr, flush=True)
     contract = contract_for(kind, size)
     images = tmp / "text" / {"cls": "orientation", "rec": "lines", "det": "pages"}[kind]
-    samples, labels, _ = folder_samples(images, contract)
-    x = np.stack([s for s, _ in samples])[: 2 * args.samples]
-    y = labels[: len(x)] if labels is not None else None
+    samples, labels, files = folder_samples(images, contract)
+    x = np.stack([s for s, _ in samples])
+    y = labels if labels is not None else None
     facts, cands = candidates(name, folder, onnx_file, size, kind, x, tmp, dirs)
+    task, scoring, guard = task_of_kind(kind, dirs[1] / onnx_file), None, None
+    if task is not None:
+        metas = [{"file": str(f), "scale": sc, "input_hw": size} for (_, sc), f in zip(samples, files)]
+        scoring = (task, metas, task.read_labels(images, files))
+    if kind == "rec":
+        cand, guard = guarded(tmp / f"{kind}.onnx", x, images, contract, task, args.max_drop, tmp)
+        cands.append(cand)
     timed = measure(cands, x, y, threads=1, rounds=args.rounds, seconds=args.seconds)
     return {
         "input": f"1x3x{size[0]}x{size[1]}",
         "inputs": len(x),
         "export": facts["parity"],
         "agreement_is": {"cls": "top class", "rec": "top character per position", "det": "text mask at 0.3"}[kind],
-        "rows": score_rows(cands, timed, x, kind),
+        **({"guard": guard} if guard else {}),
+        "rows": score_rows(cands, timed, x, kind, scoring),
     }
+
+
+def task_of_kind(kind: str, shipped: Path):
+    """The recognizer's and the detector's tasks (the dictionary from the shipped file's metadata)."""
+    from edgepipe.runtime.model.session import open_session
+    from edgepipe.runtime.tasks import task_of
+
+    if kind == "cls":
+        return None
+    return task_of(open_session(shipped), {"rec": "ocr-rec", "det": "text-det"}[kind])
 
 
 def main() -> int:
@@ -181,11 +238,12 @@ def main() -> int:
         "rounds": args.rounds,
         "seconds": args.seconds,
         "samples": args.samples,
+        "lines": args.lines,
         "models": {},
     }
     with tempfile.TemporaryDirectory(prefix="edgepipe-realbench-") as tmp:
         tmp = Path(tmp)
-        render_lines(tmp / "text", n=args.samples, seed=7, orientation=True, pages=args.samples)
+        render_lines(tmp / "text", n=args.lines, seed=7, orientation=True, pages=args.samples)
         for name, spec in MODELS.items():
             result["models"][name] = bench_model(name, spec, tmp, args, dirs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -199,14 +257,30 @@ def table(result: dict) -> str:
     lines = [
         f"host: {result['host']}; batch 1, 1 thread, {result['rounds']} interleaved rounds of {result['seconds']} s",
         "",
-        f"{'model':<22} {'candidate':<36} {'ran':>6} {'p50 ms':>8} {'× ref':>6} {'SQNR dB':>8} {'agree':>7} {'acc':>7}",
+        f"{'model':<22} {'candidate':<42} {'ran':>6} {'p50 ms':>8} {'× ref':>6} {'SQNR dB':>8} {'agree':>7} "
+        f"{'acc':>7}  task metric",
     ]
     for name, m in result["models"].items():
         for r in m["rows"]:
             acc = f"{100 * r['accuracy']:.1f}%" if r["accuracy"] is not None else "—"
+            t = r.get("task")
+            metric = (
+                "—"
+                if not t or t["value"] is None
+                else f"{t['metric']} {100 * t['value']:.1f}%"
+                + (f", edit sim. {t['edit_similarity']:.3f}" if t.get("edit_similarity") is not None else "")
+            )
             lines.append(
-                f"{name:<22} {r['candidate']:<36} {r['ran']['precision']:>6} {r['p50_ms']:>8.2f} "
+                f"{name:<22} {r['candidate']:<42} {r['ran']['precision']:>6} {r['p50_ms']:>8.2f} "
                 f"{r['ratio_to_reference']:>6.2f} {min(r['sqnr_db'], 99):>8.1f} {100 * r['agreement']:>6.1f}% {acc:>7}"
+                f"  {metric}"
+            )
+        if m.get("guard"):
+            g = m["guard"]
+            lines.append(
+                f"{'':<22} guard: {'met' if g['met'] else 'NOT met'} at {g['drop_points']:+.2f} pt (budget "
+                f"{g['max_drop']:g}), kept in float: {', '.join(g['kept_float']) or 'none'}, "
+                f"{1e3 * g['latency_cost_ms']:+.0f} µs"
             )
     return "\n".join(lines)
 

@@ -309,6 +309,9 @@ def guarded_quantize(
     }
 
 
+COMPUTE_ONLY = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # the guard's coarse fallback: only these quantized
+
+
 class _Steps:
     """The guard's steps: each a quantized file with what it keeps in float, its fidelity to the float
     model, its p50 at batch 1 and (with a judge) its task metric."""
@@ -317,11 +320,12 @@ class _Steps:
         self.fp32, self.calibration, self.opts, self.overrides = fp32, calibration, opts, overrides
         self.ref, self.x, self.y, self.one, self.judge, self.tmp = ref, x, y, one, judge, tmp
 
-    def step(self, excluded: list[str], name: str) -> tuple[dict, Path]:
+    def step(self, excluded: list[str], name: str, op_types: tuple[str, ...] = ()) -> tuple[dict, Path]:
         path = self.tmp / f"{name}.onnx"
-        o = replace(self.opts, nodes_to_exclude=tuple(excluded))
+        o = replace(self.opts, nodes_to_exclude=tuple(excluded), op_types=op_types or self.opts.op_types)
         quantize_static(self.fp32, path, self.calibration, o, self.overrides)
-        step = {
+        step = {"op_types": list(o.op_types)} if o.op_types else {}
+        step |= {
             "kept_float": list(excluded),
             **measure(self.ref, path, self.x, self.y),
             "p50_ms": _latency_ms(path, self.one),
@@ -333,20 +337,26 @@ class _Steps:
 
     def next_step(self, prev: dict, probe, trials: int, name: str) -> tuple[dict, Path] | None:
         """The next step: the `trials` nodes whose quantization adds most noise (measured on a QDQ twin,
-        whatever the format) each kept in float in turn, the one with the smallest drop taken; None when
-        no node is left. A node's group is itself and, where an input's Q/DQ pair is the damage, that
+        whatever the format) each kept in float in turn — and, with a task's metric, once every op but
+        Conv/MatMul/Gemm kept in float (element-wise ops are where transformer-like recognizers lose most) —
+        the one with the smallest drop taken; None when there is nothing left to try. A node's group is
+        itself and, where an input's Q/DQ pair is the damage, that
         input's producer, so the tensor stays float (onnxruntime quantizes a quantized node's output)."""
-        excluded = prev["kept_float"]
+        excluded, op_types = prev["kept_float"], tuple(prev.get("op_types", ()))
         twin = self.tmp / "twin.onnx"
-        o = replace(self.opts, nodes_to_exclude=tuple(excluded), format="qdq")
+        o = replace(self.opts, nodes_to_exclude=tuple(excluded), format="qdq", op_types=op_types or self.opts.op_types)
         quantize_static(self.fp32, twin, self.calibration, o, self.overrides)
         worst = [e for e in node_errors(self.fp32, twin, probe) if e["node"] and e["node"] not in excluded][:trials]
-        if not worst:
-            return None
         tried = []
+        if trials > 1 and not op_types:  # every other op (Add, Mul, pooling...) in float: one trial
+            tried.append(
+                (*self.step(excluded, f"{name}.compute", COMPUTE_ONLY), {"node": "(all but Conv/MatMul/Gemm)"})
+            )
         for k, e in enumerate(worst):
             group = [n for n in [e["node"], *e["input_producers"]] if n not in excluded]
-            tried.append((*self.step(excluded + group, f"{name}.try{k}"), e))
+            tried.append((*self.step(excluded + group, f"{name}.try{k}", op_types), e))
+        if not tried:
+            return None
         step, path, e = min(tried, key=lambda t: t[0]["drop_points"])
         prev["worst_node"] = e
         if len(tried) > 1:  # what the metric said of each

@@ -35,6 +35,7 @@ class QuantOptions:
     weight_type: WeightType = "s8"
     reduce_range: bool = False  # 7-bit weights: avoids u8s8 saturation on AVX2 without VNNI
     nodes_to_exclude: tuple[str, ...] = ()  # ONNX node names kept in float
+    op_types: tuple[str, ...] = ()  # only these op types quantized (empty: every type the quantizer knows)
 
     def __post_init__(self):
         if not 50.0 < self.percentile <= 100.0:
@@ -223,6 +224,7 @@ def quantize_static(
             reduce_range=opts.reduce_range,
             calibrate_method=methods[opts.calibration],
             nodes_to_exclude=list(opts.nodes_to_exclude),
+            op_types_to_quantize=list(opts.op_types) or None,
             extra_options=extra,
         )
         _save(out, q, fp32)

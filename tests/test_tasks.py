@@ -63,8 +63,10 @@ def test_word_accuracy_and_edit_similarity_by_hand():
     assert edit_similarity("kitten", "sitting") == pytest.approx(1 - 3 / 7)  # three edits, the longer is 7
     assert edit_similarity("", "") == 1.0
     t = get_task("ocr-rec", {"characters": ["a"]})
-    s = t.score([{"text": "kitten"}, {"text": "abc"}], ["sitting", "abc"])
+    s = t.score([{"text": "kitten"}, {"text": " a bc"}], ["sitting", "abc"])  # spaces ignored, as PaddleOCR's metric
     assert s.value == 0.5 and s.figures["edit_similarity"] == pytest.approx((1 - 3 / 7 + 1) / 2)
+    strict = get_task("ocr-rec", {"characters": ["a"], "ignore_space": False})
+    assert strict.score([{"text": " a bc"}], ["abc"]).value == 0.0
 
 
 def test_ocr_labels_are_read_from_a_tsv_beside_the_images(tmp_path):

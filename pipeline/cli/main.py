@@ -76,6 +76,11 @@ def _add_quantize(sub) -> None:
     )
     q.add_argument("--exclude", action="append", metavar="NODE", help="keep this ONNX node in float (repeatable)")
     q.add_argument(
+        "--op-types",
+        metavar="OP,OP",
+        help="quantize only these op types (e.g. Conv,MatMul,Gemm: the element-wise ops stay float)",
+    )
+    q.add_argument(
         "--eval",
         help="held-out inputs for the accuracy guard and the fidelity printed: an image folder (class "
         "folders give labels) or an .npz of inputs (labels 'y' optional)",

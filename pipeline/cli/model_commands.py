@@ -180,6 +180,8 @@ def _quantize_static(src: Path, out: Path, cfg, args) -> None:
 
     if args.exclude:
         opts = replace(opts, nodes_to_exclude=tuple(args.exclude))
+    if args.op_types:
+        opts = replace(opts, op_types=tuple(t.strip() for t in args.op_types.split(",") if t.strip()))
     x = y = None
     task, judge = task_judge(src, args, contract)
     if args.float_box_head:
@@ -283,6 +285,8 @@ def _print_guarded(g: dict, opts, source: dict, samples: int, evaluated: str | N
             f"task {t['task']}: {summary_line(t)}; float model {100 * t['reference_value']:.2f}%, "
             f"drop {t['drop_points']:+.2f} points"
         )
+    if last.get("op_types"):
+        print(f"quantized only {', '.join(last['op_types'])} (every other op kept in float)")
     if g["kept_float"]:
         print(
             f"accuracy guard kept in float: {', '.join(g['kept_float'])} "

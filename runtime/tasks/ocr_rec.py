@@ -5,7 +5,8 @@ decoding with the model's character dictionary, scored by word accuracy (the who
 The dictionary comes from the ONNX metadata key `character` (PaddleOCR's exports carry it: one
 character per line), from `dictionary: FILE` (the same format; PaddleOCR's ppocr_keys_v1.txt), or
 from the metadata of an earlier edgepipe file. Index 0 is CTC's blank; a model one wider than
-blank + the dictionary also reads a space last (PaddleOCR's use_space_char).
+blank + the dictionary also reads a space last (PaddleOCR's use_space_char). Spaces are left out when
+texts are compared (`ignore_space`, on by default, as PaddleOCR's RecMetric).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def edit_similarity(a: str, b: str) -> float:
 class OcrRec(Task):
     name = "ocr-rec"
     metric = "word accuracy"
-    options = {"dictionary": None, "characters": None}
+    options = {"dictionary": None, "characters": None, "ignore_space": True}
     labels_hint = "labels.tsv (or PaddleOCR's rec_gt.txt): image<TAB>text per line"
 
     def configure(self, outputs, input_names, metadata) -> None:
@@ -74,6 +75,8 @@ class OcrRec(Task):
     def score(self, preds, labels) -> Score:
         texts = [p["text"] for p in preds]
         truth = [t["text"] if isinstance(t, dict) else t for t in labels]
+        if self.settings["ignore_space"]:  # as PaddleOCR's RecMetric does by default
+            texts, truth = [t.replace(" ", "") for t in texts], [t.replace(" ", "") for t in truth]
         exact = np.array([a == b for a, b in zip(texts, truth)], dtype=np.float64)
         sim = np.array([edit_similarity(a, b) for a, b in zip(texts, truth)])
         figures = {"edit_similarity": float(sim.mean()) if len(sim) else None, "samples": len(texts)}
