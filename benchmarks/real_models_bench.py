@@ -79,6 +79,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--samples", type=int, default=24, help="rendered pages and calibration inputs per model")
     ap.add_argument("--lines", type=int, default=200, help="rendered text lines (the recognizer's task metric)")
     ap.add_argument("--max-drop", type=float, default=1.0, help="the guarded recognizer's budget, word-accuracy points")
+    ap.add_argument("--models", default="cls,rec,det", help="which of cls, rec, det (default all)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "real_models_bench.json")
     return ap.parse_args()
 
@@ -134,8 +135,10 @@ def guarded(ours: Path, x, images: Path, contract, task, max_drop: float, tmp: P
     cand = {"id": f"onnxruntime int8 (edgepipe, guard {max_drop:g} pt)", "model": str(out), "backend": "onnxruntime"}
     record = {k: g[k] for k in ("kept_float", "met", "max_drop", "drop_points", "latency_cost_ms")}
     record["steps"] = [
-        {"kept_float": st["kept_float"], "drop_points": st["drop_points"], "p50_ms": st["p50_ms"]} for st in g["steps"]
+        {k: st[k] for k in ("kept_float", "op_types", "drop_points", "p50_ms", "tried") if k in st} for st in g["steps"]
     ]
+    record["chosen_step"] = g["chosen_step"]
+    record["op_types"] = g["steps"][g["chosen_step"]].get("op_types")
     return cand, record
 
 
@@ -245,7 +248,8 @@ def main() -> int:
         tmp = Path(tmp)
         render_lines(tmp / "text", n=args.lines, seed=7, orientation=True, pages=args.samples)
         for name, spec in MODELS.items():
-            result["models"][name] = bench_model(name, spec, tmp, args, dirs)
+            if spec[3] in args.models.split(","):
+                result["models"][name] = bench_model(name, spec, tmp, args, dirs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(table(result))
@@ -279,8 +283,9 @@ def table(result: dict) -> str:
             g = m["guard"]
             lines.append(
                 f"{'':<22} guard: {'met' if g['met'] else 'NOT met'} at {g['drop_points']:+.2f} pt (budget "
-                f"{g['max_drop']:g}), kept in float: {', '.join(g['kept_float']) or 'none'}, "
-                f"{1e3 * g['latency_cost_ms']:+.0f} µs"
+                f"{g['max_drop']:g}), kept in float: {', '.join(g['kept_float']) or 'none'}"
+                + (f"; quantized only {', '.join(g['op_types'])}" if g.get("op_types") else "")
+                + f", {1e3 * g['latency_cost_ms']:+.0f} µs at batch 1"
             )
     return "\n".join(lines)
 

@@ -414,5 +414,5 @@ def test_the_recognizer_is_scored_by_word_accuracy_on_the_device_and_writes_its_
     rows = [line.split("\t") for line in pred.read_text().splitlines()]
     truth = dict(line.split("\t") for line in (text / "lines" / "labels.tsv").read_text().splitlines())
     assert rows[0] == ["file", "text", "confidence"] and len(rows) == 25
-    hits = sum(t == truth[Path(f).name] for f, t, _ in rows[1:])
-    assert hits == round(r["value"] * 24)  # the file's texts are the ones scored
+    hits = sum(t.replace(" ", "") == truth[Path(f).name].replace(" ", "") for f, t, _ in rows[1:])
+    assert hits == round(r["value"] * 24)  # the file's texts are the ones scored (spaces ignored, as PaddleOCR)
