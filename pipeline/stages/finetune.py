@@ -61,6 +61,45 @@ def judged(layer, test, ref) -> tuple[float, dict]:
     return float((logits.argmax(1) == test[1]).mean()), fidelity(ref, logits)
 
 
+def stage_start(ctx, model, kind: str):
+    """What a compressing stage starts from: (the run's seeded generator, the model, its info and label,
+    the test split, the model's test logits — to judge the changed model by — and its test accuracy)."""
+    from edgepipe.pipeline.training import predict_logits, seed_everything
+
+    rng = seed_everything(ctx.recipe.seed)
+    layer, info, label = load_ref(ctx, model, kind)
+    test = ctx.data.split("test")
+    ref = predict_logits(layer, test[0])
+    return rng, layer, info, label, test, ref, float((ref.argmax(1) == test[1]).mean())
+
+
+def stage_saved(cfg, ctx, layer, info, transforms, label, meta, metrics, acc_after, **artifact_meta):
+    """Save a compressing stage's model (its transforms after the source's, the data's input contract) and
+    its result: the metrics and one paddle artifact (label, Paddle test accuracy, fidelity, artifact_meta)."""
+    from edgepipe.pipeline.core.artifact import save_model
+    from edgepipe.pipeline.core.run import StageResult
+
+    save_model(
+        ctx.out(cfg.output_name),
+        layer,
+        info["spec"],
+        [*(info.get("transforms") or []), *transforms],
+        meta={"label": label, **meta},
+        input_shape=info["input_shape"],
+        contract=ctx.data.contract_record,
+    )
+    art = ctx.artifact(
+        cfg.output_name,
+        "paddle",
+        cfg.output_name,
+        label=label,
+        paddle_test_acc=acc_after,
+        fidelity=metrics["fidelity"],
+        **artifact_meta,
+    )
+    return StageResult(metrics=metrics, artifacts=[art])
+
+
 def check_fine_tune(cfg) -> None:
     """The checks every stage with a fine-tuning block (prune, lowrank, qat) shares: its fields
     epochs, batch_size, lr, teacher, temperature and alpha."""

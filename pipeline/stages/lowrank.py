@@ -14,7 +14,7 @@ from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
 from edgepipe.pipeline.stages.finetune import check_fine_tune, finetune_refs, judged, teacher_inputs
-from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, load_ref, ref_name
+from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, ref_name
 
 
 @dataclass(frozen=True)
@@ -55,15 +55,12 @@ def run_lowrank(cfg: LowRankConfig, ctx) -> StageResult:
     """Low-rank factorisation of named layers, then fine-tuning (optionally KD from the original)."""
     from edgepipe.devices import EdgepipeError
     from edgepipe.pipeline.compress.lowrank import factorize
-    from edgepipe.pipeline.core.artifact import count_parameters, save_model
-    from edgepipe.pipeline.stages.finetune import fine_tune
-    from edgepipe.pipeline.training import evaluate, predict_logits, seed_everything
+    from edgepipe.pipeline.core.artifact import count_parameters
+    from edgepipe.pipeline.stages.finetune import fine_tune, stage_saved, stage_start
+    from edgepipe.pipeline.training import evaluate
 
-    rng = seed_everything(ctx.recipe.seed)
-    layer, info, source_label = load_ref(ctx, cfg.model, "lowrank")
-    test = ctx.data.split("test")
-    ref = predict_logits(layer, test[0])
-    params_before, acc_before = count_parameters(layer), float((ref.argmax(1) == test[1]).mean())
+    rng, layer, info, source_label, test, ref, acc_before = stage_start(ctx, cfg.model, "lowrank")
+    params_before = count_parameters(layer)
     layer, transforms, per_layer = factorize(layer, cfg.layers, info["input_shape"])
     if not transforms:
         raise EdgepipeError(
@@ -76,15 +73,6 @@ def run_lowrank(cfg: LowRankConfig, ctx) -> StageResult:
     acc_after, fid = judged(layer, test, ref)
     params_after = count_parameters(layer)
     label = source_label + " low-rank"
-    save_model(
-        ctx.out(cfg.output_name),
-        layer,
-        info["spec"],
-        [*info.get("transforms", []), *transforms],
-        meta={"label": label, "lowrank": per_layer},
-        input_shape=info["input_shape"],
-        contract=ctx.data.contract_record,
-    )
     metrics = {
         "layers": per_layer,
         "params_before": params_before,
@@ -96,13 +84,6 @@ def run_lowrank(cfg: LowRankConfig, ctx) -> StageResult:
         "teacher": teacher_label,
         "history": history,
     }
-    art = ctx.artifact(
-        cfg.output_name,
-        "paddle",
-        cfg.output_name,
-        label=label,
-        paddle_test_acc=acc_after,
-        params=params_after,
-        fidelity=metrics["fidelity"],
+    return stage_saved(
+        cfg, ctx, layer, info, transforms, label, {"lowrank": per_layer}, metrics, acc_after, params=params_after
     )
-    return StageResult(metrics=metrics, artifacts=[art])

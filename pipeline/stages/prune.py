@@ -23,7 +23,7 @@ from edgepipe.pipeline.core.config import OPTIONAL, require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
 from edgepipe.pipeline.stages.finetune import check_fine_tune, finetune_refs, judged, teacher_inputs
-from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, load_ref, ref_name
+from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, ref_name
 
 
 @dataclass(frozen=True)
@@ -121,15 +121,10 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
         prunable_layers,
         sparsity_report,
     )
-    from edgepipe.pipeline.core.artifact import save_model
-    from edgepipe.pipeline.stages.finetune import fine_tune
-    from edgepipe.pipeline.training import evaluate, predict_logits, seed_everything
+    from edgepipe.pipeline.stages.finetune import fine_tune, stage_saved, stage_start
+    from edgepipe.pipeline.training import evaluate
 
-    rng = seed_everything(ctx.recipe.seed)
-    layer, info, source_label = load_ref(ctx, cfg.model, "prune")
-    test = ctx.data.split("test")
-    ref = predict_logits(layer, test[0])  # the unpruned model's outputs, to judge the pruned one by
-    acc_before = float((ref.argmax(1) == test[1]).mean())
+    rng, layer, info, source_label, test, ref, acc_before = stage_start(ctx, cfg.model, "prune")
     if cfg.channels is not None:
         return _prune_channels(cfg, ctx, layer, info, source_label, test, acc_before, rng, ref)
     if cfg.blocks is not None:
@@ -150,15 +145,6 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
     per_layer = sparsity_report(targets)
     zeros, total = sum(r["zeros"] for r in per_layer), sum(r["weights"] for r in per_layer)
     label = source_label + f" pruned {100 * zeros / total:.0f}%"
-    save_model(
-        ctx.out(cfg.output_name),
-        layer,
-        info["spec"],
-        info.get("transforms", []),
-        input_shape=info["input_shape"],
-        meta={"label": label, "pruned": {"zeros": zeros, "weights": total}},
-        contract=ctx.data.contract_record,
-    )
     metrics = {
         "rule": {"threshold": cfg.threshold, "sparsity": cfg.sparsity, "scope": cfg.scope, "schedule": cfg.schedule},
         "layers": per_layer,
@@ -172,10 +158,8 @@ def run_prune(cfg: PruneConfig, ctx) -> StageResult:
         "teacher": teacher_label,
         "history": history,
     }
-    art = ctx.artifact(
-        cfg.output_name, "paddle", cfg.output_name, label=label, paddle_test_acc=acc_after, fidelity=metrics["fidelity"]
-    )
-    return StageResult(metrics=metrics, artifacts=[art])
+    meta = {"pruned": {"zeros": zeros, "weights": total}}
+    return stage_saved(cfg, ctx, layer, info, [], label, meta, metrics, acc_after)
 
 
 def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_before, rng, ref) -> StageResult:
@@ -185,8 +169,8 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_
     from edgepipe.pipeline.compress.channels.importance import DATA_SCORERS
     from edgepipe.pipeline.compress.channels.prune import prune_channels, resolved
     from edgepipe.pipeline.compress.channels.speed import channel_multiple
-    from edgepipe.pipeline.core.artifact import count_parameters, save_model
-    from edgepipe.pipeline.stages.finetune import fine_tune
+    from edgepipe.pipeline.core.artifact import count_parameters
+    from edgepipe.pipeline.stages.finetune import fine_tune, stage_saved
     from edgepipe.pipeline.training import evaluate
 
     shape = tuple(info["input_shape"])
@@ -209,16 +193,6 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_
     acc_after, fid = judged(layer, test, ref)
     params_after = count_parameters(layer)
     label = source_label + f" pruned {100 * (1 - params_after / params_before):.0f}% params"
-    transform = {"type": "prune_channels", "params": {"layers": changes}}
-    save_model(
-        ctx.out(cfg.output_name),
-        layer,
-        info["spec"],
-        [*info.get("transforms", []), transform],
-        input_shape=shape,
-        meta={"label": label, "pruned_channels": groups},
-        contract=ctx.data.contract_record,
-    )
     metrics = {
         "rule": {
             "channels": {
@@ -241,22 +215,15 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_
         "teacher": teacher_label,
         "history": history,
     }
-    art = ctx.artifact(
-        cfg.output_name,
-        "paddle",
-        cfg.output_name,
-        label=label,
-        paddle_test_acc=acc_after,
-        fidelity=metrics["fidelity"],
-        params=params_after,
-    )
-    return StageResult(metrics=metrics, artifacts=[art])
+    transform = {"type": "prune_channels", "params": {"layers": changes}}
+    meta = {"pruned_channels": groups}
+    return stage_saved(cfg, ctx, layer, info, [transform], label, meta, metrics, acc_after, params=params_after)
 
 
 def _prune_blocks(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_before, rng, ref) -> StageResult:
     from edgepipe.pipeline.compress.blocks import remove_blocks
-    from edgepipe.pipeline.core.artifact import count_parameters, save_model
-    from edgepipe.pipeline.stages.finetune import fine_tune
+    from edgepipe.pipeline.core.artifact import count_parameters
+    from edgepipe.pipeline.stages.finetune import fine_tune, stage_saved
     from edgepipe.pipeline.training import evaluate
 
     shape = tuple(info["input_shape"])
@@ -268,16 +235,6 @@ def _prune_blocks(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_be
     params_after = count_parameters(layer)
     removed = [r["removed"] for r in rounds]
     label = source_label + f" −{len(removed)} block{'s' if len(removed) > 1 else ''}"
-    transform = {"type": "remove_layers", "params": {"layers": removed}}
-    save_model(
-        ctx.out(cfg.output_name),
-        layer,
-        info["spec"],
-        [*info.get("transforms", []), transform],
-        input_shape=shape,
-        meta={"label": label, "removed_blocks": removed},
-        contract=ctx.data.contract_record,
-    )
     metrics = {
         "rule": {"blocks": {"count": cfg.blocks.count, "measure": cfg.blocks.measure}},
         "removed": removed,
@@ -291,16 +248,9 @@ def _prune_blocks(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_be
         "teacher": teacher_label,
         "history": history,
     }
-    art = ctx.artifact(
-        cfg.output_name,
-        "paddle",
-        cfg.output_name,
-        label=label,
-        paddle_test_acc=acc_after,
-        fidelity=metrics["fidelity"],
-        params=params_after,
-    )
-    return StageResult(metrics=metrics, artifacts=[art])
+    transform = {"type": "remove_layers", "params": {"layers": removed}}
+    meta = {"removed_blocks": removed}
+    return stage_saved(cfg, ctx, layer, info, [transform], label, meta, metrics, acc_after, params=params_after)
 
 
 def _sensitivity(cfg: PruneConfig, ctx, layer, shape, rule, train):

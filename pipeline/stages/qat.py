@@ -13,7 +13,7 @@ from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
 from edgepipe.pipeline.stages.finetune import check_fine_tune, finetune_refs, judged, teacher_inputs
-from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, load_ref, ref_name
+from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, ref_name
 
 
 @dataclass(frozen=True)
@@ -58,15 +58,10 @@ def run_qat(cfg: QatConfig, ctx) -> StageResult:
     import paddle
 
     from edgepipe.pipeline.compress.qat import learned_ranges, unwrap, wrap
-    from edgepipe.pipeline.core.artifact import save_model
-    from edgepipe.pipeline.stages.finetune import fine_tune
-    from edgepipe.pipeline.training import evaluate, predict_logits, seed_everything
+    from edgepipe.pipeline.stages.finetune import fine_tune, stage_saved, stage_start
+    from edgepipe.pipeline.training import evaluate
 
-    rng = seed_everything(ctx.recipe.seed)
-    layer, info, source_label = load_ref(ctx, cfg.model, "qat")
-    test = ctx.data.split("test")
-    ref = predict_logits(layer, test[0])
-    float_before = float((ref.argmax(1) == test[1]).mean())
+    rng, layer, info, source_label, test, ref, float_before = stage_start(ctx, cfg.model, "qat")
     order = wrap(layer, cfg.weight_bits)
     calib = ctx.data.split("calibration")[0]
     layer.train()
@@ -80,15 +75,6 @@ def run_qat(cfg: QatConfig, ctx) -> StageResult:
     float_after, fid = judged(layer, test, ref)
     label = source_label + f" QAT w{cfg.weight_bits}"
     qat = {"weight_bits": cfg.weight_bits, "activation_bits": 8, "layers": ranges}
-    save_model(
-        ctx.out(cfg.output_name),
-        layer,
-        info["spec"],
-        info.get("transforms"),
-        meta={"label": label, "qat": qat},
-        input_shape=info["input_shape"],
-        contract=ctx.data.contract_record,
-    )
     metrics = {
         "test_acc_before": float_before,
         "test_acc_simulated": simulated,
@@ -98,14 +84,6 @@ def run_qat(cfg: QatConfig, ctx) -> StageResult:
         "layers": ranges,
         "teacher": teacher_label,
     }
-    art = ctx.artifact(
-        cfg.output_name,
-        "paddle",
-        cfg.output_name,
-        label=label,
-        qat=qat,
-        paddle_test_acc=float_after,
-        simulated_test_acc=simulated,
-        fidelity=metrics["fidelity"],
+    return stage_saved(
+        cfg, ctx, layer, info, [], label, {"qat": qat}, metrics, float_after, qat=qat, simulated_test_acc=simulated
     )
-    return StageResult(metrics=metrics, artifacts=[art])
