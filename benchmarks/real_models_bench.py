@@ -149,9 +149,7 @@ def task_scores(task, outputs: np.ndarray, metas: list[dict], labels) -> dict | 
     if task is None or labels is None:
         return None
     preds = [task.decode({"out": outputs[i : i + 1]}, m) for i, m in enumerate(metas)]
-    r = scored(task, preds, labels)
-    r.pop("per_sample", None)
-    return r
+    return scored(task, preds, labels)
 
 
 def score_rows(cands: list[dict], timed: list[dict], x, kind: str, scoring=None) -> list[dict]:

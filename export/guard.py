@@ -309,7 +309,7 @@ def guarded_quantize(
     }
 
 
-COMPUTE_ONLY = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # the guard's coarse fallback: only these quantized
+COMPUTE = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # the guard's coarse fallback quantizes only these
 
 
 class _Steps:
@@ -349,9 +349,7 @@ class _Steps:
         worst = [e for e in node_errors(self.fp32, twin, probe) if e["node"] and e["node"] not in excluded][:trials]
         tried = []
         if trials > 1 and not op_types:  # every other op (Add, Mul, pooling...) in float: one trial
-            tried.append(
-                (*self.step(excluded, f"{name}.compute", COMPUTE_ONLY), {"node": "(all but Conv/MatMul/Gemm)"})
-            )
+            tried.append((*self.step(excluded, f"{name}.compute", COMPUTE), {"node": "(all but Conv/MatMul/Gemm)"}))
         for k, e in enumerate(worst):
             group = [n for n in [e["node"], *e["input_producers"]] if n not in excluded]
             tried.append((*self.step(excluded + group, f"{name}.try{k}", op_types), e))
@@ -362,9 +360,6 @@ class _Steps:
         if len(tried) > 1:  # what the metric said of each
             prev["tried"] = [{"node": w["node"], "drop_points": t["drop_points"]} for t, _, w in tried]
         return step, path
-
-
-COMPUTE = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
 def producers_of(model: str | Path, outputs: list[str]) -> list[str]:

@@ -137,7 +137,8 @@ def run(model: Path, opts: BenchOptions, req: Request | None = None) -> dict:
     if rows is not None and (
         src.labels is not None or req.save_outputs or src.files is not None or req.want_predictions
     ):
-        _outputs_pass(bench, src, req, result)
+        decoded = task is not None and task.name != "classify" and src.files is not None  # the task's pass
+        _outputs_pass(bench, src, req, result, predicts=not decoded)
     _task_pass(bench, src, req, result, task)
     profile = req.profile
     result["profile"] = {
@@ -213,7 +214,6 @@ def _task_pass(bench: Bench, src: Source, req: Request, result: dict, task) -> N
 
         reference = predict(open_session(req.reference), task, feeds, metas)
     r = scored(task, preds, labels, reference)
-    r.pop("per_sample", None)
     result["task"] = r | {"settings": {k: v for k, v in task.settings.items() if k != "characters"}}
     if labels is None and reference is None:
         result.setdefault("notes", []).append(
@@ -222,13 +222,12 @@ def _task_pass(bench: Bench, src: Source, req: Request, result: dict, task) -> N
         )
     if req.want_predictions and task.name != "classify":  # a classifier's come from the outputs pass
         result["predictions"] = task.records(preds, files)
-        notes = [n for n in result.get("notes", []) if not n.startswith("no predictions: the model's output has")]
-        result["notes"] = notes  # the task decoded them
 
 
-def _outputs_pass(bench: Bench, src: Source, req: Request, result: dict) -> None:
+def _outputs_pass(bench: Bench, src: Source, req: Request, result: dict, predicts: bool = True) -> None:
     """Every input through the model once more, after memory was read: accuracy with labels, each input's
-    top classes, and the raw outputs for --save-outputs."""
+    top classes (unless `predicts` is False: a task decodes the predictions), and the raw outputs for
+    --save-outputs."""
     notes = result.setdefault("notes", [])
     logits = outputs_of(bench, src.rows, str(src.origin))
     if logits is None:
@@ -238,7 +237,7 @@ def _outputs_pass(bench: Bench, src: Source, req: Request, result: dict) -> None
                 "to input (they are not N×classes)"
             )
         return
-    labels, want = src.labels, src.files is not None or req.want_predictions
+    labels, want = src.labels, predicts and (src.files is not None or req.want_predictions)
     if labels is not None:
         result["accuracy"] = float((logits.argmax(axis=1) == labels).mean())
         result["accuracy_samples"] = int(len(labels))

@@ -165,7 +165,7 @@ def square_detector(path, size=64):
     dist = np.full((8,), -20.0, np.float32)
     dist[1] = 20.0  # one stride
     nodes = [helper.make_node("ReduceMean", ["image"], ["grey"], axes=[1], keepdims=1)]
-    outs, scores, boxes = [], [], []
+    scores, boxes = [], []
     for stride in (8, 16):
         n = (size // stride) ** 2
         s = f"s{stride}"

@@ -249,9 +249,10 @@ def _grouped(per_sample: list[Feed], labels, batch: int):
     return feeds, (None if labels is None else np.asarray(labels)[order]), order
 
 
-def folder_feeds(root, contract, spec: list[InputSpec], batch: int = 32, progress=None):
-    """A folder of images as feeds for the model's image input under `contract` (the derived detector
-    inputs from each image's resize): (feeds, labels or None in feed order, files in feed order)."""
+def image_feeds(root, contract, spec: list[InputSpec], progress=None):
+    """A folder of images as one feed per image, in file order, for the model's image input under
+    `contract` (the derived detector inputs from each image's resize): (feeds, each image's resize scale
+    (sy, sx), labels or None, files)."""
     from edgepipe.runtime.inputs.images import folder_samples
 
     image = image_input(spec)
@@ -267,7 +268,7 @@ def folder_feeds(root, contract, spec: list[InputSpec], batch: int = 32, progres
             "cannot give: pass an .npz with one array per input name"
         )
     samples, labels, files = folder_samples(root, contract, progress)
-    per = []
+    per, scales = [], []
     for (x, scale), f in zip(samples, files):
         if not image.accepts((1, *x.shape)):
             raise EdgepipeError(
@@ -277,6 +278,14 @@ def folder_feeds(root, contract, spec: list[InputSpec], batch: int = 32, progres
             )
         xb = x[None].astype(image.dtype, copy=False)
         per.append({image.name: xb} | derived_inputs(spec, xb, scale))
+        scales.append(tuple(scale))
+    return per, scales, labels, files
+
+
+def folder_feeds(root, contract, spec: list[InputSpec], batch: int = 32, progress=None):
+    """A folder of images as feeds for the model's image input under `contract` (the derived detector
+    inputs from each image's resize): (feeds, labels or None in feed order, files in feed order)."""
+    per, _, labels, files = image_feeds(root, contract, spec, progress)
     feeds, labels, order = _grouped(per, labels, batch_size(spec, batch))
     return feeds, labels, [files[i] for i in order]
 

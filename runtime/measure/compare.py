@@ -59,8 +59,6 @@ def measure(
                 "accuracy": acc,
                 "predictions": None if pred is None else pred.tolist(),
                 "ran": describe(s, c["model"]),
-                "p50": [],
-                "all": [],
             }
         )
     for o in opened:

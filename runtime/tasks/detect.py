@@ -61,20 +61,20 @@ def classwise_nms(boxes, scores, score_threshold: float, iou: float, keep_top: i
     return det[np.argsort(-det[:, 4], kind="stable")[:keep_top]].astype(np.float32)
 
 
+def cells(stride: int, hw) -> int:
+    """The cells of a level at `stride` over an H×W input (ceil division, as a strided conv gives)."""
+    return -(-hw[0] // stride) * -(-hw[1] // stride)
+
+
 def level_strides(counts: list[int], hw: tuple[int, int]) -> list[int] | None:
     """The stride of each level from its cell count against the input's H×W (ceil division, as a
     strided conv gives); for levels joined into one, the consecutive strides whose counts add up."""
-    h, w = hw
-
-    def cells(s):
-        return -(-h // s) * -(-w // s)
-
     if len(counts) > 1:
-        out = [next((s for s in LEVEL_STRIDES if cells(s) == n), None) for n in counts]
+        out = [next((s for s in LEVEL_STRIDES if cells(s, hw) == n), None) for n in counts]
         return None if None in out else out
     for i in range(len(LEVEL_STRIDES)):
         for j in range(i + 1, len(LEVEL_STRIDES) + 1):
-            if sum(cells(s) for s in LEVEL_STRIDES[i:j]) == counts[0]:
+            if sum(cells(s, hw) for s in LEVEL_STRIDES[i:j]) == counts[0]:
                 return list(LEVEL_STRIDES[i:j])
     return None
 
@@ -213,13 +213,13 @@ class Detect(Task):
         scores = np.concatenate([np.asarray(outputs[n])[0] for n in self.score_outputs])
         counts = [np.asarray(outputs[n]).shape[1] for n in self.box_outputs]
         strides = self.settings["strides"] or level_strides(counts, hw)
-        if strides is None or sum(-(-hw[0] // s) * -(-hw[1] // s) for s in strides) != sum(counts):
+        if strides is None or sum(cells(s, hw) for s in strides) != sum(counts):
             raise EdgepipeError(
                 f"task detect strides: levels of {counts} cells do not fit a {hw[0]}x{hw[1]} input at "
                 f"{strides or 'any stride'}; give --task-opt strides=[8,16,32,64]"
             )
         if len(counts) == 1 and len(strides) > 1:
-            counts = [-(-hw[0] // s) * -(-hw[1] // s) for s in strides]
+            counts = [cells(s, hw) for s in strides]
         self.settings["strides"] = list(strides)
         return distribution_boxes(dist, strides, counts, hw, self.settings["cell_offset"]), scores
 

@@ -6,32 +6,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from edgepipe.devices import EdgepipeError
 from edgepipe.runtime.inputs import feeds as fd
 from edgepipe.runtime.tasks.base import Task
 
 
 def sample_feeds(root: Path, contract, spec: list, progress=None) -> tuple[list[dict], list[dict], list[Path], object]:
     """(one feed per image, in file order; each image's meta; the files; class-folder labels or None)."""
-    from edgepipe.runtime.inputs.images import folder_samples
-
+    feeds, scales, labels, files = fd.image_feeds(root, contract, spec, progress)
     image = fd.image_input(spec)
-    if image is None:
-        raise EdgepipeError(f"{root}: the model has no single image input ({', '.join(s.name for s in spec)})")
-    samples, labels, files = folder_samples(root, contract, progress)
-    feeds, metas = [], []
-    for (x, scale), f in zip(samples, files):
-        if not image.accepts((1, *x.shape)):
-            raise EdgepipeError(
-                f"{f}: preprocessed to {list(x.shape)} by the input contract, the model's input '{image.name}' "
-                f"is {image.text()}; give the contract's --size (and --keep-ratio) it was trained with"
-            )
-        xb = x[None].astype(image.dtype, copy=False)
-        feeds.append({image.name: xb} | fd.derived_inputs(spec, xb, scale))
+    metas = []
+    for feed, scale, f in zip(feeds, scales, files):
+        x = feed[image.name][0]
         hw = x.shape[1:3] if contract.layout == "NCHW" else x.shape[0:2]
-        metas.append({"file": str(f), "scale": tuple(scale), "input_hw": tuple(int(v) for v in hw)})
+        metas.append({"file": str(f), "scale": scale, "input_hw": tuple(int(v) for v in hw)})
     return feeds, metas, files, labels
 
 
@@ -58,10 +45,7 @@ def scored(task: Task, preds: list, labels=None, reference: list | None = None) 
         how = "float model"
     else:
         return {"task": task.name, "metric": task.metric, "value": None, "against": None}
-    out = {"task": task.name, "against": how, **s.to_dict()}
-    if s.per_sample is not None:
-        out["per_sample"] = np.asarray(s.per_sample, dtype=np.float64).tolist()
-    return out
+    return {"task": task.name, "against": how, **s.to_dict()}
 
 
 def task_drop(task: Task, ref_preds: list, preds: list, labels=None) -> dict:
@@ -114,8 +98,5 @@ class FolderJudge:
     def __call__(self, model: Path) -> dict:
         from edgepipe.runtime.model.session import open_session
 
-        got = task_drop(
-            self.task, self.ref_preds, predict(open_session(model), self.task, self.feeds, self.metas), self.labels
-        )
-        got.pop("per_sample", None)
-        return got
+        preds = predict(open_session(model), self.task, self.feeds, self.metas)
+        return task_drop(self.task, self.ref_preds, preds, self.labels)
