@@ -127,7 +127,8 @@ def nncf_peer(model: Path, calib: np.ndarray, work: Path):
 
 def edgepipe_choice(fp32: Path, int8: Path, x: np.ndarray, y: np.ndarray) -> dict:
     """The deploy stage's rule over edgepipe's own files on each installed backend."""
-    from edgepipe.pipeline.stages.deploy import backend_precisions, choose
+    from edgepipe.pipeline.stages.choice import choose
+    from edgepipe.pipeline.stages.deploy import backend_precisions
     from edgepipe.runtime.measure.compare import measure
 
     pairs, _ = backend_precisions(None, None)

@@ -74,7 +74,7 @@ def add_contract_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_task_args(p: argparse.ArgumentParser) -> None:
+def add_task_args(p: argparse.ArgumentParser, reference: bool = True) -> None:
     """What the model is for, and its decoder's settings: how its outputs are scored (runtime/tasks/)."""
     g = p.add_argument_group("task (what the model is for; default: the model's own, else classify or fidelity)")
     g.add_argument(
@@ -89,6 +89,8 @@ def add_task_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a task setting, repeatable (e.g. score_threshold=0.3, strides=[8,16,32,64], dictionary=keys.txt)",
     )
+    if not reference:
+        return
     g.add_argument(
         "--reference",
         type=Path,

@@ -57,6 +57,7 @@ COMMANDS = [
     "explain",
     "bench",
     "deploy",
+    "optimize",
     "devices",
     "report",
     "verify",

@@ -10,7 +10,7 @@ import pytest
 from conftest import one_line_error
 
 from edgepipe.pipeline.core.manifest import verify_run
-from edgepipe.pipeline.stages.deploy import choose, resolution_note, too_many_flips
+from edgepipe.pipeline.stages.choice import choose, resolution_note, too_many_flips
 from edgepipe.runtime.model.backends import available
 
 
@@ -78,7 +78,7 @@ def test_without_labels_the_floor_is_agreement_with_the_first_fp32_model():
     best, _ = choose(cands, max_drop=1.0, budgets={})
     assert best["name"] == "pruned.onnx" and cands[0]["reference"]
     assert (
-        "agrees with float.onnx on onnxruntime (fp32) on 95.0% of the inputs: more changes than 1% allows"
+        "agrees on 95.0% of the inputs with float.onnx on onnxruntime (fp32): more changes than 1% allows"
         in " ".join(cands[1]["why_not"])
     )
     assert choose(cands, max_drop=5.0, budgets={})[0]["name"] == "int8.onnx"

@@ -3,7 +3,8 @@ imports inside functions included) runs one way, and no two modules import each 
 
     devices.base  <-  devices  <-  runtime  <-  export  <-  pipeline
     (devices.base: imported by every layer, imports none)
-    runtime: its top modules (runner, stream, ...) -> measure -> model -> inputs;  tasks -> model, judge, inputs
+    runtime: its top modules (runner, stream, ...) -> measure -> model -> inputs;  measure -> tasks (deploy's
+    candidates scored by a task) -> model, judge, inputs
     pipeline: cli -> stages -> compress -> training -> models / data -> core  (report: stages -> report -> core)
 """
 
@@ -27,7 +28,7 @@ ALLOWED = {
     "devices": {"devices.base"},
     "runtime.inputs": BELOW_RUNTIME,
     "runtime.model": {"runtime.inputs"} | BELOW_RUNTIME,
-    "runtime.measure": {"runtime.model", "runtime.inputs"} | BELOW_RUNTIME,
+    "runtime.measure": {"runtime.model", "runtime.inputs", "runtime.tasks"} | BELOW_RUNTIME,
     "runtime.judge": BELOW_RUNTIME,
     "runtime.tasks": {"runtime.model", "runtime.judge", "runtime.inputs"} | BELOW_RUNTIME,
     "runtime": RUNTIME | BELOW_RUNTIME,

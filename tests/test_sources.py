@@ -195,9 +195,13 @@ stages:
   - quantize: {{model: {{onnx: {exported}}}, calibration_samples: 32, max_accuracy_drop: null}}
   - bench: {{models: [saved.int8.onnx, {{onnx: {exported}}}], iters: 10, min_seconds: 0.05, warmup_iters: 2,
       warmup_seconds: 0.01, energy_seconds: 0, idle_seconds: 0, roofline: false}}
+  - deploy: {{backends: [onnxruntime], rounds: 2, seconds: 0.05}}
 """
     _, _, s2 = run_recipe(user_dir, recipe, "fromonnx")
     assert s2["quantize"]["metrics"]["accuracy"] == pytest.approx(s["quantize"]["metrics"]["accuracy"])
+    # the user's own file is a deploy candidate beside the int8 made from it: nothing slower can be chosen
+    cands = {c["name"]: c for c in s2["deploy"]["metrics"]["candidates"]}
+    assert set(cands) == {"saved.int8.onnx", "saved.onnx"} and cands["saved.onnx"]["model"] == str(exported)
     assert set(s2["bench"]["metrics"]["models"]) == {"saved.int8.onnx", "saved.onnx"}
     # the command on the saved folder: a parity-checked ONNX beside it
     proc = edgepipe("export", user_dir / "saved")

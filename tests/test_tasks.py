@@ -352,3 +352,45 @@ def test_bad_task_input_is_one_line_naming_the_setting_or_file(tmp_path):
     (images / "annotations.json").write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
     line = one_line_error(edgepipe("bench", model, *common, "--task", "detect"))
     assert "annotations.json: lists no image 000.png" in line
+
+
+def test_deploy_chooses_among_onnx_files_by_the_tasks_metric(tmp_path):
+    """`edgepipe deploy A.onnx B.onnx --images DIR`: every candidate scored by mAP against the folder's
+    annotations (and, without them, against the first fp32 candidate's detections); the table and
+    deploy.json name the metric."""
+    pytest.importorskip("pycocotools")
+    from conftest import edgepipe, one_line_error
+    from onnx_models import square_detector
+
+    model = square_detector(tmp_path / "det.onnx")
+    images = squares_folder(tmp_path / "squares")
+    proc = edgepipe("contract", model, "--size", "64", "--mean", "0,0,0", "--std", "1,1,1", "--task", "detect")
+    assert proc.returncode == 0, proc.stderr
+    int8 = tmp_path / "det.int8.onnx"
+    proc = edgepipe("quantize", model, "-o", int8, "--calibration", images, "--samples", "6", "--max-drop", "5")
+    assert proc.returncode == 0, proc.stderr
+    fast = ("--backend", "onnxruntime", "--rounds", "2", "--seconds", "0.05")
+
+    def deploy(out, *extra):
+        proc = edgepipe("deploy", model, int8, "--images", images, "-o", tmp_path / out, *fast, *extra)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads((tmp_path / out / "deploy.json").read_text())
+
+    d = deploy("labelled")  # the task the models' metadata names
+    assert d["metric"] == "mAP@[.5:.95]" and d["task"]["against"] == "labels" and d["task"]["samples"] == 6
+    rows = {c["name"]: c for c in d["candidates"]}
+    assert rows["det.onnx"]["accuracy"] == pytest.approx(1.0) and rows["det.int8.onnx"]["task"]["map50"] >= 0.95
+    assert sum(c["chosen"] for c in d["candidates"]) == 1 and (tmp_path / "labelled" / d["model"]).is_file()
+
+    (images / "annotations.json").unlink()
+    d = deploy("unlabelled", "--task", "detect", "--max-drop", "0")
+    rows = {c["name"]: c for c in d["candidates"]}
+    assert d["task"]["against"] == "float model" and rows["det.onnx"]["task"]["vs_reference"] == 1.0
+    q = rows["det.int8.onnx"]
+    assert q["accuracy"] is None and q["reference"] is False
+    assert q["eligible"] == (q["task"]["vs_reference"] >= 1.0), q  # a zero budget: any change of a box loses
+
+    assert "give --images DIR" in one_line_error(edgepipe("deploy", model, *fast))
+    line = one_line_error(edgepipe("deploy", model, tmp_path / "nonesuch.onnx", "--images", images, *fast))
+    assert "nonesuch.onnx: not found" in line
+    assert not (tmp_path / "deployment").exists()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgepipe.devices import EdgepipeError
+
 
 def cmd_run(args) -> int:
     from edgepipe.pipeline.core.recipe import load_recipe
@@ -28,7 +30,7 @@ def cmd_run(args) -> int:
 
 def cmd_prune(args) -> int:
     """Run a channel-sensitivity analysis of a model folder, write it and print its table."""
-    from edgepipe.devices import EdgepipeError
+
     from edgepipe.pipeline.compress.channels.importance import DATA_SCORERS
     from edgepipe.pipeline.compress.channels.sensitivity import analyse, choose_ratios
     from edgepipe.pipeline.core.progress import progress_bar
@@ -66,7 +68,7 @@ def cmd_prune(args) -> int:
 
 def _prune_settings(args):
     """(the ChannelRule, the Sensitivity settings) that `edgepipe prune`'s flags ask for."""
-    from edgepipe.devices import EdgepipeError
+
     from edgepipe.devices.base.config import ConfigError, from_dict
     from edgepipe.pipeline.compress.channels.prune import ChannelRule
     from edgepipe.pipeline.compress.channels.sensitivity import Sensitivity
@@ -160,7 +162,7 @@ def _print_sensitivity(doc: dict) -> None:
 def data_for(info: dict, path: Path, layout: str | None):
     """A data: config for a model folder's own input: an image folder or an .npz of pixels, under the
     input contract its model.json records (or its input shape, with default normalisation)."""
-    from edgepipe.devices import EdgepipeError
+
     from edgepipe.devices.base.config import ConfigError, from_dict
     from edgepipe.pipeline.core.recipe import DataConfig
 
@@ -229,7 +231,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_deploy(args) -> int:
-    from edgepipe.pipeline.stages.deploy import DeployConfig, deploy_finished_run
+    from edgepipe.pipeline.stages.deploy import DeployConfig, deploy_to, run_models
 
     cfg = DeployConfig(
         backends=tuple(args.backend) if args.backend else None,
@@ -239,14 +241,57 @@ def cmd_deploy(args) -> int:
         rounds=args.rounds,
         seconds=args.seconds,
     )
-    run_dir = Path(args.run_dir)
-    out = Path(args.output or run_dir / "deployment")  # beside manifest.json, not in a stage's folder
-    d = deploy_finished_run(run_dir, Path(args.inputs or run_dir / "bench" / "test_split.npz"), out, cfg)
+    targets = [Path(t) for t in args.target]
+    if len(targets) == 1 and targets[0].is_dir():
+        run_dir = targets[0]
+        models = run_models(run_dir)
+        out = Path(args.output or run_dir / "deployment")  # beside manifest.json, not in a stage's folder
+        inputs = Path(args.inputs or run_dir / "bench" / "test_split.npz")
+    else:
+        models = _model_files(targets)
+        out = Path(args.output or "deployment")
+        if args.inputs is None and args.images is None:
+            raise EdgepipeError("deploy: give --images DIR (scored by the task's metric) or --inputs FILE.npz (x, y)")
+        inputs = Path(args.inputs) if args.inputs else None
+    task = _deploy_task(args, next(iter(models.values()))) if args.images is not None else None
+    d = deploy_to(models, inputs, out, cfg, task)
     print(
         f"deployment: {d['model']} on {d['backend']} ({d['ran']['precision']}); "
         f"run it: edgepipe-runner --deployment {out / 'deploy.json'}"
     )
     return 0
+
+
+def _model_files(paths: list[Path]) -> dict:
+    """{file name: path} of the ONNX files deploy chooses among; one line for a missing or repeated one."""
+    models = {}
+    for p in paths:
+        if not p.is_file():
+            raise EdgepipeError(f"{p}: not found (give a run directory, or ONNX files)")
+        if p.suffix != ".onnx":
+            raise EdgepipeError(f"{p}: not an .onnx file (give a run directory, or ONNX files)")
+        if p.name in models:
+            raise EdgepipeError(f"{p}: two candidates named {p.name}; rename one (deploy ships the file by its name)")
+        models[p.name] = p
+    return models
+
+
+def _deploy_task(args, first: Path) -> dict:
+    """The task spec deploy scores with: --task/--task-opt over the first model's own, its images, and the
+    input contract (the model's own, or the contract flags over it)."""
+    from edgepipe.runtime.inputs.feeds import model_contract
+    from edgepipe.runtime.model.session import open_session
+    from edgepipe.runtime.tasks.base import parse_settings
+
+    if not args.images.is_dir():
+        raise EdgepipeError(f"{args.images}: not a folder of images")
+    contract = model_contract(open_session(first), args)
+    return {
+        "name": args.task,
+        "settings": parse_settings(args.task_opt),
+        "images": str(args.images),
+        "contract": contract.to_json() if contract is not None else None,
+    }
 
 
 def cmd_devices(args) -> int:
@@ -277,7 +322,7 @@ def cmd_devices(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from edgepipe.devices import EdgepipeError
+
     from edgepipe.devices.base.atomic import write_text_atomic
     from edgepipe.pipeline.report.tables import device_table, load, load_device_result, markdown, table_text
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from edgepipe.pipeline.cli import commands, contract_command, model_commands
+from edgepipe.pipeline.cli import commands, contract_command, model_commands, optimize_command
 from edgepipe.runtime.args import add_contract_args, add_shape_arg, add_task_args
 
 
@@ -212,10 +213,14 @@ def _add_bench(sub) -> None:
 def _add_deploy(sub) -> None:
     dp = sub.add_parser(
         "deploy",
-        help="choose what to ship from a finished run: the fastest model × backend × precision "
-        "that keeps the accuracy, measured on this machine",
+        help="choose what to ship: the fastest model × backend × precision that keeps the accuracy (or the "
+        "task's metric), measured on this machine, among a finished run's models or the ONNX files given",
     )
-    dp.add_argument("run_dir", help="run directory, e.g. runs/mnist-kd")
+    dp.add_argument(
+        "target",
+        nargs="+",
+        help="a run directory (e.g. runs/mnist-kd), or ONNX files to choose among (e.g. model.onnx model.int8.onnx)",
+    )
     dp.add_argument("--profile", help="device profile whose budgets, threads and backends apply (default: detected)")
     dp.add_argument(
         "--backend",
@@ -225,16 +230,28 @@ def _add_deploy(sub) -> None:
     )
     dp.add_argument("--inputs", help="labelled test inputs (.npz with x, y; default: RUN_DIR/bench/test_split.npz)")
     dp.add_argument(
+        "--images",
+        type=Path,
+        help="score the candidates by their task's metric on this folder of images (its labels file, class "
+        "folders, or no labels: then against the first fp32 candidate's predictions)",
+    )
+    dp.add_argument(
         "--max-drop",
         type=float,
         default=1.0,
-        help="accuracy points allowed below the best fp32 model (without labels: points of top-1 agreement "
-        "with the first fp32 model; default 1)",
+        help="points allowed below the best fp32 model, in top-1 accuracy or the task's metric (without labels: "
+        "points of agreement with the first fp32 model; default 1)",
     )
     dp.add_argument("--threads", type=int, help="threads (default: the profile's, capped to this host)")
     dp.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     dp.add_argument("--seconds", type=float, default=0.3, help="seconds per candidate per round (default 0.3)")
-    dp.add_argument("-o", "--output", help="folder for deploy.json and the chosen model (default RUN_DIR/deployment)")
+    dp.add_argument(
+        "-o",
+        "--output",
+        help="folder for deploy.json and the chosen model (default RUN_DIR/deployment, or ./deployment)",
+    )
+    add_task_args(dp, reference=False)  # the reference is the first fp32 candidate
+    add_contract_args(dp)
     dp.set_defaults(fn=commands.cmd_deploy)
 
 
@@ -279,6 +296,7 @@ SUBCOMMANDS = (
     _add_explain,
     _add_bench,
     _add_deploy,
+    optimize_command.add_optimize,
     _add_devices,
     _add_report,
     _add_verify,

@@ -20,19 +20,43 @@ DEPLOY_COLUMNS = (
 )
 
 
+# a task's second figure beside its metric, where it has one
+TASK_EXTRA = {"edit_similarity": "edit similarity", "map50": "mAP@.5", "precision": "precision", "recall": "recall"}
+
+
+def _task_columns(cands: list[dict]) -> tuple[tuple, list[str]]:
+    """The table's columns for candidates scored by a task: its metric in place of accuracy, its other
+    figures beside it, and agreement as the metric against the reference's predictions."""
+    t = next((c["task"] for c in cands if c.get("task")), None)
+    if t is None:
+        return DEPLOY_COLUMNS, []
+    extra = [k for k in TASK_EXTRA if t.get(k) is not None]
+    cols = list(DEPLOY_COLUMNS)
+    i = cols.index("accuracy")
+    cols[i : i + 2] = [t["metric"], *(TASK_EXTRA[k] for k in extra), f"{t['task']} score against the reference"]
+    return tuple(cols), extra
+
+
+def _percent(v) -> str:
+    return "—" if v is None else f"{100 * v:.2f}%"
+
+
 def deployment_section(stages: dict) -> list[str]:
     """The deploy stage's candidates, the chosen one first, with why each other one lost."""
     out = []
     for name, s in stages.items():
-        if s["type"] != "deploy":
+        if s["type"] not in ("deploy", "optimize"):
             continue
         m, c = s["metrics"], s["config"]
         ch = m["chosen"]
+        columns, extra = _task_columns(m["candidates"])
         rows = []
         for x in sorted(m["candidates"], key=lambda x: (not x["chosen"], x.get("time_vs_reference") or x["p50_ms"])):
             lo, hi = x["p50_range_ms"]
-            acc = "—" if x["accuracy"] is None else f"{100 * x['accuracy']:.2f}%"
-            agree = "—" if x.get("agreement_with_reference") is None else f"{100 * x['agreement_with_reference']:.1f}%"
+            acc = [_percent(x["accuracy"])] + [
+                f"{x['task'][k]:.3f}" if x["task"].get(k) is not None else "—" for k in extra
+            ]
+            agree = x["task"].get("vs_reference") if x.get("task") else x.get("agreement_with_reference")
             outcome = "**chosen**" if x["chosen"] else "; ".join(x["why_not"])
             asked = {"f32": "fp32", "f16": "fp16"}.get(x["precision"], x["precision"])
             ran = x["ran"]["precision"] + ("" if asked in ("auto", x["ran"]["precision"]) else f" (asked {asked})")
@@ -45,8 +69,8 @@ def deployment_section(stages: dict) -> list[str]:
                     f"{x['p50_ms']:.3f} ({lo:.3f}–{hi:.3f})",
                     vs,
                     f"{x['p90_ms']:.3f}",
-                    acc,
-                    agree,
+                    *acc,
+                    _percent(agree),
                     f"{x['bytes']:,}",
                     outcome + (" (the reference)" if x.get("reference") else ""),
                 ]
@@ -55,19 +79,20 @@ def deployment_section(stages: dict) -> list[str]:
             "## Deployment",
             "",
             f"`{name}`: **{ch['name']} on {ch['backend']} ({ch['ran_precision']})**, p50 {ch['p50_ms']:.3f} ms"
-            + (f", test accuracy {100 * ch['accuracy']:.2f}%" if ch["accuracy"] is not None else "")
+            + (f", {_metric(ch)} {100 * ch['accuracy']:.2f}%" if ch["accuracy"] is not None else "")
             + f" — the fastest of {len(m['candidates'])} candidates "
             f"within {c['max_accuracy_drop']:g} point(s) of the best "
             "fp32 one (the reference; a bf16/fp16 run must also keep its own fp32 run's top-1 predictions to that "
             f"margin) and inside the `{m['profile']}` latency and bytes budgets. Measured here at batch 1, "
             f"{m['threads']} thread(s), in one process: {c['rounds']} interleaved rounds of {c['seconds']:g} s per "
             "candidate, ranked by each one's p50 over the reference's in the same round (a trimmed geometric "
-            "mean over rounds, so drift that slows a round cancels); accuracy through each candidate's own session "
-            "on the test split. "
-            f"`edgepipe-runner --deployment RUN_DIR/{name}/deploy.json` runs it as chosen."
+            "mean over rounds, so drift that slows a round cancels); "
+            + _scored_on(m, c)
+            + f" `edgepipe-runner --deployment RUN_DIR/{name}/deploy.json` runs it as chosen."
             + "".join(f" Note: {n}." for n in m.get("notes", [])),
             "",
-            md(DEPLOY_COLUMNS, rows),
+            *_optimize_lines(m),
+            md(columns, rows),
             "",
         ]
     return out
@@ -137,3 +162,45 @@ def hops_section(chains: list[list[dict]]) -> list[str]:
             "",
         ]
     return out
+
+
+def _metric(chosen: dict) -> str:
+    m = chosen.get("metric", "accuracy")
+    return "test accuracy" if m == "accuracy" else m
+
+
+def _scored_on(m: dict, c: dict) -> str:
+    """What the candidates' accuracy column was measured on."""
+    t = m.get("task") or next((x["task"] for x in m["candidates"] if x.get("task")), None)
+    if not t:
+        return "accuracy through each candidate's own session on the test split."
+    name = t.get("name") or t.get("task")
+    against = "its labels" if t.get("against") == "labels" else "the reference's predictions (no labels)"
+    where = f" in `{c['images']}`" if c.get("images") else ""
+    return (
+        f"scored by the {name} task's metric, {t['metric']}, through each candidate's own session on "
+        f"{t.get('samples') or 'the'} images{where}, against {against}."
+    )
+
+
+def _optimize_lines(m: dict) -> list[str]:
+    """An optimize stage's own facts: the user's model, what each quantizer made, the speed-up over it."""
+    if "quantizers" not in m:
+        return []
+    made = []
+    for q in m["quantizers"]:
+        if q["quantizer"] == "edgepipe":
+            kept = f", kept in float: {', '.join(q['kept_float'])}" if q.get("kept_float") else ""
+            ops = f", only {', '.join(q['op_types'])} quantized" if q.get("op_types") else ""
+            verdict = "within the budget" if q["met"] else "over the budget, left out"
+            made.append(f"edgepipe int8 ({q['format']}): {q['drop_points']:+.2f} points, {verdict}{ops}{kept}")
+        else:
+            made.append(f"NNCF {q['version']} int8 ({q['preset']} preset, {q['samples']} calibration images)")
+    speed = m.get("speedup_vs_source")
+    return [
+        f"Your model: `{m['source']}`. Made from it: "
+        + "; ".join(made)
+        + "."
+        + (f" The choice runs **×{speed:.2f}** as fast as your model on its fastest backend here." if speed else ""),
+        "",
+    ]

@@ -249,6 +249,12 @@ def candidates(table: list[dict], budget_ms: float | None) -> str | None:
     from matplotlib.lines import Line2D
 
     pts = [c for c in table if c.get("accuracy") is not None]
+    ylabel = "test accuracy, %"
+    if not pts and any(c.get("task") for c in table):  # no labels: the task's score against the reference
+        pts = [c | {"accuracy": c["task"]["vs_reference"]} for c in table if c.get("task")]
+        ylabel = f"{table[0]['task']['metric']} against the reference's predictions, %"
+    elif pts and pts[0].get("task"):
+        ylabel = f"{pts[0]['task']['metric']}, %"
     if not pts:
         return None
     names = list(dict.fromkeys(c["name"] for c in pts))
@@ -275,7 +281,7 @@ def candidates(table: list[dict], budget_ms: float | None) -> str | None:
         ax.axvline(budget_ms, color="#c92a2a", ls="--", lw=1.2)
     ax.set_xscale("log")
     ax.set_xlabel("median p50 over the rounds, ms (line: the rounds' range; log scale)")
-    ax.set_ylabel("test accuracy, %")
+    ax.set_ylabel(ylabel)
     ax.set_title("deployment candidates: model × backend × precision")
     ax.grid(alpha=0.25, which="both")
     handles = (

@@ -37,7 +37,7 @@ def figure_sections(manifest: dict) -> dict[str, list[dict]]:
         if svg:
             out.setdefault(key, []).append({"title": title, "caption": caption, "svg": svg})
 
-    deploy = next((s for s in manifest["stages"].values() if s["type"] == "deploy"), None)
+    deploy = next((s for s in manifest["stages"].values() if s["type"] in ("deploy", "optimize")), None)
     last = deploy["metrics"]["chosen"]["name"] if deploy else collect.last_model(models)
     add(
         "models",

@@ -117,11 +117,11 @@ def table_text(manifest: dict) -> str:
     if kd:
         parts.append("distillation (Paddle test accuracy):\n" + text_table(DISTILL_COLUMNS, kd))
     for s in manifest["stages"].values():
-        if s["type"] == "deploy":
+        if s["type"] in ("deploy", "optimize"):
             c, n = s["metrics"]["chosen"], len(s["metrics"]["candidates"])
             parts.append(
                 f"deployment: {c['name']} on {c['backend']} ({c['ran_precision']}), p50 {c['p50_ms']:.3f} ms"
-                + (f", accuracy {100 * c['accuracy']:.2f}%" if c["accuracy"] is not None else "")
+                + (f", {c.get('metric', 'accuracy')} {100 * c['accuracy']:.2f}%" if c["accuracy"] is not None else "")
                 + f" — the fastest of {n} candidates (model × backend × precision) within the accuracy and budgets"
             )
     return "\n\n".join(parts) or "(no exported models or distillation results in this run yet)"
@@ -184,7 +184,8 @@ def sections(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -
     data = manifest.get("data") or {}
     stages = manifest["stages"]
     out = [("title", f"# edgepipe report: {manifest.get('recipe', run_dir.name)}\n")]
-    exported = bool(_rows(manifest))
+    # a run that only optimized (no export, no bench) has no figures of its own for the models table
+    exported = any(r["accuracy"] is not None or r["p50_ms"] is not None for r in _rows(manifest))
     bench = next((s for s in stages.values() if s["type"] == "bench"), None)
     how = ""
     if bench:
@@ -235,8 +236,12 @@ def sections(manifest: dict, run_dir: Path, devices: list[dict] | None = None) -
                 [
                     "## Run",
                     "",
-                    f"- data: {data.get('source', '?')}; samples per split: "
-                    + ", ".join(f"{k} {v}" for k, v in (data.get("counts") or {}).items()),
+                    (
+                        f"- data: {data.get('source', '?')}; samples per split: "
+                        + ", ".join(f"{k} {v}" for k, v in (data.get("counts") or {}).items())
+                        if data
+                        else "- data: no data set loaded (every stage read its own files)"
+                    ),
                     f"- host: {host.get('cpu_model', '?')} ({host.get('arch', '?')}), "
                     f"{host.get('logical_cores', '?')} logical cores, "
                     f"int8-relevant CPU flags: {', '.join(host.get('flags', [])) or 'none'}",

@@ -161,6 +161,7 @@ def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
         label=label,
         precision=precision,
         source=src_meta.get("source"),
+        float_source=src_meta.get("float_source"),
         **facts,
     )
     return StageResult(metrics=facts, artifacts=[art])
@@ -191,6 +192,7 @@ def _float_source(cfg: QuantizeConfig, ctx, xt, yt):
         "label": cfg.model.name,
         "bytes": fp32_path.stat().st_size,
         "accuracy": float((fp32_logits.argmax(1) == yt).mean()),
+        "float_source": str(fp32_path),  # the user's own file: a deploy candidate too
     }
     return fp32_path, src_meta, fp32_logits
 

@@ -6,7 +6,7 @@ accuracy measured through the same session on the same labelled inputs.
     python -m edgepipe.runtime.measure.compare SPEC.json OUT.json   # paddle-free; what the deploy stage runs
 
 SPEC: {"candidates": [{"id", "model", "backend", "precision"}], "inputs": "test.npz", "threads": 1,
-       "rounds": 5, "seconds": 0.3}
+       "rounds": 5, "seconds": 0.3, "task": null | {"name", "settings", "images": DIR, "contract": JSON | null}}
 """
 
 from __future__ import annotations
@@ -28,39 +28,49 @@ from edgepipe.runtime.model.session import resolve_feed
 
 def measure(
     candidates: list[dict],
-    x: np.ndarray,
+    x: np.ndarray | None,
     y: np.ndarray | None,
     threads: int = 1,
     rounds: int = 5,
     seconds: float = 0.3,
     warmup_seconds: float = 0.1,
+    task: dict | None = None,
 ) -> list[dict]:
     """Per candidate: p50 of each round (p50_rounds_ms), the median of those and their range, p90 over every timed run,
     the top-1 prediction for every input (for agreement between candidates; None when the output is
-    not one row of class scores per input), accuracy (with labels), and what ran (backend, precision)."""
-    opened = []
-    for c in candidates:
+    not one row of class scores per input), accuracy (with labels), and what ran (backend, precision).
+    With `task` ({"name", "settings", "images", "contract"}: runtime/tasks/evaluate.CandidateScores) each
+    candidate is scored by the task's metric on that folder of images instead (its "task" figures; its
+    accuracy is the metric's value against labels), and timed on the folder's first image."""
+    opened, judge = [], None
+    for i, c in enumerate(candidates):
         t0 = time.perf_counter_ns()
         s = open_model(c["model"], c["backend"], threads=threads, precision=c.get("precision", "auto"))
         create_ms = (time.perf_counter_ns() - t0) / 1e6
-        feed = resolve_feed(s, {"x": x[:1]}, c["model"])
         names = [o.name for o in s.get_outputs()]
-        feeds = from_array(signature(s), x, batch=256)  # a fixed batch of 1: one sample a feed
-        parts = [s.run(names[:1], f)[0] for f in feeds]
-        out = np.concatenate(parts) if len({p.shape[1:] for p in parts}) == 1 and all(p.ndim for p in parts) else None
-        scores = out is not None and out.ndim == 2 and out.shape[1] > 1 and len(out) == len(x)
-        pred = out.argmax(axis=1) if scores else None  # class scores only (not an NMS output's k boxes)
-        acc = None if y is None or pred is None else float((pred == y).mean())
+        if task is not None:
+            judge = judge or _task_judge(s, task)
+            judge.add(str(i), s)
+            feed, acc, pred = judge.timing_feed(), None, None
+        else:
+            feed = resolve_feed(s, {"x": x[:1]}, c["model"])
+            acc, pred = _top1(s, names, x, y)
         opened.append(
             {
                 "c": c,
                 "run": (lambda s=s, f=feed, n=names: s.run(n, f)),
                 "create_ms": create_ms,
                 "accuracy": acc,
-                "predictions": None if pred is None else pred.tolist(),
+                "predictions": pred,
                 "ran": describe(s, c["model"]),
             }
         )
+    if judge is not None:
+        ran = {str(i): {**o["c"], "precision": o["ran"]["precision"]} for i, o in enumerate(opened)}
+        for key, sc in judge.scores(ran).items():
+            o = opened[int(key)]
+            o["task"] = sc["task"] | {"vs_reference": sc["vs_reference"], "vs_own_fp32": sc["vs_own_fp32"]}
+            o["accuracy"] = sc["task"]["value"] if sc["task"].get("against") == "labels" else None
     for o in opened:
         timed_runs(o["run"], 1, warmup_seconds)
     runs = {i: o["run"] for i, o in enumerate(opened)}
@@ -85,12 +95,45 @@ def measure(
                 "session_create_ms": o["create_ms"],
                 "accuracy": o["accuracy"],
                 "predictions": o["predictions"],
-                "accuracy_samples": None if y is None else int(len(y)),
+                "accuracy_samples": _samples(o, y),
+                **({"task": o["task"]} if "task" in o else {}),
                 "ran": o["ran"],
                 "bytes": Path(o["c"]["model"]).stat().st_size,
             }
         )
     return out
+
+
+def _top1(s, names: list[str], x: np.ndarray, y: np.ndarray | None) -> tuple[float | None, list | None]:
+    """(accuracy with labels, each input's top-1 class) of a session whose first output is one row of class
+    scores per input; (None, None) for any other output."""
+    feeds = from_array(signature(s), x, batch=256)  # a fixed batch of 1: one sample a feed
+    parts = [s.run(names[:1], f)[0] for f in feeds]
+    out = np.concatenate(parts) if len({p.shape[1:] for p in parts}) == 1 and all(p.ndim for p in parts) else None
+    scores = out is not None and out.ndim == 2 and out.shape[1] > 1 and len(out) == len(x)
+    pred = out.argmax(axis=1) if scores else None  # class scores only (not an NMS output's k boxes)
+    acc = None if y is None or pred is None else float((pred == y).mean())
+    return acc, None if pred is None else pred.tolist()
+
+
+def _task_judge(session, task: dict):
+    from edgepipe.runtime.inputs.feeds import model_contract
+    from edgepipe.runtime.inputs.images import Contract
+    from edgepipe.runtime.tasks.evaluate import CandidateScores
+
+    contract = Contract.from_json(task["contract"]) if task.get("contract") else model_contract(session)
+    if contract is None:
+        raise EdgepipeError(
+            "the candidates carry no input contract, so the images cannot be preprocessed: give it "
+            "(--size, --keep-ratio, …) or write it once with `edgepipe contract`"
+        )
+    return CandidateScores(session, task.get("name"), task.get("settings") or {}, Path(task["images"]), contract)
+
+
+def _samples(o: dict, y) -> int | None:
+    if "task" in o:
+        return o["task"].get("samples")
+    return None if y is None else int(len(y))
 
 
 def paired_ratio(a: list[float], b: list[float]) -> float:
@@ -110,8 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         spec = json.loads(Path(argv[0]).read_text())
-        with np.load(spec["inputs"], allow_pickle=False) as z:
-            x, y = z["x"], z["y"] if "y" in z.files else None
+        x = y = None
+        if spec.get("inputs"):
+            with np.load(spec["inputs"], allow_pickle=False) as z:
+                x, y = z["x"], z["y"] if "y" in z.files else None
         res = measure(
             spec["candidates"],
             x,
@@ -119,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             threads=spec.get("threads", 1),
             rounds=spec.get("rounds", 5),
             seconds=spec.get("seconds", 0.3),
+            task=spec.get("task"),
         )
         write_json_atomic(argv[1], {"candidates": res})
     except EdgepipeError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgepipe.devices import EdgepipeError
 from edgepipe.runtime.inputs import feeds as fd
 from edgepipe.runtime.tasks.base import Task
 
@@ -100,3 +101,48 @@ class FolderJudge:
 
         preds = predict(open_session(model), self.task, self.feeds, self.metas)
         return task_drop(self.task, self.ref_preds, preds, self.labels)
+
+
+class CandidateScores:
+    """A task's metric for several sessions of one model family (deploy's candidates) on one folder of
+    images: the feeds decoded once (by the first session's input signature and the contract), each
+    session's predictions kept, then every candidate scored against the folder's labels, against the
+    reference's predictions (the first candidate that ran in fp32) and, for a bf16/fp16 run, against
+    its own file's fp32 run."""
+
+    def __init__(self, first_session, task_name: str | None, settings: dict, images: Path, contract):
+        from edgepipe.runtime.tasks.base import task_of
+
+        self.task = task_of(first_session, task_name, settings)
+        self.folder = Path(images)
+        self.feeds, self.metas, files, class_labels = sample_feeds(self.folder, contract, fd.signature(first_session))
+        if not self.feeds:
+            raise EdgepipeError(f"{self.folder}: no images to score the candidates on")
+        self.labels = labels_for(self.task, self.folder, files, class_labels)
+        self.preds: dict[str, list] = {}
+
+    def timing_feed(self) -> dict:
+        return self.feeds[0]
+
+    def add(self, key: str, session) -> None:
+        self.preds[key] = predict(session, self.task, self.feeds, self.metas)
+
+    def scores(self, ran: dict[str, dict]) -> dict[str, dict]:
+        """{key: {"task": the metric (labels), "vs_reference": value, "vs_own_fp32": value or None}} with
+        `ran` {key: {"model", "backend", "precision"}} telling which runs are fp32 and of which file."""
+        keys = list(self.preds)
+        fp32 = [k for k in keys if ran[k]["precision"] == "fp32"]
+        ref = (fp32 or keys)[0]
+        out = {}
+        for k in keys:
+            base = None
+            if ran[k]["precision"] in ("bf16", "fp16"):
+                same = [b for b in fp32 if ran[b]["model"] == ran[k]["model"]]
+                base = next((b for b in same if ran[b]["backend"] == ran[k]["backend"]), same[0] if same else None)
+            out[k] = {
+                "task": scored(self.task, self.preds[k], self.labels, self.preds[ref]),
+                "vs_reference": 1.0 if k == ref else self.task.against(self.preds[k], self.preds[ref]).value,
+                "reference_key": ref,
+                "vs_own_fp32": None if base is None else self.task.against(self.preds[k], self.preds[base]).value,
+            }
+        return out

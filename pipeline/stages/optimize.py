@@ -1,0 +1,228 @@
+"""optimize: from a trained float model and a folder of the user's images to the fastest deployment that
+keeps the task's metric, measured on this machine. The candidates:
+
+- the user's own float file, on every backend × precision this host offers (so nothing slower than what
+  the user brought can be chosen);
+- edgepipe's int8 for onnxruntime (the profile's preset under the accuracy guard, judged by the task's
+  metric on the images; left out, saying why, when the guard cannot meet the budget);
+- NNCF's int8 for OpenVINO (export/nncf_int8.py; with the `[openvino]` extra).
+
+Each is scored by the task's metric on the images (against their labels, or without labels against the
+float model's predictions) and timed side by side in interleaved rounds; the deploy stage's rule
+chooses (pipeline/stages/choice.py). The stage's folder holds deploy.json and the chosen file, its
+candidates/ the quantized files."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgepipe.devices import EdgepipeError
+from edgepipe.pipeline.core.config import require
+from edgepipe.pipeline.core.registry import register_stage
+from edgepipe.pipeline.core.run import StageResult
+from edgepipe.pipeline.stages.modelref import ModelRef, TakesModels, graph_kind, ref_inputs, ref_name
+
+QUANTIZERS = ("edgepipe", "nncf")
+
+
+@dataclass(frozen=True)
+class OptimizeConfig(TakesModels):
+    model: ModelRef = "student.onnx"  # an ONNX artifact of the run, or onnx: PATH (the user's float model)
+    images: str = ""  # the user's images: scored by the task (labels file, class folders, or none) and calibrated on
+    task: str | None = None  # null: the one the model's metadata names, else classify or fidelity
+    max_accuracy_drop: float = 1.0  # points of the task's metric below the float model
+    quantizers: tuple[str, ...] = QUANTIZERS  # edgepipe: int8 for onnxruntime; nncf: int8 for OpenVINO
+    calibration_samples: int = 100
+    profile: str | None = None  # whose budgets, threads, backends and int8 preset; null = the detected one
+    threads: int | None = None  # null = the profile's (capped to this host's CPUs)
+    backends: tuple[str, ...] | None = None  # null = the profile's backends that are installed here
+    rounds: int = 5
+    seconds: float = 0.3  # per candidate per round
+
+    def __post_init__(self):
+        require(bool(self.images), "images", "give a folder of the user's images")
+        require(
+            isinstance(self.model, str) or graph_kind(self.model) == "onnx",
+            "model",
+            "optimize takes an ONNX model: an ONNX artifact or onnx: PATH (`edgepipe optimize` exports a "
+            "Paddle inference folder first)",
+        )
+        require(self.max_accuracy_drop >= 0, "max_accuracy_drop", "must be non-negative")
+        require(set(self.quantizers) <= set(QUANTIZERS), "quantizers", f"choose from {', '.join(QUANTIZERS)}")
+        require(self.calibration_samples >= 1, "calibration_samples", "must be at least 1")
+        if self.task is not None:
+            from edgepipe.runtime.tasks.base import task_names
+
+            require(self.task in task_names(), "task", f"choose one of {', '.join(task_names())}")
+
+    def inputs(self, available) -> dict[str, str]:
+        return ref_inputs("model", self.model)
+
+    def model_refs(self) -> dict:
+        return {"model": self.model}
+
+    def files(self, base) -> dict:
+        from edgepipe.pipeline.core.config import resolve_path
+
+        path = resolve_path(base, self.images)
+        if not path.is_dir():
+            raise EdgepipeError(f"images: {path} is not a folder of images")
+        return super().files(base) | {"images": path}
+
+    def outputs(self) -> dict[str, str]:
+        """The quantized candidates (each only where it was made) and deploy.json."""
+        stem = ref_name(self.model).removesuffix(".onnx")
+        made = {"edgepipe": f"{stem}.int8.onnx", "nncf": f"{stem}.nncf.onnx"}
+        return {made[q]: "onnx" for q in self.quantizers} | {"deployment": "file"}
+
+    def deploy_config(self):
+        from edgepipe.pipeline.stages.deploy import DeployConfig
+
+        return DeployConfig(
+            backends=self.backends,
+            profile=self.profile,
+            threads=self.threads,
+            max_accuracy_drop=self.max_accuracy_drop,
+            rounds=self.rounds,
+            seconds=self.seconds,
+        )
+
+
+@dataclass
+class _Source:
+    """The float model and what every candidate is judged on."""
+
+    path: Path
+    images: Path
+    contract: object
+    task: object
+    calibration: list  # feeds
+
+
+def _source(cfg: OptimizeConfig, ctx) -> _Source:
+    from edgepipe.pipeline.core.progress import progress_bar
+    from edgepipe.pipeline.models.sources import resolve
+    from edgepipe.runtime.inputs import feeds as fd
+    from edgepipe.runtime.model.session import open_session
+    from edgepipe.runtime.tasks.base import task_of
+
+    path = ctx.path_of(cfg.model) if isinstance(cfg.model, str) else resolve(ctx.base, cfg.model.onnx)
+    images = cfg.files(ctx.base)["images"]
+    session = open_session(path)
+    contract = fd.model_contract(session)
+    if contract is None:
+        raise EdgepipeError(
+            f"{path}: carries no input contract, so the images cannot be brought to its input: give it "
+            "(edgepipe optimize --size HxW --mean … --std …, or `edgepipe contract` once)"
+        )
+    task = task_of(session, cfg.task)
+    feeds, _, _ = fd.folder_feeds(images, contract, fd.signature(session), progress=progress_bar("images"))
+    if not feeds:
+        raise EdgepipeError(f"{images}: no images")
+    return _Source(path, images, contract, task, fd.spread(feeds, cfg.calibration_samples))
+
+
+def edgepipe_int8(cfg: OptimizeConfig, src: _Source, out: Path) -> tuple[Path | None, dict]:
+    """edgepipe's int8 (the profile's preset) under the guard judged by the task's metric on the images:
+    (its path, or None when the guard cannot meet the budget; its record)."""
+    from edgepipe.export.guard import guarded_quantize
+    from edgepipe.export.metadata import write_metadata
+    from edgepipe.pipeline.stages.export import contract_metadata
+    from edgepipe.pipeline.stages.quantize import QuantizeConfig, resolve_options
+    from edgepipe.runtime.inputs import feeds as fd
+    from edgepipe.runtime.tasks.evaluate import FolderJudge
+
+    opts, preset = resolve_options(QuantizeConfig(model=src.path.name, profile=cfg.profile))
+    judged = src.task.name != "fidelity"
+    judge = FolderJudge(src.task, src.images, src.contract, src.path) if judged else None
+    g = guarded_quantize(
+        src.path,
+        out,
+        src.calibration,
+        opts,
+        fd.spread(src.calibration, 64),
+        None,
+        cfg.max_accuracy_drop if judged else None,
+        judge=judge,
+    )
+    record = {
+        "quantizer": "edgepipe",
+        "preset": preset,
+        "format": opts.format,
+        "met": g["met"],
+        "drop_points": g["drop_points"],
+        "kept_float": g["kept_float"],
+        "op_types": g.get("op_types"),
+    }
+    if not g["met"]:
+        out.unlink(missing_ok=True)
+        return None, record
+    write_metadata(out, contract_metadata(src.contract.to_dict()) | src.task.metadata_props())
+    return out, record
+
+
+def _candidates(cfg: OptimizeConfig, src: _Source, folder: Path) -> tuple[dict, list[dict], list[str]]:
+    """({name: path} of every candidate file, the quantizers' records, notes on what was left out)."""
+    from edgepipe.export.nncf_int8 import nncf_available, nncf_quantize
+
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = ref_name(cfg.model).removesuffix(".onnx")
+    models, records, notes = {src.path.name: src.path}, [], []
+    if "edgepipe" in cfg.quantizers:
+        print("  optimize: edgepipe int8 for onnxruntime, under the guard", file=sys.stderr)
+        path, rec = edgepipe_int8(cfg, src, folder / f"{stem}.int8.onnx")
+        records.append(rec)
+        if path is None:
+            notes.append(
+                f"edgepipe's int8 left out: {rec['drop_points']:.2f} points of {src.task.metric} lost, over the "
+                f"{cfg.max_accuracy_drop:g}-point budget even with {len(rec['kept_float'])} node(s) in float"
+            )
+        else:
+            models[path.name] = path
+    if "nncf" in cfg.quantizers:
+        ok, why = nncf_available()
+        if not ok:
+            notes.append(f"NNCF's int8 left out: {why}")
+        else:
+            print("  optimize: NNCF int8 for OpenVINO", file=sys.stderr)
+            path = folder / f"{stem}.nncf.onnx"
+            records.append(nncf_quantize(src.path, path, src.calibration))
+            models[path.name] = path
+    return models, records, notes
+
+
+@register_stage("optimize", OptimizeConfig)
+def run_optimize(cfg: OptimizeConfig, ctx) -> StageResult:
+    """The user's float model, edgepipe's int8 and NNCF's int8, on every backend × precision here, scored by
+    the task's metric on the user's images; the fastest within the budget is chosen."""
+    from edgepipe.pipeline.stages.deploy import deploy
+
+    src = _source(cfg, ctx)
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    models, records, notes = _candidates(cfg, src, ctx.out_dir / "candidates")
+    task = {"name": src.task.name, "settings": {}, "images": str(src.images), "contract": src.contract.to_json()}
+    d = deploy(models, None, None, cfg.deploy_config(), ctx.out_dir, task, notes=notes)
+    best = next(c for c in d["candidates"] if c["chosen"])
+    own = [c for c in d["candidates"] if c["name"] == src.path.name]
+    own = min(own, key=lambda c: c["time_vs_reference"]) if own else None  # the user's model at its fastest
+    metrics = {
+        "chosen": {k: best[k] for k in ("name", "backend", "precision", "p50_ms", "p90_ms", "accuracy", "bytes")}
+        | {"ran_precision": best["ran"]["precision"], "metric": d["metric"]},
+        "source": str(src.path),
+        "task": d.get("task"),
+        "quantizers": records,
+        "speedup_vs_source": None if own is None else own["time_vs_reference"] / best["time_vs_reference"],
+        "threads": d["threads"],
+        "profile": d["profile"],
+        "candidates": d["candidates"],
+        "notes": d["notes"],
+    }
+    artifacts = [
+        ctx.artifact(p.name, "onnx", f"candidates/{p.name}", precision="int8", float_source=str(src.path))
+        for n, p in models.items()
+        if n != src.path.name
+    ]
+    artifacts.append(ctx.artifact("deployment", "file", "deploy.json", model=best["name"], backend=best["backend"]))
+    return StageResult(metrics=metrics, artifacts=artifacts)
