@@ -72,11 +72,11 @@ def brightness_classifier(prefix):
     paddle.jit.save(net, str(prefix), input_spec=[InputSpec([None, 3, 16, 16], "float32", "x")])
 
 
-def grey_folders(root, per_class=4):
+def grey_folders(root, per_class=4, names=("0dark", "1mid", "2bright")):
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    for name, level in (("0dark", 0.1), ("1mid", 0.5), ("2bright", 0.9)):
+    for name, level in zip(names, (0.1, 0.5, 0.9)):
         (root / name).mkdir(parents=True)
         for i in range(per_class):
             arr = np.clip(level + rng.normal(0, 0.03, (16, 16, 3)), 0, 1)
@@ -97,6 +97,13 @@ def test_optimize_exports_a_paddle_inference_model_and_scores_top1_on_class_fold
     own = [c for c in o["candidates"] if c["name"] == "saved.onnx"]
     assert own and all(c["accuracy"] == pytest.approx(1.0) for c in own)  # the true accuracy, 12 images
     assert {q["quantizer"] for q in o["quantizers"]} == {"edgepipe"}
+
+    # class folders that do not mean what the outputs mean: said in one line, not chosen from
+    swapped = grey_folders(tmp_path / "swapped", names=("2dark", "1mid", "0bright"))  # dark images labelled 2
+    line = one_line_error(edgepipe("optimize", run / "input" / "saved.onnx", "--images", swapped, "-o",
+                                   tmp_path / "r1", "--quantizer", "edgepipe", *FAST))  # fmt: skip
+    assert "33.3% on 12 labelled images" in line and "no better than guessing among 3 classes" in line
+    assert not (tmp_path / "r1").exists()
 
     line = one_line_error(edgepipe("optimize", tmp_path / "nonesuch.onnx", "-o", tmp_path / "r2", *common))
     assert "nonesuch.onnx: not found" in line

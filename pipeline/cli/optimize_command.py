@@ -6,7 +6,6 @@ written by the same machinery as a recipe (an `optimize` stage, then `report`)."
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 from edgepipe.devices import EdgepipeError
@@ -96,6 +95,9 @@ def _export(model: Path, work: Path, args) -> Path:
     out = work / f"{name}.onnx"
     ns = argparse.Namespace(**vars(args))
     ns.model, ns.output, ns.opset, ns.atol, ns.rtol, ns.parity_samples = str(model), str(out), 13, 1e-4, 1e-3, 8
+    if not args.shape and args.size:  # the parity check's inputs at the contract's size (dynamic sizes stay so)
+        h, _, w = args.size.lower().partition("x")
+        ns.shape = [f"1x{args.channels or 3}x{h}x{w or h}"]
     cmd_export(ns)
     return out
 
@@ -147,15 +149,19 @@ def _run(args, run_dir: Path) -> dict:
 def candidate_table(m: dict) -> str:
     """The candidates, the chosen one first, with the task's metric and why each other one lost."""
     metric = m["chosen"]["metric"]
-    rows = [f"{'candidate':<44} {'p50 ms':>8} {'× ref':>6} {metric[:22]:>22}  outcome"]
-    for c in sorted(m["candidates"], key=lambda c: (not c["chosen"], c["time_vs_reference"])):
+    cands = sorted(m["candidates"], key=lambda c: (not c["chosen"], c["time_vs_reference"]))
+    w = max(len(c["name"]) for c in cands)
+    rows = [f"{'model':<{w}}  {'backend':<11} {'ran as':<6} {'p50 ms':>8} {'× ref':>6} {metric:>14}  outcome"]
+    for c in cands:
         value = c["accuracy"] if c["accuracy"] is not None else (c.get("task") or {}).get("vs_reference")
         shown = "—" if value is None else f"{100 * value:.2f}%"
-        what = f"{c['name']} on {c['backend']} ({c['ran']['precision']})"
         outcome = "chosen" if c["chosen"] else "; ".join(c["why_not"])
-        rows.append(f"{what[:44]:<44} {c['p50_ms']:>8.3f} {c['time_vs_reference']:>6.2f} {shown:>22}  {outcome}")
+        rows.append(
+            f"{c['name']:<{w}}  {c['backend']:<11} {c['ran']['precision']:<6} {c['p50_ms']:>8.3f} "
+            f"{c['time_vs_reference']:>6.2f} {shown:>14}  {outcome}"
+        )
     if m.get("speedup_vs_source"):
         rows.append(f"\nthe choice runs ×{m['speedup_vs_source']:.2f} as fast as your model on its best backend here")
     rows += [f"note: {n}" for n in m.get("notes", [])]
-    print(f"threads {m['threads']}, profile {m['profile']}", file=sys.stderr)
+    rows.append(f"measured at batch 1, {m['threads']} thread(s), profile {m['profile']}")
     return "\n".join(rows)

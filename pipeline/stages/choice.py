@@ -49,20 +49,29 @@ def too_many_flips(agreement: float, n: int, max_drop: float) -> bool:
         return False
     if p <= 0:
         return True
-    logs = (
-        [
-            math.lgamma(n + 1)
-            - math.lgamma(i + 1)
-            - math.lgamma(n - i + 1)
-            + i * math.log(p)
-            + (n - i) * math.log1p(-p)
-            for i in range(k, n + 1)
-        ]
-        if p < 1
-        else [0.0]
-    )
+    return log_tail(k, n, p) < math.log(0.05)
+
+
+def at_chance(accuracy: float, n: int, classes: int, level: float = 0.01) -> bool:
+    """Whether an accuracy on n labelled inputs is not significantly above guessing among `classes`:
+    P(X ≥ correct) ≥ level for X ~ Binomial(n, 1 / classes). 25% on 4 classes is; 40% of 100 is not."""
+    if classes < 2 or n < 1:
+        return False
+    return log_tail(round(accuracy * n), n, 1 / classes) >= math.log(level)
+
+
+def log_tail(k: int, n: int, p: float) -> float:
+    """log P(X ≥ k) for X ~ Binomial(n, p), summed in log space (exact for any n a test split holds)."""
+    if k <= 0:
+        return 0.0
+    if p >= 1:
+        return 0.0
+    logs = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
+        for i in range(k, n + 1)
+    ]
     top = max(logs)
-    return top + math.log(sum(math.exp(v - top) for v in logs)) < math.log(0.05)
+    return top + math.log(sum(math.exp(v - top) for v in logs))
 
 
 def reference(cands: list[dict]) -> dict | None:

@@ -193,6 +193,28 @@ def _candidates(cfg: OptimizeConfig, src: _Source, folder: Path) -> tuple[dict, 
     return models, records, notes
 
 
+def _not_at_chance(cands: list[dict], src: _Source) -> None:
+    """One line, instead of a choice, when the user's float model scores no better than guessing on labelled
+    images: the labels do not mean what its outputs mean (class folders in another order or named
+    otherwise than its classes), and every candidate would be judged against noise."""
+    from edgepipe.pipeline.stages.choice import at_chance
+    from edgepipe.runtime.model.session import open_session
+
+    ref = next((c for c in cands if c["reference"]), None)
+    if src.task.name != "classify" or ref is None or ref["accuracy"] is None:
+        return
+    out = open_session(src.path).get_outputs()[0].shape
+    classes = len(src.contract.classes) or (out[1] if len(out) == 2 and isinstance(out[1], int) else 0)
+    n = ref.get("accuracy_samples") or 0
+    if at_chance(ref["accuracy"], n, classes):
+        raise EdgepipeError(
+            f"{src.path.name} scores {100 * ref['accuracy']:.1f}% on {n} labelled images of {src.images}, no better "
+            f"than guessing among {classes} classes: the class folders do not mean what the model's outputs mean. "
+            "Name them by the model's classes in output order (--classes A,B,… writes them into the contract), "
+            "or give images without class folders to judge against the model's own predictions"
+        )
+
+
 @register_stage("optimize", OptimizeConfig)
 def run_optimize(cfg: OptimizeConfig, ctx) -> StageResult:
     """The user's float model, edgepipe's int8 and NNCF's int8, on every backend × precision here, scored by
@@ -204,6 +226,7 @@ def run_optimize(cfg: OptimizeConfig, ctx) -> StageResult:
     models, records, notes = _candidates(cfg, src, ctx.out_dir / "candidates")
     task = {"name": src.task.name, "settings": {}, "images": str(src.images), "contract": src.contract.to_json()}
     d = deploy(models, None, None, cfg.deploy_config(), ctx.out_dir, task, notes=notes)
+    _not_at_chance(d["candidates"], src)
     best = next(c for c in d["candidates"] if c["chosen"])
     own = [c for c in d["candidates"] if c["name"] == src.path.name]
     own = min(own, key=lambda c: c["time_vs_reference"]) if own else None  # the user's model at its fastest
