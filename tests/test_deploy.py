@@ -197,6 +197,28 @@ def test_candidates_are_ranked_by_their_time_paired_with_the_reference_round_by_
     assert "slower: p50 ×1.25 of the chosen one" in ref["why_not"]
 
 
+def test_a_tie_within_the_rounds_spread_goes_to_the_smaller_file_then_the_users_own_model():
+    drift = [1.0, 1.2, 1.0, 1.1, 1.0]
+    ref = cand("float.onnx", 0.97, 1.0, nbytes=4000)
+    ref["own"] = True
+    q = cand("int8.onnx", 0.97, 1.0, "int8", nbytes=1000)  # 2% slower on the median, faster in two rounds
+    ref["p50_rounds_ms"], q["p50_rounds_ms"] = drift, [d * r for d, r in zip(drift, [1.05, 0.98, 1.02, 0.99, 1.04])]
+    best, _ = choose([ref, q], 1.0, {})
+    assert best is q and "tied with float.onnx" in q["tie"] and "the smaller file chosen" in q["tie"]
+    assert ref["why_not"][0].startswith("tied: p50 ×")
+    q["p50_rounds_ms"] = [d * 1.05 for d in drift]  # slower in every round: no tie, the faster one wins
+    best, _ = choose([ref, q], 1.0, {})
+    assert best is ref and "slower: p50 ×1.05" in q["why_not"][0] and "tie" not in ref
+    ov = cand("float.onnx", 0.97, 1.0, backend="openvino", nbytes=4000)  # same size, not the user's: own wins
+    ov["p50_rounds_ms"] = [d * r for d, r in zip(drift, [0.97, 1.01, 0.98, 1.02, 0.99])]
+    plain = cand("other.onnx", 0.97, 1.0, nbytes=4000)
+    plain["p50_rounds_ms"] = ov["p50_rounds_ms"]
+    best, _ = choose([ref | {"own": False}, plain], 1.0, {})
+    assert best["name"] == "other.onnx"  # no one's own: the faster p50 decides
+    best, _ = choose([ref, plain], 1.0, {})
+    assert best is ref and "the user's own model chosen" in plain["why_not"][0]
+
+
 def test_changed_predictions_are_judged_by_a_binomial_test_sized_by_the_inputs():
     assert [k for k in range(10) if too_many_flips(1 - k / 128, 128, 1.0)][0] == 4  # 3 changes in 128 pass at 1 pt
     assert [k for k in range(30) if too_many_flips(1 - k / 1000, 1000, 1.0)][0] == 16

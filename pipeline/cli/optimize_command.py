@@ -155,7 +155,7 @@ def candidate_table(m: dict) -> str:
     for c in cands:
         value = c["accuracy"] if c["accuracy"] is not None else (c.get("task") or {}).get("vs_reference")
         shown = "—" if value is None else f"{100 * value:.2f}%"
-        outcome = "chosen" if c["chosen"] else "; ".join(c["why_not"])
+        outcome = ("chosen" + (f" ({c['tie']})" if c.get("tie") else "")) if c["chosen"] else "; ".join(c["why_not"])
         rows.append(
             f"{c['name']:<{w}}  {c['backend']:<11} {c['ran']['precision']:<6} {c['p50_ms']:>8.3f} "
             f"{c['time_vs_reference']:>6.2f} {shown:>14}  {outcome}"

@@ -57,7 +57,9 @@ def deployment_section(stages: dict) -> list[str]:
                 f"{x['task'][k]:.3f}" if x["task"].get(k) is not None else "—" for k in extra
             ]
             agree = x["task"].get("vs_reference") if x.get("task") else x.get("agreement_with_reference")
-            outcome = "**chosen**" if x["chosen"] else "; ".join(x["why_not"])
+            outcome = (
+                ("**chosen**" + (f" ({x['tie']})" if x.get("tie") else "")) if x["chosen"] else "; ".join(x["why_not"])
+            )
             asked = {"f32": "fp32", "f16": "fp16"}.get(x["precision"], x["precision"])
             ran = x["ran"]["precision"] + ("" if asked in ("auto", x["ran"]["precision"]) else f" (asked {asked})")
             vs = "—" if x.get("time_vs_reference") is None else f"×{x['time_vs_reference']:.2f}"

@@ -141,12 +141,51 @@ def choose(cands: list[dict], max_drop: float, budgets: dict) -> tuple[dict | No
     for c in cands:
         c["time_vs_reference"] = None if ref is None else time_ratio(c, ref)
     ok = sorted((c for c in cands if c["eligible"]), key=lambda c: (c["time_vs_reference"], c["bytes"]))
-    best = ok[0] if ok else None
+    best, tied = break_tie(ok)
     for c in cands:
         c["chosen"], c["reference"] = c is best, c is ref
         if best is not None and c["eligible"] and c is not best:  # the ranking's own figures, so the two always agree
-            c["why_not"] = [f"slower: p50 ×{c['time_vs_reference'] / best['time_vs_reference']:.2f} of the chosen one"]
+            r = c["time_vs_reference"] / best["time_vs_reference"]
+            c["why_not"] = [f"slower: p50 ×{r:.2f} of the chosen one"]
+            if id(c) in tied:
+                c["why_not"] = [f"tied: p50 ×{r:.2f} of the chosen one, within the rounds' spread; {tied[id(c)]}"]
+            elif r < 1:
+                c["why_not"] = [f"p50 ×{r:.2f} of the chosen one, but surely slower than the one it ties"]
     return best, cands
+
+
+def round_spread(a: dict, b: dict) -> tuple[float, float] | None:
+    """The range of a's p50 over b's across the rounds they were timed in together, the highest and lowest
+    20% of rounds cut as in paired_ratio (None without at least 3 shared rounds)."""
+    ra, rb = a.get("p50_rounds_ms"), b.get("p50_rounds_ms")
+    if not ra or not rb or len(ra) != len(rb) or len(ra) < 3:
+        return None
+    r = sorted(x / y for x, y in zip(ra, rb))
+    cut = int(0.2 * len(r))
+    inner = r[cut : len(r) - cut]
+    return inner[0], inner[-1]
+
+
+def break_tie(ranked: list[dict]) -> tuple[dict | None, dict]:
+    """The choice among candidates ranked fastest first, and {id of each tied one: why it lost the tie}. A
+    candidate is tied with the fastest when in some rounds (of the trimmed range) it ran at least as fast:
+    the difference is within what the machine's noise makes of two equal runs, so noise must not decide.
+    Among tied ones the smaller file wins, then the user's own model ("own"), then the faster p50."""
+    if not ranked:
+        return None, {}
+    fastest = ranked[0]
+    pool = [fastest] + [c for c in ranked[1:] if (s := round_spread(c, fastest)) is not None and s[0] <= 1.0]
+    best = min(pool, key=lambda c: (c["bytes"], not c.get("own"), c["time_vs_reference"]))
+    why = {}
+    for c in pool:
+        if c is not best:
+            smaller = best["bytes"] < c["bytes"]
+            why[id(c)] = "the smaller file chosen" if smaller else "the user's own model chosen"
+    if best is not fastest:
+        best["tie"] = (
+            f"tied with {fastest['name']} on {fastest['backend']} within the rounds' spread; " + why[id(fastest)]
+        )
+    return best, why
 
 
 def metric_name(c: dict) -> str:

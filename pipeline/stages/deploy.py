@@ -102,12 +102,13 @@ def backend_precisions(backends: tuple[str, ...] | None, profile=None) -> tuple[
 
 
 def deploy(
-    models: dict, x: np.ndarray | None, y: np.ndarray | None, cfg: DeployConfig, out_dir, task=None, notes=()
+    models: dict, x: np.ndarray | None, y: np.ndarray | None, cfg: DeployConfig, out_dir, task=None, notes=(), own=()
 ) -> dict:
     """Measure every candidate of `models` ({name: ONNX path}), choose, and write the chosen file and
     deploy.json into out_dir; returns deploy.json's content. Candidates are scored by top-1 on x (and
     labels y), or with `task` ({"name", "settings", "images", "contract"}) by the task's metric on a
-    folder of images (runtime/tasks/evaluate.CandidateScores)."""
+    folder of images (runtime/tasks/evaluate.CandidateScores). `own` names the user's own models, which win
+    a tie against the run's after a smaller file (choice.break_tie)."""
     from edgepipe.devices import detect_host
     from edgepipe.devices.base.atomic import write_json_atomic
     from edgepipe.devices.profiles import detect_profile, load_profile
@@ -119,7 +120,7 @@ def deploy(
     pairs, left_out = backend_precisions(cfg.backends, profile)
     notes = [*notes, *left_out]
     cands = [
-        {"id": f"{n}|{b}|{p}", "name": n, "model": str(path), "backend": b, "precision": p}
+        {"id": f"{n}|{b}|{p}", "name": n, "model": str(path), "backend": b, "precision": p, "own": n in own}
         for n, path in models.items()
         for b, p in pairs
     ]
@@ -304,15 +305,15 @@ def run_deploy(cfg: DeployConfig, ctx) -> StageResult:
     """The fastest model × backend × precision that keeps the accuracy and the budgets, measured here."""
     names = cfg.names({n: a.kind for n, a in ctx.artifacts.items()})
     models = {n: ctx.path_of(n) for n in names}
-    if cfg.float_sources:
-        models |= float_sources({n: ctx.artifacts[n].meta for n in names}, models)
+    own = float_sources({n: ctx.artifacts[n].meta for n in names}, models) if cfg.float_sources else {}
+    models |= own
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.images is not None:
         task = stage_task(cfg, cfg.files(ctx.base)["images"], next(iter(models.values())))
-        d = deploy(models, None, None, cfg, ctx.out_dir, task)
+        d = deploy(models, None, None, cfg, ctx.out_dir, task, own=set(own))
     else:
         x, y = ctx.data.split("test")
-        d = deploy(models, x, y, cfg, ctx.out_dir)
+        d = deploy(models, x, y, cfg, ctx.out_dir, own=set(own))
     best = next(c for c in d["candidates"] if c["chosen"])
     return StageResult(
         metrics={

@@ -225,7 +225,7 @@ def run_optimize(cfg: OptimizeConfig, ctx) -> StageResult:
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     models, records, notes = _candidates(cfg, src, ctx.out_dir / "candidates")
     task = {"name": src.task.name, "settings": {}, "images": str(src.images), "contract": src.contract.to_json()}
-    d = deploy(models, None, None, cfg.deploy_config(), ctx.out_dir, task, notes=notes)
+    d = deploy(models, None, None, cfg.deploy_config(), ctx.out_dir, task, notes=notes, own={src.path.name})
     _not_at_chance(d["candidates"], src)
     best = next(c for c in d["candidates"] if c["chosen"])
     own = [c for c in d["candidates"] if c["name"] == src.path.name]
