@@ -217,8 +217,7 @@ def _not_at_chance(cands: list[dict], src: _Source) -> None:
 
 @register_stage("optimize", OptimizeConfig)
 def run_optimize(cfg: OptimizeConfig, ctx) -> StageResult:
-    """The user's float model, edgepipe's int8 and NNCF's int8, on every backend × precision here, scored by
-    the task's metric on the user's images; the fastest within the budget is chosen."""
+    """The fastest of the user's model, edgepipe's int8 and NNCF's int8 that keeps the task's metric, measured here."""
     from edgepipe.pipeline.stages.deploy import deploy
 
     src = _source(cfg, ctx)
