@@ -248,7 +248,9 @@ def _add_stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=positive_int, help="--stream: stop after this many processed frames")
     p.add_argument("--seconds", type=seconds, help="--stream: stop after this long")
     p.add_argument("--watch", help="--stream: raise an event when this class (name or index) scores above --threshold")
-    p.add_argument("--threshold", type=float, help="--watch: softmax score to exceed (default 0.5)")
+    p.add_argument(
+        "--threshold", type=float, help="--watch: a classifier's softmax score to exceed, a detector's box score (0.5)"
+    )
     p.add_argument("--consecutive", type=positive_int, help="--watch: on this many frames in a row (default 1)")
     p.add_argument(
         "--notify",
@@ -257,6 +259,11 @@ def _add_stream_args(p: argparse.ArgumentParser) -> None:
         "back-off on failure; the stream never waits on it)",
     )
     p.add_argument("--events", type=Path, help="--watch: write the events here as JSON lines (default stdout)")
+    p.add_argument(
+        "--zone",
+        metavar='"X,Y X,Y X,Y …"',
+        help="--watch on a detector: count only boxes whose centre lies in this polygon (frame pixels)",
+    )
 
 
 def _add_output_args(p: argparse.ArgumentParser) -> None:

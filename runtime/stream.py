@@ -15,7 +15,6 @@ what a frame costs there — and the verdict judges the profile's `fps` budget (
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 from edgepipe.devices import EdgepipeError
 from edgepipe.runtime.inputs.images import SUFFIXES, Contract
 from edgepipe.runtime.measure.bench import latency_stats
-from edgepipe.runtime.model.session import GPU_PROVIDERS, softmax
+from edgepipe.runtime.model.session import GPU_PROVIDERS
 
 PARTS = ("decode", "preprocess", "inference", "postprocess")
 
@@ -116,54 +115,6 @@ def preprocess(cv2, frame: np.ndarray, contract: Contract) -> np.ndarray:
     return contract.normalize(img[None])
 
 
-class Watch:
-    """Raise when `cls` scores above `threshold` on `consecutive` frames in a row; clear below it."""
-
-    def __init__(self, cls: int, name: str, threshold: float, consecutive: int, out, notify=None):
-        self.cls, self.name, self.threshold, self.k, self.out, self.notify = (
-            cls,
-            name,
-            threshold,
-            consecutive,
-            out,
-            notify,
-        )
-        self.run, self.active, self.events = 0, False, []
-
-    def see(self, index: int, t: float, probs: np.ndarray, latency_ms: float) -> None:
-        score = float(probs[self.cls])
-        self.run = self.run + 1 if score > self.threshold else 0
-        kind = (
-            "raised" if self.run >= self.k and not self.active else "cleared" if self.active and self.run == 0 else None
-        )
-        if kind:
-            self.active = kind == "raised"
-            ev = {
-                "event": kind,
-                "time_s": round(t, 4),
-                "frame": index,
-                "class": self.name,
-                "score": round(score, 4),
-                "latency_ms": round(latency_ms, 3),
-            }
-            self.events.append(ev)
-            self.out.write(json.dumps(ev) + "\n")
-            self.out.flush()
-            if self.notify is not None:
-                self.notify.send(ev)
-
-
-def watched_class(watch: str, classes: tuple) -> tuple[int, str]:
-    if watch in classes:
-        return classes.index(watch), watch
-    if watch.isdigit():
-        return int(watch), classes[int(watch)] if int(watch) < len(classes) else watch
-    raise EdgepipeError(
-        f"--watch {watch}: not a class of this model ({', '.join(map(str, classes)) or 'it names none'}); "
-        "give a class name or index"
-    )
-
-
 def _pace(src: Source, fps: float, index: int, now: float) -> tuple[int, bool]:
     """On the camera's clock: wait for frame `index`, or drop all but the newest frame that arrived meanwhile."""
     due = index / fps
@@ -175,8 +126,9 @@ def _pace(src: Source, fps: float, index: int, now: float) -> tuple[int, bool]:
     return skipped, skipped < behind
 
 
-def _run_frame(src: Source, session, name: str, contract: Contract):
-    """Decode, preprocess, run and post-process the next frame: (probs, top class, 5 time stamps), None at the end."""
+def _run_frame(src: Source, session, feed_of, contract: Contract, post):
+    """Decode, preprocess, run and post-process the next frame: (what `post` makes of the outputs: class
+    scores or detections; the top class or None; 5 time stamps), None at the end."""
     a = time.perf_counter()
     frame = src.read()
     if frame is None:
@@ -184,12 +136,26 @@ def _run_frame(src: Source, session, name: str, contract: Contract):
     b = time.perf_counter()
     x = preprocess(src.cv2, frame, contract)
     c = time.perf_counter()
-    logits = session.run(None, {name: x})[0][0]
+    outputs = session.run(None, feed_of(x, frame.shape[:2]))
     d = time.perf_counter()
-    probs = softmax(logits)
-    top = int(probs.argmax())
+    result, top = post(outputs, frame.shape[:2])
     e = time.perf_counter()
-    return probs, top, (a, b, c, d, e)
+    return result, top, (a, b, c, d, e)
+
+
+def _feeder(session, contract: Contract):
+    """feed_of(x, frame_hw): the model's feed for one preprocessed frame — its image input, and a Paddle
+    detector's im_shape/scale_factor from the frame's resize."""
+    from edgepipe.runtime.inputs.feeds import derived_inputs, image_input, signature
+
+    spec = signature(session)
+    image = image_input(spec) or spec[0]
+    h, w = contract.size
+
+    def feed_of(x, frame_hw):
+        return {image.name: x, **derived_inputs(spec, x, (h / frame_hw[0], w / frame_hw[1]))}
+
+    return feed_of
 
 
 def stream(
@@ -199,16 +165,20 @@ def stream(
     fps: float | None = None,
     frames: int | None = None,
     seconds: float | None = None,
-    watch: Watch | None = None,
+    watch=None,  # a stream_watch.Watch or DetectWatch
     meters: tuple | None = None,
     idle_seconds: float = 0.0,
+    post=None,
 ) -> dict:
     """Run the loop until the source ends, `frames` have been processed or `seconds` have passed;
-    `meters` (what energy.probe_meters returns) run over the whole loop, after an idle baseline for the sensors."""
+    `meters` (what energy.probe_meters returns) run over the whole loop, after an idle baseline for the sensors;
+    `post` makes each frame's outputs into class scores (classify_post) or detections (stream_detect)."""
     from edgepipe.runtime.measure.energy import energy_summary, idle_baseline, readings_of
+    from edgepipe.runtime.stream_watch import classify_post
 
+    post = post or classify_post
     src = Source(spec)
-    name = session.get_inputs()[0].name
+    feed_of = _feeder(session, contract)
     times = {p: [] for p in PARTS}
     dropped, done, index, predicted = 0, 0, 0, {}
     meters, failed = (list(meters[0]), list(meters[1])) if meters else ([], [])
@@ -226,7 +196,7 @@ def stream(
                 dropped, index = dropped + skipped, index + skipped
                 if ended:  # the source ended among the frames passed by
                     break
-            step = _run_frame(src, session, name, contract)
+            step = _run_frame(src, session, feed_of, contract, post)
             if step is None:
                 break
             probs, top, (a, b, c, d, e) = step
@@ -234,7 +204,8 @@ def stream(
                 times[part].append((f - s) * 1e3)
             if watch is not None:
                 watch.see(index, e - t0, probs, (e - a) * 1e3)
-            predicted[top] = predicted.get(top, 0) + 1
+            if top is not None:
+                predicted[top] = predicted.get(top, 0) + 1
             done += 1
             index += 1
     finally:
@@ -315,14 +286,17 @@ def run_stream(args, threads: int, backend: str, precision: str, device: str, no
     from edgepipe.runtime.measure.memory import peak_rss
     from edgepipe.runtime.model.backends import describe, open_model
     from edgepipe.runtime.notify import Notifier, check_url
+    from edgepipe.runtime.stream_watch import frame_post, make_watch
 
     if args.fps is not None and args.fps <= 0:
         raise EdgepipeError(f"--fps {args.fps}: give the camera's frame rate, a positive number")
-    if args.watch is None and (args.threshold is not None or args.consecutive is not None or args.notify):
-        raise EdgepipeError("--threshold, --consecutive and --notify go with --watch CLASS")
+    if args.watch is None and (
+        args.threshold is not None or args.consecutive is not None or args.notify or getattr(args, "zone", None)
+    ):
+        raise EdgepipeError("--threshold, --consecutive, --zone and --notify go with --watch CLASS")
     threshold = 0.5 if args.threshold is None else args.threshold
     if not 0 <= threshold < 1:
-        raise EdgepipeError(f"--threshold {threshold}: a softmax score in [0, 1)")
+        raise EdgepipeError(f"--threshold {threshold}: a score in [0, 1) (a class's softmax, or a detection's)")
     if args.notify:
         check_url(args.notify)
     # paced by a camera, the worker threads would otherwise spin between frames: a core busy for nothing
@@ -341,11 +315,11 @@ def run_stream(args, threads: int, backend: str, precision: str, device: str, no
         meters = probe_meters(profile.power if profile else None, profile.name if profile else "", gpu=gpu)
     out, watch, notifier, ok = None, None, None, False
     try:
+        post = frame_post(args, session, contract)
         if args.watch is not None:
-            cls, name = watched_class(args.watch, tuple(contract.classes))
             out = open(args.events, "w") if args.events else sys.stdout
             notifier = Notifier(args.notify) if args.notify else None
-            watch = Watch(cls, name, threshold, args.consecutive or 1, out, notify=notifier)
+            watch = make_watch(args, contract, post, threshold, out, notifier)
         r = stream(
             session,
             contract,
@@ -356,6 +330,7 @@ def run_stream(args, threads: int, backend: str, precision: str, device: str, no
             watch=watch,
             meters=meters,
             idle_seconds=args.idle_seconds,
+            post=post,
         )
         ok = True
     finally:

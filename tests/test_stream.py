@@ -1,5 +1,6 @@
 """The runner's camera mode: frames from a folder or a video, the camera's clock with dropped frames,
-events raised and cleared on a known run of one class, and bad sources as one line."""
+events raised and cleared on a known run of one class (and of a detector's boxes in a zone), and bad
+sources as one line."""
 
 import http.server
 import io
@@ -250,8 +251,47 @@ def test_bad_sources_and_options_are_one_line(material, tmp_path):
         ((root / "frames", "--fps", "0"), "--fps 0"),
         ((root / "frames", "--threshold", "0.5"), "go with --watch"),
         ((root / "frames", "--notify", "http://127.0.0.1:1/"), "go with --watch"),
+        ((root / "frames", "--watch", "0", "--zone", "0,0 9,0 9,9"), "--zone: a region for a detector's boxes"),
         ((root / "frames", "--watch", "0", "--notify", "ftp://host/x"), "--notify ftp://host/x: give a webhook"),
         ((tmp_path / "none.avi", "--watch", "0", "--events", tmp_path / "ev.jsonl"), "no such file"),
     ):
         assert words in one_line_error(runner(model, "--stream", *args, "--profile", "none"))
     assert not (tmp_path / "ev.jsonl").exists()  # no events file from a stream that did not run
+
+
+def test_a_detector_raises_when_a_watched_box_enters_the_zone_and_clears_when_it_leaves(tmp_path):
+    """A square walks left to right across 64×64 frames, through a zone on the right half: the event is raised
+    on the second frame with its box's centre inside (--consecutive 2), carries that box in frame pixels, and
+    clears on the first frame without it."""
+    from conftest import edgepipe
+    from onnx_models import square_detector
+
+    model = square_detector(tmp_path / "det.onnx")
+    proc = edgepipe("contract", model, "--size", "64", "--mean", "0,0,0", "--std", "1,1,1", "--classes", "square,x",
+                    "--task", "detect")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    frames = tmp_path / "walk"
+    frames.mkdir()
+    for k, j in enumerate([None, 1, 2, 4, 5, 6, None, 2]):  # the square's column on the stride-8 grid
+        img = np.zeros((64, 64, 3), np.uint8)
+        if j is not None:
+            img[28:44, 8 * j - 4 : 8 * j + 12] = 255  # centred on cell (4, j): centre x = 8j + 4
+        cv2.imwrite(str(frames / f"{k:03d}.png"), img)
+    events, r = tmp_path / "ev.jsonl", tmp_path / "r.json"
+    zone = "32,0 64,0 64,64 32,64"
+    args = ("--stream", frames, "--watch", "square", "--consecutive", "2", "--profile", "none")
+    proc = runner(model, *args, "--zone", zone, "--events", events, "--json", r)
+    assert proc.returncode == 0, proc.stderr
+    ev = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [(e["event"], e["frame"]) for e in ev] == [("raised", 4), ("cleared", 6)]  # centres 36, 44 inside
+    assert ev[0]["class"] == "square" and ev[0]["zone"][0] == [32.0, 0.0] and ev[1]["boxes"] == []
+    (box,) = ev[0]["boxes"]
+    assert box["box"] == pytest.approx([36, 28, 52, 44], abs=0.5) and box["score"] > 0.9
+    assert json.loads(r.read_text())["predicted"] == {"0": 6}  # a square found on the 6 frames that hold one
+    proc = runner(model, *args, "--events", tmp_path / "all.jsonl")  # no zone: the first two frames with it
+    assert proc.returncode == 0, proc.stderr
+    ev = [json.loads(line) for line in (tmp_path / "all.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["frame"]) for e in ev] == [("raised", 2), ("cleared", 6)]  # frame 7's square is alone
+
+    assert "--zone" in one_line_error(runner(model, *args, "--zone", "1,2 3"))
+    assert "not a class of this detector" in one_line_error(runner(model, *args[:3], "cat", "--profile", "none"))

@@ -1,0 +1,181 @@
+"""What the stream mode makes of each frame and when it raises an event. A classifier: its softmax, and
+an event when the watched class scores above --threshold on --consecutive frames in a row (Watch). A
+detector: its outputs decoded by the model's `detect` task (boxes in the frame's pixels), and an event
+when a box of the watched class — score of at least --threshold, its centre inside the --zone polygon
+where one is given — is found on --consecutive frames in a row (DetectWatch); the event carries the
+boxes. Either clears on the first frame without it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from edgepipe.devices import EdgepipeError
+from edgepipe.runtime.inputs.images import Contract
+from edgepipe.runtime.model.session import softmax
+
+
+def classify_post(outputs: list, frame_hw) -> tuple[np.ndarray, int]:
+    """A classifier's post-processing: its first output's softmax, and the top class."""
+    probs = softmax(outputs[0][0])
+    return probs, int(probs.argmax())
+
+
+class Watch:
+    """Raise when `cls` scores above `threshold` on `consecutive` frames in a row; clear below it."""
+
+    def __init__(self, cls: int, name: str, threshold: float, consecutive: int, out, notify=None):
+        self.cls, self.name, self.threshold, self.k, self.out, self.notify = (
+            cls,
+            name,
+            threshold,
+            consecutive,
+            out,
+            notify,
+        )
+        self.run, self.active, self.events = 0, False, []
+
+    def see(self, index: int, t: float, probs: np.ndarray, latency_ms: float) -> None:
+        score = float(probs[self.cls])
+        self.run = self.run + 1 if score > self.threshold else 0
+        kind = (
+            "raised" if self.run >= self.k and not self.active else "cleared" if self.active and self.run == 0 else None
+        )
+        if kind:
+            self.active = kind == "raised"
+            ev = {
+                "event": kind,
+                "time_s": round(t, 4),
+                "frame": index,
+                "class": self.name,
+                "score": round(score, 4),
+                "latency_ms": round(latency_ms, 3),
+            }
+            self.events.append(ev)
+            self.out.write(json.dumps(ev) + "\n")
+            self.out.flush()
+            if self.notify is not None:
+                self.notify.send(ev)
+
+
+def watched_class(watch: str, classes: tuple) -> tuple[int, str]:
+    if watch in classes:
+        return classes.index(watch), watch
+    if watch.isdigit():
+        return int(watch), classes[int(watch)] if int(watch) < len(classes) else watch
+    raise EdgepipeError(
+        f"--watch {watch}: not a class of this model ({', '.join(map(str, classes)) or 'it names none'}); "
+        "give a class name or index"
+    )
+
+
+def parse_zone(text: str) -> np.ndarray:
+    """--zone "x1,y1 x2,y2 x3,y3 …" (frame pixels) as a K×2 float32 polygon of at least 3 points."""
+    try:
+        pts = [tuple(float(v) for v in p.split(",")) for p in text.split()]
+    except ValueError:
+        pts = []
+    if len(pts) < 3 or any(len(p) != 2 for p in pts):
+        raise EdgepipeError(
+            f'--zone {text!r}: give a polygon of at least 3 points in frame pixels, "x1,y1 x2,y2 x3,y3 …"'
+        )
+    return np.asarray(pts, dtype=np.float32)
+
+
+def detect_class(watch: str, names: tuple) -> tuple[int, str]:
+    """The watched class as (index, name): a name the model's classes hold, or an index."""
+    if watch in names:
+        return names.index(watch), watch
+    if watch.isdigit():
+        i = int(watch)
+        return i, names[i] if i < len(names) else watch
+    raise EdgepipeError(
+        f"--watch {watch}: not a class of this detector ({', '.join(map(str, names)) or 'it names none'}); "
+        "give a class index, or write its class names with `edgepipe contract --classes`"
+    )
+
+
+class DetectWatch:
+    """Raise when class `cls` is detected (score ≥ threshold, centre inside `zone`) on `consecutive` frames in
+    a row; clear on the first frame without it."""
+
+    def __init__(self, cls: int, name: str, threshold: float, consecutive: int, out, zone=None, notify=None):
+        self.cls, self.name, self.threshold, self.k = cls, name, threshold, consecutive
+        self.zone, self.out, self.notify = zone, out, notify
+        self.run, self.active, self.events = 0, False, []
+
+    def matches(self, det: np.ndarray) -> np.ndarray:
+        """The rows of an N×6 detection array [x1, y1, x2, y2, score, class] that count for this watch."""
+        keep = (det[:, 5].astype(np.int64) == self.cls) & (det[:, 4] >= self.threshold)
+        if self.zone is not None and keep.any():
+            import cv2
+
+            cx, cy = (det[:, 0] + det[:, 2]) / 2, (det[:, 1] + det[:, 3]) / 2
+            inside = [cv2.pointPolygonTest(self.zone, (float(x), float(y)), False) >= 0 for x, y in zip(cx, cy)]
+            keep &= np.asarray(inside, dtype=bool)
+        return det[keep]
+
+    def see(self, index: int, t: float, det: np.ndarray, latency_ms: float) -> None:
+        found = self.matches(det)
+        self.run = self.run + 1 if len(found) else 0
+        kind = (
+            "raised" if self.run >= self.k and not self.active else "cleared" if self.active and not self.run else None
+        )
+        if not kind:
+            return
+        self.active = kind == "raised"
+        ev = {
+            "event": kind,
+            "time_s": round(t, 4),
+            "frame": index,
+            "class": self.name,
+            "score": round(float(found[:, 4].max()), 4) if len(found) else 0.0,
+            "boxes": [{"box": [round(float(v), 1) for v in r[:4]], "score": round(float(r[4]), 4)} for r in found[:20]],
+            "latency_ms": round(latency_ms, 3),
+        }
+        if self.zone is not None:
+            ev["zone"] = self.zone.tolist()
+        self.events.append(ev)
+        self.out.write(json.dumps(ev) + "\n")
+        self.out.flush()
+        if self.notify is not None:
+            self.notify.send(ev)
+
+
+def detector_post(session, task, input_hw: tuple[int, int]):
+    """post(outputs, frame_hw): the frame's detections (N×6 [x1, y1, x2, y2, score, class], in the frame's
+    pixels) and the class of the best one (None without any), for the stream's post-processing step."""
+    names = [o.name for o in session.get_outputs()]
+
+    def post(outputs: list, frame_hw) -> tuple[np.ndarray, int | None]:
+        meta = {"scale": (input_hw[0] / frame_hw[0], input_hw[1] / frame_hw[1]), "input_hw": tuple(input_hw)}
+        det = task.decode(dict(zip(names, outputs)), meta)
+        return det, (int(det[0, 5]) if len(det) else None)
+
+    return post
+
+
+def frame_post(args, session, contract: Contract):
+    """The frames' post-processing: a detector's boxes when the model's task (or --task) is detect, else the
+    classifier's softmax."""
+    from edgepipe.runtime.tasks import task_from_args
+
+    task = task_from_args(session, getattr(args, "task", None), getattr(args, "task_opt", None))
+    if task is None or task.name != "detect":
+        if getattr(args, "zone", None):
+            raise EdgepipeError("--zone: a region for a detector's boxes; this model's task is not detect")
+        if task is not None and task.name != "classify":
+            raise EdgepipeError(f"--stream: watches classifiers and detectors; this model's task is {task.name}")
+        return classify_post
+    return detector_post(session, task, contract.size)
+
+
+def make_watch(args, contract: Contract, post, threshold: float, out, notifier):
+    """The event rule: a class's softmax over --threshold (Watch), or a detected box of the class (DetectWatch)."""
+    if post is classify_post:
+        cls, name = watched_class(args.watch, tuple(contract.classes))
+        return Watch(cls, name, threshold, args.consecutive or 1, out, notify=notifier)
+    cls, name = detect_class(args.watch, tuple(contract.classes))
+    zone = parse_zone(args.zone) if getattr(args, "zone", None) else None
+    return DetectWatch(cls, name, threshold, args.consecutive or 1, out, zone=zone, notify=notifier)
