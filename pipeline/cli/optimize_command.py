@@ -40,6 +40,8 @@ def add_optimize(sub) -> None:
         choices=["edgepipe", "nncf"],
         help="int8 makers to try (repeatable; default both: edgepipe for onnxruntime, NNCF for OpenVINO)",
     )
+    p.add_argument("--budget-p90", type=float, metavar="MS", help="a p90 latency the choice must meet (default none)")
+    p.add_argument("--budget-bytes", type=int, metavar="N", help="a model size the choice must meet (default none)")
     p.add_argument("--samples", type=int, default=100, help="calibration images (default 100, spread over the folder)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default 5)")
     p.add_argument("--seconds", type=float, default=0.3, help="seconds per candidate per round (default 0.3)")
@@ -136,6 +138,8 @@ def _run(args, run_dir: Path) -> dict:
         "threads": args.threads,
         "rounds": args.rounds,
         "seconds": args.seconds,
+        "budget_p90_ms": args.budget_p90,
+        "budget_bytes": args.budget_bytes,
     }
     if args.backend:
         stage["backends"] = list(args.backend)

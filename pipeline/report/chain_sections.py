@@ -85,7 +85,7 @@ def deployment_section(stages: dict) -> list[str]:
             + f" — the fastest of {len(m['candidates'])} candidates "
             f"within {c['max_accuracy_drop']:g} point(s) of the best "
             "fp32 one (the reference; a bf16/fp16 run must also keep its own fp32 run's top-1 predictions to that "
-            f"margin) and inside the `{m['profile']}` latency and bytes budgets. Measured here at batch 1, "
+            f"margin) and {_budgets_text(c, m)}. Measured here at batch 1, "
             f"{m['threads']} thread(s), in one process: {c['rounds']} interleaved rounds of {c['seconds']:g} s per "
             "candidate, ranked by each one's p50 over the reference's in the same round (a trimmed geometric "
             "mean over rounds, so drift that slows a round cancels); "
@@ -206,3 +206,15 @@ def _optimize_lines(m: dict) -> list[str]:
         + (f" The choice runs **×{speed:.2f}** as fast as your model on its fastest backend here." if speed else ""),
         "",
     ]
+
+
+def _budgets_text(c: dict, m: dict) -> str:
+    """Which latency and bytes budgets the choice was held to: the profile's, the ones given, or none."""
+    given = c.get("budgets")
+    if given is None and ("budget_p90_ms" in c or "budget_bytes" in c):  # optimize's own flags
+        given = {k: v for k, v in (("p90", c.get("budget_p90_ms")), ("bytes", c.get("budget_bytes"))) if v}
+    if given is None:
+        return f"inside the `{m['profile']}` latency and bytes budgets"
+    if not given:
+        return "with no latency or bytes budget (none was given)"
+    return "inside the budgets given (" + ", ".join(f"{k} {v:g}" for k, v in given.items()) + ")"

@@ -37,6 +37,7 @@ class DeployConfig:
     images: str | None = None  # images scored by the models' task (with a labels file, or none); null: test split
     task: str | None = None  # with images: the task (default: the one the model's metadata names)
     float_sources: bool = True  # the float ONNX files the run quantized from are candidates too
+    budgets: dict | None = None  # {latency_p90_ms, model_bytes} instead of the profile's; {} = none
 
     uses_data = True
 
@@ -45,6 +46,12 @@ class DeployConfig:
         require(self.rounds >= 1, "rounds", "must be at least 1")
         require(self.seconds > 0, "seconds", "must be positive")
         require(self.threads is None or self.threads >= 1, "threads", "must be at least 1")
+        require(
+            self.budgets is None or set(self.budgets) <= {"latency_p90_ms", "model_bytes"},
+            "budgets",
+            f"unknown key(s) {sorted(set(self.budgets or {}) - {'latency_p90_ms', 'model_bytes'})}; "
+            "give latency_p90_ms and/or model_bytes",
+        )
         require(self.task is None or self.images is not None, "task", "give images: a folder to score the task on")
         if self.task is not None:
             from edgepipe.runtime.tasks.base import task_names
@@ -130,7 +137,7 @@ def deploy(
         file=sys.stderr,
     )
     measured = measure_candidates(cands, x, y, threads, cfg, task)
-    budgets = profile.to_dict()["budgets"] if profile else {}
+    budgets = cfg.budgets if cfg.budgets is not None else profile.to_dict()["budgets"] if profile else {}
     best, table = choose(measured, cfg.max_accuracy_drop, budgets)
     if task is None and y is None and all(c.get("predictions") is None for c in table):
         notes.append(

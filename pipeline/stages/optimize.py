@@ -40,6 +40,8 @@ class OptimizeConfig(TakesModels):
     backends: tuple[str, ...] | None = None  # null = the profile's backends that are installed here
     rounds: int = 5
     seconds: float = 0.3  # per candidate per round
+    budget_p90_ms: float | None = None  # a latency budget the choice must meet (none by default: the fastest wins)
+    budget_bytes: int | None = None  # a model-size budget
 
     def __post_init__(self):
         require(bool(self.images), "images", "give a folder of the user's images")
@@ -87,6 +89,9 @@ class OptimizeConfig(TakesModels):
             max_accuracy_drop=self.max_accuracy_drop,
             rounds=self.rounds,
             seconds=self.seconds,
+            budgets={
+                k: v for k, v in (("latency_p90_ms", self.budget_p90_ms), ("model_bytes", self.budget_bytes)) if v
+            },
         )
 
 
