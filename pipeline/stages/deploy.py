@@ -30,7 +30,7 @@ class DeployConfig:
     models: tuple[str, ...] | None = None  # ONNX artifacts to choose from; null = all of them
     backends: tuple[str, ...] | None = None  # null = the profile's backends that are installed here
     profile: str | None = None  # whose budgets and threads; null = the detected one
-    threads: int | None = None  # null = the profile's (capped to this host's CPUs)
+    threads: int | None = None  # null = the run's bench stage's, else the profile's (capped to this host's CPUs)
     max_accuracy_drop: float = 1.0  # points below the best fp32 candidate (or of agreement, without labels)
     rounds: int = 5
     seconds: float = 0.3  # per candidate per round
@@ -278,6 +278,17 @@ def deploy_to(models: dict, inputs, out, cfg: DeployConfig, task: dict | None = 
     return d
 
 
+def with_run_threads(cfg: DeployConfig, ctx) -> DeployConfig:
+    """One thread setting in a run: deploy without `threads` of its own times its candidates with the bench
+    stage's (the same run's figures then compare), else with the profile's."""
+    from dataclasses import replace
+
+    if cfg.threads is not None:
+        return cfg
+    bench = [s.config for s in ctx.recipe.stages if s.kind == "bench"]
+    return replace(cfg, threads=bench[0].threads) if bench else cfg
+
+
 def float_sources(metas: dict, models: dict) -> dict:
     """{file name: path} of the user's float ONNX files the run's models were quantized from (their
     artifacts' `float_source`), so that what the user brought is always a candidate and nothing slower
@@ -312,6 +323,7 @@ def run_deploy(cfg: DeployConfig, ctx) -> StageResult:
     """The fastest model × backend × precision that keeps the accuracy and the budgets, measured here."""
     names = cfg.names({n: a.kind for n, a in ctx.artifacts.items()})
     models = {n: ctx.path_of(n) for n in names}
+    cfg = with_run_threads(cfg, ctx)
     own = float_sources({n: ctx.artifacts[n].meta for n in names}, models) if cfg.float_sources else {}
     models |= own
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
