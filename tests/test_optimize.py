@@ -96,7 +96,10 @@ def test_optimize_exports_a_paddle_inference_model_and_scores_top1_on_class_fold
     assert o["chosen"]["metric"] == "top-1 accuracy" and o["task"]["name"] == "classify"
     own = [c for c in o["candidates"] if c["name"] == "saved.onnx"]
     assert own and all(c["accuracy"] == pytest.approx(1.0) for c in own)  # the true accuracy, 12 images
-    assert {q["quantizer"] for q in o["quantizers"]} == {"edgepipe"}
+    assert {q["quantizer"] for q in o["quantizers"]} == {"edgepipe", "static shapes"}
+    static = next(q for q in o["quantizers"] if q["quantizer"] == "static shapes")
+    assert static["fixed"] == {"x": [1, 3, 16, 16]}  # the dynamic batch fixed to the device's one image
+    assert {c["name"] for c in o["candidates"]} >= {"saved.onnx", "saved.int8.onnx", "saved.static.onnx"}
 
     # class folders that do not mean what the outputs mean: said in one line, not chosen from
     swapped = grey_folders(tmp_path / "swapped", names=("2dark", "1mid", "0bright"))  # dark images labelled 2

@@ -196,6 +196,9 @@ def _optimize_lines(m: dict) -> list[str]:
             ops = f", only {', '.join(q['op_types'])} quantized" if q.get("op_types") else ""
             verdict = "within the budget" if q["met"] else "over the budget, left out"
             made.append(f"edgepipe int8 ({q['format']}): {q['drop_points']:+.2f} points, {verdict}{ops}{kept}")
+        elif q["quantizer"] == "static shapes":
+            fixed = ", ".join(f"{k} {'×'.join(map(str, v))}" for k, v in q["fixed"].items())
+            made.append(f"a static-shape copy ({fixed}; {q['nodes_before']} → {q['nodes_after']} nodes)")
         else:
             made.append(f"NNCF {q['version']} int8 ({q['preset']} preset, {q['samples']} calibration images)")
     speed = m.get("speedup_vs_source")

@@ -35,6 +35,7 @@ class OptimizeConfig(TakesModels):
     max_accuracy_drop: float = 1.0  # points of the task's metric below the float model
     quantizers: tuple[str, ...] = QUANTIZERS  # edgepipe: int8 for onnxruntime; nncf: int8 for OpenVINO
     calibration_samples: int = 100
+    specialise: bool = True  # also a copy with the dynamic input sizes fixed to the contract's (and slimmed)
     profile: str | None = None  # whose budgets, threads, backends and int8 preset; null = the detected one
     threads: int | None = None  # null = the profile's (capped to this host's CPUs)
     backends: tuple[str, ...] | None = None  # null = the profile's backends that are installed here
@@ -77,7 +78,8 @@ class OptimizeConfig(TakesModels):
         """The quantized candidates (each only where it was made) and deploy.json."""
         stem = ref_name(self.model).removesuffix(".onnx")
         made = {"edgepipe": f"{stem}.int8.onnx", "nncf": f"{stem}.nncf.onnx"}
-        return {made[q]: "onnx" for q in self.quantizers} | {"deployment": "file"}
+        static = {f"{stem}.static.onnx": "onnx"} if self.specialise else {}
+        return {made[q]: "onnx" for q in self.quantizers} | static | {"deployment": "file"}
 
     def deploy_config(self):
         from edgepipe.pipeline.stages.deploy import DeployConfig
@@ -168,6 +170,23 @@ def edgepipe_int8(cfg: OptimizeConfig, src: _Source, out: Path) -> tuple[Path | 
     return out, record
 
 
+def static_copy(src: _Source, out: Path) -> tuple[Path | None, dict | None]:
+    """The user's model with its image input's dynamic sizes fixed to the contract's one size (batch 1) and
+    the graph slimmed (export/specialise.py), when it has dynamic sizes and every image comes out at one
+    size; else (None, None)."""
+    from edgepipe.export.specialise import dynamic_dims, fix_shapes
+    from edgepipe.runtime.inputs import feeds as fd
+    from edgepipe.runtime.model.session import open_session
+
+    dyn = dynamic_dims(src.path)
+    image = fd.image_input(fd.signature(open_session(src.path)))
+    if image is None or image.name not in dyn or set(dyn) - {image.name} or not src.contract.fixed_size:
+        return None, None
+    print("  optimize: a static-shape copy of your model", file=sys.stderr)
+    rec = fix_shapes(src.path, out, {image.name: (1, *src.contract.input_shape)})
+    return out, {"quantizer": "static shapes", **rec}
+
+
 def _candidates(cfg: OptimizeConfig, src: _Source, folder: Path) -> tuple[dict, list[dict], list[str]]:
     """({name: path} of every candidate file, the quantizers' records, notes on what was left out)."""
     from edgepipe.export.nncf_int8 import nncf_available, nncf_quantize
@@ -186,6 +205,11 @@ def _candidates(cfg: OptimizeConfig, src: _Source, folder: Path) -> tuple[dict, 
             )
         else:
             models[path.name] = path
+    if cfg.specialise:
+        path, rec = static_copy(src, folder / f"{stem}.static.onnx")
+        if path is not None:
+            models[path.name] = path
+            records.append(rec)
     if "nncf" in cfg.quantizers:
         ok, why = nncf_available()
         if not ok:
@@ -247,7 +271,13 @@ def run_optimize(cfg: OptimizeConfig, ctx) -> StageResult:
         "notes": d["notes"],
     }
     artifacts = [
-        ctx.artifact(p.name, "onnx", f"candidates/{p.name}", precision="int8", float_source=str(src.path))
+        ctx.artifact(
+            p.name,
+            "onnx",
+            f"candidates/{p.name}",
+            precision="fp32" if p.name.endswith(".static.onnx") else "int8",
+            float_source=str(src.path),
+        )
         for n, p in models.items()
         if n != src.path.name
     ]
