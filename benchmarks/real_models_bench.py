@@ -27,6 +27,7 @@ import importlib.util
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -131,14 +132,17 @@ def guarded(ours: Path, x, images: Path, contract, task, max_drop: float, tmp: P
 
     out = tmp / "guarded.int8.onnx"
     judge = FolderJudge(task, images, contract, ours)
+    started = time.perf_counter()
     g = guarded_quantize(ours, out, x[:CALIBRATION], QuantOptions(), x[:CALIBRATION], None, max_drop, judge=judge)
     cand = {"id": f"onnxruntime int8 (edgepipe, guard {max_drop:g} pt)", "model": str(out), "backend": "onnxruntime"}
     record = {k: g[k] for k in ("kept_float", "met", "max_drop", "drop_points", "latency_cost_ms")}
     record["steps"] = [
-        {k: st[k] for k in ("kept_float", "op_types", "drop_points", "p50_ms", "tried") if k in st} for st in g["steps"]
+        {k: st[k] for k in ("kept_float", "op_types", "drop_points", "p50_ms", "tried", "search") if k in st}
+        for st in g["steps"]
     ]
     record["chosen_step"] = g["chosen_step"]
     record["op_types"] = g["steps"][g["chosen_step"]].get("op_types")
+    record["seconds"] = round(time.perf_counter() - started, 1)  # every trial quantized, judged and timed
     return cand, record
 
 
@@ -285,6 +289,12 @@ def table(result: dict) -> str:
                 + (f"; quantized only {', '.join(g['op_types'])}" if g.get("op_types") else "")
                 + f", {1e3 * g['latency_cost_ms']:+.0f} µs at batch 1"
             )
+            s = g["steps"][g["chosen_step"]].get("search")
+            if s:
+                lines.append(
+                    f"{'':<22} guard's search: {len(s['trials'])} trials over {s['candidates']} compute nodes, "
+                    f"{1e3 * s['cost_ms']:+.0f} µs against step {s['from_step']} (the one searched from)"
+                )
     return "\n".join(lines)
 
 

@@ -6,7 +6,9 @@ compared with the float model — the noise-to-signal power of its activation in
 after their Q/DQ pair, and of its output. The node that adds the most noise is where
 quantization does the damage (its weights, or a per-tensor input range stretched by one
 outlier channel, which flattens the others); it is excluded from quantization. Without labels the
-drop is measured as top-1 disagreement with the fp32 model.
+drop is measured as top-1 disagreement with the fp32 model. Where these steps end over budget and the drop
+is judged by labels or a task's metric, a bounded search over windows of the compute nodes still quantized
+asks that judge directly (guard_search.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgepipe.devices.base.atomic import temp_dir
+from edgepipe.export.guard_search import COMPUTE, compute_nodes, search_window, within
 from edgepipe.export.quantize import QuantOptions, as_feeds, quantize_static
 from edgepipe.runtime.inputs import feeds as fd
 from edgepipe.runtime.judge.fidelity import channel_sums, fidelity, sqnr_from_sums
@@ -252,13 +255,17 @@ def guarded_quantize(
     probe_samples: int = 64,
     judge=None,
     trials: int = 3,
+    search_trials: int = 12,
 ) -> dict:
     """Quantize `fp32` to `out`; keep layers in float while the drop exceeds `max_drop` points.
     Returns the steps taken (what was kept float, drop, agreement, p50 latency at batch 1 after each).
     `judge(model file)` (runtime/tasks/evaluate.FolderJudge), when given, measures the drop in its task's
     metric (word accuracy, mAP, hmean) instead of top-1, and each step tries the `trials` noisiest nodes in
-    float, keeping the one the metric likes best. The file written is the first step within the budget, or
-    the step that came closest."""
+    float, keeping the one the metric likes best. Where these `max_float_layers` steps end over budget and
+    the drop is judged by `judge` or the labels `y`, a second phase (guard_search.py, at most
+    `search_trials` trials; 0: none) searches, from the closest step, the window of still-quantized compute
+    nodes whose keeping in float meets the budget: one more step, its record under "search". The file
+    written is the first step within the budget, or the step that came closest."""
     from edgepipe.devices import EdgepipeError
 
     fp32, out = Path(fp32), Path(out)
@@ -282,16 +289,20 @@ def guarded_quantize(
         while True:
             steps.append(step)
             files.append(path)
-            if max_drop is None or step["drop_points"] <= max_drop or len(steps) > max_float_layers:
+            if within(step["drop_points"], max_drop) or len(steps) > max_float_layers:
                 break
             found = run.next_step(step, probe, trials if judge is not None else 1, f"step{len(steps)}")
             if found is None:
                 break
             step, path = found
+        found = run.search(steps, max_drop, search_trials)  # phase two, where phase one ended over budget
+        if found is not None:
+            steps.append(found[0])
+            files.append(found[1])
         from edgepipe.devices.base.atomic import write_bytes_atomic
 
         # the step that met the budget, else the one that came closest (float nodes can make it worse)
-        chosen = next((i for i, st in enumerate(steps) if max_drop is None or st["drop_points"] <= max_drop), None)
+        chosen = next((i for i, st in enumerate(steps) if within(st["drop_points"], max_drop)), None)
         if chosen is None:
             chosen = min(range(len(steps)), key=lambda i: (steps[i]["drop_points"], i))
         write_bytes_atomic(out, files[chosen].read_bytes())
@@ -300,16 +311,13 @@ def guarded_quantize(
         "steps": steps,
         "chosen_step": chosen,
         "kept_float": final["kept_float"],
-        "met": max_drop is None or final["drop_points"] <= max_drop,
+        "met": within(final["drop_points"], max_drop),
         "max_drop": max_drop,
         "drop_points": final["drop_points"],
         "agreement": final["agreement"],
         "latency_cost_ms": final["p50_ms"] - steps[0]["p50_ms"],
         **({"task_metric": final["task_metric"]} if "task_metric" in final else {}),
     }
-
-
-COMPUTE = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # the guard's coarse fallback quantizes only these
 
 
 class _Steps:
@@ -337,16 +345,21 @@ class _Steps:
 
     def next_step(self, prev: dict, probe, trials: int, name: str) -> tuple[dict, Path] | None:
         """The next step: the `trials` nodes whose quantization adds most noise (measured on a QDQ twin,
-        whatever the format) each kept in float in turn — and, with a task's metric, once every op but
-        Conv/MatMul/Gemm kept in float (element-wise ops are where transformer-like recognizers lose most) —
-        the one with the smallest drop taken; None when there is nothing left to try. A node's group is
-        itself and, where an input's Q/DQ pair is the damage, that
-        input's producer, so the tensor stays float (onnxruntime quantizes a quantized node's output)."""
+        whatever the format; only nodes of the op types quantized, where the step names them, since keeping
+        another in float changes nothing) each kept in float in turn — and, with a task's metric, once every
+        op but Conv/MatMul/Gemm kept in float (element-wise ops are where transformer-like recognizers lose
+        most) — the one with the smallest drop taken; None when there is nothing left to try. A node's
+        group is itself and, where an input's Q/DQ pair is the damage, that input's producer, so the tensor
+        stays float (onnxruntime quantizes a quantized node's output)."""
         excluded, op_types = prev["kept_float"], tuple(prev.get("op_types", ()))
         twin = self.tmp / "twin.onnx"
         o = replace(self.opts, nodes_to_exclude=tuple(excluded), format="qdq", op_types=op_types or self.opts.op_types)
         quantize_static(self.fp32, twin, self.calibration, o, self.overrides)
-        worst = [e for e in node_errors(self.fp32, twin, probe) if e["node"] and e["node"] not in excluded][:trials]
+        worst = [
+            e
+            for e in node_errors(self.fp32, twin, probe)
+            if e["node"] and e["node"] not in excluded and (not op_types or e["op"] in op_types)
+        ][:trials]
         tried = []
         if trials > 1 and not op_types:  # every other op (Add, Mul, pooling...) in float: one trial
             tried.append((*self.step(excluded, f"{name}.compute", COMPUTE), {"node": "(all but Conv/MatMul/Gemm)"}))
@@ -361,22 +374,20 @@ class _Steps:
             prev["tried"] = [{"node": w["node"], "drop_points": t["drop_points"]} for t, _, w in tried]
         return step, path
 
-
-def producers_of(model: str | Path, outputs: list[str]) -> list[str]:
-    """The last compute nodes (Conv, MatMul, Gemm) on the way to `outputs`, walking back through the ops
-    that only move, reshape or squash values: a head's final layers, to keep in float."""
-    import onnx
-
-    graph = onnx.load(str(model), load_external_data=False).graph
-    made_by = {o: n for n in graph.node for o in n.output}
-    found, seen, todo = [], set(), list(outputs)
-    while todo:
-        node = made_by.get(todo.pop(0))  # breadth first: in the order of the outputs
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if node.op_type in COMPUTE:
-            found.append(node.name)
-        else:
-            todo += list(node.input)
-    return [n for n in found if n]
+    def search(self, steps: list[dict], max_drop: float | None, limit: int) -> tuple[dict, Path] | None:
+        """Phase two (guard_search.search_window): from the closest step, the smallest window of its
+        still-quantized compute nodes, in graph order, whose keeping in float meets the budget (else the
+        closest trial); its record says what was searched, each trial and the p50 it costs against the
+        step searched from. None where a step is within budget, where the drop is judged by neither a
+        task's metric nor labels (agreement with fp32 is what phase one ranks by), or nothing is left."""
+        if any(within(st["drop_points"], max_drop) for st in steps) or (self.judge is None and self.y is None):
+            return None
+        i = min(range(len(steps)), key=lambda k: (steps[k]["drop_points"], k))
+        kept, op_types = list(steps[i]["kept_float"]), tuple(steps[i].get("op_types", ()))
+        nodes = compute_nodes(self.fp32, op_types, kept)
+        found = search_window(lambda w, k: self.step(kept + w, f"search{k}", op_types), nodes, max_drop, limit)
+        if found is None:
+            return None
+        step, path, record = found
+        step["search"] = {"from_step": i, **record, "cost_ms": step["p50_ms"] - steps[i]["p50_ms"]}
+        return step, path

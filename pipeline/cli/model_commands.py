@@ -219,7 +219,7 @@ def _quantize_static(src: Path, out: Path, cfg, args) -> None:
 def box_head_nodes(src: Path, task) -> tuple[str, ...]:
     """--float-box-head: the detector's box-regression layers (the last compute nodes before its box outputs)."""
     from edgepipe.devices import EdgepipeError
-    from edgepipe.export.guard import producers_of
+    from edgepipe.export.guard_search import producers_of
 
     outputs = task.box_head_outputs() if task is not None and task.name == "detect" else None
     if not outputs:
@@ -291,6 +291,12 @@ def _print_guarded(g: dict, opts, source: dict, samples: int, evaluated: str | N
         print(
             f"accuracy guard kept in float: {', '.join(g['kept_float'])} "
             f"({1e3 * g['latency_cost_ms']:+.0f} µs at batch 1)"
+        )
+    if "search" in last:  # the guard's second phase found them
+        s = last["search"]
+        print(
+            f"found by searching {s['candidates']} compute nodes in {len(s['trials'])} judged trials; "
+            f"{1e3 * s['cost_ms']:+.0f} µs at batch 1 against step {s['from_step']}, the one searched from"
         )
 
 
