@@ -193,10 +193,12 @@ def cmd_frames(args) -> int:
     from edgepipe.pipeline.core.progress import progress_bar
     from edgepipe.pipeline.data.frames import make_frames
 
+    if args.objects is not None:
+        return _detection_frames(args)
     held = dict(zip(("test", "val"), args.held_out)) if args.held_out else None
     r = make_frames(
         Path(args.output),
-        size=args.size,
+        size=args.size or 96,
         per_class=args.per_class,
         seed=args.seed,
         progress=progress_bar("frames"),
@@ -207,6 +209,28 @@ def cmd_frames(args) -> int:
         f"{r['path']}: {r['images']} RGB frames of {r['size']}×{r['size']} ({r['per_class']} digits per class"
         + (f"; test/val digits held out: {held}; {r['renderings']} per training digit" if held else "")
         + ") made from the bundled MNIST digits — a stand-in for a camera's classes"
+    )
+    return 0
+
+
+def _detection_frames(args) -> int:
+    from edgepipe.pipeline.core.progress import progress_bar
+    from edgepipe.pipeline.data.detframes import make_detection_frames
+
+    if args.held_out or args.renderings != 1 or args.per_class != 100:
+        raise EdgepipeError("--held-out, --renderings and --per-class are for class frames; --objects uses --splits")
+    r = make_detection_frames(
+        Path(args.output),
+        size=args.size or 160,
+        counts=dict(zip(("train", "val", "test"), args.splits)),
+        max_objects=args.objects,
+        seed=args.seed,
+        progress=progress_bar("frames"),
+    )
+    parts = ", ".join(f"{k} {v['frames']} frames / {v['objects']} objects" for k, v in r["splits"].items())
+    print(
+        f"{r['path']}: {parts}, {r['size']}×{r['size']}, COCO boxes in <split>/instances_<split>.json; "
+        "made from the bundled MNIST digits — a stand-in for a camera's objects"
     )
     return 0
 

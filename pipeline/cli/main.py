@@ -171,7 +171,7 @@ def _add_frames(sub) -> None:
         "(a stand-in for a camera's classes)",
     )
     f.add_argument("output", help="a new folder; frames go to OUTPUT/<digit>/<n>.png")
-    f.add_argument("--size", type=int, default=96, help="frame side in pixels (default 96)")
+    f.add_argument("--size", type=int, help="frame side in pixels (default 96; with --objects 160)")
     f.add_argument("--per-class", type=int, default=100, help="digits per class, at most 500 (default 100)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument(
@@ -183,6 +183,21 @@ def _add_frames(sub) -> None:
         "one frame each, to OUTPUT/test/<digit>/ and OUTPUT/val/<digit>/; the rest go to OUTPUT/train/<digit>/",
     )
     f.add_argument("--renderings", type=int, default=1, help="with --held-out: frames per training digit (default 1)")
+    f.add_argument(
+        "--objects",
+        type=int,
+        metavar="MAX",
+        help="detection frames instead: 1 to MAX digits per frame with COCO boxes, in OUTPUT/{train,val,test}/ "
+        "with instances_<split>.json, test/val digits held out by source",
+    )
+    f.add_argument(
+        "--splits",
+        nargs=3,
+        type=int,
+        default=[600, 100, 100],
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="with --objects: frames per split (default 600 100 100)",
+    )
     f.set_defaults(fn=commands.cmd_frames)
 
 

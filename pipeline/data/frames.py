@@ -19,10 +19,9 @@ import numpy as np
 from edgepipe.devices import EdgepipeError
 
 
-def _frame(digit: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    from PIL import Image
-
-    # background: a linear gradient between two random colours, plus sensor-like noise and a blob
+def background(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A camera-like empty frame (float, size×size×3): a linear gradient between two random colours, a
+    soft blob of light or shadow, and sensor-like noise."""
     c0, c1 = rng.uniform(0, 200, 3), rng.uniform(0, 200, 3)
     angle = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1)
@@ -33,14 +32,28 @@ def _frame(digit: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray
     blob = np.exp(-(((yy * (size - 1) - cy) ** 2 + (xx * (size - 1) - cx) ** 2) / (2 * r * r)))
     bg += blob[..., None] * rng.uniform(-60, 60, 3)
     bg += rng.normal(0, rng.uniform(4, 16), bg.shape)
-    # the digit: 40-85% of the frame's side, at a random position, in a colour far from the background
-    side = int(round(rng.uniform(0.40, 0.85) * size))
+    return bg
+
+
+def paste(bg: np.ndarray, digit: np.ndarray, side: int, y0: int, x0: int, rng: np.random.Generator) -> np.ndarray:
+    """Paste `digit` scaled to side×side at (y0, x0), in an ink far from the background there; returns the
+    glyph's coverage (side×side, 0..1), from which a tight box follows."""
+    from PIL import Image
+
     glyph = np.asarray(Image.fromarray(digit).resize((side, side), Image.BILINEAR), dtype=np.float32) / 255.0
-    y0, x0 = (int(rng.integers(0, size - side + 1)) for _ in range(2))
     region = bg[y0 : y0 + side, x0 : x0 + side]
     ink = np.where(region.mean() < 128, rng.uniform(170, 255, 3), rng.uniform(0, 70, 3))
     alpha = glyph[..., None] * rng.uniform(0.75, 1.0)
     bg[y0 : y0 + side, x0 : x0 + side] = region * (1 - alpha) + ink * alpha
+    return glyph
+
+
+def _frame(digit: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    bg = background(size, rng)
+    # the digit: 40-85% of the frame's side, at a random position, in a colour far from the background
+    side = int(round(rng.uniform(0.40, 0.85) * size))
+    y0, x0 = (int(rng.integers(0, size - side + 1)) for _ in range(2))
+    paste(bg, digit, side, y0, x0, rng)
     return np.clip(bg, 0, 255).astype(np.uint8)
 
 

@@ -1,0 +1,142 @@
+"""Camera-like detection frames made from the bundled MNIST digits, with COCO annotations — a stand-in for
+people and parcels in a doorway camera's view, since no detection data set can be downloaded here.
+
+Each frame is the camera frames' background (frames.py: gradient, blob, sensor noise) with 1 to
+`max_objects` digits pasted at random scales (`scale` of the frame's side) and positions, overlapping
+at most `max_overlap` IoU with each other; each object's box is the tight box of its ink. The splits
+hold out digits by source: a test or val digit is never seen in training, under any background.
+
+    OUT/train/0000.png …  OUT/train/instances_train.json
+    OUT/val/…             OUT/val/instances_val.json
+    OUT/test/…            OUT/test/instances_test.json
+
+The COCO files carry categories "0" … "9" (ids 1 … 10) and, per annotation, the source digit's index in
+the bundled set (`source_digit`), so the hold-out can be checked. Deterministic for a seed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from edgepipe.devices import EdgepipeError
+from edgepipe.pipeline.data.frames import background, paste
+
+SPLITS = ("train", "val", "test")
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _place(size: int, side: int, boxes: list, max_overlap: float, rng) -> tuple[int, int] | None:
+    """A top-left corner for a side×side square whose IoU with every box so far is at most max_overlap."""
+    for _ in range(30):
+        y0, x0 = (int(rng.integers(0, size - side + 1)) for _ in range(2))
+        if all(_iou((x0, y0, x0 + side, y0 + side), b) <= max_overlap for b in boxes):
+            return y0, x0
+    return None
+
+
+def detection_frame(images, pool, size, max_objects, scale, max_overlap, rng) -> tuple[np.ndarray, list[dict]]:
+    """One frame and its objects [{bbox (x, y, w, h), category_id, source_digit}], digits drawn from `pool`."""
+    bg = background(size, rng)
+    objects, squares = [], []
+    for _ in range(int(rng.integers(1, max_objects + 1))):
+        i = int(pool[rng.integers(len(pool))])
+        side = max(8, int(round(rng.uniform(*scale) * size)))
+        at = _place(size, side, squares, max_overlap, rng)
+        if at is None:
+            continue
+        y0, x0 = at
+        glyph = paste(bg, images[i], side, y0, x0, rng)
+        ys, xs = np.nonzero(glyph > 0.2)
+        if not len(ys):
+            continue
+        squares.append((x0, y0, x0 + side, y0 + side))
+        x, y = x0 + int(xs.min()), y0 + int(ys.min())
+        w, h = int(xs.max() - xs.min()) + 1, int(ys.max() - ys.min()) + 1
+        objects.append({"bbox": [x, y, w, h], "source_digit": i})
+    return np.clip(bg, 0, 255).astype(np.uint8), objects
+
+
+def split_pools(labels: np.ndarray, counts: dict[str, int], rng) -> dict[str, np.ndarray]:
+    """Disjoint digit pools per split: test and val take `held` digits of each class (a tenth of the class,
+    at least 20), train the rest."""
+    pools = {s: [] for s in SPLITS}
+    for d in range(10):
+        idx = rng.permutation(np.flatnonzero(labels == d))
+        held = max(20, len(idx) // 10)
+        pools["test"] += list(idx[:held])
+        pools["val"] += list(idx[held : 2 * held])
+        pools["train"] += list(idx[2 * held :])
+    return {s: np.asarray(v) for s, v in pools.items() if counts.get(s)}
+
+
+def make_detection_frames(
+    out: Path,
+    size: int = 160,
+    counts: dict[str, int] | None = None,
+    max_objects: int = 3,
+    scale: tuple[float, float] = (0.18, 0.45),
+    max_overlap: float = 0.3,
+    seed: int = 0,
+    progress=None,
+) -> dict:
+    """Write the frames of each split and its COCO annotations under `out` (a new folder, all at once)."""
+    from PIL import Image
+
+    from edgepipe.pipeline.data.mnist import load_bundled
+
+    counts = counts or {"train": 600, "val": 100, "test": 100}
+    if not 32 <= size <= 1024:
+        raise EdgepipeError(f"--size {size}: detection frames are 32 to 1024 pixels")
+    if not 1 <= max_objects <= 20:
+        raise EdgepipeError(f"--objects {max_objects}: 1 to 20 objects per frame")
+    if set(counts) - set(SPLITS) or min(counts.values()) < 0 or not sum(counts.values()):
+        raise EdgepipeError(f"frames per split {counts}: give train, val, test counts, not all zero")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise EdgepipeError(f"{out}: not empty; give a new folder")
+    images, labels = load_bundled()
+    rng = np.random.default_rng(seed)
+    pools = split_pools(labels, counts, rng)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    total, done, summary = sum(counts.values()), 0, {}
+    try:
+        for split, n in counts.items():
+            if not n:
+                continue
+            (tmp / split).mkdir(parents=True)
+            doc = {"images": [], "annotations": [], "categories": [{"id": d + 1, "name": str(d)} for d in range(10)]}
+            for k in range(n):
+                frame, objects = detection_frame(images, pools[split], size, max_objects, scale, max_overlap, rng)
+                name = f"{k:04d}.png"
+                Image.fromarray(frame).save(tmp / split / name, optimize=False)
+                doc["images"].append({"id": k + 1, "file_name": name, "width": size, "height": size})
+                for o in objects:
+                    w, h = o["bbox"][2:]
+                    doc["annotations"].append(
+                        {"id": len(doc["annotations"]) + 1, "image_id": k + 1, "iscrowd": 0, "area": w * h,
+                         "category_id": int(labels[o["source_digit"]]) + 1, **o}
+                    )  # fmt: skip
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            (tmp / split / f"instances_{split}.json").write_text(json.dumps(doc))
+            summary[split] = {"frames": n, "objects": len(doc["annotations"])}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"path": str(out), "size": size, "seed": seed, "max_objects": max_objects, "splits": summary}
