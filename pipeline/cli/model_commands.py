@@ -12,6 +12,7 @@ def cmd_export(args) -> int:
     import numpy as np
 
     from edgepipe.devices import EdgepipeError
+    from edgepipe.export.paddle_config import read_inference_config
     from edgepipe.pipeline.core.artifact import read_model_info, weights_file
     from edgepipe.pipeline.models.sources import inference_files
     from edgepipe.pipeline.stages.export import export_checked, export_saved_checked
@@ -52,9 +53,13 @@ def cmd_export(args) -> int:
             ) from None
         out = Path(args.output or graph.with_suffix(".onnx"))
         _onnx_name(out)
-        facts = export_saved_checked(graph, params, out, shapes=args.shape, samples=args.parity_samples, **common)
+        config = read_inference_config(graph)  # the deployment config released folders carry (inference.yml)
+        hw = config["contract"].get("size") if config else None  # the parity check's size for a dynamic one
+        facts = export_saved_checked(
+            graph, params, out, shapes=args.shape, samples=args.parity_samples, default_hw=hw, **common
+        )
         try:
-            saved_contract(out, args)
+            saved_contract(out, args, config)
         except BaseException:
             out.unlink(missing_ok=True)
             raise
@@ -70,17 +75,21 @@ def cmd_export(args) -> int:
     return 0
 
 
-def saved_contract(out: Path, args):
-    """Write the input contract of an exported inference model into its metadata (its image input's
-    fixed size and channels, or --size / --shape, with the normalisation given or the default) and
-    say what it is; a model whose image size nobody gives gets none, with a note."""
+def saved_contract(out: Path, args, config: dict | None = None):
+    """Write the input contract of an exported inference model into its metadata (the deployment config's
+    `config`, else its image input's fixed size and channels, or --size / --shape, with the normalisation
+    given or the default; contract flags override either) and say what it is; a model whose image size
+    nobody gives gets none, with a note. The config's task goes into the metadata too."""
     from edgepipe.devices import EdgepipeError
     from edgepipe.export.metadata import write_metadata
+    from edgepipe.export.paddle_config import config_contract, write_config_task
     from edgepipe.pipeline.stages.export import contract_metadata
     from edgepipe.runtime.inputs import feeds as fd
     from edgepipe.runtime.inputs.images import contract_from_args
     from edgepipe.runtime.model.session import open_session
 
+    if config is not None:  # its task, and the line saying what was read from which file
+        write_config_task(config, out, args)
     spec = fd.signature(open_session(out))
     image = fd.image_input(spec)
     if image is None:
@@ -91,12 +100,13 @@ def saved_contract(out: Path, args):
         return None
     shape = fd.parse_shapes(args.shape, spec).get(image.name)
     channels = (shape or image.shape)[3 if (args.layout or "").lower() == "nhwc" else 1]
-    if channels not in (1, 3) and not args.channels:
+    base = config_contract(config, image.shape, shape) if config is not None else None  # flags go over it
+    if base is None and channels not in (1, 3) and not args.channels:
         print(f"no input contract written: input '{image.name}' has {channels} channels, not images", file=sys.stderr)
         return None
-    args.channels = args.channels or channels  # the flags now describe a contract, even when none was given
+    args.channels = args.channels or (channels if base is None else None)  # the flags now describe a contract
     try:
-        contract = contract_from_args(args, None, image.shape, shape)
+        contract = contract_from_args(args, base, image.shape, shape)
     except EdgepipeError as exc:
         print(f"no input contract written ({exc}); `edgepipe contract {out} --size HxW ...` adds one", file=sys.stderr)
         return None

@@ -114,11 +114,13 @@ def export_saved_checked(
     shapes: dict | None = None,
     samples: int = 64,
     contract: dict | None = None,
+    default_hw: tuple[int, int] | None = None,
 ) -> dict:
     """A Paddle inference model (the legacy .pdmodel or Paddle 3's .json, with its .pdiparams) to ONNX
     through paddle2onnx's own loader, checked output by output against Paddle Inference on the same
     inputs: `x` (held-out data for the model's image input) or `samples` random inputs at `shapes`
-    ({input: shape}, for dimensions the model leaves dynamic). Dynamic dimensions stay dynamic in the file."""
+    ({input: shape}, for dimensions the model leaves dynamic; `default_hw` the image input's height and
+    width where `shapes` does not give them). Dynamic dimensions stay dynamic in the file."""
     from edgepipe.devices import EdgepipeError
     from edgepipe.export.paddle_infer import PaddlePredictor
     from edgepipe.export.paddle_onnx import check_parity_feeds, export_saved
@@ -139,9 +141,11 @@ def export_saved_checked(
                 )
             feeds = fd.from_array(spec, x, batch=8)
         else:
-            feeds = fd.random_feeds(
-                spec, samples, fd.parse_shapes(shapes, spec) if isinstance(shapes, list) else shapes, what=str(graph)
-            )
+            shapes = fd.parse_shapes(shapes, spec) if isinstance(shapes, list) else dict(shapes or {})
+            image = fd.image_input(spec)
+            if default_hw and image is not None and image.name not in shapes and None in image.shape[1:]:
+                shapes[image.name] = (8, image.shape[1] or 3, *[d or v for d, v in zip(image.shape[2:], default_hw)])
+            feeds = fd.random_feeds(spec, samples, shapes, what=str(graph))
         predictor = PaddlePredictor(graph, params)
         reference = [predictor.run(f) for f in feeds]
         parity = check_parity_feeds(out, reference, feeds, atol=atol, rtol=rtol, name=name)
