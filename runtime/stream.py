@@ -99,9 +99,23 @@ class Source:
 
 def preprocess(cv2, frame: np.ndarray, contract: Contract) -> np.ndarray:
     """A BGR frame to the model's 1×C×H×W input, as images.load_image does for files."""
-    img = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY if contract.channels == 1 else cv2.COLOR_BGR2RGB)
+    return preprocess_scaled(cv2, frame, contract)[0]
+
+
+def preprocess_scaled(cv2, frame: np.ndarray, contract: Contract) -> tuple[np.ndarray, tuple[float, float]]:
+    """A BGR frame to the model's 1×C×H×W input, as images.load_image and Contract.prepare do for files
+    (channels and order, keep-ratio fit and padding, shorter-side resize and center crop, or a plain
+    resize), and its resize's scale (sy, sx), which a detector's boxes are divided by."""
+    img = frame if contract.channels == 3 and contract.bgr else None
+    if img is None:
+        img = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY if contract.channels == 1 else cv2.COLOR_BGR2RGB)
+    h0, w0 = img.shape[:2]
     h, w = contract.size
-    if contract.resize:
+    if contract.keep_ratio:
+        fh, fw = contract.fitted_size(h0, w0)
+        if (fh, fw) != (h0, w0):
+            img = cv2.resize(img, (fw, fh), interpolation=cv2.INTER_LINEAR)
+    elif contract.resize:
         scale = contract.resize / min(img.shape[:2])
         img = cv2.resize(
             img,
@@ -112,7 +126,8 @@ def preprocess(cv2, frame: np.ndarray, contract: Contract) -> np.ndarray:
         img = img[top : top + h, left : left + w]
     elif img.shape[:2] != (h, w):
         img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
-    return contract.normalize(img[None])
+    scale = (img.shape[0] / h0, img.shape[1] / w0)
+    return contract.prepare(img if img.ndim == 3 else img[..., None])[None], scale
 
 
 def _pace(src: Source, fps: float, index: int, now: float) -> tuple[int, bool]:
@@ -134,26 +149,25 @@ def _run_frame(src: Source, session, feed_of, contract: Contract, post):
     if frame is None:
         return None
     b = time.perf_counter()
-    x = preprocess(src.cv2, frame, contract)
+    x, scale = preprocess_scaled(src.cv2, frame, contract)
     c = time.perf_counter()
-    outputs = session.run(None, feed_of(x, frame.shape[:2]))
+    outputs = session.run(None, feed_of(x, scale))
     d = time.perf_counter()
-    result, top = post(outputs, frame.shape[:2])
+    result, top = post(outputs, scale)
     e = time.perf_counter()
     return result, top, (a, b, c, d, e)
 
 
 def _feeder(session, contract: Contract):
-    """feed_of(x, frame_hw): the model's feed for one preprocessed frame — its image input, and a Paddle
-    detector's im_shape/scale_factor from the frame's resize."""
+    """feed_of(x, scale): the model's feed for one preprocessed frame — its image input, and a Paddle
+    detector's im_shape/scale_factor from the frame's resize scale (sy, sx)."""
     from edgepipe.runtime.inputs.feeds import derived_inputs, image_input, signature
 
     spec = signature(session)
     image = image_input(spec) or spec[0]
-    h, w = contract.size
 
-    def feed_of(x, frame_hw):
-        return {image.name: x, **derived_inputs(spec, x, (h / frame_hw[0], w / frame_hw[1]))}
+    def feed_of(x, scale):
+        return {image.name: x, **derived_inputs(spec, x, scale)}
 
     return feed_of
 

@@ -16,7 +16,7 @@ from edgepipe.runtime.inputs.images import Contract
 from edgepipe.runtime.model.session import softmax
 
 
-def classify_post(outputs: list, frame_hw) -> tuple[np.ndarray, int]:
+def classify_post(outputs: list, scale) -> tuple[np.ndarray, int]:
     """A classifier's post-processing: its first output's softmax, and the top class."""
     probs = softmax(outputs[0][0])
     return probs, int(probs.argmax())
@@ -144,13 +144,13 @@ class DetectWatch:
 
 
 def detector_post(session, task, input_hw: tuple[int, int]):
-    """post(outputs, frame_hw): the frame's detections (N×6 [x1, y1, x2, y2, score, class], in the frame's
-    pixels) and the class of the best one (None without any), for the stream's post-processing step."""
+    """post(outputs, scale): the frame's detections (N×6 [x1, y1, x2, y2, score, class], in the frame's
+    pixels: divided by its resize's scale (sy, sx)) and the class of the best one (None without any), for
+    the stream's post-processing step."""
     names = [o.name for o in session.get_outputs()]
 
-    def post(outputs: list, frame_hw) -> tuple[np.ndarray, int | None]:
-        meta = {"scale": (input_hw[0] / frame_hw[0], input_hw[1] / frame_hw[1]), "input_hw": tuple(input_hw)}
-        det = task.decode(dict(zip(names, outputs)), meta)
+    def post(outputs: list, scale) -> tuple[np.ndarray, int | None]:
+        det = task.decode(dict(zip(names, outputs)), {"scale": tuple(scale), "input_hw": tuple(input_hw)})
         return det, (int(det[0, 5]) if len(det) else None)
 
     return post

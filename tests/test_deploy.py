@@ -209,14 +209,19 @@ def test_a_tie_within_the_rounds_spread_goes_to_the_smaller_file_then_the_users_
     q["p50_rounds_ms"] = [d * 1.05 for d in drift]  # slower in every round: no tie, the faster one wins
     best, _ = choose([ref, q], 1.0, {})
     assert best is ref and "slower: p50 ×1.05" in q["why_not"][0] and "tie" not in ref
-    ov = cand("float.onnx", 0.97, 1.0, backend="openvino", nbytes=4000)  # same size, not the user's: own wins
-    ov["p50_rounds_ms"] = [d * r for d, r in zip(drift, [0.97, 1.01, 0.98, 1.02, 0.99])]
-    plain = cand("other.onnx", 0.97, 1.0, nbytes=4000)
-    plain["p50_rounds_ms"] = ov["p50_rounds_ms"]
-    best, _ = choose([ref | {"own": False}, plain], 1.0, {})
-    assert best["name"] == "other.onnx"  # no one's own: the faster p50 decides
+    plain = cand("other.onnx", 0.97, 1.0, nbytes=4000)  # the same size, not the user's, a little faster
+    plain["p50_rounds_ms"] = [d * r for d, r in zip(drift, [0.97, 1.01, 0.98, 1.02, 0.99])]
     best, _ = choose([ref, plain], 1.0, {})
     assert best is ref and "the user's own model chosen" in plain["why_not"][0]
+    ov = cand("float.onnx", 0.97, 1.0, backend="openvino", nbytes=4000)  # the same file on another backend
+    ov["own"], ov["p50_rounds_ms"] = True, plain["p50_rounds_ms"]
+    best, _ = choose([ref, ov], 1.0, {})
+    assert (
+        best is ov
+        and "tie" not in ov
+        and ref["why_not"][0].startswith("tied")
+        and "faster p50 chosen" in ref["why_not"][0]
+    )
 
 
 def test_changed_predictions_are_judged_by_a_binomial_test_sized_by_the_inputs():

@@ -3,6 +3,7 @@ backend here, scored by the model's task on the user's images; a run directory w
 and a deploy.json the runner runs. Never slower than the user's own model: it is always a candidate."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,6 +41,8 @@ def test_optimize_a_detector_by_map_with_the_users_model_among_the_candidates(tm
     assert "## Deployment" in report and "| mAP@[.5:.95] | mAP@.5 |" in report and "Your model:" in report
     assert (run / "report" / "report.html").is_file()
     deployment = run / "optimize" / "deploy.json"
+    for c in json.loads(deployment.read_text())["candidates"]:  # every candidate named where it now lies
+        assert Path(c["model"]).is_file(), c["model"]
     r = tmp_path / "r.json"
     proc = edgepipe(
         "bench", "--deployment", deployment, "--images", images, "--iters", "3", "--min-seconds", "0",
@@ -105,7 +108,7 @@ def test_optimize_exports_a_paddle_inference_model_and_scores_top1_on_class_fold
     swapped = grey_folders(tmp_path / "swapped", names=("2dark", "1mid", "0bright"))  # dark images labelled 2
     line = one_line_error(edgepipe("optimize", run / "input" / "saved.onnx", "--images", swapped, "-o",
                                    tmp_path / "r1", "--quantizer", "edgepipe", *FAST))  # fmt: skip
-    assert "33.3% on 12 labelled images" in line and "no better than guessing among 3 classes" in line
+    assert "saved.onnx scores 33.3% on 12 labelled images" in line and "no better than guessing among 3 classes" in line
     assert not (tmp_path / "r1").exists()
 
     line = one_line_error(edgepipe("optimize", tmp_path / "nonesuch.onnx", "-o", tmp_path / "r2", *common))

@@ -293,5 +293,16 @@ def test_a_detector_raises_when_a_watched_box_enters_the_zone_and_clears_when_it
     ev = [json.loads(line) for line in (tmp_path / "all.jsonl").read_text().splitlines()]
     assert [(e["event"], e["frame"]) for e in ev] == [("raised", 2), ("cleared", 6)]  # frame 7's square is alone
 
+    # frames of twice the model's size: resized to its input, the boxes come back in the frames' pixels
+    big = tmp_path / "walk128"
+    big.mkdir()
+    for f in sorted(frames.glob("*.png")):
+        cv2.imwrite(str(big / f.name), cv2.resize(cv2.imread(str(f)), (128, 128), interpolation=cv2.INTER_NEAREST))
+    proc = runner(model, "--stream", big, *args[2:], "--zone", "64,0 128,0 128,128 64,128", "--events", events)
+    assert proc.returncode == 0, proc.stderr
+    ev = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [(e["event"], e["frame"]) for e in ev] == [("raised", 4), ("cleared", 6)]
+    assert ev[0]["boxes"][0]["box"] == pytest.approx([72, 56, 104, 88], abs=1)
+
     assert "--zone" in one_line_error(runner(model, *args, "--zone", "1,2 3"))
     assert "not a class of this detector" in one_line_error(runner(model, *args[:3], "cat", "--profile", "none"))

@@ -265,10 +265,16 @@ def cmd_deploy(args) -> int:
         rounds=args.rounds,
         seconds=args.seconds,
     )
-    targets = [Path(t) for t in args.target]
+    targets, own = [Path(t) for t in args.target], set()
+    if args.images is None:
+        from edgepipe.runtime.inputs.images import CONTRACT_FLAGS
+
+        given = [f"--{k.replace('_', '-')}" for k in (*CONTRACT_FLAGS, "task", "task_opt") if getattr(args, k, None)]
+        if given:
+            raise EdgepipeError(f"deploy: {' '.join(given)} go with --images DIR (scoring by the task's metric)")
     if len(targets) == 1 and targets[0].is_dir():
         run_dir = targets[0]
-        models = run_models(run_dir)
+        models, own = run_models(run_dir)
         out = Path(args.output or run_dir / "deployment")  # beside manifest.json, not in a stage's folder
         inputs = Path(args.inputs or run_dir / "bench" / "test_split.npz")
     else:
@@ -278,7 +284,7 @@ def cmd_deploy(args) -> int:
             raise EdgepipeError("deploy: give --images DIR (scored by the task's metric) or --inputs FILE.npz (x, y)")
         inputs = Path(args.inputs) if args.inputs else None
     task = _deploy_task(args, next(iter(models.values()))) if args.images is not None else None
-    d = deploy_to(models, inputs, out, cfg, task)
+    d = deploy_to(models, inputs, out, cfg, task, own=own)
     print(
         f"deployment: {d['model']} on {d['backend']} ({d['ran']['precision']}); "
         f"run it: edgepipe-runner --deployment {out / 'deploy.json'}"

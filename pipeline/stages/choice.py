@@ -36,7 +36,7 @@ def _fidelity(c: dict, base: dict, max_drop: float, key: str = "vs_reference") -
 
 def _agrees_text(c: dict, value: float) -> str:
     if "task" in c:
-        return f"scores {100 * value:.1f}% {c['task']['metric']} against"
+        return f"scores {100 * value:.1f}% {c['task']['metric'].split(' against ')[0]} against"
     return f"agrees on {100 * value:.1f}% of the inputs with"
 
 
@@ -179,8 +179,12 @@ def break_tie(ranked: list[dict]) -> tuple[dict | None, dict]:
     why = {}
     for c in pool:
         if c is not best:
-            smaller = best["bytes"] < c["bytes"]
-            why[id(c)] = "the smaller file chosen" if smaller else "the user's own model chosen"
+            if best["bytes"] < c["bytes"]:
+                why[id(c)] = "the smaller file chosen"
+            elif best.get("own") and not c.get("own"):
+                why[id(c)] = "the user's own model chosen"
+            else:
+                why[id(c)] = "the faster p50 chosen"
     if best is not fastest:
         best["tie"] = (
             f"tied with {fastest['name']} on {fastest['backend']} within the rounds' spread; " + why[id(fastest)]

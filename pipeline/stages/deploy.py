@@ -52,6 +52,9 @@ class DeployConfig:
             f"unknown key(s) {sorted(set(self.budgets or {}) - {'latency_p90_ms', 'model_bytes'})}; "
             "give latency_p90_ms and/or model_bytes",
         )
+        for k, v in (self.budgets or {}).items():
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+            require(ok, f"budgets.{k}", f"must be a positive number (ms for latency_p90_ms, bytes), not {v!r}")
         require(self.task is None or self.images is not None, "task", "give images: a folder to score the task on")
         if self.task is not None:
             from edgepipe.runtime.tasks.base import task_names
@@ -137,6 +140,7 @@ def deploy(
         file=sys.stderr,
     )
     measured = measure_candidates(cands, x, y, threads, cfg, task)
+    not_at_chance(measured, y, task)
     budgets = cfg.budgets if cfg.budgets is not None else profile.to_dict()["budgets"] if profile else {}
     best, table = choose(measured, cfg.max_accuracy_drop, budgets)
     if task is None and y is None and all(c.get("predictions") is None for c in table):
@@ -197,6 +201,27 @@ def _shipped(models: dict, best: dict, table: list[dict], cfg: DeployConfig, out
     }
 
 
+def not_at_chance(measured: list[dict], y, task: dict | None) -> None:
+    """One line, instead of a choice, when the reference (the best fp32 run) scores no better than guessing on
+    labelled classes: the labels do not mean what the outputs mean (class folders in another order, or named
+    otherwise than the model's classes), and every candidate would be judged against noise."""
+    from edgepipe.pipeline.stages.choice import at_chance, reference
+
+    ref = reference(measured)
+    if ref is None or ref["accuracy"] is None or (ref.get("task") or {}).get("task", "classify") != "classify":
+        return
+    classes = ref["task"].get("classes") if ref.get("task") else len(np.unique(y)) if y is not None else 0
+    n = ref.get("accuracy_samples") or 0
+    if at_chance(ref["accuracy"], n, classes or 0):
+        where = f" of {task['images']}" if task else ""
+        raise EdgepipeError(
+            f"deploy: {ref['name']} scores {100 * ref['accuracy']:.1f}% on {n} labelled images{where}, no better "
+            f"than guessing among {classes} classes: the labels do not mean what the model's outputs mean. Name the "
+            "class folders by the model's classes in output order (--classes A,B,… writes them into the contract), "
+            "or give images without class folders to judge against the model's own predictions"
+        )
+
+
 def _task_record(c: dict) -> dict:
     """The task deploy scored by, for deploy.json (the chosen candidate's own figures are in its row)."""
     t = c["task"]
@@ -231,22 +256,19 @@ def measure_candidates(cands: list[dict], x, y, threads: int, cfg: DeployConfig,
         return json.loads(Path(f"{tmp}/out.json").read_text())["candidates"]
 
 
-def run_models(run_dir) -> dict:
-    """A finished run's ONNX artifacts, {name: path}."""
-    from pathlib import Path
-
+def run_models(run_dir) -> tuple[dict, set]:
+    """A finished run's ONNX artifacts and the user's float files they were quantized from, {name: path},
+    and the names of the latter (the user's own models, as the deploy stage counts them)."""
     from edgepipe.pipeline.report.tables import load
 
     run_dir = Path(run_dir)
-    return {
-        n: run_dir / a["path"]
-        for s in load(run_dir)["stages"].values()
-        for n, a in s.get("artifacts", {}).items()
-        if a["kind"] == "onnx"
-    }
+    arts = {n: a for s in load(run_dir)["stages"].values() for n, a in s.get("artifacts", {}).items()}
+    models = {n: run_dir / a["path"] for n, a in arts.items() if a["kind"] == "onnx"}
+    own = float_sources({n: arts[n].get("meta", {}) for n in models}, models)
+    return models | own, set(own)
 
 
-def deploy_to(models: dict, inputs, out, cfg: DeployConfig, task: dict | None = None) -> dict:
+def deploy_to(models: dict, inputs, out, cfg: DeployConfig, task: dict | None = None, own=()) -> dict:
     """`edgepipe deploy`: the choice among `models` ({name: ONNX path}), scored on labelled inputs (an
     .npz of x, y; a run's saved test split) or by `task` on its folder of images, written to `out` all at
     once (a failure leaves no folder)."""
@@ -271,7 +293,7 @@ def deploy_to(models: dict, inputs, out, cfg: DeployConfig, task: dict | None = 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        d = deploy(models, x, y, cfg, tmp, task)
+        d = deploy(models, x, y, cfg, tmp, task, own=own)
         swap_in(out.parent, tmp, out.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -55,6 +55,9 @@ class OptimizeConfig(TakesModels):
         require(self.max_accuracy_drop >= 0, "max_accuracy_drop", "must be non-negative")
         require(set(self.quantizers) <= set(QUANTIZERS), "quantizers", f"choose from {', '.join(QUANTIZERS)}")
         require(self.calibration_samples >= 1, "calibration_samples", "must be at least 1")
+        for key in ("budget_p90_ms", "budget_bytes"):
+            require(getattr(self, key) is None or getattr(self, key) > 0, key, "must be positive (or null: none)")
+        self.deploy_config()  # rounds, seconds, threads, backends and budgets checked now, not after the quantizers
         if self.task is not None:
             from edgepipe.runtime.tasks.base import task_names
 
@@ -92,7 +95,9 @@ class OptimizeConfig(TakesModels):
             rounds=self.rounds,
             seconds=self.seconds,
             budgets={
-                k: v for k, v in (("latency_p90_ms", self.budget_p90_ms), ("model_bytes", self.budget_bytes)) if v
+                k: v
+                for k, v in (("latency_p90_ms", self.budget_p90_ms), ("model_bytes", self.budget_bytes))
+                if v is not None
             },
         )
 
@@ -217,31 +222,27 @@ def _candidates(cfg: OptimizeConfig, src: _Source, folder: Path) -> tuple[dict, 
         else:
             print("  optimize: NNCF int8 for OpenVINO", file=sys.stderr)
             path = folder / f"{stem}.nncf.onnx"
-            records.append(nncf_quantize(src.path, path, src.calibration))
-            models[path.name] = path
+            try:
+                records.append(nncf_quantize(src.path, path, src.calibration))
+                models[path.name] = path
+            except EdgepipeError as exc:  # one quantizer failing leaves the others' candidates standing
+                path.unlink(missing_ok=True)
+                notes.append(f"NNCF's int8 left out: {exc}")
+                print(f"  note: NNCF's int8 left out: {exc}", file=sys.stderr)
     return models, records, notes
 
 
-def _not_at_chance(cands: list[dict], src: _Source) -> None:
-    """One line, instead of a choice, when the user's float model scores no better than guessing on labelled
-    images: the labels do not mean what its outputs mean (class folders in another order or named
-    otherwise than its classes), and every candidate would be judged against noise."""
-    from edgepipe.pipeline.stages.choice import at_chance
-    from edgepipe.runtime.model.session import open_session
+def _final_paths(d: dict, ctx) -> None:
+    """deploy.json names the candidates made here by where they will be once the stage's folder is swapped
+    in (the run writes into a partial folder first), and is written again with them."""
+    from edgepipe.devices.base.atomic import write_json_atomic
 
-    ref = next((c for c in cands if c["reference"]), None)
-    if src.task.name != "classify" or ref is None or ref["accuracy"] is None:
-        return
-    out = open_session(src.path).get_outputs()[0].shape
-    classes = len(src.contract.classes) or (out[1] if len(out) == 2 and isinstance(out[1], int) else 0)
-    n = ref.get("accuracy_samples") or 0
-    if at_chance(ref["accuracy"], n, classes):
-        raise EdgepipeError(
-            f"{src.path.name} scores {100 * ref['accuracy']:.1f}% on {n} labelled images of {src.images}, no better "
-            f"than guessing among {classes} classes: the class folders do not mean what the model's outputs mean. "
-            "Name them by the model's classes in output order (--classes A,B,… writes them into the contract), "
-            "or give images without class folders to judge against the model's own predictions"
-        )
+    partial, final = str(ctx.out_dir), str(ctx.run_dir / ctx.name)
+    for rec in (d, *d["candidates"]):
+        for key in ("model", "source"):
+            if isinstance(rec.get(key), str) and rec[key].startswith(partial):
+                rec[key] = final + rec[key][len(partial) :]
+    write_json_atomic(ctx.out_dir / "deploy.json", d)
 
 
 @register_stage("optimize", OptimizeConfig)
@@ -254,7 +255,7 @@ def run_optimize(cfg: OptimizeConfig, ctx) -> StageResult:
     models, records, notes = _candidates(cfg, src, ctx.out_dir / "candidates")
     task = {"name": src.task.name, "settings": {}, "images": str(src.images), "contract": src.contract.to_json()}
     d = deploy(models, None, None, cfg.deploy_config(), ctx.out_dir, task, notes=notes, own={src.path.name})
-    _not_at_chance(d["candidates"], src)
+    _final_paths(d, ctx)
     best = next(c for c in d["candidates"] if c["chosen"])
     own = [c for c in d["candidates"] if c["name"] == src.path.name]
     own = min(own, key=lambda c: c["time_vs_reference"]) if own else None  # the user's model at its fastest

@@ -29,7 +29,8 @@ class Classify(Task):
 
     def score(self, preds, labels) -> Score:
         hit = (np.asarray(preds) == np.asarray(labels)).astype(np.float64)
-        return Score(float(hit.mean()) if len(hit) else None, self.metric, hit, {"samples": int(len(hit))})
+        figures = {"samples": int(len(hit)), "classes": int(len(np.unique(np.asarray(labels))))}
+        return Score(float(hit.mean()) if len(hit) else None, self.metric, hit, figures)
 
     def against(self, preds, reference) -> Score:
         s = self.score(preds, reference)
