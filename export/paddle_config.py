@@ -14,10 +14,9 @@ Three layouts, as their exporters write them:
   `label_list`, `NMS` and `fpn_stride`.
 
 Pixels are normalised there as (pixel · scale − mean) / std: the contract's mean and std (of pixels in
-[0, 1]) are those over 255 · scale. What the contract only approximates (PaddleOCR's shorter-side limit,
-PaddleDetection's min/max target, padding to a stride) and ops edgepipe does not know get a note; a file
-that is not such a config is one EdgepipeError line naming it. A detector's NMS score threshold (a
-deployment cut) is not taken: the detect task keeps its own low one, which mAP needs.
+[0, 1]) are those over 255 · scale. What the contract only approximates (side limits, min/max targets,
+padding to a stride) and unknown ops get a note; a file that is not such a config is one EdgepipeError
+line naming it. A detector's NMS score threshold (a deployment cut) is not taken: mAP needs a low one.
 """
 
 from __future__ import annotations
@@ -193,8 +192,8 @@ def _read_rec_resize(name: str, a: dict, c: dict) -> None:
 
 
 def _read_det_resize(a: dict, c: dict, notes: list) -> None:
-    """PaddleOCR's DetResizeForTest: image_shape [H, W] (a plain resize), or a side limit (the ratio kept,
-    sides rounded to 32; the default is PaddleOCR's limit_side_len 736, limit_type min)."""
+    """PaddleOCR's DetResizeForTest: image_shape [H, W] (a plain resize), or a side limit (ratio kept, sides
+    rounded to 32; PaddleOCR's default limit_side_len 736, limit_type min); what is approximated is noted."""
     if a.get("image_shape") is not None:
         c.update(size=_hw(a["image_shape"], "DetResizeForTest image_shape"), keep_ratio=False)
         return
@@ -205,6 +204,8 @@ def _read_det_resize(a: dict, c: dict, notes: list) -> None:
         side = _side(a.get("limit_side_len", 736), "DetResizeForTest limit_side_len")
         if str(a.get("limit_type", "min")) == "min":
             notes.append(f"DetResizeForTest limit_type min (shorter side up to {side}): fitted into {side}×{side}")
+        else:  # max: PaddleOCR only shrinks an image whose longer side exceeds it
+            notes.append(f"DetResizeForTest limit_type max {side}: every image fitted into {side}×{side}")
     c.update(size=(side, side), keep_ratio=True, pad=False, multiple=32, resize=None)
 
 

@@ -6,6 +6,7 @@ does is measured per backend by the caller, never assumed. Metadata (input contr
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from edgepipe.devices import EdgepipeError
@@ -50,7 +51,8 @@ def fix_shapes(src: Path, out: Path, shapes: dict[str, tuple[int, ...]], slim: b
         try:
             model, slimmed = onnxslim.slim(model), True
         except Exception as exc:  # onnxslim raises many kinds; the unslimmed fixed graph still stands
-            print(f"  note: onnxslim could not simplify {src.name} ({str(exc).splitlines()[0][:120]}); kept as fixed")
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+            print(f"  note: onnxslim could not simplify {src.name} ({first}); kept as fixed", file=sys.stderr)
     write_bytes_atomic(out, model.SerializeToString())
     return {
         "fixed": {k: list(v) for k, v in shapes.items()},

@@ -113,7 +113,10 @@ def test_paddleocr_configs_give_the_recognizer_and_detector_contract_and_task(tm
     c = config_contract(det, (None, 3, None, None))
     assert (c.size, c.keep_ratio, c.pad, c.multiple, c.bgr) == ((960, 960), True, False, 32, True)
     assert c.mean == pytest.approx((0.485, 0.456, 0.406)) and c.std == pytest.approx((0.229, 0.224, 0.225))
-    assert det["notes"] == ["GridMask: not an op edgepipe knows; ignored"]
+    assert det["notes"] == [
+        "DetResizeForTest limit_type max 960: every image fitted into 960×960",  # PaddleOCR only shrinks
+        "GridMask: not an op edgepipe knows; ignored",
+    ]
     assert read_inference_config(tmp_path) is None  # no config beside it: nothing read
 
 

@@ -195,11 +195,13 @@ def cmd_frames(args) -> int:
 
     if args.objects is not None:
         return _detection_frames(args)
+    if args.splits:
+        raise EdgepipeError("--splits goes with --objects (detection frames); class frames use --held-out")
     held = dict(zip(("test", "val"), args.held_out)) if args.held_out else None
     r = make_frames(
         Path(args.output),
         size=args.size or 96,
-        per_class=args.per_class,
+        per_class=100 if args.per_class is None else args.per_class,
         seed=args.seed,
         progress=progress_bar("frames"),
         renderings=args.renderings,
@@ -217,12 +219,12 @@ def _detection_frames(args) -> int:
     from edgepipe.pipeline.core.progress import progress_bar
     from edgepipe.pipeline.data.detframes import make_detection_frames
 
-    if args.held_out or args.renderings != 1 or args.per_class != 100:
+    if args.held_out or args.renderings != 1 or args.per_class is not None:
         raise EdgepipeError("--held-out, --renderings and --per-class are for class frames; --objects uses --splits")
     r = make_detection_frames(
         Path(args.output),
         size=args.size or 160,
-        counts=dict(zip(("train", "val", "test"), args.splits)),
+        counts=dict(zip(("train", "val", "test"), args.splits or (600, 100, 100))),
         max_objects=args.objects,
         seed=args.seed,
         progress=progress_bar("frames"),

@@ -172,7 +172,7 @@ def _add_frames(sub) -> None:
     )
     f.add_argument("output", help="a new folder; frames go to OUTPUT/<digit>/<n>.png")
     f.add_argument("--size", type=int, help="frame side in pixels (default 96; with --objects 160)")
-    f.add_argument("--per-class", type=int, default=100, help="digits per class, at most 500 (default 100)")
+    f.add_argument("--per-class", type=int, help="digits per class, at most 500 (default 100)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument(
         "--held-out",
@@ -194,7 +194,6 @@ def _add_frames(sub) -> None:
         "--splits",
         nargs=3,
         type=int,
-        default=[600, 100, 100],
         metavar=("TRAIN", "VAL", "TEST"),
         help="with --objects: frames per split (default 600 100 100)",
     )
