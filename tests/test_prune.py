@@ -143,6 +143,7 @@ stages:
 """
 
 
+@pytest.mark.long  # 85 s: block removal has its own quick tests (test_layer_prune.py); `make test-long` runs this
 def test_residual_model_sensitivity_target_and_block_removal(tmp_path):
     _, run_dir, s = run_recipe(tmp_path, RES_RECIPE, "pruneres")
     slim = s["prune"]["metrics"]

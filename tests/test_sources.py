@@ -195,14 +195,20 @@ stages:
   - quantize: {{model: {{onnx: {exported}}}, calibration_samples: 32, max_accuracy_drop: null}}
   - bench: {{models: [saved.int8.onnx, {{onnx: {exported}}}], iters: 10, min_seconds: 0.05, warmup_iters: 2,
       warmup_seconds: 0.01, energy_seconds: 0, idle_seconds: 0, roofline: false}}
-  - deploy: {{backends: [onnxruntime], rounds: 2, seconds: 0.05}}
 """
-    _, _, s2 = run_recipe(user_dir, recipe, "fromonnx")
+    _, run2, s2 = run_recipe(user_dir, recipe, "fromonnx")
     assert s2["quantize"]["metrics"]["accuracy"] == pytest.approx(s["quantize"]["metrics"]["accuracy"])
-    # the user's own file is a deploy candidate beside the int8 made from it: nothing slower can be chosen
-    cands = {c["name"]: c for c in s2["deploy"]["metrics"]["candidates"]}
-    assert set(cands) == {"saved.int8.onnx", "saved.onnx"} and cands["saved.onnx"]["model"] == str(exported)
     assert set(s2["bench"]["metrics"]["models"]) == {"saved.int8.onnx", "saved.onnx"}
+    # the user's own file is a deploy candidate beside the int8 made from it: nothing slower can be chosen
+    from edgepipe.pipeline.stages.deploy import run_models
+
+    models, own = run_models(run2)
+    assert set(models) == {"saved.int8.onnx", "saved.onnx"} and models["saved.onnx"] == exported
+    assert own == {"saved.onnx"}
+    # this untrained net scores at chance on the labelled digits: deploy says so instead of choosing
+    proc = edgepipe("deploy", run2, "--inputs", run2 / "bench" / "test_split.npz", "--rounds", "2", "--seconds",
+                    "0.05", "--backend", "onnxruntime", "-o", user_dir / "dep")  # fmt: skip
+    assert "no better than guessing among 10 classes" in one_line_error(proc) and not (user_dir / "dep").exists()
     # the command on the saved folder: a parity-checked ONNX beside it
     proc = edgepipe("export", user_dir / "saved")
     assert proc.returncode == 0 and (user_dir / "saved" / "model.onnx").is_file(), proc.stderr
