@@ -90,5 +90,8 @@ def test_no_model_runs_faster_than_the_peak_of_its_own_kernel(tmp_path):
     assert proc.returncode == 0, proc.stderr
     roof = json.loads(out.read_text())["runs"][0]["roofline"]
     assert roof["macs_per_inference"] == 256 * 256 * 9 * 14 * 14
-    assert 0.3 < roof["fraction_of_peak"] <= 1.02, roof
+    # the peak's best run and this model's mean are timed at different moments: on a shared 2-core host the
+    # machine's speed moved 9% between them once (a fresh clone's make test, 1.09), so 15% is the bound; a
+    # wrong MAC count or peak would be off by a factor, not by this
+    assert 0.3 < roof["fraction_of_peak"] <= 1.15, roof
     assert roof["peak_kernel"] in {what for _, _, what in roofline.PEAK_KERNELS["fp32"]}
