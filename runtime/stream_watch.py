@@ -38,35 +38,33 @@ class Watch:
 
     def see(self, index: int, t: float, probs: np.ndarray, latency_ms: float) -> None:
         score = float(probs[self.cls])
-        self.run = self.run + 1 if score > self.threshold else 0
-        kind = (
-            "raised" if self.run >= self.k and not self.active else "cleared" if self.active and self.run == 0 else None
-        )
-        if kind:
-            self.active = kind == "raised"
-            ev = {
-                "event": kind,
-                "time_s": round(t, 4),
-                "frame": index,
-                "class": self.name,
-                "score": round(score, 4),
-                "latency_ms": round(latency_ms, 3),
-            }
-            self.events.append(ev)
-            self.out.write(json.dumps(ev) + "\n")
-            self.out.flush()
-            if self.notify is not None:
-                self.notify.send(ev)
+        self.step(score > self.threshold, index, t, latency_ms, {"score": round(score, 4)})
+
+    def step(self, hit: bool, index: int, t: float, latency_ms: float, figures: dict, tail: dict | None = None):
+        """Count a frame that shows the watched thing (`hit`) or not; on a raise or a clear, write the event
+        (its `figures` before the latency, `tail` after), keep it and post it to the webhook."""
+        self.run = self.run + 1 if hit else 0
+        raised, cleared = self.run >= self.k and not self.active, self.active and self.run == 0
+        if not (raised or cleared):
+            return
+        self.active = raised
+        ev = {"event": "raised" if raised else "cleared", "time_s": round(t, 4), "frame": index, "class": self.name}
+        ev |= figures | {"latency_ms": round(latency_ms, 3)} | (tail or {})
+        self.events.append(ev)
+        self.out.write(json.dumps(ev) + "\n")
+        self.out.flush()
+        if self.notify is not None:
+            self.notify.send(ev)
 
 
-def watched_class(watch: str, classes: tuple) -> tuple[int, str]:
+def watched_class(watch: str, classes: tuple, what: str = "model", hint: str = "give a class name or index"):
+    """The watched class as (index, name): a name the model's classes hold, or an index."""
     if watch in classes:
         return classes.index(watch), watch
     if watch.isdigit():
         return int(watch), classes[int(watch)] if int(watch) < len(classes) else watch
     raise EdgepipeError(
-        f"--watch {watch}: not a class of this model ({', '.join(map(str, classes)) or 'it names none'}); "
-        "give a class name or index"
+        f"--watch {watch}: not a class of this {what} ({', '.join(map(str, classes)) or 'it names none'}); {hint}"
     )
 
 
@@ -83,27 +81,13 @@ def parse_zone(text: str) -> np.ndarray:
     return np.asarray(pts, dtype=np.float32)
 
 
-def detect_class(watch: str, names: tuple) -> tuple[int, str]:
-    """The watched class as (index, name): a name the model's classes hold, or an index."""
-    if watch in names:
-        return names.index(watch), watch
-    if watch.isdigit():
-        i = int(watch)
-        return i, names[i] if i < len(names) else watch
-    raise EdgepipeError(
-        f"--watch {watch}: not a class of this detector ({', '.join(map(str, names)) or 'it names none'}); "
-        "give a class index, or write its class names with `edgepipe contract --classes`"
-    )
-
-
-class DetectWatch:
+class DetectWatch(Watch):
     """Raise when class `cls` is detected (score ≥ threshold, centre inside `zone`) on `consecutive` frames in
     a row; clear on the first frame without it."""
 
     def __init__(self, cls: int, name: str, threshold: float, consecutive: int, out, zone=None, notify=None):
-        self.cls, self.name, self.threshold, self.k = cls, name, threshold, consecutive
-        self.zone, self.out, self.notify = zone, out, notify
-        self.run, self.active, self.events = 0, False, []
+        super().__init__(cls, name, threshold, consecutive, out, notify)
+        self.zone = zone
 
     def matches(self, det: np.ndarray) -> np.ndarray:
         """The rows of an N×6 detection array [x1, y1, x2, y2, score, class] that count for this watch."""
@@ -118,29 +102,12 @@ class DetectWatch:
 
     def see(self, index: int, t: float, det: np.ndarray, latency_ms: float) -> None:
         found = self.matches(det)
-        self.run = self.run + 1 if len(found) else 0
-        kind = (
-            "raised" if self.run >= self.k and not self.active else "cleared" if self.active and not self.run else None
-        )
-        if not kind:
-            return
-        self.active = kind == "raised"
-        ev = {
-            "event": kind,
-            "time_s": round(t, 4),
-            "frame": index,
-            "class": self.name,
+        figures = {
             "score": round(float(found[:, 4].max()), 4) if len(found) else 0.0,
             "boxes": [{"box": [round(float(v), 1) for v in r[:4]], "score": round(float(r[4]), 4)} for r in found[:20]],
-            "latency_ms": round(latency_ms, 3),
         }
-        if self.zone is not None:
-            ev["zone"] = self.zone.tolist()
-        self.events.append(ev)
-        self.out.write(json.dumps(ev) + "\n")
-        self.out.flush()
-        if self.notify is not None:
-            self.notify.send(ev)
+        tail = {"zone": self.zone.tolist()} if self.zone is not None else None
+        self.step(len(found) > 0, index, t, latency_ms, figures, tail)
 
 
 def detector_post(session, task, input_hw: tuple[int, int]):
@@ -176,6 +143,7 @@ def make_watch(args, contract: Contract, post, threshold: float, out, notifier):
     if post is classify_post:
         cls, name = watched_class(args.watch, tuple(contract.classes))
         return Watch(cls, name, threshold, args.consecutive or 1, out, notify=notifier)
-    cls, name = detect_class(args.watch, tuple(contract.classes))
+    hint = "give a class index, or write its class names with `edgepipe contract --classes`"
+    cls, name = watched_class(args.watch, tuple(contract.classes), "detector", hint)
     zone = parse_zone(args.zone) if getattr(args, "zone", None) else None
     return DetectWatch(cls, name, threshold, args.consecutive or 1, out, zone=zone, notify=notifier)

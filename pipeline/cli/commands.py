@@ -311,6 +311,7 @@ def _model_files(paths: list[Path]) -> dict:
 def _deploy_task(args, first: Path) -> dict:
     """The task spec deploy scores with: --task/--task-opt over the first model's own, its images, and the
     input contract (the model's own, or the contract flags over it)."""
+    from edgepipe.pipeline.stages.deploy import task_spec
     from edgepipe.runtime.inputs.feeds import model_contract
     from edgepipe.runtime.model.session import open_session
     from edgepipe.runtime.tasks.base import parse_settings
@@ -318,12 +319,7 @@ def _deploy_task(args, first: Path) -> dict:
     if not args.images.is_dir():
         raise EdgepipeError(f"{args.images}: not a folder of images")
     contract = model_contract(open_session(first), args)
-    return {
-        "name": args.task,
-        "settings": parse_settings(args.task_opt),
-        "images": str(args.images),
-        "contract": contract.to_json() if contract is not None else None,
-    }
+    return task_spec(args.images, contract, args.task, parse_settings(args.task_opt))
 
 
 def cmd_devices(args) -> int:

@@ -24,23 +24,16 @@ import numpy as np
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.pipeline.data.frames import background, paste
+from edgepipe.runtime.tasks.detect import box_iou
 
 SPLITS = ("train", "val", "test")
-
-
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _place(size: int, side: int, boxes: list, max_overlap: float, rng) -> tuple[int, int] | None:
     """A top-left corner for a side×side square whose IoU with every box so far is at most max_overlap."""
     for _ in range(30):
         y0, x0 = (int(rng.integers(0, size - side + 1)) for _ in range(2))
-        if all(_iou((x0, y0, x0 + side, y0 + side), b) <= max_overlap for b in boxes):
+        if not boxes or (box_iou(np.array([x0, y0, x0 + side, y0 + side]), np.array(boxes)) <= max_overlap).all():
             return y0, x0
     return None
 

@@ -325,19 +325,21 @@ def float_sources(metas: dict, models: dict) -> dict:
     return out
 
 
-def stage_task(cfg: DeployConfig, images, first) -> dict:
-    """The task spec of a deploy stage that scores on a folder of images: the task given, else the one the
-    first model's metadata names; the input contract the model's own."""
-    from edgepipe.runtime.inputs.feeds import model_contract
-    from edgepipe.runtime.model.session import open_session
-
-    contract = model_contract(open_session(first))
+def task_spec(images, contract, name: str | None = None, settings: dict | None = None) -> dict:
+    """What deploy() scores candidates by on a folder of images: the task (None: the one the first model's
+    metadata names), its settings, the folder, and the input contract its images are brought by."""
     return {
-        "name": cfg.task,
-        "settings": {},
+        "name": name,
+        "settings": settings or {},
         "images": str(images),
         "contract": contract.to_json() if contract is not None else None,
     }
+
+
+def chosen_record(best: dict) -> dict:
+    """The chosen candidate as the deploy and optimize stages record it in their metrics."""
+    keys = ("name", "backend", "precision", "p50_ms", "p90_ms", "accuracy", "bytes")
+    return {k: best[k] for k in keys} | {"metric": metric_name(best), "ran_precision": best["ran"]["precision"]}
 
 
 @register_stage("deploy", DeployConfig)
@@ -350,7 +352,11 @@ def run_deploy(cfg: DeployConfig, ctx) -> StageResult:
     models |= own
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.images is not None:
-        task = stage_task(cfg, cfg.files(ctx.base)["images"], next(iter(models.values())))
+        from edgepipe.runtime.inputs.feeds import model_contract
+        from edgepipe.runtime.model.session import open_session
+
+        contract = model_contract(open_session(next(iter(models.values()))))
+        task = task_spec(cfg.files(ctx.base)["images"], contract, cfg.task)
         d = deploy(models, None, None, cfg, ctx.out_dir, task, own=set(own))
     else:
         x, y = ctx.data.split("test")
@@ -358,9 +364,7 @@ def run_deploy(cfg: DeployConfig, ctx) -> StageResult:
     best = next(c for c in d["candidates"] if c["chosen"])
     return StageResult(
         metrics={
-            "chosen": {k: best[k] for k in ("name", "backend", "precision", "p50_ms", "p90_ms", "accuracy", "bytes")}
-            | {"metric": metric_name(best)}
-            | {"ran_precision": best["ran"]["precision"]},
+            "chosen": chosen_record(best),
             "threads": d["threads"],
             "profile": d["profile"],
             "candidates": d["candidates"],

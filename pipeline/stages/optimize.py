@@ -104,12 +104,14 @@ class OptimizeConfig(TakesModels):
 
 @dataclass
 class _Source:
-    """The float model and what every candidate is judged on."""
+    """The float model and what every candidate is judged on: its input signature, contract and task, the
+    images decoded once for the task (runtime/tasks/evaluate.ImageSet) and the calibration feeds from them."""
 
     path: Path
-    images: Path
+    spec: list
     contract: object
     task: object
+    images: object  # ImageSet
     calibration: list  # feeds
 
 
@@ -119,9 +121,10 @@ def _source(cfg: OptimizeConfig, ctx) -> _Source:
     from edgepipe.runtime.inputs import feeds as fd
     from edgepipe.runtime.model.session import open_session
     from edgepipe.runtime.tasks.base import task_of
+    from edgepipe.runtime.tasks.evaluate import ImageSet
 
     path = ctx.path_of(cfg.model) if isinstance(cfg.model, str) else resolve(ctx.base, cfg.model.onnx)
-    images = cfg.files(ctx.base)["images"]
+    folder = cfg.files(ctx.base)["images"]
     session = open_session(path)
     contract = fd.model_contract(session)
     if contract is None:
@@ -129,11 +132,12 @@ def _source(cfg: OptimizeConfig, ctx) -> _Source:
             f"{path}: carries no input contract, so the images cannot be brought to its input: give it "
             "(edgepipe optimize --size HxW --mean … --std …, or `edgepipe contract` once)"
         )
-    task = task_of(session, cfg.task)
-    feeds, _, _ = fd.folder_feeds(images, contract, fd.signature(session), progress=progress_bar("images"))
-    if not feeds:
-        raise EdgepipeError(f"{images}: no images")
-    return _Source(path, images, contract, task, fd.spread(feeds, cfg.calibration_samples))
+    task, spec = task_of(session, cfg.task), fd.signature(session)
+    images = ImageSet.read(task, folder, contract, spec, progress=progress_bar("images"))
+    if not images.feeds:
+        raise EdgepipeError(f"{folder}: no images")
+    batches = fd.regroup(images.feeds, fd.batch_size(spec, 32))  # as folder_feeds groups them
+    return _Source(path, spec, contract, task, images, fd.spread(batches, cfg.calibration_samples))
 
 
 def edgepipe_int8(cfg: OptimizeConfig, src: _Source, out: Path) -> tuple[Path | None, dict]:
@@ -148,7 +152,7 @@ def edgepipe_int8(cfg: OptimizeConfig, src: _Source, out: Path) -> tuple[Path | 
 
     opts, preset = resolve_options(QuantizeConfig(model=src.path.name, profile=cfg.profile))
     judged = src.task.name != "fidelity"
-    judge = FolderJudge(src.task, src.images, src.contract, src.path) if judged else None
+    judge = FolderJudge(src.task, src.images.folder, src.contract, src.path, images=src.images) if judged else None
     g = guarded_quantize(
         src.path,
         out,
@@ -181,10 +185,9 @@ def static_copy(src: _Source, out: Path) -> tuple[Path | None, dict | None]:
     size; else (None, None)."""
     from edgepipe.export.specialise import dynamic_dims, fix_shapes
     from edgepipe.runtime.inputs import feeds as fd
-    from edgepipe.runtime.model.session import open_session
 
     dyn = dynamic_dims(src.path)
-    image = fd.image_input(fd.signature(open_session(src.path)))
+    image = fd.image_input(src.spec)
     if image is None or image.name not in dyn or set(dyn) - {image.name} or not src.contract.fixed_size:
         return None, None
     print("  optimize: a static-shape copy of your model", file=sys.stderr)
@@ -248,20 +251,19 @@ def _final_paths(d: dict, ctx) -> None:
 @register_stage("optimize", OptimizeConfig)
 def run_optimize(cfg: OptimizeConfig, ctx) -> StageResult:
     """The fastest of the user's model, edgepipe's int8 and NNCF's int8 that keeps the task's metric, measured here."""
-    from edgepipe.pipeline.stages.deploy import deploy
+    from edgepipe.pipeline.stages.deploy import chosen_record, deploy, task_spec
 
     src = _source(cfg, ctx)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     models, records, notes = _candidates(cfg, src, ctx.out_dir / "candidates")
-    task = {"name": src.task.name, "settings": {}, "images": str(src.images), "contract": src.contract.to_json()}
+    task = task_spec(src.images.folder, src.contract, src.task.name)
     d = deploy(models, None, None, cfg.deploy_config(), ctx.out_dir, task, notes=notes, own={src.path.name})
     _final_paths(d, ctx)
     best = next(c for c in d["candidates"] if c["chosen"])
     own = [c for c in d["candidates"] if c["name"] == src.path.name]
     own = min(own, key=lambda c: c["time_vs_reference"]) if own else None  # the user's model at its fastest
     metrics = {
-        "chosen": {k: best[k] for k in ("name", "backend", "precision", "p50_ms", "p90_ms", "accuracy", "bytes")}
-        | {"ran_precision": best["ran"]["precision"], "metric": d["metric"]},
+        "chosen": chosen_record(best),
         "source": str(src.path),
         "task": d.get("task"),
         "quantizers": records,

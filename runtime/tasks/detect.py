@@ -31,19 +31,24 @@ COMMON_REG_MAX = (7, 8, 10, 12, 15, 16)  # PicoDet and NanoDet 7 (10), GFL and P
 ANNOTATION_FILES = ("annotations.json", "instances.json", "coco.json")
 
 
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one [x1, y1, x2, y2] box with each row of an N×4 array of them."""
+    area = np.maximum(box[2] - box[0], 0) * np.maximum(box[3] - box[1], 0)
+    areas = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
+    w = np.maximum(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0)
+    h = np.maximum(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0)
+    inter = w * h
+    return inter / np.maximum(area + areas - inter, 1e-12)
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     """Indices kept by greedy non-maximum suppression (highest score first) at the IoU threshold."""
     order = np.argsort(-scores, kind="stable")
-    x1, y1, x2, y2 = boxes.T
-    area = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
     keep = []
     while order.size:
         i, rest = order[0], order[1:]
         keep.append(i)
-        w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
-        h = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
-        inter = w * h
-        order = rest[inter / np.maximum(area[i] + area[rest] - inter, 1e-12) <= iou]
+        order = rest[box_iou(boxes[i], boxes[rest]) <= iou]
     return np.asarray(keep, dtype=np.int64)
 
 

@@ -4,6 +4,7 @@ then scored against the folder's labels, or against a reference model's predicti
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgepipe.devices import EdgepipeError
@@ -80,27 +81,42 @@ def summary_line(r: dict) -> str:
     )
 
 
+@dataclass
+class ImageSet:
+    """A folder of images decoded once for a task: one feed per image in file order, what decoding needs of
+    each (metas), and the folder's labels as the task reads them (None without)."""
+
+    folder: Path
+    feeds: list[dict]
+    metas: list[dict]
+    labels: object
+
+    @classmethod
+    def read(cls, task: Task, folder: Path, contract, spec: list, progress=None) -> "ImageSet":
+        folder = Path(folder)
+        feeds, metas, files, class_labels = sample_feeds(folder, contract, spec, progress)
+        return cls(folder, feeds, metas, labels_for(task, folder, files, class_labels))
+
+
 class FolderJudge:
     """A task's metric of candidate models on a folder of images: against its labels where it has them,
     else against the reference (float) model's predictions. Called with a model file, it returns
-    task_drop's figures (the metric, the reference's, the drop in points)."""
+    task_drop's figures (the metric, the reference's, the drop in points). `images`: the folder already
+    decoded by the reference's signature (ImageSet.read), else it is read here."""
 
-    def __init__(self, task: Task, folder: Path, contract, reference: Path, progress=None):
+    def __init__(self, task: Task, folder: Path, contract, reference: Path, progress=None, images=None):
         from edgepipe.runtime.model.session import open_session
 
         session = open_session(reference)
-        self.task, self.folder = task, Path(folder)
-        self.feeds, self.metas, files, class_labels = sample_feeds(
-            self.folder, contract, fd.signature(session), progress
-        )
-        self.labels = labels_for(task, self.folder, files, class_labels)
-        self.ref_preds = predict(session, task, self.feeds, self.metas)
+        self.task = task
+        self.images = images or ImageSet.read(task, folder, contract, fd.signature(session), progress)
+        self.ref_preds = predict(session, task, self.images.feeds, self.images.metas)
 
     def __call__(self, model: Path) -> dict:
         from edgepipe.runtime.model.session import open_session
 
-        preds = predict(open_session(model), self.task, self.feeds, self.metas)
-        return task_drop(self.task, self.ref_preds, preds, self.labels)
+        preds = predict(open_session(model), self.task, self.images.feeds, self.images.metas)
+        return task_drop(self.task, self.ref_preds, preds, self.images.labels)
 
 
 class CandidateScores:
@@ -114,18 +130,16 @@ class CandidateScores:
         from edgepipe.runtime.tasks.base import task_of
 
         self.task = task_of(first_session, task_name, settings)
-        self.folder = Path(images)
-        self.feeds, self.metas, files, class_labels = sample_feeds(self.folder, contract, fd.signature(first_session))
-        if not self.feeds:
-            raise EdgepipeError(f"{self.folder}: no images to score the candidates on")
-        self.labels = labels_for(self.task, self.folder, files, class_labels)
+        self.images = ImageSet.read(self.task, images, contract, fd.signature(first_session))
+        if not self.images.feeds:
+            raise EdgepipeError(f"{self.images.folder}: no images to score the candidates on")
         self.preds: dict[str, list] = {}
 
     def timing_feed(self) -> dict:
-        return self.feeds[0]
+        return self.images.feeds[0]
 
     def add(self, key: str, session) -> None:
-        self.preds[key] = predict(session, self.task, self.feeds, self.metas)
+        self.preds[key] = predict(session, self.task, self.images.feeds, self.images.metas)
 
     def scores(self, ran: dict[str, dict]) -> dict[str, dict]:
         """{key: {"task": the metric (labels), "vs_reference": value, "vs_own_fp32": value or None}} with
@@ -140,9 +154,8 @@ class CandidateScores:
                 same = [b for b in fp32 if ran[b]["model"] == ran[k]["model"]]
                 base = next((b for b in same if ran[b]["backend"] == ran[k]["backend"]), same[0] if same else None)
             out[k] = {
-                "task": scored(self.task, self.preds[k], self.labels, self.preds[ref]),
+                "task": scored(self.task, self.preds[k], self.images.labels, self.preds[ref]),
                 "vs_reference": 1.0 if k == ref else self.task.against(self.preds[k], self.preds[ref]).value,
-                "reference_key": ref,
                 "vs_own_fp32": None if base is None else self.task.against(self.preds[k], self.preds[base]).value,
             }
         return out
