@@ -24,10 +24,15 @@ DEPLOY_COLUMNS = (
 TASK_EXTRA = {"edit_similarity": "edit similarity", "map50": "mAP@.5", "precision": "precision", "recall": "recall"}
 
 
+def task_scores(cands: list[dict]) -> dict | None:
+    """The task figures of the first candidate scored by a task (None: scored by top-1 on the test split)."""
+    return next((c["task"] for c in cands if c.get("task")), None)
+
+
 def _task_columns(cands: list[dict]) -> tuple[tuple, list[str]]:
     """The table's columns for candidates scored by a task: its metric in place of accuracy, its other
     figures beside it, and agreement as the metric against the reference's predictions."""
-    t = next((c["task"] for c in cands if c.get("task")), None)
+    t = task_scores(cands)
     if t is None:
         return DEPLOY_COLUMNS, []
     extra = [k for k in TASK_EXTRA if t.get(k) is not None]
@@ -171,7 +176,7 @@ def _metric(chosen: dict) -> str:
 
 def _scored_on(m: dict, c: dict) -> str:
     """What the candidates' accuracy column was measured on."""
-    t = m.get("task") or next((x["task"] for x in m["candidates"] if x.get("task")), None)
+    t = m.get("task") or task_scores(m["candidates"])
     if not t:
         return "accuracy through each candidate's own session on the test split."
     name = t.get("name") or t.get("task")
@@ -225,7 +230,7 @@ def _budgets_text(c: dict, m: dict) -> str:
 def _floor_text(m: dict, c: dict) -> str:
     """The accuracy rule the candidates were held to, in the metric they were scored by."""
     drop = c["max_accuracy_drop"]
-    t = next((x["task"] for x in m["candidates"] if x.get("task")), None)
+    t = task_scores(m["candidates"])
     metric = t["metric"].split(" against ")[0] if t else "top-1 accuracy"
     if any(x["accuracy"] is not None for x in m["candidates"]):
         return (
