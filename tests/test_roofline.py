@@ -58,6 +58,7 @@ def test_no_model_runs_faster_than_the_peak_of_its_own_kernel(tmp_path):
     the conv kernels (measured by its mean) comes out at or under 100%, and the JSON names the kernel
     that set the peak. (A 512³ GEMM alone was beaten by these convs' best runs by up to 8% here.)"""
     import json
+    import os
     import shutil
     import subprocess
 
@@ -86,12 +87,16 @@ def test_no_model_runs_faster_than_the_peak_of_its_own_kernel(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        # a cache of its own: the peak is measured in this process, seconds before the model, not read
+        # back from whichever earlier test of the session measured it under another load
+        env=os.environ | {"EDGEPIPE_CACHE": str(tmp_path / "cache")},
     )
     assert proc.returncode == 0, proc.stderr
     roof = json.loads(out.read_text())["runs"][0]["roofline"]
     assert roof["macs_per_inference"] == 256 * 256 * 9 * 14 * 14
-    # the peak's best run and this model's mean are timed at different moments: on a shared 2-core host the
-    # machine's speed moved 9% between them once (a fresh clone's make test, 1.09), so 15% is the bound; a
-    # wrong MAC count or peak would be off by a factor, not by this
+    # the peak's best run and this model's mean are still timed at different moments of a shared 2-core
+    # host: with the peak read from the session's cache, CI measured 1.09 and 1.19 (the peak taken minutes
+    # earlier under another load); measured seconds apart the bound is 15%. A wrong MAC count or peak
+    # would be off by a factor, not by this
     assert 0.3 < roof["fraction_of_peak"] <= 1.15, roof
     assert roof["peak_kernel"] in {what for _, _, what in roofline.PEAK_KERNELS["fp32"]}
