@@ -20,15 +20,51 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 
 def predict_logits(model, x: np.ndarray, batch: int = 500) -> np.ndarray:
+    """The model's outputs on every row of x; inside a data-parallel stage each rank computes a slice
+    of the rows and every rank gets them all."""
     import paddle
 
+    from edgepipe.pipeline.core import distributed
+
     model.eval()
+    part = x[distributed.shard(len(x))]
     with paddle.no_grad():
-        return np.concatenate([model(paddle.to_tensor(x[i : i + batch])).numpy() for i in range(0, len(x), batch)])
+        outs = [model(paddle.to_tensor(part[i : i + batch])).numpy() for i in range(0, len(part), batch)]
+    if not outs:  # this rank's slice is empty: an empty block of the right width
+        with paddle.no_grad():
+            outs = [model(paddle.to_tensor(x[:1])).numpy()[:0]]
+    return distributed.gather_rows(np.concatenate(outs))
 
 
 def evaluate(model, x: np.ndarray, y: np.ndarray) -> float:
     return float((predict_logits(model, x).argmax(1) == y).mean())
+
+
+def _backward(model, x, y, idx, rng, augment, loss_fn, params) -> np.ndarray:
+    """One batch's forward and backward; [sum of the losses, correct predictions] over the whole batch.
+    Data-parallel, this rank takes its shard of the batch (augmented whole, on every rank, so the random
+    draws are the one-process run's), weights its loss by its share, and the ranks' gradients are summed."""
+    import paddle
+
+    from edgepipe.pipeline.core import distributed
+
+    batch = augment(x[idx], rng) if augment is not None else x[idx]
+    part = distributed.shard(len(idx))
+    weight = (part.stop - part.start) / len(idx)  # this rank's share of the batch's mean loss
+    if weight == 0:  # fewer rows than ranks: run one row at weight 0, for the same graph's gradients
+        part = slice(0, 1)
+    xb, yb = paddle.to_tensor(batch[part]), paddle.to_tensor(y[idx[part]])
+    logits = model(xb)
+    loss = loss_fn(logits, xb, yb, idx[part])
+    (loss * weight if weight != 1 else loss).backward()
+    hits = int((logits.argmax(1) == yb).astype("int64").sum()) if weight else 0
+    return distributed.sum_gradients(params, np.array([float(loss) * weight * len(idx), hits]))
+
+
+def _cross_entropy(logits, xb, yb, idx):
+    import paddle.nn.functional as F
+
+    return F.cross_entropy(logits, yb)
 
 
 def fit(
@@ -55,10 +91,13 @@ def fit(
     Returns one record per epoch: mean loss, train accuracy, and val accuracy if given.
     """
     import paddle
-    import paddle.nn.functional as F
     from tqdm import tqdm
 
-    params = list(model.parameters()) + list(extra_parameters or [])
+    from edgepipe.pipeline.core import distributed
+
+    distributed.check_batch(batch_size, desc)
+    params = [p for p in list(model.parameters()) + list(extra_parameters or []) if not p.stop_gradient]
+    distributed.same_start(model)
     steps = epochs * ((len(x) + batch_size - 1) // batch_size)
     schedule = paddle.optimizer.lr.CosineAnnealingDecay(learning_rate=lr, T_max=max(steps, 1))
     opt = paddle.optimizer.Adam(parameters=params, learning_rate=schedule)
@@ -77,27 +116,24 @@ def fit(
         )
         for start in bar:
             idx = order[start : start + batch_size]
-            xb = paddle.to_tensor(augment(x[idx], rng) if augment is not None else x[idx])
-            yb = paddle.to_tensor(y[idx])
-            logits = model(xb)
-            loss = loss_fn(logits, xb, yb, idx) if loss_fn else F.cross_entropy(logits, yb)
-            value = float(loss)
+            stats = _backward(model, x, y, idx, rng, augment, loss_fn or _cross_entropy, params)
+            value = stats[0] / len(idx)
             if not math.isfinite(value):  # one step further and every weight is NaN
                 bar.close()
                 raise EdgepipeError(
                     f"{desc}: the loss became {value} at epoch {epoch + 1}, step {start // batch_size + 1} "
                     f"(lr {lr:g}); training diverged: lower lr, or check the data for NaN or huge values"
                 )
-            loss.backward()
             opt.step()
             opt.clear_grad()
             schedule.step()
             if after_step is not None:
                 after_step(int(schedule.last_epoch), steps)
-            total_loss += value * len(idx)
-            correct += int((logits.argmax(1) == yb).astype("int64").sum())
+            total_loss += float(stats[0])
+            correct += int(stats[1])
             seen += len(idx)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+        distributed.average_buffers(model)
         record = {"epoch": epoch + 1, "loss": total_loss / seen, "train_acc": correct / seen}
         if val is not None:
             record["val_acc"] = evaluate(model, *val)

@@ -9,6 +9,7 @@ from edgepipe.devices import EdgepipeError
 
 
 def cmd_run(args) -> int:
+    from edgepipe.pipeline.core import distributed
     from edgepipe.pipeline.core.recipe import load_recipe
     from edgepipe.pipeline.core.run import run_recipe
     from edgepipe.pipeline.data.load import load_dataset
@@ -19,9 +20,17 @@ def cmd_run(args) -> int:
         from dataclasses import replace
 
         recipe = replace(recipe, name=args.name)
+    if args.nproc is not None or args.nnodes is not None:
+        from edgepipe.pipeline.cli.launch import launch_args, run_launched
+
+        nproc, nnodes = launch_args(args)
+        if nproc * nnodes > 1:
+            return run_launched(args, recipe)
     run_dir, manifest = run_recipe(
         recipe, Path(args.runs_dir), force=args.force, from_stage=args.from_stage, load_data=load_dataset
     )
+    if not distributed.is_main():
+        return 0  # rank 0 prints the table
     print(table_text(manifest))
     reports = [p for p in (run_dir / "report" / "report.md", run_dir / "report" / "report.html") if p.is_file()]
     print(f"\nrun directory: {run_dir}" + "".join(f"\nreport: {p}" for p in reports))

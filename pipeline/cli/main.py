@@ -18,6 +18,15 @@ def _add_run(sub) -> None:
     r.add_argument("--name", help="run name (default: the recipe's name)")
     r.add_argument("--force", action="store_true", help="redo every stage")
     r.add_argument("--from", dest="from_stage", metavar="STAGE", help="redo this stage and the ones after it")
+    d = r.add_argument_group("data-parallel training (paddle.distributed.launch; see docs/distributed.md)")
+    d.add_argument("--nproc", type=int, help="processes (ranks) on this machine; training stages split each batch")
+    d.add_argument("--nnodes", type=int, help="machines in the run (default 1)")
+    d.add_argument("--master", metavar="HOST:PORT", help="with --nnodes: the machine of --rank 0, a free port there")
+    d.add_argument("--rank", type=int, help="with --nnodes: this machine's rank, 0 to nnodes-1")
+    d.add_argument("--devices", help="GPUs to use, e.g. 0,1 (NCCL); default: CPU processes with gloo")
+    d.add_argument(
+        "--master-timeout", type=float, default=120, help="seconds a machine of rank > 0 waits for the master"
+    )
     r.set_defaults(fn=commands.cmd_run)
 
 

@@ -131,20 +131,25 @@ def cached_teacher_logits(teacher, teacher_dir, x, data_fingerprint: str):
     import numpy as np
 
     from edgepipe.devices.base.cache import cache_dir
+    from edgepipe.pipeline.core import distributed
     from edgepipe.pipeline.training import predict_logits
 
     ident = teacher_dir if isinstance(teacher_dir, str) else model_fingerprint(teacher_dir)
     key = hashlib.sha256(f"{ident}|{data_fingerprint}|{x.shape}".encode()).hexdigest()[:24]
     folder = cache_dir() / "teacher-logits"
     path = folder / f"{key}.npy"
+    logits = None
     if path.is_file():
         try:
             logits = np.load(path)
-            if logits.shape[0] == len(x):
-                return logits, {"path": str(path), "hit": True}
+            logits = logits if logits.shape[0] == len(x) else None
         except (OSError, ValueError):
             pass  # a damaged entry is computed again
+    if distributed.every(logits is not None):  # data-parallel: computed together unless every rank has it
+        return logits, {"path": str(path), "hit": True}
     logits = predict_logits(teacher, x).astype(np.float32)
+    if not distributed.is_main() and distributed.parallel() > 1:
+        return logits, {"path": str(path), "hit": False}  # rank 0 keeps it
     try:
         from edgepipe.devices.base.atomic import atomic_path
 

@@ -174,8 +174,10 @@ def _latency_plan(layer, rule: LayerRank, plan: dict, x_shape: tuple[int, ...]) 
         return plan
     linear = isinstance(layer, nn.Linear)
     geo = {"in": layer.weight.shape[0], "out": layer.weight.shape[1]} if linear else _conv_geometry(layer)
-    measured = time_candidates(
-        "linear" if linear else "conv", {**geo, "bias": layer.bias is not None}, x_shape, cands, limit
+    from edgepipe.pipeline.core import distributed
+
+    measured = distributed.on_rank0(  # data-parallel: rank 0 times, every rank chooses by its timings
+        time_candidates, "linear" if linear else "conv", {**geo, "bias": layer.bias is not None}, x_shape, cands, limit
     )
 
     def fits(m):  # within ratio × the layer's time; "faster" alone (limit 1) must hold in every round, not by noise

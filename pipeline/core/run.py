@@ -25,6 +25,7 @@ from typing import Callable
 
 from edgepipe.devices import EdgepipeError
 from edgepipe.devices.base.atomic import sweep_temp, temp_root, write_json_atomic, write_text_atomic
+from edgepipe.pipeline.core import distributed
 from edgepipe.pipeline.core.manifest import (
     MANIFEST,
     artifact_sha,
@@ -168,7 +169,14 @@ def run_recipe(
     load_data: Callable | None = None,
 ) -> tuple[Path, dict]:
     """Run (or reuse) every stage in order; load_data(recipe.data, recipe folder) -> dataset, called
-    once, for the stages that use data. Returns the run directory and the manifest."""
+    once, for the stages that use data. Returns the run directory and the manifest.
+
+    Under `paddle.distributed.launch` this is rank 0's part; the other ranks follow it (core/follow.py)."""
+    distributed.init()
+    if distributed.launched() and not distributed.is_main():
+        from edgepipe.pipeline.core.follow import follow
+
+        return follow(recipe, load_data, StageContext)
     names = [s.name for s in recipe.stages]
     if from_stage is not None and from_stage not in names:
         raise EdgepipeError(f"--from {from_stage}: no such stage in this recipe (stages: {', '.join(names)})")
@@ -198,6 +206,7 @@ def run_recipe(
         }
         state = _RunState(recipe, run_dir, manifest, load_data)
         redo_from = names.index(from_stage) if from_stage else None
+        probe = _tell_ranks_start(run_dir)
         for i, entry in enumerate(recipe.stages):
             tag = f"[{i + 1}/{len(names)}] {entry.name}"
             inputs = state.stage_inputs(i, entry)
@@ -207,14 +216,40 @@ def run_recipe(
                 for art_name, a in prev.get("artifacts", {}).items():
                     state.artifacts[art_name] = Artifact(art_name, a["kind"], a["path"], a.get("meta", {}))
                 manifest["stages"][entry.name] = prev
+                distributed.tell(("skip", entry.name))
                 log(f"{tag}: reused (config and inputs unchanged)")
                 continue
-            log(f"{tag}: running")
-            wall = state.run_stage(i, entry, inputs)
+            trains = distributed.launched() and getattr(entry.config, "trains", False)
+            distributed.tell(("train", entry.name, state.artifacts, manifest) if trains else ("skip", entry.name))
+            log(f"{tag}: running" + (f" on {distributed.world()} ranks" if trains else ""))
+            if trains:
+                distributed.wait_for_ranks()
+            with distributed.collective(trains):
+                wall = state.run_stage(i, entry, inputs)
+            if trains:
+                manifest["stages"][entry.name]["ranks"] = distributed.world()
             write_json_atomic(run_dir / MANIFEST, manifest)
             log(f"{tag}: done in {wall:.1f}s")
         write_json_atomic(run_dir / MANIFEST, manifest)
+        distributed.tell(("end", manifest))
+        distributed.wait_for_byes()
+        if probe is not None:
+            probe.rmdir()
     return run_dir, manifest
+
+
+def _tell_ranks_start(run_dir: Path) -> Path | None:
+    """Under a launcher: tell the other ranks the run directory and a probe folder in it that they must
+    see (every machine reads what rank 0 writes there); None without a launcher. A crashed run's probe
+    is swept with the run directory's other scratch folders."""
+    if not distributed.launched():
+        return None
+    import secrets
+
+    probe = run_dir / ".tmp" / f"edgepipe-ranks-{os.getpid()}-{secrets.token_hex(8)}"
+    probe.mkdir(parents=True)
+    distributed.tell(("start", str(run_dir), probe.name))
+    return probe
 
 
 def _writable_run_dir(run_dir: Path) -> Path:

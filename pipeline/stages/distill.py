@@ -65,6 +65,7 @@ class DistillConfig(TakesModels):
     baseline: str | None = "student_scratch"  # also train the student without a teacher; null to skip
 
     uses_data = True
+    trains = True  # every rank runs it under `edgepipe run --nproc` (core/distributed.py)
 
     def __post_init__(self):
         require(self.temperature > 0, "temperature", "must be positive")

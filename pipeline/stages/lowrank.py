@@ -31,6 +31,7 @@ class LowRankConfig(TakesModels):
     output: str | None = None  # default: <model>_lowrank
 
     uses_data = True
+    trains = True  # every rank runs it under `edgepipe run --nproc` (core/distributed.py)
 
     def __post_init__(self):
         require(len(self.layers) >= 1, "layers", "name at least one layer (a name or a glob such as 'fc*')")

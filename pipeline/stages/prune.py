@@ -19,6 +19,7 @@ from typing import Literal
 from edgepipe.pipeline.compress.blocks import BlockRule
 from edgepipe.pipeline.compress.channels.prune import ChannelRule
 from edgepipe.pipeline.compress.channels.sensitivity import Sensitivity
+from edgepipe.pipeline.core import distributed
 from edgepipe.pipeline.core.config import OPTIONAL, require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
@@ -49,6 +50,7 @@ class PruneConfig(TakesModels):
     speed_check: bool = field(default=True, metadata=OPTIONAL)  # channels: fp32 p50 before and after, interleaved
 
     uses_data = True
+    trains = True  # every rank runs it under `edgepipe run --nproc` (core/distributed.py)
 
     def __post_init__(self):
         given = [k for k in ("threshold", "sparsity", "channels", "blocks") if getattr(self, k) is not None]
@@ -176,7 +178,7 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_
     shape = tuple(info["input_shape"])
     params_before = count_parameters(layer)
     rule = resolved(cfg.channels)
-    round_source = "recipe" if cfg.channels.round_to is not None else channel_multiple()[1]
+    round_source = "recipe" if cfg.channels.round_to is not None else distributed.on_rank0(channel_multiple)[1]
     parent = copy.deepcopy(layer) if cfg.speed_check else None
     train = ctx.data.split("train") if rule.criterion in DATA_SCORERS else None
     ratios, graph, stats, sens_metrics = _sensitivity(cfg, ctx, layer, shape, rule, train)
@@ -188,7 +190,8 @@ def _prune_channels(cfg: PruneConfig, ctx, layer, info, source_label, test, acc_
             + ")"
         )
     acc_pruned = evaluate(layer, *test)
-    speed = _speed_check(parent, layer, shape) if parent is not None else None
+    # data-parallel: rank 0 alone times it (the ranks would share the cores), every rank gets its figures
+    speed = distributed.on_rank0(_speed_check, parent, layer, shape) if parent is not None else None
     history, teacher_label = fine_tune(cfg, ctx, layer, rng, "prune fine-tune")
     acc_after, fid = judged(layer, test, ref)
     params_after = count_parameters(layer)

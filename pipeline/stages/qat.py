@@ -31,6 +31,7 @@ class QatConfig(TakesModels):
     alpha: float = 0.9
 
     uses_data = True
+    trains = True  # every rank runs it under `edgepipe run --nproc` (core/distributed.py)
 
     def __post_init__(self):
         require(self.weight_bits in (8, 4), "weight_bits", "must be 8 or 4")

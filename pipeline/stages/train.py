@@ -24,6 +24,7 @@ class TrainConfig(TakesModels):
     label: str = "teacher"
 
     uses_data = True
+    trains = True  # every rank runs it under `edgepipe run --nproc` (core/distributed.py)
 
     def __post_init__(self):
         require(self.epochs >= 1, "epochs", "must be at least 1")

@@ -129,8 +129,9 @@ def resolved(rule: ChannelRule) -> ChannelRule:
     from dataclasses import replace
 
     from edgepipe.pipeline.compress.channels.speed import channel_multiple
+    from edgepipe.pipeline.core import distributed
 
-    return replace(rule, round_to=channel_multiple()[0])
+    return replace(rule, round_to=distributed.on_rank0(channel_multiple)[0])  # data-parallel: rank 0's host
 
 
 def step_of(g: Graph, root: int, round_to: int | None) -> int:
