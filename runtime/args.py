@@ -260,6 +260,13 @@ def _add_stream_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--events", type=Path, help="--watch: write the events here as JSON lines (default stdout)")
     p.add_argument(
+        "--snapshot",
+        type=Path,
+        metavar="DIR",
+        help="--watch: write each frame that raises an event here as a JPEG, the watched boxes and zone drawn; "
+        "the event (and the webhook's POST) names it",
+    )
+    p.add_argument(
         "--zone",
         metavar='"X,Y X,Y X,Y …"',
         help="--watch on a detector: count only boxes whose centre lies in this polygon (frame pixels)",

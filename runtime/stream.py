@@ -143,7 +143,7 @@ def _pace(src: Source, fps: float, index: int, now: float) -> tuple[int, bool]:
 
 def _run_frame(src: Source, session, feed_of, contract: Contract, post):
     """Decode, preprocess, run and post-process the next frame: (what `post` makes of the outputs: class
-    scores or detections; the top class or None; 5 time stamps), None at the end."""
+    scores or detections; the top class or None; 5 time stamps; the frame), None at the end."""
     a = time.perf_counter()
     frame = src.read()
     if frame is None:
@@ -155,7 +155,7 @@ def _run_frame(src: Source, session, feed_of, contract: Contract, post):
     d = time.perf_counter()
     result, top = post(outputs, scale)
     e = time.perf_counter()
-    return result, top, (a, b, c, d, e)
+    return result, top, (a, b, c, d, e), frame
 
 
 def _feeder(session, contract: Contract):
@@ -213,11 +213,11 @@ def stream(
             step = _run_frame(src, session, feed_of, contract, post)
             if step is None:
                 break
-            probs, top, (a, b, c, d, e) = step
+            probs, top, (a, b, c, d, e), frame = step
             for part, (s, f) in zip(PARTS, ((a, b), (b, c), (c, d), (d, e))):
                 times[part].append((f - s) * 1e3)
             if watch is not None:
-                watch.see(index, e - t0, probs, (e - a) * 1e3)
+                watch.see(index, e - t0, probs, (e - a) * 1e3, frame)  # a snapshot is written after the timing
             if top is not None:
                 predicted[top] = predicted.get(top, 0) + 1
             done += 1
@@ -279,6 +279,9 @@ def summary(r: dict) -> str:
             f"events     {len(r['events'])}: "
             + ", ".join(f"{e['event']} at frame {e['frame']}" for e in r["events"][:6])
         )
+    shots = [e["snapshot"] for e in r["events"] if e.get("snapshot")]
+    if shots:
+        lines.append(f"snapshots  {len(shots)} in {Path(shots[0]).parent}")
     if r.get("notify"):
         n = r["notify"]
         lines.append(
@@ -305,9 +308,13 @@ def run_stream(args, threads: int, backend: str, precision: str, device: str, no
     if args.fps is not None and args.fps <= 0:
         raise EdgepipeError(f"--fps {args.fps}: give the camera's frame rate, a positive number")
     if args.watch is None and (
-        args.threshold is not None or args.consecutive is not None or args.notify or getattr(args, "zone", None)
+        args.threshold is not None
+        or args.consecutive is not None
+        or args.notify
+        or getattr(args, "zone", None)
+        or getattr(args, "snapshot", None)
     ):
-        raise EdgepipeError("--threshold, --consecutive, --zone and --notify go with --watch CLASS")
+        raise EdgepipeError("--threshold, --consecutive, --zone, --snapshot and --notify go with --watch CLASS")
     threshold = 0.5 if args.threshold is None else args.threshold
     if not 0 <= threshold < 1:
         raise EdgepipeError(f"--threshold {threshold}: a score in [0, 1) (a class's softmax, or a detection's)")

@@ -3,7 +3,9 @@ an event when the watched class scores above --threshold on --consecutive frames
 detector: its outputs decoded by the model's `detect` task (boxes in the frame's pixels), and an event
 when a box of the watched class — score of at least --threshold, its centre inside the --zone polygon
 where one is given — is found on --consecutive frames in a row (DetectWatch); the event carries the
-boxes. Either clears on the first frame without it."""
+boxes. Either clears on the first frame without it. With --snapshot DIR, the frame that raised an event is
+written there as a JPEG (the watched boxes, their scores and the zone drawn with OpenCV) and the event names
+it, so a webhook gets the picture's path with the alert."""
 
 from __future__ import annotations
 
@@ -22,27 +24,62 @@ def classify_post(outputs: list, scale) -> tuple[np.ndarray, int]:
     return probs, int(probs.argmax())
 
 
+class Snapshots:
+    """The frames that raised events, as JPEGs in `folder` (made when missing), the watched boxes drawn."""
+
+    def __init__(self, folder):
+        from pathlib import Path
+
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EdgepipeError(f"--snapshot {folder}: cannot make this folder ({exc.strerror})") from None
+        self.written = 0
+
+    def write(self, frame: np.ndarray, index: int, label: str, boxes=(), zone=None) -> str:
+        """frame (BGR) with `boxes` (rows [x1, y1, x2, y2, score, …]) and `zone` drawn and `label` written
+        on it, as event-<frame>.jpg, written whole (a temp file renamed); returns its path."""
+        import os
+
+        import cv2
+
+        img = frame.copy()
+        if zone is not None:
+            cv2.polylines(img, [np.round(zone).astype(np.int32)], True, (0, 255, 255), 1)
+        for b in boxes:
+            x1, y1, x2, y2 = (int(round(float(v))) for v in b[:4])
+            cv2.rectangle(img, (x1, y1), (x2, y2), (0, 0, 255), 2)
+            cv2.putText(img, f"{float(b[4]):.2f}", (x1, max(y1 - 3, 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 255), 1)
+        cv2.putText(img, label, (2, 10), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1)
+        path = self.folder / f"event-{index:06d}.jpg"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.jpg")
+        if not cv2.imwrite(str(tmp), img):
+            raise EdgepipeError(f"--snapshot {self.folder}: OpenCV could not write {path.name} there")
+        os.replace(tmp, path)
+        self.written += 1
+        return str(path)
+
+
 class Watch:
     """Raise when `cls` scores above `threshold` on `consecutive` frames in a row; clear below it."""
 
-    def __init__(self, cls: int, name: str, threshold: float, consecutive: int, out, notify=None):
-        self.cls, self.name, self.threshold, self.k, self.out, self.notify = (
-            cls,
-            name,
-            threshold,
-            consecutive,
-            out,
-            notify,
-        )
+    def __init__(self, cls: int, name: str, threshold: float, consecutive: int, out, notify=None, snapshots=None):
+        self.cls, self.name, self.threshold, self.k = cls, name, threshold, consecutive
+        self.out, self.notify, self.snapshots = out, notify, snapshots
         self.run, self.active, self.events = 0, False, []
 
-    def see(self, index: int, t: float, probs: np.ndarray, latency_ms: float) -> None:
+    def see(self, index: int, t: float, probs: np.ndarray, latency_ms: float, frame=None) -> None:
         score = float(probs[self.cls])
-        self.step(score > self.threshold, index, t, latency_ms, {"score": round(score, 4)})
+        shot = (frame, f"{self.name} {score:.2f}", (), None)
+        self.step(score > self.threshold, index, t, latency_ms, {"score": round(score, 4)}, shot=shot)
 
-    def step(self, hit: bool, index: int, t: float, latency_ms: float, figures: dict, tail: dict | None = None):
+    def step(
+        self, hit: bool, index: int, t: float, latency_ms: float, figures: dict, tail: dict | None = None, shot=None
+    ):
         """Count a frame that shows the watched thing (`hit`) or not; on a raise or a clear, write the event
-        (its `figures` before the latency, `tail` after), keep it and post it to the webhook."""
+        (its `figures` before the latency, `tail` after; a raise's snapshot from `shot`: frame, label, boxes,
+        zone), keep it and post it to the webhook."""
         self.run = self.run + 1 if hit else 0
         raised, cleared = self.run >= self.k and not self.active, self.active and self.run == 0
         if not (raised or cleared):
@@ -50,6 +87,8 @@ class Watch:
         self.active = raised
         ev = {"event": "raised" if raised else "cleared", "time_s": round(t, 4), "frame": index, "class": self.name}
         ev |= figures | {"latency_ms": round(latency_ms, 3)} | (tail or {})
+        if raised and self.snapshots is not None and shot is not None and shot[0] is not None:
+            ev["snapshot"] = self.snapshots.write(shot[0], index, *shot[1:])
         self.events.append(ev)
         self.out.write(json.dumps(ev) + "\n")
         self.out.flush()
@@ -85,8 +124,10 @@ class DetectWatch(Watch):
     """Raise when class `cls` is detected (score ≥ threshold, centre inside `zone`) on `consecutive` frames in
     a row; clear on the first frame without it."""
 
-    def __init__(self, cls: int, name: str, threshold: float, consecutive: int, out, zone=None, notify=None):
-        super().__init__(cls, name, threshold, consecutive, out, notify)
+    def __init__(
+        self, cls: int, name: str, threshold: float, consecutive: int, out, zone=None, notify=None, snapshots=None
+    ):
+        super().__init__(cls, name, threshold, consecutive, out, notify, snapshots)
         self.zone = zone
 
     def matches(self, det: np.ndarray) -> np.ndarray:
@@ -100,14 +141,15 @@ class DetectWatch(Watch):
             keep &= np.asarray(inside, dtype=bool)
         return det[keep]
 
-    def see(self, index: int, t: float, det: np.ndarray, latency_ms: float) -> None:
+    def see(self, index: int, t: float, det: np.ndarray, latency_ms: float, frame=None) -> None:
         found = self.matches(det)
         figures = {
             "score": round(float(found[:, 4].max()), 4) if len(found) else 0.0,
             "boxes": [{"box": [round(float(v), 1) for v in r[:4]], "score": round(float(r[4]), 4)} for r in found[:20]],
         }
         tail = {"zone": self.zone.tolist()} if self.zone is not None else None
-        self.step(len(found) > 0, index, t, latency_ms, figures, tail)
+        shot = (frame, f"{self.name} x{len(found)}", found, self.zone)
+        self.step(len(found) > 0, index, t, latency_ms, figures, tail, shot=shot)
 
 
 def detector_post(session, task, input_hw: tuple[int, int]):
@@ -139,11 +181,13 @@ def frame_post(args, session, contract: Contract):
 
 
 def make_watch(args, contract: Contract, post, threshold: float, out, notifier):
-    """The event rule: a class's softmax over --threshold (Watch), or a detected box of the class (DetectWatch)."""
+    """The event rule: a class's softmax over --threshold (Watch), or a detected box of the class (DetectWatch);
+    with --snapshot, the raising frames written as JPEGs."""
+    shots = Snapshots(args.snapshot) if getattr(args, "snapshot", None) else None
     if post is classify_post:
         cls, name = watched_class(args.watch, tuple(contract.classes))
-        return Watch(cls, name, threshold, args.consecutive or 1, out, notify=notifier)
+        return Watch(cls, name, threshold, args.consecutive or 1, out, notify=notifier, snapshots=shots)
     hint = "give a class index, or write its class names with `edgepipe contract --classes`"
     cls, name = watched_class(args.watch, tuple(contract.classes), "detector", hint)
     zone = parse_zone(args.zone) if getattr(args, "zone", None) else None
-    return DetectWatch(cls, name, threshold, args.consecutive or 1, out, zone=zone, notify=notifier)
+    return DetectWatch(cls, name, threshold, args.consecutive or 1, out, zone=zone, notify=notifier, snapshots=shots)

@@ -280,13 +280,23 @@ def test_a_detector_raises_when_a_watched_box_enters_the_zone_and_clears_when_it
     events, r = tmp_path / "ev.jsonl", tmp_path / "r.json"
     zone = "32,0 64,0 64,64 32,64"
     args = ("--stream", frames, "--watch", "square", "--consecutive", "2", "--profile", "none")
-    proc = runner(model, *args, "--zone", zone, "--events", events, "--json", r)
+    shots = tmp_path / "shots"
+    proc = runner(model, *args, "--zone", zone, "--events", events, "--json", r, "--snapshot", shots)
     assert proc.returncode == 0, proc.stderr
     ev = [json.loads(line) for line in events.read_text().splitlines()]
     assert [(e["event"], e["frame"]) for e in ev] == [("raised", 4), ("cleared", 6)]  # centres 36, 44 inside
     assert ev[0]["class"] == "square" and ev[0]["zone"][0] == [32.0, 0.0] and ev[1]["boxes"] == []
     (box,) = ev[0]["boxes"]
     assert box["box"] == pytest.approx([36, 28, 52, 44], abs=0.5) and box["score"] > 0.9
+    # the raising frame as a JPEG, named by its event (a clear has none): the box drawn in red on its edge,
+    # the zone's edge in yellow, the square's inside untouched
+    assert ev[0]["snapshot"] == str(shots / "event-000004.jpg") and "snapshot" not in ev[1]
+    assert sorted(p.name for p in shots.iterdir()) == ["event-000004.jpg"] and "snapshots  1 in" in proc.stdout
+    shot = cv2.imread(ev[0]["snapshot"]).astype(int)
+    b, g, red = shot[28, 44]  # the box's top edge
+    assert red > 150 and b < 100 and g < 100, shot[28, 44]
+    assert shot[62, 32, 1] > 200 and shot[62, 32, 2] > 200 and shot[62, 30].max() < 30  # the zone's left edge, x 32
+    assert (shot[33:40, 40:48] > 200).all()  # inside the box: the white square, as it was
     assert json.loads(r.read_text())["predicted"] == {"0": 6}  # a square found on the 6 frames that hold one
     proc = runner(model, *args, "--events", tmp_path / "all.jsonl")  # no zone: the first two frames with it
     assert proc.returncode == 0, proc.stderr
@@ -305,4 +315,6 @@ def test_a_detector_raises_when_a_watched_box_enters_the_zone_and_clears_when_it
     assert ev[0]["boxes"][0]["box"] == pytest.approx([72, 56, 104, 88], abs=1)
 
     assert "--zone" in one_line_error(runner(model, *args, "--zone", "1,2 3"))
+    line = one_line_error(runner(model, "--stream", frames, "--snapshot", shots, "--profile", "none"))
+    assert "--snapshot and --notify go with --watch CLASS" in line, line
     assert "not a class of this detector" in one_line_error(runner(model, *args[:3], "cat", "--profile", "none"))
