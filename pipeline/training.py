@@ -40,7 +40,7 @@ def evaluate(model, x: np.ndarray, y: np.ndarray) -> float:
     return float((predict_logits(model, x).argmax(1) == y).mean())
 
 
-def _backward(model, x, y, idx, rng, augment, loss_fn, params) -> np.ndarray:
+def _backward(model, x, y, idx, rng, augment, loss_fn, params, accuracy: bool = True) -> np.ndarray:
     """One batch's forward and backward; [sum of the losses, correct predictions] over the whole batch.
     Data-parallel, this rank takes its shard of the batch (augmented whole, on every rank, so the random
     draws are the one-process run's), weights its loss by its share, and the ranks' gradients are summed."""
@@ -57,7 +57,7 @@ def _backward(model, x, y, idx, rng, augment, loss_fn, params) -> np.ndarray:
     logits = model(xb)
     loss = loss_fn(logits, xb, yb, idx[part])
     (loss * weight if weight != 1 else loss).backward()
-    hits = int((logits.argmax(1) == yb).astype("int64").sum()) if weight else 0
+    hits = int((logits.argmax(1) == yb).astype("int64").sum()) if weight and accuracy else 0
     return distributed.sum_gradients(params, np.array([float(loss) * weight * len(idx), hits]))
 
 
@@ -65,6 +65,21 @@ def _cross_entropy(logits, xb, yb, idx):
     import paddle.nn.functional as F
 
     return F.cross_entropy(logits, yb)
+
+
+def _epoch_record(model, desc: str, epoch: int, epochs: int, loss: float, train_acc, val) -> dict:
+    """The epoch's record (printed as one line): its loss, train accuracy (None: not a classifier), and the
+    val split's accuracy (val = (x, y)) or the figures val(model) returns (a dict, e.g. a detector's mAP)."""
+    record = {"epoch": epoch + 1, "loss": loss}
+    if train_acc is not None:
+        record["train_acc"] = train_acc
+    if callable(val):
+        record |= val(model)
+    elif val is not None:
+        record["val_acc"] = evaluate(model, *val)
+    figures = [f"{k.replace('_', ' ')} {v:.4f}" for k, v in record.items() if k != "epoch"]
+    print(f"  {desc} epoch {epoch + 1}/{epochs}: " + ", ".join(figures), file=sys.stderr, flush=True)
+    return record
 
 
 def fit(
@@ -82,13 +97,15 @@ def fit(
     desc: str = "train",
     val: tuple[np.ndarray, np.ndarray] | None = None,
     after_step: Callable | None = None,
+    accuracy: bool = True,
 ) -> list[dict]:
     """Train `model` in place. loss_fn(logits, xb, yb, idx) -> loss (default: CE); idx are the
     batch's row numbers in `x` (for per-sample lookups such as cached teacher logits);
     augment(xb, rng) -> xb augments each batch (Dataset.augmenter).
     after_step(step, total_steps) runs after every optimizer step (pruning masks, schedules).
 
-    Returns one record per epoch: mean loss, train accuracy, and val accuracy if given.
+    Returns one record per epoch: mean loss, train accuracy (unless accuracy=False: outputs that are not
+    class logits), and val accuracy if val is (x, y), or the figures val(model) returns if it is callable.
     """
     import paddle
     from tqdm import tqdm
@@ -116,7 +133,7 @@ def fit(
         )
         for start in bar:
             idx = order[start : start + batch_size]
-            stats = _backward(model, x, y, idx, rng, augment, loss_fn or _cross_entropy, params)
+            stats = _backward(model, x, y, idx, rng, augment, loss_fn or _cross_entropy, params, accuracy)
             value = stats[0] / len(idx)
             if not math.isfinite(value):  # one step further and every weight is NaN
                 bar.close()
@@ -132,16 +149,11 @@ def fit(
             total_loss += float(stats[0])
             correct += int(stats[1])
             seen += len(idx)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", **({"acc": f"{correct / seen:.3f}"} if accuracy else {}))
         distributed.average_buffers(model)
-        record = {"epoch": epoch + 1, "loss": total_loss / seen, "train_acc": correct / seen}
-        if val is not None:
-            record["val_acc"] = evaluate(model, *val)
-        history.append(record)
         bar.close()
-        msg = f"  {desc} epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}, train acc {record['train_acc']:.4f}"
-        if "val_acc" in record:
-            msg += f", val acc {record['val_acc']:.4f}"
-        print(msg, file=sys.stderr, flush=True)
+        history.append(
+            _epoch_record(model, desc, epoch, epochs, total_loss / seen, correct / seen if accuracy else None, val)
+        )
     model.eval()
     return history

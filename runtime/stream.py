@@ -295,15 +295,9 @@ def summary(r: dict) -> str:
     return "\n".join(lines)
 
 
-def run_stream(args, threads: int, backend: str, precision: str, device: str, notes: list[str], profile=None) -> dict:
-    """The runner's --stream: open the model, read its contract, watch the source, return the result
-    (judged against `profile`'s budgets where one is given)."""
-    from edgepipe.runtime.inputs.images import contract_of
-    from edgepipe.runtime.measure.energy import probe_meters
-    from edgepipe.runtime.measure.memory import peak_rss
-    from edgepipe.runtime.model.backends import describe, open_model
-    from edgepipe.runtime.notify import Notifier, check_url
-    from edgepipe.runtime.stream_watch import frame_post, make_watch
+def _check_stream_args(args) -> float:
+    """The stream flags checked together (one line for any wrong one); the event threshold."""
+    from edgepipe.runtime.notify import check_url
 
     if args.fps is not None and args.fps <= 0:
         raise EdgepipeError(f"--fps {args.fps}: give the camera's frame rate, a positive number")
@@ -320,6 +314,20 @@ def run_stream(args, threads: int, backend: str, precision: str, device: str, no
         raise EdgepipeError(f"--threshold {threshold}: a score in [0, 1) (a class's softmax, or a detection's)")
     if args.notify:
         check_url(args.notify)
+    return threshold
+
+
+def run_stream(args, threads: int, backend: str, precision: str, device: str, notes: list[str], profile=None) -> dict:
+    """The runner's --stream: open the model, read its contract, watch the source, return the result
+    (judged against `profile`'s budgets where one is given)."""
+    from edgepipe.runtime.inputs.images import contract_of
+    from edgepipe.runtime.measure.energy import probe_meters
+    from edgepipe.runtime.measure.memory import peak_rss
+    from edgepipe.runtime.model.backends import describe, open_model
+    from edgepipe.runtime.notify import Notifier
+    from edgepipe.runtime.stream_watch import frame_post, make_watch
+
+    threshold = _check_stream_args(args)
     # paced by a camera, the worker threads would otherwise spin between frames: a core busy for nothing
     session = open_model(
         args.model, backend, threads=threads, precision=precision, device=device, spin=args.fps is None

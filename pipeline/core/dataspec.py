@@ -42,10 +42,21 @@ class Frames:
     renderings: int = field(
         default=1, metadata=OPTIONAL
     )  # frames per training digit; >1 holds test/val digits out first
+    # detection frames: up to this many digits per frame, each with its box (COCO annotations); the task is detect
+    objects: int | None = field(default=None, metadata=OPTIONAL)
+    count: int | None = field(default=None, metadata=OPTIONAL)  # detection: training frames (default 2000)
 
     def __post_init__(self):
         require(1 <= self.per_class <= 500, "per_class", "must be between 1 and 500 (the bundled digits per class)")
         require(1 <= self.renderings <= 10, "renderings", "must be between 1 and 10 frames per training digit")
+        require(self.objects is None or 1 <= self.objects <= 20, "objects", "must be between 1 and 20 per frame")
+        require(self.count is None or self.objects is not None, "count", "goes with objects: (detection frames)")
+        require(self.count is None or self.count >= 10, "count", "must be at least 10 training frames")
+        require(
+            self.objects is None or self.renderings == 1,
+            "renderings",
+            "detection frames (objects:) draw new digits for every frame; leave renderings out",
+        )
 
 
 @dataclass(frozen=True)

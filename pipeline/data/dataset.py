@@ -33,6 +33,13 @@ class Dataset:
     details: dict = field(default_factory=dict)
     calibration: np.ndarray | None = None  # model inputs given apart from the data (data.calibration: PATH)
     augment_options: object = None  # DataConfig.augment
+    # a detection data set: per image its boxes, [k, 5] rows of x1, y1, x2, y2 (the model's input pixels) and
+    # class; `labels` are then the images' row numbers, which a detector's loss looks the boxes up by
+    targets: list | None = None
+
+    @property
+    def task(self) -> str:
+        return "detect" if self.targets is not None else "classify"
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray | None]:
         if name == "calibration" and self.calibration is not None:
@@ -79,6 +86,8 @@ class Dataset:
             h.update(self.calibration.tobytes())
         if self.augment_options is not None:
             h.update(repr(self.augment_options).encode())
+        for t in self.targets or ():
+            h.update(np.ascontiguousarray(t, dtype=np.float32).tobytes() + b"|")
         return h.hexdigest()
 
     def augmenter(self, shift: int):

@@ -133,3 +133,74 @@ def make_detection_frames(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {"path": str(out), "size": size, "seed": seed, "max_objects": max_objects, "splits": summary}
+
+
+def _frame_count(v, n_train: int, key: str) -> int:
+    """data.test / data.val for detection frames: a count of frames, or a share of the training frames."""
+    if isinstance(v, str):
+        raise EdgepipeError(f"data.{key}: detection frames are made here; give a count of frames or a share")
+    return int(v) if isinstance(v, int) else max(1, round(v * n_train))
+
+
+def load_detection(cfg, spec):
+    """source: frames with frames.objects — detection frames made once into $EDGEPIPE_CACHE/frames/det-…/
+    (make_detection_frames) and read back: the images, and per image its boxes in the input's pixels."""
+    import sys
+
+    from edgepipe.devices.base.cache import cache_dir
+    from edgepipe.pipeline.core.progress import progress_bar
+    from edgepipe.pipeline.data.dataset import Dataset, contract_for
+
+    if cfg.resize is not None:
+        raise EdgepipeError("data.resize: detection frames are made at size:; leave resize out")
+    size, n_train = cfg.size[0], spec.count or 2000
+    counts = {
+        "train": n_train,
+        "val": _frame_count(cfg.val, n_train, "val"),
+        "test": _frame_count(cfg.test, n_train, "test"),
+    }
+    folder = (
+        cache_dir()
+        / "frames"
+        / f"det-{size}-{spec.objects}-{counts['train']}-{counts['val']}-{counts['test']}-{spec.seed}"
+    )
+    if not folder.is_dir():
+        print(f"  making detection frames of {size}×{size} in {folder}", file=sys.stderr, flush=True)
+        make_detection_frames(folder, size, counts, spec.objects, seed=spec.seed, progress=progress_bar("frames"))
+    images, targets, splits = [], [], {}
+    for split in SPLITS:
+        pixels, boxes = read_split(folder / split, f"instances_{split}.json")
+        splits[split] = np.arange(len(images), len(images) + len(pixels))
+        images += pixels
+        targets += boxes
+    rng = np.random.default_rng(cfg.split_seed)
+    order = rng.permutation(splits["train"])
+    n_cal = _frame_count(cfg.calibration, n_train, "calibration") if not isinstance(cfg.calibration, str) else 0
+    splits["calibration"], splits["train"] = np.sort(order[:n_cal]), np.sort(order[n_cal:][: cfg.train_limit])
+    ds = Dataset(
+        np.stack(images),
+        np.arange(len(images), dtype=np.int64),
+        splits,
+        f"detection frames made from the bundled MNIST digits, a stand-in for people and parcels in a camera's "
+        f"view (1 to {spec.objects} digits a frame, test and val digits held out; RGB {size}×{size} PNGs and COCO "
+        f"annotations in {folder})",
+        contract_for(cfg, tuple(str(d) for d in range(10))),
+        targets=targets,
+    )
+    return ds
+
+
+def read_split(folder: Path, annotations: str) -> tuple[list, list]:
+    """A folder of frames and its COCO file: the pixels (H×W×3 uint8) of its images in file-name order and
+    their boxes ([k, 5]: x1, y1, x2, y2, class index = category id - 1)."""
+    from PIL import Image
+
+    doc = json.loads((folder / annotations).read_text())
+    ims = sorted(doc["images"], key=lambda im: im["file_name"])
+    by_image: dict = {}
+    for a in doc["annotations"]:
+        x, y, w, h = a["bbox"]
+        by_image.setdefault(a["image_id"], []).append([x, y, x + w, y + h, a["category_id"] - 1])
+    pixels = [np.asarray(Image.open(folder / im["file_name"]).convert("RGB")) for im in ims]
+    boxes = [np.asarray(by_image.get(im["id"], []), np.float32).reshape(-1, 5) for im in ims]
+    return pixels, boxes

@@ -49,6 +49,10 @@ def load_frames(cfg: DataConfig, base: Path | None = None) -> Dataset:
     from edgepipe.pipeline.data.frames import make_frames
 
     spec = cfg.frames or Frames()
+    if spec.objects is not None:
+        from edgepipe.pipeline.data.detframes import load_detection
+
+        return load_detection(cfg, spec)
     name, holdout = f"{cfg.size[0]}-{spec.per_class}-{spec.seed}", None
     if spec.renderings > 1:  # test and val digits held out first, so none is seen in training under another background
         holdout = {k: _per_class(getattr(cfg, k), spec.per_class, k) for k in ("test", "val")}

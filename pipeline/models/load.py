@@ -55,6 +55,8 @@ def check_fits(layer, input_shape: tuple[int, ...], classes: int, what: str) -> 
     finally:
         if was_training:
             layer.train()
+    if isinstance(out, (list, tuple)) and len(out) > 1 and all(len(o.shape) == 3 for o in out):
+        return  # per-level [N, cells, width] maps: a dense detector's head (its task checks the rest)
     out = out[0] if isinstance(out, (list, tuple)) else out
     if len(out.shape) != 2 or out.shape[1] < classes:
         raise EdgepipeError(

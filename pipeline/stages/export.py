@@ -92,13 +92,52 @@ def export_checked(model_dir, out, x, *, opset: int, atol: float, rtol: float, n
 
 
 def export_layer_checked(
-    layer, input_shape, out, x, *, opset: int, atol: float, rtol: float, name: str, contract: dict | None = None
+    layer,
+    input_shape,
+    out,
+    x,
+    *,
+    opset: int,
+    atol: float,
+    rtol: float,
+    name: str,
+    contract: dict | None = None,
+    task: dict | None = None,
 ) -> dict:
+    """Export a Paddle layer with its contract (and task: {name, settings}) in the metadata, parity-checked
+    on x: every output for a model of several (a detector's levels), else the one."""
     from edgepipe.export.paddle_onnx import export_layer
     from edgepipe.pipeline.training import predict_logits
 
-    export_layer(layer, tuple(input_shape), out, opset=opset, name=name, metadata=contract_metadata(contract))
+    metadata = contract_metadata(contract)
+    if task:
+        from edgepipe.runtime.tasks.base import get_task
+
+        metadata |= get_task(task["name"], task.get("settings")).metadata_props()
+    export_layer(layer, tuple(input_shape), out, opset=opset, name=name, metadata=metadata)
+    if task and task["name"] == "detect":
+        return _checked_outputs(layer, out, x, atol=atol, rtol=rtol, name=name)
     return checked(out, predict_logits(layer, x), x, atol=atol, rtol=rtol, name=name)
+
+
+def _checked_outputs(layer, out: Path, x, *, atol: float, rtol: float, name: str) -> dict:
+    """checked() for a model of several outputs: each against Paddle's, batch by batch."""
+    import paddle
+
+    from edgepipe.export.paddle_onnx import check_parity_feeds
+    from edgepipe.runtime.model.cost import describe
+    from edgepipe.runtime.model.session import open_session
+
+    try:
+        image = open_session(out).get_inputs()[0].name
+        feeds = [{image: x[i : i + 16]} for i in range(0, len(x), 16)]
+        layer.eval()
+        with paddle.no_grad():
+            reference = [[o.numpy() for o in layer(paddle.to_tensor(f[image]))] for f in feeds]
+        return {**describe(out), "parity": check_parity_feeds(out, reference, feeds, atol=atol, rtol=rtol, name=name)}
+    except BaseException:
+        Path(out).unlink(missing_ok=True)
+        raise
 
 
 def export_saved_checked(
@@ -160,6 +199,25 @@ def export_saved_checked(
         raise
 
 
+def _detection_figures(path: Path, data) -> dict:
+    """The exported detector's mAP@[.5:.95] and mAP@.5 on the test split, through onnxruntime and the task
+    its metadata names (decoded as the device decodes it)."""
+    from edgepipe.runtime.model.session import open_session
+    from edgepipe.runtime.tasks.base import task_of
+    from edgepipe.runtime.tasks.detect import coco_ground_truth
+
+    session = open_session(path)
+    task, image = task_of(session), session.get_inputs()[0].name
+    x, rows = data.split("test")
+    names = [o.name for o in session.get_outputs()]
+    preds = [
+        task.decode(dict(zip(names, session.run(None, {image: x[i : i + 1]}))), {"input_hw": tuple(x.shape[2:])})
+        for i in range(len(x))
+    ]
+    s = task.score(preds, coco_ground_truth([data.targets[r] for r in rows], len(data.contract.classes)))
+    return {"task": "detect", "map": s.value, "map50": s.figures.get("map50")}
+
+
 @register_stage("export", ExportConfig)
 def run_export(cfg: ExportConfig, ctx) -> StageResult:
     """Paddle -> ONNX (paddle2onnx in a child process), parity-checked, accuracy via onnxruntime."""
@@ -181,6 +239,7 @@ def run_export(cfg: ExportConfig, ctx) -> StageResult:
             label = name
         else:
             layer, info, label = load_ref(ctx, m, "export")
+            task = info.get("meta", {}).get("task")
             facts = export_layer_checked(
                 layer,
                 info["input_shape"],
@@ -188,9 +247,13 @@ def run_export(cfg: ExportConfig, ctx) -> StageResult:
                 x_val,
                 name=name,
                 contract=info.get("contract") or ctx.data.contract_record,
+                task=task,
                 **common,
             )
-        facts["accuracy"] = accuracy(open_session(ctx.out(rel)), *ctx.data.split("test"))
+        if ctx.data.task == "detect":
+            facts |= _detection_figures(ctx.out(rel), ctx.data)
+        else:
+            facts["accuracy"] = accuracy(open_session(ctx.out(rel)), *ctx.data.split("test"))
         if isinstance(m, str) and "fidelity" in ctx.artifacts[m].meta:  # a compressed model, against its float parent
             facts["fidelity"] = ctx.artifacts[m].meta["fidelity"]
         metrics[name] = facts

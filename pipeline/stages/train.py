@@ -71,6 +71,8 @@ def train_model(
 
     rng = seed_everything(seed)
     model = load_source(spec, base, technique="train")
+    if data.task == "detect":
+        return train_detector(model, data, rng=rng, epochs=epochs, batch_size=batch_size, lr=lr, desc=desc)
     check_classes(spec, model, data, "train")
     if make_loss is not None:  # a loss that needs the freshly built model (e.g. feature hooks)
         loss_fn, extra_parameters = make_loss(model)
@@ -92,6 +94,34 @@ def train_model(
     return model, history, evaluate(model, *data.split("test"))
 
 
+def train_detector(model, data, *, rng, epochs: int, batch_size: int, lr: float, desc: str):
+    """Train a detector (models/detector.py) on detection data: its loss on the boxes, val mAP after each epoch;
+    returns (model, history, {'map', 'map50'} on the test split). No augmentation: shifting pixels would
+    have to shift the boxes too."""
+    from edgepipe.devices import EdgepipeError
+    from edgepipe.pipeline.models.detector import DetectionLoss, is_detector, layer_map
+    from edgepipe.pipeline.training import fit
+
+    if not is_detector(model):
+        raise EdgepipeError(
+            "train: the data holds boxes (detection frames) but the model is not a detector; give "
+            'model: {python: "edgepipe.pipeline.models.detector:picodet_lite"}'
+        )
+    x, rows = data.split("train")
+    xv, rv = data.split("val")
+    loss = DetectionLoss(data.targets, tuple(data.input_shape[1:]), model.strides, model.reg_max)
+
+    def val(m):
+        return {f"val_{k}": v for k, v in layer_map(m, xv, [data.targets[r] for r in rv]).items()}
+
+    history = fit(
+        model, x, rows, epochs=epochs, batch_size=batch_size, lr=lr, rng=rng, loss_fn=loss, desc=desc,
+        accuracy=False, val=val,
+    )  # fmt: skip
+    xt, rt = data.split("test")
+    return model, history, layer_map(model, xt, [data.targets[r] for r in rt])
+
+
 @register_stage("train", TrainConfig)
 def run_train(cfg: TrainConfig, ctx) -> StageResult:
     """Train a model from scratch (Adam, cosine LR, seeded)."""
@@ -107,6 +137,8 @@ def run_train(cfg: TrainConfig, ctx) -> StageResult:
         base=ctx.base,
     )
     params = count_parameters(model)
+    if isinstance(test_acc, dict):  # a detector: mAP@[.5:.95] and mAP@.5 on the test split
+        return _detector_result(cfg, ctx, model, history, test_acc, params)
     save_model(ctx.out(cfg.output), model, meta={"label": cfg.label, "test_acc": test_acc}, **record(ctx, cfg.model))
     return StageResult(
         metrics={"test_acc": test_acc, "val_acc": history[-1]["val_acc"], "params": params, "history": history},
@@ -114,3 +146,16 @@ def run_train(cfg: TrainConfig, ctx) -> StageResult:
             ctx.artifact(cfg.output, "paddle", cfg.output, label=cfg.label, paddle_test_acc=test_acc, params=params)
         ],
     )
+
+
+def _detector_result(cfg: TrainConfig, ctx, model, history, test: dict, params: int) -> StageResult:
+    from edgepipe.pipeline.models.detector import task_settings
+
+    task = {"name": "detect", "settings": task_settings(model)}
+    meta = {"label": cfg.label, "test_map": test["map"], "test_map50": test["map50"], "task": task}
+    save_model(ctx.out(cfg.output), model, meta=meta, **record(ctx, cfg.model))
+    metrics = {"task": "detect", "test_map": test["map"], "test_map50": test["map50"], "params": params}
+    metrics |= {"val_map50": history[-1].get("val_map50"), "history": history}
+    facts = {k: v for k, v in metrics.items() if k not in ("history", "task")}
+    art = ctx.artifact(cfg.output, "paddle", cfg.output, label=cfg.label, task=task, **facts)
+    return StageResult(metrics=metrics, artifacts=[art])

@@ -333,3 +333,19 @@ def coco_map(preds: list[np.ndarray], gt: dict, category_ids, metric: str) -> Sc
         None,
         {"map50": stats[1], "detections": len(dets), "boxes_labelled": len(gt["annotations"]), "samples": len(preds)},
     )
+
+
+def coco_ground_truth(boxes: list, classes: int) -> dict:
+    """Boxes ([k, 5] per image: x1, y1, x2, y2, class index) as the COCO ground truth `score` takes, the
+    images in list order and category ids 1 … classes."""
+    anns = [
+        {"id": n + 1, "image_id": i + 1, "category_id": int(b[4]) + 1, "bbox": _xywh(b[:4]),
+         "area": float((b[2] - b[0]) * (b[3] - b[1])), "iscrowd": 0}
+        for n, (i, b) in enumerate((i, b) for i, t in enumerate(boxes) for b in t)
+    ]  # fmt: skip
+    return {
+        "images": [{"id": i + 1, "file_name": str(i)} for i in range(len(boxes))],
+        "annotations": anns,
+        "categories": [{"id": c + 1, "name": str(c)} for c in range(classes)],
+        "order": [i + 1 for i in range(len(boxes))],
+    }
