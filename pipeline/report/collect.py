@@ -37,6 +37,7 @@ def onnx_models(manifest: dict) -> list[dict]:
                     "short": name.removesuffix(".onnx"),
                     "precision": m.get("precision"),
                     "accuracy": m.get("accuracy"),
+                    "metric": m.get("metric"),  # a task's (mAP@[.5:.95], …); None: top-1 accuracy
                     "fidelity": m.get("fidelity"),
                     "params": m.get("params"),
                     "macs": m.get("macs"),

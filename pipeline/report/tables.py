@@ -57,6 +57,7 @@ def _rows(manifest: dict) -> list[dict]:
                 "name": m["name"],
                 "model": m["label"],
                 "accuracy": m["accuracy"],
+                "metric": m.get("metric"),
                 "fidelity": m["fidelity"],
                 "params": m["params"],
                 "macs": m["macs"],
@@ -76,6 +77,8 @@ def _fmt(row: dict) -> list[str]:
         return "—" if v is None else format(v, spec)
 
     acc = "—" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}%"
+    if row.get("metric") and row["accuracy"] is not None:  # a task's metric, named: "mAP@[.5:.95] 12.30%"
+        acc = f"{row['metric']} {acc}"
     return [
         row["model"],
         acc,

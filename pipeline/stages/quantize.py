@@ -148,9 +148,14 @@ def run_quantize(cfg: QuantizeConfig, ctx) -> StageResult:
     facts |= describe(out)
     facts["warnings"] = warnings
     q_logits = predict(open_session(out), xt)
-    facts["accuracy"] = float((q_logits.argmax(1) == yt).mean())
+    if ctx.data.task == "detect":  # the test split's mAP through the task, against the float file's
+        test = detection_judge(ctx.data, "test", fp32_path)(out)
+        facts |= {"task": "detect", "accuracy": test["value"], "metric": test["metric"], "map50": test.get("map50")}
+        facts["accuracy_drop_points"] = test["drop_points"]
+    else:
+        facts["accuracy"] = float((q_logits.argmax(1) == yt).mean())
+        facts["accuracy_drop_points"] = 100.0 * (src_meta["accuracy"] - facts["accuracy"])
     facts["fidelity"] = fidelity(fp32_logits, q_logits)  # against the float model
-    facts["accuracy_drop_points"] = 100.0 * (src_meta["accuracy"] - facts["accuracy"])
     facts["bytes_ratio_vs_fp32"] = facts["bytes"] / src_meta["bytes"]
     _check_drop(cfg, facts, out)
     label = src_meta.get("label", ref_name(cfg.model))
@@ -225,7 +230,12 @@ def _quantize_static(cfg: QuantizeConfig, ctx, fp32_path: Path, src_meta: dict, 
     calib = ctx.data.split("calibration")[0][: cfg.calibration_samples]
     xv, yv = ctx.data.split("val")
     budget = cfg.max_accuracy_drop if cfg.guard else None
-    guard = guarded_quantize(fp32_path, out, calib, opts, xv, yv, budget, cfg.guard_max_float_layers, overrides)
+    judge = detection_judge(ctx.data, "val", fp32_path) if ctx.data.task == "detect" else None
+    if judge is not None:
+        yv = None  # the rows' numbers, not classes: the judge scores mAP against the boxes
+    guard = guarded_quantize(
+        fp32_path, out, calib, opts, xv, yv, budget, cfg.guard_max_float_layers, overrides, judge=judge
+    )
     facts = {"options": asdict(opts), "options_source": source, "guard": guard, "calibration_samples": int(len(calib))}
     if opts.weight_type in ("s4", "u4"):
         precision = "int4 weights"
@@ -241,6 +251,24 @@ def _quantize_static(cfg: QuantizeConfig, ctx, fp32_path: Path, src_meta: dict, 
     return facts, precision
 
 
+def detection_judge(data, split: str, fp32_path: Path):
+    """A FolderJudge (the task's metric of a model file, and its drop from the float file's) on a split of
+    detection data: one feed per image, scored against its boxes by the detect task the file names."""
+    from edgepipe.runtime.model.session import open_session
+    from edgepipe.runtime.tasks.base import task_of
+    from edgepipe.runtime.tasks.detect import coco_ground_truth
+    from edgepipe.runtime.tasks.evaluate import FolderJudge, ImageSet
+
+    session = open_session(fp32_path)
+    x, rows = data.split(split)
+    image = session.get_inputs()[0].name
+    feeds = [{image: x[i : i + 1]} for i in range(len(x))]
+    metas = [{"file": str(r), "scale": (1.0, 1.0), "input_hw": tuple(x.shape[2:])} for r in rows]
+    truth = coco_ground_truth([data.targets[r] for r in rows], len(data.contract.classes))
+    images = ImageSet(Path(f"{split} split"), feeds, metas, truth)
+    return FolderJudge(task_of(session), images.folder, data.contract, fp32_path, images=images)
+
+
 def _check_drop(cfg: QuantizeConfig, facts: dict, out: Path) -> None:
     """The quantized file is removed, and the run stops, when it lost more than the budget."""
     if cfg.max_accuracy_drop is None or facts["accuracy_drop_points"] <= cfg.max_accuracy_drop:
@@ -248,7 +276,8 @@ def _check_drop(cfg: QuantizeConfig, facts: dict, out: Path) -> None:
     out.unlink(missing_ok=True)
     kept = facts.get("guard", {}).get("kept_float")
     raise EdgepipeError(
-        f"quantize.max_accuracy_drop: {cfg.output_name} accuracy {100 * facts['accuracy']:.2f}% is "
+        f"quantize.max_accuracy_drop: {cfg.output_name} {facts.get('metric', 'accuracy')} "
+        f"{100 * facts['accuracy']:.2f}% is "
         f"{facts['accuracy_drop_points']:.2f} points below fp32 (budget {cfg.max_accuracy_drop})"
         + (f" even with {len(kept)} node(s) kept in float" if kept else "")
         + "; try calibration: entropy or percentile, more calibration_samples, a qat stage, or a larger "
