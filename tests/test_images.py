@@ -346,3 +346,30 @@ def test_mnist_with_a_calibration_folder(tmp_path):
     x, y = ds.split("calibration")
     assert x.shape == (12, 1, 28, 28) and y is None and ds.counts()["calibration"] == 12
     assert np.allclose(x, ds.contract.normalize(images[:12]))  # decoded exactly as the bundled digits are
+
+
+def test_decoded_images_are_kept_and_a_changed_image_is_decoded_again(tmp_path, monkeypatch, capfd):
+    """An image folder is decoded once into $EDGEPIPE_CACHE/decoded and read back (the same pixels); an image
+    whose bytes change gets a new entry."""
+    from PIL import Image
+
+    from edgepipe.pipeline.data.images import decoded_images
+
+    monkeypatch.setenv("EDGEPIPE_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    files = []
+    for k in range(3):
+        f = tmp_path / "imgs" / "a" / f"{k}.png"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(f)
+        files.append(f)
+    contract = Contract(size=(16, 16), channels=3, mean=(0.5,) * 3, std=(0.5,) * 3, resize=16, classes=("a",))
+    first = decoded_images(files, contract)
+    assert "decoding 3 images" in capfd.readouterr().err
+    again = decoded_images(files, contract)
+    assert "read decoded from" in capfd.readouterr().err and np.array_equal(first, again)
+    assert len(list((tmp_path / "cache" / "decoded").glob("*.npy"))) == 1
+    Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(files[1])
+    changed = decoded_images(files, contract)
+    assert "decoding 3 images" in capfd.readouterr().err and not np.array_equal(first[1], changed[1])
+    assert len(list((tmp_path / "cache" / "decoded").glob("*.npy"))) == 2

@@ -77,6 +77,42 @@ def read_npz_pixels(path: Path, cfg: DataConfig, contract: Contract | None = Non
     return _pixels(x, str(path)), y
 
 
+DECODED_CACHE_LIMIT = 1 << 30  # bytes of decoded pixels kept in the cache; larger folders are decoded each run
+
+
+def decoded_images(files: list[Path], contract: Contract) -> np.ndarray:
+    """The files' pixels as read_images decodes them under the contract, kept once decoded in
+    $EDGEPIPE_CACHE/decoded/<key>.npy (read back memory-mapped): the key hashes every file's name and bytes,
+    in order, and the contract's decoding fields, so an edited, added or renamed image decodes anew."""
+    import hashlib
+
+    from edgepipe.devices.base.atomic import atomic_path
+    from edgepipe.devices.base.cache import cache_dir
+
+    h = hashlib.sha256(contract.to_json().encode())  # its decoding fields (size, resize, keep-ratio, bgr, …)
+    for f in files:
+        h.update(f"{f.parent.name}/{f.name}".encode() + b"\0" + f.read_bytes())
+    path = cache_dir() / "decoded" / f"{h.hexdigest()[:32]}.npy"
+    shape = f"{contract.channels}×{contract.size[0]}×{contract.size[1]}"
+    if path.is_file():
+        try:
+            images = np.load(path, mmap_mode="r")
+            if len(images) == len(files):
+                print(f"  {len(files)} images ({shape}) read decoded from {path}", file=sys.stderr, flush=True)
+                return images
+        except (OSError, ValueError):
+            pass  # a damaged entry is decoded again
+    print(f"  decoding {len(files)} images ({shape})", file=sys.stderr, flush=True)
+    images = read_images(files, contract, progress_bar("decode"))
+    if images.nbytes <= DECODED_CACHE_LIMIT:
+        try:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.save(f, images)
+        except OSError:
+            pass  # a read-only cache: decoded again next time
+    return images
+
+
 def load_image_data(cfg: DataConfig, base: Path | None = None) -> Dataset:
     """An image folder or .npz data source, with its splits and contract."""
     parts, fixed = [], {}
@@ -101,12 +137,7 @@ def load_image_data(cfg: DataConfig, base: Path | None = None) -> Dataset:
                 fixed[name] = np.arange(start, start + len(f2))
                 parts.append((f2, l2))
         all_files = [f for p in parts for f in p[0]]
-        print(
-            f"  decoding {len(all_files)} images ({contract.channels}×{contract.size[0]}×{contract.size[1]})",
-            file=sys.stderr,
-            flush=True,
-        )
-        images = read_images(all_files, contract, progress_bar("decode"))
+        images = decoded_images(all_files, contract)
         labels = np.concatenate([p[1] for p in parts])
         source = f"image folder {cfg.path} ({len(classes)} classes, {len(all_files)} images)"
     else:
