@@ -41,19 +41,56 @@ def test_every_box_gets_cells_inside_it_and_no_cell_serves_two(frames):
         assert set(np.unique(owner)) <= set(range(-1, len(b)))  # one owner per cell by construction
 
 
-def test_the_loss_and_the_runtime_decoder_agree_on_the_boxes(frames):
-    """16 frames learnt by heart: decoded by the runtime's detect task (its strides, cell offset and
-    distribution), the boxes score mAP@.5 ≥ 0.9 against the very boxes the loss was given. A sign, a
-    stride or an offset that differs between the loss and the decoder keeps this near 0."""
+@pytest.fixture(scope="module")
+def learnt(frames):
+    """A detector trained on the 16 frames until it knows them by heart (150 steps, about 15 s)."""
     x, boxes = frames
     rng = seed_everything(0)
     model = PicoDetLite(10, width=16)
     loss = DetectionLoss(boxes, (64, 64), model.strides, model.reg_max)
     hist = fit(model, x, np.arange(len(x)), epochs=150, batch_size=16, lr=0.01, rng=rng, loss_fn=loss,
                accuracy=False, desc="overfit")  # fmt: skip
+    return model, hist
+
+
+def test_the_loss_and_the_runtime_decoder_agree_on_the_boxes(frames, learnt):
+    """16 frames learnt by heart: decoded by the runtime's detect task (its strides, cell offset and
+    distribution), the boxes score mAP@.5 ≥ 0.9 against the very boxes the loss was given. A sign, a
+    stride or an offset that differs between the loss and the decoder keeps this near 0."""
+    x, boxes = frames
+    model, hist = learnt
     assert hist[-1]["loss"] < hist[0]["loss"] / 3 and "train_acc" not in hist[-1]
     figures = layer_map(model, x, boxes)
     assert figures["map50"] >= 0.9, figures
+
+
+def test_its_onnx_export_decodes_to_paddles_boxes(frames, learnt, tmp_path):
+    """Exported with its task in the metadata, the file decodes (with no settings given) to the boxes the
+    Paddle model's outputs decode to."""
+    import onnxruntime as ort
+
+    from edgepipe.pipeline.models.detector import predict_levels, task_settings
+    from edgepipe.pipeline.stages.export import export_layer_checked
+    from edgepipe.runtime.tasks.base import task_of
+
+    x, _ = frames
+    model, _ = learnt
+    task_meta = {"name": "detect", "settings": task_settings(model)}
+    facts = export_layer_checked(model, (3, 64, 64), tmp_path / "d.onnx", x[:8], opset=13, atol=1e-4, rtol=1e-3,
+                                 name="d", task=task_meta)  # fmt: skip
+    assert facts["parity"]["outputs"] == 4
+    session = ort.InferenceSession(str(tmp_path / "d.onnx"), providers=["CPUExecutionProvider"])
+    task, image = task_of(session), session.get_inputs()[0].name
+    assert task.settings["strides"] == [8, 16] and task.settings["reg_max"] == 7
+    names = [o.name for o in session.get_outputs()]
+    found = 0
+    for i, ref in enumerate(predict_levels(model, x)):
+        want = task.decode(dict(zip(names, ref.values())), {"input_hw": (64, 64)})
+        got = task.decode(dict(zip(names, session.run(None, {image: x[i : i + 1]}))), {"input_hw": (64, 64)})
+        confident = want[:, 4] > 0.2  # the boxes that count; near-ties at the threshold may swap
+        assert np.allclose(got[confident], want[confident], atol=1e-3), (got[:3], want[:3])
+        found += int(confident.sum())
+    assert found >= len(x)  # at least a box a frame compared
 
 
 RECIPE = """\
