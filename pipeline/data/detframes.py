@@ -204,3 +204,22 @@ def read_split(folder: Path, annotations: str) -> tuple[list, list]:
     pixels = [np.asarray(Image.open(folder / im["file_name"]).convert("RGB")) for im in ims]
     boxes = [np.asarray(by_image.get(im["id"], []), np.float32).reshape(-1, 5) for im in ims]
     return pixels, boxes
+
+
+def write_split(data, split: str, folder: Path) -> Path:
+    """A split of detection data as an image folder the detect task reads: its frames as PNGs and their
+    boxes as annotations.json (COCO), for what scores models on a folder (deploy's candidates, a device)."""
+    from PIL import Image
+
+    from edgepipe.runtime.tasks.detect import coco_ground_truth
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = data.splits[split]
+    doc = coco_ground_truth([data.targets[r] for r in rows], len(data.contract.classes))
+    for k, (r, im) in enumerate(zip(rows, doc["images"])):
+        im["file_name"] = f"{k:04d}.png"
+        Image.fromarray(np.asarray(data.images[r], dtype=np.uint8)).save(folder / im["file_name"])
+    doc.pop("order")
+    (folder / "annotations.json").write_text(json.dumps(doc))
+    return folder

@@ -208,7 +208,17 @@ def not_at_chance(measured: list[dict], y, task: dict | None) -> None:
     from edgepipe.pipeline.stages.choice import at_chance, reference
 
     ref = reference(measured)
-    if ref is None or ref["accuracy"] is None or (ref.get("task") or {}).get("task", "classify") != "classify":
+    if ref is None or ref["accuracy"] is None:
+        return
+    t = ref.get("task") or {}
+    if t.get("task", "classify") != "classify":  # a task's metric of exactly 0 against labels: nothing found
+        if t.get("against") == "labels" and ref["accuracy"] == 0:
+            raise EdgepipeError(
+                f"deploy: {ref['name']} scores {t.get('metric')} 0 against the labels of "
+                f"{(task or {}).get('what') or (task or {}).get('images') or 'the test split'}: "
+                "it finds nothing they hold, so every candidate would be judged against nothing; train it further, "
+                "or check that the labels are the model's (its classes, its input size)"
+            )
         return
     classes = ref["task"].get("classes") if ref.get("task") else len(np.unique(y)) if y is not None else 0
     n = ref.get("accuracy_samples") or 0
@@ -357,6 +367,15 @@ def run_deploy(cfg: DeployConfig, ctx) -> StageResult:
 
         contract = model_contract(open_session(next(iter(models.values()))))
         task = task_spec(cfg.files(ctx.base)["images"], contract, cfg.task)
+        d = deploy(models, None, None, cfg, ctx.out_dir, task, own=set(own))
+    elif ctx.data.task == "detect":  # the test split as a folder the detect task reads, kept with the run
+        from edgepipe.pipeline.data.detframes import write_split
+        from edgepipe.runtime.inputs.feeds import model_contract
+        from edgepipe.runtime.model.session import open_session
+
+        folder = write_split(ctx.data, "test", ctx.out("test_frames"))
+        contract = model_contract(open_session(next(iter(models.values()))))
+        task = task_spec(folder, contract, "detect") | {"what": "the test split"}
         d = deploy(models, None, None, cfg, ctx.out_dir, task, own=set(own))
     else:
         x, y = ctx.data.split("test")
