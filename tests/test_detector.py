@@ -105,6 +105,7 @@ stages:
       augment_shift: 0
       output: detector
   - export: {models: [detector], parity_samples: 8}
+  - quantize: {model: detector.onnx, calibration_samples: 8, max_accuracy_drop: 1.0}
 """
 
 
@@ -134,6 +135,19 @@ def test_a_recipe_trains_a_detector_and_the_runner_decodes_its_file_unaided(tmp_
     score = json.loads((tmp_path / "r.json").read_text())["task"]
     assert score["task"] == "detect" and score["against"] == "labels", score
     assert score["value"] == pytest.approx(facts["map"], abs=1e-6)  # the runner's mAP is export's
+    q = manifest["stages"]["quantize"]["metrics"]
+    assert q["metric"] == "mAP@[.5:.95]" and q["accuracy_drop_points"] is not None and "map50" in q
+    # deploy scores the candidates by mAP on the test split; one trained for a single epoch finds nothing yet
+    # (mAP 0 against the labels), which deploy says in one line rather than choosing among zeros
+    recipe.write_text(RECIPE + "  - deploy: {threads: 1}\n")
+    proc = edgepipe("run", recipe, "--runs-dir", tmp_path / "runs")
+    if facts["map"] == 0:
+        line = one_line_error(proc)
+        assert "scores mAP@[.5:.95] 0 against the labels of the test split: it finds nothing" in line, line
+    else:  # (not with this seed) a detector that finds something is chosen by mAP
+        assert proc.returncode == 0, proc.stderr
+        chosen = json.loads((run / "manifest.json").read_text())["stages"]["deploy"]["metrics"]["chosen"]
+        assert chosen["metric"] == "mAP@[.5:.95]", chosen
 
 
 def test_bad_detection_data_is_one_line(tmp_path):
