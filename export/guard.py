@@ -13,13 +13,14 @@ asks that judge directly (guard_search.py).
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from edgepipe.devices.base.atomic import temp_dir
-from edgepipe.export.guard_search import COMPUTE, compute_nodes, search_window, within
+from edgepipe.export.guard_search import COMPUTE, compute_nodes, outcome, search_window, within
 from edgepipe.export.quantize import QuantOptions, as_feeds, quantize_static
 from edgepipe.runtime.inputs import feeds as fd
 from edgepipe.runtime.judge.fidelity import channel_sums, fidelity, sqnr_from_sums
@@ -256,6 +257,7 @@ def guarded_quantize(
     judge=None,
     trials: int = 3,
     search_trials: int = 12,
+    deadline: float | None = None,
 ) -> dict:
     """Quantize `fp32` to `out`; keep layers in float while the drop exceeds `max_drop` points.
     Returns the steps taken (what was kept float, drop, agreement, p50 latency at batch 1 after each).
@@ -265,7 +267,9 @@ def guarded_quantize(
     the drop is judged by `judge` or the labels `y`, a second phase (guard_search.py, at most
     `search_trials` trials; 0: none) searches, from the closest step, the window of still-quantized compute
     nodes whose keeping in float meets the budget: one more step, its record under "search". The file
-    written is the first step within the budget, or the step that came closest."""
+    written is the first step within the budget, or the step that came closest. No step or search trial
+    starts after `deadline` (time.monotonic(): optimize's --time-limit); the result then says
+    time_limit_reached."""
     from edgepipe.devices import EdgepipeError
 
     fp32, out = Path(fp32), Path(out)
@@ -291,11 +295,13 @@ def guarded_quantize(
             files.append(path)
             if within(step["drop_points"], max_drop) or len(steps) > max_float_layers:
                 break
+            if deadline is not None and time.monotonic() > deadline:
+                break
             found = run.next_step(step, probe, trials if judge is not None else 1, f"step{len(steps)}")
             if found is None:
                 break
             step, path = found
-        found = run.search(steps, max_drop, search_trials)  # phase two, where phase one ended over budget
+        found = run.search(steps, max_drop, search_trials, deadline)  # phase two, where phase one ended over budget
         if found is not None:
             steps.append(found[0])
             files.append(found[1])
@@ -306,18 +312,7 @@ def guarded_quantize(
         if chosen is None:
             chosen = min(range(len(steps)), key=lambda i: (steps[i]["drop_points"], i))
         write_bytes_atomic(out, files[chosen].read_bytes())
-    final = steps[chosen]
-    return {
-        "steps": steps,
-        "chosen_step": chosen,
-        "kept_float": final["kept_float"],
-        "met": within(final["drop_points"], max_drop),
-        "max_drop": max_drop,
-        "drop_points": final["drop_points"],
-        "agreement": final["agreement"],
-        "latency_cost_ms": final["p50_ms"] - steps[0]["p50_ms"],
-        **({"task_metric": final["task_metric"]} if "task_metric" in final else {}),
-    }
+    return outcome(steps, chosen, max_drop, deadline)
 
 
 class _Steps:
@@ -374,7 +369,9 @@ class _Steps:
             prev["tried"] = [{"node": w["node"], "drop_points": t["drop_points"]} for t, _, w in tried]
         return step, path
 
-    def search(self, steps: list[dict], max_drop: float | None, limit: int) -> tuple[dict, Path] | None:
+    def search(
+        self, steps: list[dict], max_drop: float | None, limit: int, deadline: float | None = None
+    ) -> tuple[dict, Path] | None:
         """Phase two (guard_search.search_window): from the closest step, the smallest window of its
         still-quantized compute nodes, in graph order, whose keeping in float meets the budget (else the
         closest trial); its record says what was searched, each trial and the p50 it costs against the
@@ -385,7 +382,9 @@ class _Steps:
         i = min(range(len(steps)), key=lambda k: (steps[k]["drop_points"], k))
         kept, op_types = list(steps[i]["kept_float"]), tuple(steps[i].get("op_types", ()))
         nodes = compute_nodes(self.fp32, op_types, kept)
-        found = search_window(lambda w, k: self.step(kept + w, f"search{k}", op_types), nodes, max_drop, limit)
+        found = search_window(
+            lambda w, k: self.step(kept + w, f"search{k}", op_types), nodes, max_drop, limit, deadline
+        )
         if found is None:
             return None
         step, path, record = found

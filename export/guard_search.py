@@ -23,6 +23,7 @@ Here too are the graph queries on compute nodes that the guard and `quantize --f
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,14 +72,14 @@ class _Spent(Exception):
 class _Windows:
     """Windows nodes[lo:hi] kept in float, each judged once by `trial(nodes, k)` -> (step, path)."""
 
-    def __init__(self, trial: Callable, nodes: list[str], max_drop: float, limit: int):
-        self.trial, self.nodes, self.max_drop, self.limit = trial, nodes, max_drop, limit
+    def __init__(self, trial: Callable, nodes: list[str], max_drop: float, limit: int, deadline: float | None = None):
+        self.trial, self.nodes, self.max_drop, self.limit, self.deadline = trial, nodes, max_drop, limit, deadline
         self.judged: dict[tuple[int, int], tuple[dict, Path]] = {}
 
     def ok(self, lo: int, hi: int) -> bool:
         """Whether keeping nodes[lo:hi] in float meets the budget (judged the first time it is asked)."""
         if (lo, hi) not in self.judged:
-            if len(self.judged) >= self.limit:
+            if len(self.judged) >= self.limit or (self.deadline is not None and time.monotonic() > self.deadline):
                 raise _Spent
             self.judged[(lo, hi)] = self.trial(self.nodes[lo:hi], len(self.judged))
         return within(self.judged[(lo, hi)][0]["drop_points"], self.max_drop)
@@ -114,15 +115,19 @@ def _name(nodes: list[str]) -> str:
 
 
 def search_window(
-    trial: Callable[[list[str], int], tuple[dict, Path]], nodes: list[str], max_drop: float, limit: int = 12
+    trial: Callable[[list[str], int], tuple[dict, Path]],
+    nodes: list[str],
+    max_drop: float,
+    limit: int = 12,
+    deadline: float | None = None,
 ) -> tuple[dict, Path, dict] | None:
     """Phase two of the guard (the module's docstring): `trial(float_nodes, k)` quantizes with
     `float_nodes` (a window of `nodes`, graph order) kept in float besides what the step searched from
     kept, judges it and returns (its step record, its file); `k` counts the trials from 0. Returns the
     smallest window judged within `max_drop`, else the trial that came closest, as (step, file, record),
     the record saying what was searched and each trial's window, drop and p50; None when `nodes` is
-    empty or `limit` is 0."""
-    w = _Windows(trial, nodes, max_drop, limit)
+    empty or `limit` is 0. No trial starts after `deadline` (time.monotonic())."""
+    w = _Windows(trial, nodes, max_drop, limit, deadline)
     if nodes:
         try:
             w.search()
@@ -142,3 +147,20 @@ def search_window(
         ],
     }
     return step, path, record
+
+
+def outcome(steps: list[dict], chosen: int, max_drop: float | None, deadline: float | None) -> dict:
+    """guarded_quantize's record: every step, the one written and what it keeps, costs and scores."""
+    final = steps[chosen]
+    return {
+        "steps": steps,
+        "chosen_step": chosen,
+        "kept_float": final["kept_float"],
+        "met": within(final["drop_points"], max_drop),
+        "max_drop": max_drop,
+        "drop_points": final["drop_points"],
+        "agreement": final["agreement"],
+        "latency_cost_ms": final["p50_ms"] - steps[0]["p50_ms"],
+        **({"task_metric": final["task_metric"]} if "task_metric" in final else {}),
+        **({"time_limit_reached": True} if deadline is not None and time.monotonic() > deadline else {}),
+    }

@@ -241,11 +241,8 @@ def _outputs_pass(bench: Bench, src: Source, req: Request, result: dict, predict
     if labels is not None and logits.ndim == 2:
         result["accuracy"] = float((logits.argmax(axis=1) == labels).mean())
         result["accuracy_samples"] = int(len(labels))
-    elif labels is not None:
-        notes.append(
-            f"no accuracy: the labels are classes, and the model's first output has shape {list(logits.shape)}, "
-            "not N×classes (a detector's or other task's metric needs --images with its labels)"
-        )
+    elif labels is not None:  # a detector's or other task's metric needs --images with its labels
+        notes.append(f"no accuracy: labels are classes; the first output is {list(logits.shape)}, not N×classes")
     if want and logits.ndim == 2:  # a classifier's top classes
         result["predictions"] = predictions(logits, src.classes, labels, src.files, src.origin if src.files else None)
     elif want:

@@ -116,3 +116,29 @@ def test_optimize_exports_a_paddle_inference_model_and_scores_top1_on_class_fold
     line = one_line_error(edgepipe("optimize", tmp_path / "saved", "-o", tmp_path / "r3", "--images", tmp_path / "no"))
     assert "--images" in line and "not a folder" in line
     assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
+
+
+def test_a_time_limit_spent_leaves_the_quantizers_out_and_says_so(tmp_path):
+    """--time-limit bounds the quantizers: past it none starts (and the guard starts no step), the notes say
+    which were left out, and the user's own model still stands as a candidate."""
+    pytest.importorskip("pycocotools")
+    from onnx_models import square_detector
+
+    model = square_detector(tmp_path / "det.onnx")
+    images = squares_folder(tmp_path / "squares")
+    run = tmp_path / "run"
+    proc = edgepipe(
+        "optimize", model, "--images", images, "-o", run, "--size", "64", "--mean", "0,0,0", "--std", "1,1,1",
+        "--task", "detect", "--time-limit", "0.000001", *FAST,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    o = json.loads((run / "manifest.json").read_text())["stages"]["optimize"]["metrics"]
+    notes = " ".join(o["notes"])
+    assert "edgepipe's int8 left out: the 1e-06 s time limit was spent" in notes, notes
+    assert "NNCF's int8 left out" in notes, notes
+    assert "det.int8.onnx" not in {c["name"] for c in o["candidates"]} and o["quantizers"] == [
+        r for r in o["quantizers"] if r["quantizer"] == "static shapes"
+    ]
+    assert any(c["name"] == "det.onnx" for c in o["candidates"]) and o["speedup_vs_source"] >= 1.0
+    line = one_line_error(edgepipe("optimize", model, "--images", images, "-o", tmp_path / "r2", "--time-limit", "0"))
+    assert "time_limit" in line and "must be positive" in line, line

@@ -42,6 +42,12 @@ def add_optimize(sub) -> None:
     )
     p.add_argument("--budget-p90", type=float, metavar="MS", help="a p90 latency the choice must meet (default none)")
     p.add_argument("--budget-bytes", type=int, metavar="N", help="a model size the choice must meet (default none)")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="S",
+        help="seconds the quantizers may take: none starts past it, nor any guard step (default none)",
+    )
     p.add_argument("--samples", type=int, default=100, help="calibration images (default 100, spread over the folder)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default 5)")
     p.add_argument("--seconds", type=float, default=0.3, help="seconds per candidate per round (default 0.3)")
@@ -140,6 +146,7 @@ def _run(args, run_dir: Path) -> dict:
         "seconds": args.seconds,
         "budget_p90_ms": args.budget_p90,
         "budget_bytes": args.budget_bytes,
+        "time_limit": args.time_limit,
     }
     if args.backend:
         stage["backends"] = list(args.backend)

@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from edgepipe.devices import EdgepipeError
+
 FLOAT = ("fp32", "fp16", "bf16")
 
 
@@ -222,3 +224,32 @@ def resolution_note(best: dict, ref: dict | None, max_drop: float) -> str | None
         f"on {n} inputs, on {round((1 - agree) * n)} of which the two disagree: known to about ±{2 * se:.1f} pt, wider "
         f"than the {max_drop:g} pt budget; more test inputs would resolve it"
     )
+
+
+def not_at_chance(measured: list[dict], y, task: dict | None) -> None:
+    """One line, instead of a choice, when the reference (the best fp32 run) scores no better than guessing on
+    labelled classes: the labels do not mean what the outputs mean (class folders in another order, or named
+    otherwise than the model's classes), and every candidate would be judged against noise."""
+    ref = reference(measured)
+    if ref is None or ref["accuracy"] is None:
+        return
+    t = ref.get("task") or {}
+    if t.get("task", "classify") != "classify":  # a task's metric of exactly 0 against labels: nothing found
+        if t.get("against") == "labels" and ref["accuracy"] == 0:
+            raise EdgepipeError(
+                f"deploy: {ref['name']} scores {t.get('metric')} 0 against the labels of "
+                f"{(task or {}).get('what') or (task or {}).get('images') or 'the test split'}: "
+                "it finds nothing they hold, so every candidate would be judged against nothing; train it further, "
+                "or check that the labels are the model's (its classes, its input size)"
+            )
+        return
+    classes = ref["task"].get("classes") if ref.get("task") else len(np.unique(y)) if y is not None else 0
+    n = ref.get("accuracy_samples") or 0
+    if at_chance(ref["accuracy"], n, classes or 0):
+        where = f" of {task['images']}" if task else ""
+        raise EdgepipeError(
+            f"deploy: {ref['name']} scores {100 * ref['accuracy']:.1f}% on {n} labelled images{where}, no better "
+            f"than guessing among {classes} classes: the labels do not mean what the model's outputs mean. Name the "
+            "class folders by the model's classes in output order (--classes A,B,… writes them into the contract), "
+            "or give images without class folders to judge against the model's own predictions"
+        )

@@ -22,7 +22,7 @@ from edgepipe.devices import EdgepipeError
 from edgepipe.pipeline.core.config import require
 from edgepipe.pipeline.core.registry import register_stage
 from edgepipe.pipeline.core.run import StageResult
-from edgepipe.pipeline.stages.choice import choose, metric_name, resolution_note
+from edgepipe.pipeline.stages.choice import choose, metric_name, not_at_chance, resolution_note
 
 
 @dataclass(frozen=True)
@@ -199,37 +199,6 @@ def _shipped(models: dict, best: dict, table: list[dict], cfg: DeployConfig, out
         "candidates": table,
         "notes": notes,
     }
-
-
-def not_at_chance(measured: list[dict], y, task: dict | None) -> None:
-    """One line, instead of a choice, when the reference (the best fp32 run) scores no better than guessing on
-    labelled classes: the labels do not mean what the outputs mean (class folders in another order, or named
-    otherwise than the model's classes), and every candidate would be judged against noise."""
-    from edgepipe.pipeline.stages.choice import at_chance, reference
-
-    ref = reference(measured)
-    if ref is None or ref["accuracy"] is None:
-        return
-    t = ref.get("task") or {}
-    if t.get("task", "classify") != "classify":  # a task's metric of exactly 0 against labels: nothing found
-        if t.get("against") == "labels" and ref["accuracy"] == 0:
-            raise EdgepipeError(
-                f"deploy: {ref['name']} scores {t.get('metric')} 0 against the labels of "
-                f"{(task or {}).get('what') or (task or {}).get('images') or 'the test split'}: "
-                "it finds nothing they hold, so every candidate would be judged against nothing; train it further, "
-                "or check that the labels are the model's (its classes, its input size)"
-            )
-        return
-    classes = ref["task"].get("classes") if ref.get("task") else len(np.unique(y)) if y is not None else 0
-    n = ref.get("accuracy_samples") or 0
-    if at_chance(ref["accuracy"], n, classes or 0):
-        where = f" of {task['images']}" if task else ""
-        raise EdgepipeError(
-            f"deploy: {ref['name']} scores {100 * ref['accuracy']:.1f}% on {n} labelled images{where}, no better "
-            f"than guessing among {classes} classes: the labels do not mean what the model's outputs mean. Name the "
-            "class folders by the model's classes in output order (--classes A,B,… writes them into the contract), "
-            "or give images without class folders to judge against the model's own predictions"
-        )
 
 
 def _task_record(c: dict) -> dict:

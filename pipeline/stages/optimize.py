@@ -15,6 +15,7 @@ candidates/ the quantized files."""
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,8 @@ class OptimizeConfig(TakesModels):
     seconds: float = 0.3  # per candidate per round
     budget_p90_ms: float | None = None  # a latency budget the choice must meet (none by default: the fastest wins)
     budget_bytes: int | None = None  # a model-size budget
+    # seconds the quantizers may take: none starts past it, and the guard starts no step or trial past it
+    time_limit: float | None = None
 
     def __post_init__(self):
         require(bool(self.images), "images", "give a folder of the user's images")
@@ -55,7 +58,7 @@ class OptimizeConfig(TakesModels):
         require(self.max_accuracy_drop >= 0, "max_accuracy_drop", "must be non-negative")
         require(set(self.quantizers) <= set(QUANTIZERS), "quantizers", f"choose from {', '.join(QUANTIZERS)}")
         require(self.calibration_samples >= 1, "calibration_samples", "must be at least 1")
-        for key in ("budget_p90_ms", "budget_bytes"):
+        for key in ("budget_p90_ms", "budget_bytes", "time_limit"):
             require(getattr(self, key) is None or getattr(self, key) > 0, key, "must be positive (or null: none)")
         self.deploy_config()  # rounds, seconds, threads, backends and budgets checked now, not after the quantizers
         if self.task is not None:
@@ -140,7 +143,7 @@ def _source(cfg: OptimizeConfig, ctx) -> _Source:
     return _Source(path, spec, contract, task, images, fd.spread(batches, cfg.calibration_samples))
 
 
-def edgepipe_int8(cfg: OptimizeConfig, src: _Source, out: Path) -> tuple[Path | None, dict]:
+def edgepipe_int8(cfg: OptimizeConfig, src: _Source, out: Path, deadline: float | None = None):
     """edgepipe's int8 (the profile's preset) under the guard judged by the task's metric on the images:
     (its path, or None when the guard cannot meet the budget; its record)."""
     from edgepipe.export.guard import guarded_quantize
@@ -162,6 +165,7 @@ def edgepipe_int8(cfg: OptimizeConfig, src: _Source, out: Path) -> tuple[Path | 
         None,
         cfg.max_accuracy_drop if judged else None,
         judge=judge,
+        deadline=deadline,
     )
     record = {
         "quantizer": "edgepipe",
@@ -171,6 +175,7 @@ def edgepipe_int8(cfg: OptimizeConfig, src: _Source, out: Path) -> tuple[Path | 
         "drop_points": g["drop_points"],
         "kept_float": g["kept_float"],
         "op_types": g.get("op_types"),
+        **({"time_limit_reached": True} if g.get("time_limit_reached") else {}),
     }
     if not g["met"]:
         out.unlink(missing_ok=True)
@@ -202,14 +207,23 @@ def _candidates(cfg: OptimizeConfig, src: _Source, folder: Path) -> tuple[dict, 
     folder.mkdir(parents=True, exist_ok=True)
     stem = ref_name(cfg.model).removesuffix(".onnx")
     models, records, notes = {src.path.name: src.path}, [], []
-    if "edgepipe" in cfg.quantizers:
+    deadline = None if cfg.time_limit is None else time.monotonic() + cfg.time_limit
+
+    def late(what: str) -> bool:
+        if deadline is not None and time.monotonic() > deadline:
+            notes.append(f"{what} left out: the {cfg.time_limit:g} s time limit was spent before it could start")
+            return True
+        return False
+
+    if "edgepipe" in cfg.quantizers and not late("edgepipe's int8"):
         print("  optimize: edgepipe int8 for onnxruntime, under the guard", file=sys.stderr)
-        path, rec = edgepipe_int8(cfg, src, folder / f"{stem}.int8.onnx")
+        path, rec = edgepipe_int8(cfg, src, folder / f"{stem}.int8.onnx", deadline)
         records.append(rec)
         if path is None:
             notes.append(
                 f"edgepipe's int8 left out: {rec['drop_points']:.2f} points of {src.task.metric} lost, over the "
                 f"{cfg.max_accuracy_drop:g}-point budget even with {len(rec['kept_float'])} node(s) in float"
+                + (" (the time limit stopped the guard)" if rec.get("time_limit_reached") else "")
             )
         else:
             models[path.name] = path
@@ -218,7 +232,7 @@ def _candidates(cfg: OptimizeConfig, src: _Source, folder: Path) -> tuple[dict, 
         if path is not None:
             models[path.name] = path
             records.append(rec)
-    if "nncf" in cfg.quantizers:
+    if "nncf" in cfg.quantizers and not late("NNCF's int8"):
         ok, why = nncf_available()
         if not ok:
             notes.append(f"NNCF's int8 left out: {why}")
