@@ -29,10 +29,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/edgepipe run
 
-## test: the default test suite (well under 15 minutes on 2 cores); installs Debian's chromium first,
-## where it can, for the report's browser test (which skips, saying why, where it cannot)
+## test: the default test suite (under 15 minutes on 2 cores; the 15 slowest tests are listed at the end, to
+## keep it so); installs Debian's chromium first, where it can, for the report's browser test (which skips,
+## saying why, where it cannot)
 test: $(STAMP) $(TEST_STAMP) browser lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 ## lint: ruff's checks (pycodestyle, pyflakes, isort; line length 120) and that the tree is ruff-formatted
 lint: $(STAMP)

@@ -105,8 +105,13 @@ def test_short_run_deploys_its_fastest_candidate_and_the_runner_runs_it(short_ru
     assert backends == ({"onnxruntime", "openvino"} if available("openvino")[0] else {"onnxruntime"})
     assert len(table) == 4 * len({(c["backend"], c["precision"]) for c in table})  # every model on every pairing
     chosen = [c for c in table if c["chosen"]]
-    assert len(chosen) == 1 and chosen[0]["time_vs_reference"] == min(
-        c["time_vs_reference"] for c in table if c["eligible"]
+    fastest = min((c for c in table if c["eligible"]), key=lambda c: c["time_vs_reference"])
+    # the fastest, or one tied with it within the rounds' noise and preferred by the tie rule (choice.break_tie),
+    # which the fastest's why_not then says
+    assert len(chosen) == 1 and (chosen[0] is fastest or str(fastest.get("why_not")).startswith("['tied:")), (
+        chosen[0]["name"],
+        fastest["name"],
+        fastest.get("why_not"),
     )
     ref = [c for c in table if c["reference"]]
     assert len(ref) == 1 and ref[0]["time_vs_reference"] == 1.0 and ref[0]["ran"]["precision"] == "fp32"
