@@ -223,3 +223,16 @@ def write_split(data, split: str, folder: Path) -> Path:
     doc.pop("order")
     (folder / "annotations.json").write_text(json.dumps(doc))
     return folder
+
+
+def split_image_set(data, split: str, input_name: str):
+    """A split of detection data as the task evaluation's ImageSet: one feed of one image each under the
+    model's input name, what decoding needs of each, and the split's boxes as COCO ground truth."""
+    from edgepipe.runtime.tasks.detect import coco_ground_truth
+    from edgepipe.runtime.tasks.evaluate import ImageSet
+
+    x, rows = data.split(split)
+    feeds = [{input_name: x[i : i + 1]} for i in range(len(x))]
+    metas = [{"file": str(r), "scale": (1.0, 1.0), "input_hw": tuple(x.shape[2:])} for r in rows]
+    truth = coco_ground_truth([data.targets[r] for r in rows], len(data.contract.classes))
+    return ImageSet(Path(f"{split} split"), feeds, metas, truth)

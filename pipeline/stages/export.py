@@ -202,21 +202,16 @@ def export_saved_checked(
 def _detection_figures(path: Path, data) -> dict:
     """The exported detector's mAP@[.5:.95] and mAP@.5 on the test split, through onnxruntime and the task
     its metadata names (decoded as the device decodes it)."""
+    from edgepipe.pipeline.data.detframes import split_image_set
     from edgepipe.runtime.model.session import open_session
     from edgepipe.runtime.tasks.base import task_of
-    from edgepipe.runtime.tasks.detect import coco_ground_truth
+    from edgepipe.runtime.tasks.evaluate import predict, scored
 
     session = open_session(path)
-    task, image = task_of(session), session.get_inputs()[0].name
-    x, rows = data.split("test")
-    names = [o.name for o in session.get_outputs()]
-    preds = [
-        task.decode(dict(zip(names, session.run(None, {image: x[i : i + 1]}))), {"input_hw": tuple(x.shape[2:])})
-        for i in range(len(x))
-    ]
-    s = task.score(preds, coco_ground_truth([data.targets[r] for r in rows], len(data.contract.classes)))
+    task, images = task_of(session), split_image_set(data, "test", session.get_inputs()[0].name)
+    s = scored(task, predict(session, task, images.feeds, images.metas), images.labels)
     # "accuracy" holds the task's metric, named by "metric", for the tables that compare every model
-    return {"task": "detect", "accuracy": s.value, "metric": s.name, "map": s.value, "map50": s.figures.get("map50")}
+    return {"task": "detect", "accuracy": s["value"], "metric": s["metric"], "map": s["value"], "map50": s.get("map50")}
 
 
 @register_stage("export", ExportConfig)

@@ -253,19 +253,14 @@ def _quantize_static(cfg: QuantizeConfig, ctx, fp32_path: Path, src_meta: dict, 
 
 def detection_judge(data, split: str, fp32_path: Path):
     """A FolderJudge (the task's metric of a model file, and its drop from the float file's) on a split of
-    detection data: one feed per image, scored against its boxes by the detect task the file names."""
+    detection data, scored against its boxes by the detect task the file names."""
+    from edgepipe.pipeline.data.detframes import split_image_set
     from edgepipe.runtime.model.session import open_session
     from edgepipe.runtime.tasks.base import task_of
-    from edgepipe.runtime.tasks.detect import coco_ground_truth
-    from edgepipe.runtime.tasks.evaluate import FolderJudge, ImageSet
+    from edgepipe.runtime.tasks.evaluate import FolderJudge
 
     session = open_session(fp32_path)
-    x, rows = data.split(split)
-    image = session.get_inputs()[0].name
-    feeds = [{image: x[i : i + 1]} for i in range(len(x))]
-    metas = [{"file": str(r), "scale": (1.0, 1.0), "input_hw": tuple(x.shape[2:])} for r in rows]
-    truth = coco_ground_truth([data.targets[r] for r in rows], len(data.contract.classes))
-    images = ImageSet(Path(f"{split} split"), feeds, metas, truth)
+    images = split_image_set(data, split, session.get_inputs()[0].name)
     return FolderJudge(task_of(session), images.folder, data.contract, fp32_path, images=images)
 
 
