@@ -172,25 +172,40 @@ def _store():
     return core.create_or_get_global_tcp_store()
 
 
+def _publish(key: str, obj) -> None:
+    """Put obj under key in the store, then mark it ready (readers poll the mark)."""
+    store = _store()
+    store.set(key, pickle.dumps(obj))
+    store.add(f"{key}/ready", 1)
+
+
+def _wait_count(key: str, n: int, deadline: float | None = None) -> None:
+    """Poll the store's counter `key` until it reaches n (or time.monotonic() passes `deadline`)."""
+    store = _store()
+    while store.add(key, 0) < n and (deadline is None or time.monotonic() < deadline):
+        time.sleep(0.05)
+
+
+def _read(key: str):
+    """What _publish put under key, once it is there (however long that takes)."""
+    _wait_count(f"{key}/ready", 1)
+    return pickle.loads(bytes(_store().get(key)))
+
+
 def tell(message) -> None:
     """Rank 0: the next message to the other ranks (no-op without a launcher)."""
     global _STEP
     if not launched():
         return
     _STEP += 1
-    store = _store()
-    store.set(f"edgepipe/{_STEP}", pickle.dumps(message))
-    store.add(f"edgepipe/{_STEP}/ready", 1)
+    _publish(f"edgepipe/{_STEP}", message)
 
 
-def hear(poll_s: float = 0.2):
+def hear():
     """The other ranks: wait (for as long as rank 0's stage takes) for rank 0's next message."""
     global _STEP
     _STEP += 1
-    store = _store()
-    while store.add(f"edgepipe/{_STEP}/ready", 0) == 0:
-        time.sleep(poll_s)
-    return pickle.loads(bytes(store.get(f"edgepipe/{_STEP}")))
+    return _read(f"edgepipe/{_STEP}")
 
 
 def bye() -> None:
@@ -200,11 +215,8 @@ def bye() -> None:
 
 def wait_for_byes(timeout_s: float = 120) -> None:
     """Rank 0: stay until every other rank has read the last message."""
-    if not launched():
-        return
-    store, deadline = _store(), time.monotonic() + timeout_s
-    while store.add("edgepipe/bye", 0) < world() - 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    if launched():
+        _wait_count("edgepipe/bye", world() - 1, time.monotonic() + timeout_s)
 
 
 def ready() -> None:
@@ -215,11 +227,8 @@ def ready() -> None:
 
 def wait_for_ranks() -> None:
     """Rank 0: until every other rank is at the announced stage's start (polled: however long it takes)."""
-    if not launched():
-        return
-    store = _store()
-    while store.add(f"edgepipe/{_STEP}/at", 0) < world() - 1:
-        time.sleep(0.05)
+    if launched():
+        _wait_count(f"edgepipe/{_STEP}/at", world() - 1)
 
 
 _CALLS = 0  # on_rank0 calls so far, the same count on every rank
@@ -233,20 +242,16 @@ def on_rank0(fn, *args, **kwargs):
     if parallel() == 1:
         return fn(*args, **kwargs)
     _CALLS += 1
-    key, store = f"edgepipe/rank0/{_CALLS}", _store()
+    key = f"edgepipe/rank0/{_CALLS}"
     if is_main():
         try:
-            result = ("ok", fn(*args, **kwargs))
+            result = fn(*args, **kwargs)
         except Exception as exc:
-            store.set(key, pickle.dumps(("error", f"{type(exc).__name__}: {exc}")))
-            store.add(f"{key}/ready", 1)
+            _publish(key, ("error", f"{type(exc).__name__}: {exc}"))
             raise
-        store.set(key, pickle.dumps(result))
-        store.add(f"{key}/ready", 1)
-        return result[1]
-    while store.add(f"{key}/ready", 0) == 0:
-        time.sleep(0.05)
-    kind, value = pickle.loads(bytes(store.get(key)))
+        _publish(key, ("ok", result))
+        return result
+    kind, value = _read(key)
     if kind == "error":
         raise EdgepipeError(f"rank 0 failed: {value}")
     return value
