@@ -13,7 +13,9 @@ from test_tasks import squares_folder
 FAST = ("--rounds", "2", "--seconds", "0.05", "--samples", "6")
 
 
-def test_optimize_a_detector_by_map_with_the_users_model_among_the_candidates(tmp_path):
+def optimize_squares(tmp_path, *extra):
+    """`edgepipe optimize` on the hand-made square detector and a folder of squares with their boxes:
+    (the CLI's result, the run directory, the model, the images)."""
     pytest.importorskip("pycocotools")
     from onnx_models import square_detector
 
@@ -22,8 +24,13 @@ def test_optimize_a_detector_by_map_with_the_users_model_among_the_candidates(tm
     run = tmp_path / "run"
     proc = edgepipe(
         "optimize", model, "--images", images, "-o", run, "--size", "64", "--mean", "0,0,0", "--std", "1,1,1",
-        "--task", "detect", *FAST,
+        "--task", "detect", *extra, *FAST,
     )  # fmt: skip
+    return proc, run, model, images
+
+
+def test_optimize_a_detector_by_map_with_the_users_model_among_the_candidates(tmp_path):
+    proc, run, _, images = optimize_squares(tmp_path)
     assert proc.returncode == 0, proc.stderr
     m = json.loads((run / "manifest.json").read_text())
     assert list(m["stages"]) == ["optimize", "report"]
@@ -121,16 +128,7 @@ def test_optimize_exports_a_paddle_inference_model_and_scores_top1_on_class_fold
 def test_a_time_limit_spent_leaves_the_quantizers_out_and_says_so(tmp_path):
     """--time-limit bounds the quantizers: past it none starts (and the guard starts no step), the notes say
     which were left out, and the user's own model still stands as a candidate."""
-    pytest.importorskip("pycocotools")
-    from onnx_models import square_detector
-
-    model = square_detector(tmp_path / "det.onnx")
-    images = squares_folder(tmp_path / "squares")
-    run = tmp_path / "run"
-    proc = edgepipe(
-        "optimize", model, "--images", images, "-o", run, "--size", "64", "--mean", "0,0,0", "--std", "1,1,1",
-        "--task", "detect", "--time-limit", "0.000001", *FAST,
-    )  # fmt: skip
+    proc, run, model, images = optimize_squares(tmp_path, "--time-limit", "0.000001")
     assert proc.returncode == 0, proc.stderr
     o = json.loads((run / "manifest.json").read_text())["stages"]["optimize"]["metrics"]
     notes = " ".join(o["notes"])
